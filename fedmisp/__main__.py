@@ -1,0 +1,3 @@
+from fedmisp.node.cli import main
+
+raise SystemExit(main())

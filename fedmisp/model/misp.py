@@ -1,0 +1,944 @@
+"""The MISP core format: parsing MISP JSON into validated element bodies, and back.
+
+An event becomes a header (the MISP event fields) and a flat list of elements: attributes (with
+``object_uuid`` when they belong to an object), objects and object references. Each element's body is
+a map with MISP's own field names, so MISP JSON out is a re-nesting of what came in. Fields that are
+local to one MISP instance (numeric ids, correlations, the owner org, derived galaxy expansions) are
+dropped on the way in; unknown fields are kept under ``extra`` so nothing a newer MISP sends is lost.
+
+Sightings and proposals travel as their own records (docs DESIGN "Records"), and local tags are
+node-local annotations: the parser returns them separately.
+
+The typed dataclasses at the bottom are the read view other layers use.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as _dt
+import hashlib
+import re
+import time
+import uuid as uuidlib
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from fedmisp.model.describe import describe_types, find_template
+from fedmisp.model.values import MAX_VALUE_BYTES, ValueFormatError, normalise
+
+# --- limits (every size has one) ----------------------------------------------------------------
+MAX_TEXT_BYTES = 65_535  # MISP stores info, comment and values in TEXT columns (65,535 bytes)
+MAX_TAG_NAME = 255  # MISP's tags.name is varchar(255)
+MAX_TAGS_PER_ELEMENT = 1_000
+MAX_ATTACHMENT_BYTES = 32 * 1024 * 1024  # base64 "data" of a malware-sample or attachment
+MAX_ERRORS_REPORTED = 20  # per event: enough to fix a file, not a flood
+
+KIND_ATTRIBUTE = "attribute"
+KIND_OBJECT = "object"
+KIND_REFERENCE = "reference"
+
+# Fields one MISP instance derives or numbers for itself; they mean nothing on another node.
+_LOCAL_FIELDS = frozenset({
+    "id", "event_id", "object_id", "org_id", "orgc_id", "sharing_group_id", "user_id", "locked",
+    "attribute_count", "proposal_email_lock", "value1", "value2", "event_uuid", "Event", "Org",
+    "RelatedEvent", "RelatedAttribute", "Feed", "Galaxy", "AttributeTag", "EventTag", "decay_score",
+    "SharingGroup", "source_uuid", "referenced_id", "referenced_type", "Object", "Attribute",
+    "ObjectReference", "Tag", "Sighting", "ShadowAttribute", "Orgc", "CryptographicKey",
+    "sighting_timestamp", "template_id", "disable_correlation_count", "protected",
+    "ObjectRelation", "Analyst", "Note", "Opinion", "Relationship",
+    "RelatedObject", "first_seen", "last_seen",
+})
+# first_seen/last_seen and the nested lists are in _LOCAL_FIELDS only so the "extra" pass skips
+# them; they are handled explicitly below.
+
+_UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z")
+_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}\Z")
+_TRUE = {True, 1, "1", "true", "True"}
+_FALSE = {False, 0, "0", "false", "False", None, ""}
+_MAX_TIMESTAMP = 2**40  # year 36812: beyond any real time, below any overflow
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    where: str  # "event", "Attribute[3] (uuid …)", "Object[0].Attribute[2]"
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: field '{self.field}': {self.message}"
+
+
+class EventError(ValueError):
+    """An event refused whole; `problems` names each element, field and what would be accepted."""
+
+    def __init__(self, event: str, problems: list[Problem]):
+        self.event = event
+        self.problems = problems
+        more = "" if len(problems) < MAX_ERRORS_REPORTED else f" (first {MAX_ERRORS_REPORTED} shown)"
+        super().__init__(f"event {event}: " + "; ".join(map(str, problems)) + more)
+
+
+class _Problems:
+    def __init__(self) -> None:
+        self.items: list[Problem] = []
+
+    def add(self, where: str, field_: str, message: str) -> None:
+        if len(self.items) < MAX_ERRORS_REPORTED:
+            self.items.append(Problem(where, field_, message))
+
+
+@dataclass(frozen=True, slots=True)
+class ImportDefaults:
+    """What a MISP JSON file may leave out, filled as MISP fills it on add."""
+    org_uuid: str
+    org_name: str
+    distribution: int = 1  # MISP's shipped MISP.default_event_distribution
+    now: int = 0
+
+    def timestamp(self) -> int:
+        return self.now or int(time.time())
+
+
+@dataclass(slots=True)
+class ParsedElement:
+    kind: str
+    uuid: str
+    body: dict[str, Any]
+
+
+@dataclass(slots=True)
+class ParsedEvent:
+    """A validated event, ready to be signed as a revision."""
+    header: dict[str, Any]
+    elements: list[ParsedElement]
+    sightings: list[dict[str, Any]] = field(default_factory=list)
+    proposals: list[dict[str, Any]] = field(default_factory=list)
+    local_tags: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # element/event uuid -> tags
+
+    @property
+    def uuid(self) -> str:
+        return self.header["uuid"]
+
+    @property
+    def timestamp(self) -> int:
+        return self.header["timestamp"]
+
+    def attribute_count(self) -> int:
+        return sum(1 for e in self.elements if e.kind == KIND_ATTRIBUTE)
+
+
+# --- field checks -------------------------------------------------------------------------------
+
+def _uuid(value: Any, where: str, field_: str, p: _Problems, *, required: bool = False) -> str | None:
+    if value is None or value == "":
+        if required:
+            p.add(where, field_, "missing; expected a UUID such as 5a1b2c3d-0000-4000-8000-00000000abcd")
+        return None
+    if isinstance(value, str) and _UUID_RE.match(value):
+        return value.lower()
+    p.add(where, field_, f"{_show(value)} is not a UUID; expected 8-4-4-4-12 hexadecimal digits")
+    return None
+
+
+def _int(value: Any, where: str, field_: str, p: _Problems, lo: int, hi: int, default: int) -> int:
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        p.add(where, field_, f"{_show(value)} is not an integer; expected {lo} to {hi}")
+        return default
+    try:
+        n = int(value)
+    except ValueError:
+        p.add(where, field_, f"{_show(value)} is not an integer; expected {lo} to {hi}")
+        return default
+    if not lo <= n <= hi:
+        p.add(where, field_, f"{n} is out of range; expected {lo} to {hi}")
+        return default
+    return n
+
+
+def _bool(value: Any, where: str, field_: str, p: _Problems, default: bool = False) -> bool:
+    if value is None:
+        return default
+    if isinstance(value, (bool, int, str)):
+        if value in _TRUE:
+            return True
+        if value in _FALSE:
+            return False
+    p.add(where, field_, f"{_show(value)} is not a boolean; expected true, false, 0 or 1")
+    return default
+
+
+def _text(value: Any, where: str, field_: str, p: _Problems, *, required: bool = False,
+          limit: int = MAX_TEXT_BYTES) -> str:
+    if value is None:
+        if required:
+            p.add(where, field_, "missing; expected a non-empty string")
+        return ""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        p.add(where, field_, f"expected a string, got {type(value).__name__}")
+        return ""
+    if required and not value.strip():
+        p.add(where, field_, "is empty; expected a non-empty string")
+    if len(value) > limit // 4 and len(value.encode("utf-8")) > limit:
+        p.add(where, field_, f"is {len(value.encode('utf-8'))} bytes; at most {limit} accepted")
+    return value
+
+
+def _seen(value: Any, where: str, field_: str, p: _Problems) -> str | None:
+    """first_seen/last_seen: ISO 8601 as MISP emits it (kept as given), or epoch microseconds."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if isinstance(value, str):
+        if value.isdigit():
+            return value
+        try:
+            _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+            return value
+        except ValueError:
+            pass
+    p.add(where, field_, f"{_show(value)} is not a time; expected ISO 8601 such as 2024-01-31T12:00:00.000000+00:00")
+    return None
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _tags(raw: Any, where: str, p: _Problems, local_out: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """Shared tags as {name[, colour][, relationship_type]}; local tags go to `local_out`."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        p.add(where, "Tag", "expected a list of tags such as [{\"name\": \"tlp:green\"}]")
+        return []
+    if len(raw) > MAX_TAGS_PER_ELEMENT:
+        p.add(where, "Tag", f"{len(raw)} tags; at most {MAX_TAGS_PER_ELEMENT} accepted")
+        return []
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for i, t in enumerate(raw):
+        if isinstance(t, str):
+            t = {"name": t}
+        if not isinstance(t, dict):
+            p.add(where, f"Tag[{i}]", "expected {\"name\": ...}")
+            continue
+        name = t.get("name")
+        if not isinstance(name, str) or not name.strip():
+            p.add(where, f"Tag[{i}].name", "missing; expected a tag name such as tlp:amber")
+            continue
+        if len(name) > MAX_TAG_NAME:
+            p.add(where, f"Tag[{i}].name", f"{len(name)} characters; at most {MAX_TAG_NAME} accepted")
+            continue
+        if name in seen:
+            continue  # MISP attaches a tag once
+        seen.add(name)
+        tag: dict[str, Any] = {"name": name}
+        colour = t.get("colour")
+        if isinstance(colour, str) and colour:
+            tag["colour"] = colour
+        rel = t.get("relationship_type")
+        if isinstance(rel, str) and rel:
+            tag["relationship_type"] = rel
+        if t.get("local") in (True, 1, "1", "true") and local_out is not None:
+            local_out.append(tag)
+        else:
+            out.append(tag)
+    return out
+
+
+def _extra(raw: dict[str, Any], known: frozenset[str]) -> dict[str, Any] | None:
+    extra = {k: v for k, v in raw.items() if k not in known and k not in _LOCAL_FIELDS and v is not None}
+    return extra or None
+
+
+def _sharing_group_uuid(raw: dict[str, Any], distribution: int, where: str, p: _Problems) -> str | None:
+    sg = raw.get("sharing_group_uuid")
+    if sg is None and isinstance(raw.get("SharingGroup"), dict):
+        sg = raw["SharingGroup"].get("uuid")
+    sg_uuid = _uuid(sg, where, "sharing_group_uuid", p)
+    if distribution == 4 and sg_uuid is None and sg is None:
+        p.add(where, "sharing_group_uuid",
+              "distribution 4 (sharing group) needs the group: give SharingGroup.uuid or sharing_group_uuid")
+    if distribution != 4:
+        return None
+    return sg_uuid
+
+
+# --- elements -----------------------------------------------------------------------------------
+
+_ATTRIBUTE_KNOWN = frozenset({
+    "uuid", "type", "category", "value", "to_ids", "distribution", "comment", "timestamp", "deleted",
+    "disable_correlation", "object_relation", "object_uuid", "data", "malware_binary",
+})
+
+
+def _attribute(raw: Any, where: str, p: _Problems, defaults: ImportDefaults, parsed: ParsedEvent,
+               object_uuid: str | None = None) -> ParsedElement | None:
+    if not isinstance(raw, dict):
+        p.add(where, "Attribute", "expected a map with type, category and value")
+        return None
+    n = len(p.items)
+    dt = describe_types()
+    uuid = _uuid(raw.get("uuid"), where, "uuid", p) or str(uuidlib.uuid4())
+    where_u = f"{where} (uuid {uuid})" if raw.get("uuid") else where
+    type_ = raw.get("type")
+    if not isinstance(type_, str) or type_ not in dt.types:
+        p.add(where_u, "type", f"{_show(type_)} is not a MISP attribute type; accepted: the {len(dt.types)} "
+              "types of describeTypes.json (e.g. ip-dst, domain, md5, url)")
+        return None
+    category = raw.get("category")
+    if category is None or category == "":
+        category = dt.sane_defaults[type_].default_category
+    elif not isinstance(category, str) or category not in dt.category_types \
+            or type_ not in dt.category_types[category]:
+        p.add(where_u, "category", f"{_show(category)} does not take type {type_}; accepted: "
+              + ", ".join(dt.categories_for(type_)))
+    value = raw.get("value")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        p.add(where_u, "value", f"missing or not a string; expected a {type_} value")
+        return None
+    if type_ == "malware-sample" and "|" not in value and isinstance(raw.get("data"), str):
+        value = _complete_malware_sample(value, raw["data"])
+    try:
+        normalise(type_, value)
+    except ValueFormatError as e:
+        p.add(where_u, "value", f"{_show(value)}: {e}")
+    distribution = _int(raw.get("distribution"), where_u, "distribution", p, 0, 5, 5)
+    body: dict[str, Any] = {
+        "category": category,
+        "comment": _text(raw.get("comment"), where_u, "comment", p),
+        "deleted": _bool(raw.get("deleted"), where_u, "deleted", p),
+        "disable_correlation": _bool(raw.get("disable_correlation"), where_u, "disable_correlation", p),
+        "distribution": distribution,
+        "timestamp": _int(raw.get("timestamp"), where_u, "timestamp", p, 0, _MAX_TIMESTAMP,
+                          parsed.header["timestamp"]),
+        "to_ids": _bool(raw.get("to_ids"), where_u, "to_ids", p, dt.sane_defaults[type_].to_ids),
+        "type": type_,
+        "uuid": uuid,
+        "value": value,
+    }
+    sg = _sharing_group_uuid(raw, distribution, where_u, p)
+    if sg:
+        body["sharing_group_uuid"] = sg
+    for key in ("first_seen", "last_seen"):
+        seen = _seen(raw.get(key), where_u, key, p)
+        if seen is not None:
+            body[key] = seen
+    if object_uuid is not None:
+        body["object_uuid"] = object_uuid
+        rel = _text(raw.get("object_relation"), where_u, "object_relation", p, required=True, limit=255)
+        body["object_relation"] = rel
+    for key in ("data", "malware_binary"):
+        data = raw.get(key)
+        if data is not None:
+            if not isinstance(data, str):
+                p.add(where_u, key, "expected base64 text")
+            elif len(data) > MAX_ATTACHMENT_BYTES:
+                p.add(where_u, key, f"{len(data)} bytes; at most {MAX_ATTACHMENT_BYTES} accepted")
+            else:
+                body[key] = data
+    local: list[dict[str, Any]] = []
+    tags = _tags(raw.get("Tag"), where_u, p, local)
+    if tags:
+        body["Tag"] = tags
+    if local:
+        parsed.local_tags[uuid] = local
+    extra = _extra(raw, _ATTRIBUTE_KNOWN)
+    if extra:
+        body["extra"] = extra
+    _sightings(raw.get("Sighting"), uuid, where_u, p, parsed)
+    _proposals(raw.get("ShadowAttribute"), uuid, where_u, p, parsed, defaults)
+    if len(p.items) != n:
+        return None
+    return ParsedElement(KIND_ATTRIBUTE, uuid, body)
+
+
+def _complete_malware_sample(filename: str, data: str) -> str:
+    """MISP stores a malware-sample as filename|md5; given only the filename and the file, it
+    computes the md5 itself (PyMISP sends samples that way)."""
+    try:
+        content = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        return filename  # the value check then names what is wrong
+    return f"{filename}|{hashlib.md5(content).hexdigest()}"
+
+
+_OBJECT_KNOWN = frozenset({
+    "uuid", "name", "meta-category", "description", "template_uuid", "template_version", "comment",
+    "distribution", "timestamp", "deleted",
+})
+
+
+def _object(raw: Any, where: str, p: _Problems, defaults: ImportDefaults, parsed: ParsedEvent) -> None:
+    if not isinstance(raw, dict):
+        p.add(where, "Object", "expected a map with name and Attribute")
+        return
+    uuid = _uuid(raw.get("uuid"), where, "uuid", p) or str(uuidlib.uuid4())
+    where_u = f"{where} (uuid {uuid})"
+    name = _text(raw.get("name"), where_u, "name", p, required=True, limit=255)
+    template_uuid = _uuid(raw.get("template_uuid"), where_u, "template_uuid", p)
+    distribution = _int(raw.get("distribution"), where_u, "distribution", p, 0, 5, 5)
+    template = find_template(name, template_uuid)
+    body: dict[str, Any] = {
+        "comment": _text(raw.get("comment"), where_u, "comment", p),
+        "deleted": _bool(raw.get("deleted"), where_u, "deleted", p),
+        "distribution": distribution,
+        "meta-category": _text(raw.get("meta-category") or (template.meta_category if template else ""),
+                               where_u, "meta-category", p, limit=255),
+        "name": name,
+        "timestamp": _int(raw.get("timestamp"), where_u, "timestamp", p, 0, _MAX_TIMESTAMP,
+                          parsed.header["timestamp"]),
+        "uuid": uuid,
+    }
+    if raw.get("description"):
+        body["description"] = _text(raw.get("description"), where_u, "description", p)
+    if template_uuid:
+        body["template_uuid"] = template_uuid
+    if raw.get("template_version") not in (None, ""):
+        body["template_version"] = str(_int(raw.get("template_version"), where_u, "template_version",
+                                            p, 0, 2**31, 0))
+    sg = _sharing_group_uuid(raw, distribution, where_u, p)
+    if sg:
+        body["sharing_group_uuid"] = sg
+    for key in ("first_seen", "last_seen"):
+        seen = _seen(raw.get(key), where_u, key, p)
+        if seen is not None:
+            body[key] = seen
+    extra = _extra(raw, _OBJECT_KNOWN)
+    if extra:
+        body["extra"] = extra
+    parsed.elements.append(ParsedElement(KIND_OBJECT, uuid, body))
+
+    attributes = raw.get("Attribute") or []
+    if not isinstance(attributes, list):
+        p.add(where_u, "Attribute", "expected a list of attributes")
+        attributes = []
+    relations: list[tuple[str, str]] = []
+    for i, a in enumerate(attributes):
+        element = _attribute(a, f"{where}.Attribute[{i}]", p, defaults, parsed, object_uuid=uuid)
+        if element is not None:
+            parsed.elements.append(element)
+            if not element.body["deleted"]:
+                relations.append((element.body["object_relation"], element.body["type"]))
+    if template is not None:
+        _check_template(template, relations, where_u, p)
+
+    references = raw.get("ObjectReference") or []
+    if not isinstance(references, list):
+        p.add(where_u, "ObjectReference", "expected a list of references")
+        references = []
+    for i, r in enumerate(references):
+        element = _reference(r, f"{where}.ObjectReference[{i}]", uuid, p, parsed)
+        if element is not None:
+            parsed.elements.append(element)
+
+
+def _check_template(template: Any, relations: list[tuple[str, str]], where: str, p: _Problems) -> None:
+    present = {rel for rel, _ in relations}
+    missing = [r for r in template.required if r not in present]
+    if missing:
+        p.add(where, "Attribute", f"object '{template.name}' requires relation(s) {', '.join(missing)}")
+    if template.required_one_of and not present.intersection(template.required_one_of):
+        p.add(where, "Attribute", f"object '{template.name}' requires at least one of: "
+              + ", ".join(template.required_one_of))
+    for rel, type_ in relations:
+        spec = template.relations.get(rel)
+        # Relations a template does not list are accepted, as MISP and PyMISP (non-strict) do;
+        # a listed relation must carry its template's type.
+        if spec is not None and spec.misp_attribute != type_:
+            p.add(where, "Attribute", f"relation '{rel}' of object '{template.name}' takes type "
+                  f"{spec.misp_attribute}, not {type_}")
+
+
+_REFERENCE_KNOWN = frozenset({
+    "uuid", "object_uuid", "referenced_uuid", "relationship_type", "comment", "timestamp", "deleted",
+})
+
+
+def _reference(raw: Any, where: str, object_uuid: str, p: _Problems, parsed: ParsedEvent) -> ParsedElement | None:
+    if not isinstance(raw, dict):
+        p.add(where, "ObjectReference", "expected a map with referenced_uuid and relationship_type")
+        return None
+    n = len(p.items)
+    uuid = _uuid(raw.get("uuid"), where, "uuid", p) or str(uuidlib.uuid4())
+    where_u = f"{where} (uuid {uuid})"
+    body: dict[str, Any] = {
+        "comment": _text(raw.get("comment"), where_u, "comment", p),
+        "deleted": _bool(raw.get("deleted"), where_u, "deleted", p),
+        "object_uuid": object_uuid,
+        "referenced_uuid": _uuid(raw.get("referenced_uuid"), where_u, "referenced_uuid", p, required=True),
+        "relationship_type": _text(raw.get("relationship_type"), where_u, "relationship_type", p,
+                                   required=True, limit=255),
+        "timestamp": _int(raw.get("timestamp"), where_u, "timestamp", p, 0, _MAX_TIMESTAMP,
+                          parsed.header["timestamp"]),
+        "uuid": uuid,
+    }
+    extra = _extra(raw, _REFERENCE_KNOWN)
+    if extra:
+        body["extra"] = extra
+    if len(p.items) != n:
+        return None
+    return ParsedElement(KIND_REFERENCE, uuid, body)
+
+
+def _org(raw: Any) -> dict[str, str] | None:
+    if not isinstance(raw, dict):
+        return None
+    name, uuid = raw.get("name"), raw.get("uuid")
+    if not isinstance(name, str) or not isinstance(uuid, str) or not _UUID_RE.match(uuid):
+        return None
+    return {"name": name, "uuid": uuid.lower()}
+
+
+def _sightings(raw: Any, attribute_uuid: str, where: str, p: _Problems, parsed: ParsedEvent) -> None:
+    if not raw:
+        return
+    if not isinstance(raw, list):
+        p.add(where, "Sighting", "expected a list of sightings")
+        return
+    for i, s in enumerate(raw):
+        w = f"{where}.Sighting[{i}]"
+        if not isinstance(s, dict):
+            p.add(w, "Sighting", "expected a map")
+            continue
+        sighting: dict[str, Any] = {
+            "attribute_uuid": attribute_uuid,
+            "date_sighting": _int(s.get("date_sighting"), w, "date_sighting", p, 0, _MAX_TIMESTAMP,
+                                  parsed.header["timestamp"]),
+            "source": _text(s.get("source"), w, "source", p, limit=255),
+            "type": _int(s.get("type"), w, "type", p, 0, 2, 0),
+            "uuid": _uuid(s.get("uuid"), w, "uuid", p) or str(uuidlib.uuid4()),
+        }
+        org = _org(s.get("Organisation"))
+        if org:
+            sighting["Organisation"] = org
+        parsed.sightings.append(sighting)
+
+
+_PROPOSAL_KNOWN = frozenset({
+    "uuid", "type", "category", "value", "to_ids", "comment", "timestamp", "deleted",
+    "disable_correlation", "proposal_to_delete", "old_id", "first_seen", "last_seen",
+})
+
+
+def _proposals(raw: Any, attribute_uuid: str | None, where: str, p: _Problems, parsed: ParsedEvent,
+               defaults: ImportDefaults) -> None:
+    if not raw:
+        return
+    if not isinstance(raw, list):
+        p.add(where, "ShadowAttribute", "expected a list of proposals")
+        return
+    dt = describe_types()
+    for i, s in enumerate(raw):
+        w = f"{where}.ShadowAttribute[{i}]"
+        if not isinstance(s, dict):
+            p.add(w, "ShadowAttribute", "expected a map")
+            continue
+        type_ = s.get("type")
+        if not isinstance(type_, str) or type_ not in dt.types:
+            p.add(w, "type", f"{_show(type_)} is not a MISP attribute type")
+            continue
+        value = s.get("value")
+        value = str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+        if not isinstance(value, str):
+            p.add(w, "value", f"missing; expected a {type_} value")
+            continue
+        try:
+            normalise(type_, value)
+        except ValueFormatError as e:
+            p.add(w, "value", f"{_show(value)}: {e}")
+        category = s.get("category") or dt.sane_defaults[type_].default_category
+        if not isinstance(category, str) or category not in dt.category_types or type_ not in dt.category_types[category]:
+            p.add(w, "category", f"{_show(category)} does not take type {type_}")
+        proposal: dict[str, Any] = {
+            "category": category,
+            "comment": _text(s.get("comment"), w, "comment", p),
+            "deleted": _bool(s.get("deleted"), w, "deleted", p),
+            "disable_correlation": _bool(s.get("disable_correlation"), w, "disable_correlation", p),
+            "proposal_to_delete": _bool(s.get("proposal_to_delete"), w, "proposal_to_delete", p),
+            "timestamp": _int(s.get("timestamp"), w, "timestamp", p, 0, _MAX_TIMESTAMP, parsed.header["timestamp"]),
+            "to_ids": _bool(s.get("to_ids"), w, "to_ids", p, dt.sane_defaults[type_].to_ids),
+            "type": type_,
+            "uuid": _uuid(s.get("uuid"), w, "uuid", p) or str(uuidlib.uuid4()),
+            "value": value,
+        }
+        if attribute_uuid:
+            proposal["attribute_uuid"] = attribute_uuid
+        for key in ("first_seen", "last_seen"):
+            seen = _seen(s.get(key), w, key, p)
+            if seen is not None:
+                proposal[key] = seen
+        org = _org(s.get("Org"))
+        if org:
+            proposal["Org"] = org
+        parsed.proposals.append(proposal)
+
+
+# --- events -------------------------------------------------------------------------------------
+
+_EVENT_KNOWN = frozenset({
+    "uuid", "info", "date", "threat_level_id", "analysis", "distribution", "published", "timestamp",
+    "publish_timestamp", "extends_uuid", "sharing_group_uuid", "disable_correlation",
+})
+
+
+def unwrap_events(document: Any) -> list[Any]:
+    """The event maps in a MISP JSON document: {"Event": …}, {"response": [...]}, a list, or a bare event."""
+    if isinstance(document, dict):
+        if "response" in document and isinstance(document["response"], list):
+            return [e.get("Event", e) if isinstance(e, dict) else e for e in document["response"]]
+        if "Event" in document:
+            return [document["Event"]]
+        return [document]
+    if isinstance(document, list):
+        return [e.get("Event", e) if isinstance(e, dict) else e for e in document]
+    return [document]
+
+
+def parse_event(raw: Any, defaults: ImportDefaults) -> ParsedEvent:
+    """Validate one MISP event map; raise EventError naming every problem (up to a limit)."""
+    p = _Problems()
+    if not isinstance(raw, dict):
+        raise EventError("?", [Problem("event", "Event", "expected a map of MISP event fields")])
+    uuid = _uuid(raw.get("uuid"), "event", "uuid", p) or str(uuidlib.uuid4())
+    now = defaults.timestamp()
+    distribution = _int(raw.get("distribution"), "event", "distribution", p, 0, 4, defaults.distribution)
+    date = raw.get("date")
+    if date is None or date == "":
+        date = _dt.datetime.fromtimestamp(now, _dt.timezone.utc).date().isoformat()
+    elif not isinstance(date, str) or not _DATE_RE.match(date):
+        p.add("event", "date", f"{_show(date)} is not a date; expected YYYY-MM-DD")
+    orgc = _org(raw.get("Orgc")) or {"name": defaults.org_name, "uuid": defaults.org_uuid}
+    header: dict[str, Any] = {
+        "Orgc": orgc,
+        "analysis": _int(raw.get("analysis"), "event", "analysis", p, 0, 2, 0),
+        "date": date,
+        "distribution": distribution,
+        "info": _text(raw.get("info"), "event", "info", p, required=True),
+        "published": _bool(raw.get("published"), "event", "published", p),
+        "publish_timestamp": _int(raw.get("publish_timestamp"), "event", "publish_timestamp", p, 0,
+                                  _MAX_TIMESTAMP, 0),
+        "threat_level_id": _int(raw.get("threat_level_id"), "event", "threat_level_id", p, 1, 4, 4),
+        "timestamp": _int(raw.get("timestamp"), "event", "timestamp", p, 0, _MAX_TIMESTAMP, now),
+        "uuid": uuid,
+    }
+    if raw.get("disable_correlation") is not None:
+        header["disable_correlation"] = _bool(raw.get("disable_correlation"), "event", "disable_correlation", p)
+    extends = _uuid(raw.get("extends_uuid"), "event", "extends_uuid", p)
+    if extends:
+        header["extends_uuid"] = extends
+    sg = _sharing_group_uuid(raw, distribution, "event", p)
+    if sg:
+        header["sharing_group_uuid"] = sg
+    parsed = ParsedEvent(header, [])
+    local: list[dict[str, Any]] = []
+    tags = _tags(raw.get("Tag"), "event", p, local)
+    if tags:
+        header["Tag"] = tags
+    if local:
+        parsed.local_tags[uuid] = local
+    extra = _extra(raw, _EVENT_KNOWN)
+    if extra:
+        header["extra"] = extra
+
+    attributes = raw.get("Attribute") or []
+    objects = raw.get("Object") or []
+    if not isinstance(attributes, list):
+        p.add("event", "Attribute", "expected a list of attributes")
+        attributes = []
+    if not isinstance(objects, list):
+        p.add("event", "Object", "expected a list of objects")
+        objects = []
+    for i, a in enumerate(attributes):
+        element = _attribute(a, f"Attribute[{i}]", p, defaults, parsed)
+        if element is not None:
+            parsed.elements.append(element)
+    for i, o in enumerate(objects):
+        _object(o, f"Object[{i}]", p, defaults, parsed)
+    _proposals(raw.get("ShadowAttribute"), None, "event", p, parsed, defaults)
+    seen: set[str] = set()
+    for element in parsed.elements:
+        if element.uuid in seen:
+            p.add(f"{element.kind} {element.uuid}", "uuid", "appears twice in the event; uuids must be unique")
+        seen.add(element.uuid)
+    if p.items:
+        raise EventError(uuid, p.items)
+    return parsed
+
+
+# --- MISP JSON out ------------------------------------------------------------------------------
+
+def _misp_tags(tags: Iterable[dict[str, Any]], local: Iterable[dict[str, Any]] = ()) -> list[dict[str, Any]]:
+    out = [dict(t) for t in tags]
+    out.extend({**t, "local": True} for t in local)
+    return out
+
+
+def _misp_attribute(body: dict[str, Any], local: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    out = {k: v for k, v in body.items() if k not in ("extra", "Tag", "object_uuid")}
+    out.update(body.get("extra") or {})
+    out["distribution"] = str(body["distribution"])
+    out["timestamp"] = str(body["timestamp"])
+    tags = _misp_tags(body.get("Tag", ()), local.get(body["uuid"], ()))
+    if tags:
+        out["Tag"] = tags
+    return out
+
+
+def to_misp(header: dict[str, Any], elements: Iterable[dict[str, Any]],
+            sightings: Iterable[dict[str, Any]] = (), proposals: Iterable[dict[str, Any]] = (),
+            local_tags: dict[str, list[dict[str, Any]]] | None = None) -> dict[str, Any]:
+    """Re-nest a header and element bodies into a MISP JSON ``{"Event": ...}``."""
+    local = local_tags or {}
+    event = {k: v for k, v in header.items() if k not in ("extra", "Tag")}
+    event.update(header.get("extra") or {})
+    for key in ("distribution", "threat_level_id", "analysis", "timestamp", "publish_timestamp"):
+        event[key] = str(header[key])
+    tags = _misp_tags(header.get("Tag", ()), local.get(header["uuid"], ()))
+    if tags:
+        event["Tag"] = tags
+    attributes: list[dict[str, Any]] = []
+    objects: dict[str, dict[str, Any]] = {}
+    pending: list[tuple[str, dict[str, Any]]] = []  # (object uuid, member), placed once objects are known
+    references: list[dict[str, Any]] = []
+    by_uuid: dict[str, dict[str, Any]] = {}
+    for body in elements:
+        if "type" in body and "value" in body:
+            a = _misp_attribute(body, local)
+            by_uuid[a["uuid"]] = a
+            if "object_uuid" in body:
+                pending.append((body["object_uuid"], a))
+            else:
+                attributes.append(a)
+        elif "relationship_type" in body:
+            references.append(body)
+        else:
+            o = {k: v for k, v in body.items() if k != "extra"}
+            o.update(body.get("extra") or {})
+            o["distribution"] = str(body["distribution"])
+            o["timestamp"] = str(body["timestamp"])
+            o["Attribute"] = []
+            o["ObjectReference"] = []
+            objects[o["uuid"]] = o
+    for object_uuid, a in pending:
+        parent = objects.get(object_uuid)
+        if parent is None:  # its object was withheld: MISP has no orphan object attributes
+            continue
+        parent["Attribute"].append(a)
+    for r in references:
+        parent = objects.get(r["object_uuid"])
+        if parent is None:
+            continue
+        ref = {k: v for k, v in r.items() if k != "extra"}
+        ref.update(r.get("extra") or {})
+        ref["timestamp"] = str(r["timestamp"])
+        parent["ObjectReference"].append(ref)
+    for s in sightings:
+        target = by_uuid.get(s["attribute_uuid"])
+        if target is not None:
+            sighting = {k: v for k, v in s.items() if k != "attribute_uuid"}
+            sighting["attribute_uuid"] = s["attribute_uuid"]
+            sighting["date_sighting"] = str(s["date_sighting"])
+            sighting["type"] = str(s["type"])
+            target.setdefault("Sighting", []).append(sighting)
+    event_proposals: list[dict[str, Any]] = []
+    for sa in proposals:
+        out = dict(sa)
+        out["timestamp"] = str(sa["timestamp"])
+        target = by_uuid.get(sa.get("attribute_uuid", ""))
+        if target is not None:
+            target.setdefault("ShadowAttribute", []).append(out)
+        else:
+            event_proposals.append(out)
+    event["Attribute"] = attributes
+    event["Object"] = list(objects.values())
+    if event_proposals:
+        event["ShadowAttribute"] = event_proposals
+    return {"Event": event}
+
+
+# --- typed read view ----------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Tag:
+    name: str
+    colour: str | None = None
+    local: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Organisation:
+    uuid: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Attribute:
+    uuid: str
+    type: str
+    category: str
+    value: str
+    to_ids: bool
+    distribution: int
+    timestamp: int
+    comment: str = ""
+    deleted: bool = False
+    disable_correlation: bool = False
+    sharing_group_uuid: str | None = None
+    first_seen: str | None = None
+    last_seen: str | None = None
+    object_uuid: str | None = None
+    object_relation: str | None = None
+    tags: tuple[Tag, ...] = ()
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> "Attribute":
+        return cls(
+            uuid=body["uuid"], type=body["type"], category=body["category"], value=body["value"],
+            to_ids=body["to_ids"], distribution=body["distribution"], timestamp=body["timestamp"],
+            comment=body.get("comment", ""), deleted=body.get("deleted", False),
+            disable_correlation=body.get("disable_correlation", False),
+            sharing_group_uuid=body.get("sharing_group_uuid"), first_seen=body.get("first_seen"),
+            last_seen=body.get("last_seen"), object_uuid=body.get("object_uuid"),
+            object_relation=body.get("object_relation"),
+            tags=tuple(Tag(t["name"], t.get("colour")) for t in body.get("Tag", ())),
+        )
+
+    def normalised(self) -> tuple[str, ...]:
+        return normalise(self.type, self.value)
+
+
+@dataclass(frozen=True, slots=True)
+class MispObject:
+    uuid: str
+    name: str
+    meta_category: str
+    distribution: int
+    timestamp: int
+    template_uuid: str | None = None
+    template_version: str | None = None
+    comment: str = ""
+    deleted: bool = False
+    sharing_group_uuid: str | None = None
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> "MispObject":
+        return cls(
+            uuid=body["uuid"], name=body["name"], meta_category=body.get("meta-category", ""),
+            distribution=body["distribution"], timestamp=body["timestamp"],
+            template_uuid=body.get("template_uuid"), template_version=body.get("template_version"),
+            comment=body.get("comment", ""), deleted=body.get("deleted", False),
+            sharing_group_uuid=body.get("sharing_group_uuid"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectReference:
+    uuid: str
+    object_uuid: str
+    referenced_uuid: str
+    relationship_type: str
+    timestamp: int
+    comment: str = ""
+    deleted: bool = False
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> "ObjectReference":
+        return cls(
+            uuid=body["uuid"], object_uuid=body["object_uuid"], referenced_uuid=body["referenced_uuid"],
+            relationship_type=body["relationship_type"], timestamp=body["timestamp"],
+            comment=body.get("comment", ""), deleted=body.get("deleted", False),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Sighting:
+    uuid: str
+    attribute_uuid: str
+    type: int  # 0 seen, 1 false positive, 2 expiration
+    date_sighting: int
+    source: str = ""
+    organisation: Organisation | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    """MISP's ShadowAttribute: a proposed new, changed or deleted attribute on another org's event."""
+    uuid: str
+    type: str
+    category: str
+    value: str
+    timestamp: int
+    attribute_uuid: str | None = None
+    proposal_to_delete: bool = False
+    org: Organisation | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SharingGroupMember:
+    org_uuid: str
+    key: bytes
+    extend: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SharingGroup:
+    uuid: str
+    name: str
+    owner_uuid: str
+    revision: int
+    releasability: str = ""
+    members: tuple[SharingGroupMember, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    uuid: str
+    info: str
+    date: str
+    threat_level_id: int
+    analysis: int
+    distribution: int
+    published: bool
+    timestamp: int
+    publish_timestamp: int
+    orgc: Organisation
+    sharing_group_uuid: str | None = None
+    extends_uuid: str | None = None
+    tags: tuple[Tag, ...] = ()
+
+    @classmethod
+    def from_header(cls, header: dict[str, Any]) -> "Event":
+        return cls(
+            uuid=header["uuid"], info=header["info"], date=header["date"],
+            threat_level_id=header["threat_level_id"], analysis=header["analysis"],
+            distribution=header["distribution"], published=header["published"],
+            timestamp=header["timestamp"], publish_timestamp=header["publish_timestamp"],
+            orgc=Organisation(header["Orgc"]["uuid"], header["Orgc"]["name"]),
+            sharing_group_uuid=header.get("sharing_group_uuid"), extends_uuid=header.get("extends_uuid"),
+            tags=tuple(Tag(t["name"], t.get("colour")) for t in header.get("Tag", ())),
+        )
+
+
+def element_kind(body: dict[str, Any]) -> str:
+    if "type" in body and "value" in body:
+        return KIND_ATTRIBUTE
+    if "relationship_type" in body:
+        return KIND_REFERENCE
+    return KIND_OBJECT
+
+
+__all__ = [
+    "Attribute", "Event", "EventError", "ImportDefaults", "MispObject", "ObjectReference",
+    "Organisation", "ParsedElement", "ParsedEvent", "Problem", "Proposal", "SharingGroup",
+    "SharingGroupMember", "Sighting", "Tag", "element_kind", "parse_event", "to_misp", "unwrap_events",
+    "MAX_VALUE_BYTES",
+]

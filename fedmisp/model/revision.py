@@ -1,0 +1,64 @@
+"""Turning a validated event into signed records: the revision, its sightings and proposals."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from fedmisp.model import canonical
+from fedmisp.model.identity import Identity
+from fedmisp.model.misp import ParsedEvent
+from fedmisp.model.records import (
+    KIND_EVENT, KIND_PROPOSAL, KIND_SIGHTINGS, SALT_BYTES, Record, element_digest, fresh_salts, seal,
+)
+
+# previous element of the same uuid in the held revision: (digest, body) or None
+PreviousLookup = Callable[[str], "tuple[bytes, bytes] | None"]
+
+
+@dataclass(slots=True)
+class Element:
+    digest: bytes
+    body: bytes  # salt || canonical element: what travels and is stored
+    element: dict[str, Any]  # decoded, for indexing
+
+
+@dataclass(slots=True)
+class SignedEvent:
+    """One event revision with everything that is stored beside it, ready for one transaction."""
+    uuid: str
+    timestamp: int
+    level: int  # the distribution level this node holds the event at
+    record: Record
+    elements: list[Element]
+    extra_records: list[Record] = field(default_factory=list)  # sightings and proposals
+    local_tags: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    @property
+    def attribute_count(self) -> int:
+        return sum(1 for e in self.elements if "value" in e.element and "type" in e.element)
+
+
+def sign_event(identity: Identity, parsed: ParsedEvent, previous: PreviousLookup | None = None) -> SignedEvent:
+    """Sign `parsed` as a revision. An element identical to the held revision's keeps its salt, so
+    the new revision shares its digest and a peer that holds it fetches nothing for it."""
+    elements: list[Element] = []
+    salts = fresh_salts(len(parsed.elements))
+    for item in parsed.elements:
+        packed = canonical.pack(item.body)
+        salt = next(salts)
+        if previous is not None:
+            held = previous(item.uuid)
+            if held is not None and held[1][SALT_BYTES:] == packed:
+                elements.append(Element(held[0], held[1], item.body))
+                continue
+        body = salt + packed
+        elements.append(Element(element_digest(body), body, item.body))
+    record = seal(identity, KIND_EVENT, {"event": parsed.header, "elements": [e.digest for e in elements]},
+                  created=parsed.header["timestamp"])
+    extra: list[Record] = []
+    if parsed.sightings:
+        extra.append(seal(identity, KIND_SIGHTINGS, {"event_uuid": parsed.uuid, "sightings": parsed.sightings}))
+    for proposal in parsed.proposals:
+        extra.append(seal(identity, KIND_PROPOSAL, {"event_uuid": parsed.uuid, "proposal": proposal}))
+    return SignedEvent(parsed.uuid, parsed.timestamp, parsed.header["distribution"], record, elements,
+                       extra, parsed.local_tags)

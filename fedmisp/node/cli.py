@@ -1,0 +1,216 @@
+"""The ``fedmisp`` command line."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from fedmisp import __version__
+from fedmisp.node.config import DEFAULT_LISTEN, ConfigError
+
+
+def _home(args: argparse.Namespace) -> Path:
+    return Path(args.home).expanduser()
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from fedmisp.node.home import init_home
+    node, api_key = init_home(_home(args), args.org, args.listen)
+    with node:
+        print(f"Initialised node for {node.config.org_name!r} in {node.config.home}")
+        print(f"  org uuid:    {node.config.org_uuid}")
+        print(f"  public key:  {node.identity.public_key_text}")
+        print(f"  listen:      {node.config.listen}")
+        print(f"  admin API key (shown once, stored only as a hash): {api_key}")
+    return 0
+
+
+def _open(args: argparse.Namespace, readonly: bool = False) -> Any:
+    from fedmisp.node.home import Node
+    return Node.open(_home(args), readonly=readonly)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    with _open(args) as node:
+        info = {
+            "org_name": node.config.org_name,
+            "org_uuid": node.config.org_uuid,
+            "public_key": node.identity.public_key_text,
+            "listen": node.config.listen,
+            "home": str(node.config.home),
+        }
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        for k, v in info.items():
+            print(f"{k:11} {v}")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from fedmisp.node.importer import ImportFileError, expand_paths, import_paths, print_progress_factory
+    paths = [Path(p) for p in args.paths]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        print(f"fedmisp import: not found: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    with _open(args) as node:
+        try:
+            total = sum(1 for _ in expand_paths(paths))
+            report = import_paths(node, paths, print_progress_factory(total))
+        except ImportFileError as e:
+            print(f"fedmisp import: {e}", file=sys.stderr)
+            return 2
+    for refusal in report.refused:
+        print(f"refused: {refusal}", file=sys.stderr)
+    print(report.summary())
+    return 1 if report.refused and not report.events_stored and not report.events_unchanged else 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from fedmisp.export.misp import events, write_feed, write_misp_json
+    with _open(args) as node:
+        if args.format == "feed":
+            if not args.out:
+                print("fedmisp export: --format feed needs --out DIR", file=sys.stderr)
+                return 2
+            n = write_feed(node.store, Path(args.out))
+            print(f"wrote a MISP feed of {n} event(s) to {args.out}", file=sys.stderr)
+        elif args.out:
+            n = write_misp_json(node.store, Path(args.out))
+            print(f"wrote {n} event(s) to {args.out}", file=sys.stderr)
+        else:
+            # {"response": [...]}, as MISP's events/index returns, streamed event by event.
+            sys.stdout.write('{"response": [')
+            for i, event in enumerate(events(node.store)):
+                sys.stdout.write(("," if i else "") + "\n" + json.dumps(event, ensure_ascii=False))
+            sys.stdout.write("\n]}\n")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with _open(args) as node:
+        stats = node.store.stats()
+        status = {"org_name": node.config.org_name, "org_uuid": node.config.org_uuid,
+                  "listen": node.config.listen, **stats}
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0
+    print(f"fedmisp node {status['org_name']} ({status['org_uuid']}), API on {status['listen']}")
+    print(f"  events       {stats['events']}")
+    print(f"  attributes   {stats['attributes']}")
+    print(f"  elements     {stats['elements']} (attributes, objects, references)")
+    print(f"  records      {stats['records']} (revisions, orgs, sightings, proposals)")
+    print(f"  log sequence {stats['sequence']}")
+    print(f"  store size   {stats['store_bytes'] / 1e6:.1f} MB")
+    return 0
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    """Like MISP's event index: one line per held event, newest first."""
+    from rich.console import Console
+    from rich.table import Table
+    from fedmisp.model.misp import element_kind
+    table = Table(title="Events held", title_justify="left")
+    for column in ("uuid", "creator (Orgc)", "date", "dist", "attributes", "tags", "info"):
+        table.add_column(column, overflow="fold", no_wrap=column in ("uuid", "date", "dist"))
+    with _open(args) as node:
+        rows = []
+        for event_uuid in node.store.event_uuids():
+            record, elements = node.store.revision(event_uuid)
+            header = record.body["event"]
+            attributes = sum(1 for e in elements if element_kind(e) == "attribute")
+            local = node.store.local_tags([event_uuid]).get(event_uuid, [])
+            tags = [t["name"] for t in header.get("Tag", [])] + [f"{t['name']} (local)" for t in local]
+            rows.append((header["timestamp"], event_uuid, header["Orgc"]["name"], header["date"],
+                         str(header["distribution"]), str(attributes), ", ".join(tags), header["info"]))
+    for row in sorted(rows, reverse=True)[: args.limit]:
+        table.add_row(*row[1:])
+    Console(width=max(Console().width, 140)).print(table)
+    return 0
+
+
+def cmd_apikey(args: argparse.Namespace) -> int:
+    from fedmisp.model import canonical
+    with _open(args) as node:
+        if args.apikey_cmd == "create":
+            print(node.create_api_key(args.role, args.comment or ""))
+            return 0
+        db = node.store.db["apikeys"]
+        if args.apikey_cmd == "list":
+            with node.store.env.begin() as txn:
+                for key_hash, raw in txn.cursor(db=db):
+                    entry = canonical.unpack(raw)
+                    print(f"{bytes(key_hash).hex()[:16]}  {entry['prefix']}…  {entry['role']:9}  {entry['comment']}")
+            return 0
+        # revoke by the id printed by list (a prefix of the key hash)
+        with node.store.env.begin(write=True) as txn:
+            matches = [bytes(k) for k, _ in txn.cursor(db=db) if bytes(k).hex().startswith(args.id)]
+            if len(matches) != 1:
+                print(f"fedmisp apikey revoke: {len(matches)} keys match {args.id!r}; "
+                      "give the id shown by `fedmisp apikey list`", file=sys.stderr)
+                return 2
+            txn.delete(matches[0], db=db)
+        print("revoked")
+        return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fedmisp", description="Federated MISP sync node")
+    parser.add_argument("--version", action="version", version=f"fedmisp {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_home(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--home", required=True, help="the node's folder (config, key, store)")
+        return p
+
+    p = with_home(sub.add_parser("init", help="create a node: identity key, config, store, admin API key"))
+    p.add_argument("--org", required=True, help="the organisation's name")
+    p.add_argument("--listen", default=DEFAULT_LISTEN, help=f"API address HOST:PORT (default {DEFAULT_LISTEN})")
+    p.set_defaults(func=cmd_init)
+
+    p = with_home(sub.add_parser("info", help="org uuid, name, public key, listen address"))
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_info)
+
+    p = with_home(sub.add_parser("import", help="import MISP JSON files, folders or MISP feed folders"))
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.set_defaults(func=cmd_import)
+
+    p = with_home(sub.add_parser("export", help="export events as MISP JSON or as a MISP feed"))
+    p.add_argument("--format", choices=["misp-json", "feed"], default="misp-json")
+    p.add_argument("--out", help="folder to write (default for misp-json: standard output)")
+    p.set_defaults(func=cmd_export)
+
+    p = with_home(sub.add_parser("status", help="what the node holds"))
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    p = with_home(sub.add_parser("events", help="list held events, newest first"))
+    p.add_argument("--limit", type=int, default=50)
+    p.set_defaults(func=cmd_events)
+
+    p = sub.add_parser("apikey", help="create, list or revoke API keys")
+    keys = p.add_subparsers(dest="apikey_cmd", required=True)
+    k = with_home(keys.add_parser("create"))
+    k.add_argument("--role", required=True, choices=["read-only", "user", "publisher", "admin"])
+    k.add_argument("--comment")
+    with_home(keys.add_parser("list"))
+    k = with_home(keys.add_parser("revoke"))
+    k.add_argument("id", help="the id shown by `fedmisp apikey list`")
+    p.set_defaults(func=cmd_apikey)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from fedmisp.node.home import HomeError
+    try:
+        return args.func(args)
+    except (ConfigError, HomeError, PermissionError, ValueError) as e:
+        print(f"fedmisp {args.command}: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0

@@ -1,0 +1,93 @@
+"""A node's home folder: configuration, identity key and store, opened together."""
+from __future__ import annotations
+
+import secrets
+import time
+import uuid as _uuid
+from dataclasses import dataclass
+from hashlib import blake2b
+from pathlib import Path
+
+from fedmisp.model import canonical
+from fedmisp.model.identity import Identity
+from fedmisp.model.misp import ImportDefaults
+from fedmisp.model.records import KIND_ORG, Record, seal
+from fedmisp.node.config import KEY_FILE, NodeConfig, load_config, parse_listen, write_config
+from fedmisp.store.store import Store
+
+ROLES = ("read-only", "user", "publisher", "admin")
+# MISP API keys are 40 characters; the same length keeps tools that check it happy.
+API_KEY_CHARS = 40
+
+
+class HomeError(Exception):
+    pass
+
+
+def hash_api_key(key: str) -> bytes:
+    # Keys are random 40-character secrets, so a fast hash suffices (no password stretching).
+    return blake2b(key.encode("utf-8"), digest_size=32, person=b"fedmisp-apikey").digest()
+
+
+def new_api_key() -> str:
+    alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+    return "".join(secrets.choice(alphabet) for _ in range(API_KEY_CHARS))
+
+
+def org_record(identity: Identity, config: NodeConfig) -> Record:
+    body = {"key": identity.public_key, "name": config.org_name, "uuid": config.org_uuid}
+    return seal(identity, KIND_ORG, body, created=0)
+
+
+@dataclass
+class Node:
+    config: NodeConfig
+    identity: Identity
+    store: Store
+
+    @classmethod
+    def open(cls, home: Path, *, readonly: bool = False) -> "Node":
+        config = load_config(home)
+        identity = Identity.load(config.key_path)
+        if readonly and not (config.store_path / "data.mdb").exists():
+            raise HomeError(f"{config.store_path}: no store yet")
+        store = Store(config.store_path, map_size=config.map_size, readonly=readonly)
+        return cls(config, identity, store)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> "Node":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def import_defaults(self) -> ImportDefaults:
+        return ImportDefaults(org_uuid=self.config.org_uuid, org_name=self.config.org_name,
+                              distribution=self.config.default_distribution)
+
+    def create_api_key(self, role: str, comment: str = "") -> str:
+        if role not in ROLES:
+            raise HomeError(f"role {role!r} unknown; accepted: {', '.join(ROLES)}")
+        key = new_api_key()
+        entry = {"comment": comment, "created": int(time.time()), "role": role, "prefix": key[:4]}
+        with self.store.env.begin(write=True) as txn:
+            txn.put(hash_api_key(key), canonical.pack(entry), db=self.store.db["apikeys"])
+        return key
+
+
+def init_home(home: Path, org_name: str, listen: str) -> tuple[Node, str]:
+    """Create a node: identity key (0600), config, store with its own org record, an admin API key."""
+    if not org_name.strip():
+        raise HomeError("--org: expected the organisation's name")
+    parse_listen(listen)  # raises ValueError naming what is accepted
+    home.mkdir(parents=True, exist_ok=True)
+    if (home / KEY_FILE).exists():
+        raise HomeError(f"{home}: a node already lives here (found {KEY_FILE}); choose another --home")
+    identity = Identity.generate()
+    identity.save(home / KEY_FILE)
+    write_config(home, org_name.strip(), str(_uuid.uuid4()), listen)
+    node = Node.open(home)
+    node.store.write_records([org_record(identity, node.config)])
+    return node, node.create_api_key("admin", "created by fedmisp init")

@@ -1,0 +1,421 @@
+"""The node's store: one LMDB environment with named databases (docs DESIGN "Store").
+
+Named databases (key -> value):
+  records      record id (32)                 -> record wire bytes (current revisions, orgs, sightings, ...)
+  bodies       element digest (32)            -> salt || canonical element
+  log          sequence (8, big-endian)       -> record id (32); the local changes feed, one entry per
+                                                 held record (a replaced revision's entry is removed,
+                                                 as in CouchDB's changes feed)
+  events       event uuid (16)                -> record id (32) | level (1) | timestamp (8) | seq (8)
+  elements     element uuid (16)              -> event uuid (16) | digest (32)
+  event_extra  event uuid (16), dupsort       -> record id (32) of its sightings and proposals
+  orgs         org uuid (16)                  -> record id (32) of the org record
+  local        element or event uuid (16)     -> node-local annotations (local tags), msgpack
+  ix_value     normalised value, dupsort      -> attribute uuid (16)
+  ix_type      attribute type, dupsort        -> attribute uuid (16)
+  ix_tag       tag name, dupsort              -> attribute uuid (16)
+  ix_time      timestamp (8) | attribute uuid -> b""
+  ix_event_tag tag name, dupsort              -> event uuid (16)
+  ix_org       Orgc uuid (16), dupsort        -> event uuid (16)
+  ix_event_time timestamp (8) | event uuid    -> b""
+  checkpoints  peer name                      -> peer's sequence (8)
+  apikeys      key hash (32)                  -> msgpack {role, comment, created}
+  meta         name                           -> value (b"seq": last sequence number)
+
+Every write goes through `write_events` / `write_records` in one transaction: an event is stored
+whole or not at all, and a crash leaves the last committed transaction.
+"""
+from __future__ import annotations
+
+import struct
+import uuid as _uuid
+from dataclasses import dataclass
+from enum import Enum
+from hashlib import blake2b
+from pathlib import Path
+from typing import Any, Iterator
+
+import lmdb
+
+from fedmisp.model import canonical
+from fedmisp.model.misp import to_misp
+from fedmisp.model.records import (
+    KIND_PROPOSAL, KIND_SIGHTINGS, Record, RecordError, check_element, open_element, open_record, revision_elements,
+)
+from fedmisp.model.revision import SignedEvent
+from fedmisp.model.values import ValueFormatError, normalise
+
+# The map is address space, not memory: LMDB grows the file as data arrives. 1 TiB leaves room for
+# tens of millions of attributes on a 64-bit machine without a resize.
+DEFAULT_MAP_SIZE = 1 << 40
+# LMDB's default maximum key size is 511 bytes; longer index keys keep a prefix and a hash.
+_MAX_KEY = 480
+_KEY_PREFIX = 448
+
+_DB_NAMES = (
+    "records", "bodies", "log", "events", "elements", "event_extra", "orgs", "local",
+    "ix_value", "ix_type", "ix_tag", "ix_time", "ix_event_tag", "ix_org", "ix_event_time",
+    "checkpoints", "apikeys", "meta",
+)
+_DUPSORT = frozenset({"event_extra", "ix_value", "ix_type", "ix_tag", "ix_event_tag", "ix_org"})
+_BE8 = struct.Struct(">Q")
+
+
+class WriteOutcome(str, Enum):
+    STORED = "stored"  # a new event or a newer revision
+    UNCHANGED = "unchanged"  # this exact revision is held already
+    OLDER = "older"  # a newer revision is held: never replaced by an older one
+
+
+@dataclass(frozen=True, slots=True)
+class HeldEvent:
+    record_id: bytes
+    level: int
+    timestamp: int
+    seq: int
+
+    @classmethod
+    def decode(cls, raw: bytes) -> "HeldEvent":
+        return cls(bytes(raw[:32]), raw[32], _BE8.unpack_from(raw, 33)[0], _BE8.unpack_from(raw, 41)[0])
+
+    def encode(self) -> bytes:
+        return self.record_id + bytes([self.level]) + _BE8.pack(self.timestamp) + _BE8.pack(self.seq)
+
+
+def uuid16(text: str) -> bytes:
+    return _uuid.UUID(text).bytes
+
+
+def index_key(text: str) -> bytes:
+    raw = text.encode("utf-8")
+    if len(raw) <= _MAX_KEY:
+        return raw
+    return raw[:_KEY_PREFIX] + b"\x00" + blake2b(raw, digest_size=16).digest()
+
+
+class Store:
+    def __init__(self, path: Path, *, map_size: int = DEFAULT_MAP_SIZE, readonly: bool = False):
+        path.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.env = lmdb.open(
+            str(path), map_size=map_size, max_dbs=len(_DB_NAMES) + 4, readonly=readonly,
+            # Readers never wait for the writer; one process writes (the node or the CLI).
+            max_readers=256, subdir=True,
+        )
+        self.db: dict[str, Any] = {}
+        for name in _DB_NAMES:
+            self.db[name] = self.env.open_db(name.encode(), create=not readonly,
+                                             dupsort=name in _DUPSORT, dupfixed=name in _DUPSORT)
+
+    def close(self) -> None:
+        self.env.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- writing ---------------------------------------------------------------------------------
+
+    def write_events(self, events: list[SignedEvent]) -> list[WriteOutcome]:
+        """Store many event revisions in one transaction (each whole, or the batch not at all)."""
+        with self.env.begin(write=True) as txn:
+            seq = self._seq(txn)
+            outcomes = []
+            for event in events:
+                outcome, seq = self._write_event(txn, event, seq)
+                outcomes.append(outcome)
+            txn.put(b"seq", _BE8.pack(seq), db=self.db["meta"])
+        return outcomes
+
+    def write_records(self, records: list[Record]) -> int:
+        """Store standalone records (org records, ...); returns how many were new."""
+        new = 0
+        with self.env.begin(write=True) as txn:
+            seq = self._seq(txn)
+            for record in records:
+                added, seq = self._put_record(txn, record, seq)
+                new += added
+                if added and record.kind == "org":
+                    txn.put(uuid16(record.body["uuid"]), record.id, db=self.db["orgs"])
+            txn.put(b"seq", _BE8.pack(seq), db=self.db["meta"])
+        return new
+
+    def _seq(self, txn: lmdb.Transaction) -> int:
+        raw = txn.get(b"seq", db=self.db["meta"])
+        return _BE8.unpack(raw)[0] if raw else 0
+
+    def _put_record(self, txn: lmdb.Transaction, record: Record, seq: int) -> tuple[bool, int]:
+        rid = record.id
+        if not txn.put(rid, record.wire(), db=self.db["records"], overwrite=False):
+            return False, seq
+        seq += 1
+        txn.put(_BE8.pack(seq), rid, db=self.db["log"])
+        return True, seq
+
+    def _write_event(self, txn: lmdb.Transaction, event: SignedEvent, seq: int) -> tuple[WriteOutcome, int]:
+        db = self.db
+        ev = uuid16(event.uuid)
+        rid = event.record.id
+        raw = txn.get(ev, db=db["events"])
+        old_digests: set[bytes] = set()
+        if raw is not None:
+            held = HeldEvent.decode(raw)
+            if held.record_id == rid:
+                return WriteOutcome.UNCHANGED, seq
+            # Revisions are ordered by the event's timestamp, then by record id (docs DESIGN).
+            if (event.timestamp, rid) < (held.timestamp, held.record_id):
+                return WriteOutcome.OLDER, seq
+            old = open_record(txn.get(held.record_id, db=db["records"]))
+            old_digests = set(revision_elements(old))
+            self._unindex_header(txn, ev, old.body["event"])
+            txn.delete(held.record_id, db=db["records"])
+            txn.delete(_BE8.pack(held.seq), db=db["log"])
+        new_digests = {e.digest for e in event.elements}
+        for digest in old_digests - new_digests:
+            body = txn.pop(digest, db=db["bodies"])
+            if body is not None:
+                self._unindex_element(txn, ev, digest, open_element(body))
+        for e in event.elements:
+            if e.digest in old_digests:
+                continue
+            txn.put(e.digest, e.body, db=db["bodies"])
+            self._index_element(txn, ev, e.digest, e.element)
+        self._index_header(txn, ev, event.record.body["event"])
+        seq += 1
+        txn.put(rid, event.record.wire(), db=db["records"])
+        txn.put(_BE8.pack(seq), rid, db=db["log"])
+        txn.put(ev, HeldEvent(rid, event.level, event.timestamp, seq).encode(), db=db["events"])
+        for record in event.extra_records:
+            added, seq = self._put_record(txn, record, seq)
+            if added:
+                txn.put(ev, record.id, db=db["event_extra"])
+        for element_uuid, tags in event.local_tags.items():
+            txn.put(uuid16(element_uuid), canonical.pack(tags), db=db["local"])
+        return WriteOutcome.STORED, seq
+
+    def _index_element(self, txn: lmdb.Transaction, ev: bytes, digest: bytes, element: dict[str, Any]) -> None:
+        db = self.db
+        u = uuid16(element["uuid"])
+        txn.put(u, ev + digest, db=db["elements"])
+        if "value" not in element or "type" not in element:
+            return
+        for key in _value_keys(element):
+            txn.put(key, u, db=db["ix_value"])
+        txn.put(element["type"].encode(), u, db=db["ix_type"])
+        txn.put(_BE8.pack(element["timestamp"]) + u, b"", db=db["ix_time"])
+        for tag in element.get("Tag", ()):
+            txn.put(index_key(tag["name"]), u, db=db["ix_tag"])
+
+    def _unindex_element(self, txn: lmdb.Transaction, ev: bytes, digest: bytes, element: dict[str, Any]) -> None:
+        db = self.db
+        u = uuid16(element["uuid"])
+        if txn.get(u, db=db["elements"]) == ev + digest:
+            txn.delete(u, db=db["elements"])
+        if "value" not in element or "type" not in element:
+            return
+        for key in _value_keys(element):
+            txn.delete(key, u, db=db["ix_value"])
+        txn.delete(element["type"].encode(), u, db=db["ix_type"])
+        txn.delete(_BE8.pack(element["timestamp"]) + u, db=db["ix_time"])
+        for tag in element.get("Tag", ()):
+            txn.delete(index_key(tag["name"]), u, db=db["ix_tag"])
+
+    def _index_header(self, txn: lmdb.Transaction, ev: bytes, header: dict[str, Any]) -> None:
+        db = self.db
+        txn.put(uuid16(header["Orgc"]["uuid"]), ev, db=db["ix_org"])
+        txn.put(_BE8.pack(header["timestamp"]) + ev, b"", db=db["ix_event_time"])
+        for tag in header.get("Tag", ()):
+            txn.put(index_key(tag["name"]), ev, db=db["ix_event_tag"])
+
+    def _unindex_header(self, txn: lmdb.Transaction, ev: bytes, header: dict[str, Any]) -> None:
+        db = self.db
+        txn.delete(uuid16(header["Orgc"]["uuid"]), ev, db=db["ix_org"])
+        txn.delete(_BE8.pack(header["timestamp"]) + ev, db=db["ix_event_time"])
+        for tag in header.get("Tag", ()):
+            txn.delete(index_key(tag["name"]), ev, db=db["ix_event_tag"])
+
+    # --- reading ---------------------------------------------------------------------------------
+
+    def held(self, event_uuid: str) -> HeldEvent | None:
+        with self.env.begin() as txn:
+            raw = txn.get(uuid16(event_uuid), db=self.db["events"])
+        return HeldEvent.decode(raw) if raw is not None else None
+
+    def previous_elements(self, event_uuid: str) -> dict[str, tuple[bytes, bytes]]:
+        """element uuid -> (digest, body) of the held revision, for signing a new one."""
+        held = self.held(event_uuid)
+        if held is None:
+            return {}
+        out: dict[str, tuple[bytes, bytes]] = {}
+        with self.env.begin() as txn:
+            record = open_record(txn.get(held.record_id, db=self.db["records"]))
+            for digest in revision_elements(record):
+                body = txn.get(digest, db=self.db["bodies"])
+                if body is not None:
+                    out[open_element(body)["uuid"]] = (digest, bytes(body))
+        return out
+
+    def event_uuids(self) -> Iterator[str]:
+        with self.env.begin() as txn:
+            for key in txn.cursor(db=self.db["events"]).iternext(values=False):
+                yield str(_uuid.UUID(bytes=bytes(key)))
+
+    def revision(self, event_uuid: str) -> tuple[Record, list[dict[str, Any]]] | None:
+        """The held revision and its element bodies in the revision's order."""
+        held = self.held(event_uuid)
+        if held is None:
+            return None
+        with self.env.begin() as txn:
+            record = open_record(txn.get(held.record_id, db=self.db["records"]))
+            elements = []
+            for digest in revision_elements(record):
+                body = txn.get(digest, db=self.db["bodies"])
+                if body is not None:
+                    # Reads verify too: a body altered on disk fails here, not in a peer's hands.
+                    elements.append(check_element(digest, bytes(body)))
+        return record, elements
+
+    def event_records(self, event_uuid: str) -> list[Record]:
+        """Sightings and proposal records attached to an event."""
+        out = []
+        with self.env.begin() as txn:
+            cur = txn.cursor(db=self.db["event_extra"])
+            if cur.set_key(uuid16(event_uuid)):
+                for rid in cur.iternext_dup():
+                    raw = txn.get(rid, db=self.db["records"])
+                    if raw is not None:
+                        out.append(open_record(raw))
+        return out
+
+    def local_tags(self, uuids: list[str]) -> dict[str, list[dict[str, Any]]]:
+        out = {}
+        with self.env.begin() as txn:
+            for u in uuids:
+                raw = txn.get(uuid16(u), db=self.db["local"])
+                if raw is not None:
+                    out[u] = canonical.unpack(raw)
+        return out
+
+    def export_event(self, event_uuid: str) -> dict[str, Any] | None:
+        """The event as MISP JSON ``{"Event": ...}``, with its sightings, proposals and local tags."""
+        held = self.revision(event_uuid)
+        if held is None:
+            return None
+        record, elements = held
+        sightings: list[dict[str, Any]] = []
+        proposals: list[dict[str, Any]] = []
+        for extra in self.event_records(event_uuid):
+            if extra.kind == KIND_SIGHTINGS:
+                sightings.extend(extra.body["sightings"])
+            elif extra.kind == KIND_PROPOSAL:
+                proposals.append(extra.body["proposal"])
+        local = self.local_tags([event_uuid] + [e["uuid"] for e in elements])
+        return to_misp(record.body["event"], elements, sightings, proposals, local)
+
+    def attributes_by(self, index: str, key: str) -> list[str]:
+        """Attribute uuids under one key of ix_value (normalised), ix_type or ix_tag."""
+        db = self.db[index]
+        k = index_key(key)
+        with self.env.begin() as txn:
+            cur = txn.cursor(db=db)
+            if not cur.set_key(k):
+                return []
+            return [str(_uuid.UUID(bytes=bytes(v))) for v in cur.iternext_dup()]
+
+    def find_value(self, value: str, type_: str | None = None) -> list[str]:
+        """Attribute uuids whose normalised value (or one half of a composite) equals `value`'s."""
+        keys: list[str] = []
+        if type_ is not None:
+            keys.extend(normalise(type_, value))
+        else:
+            keys.append(value.strip())
+        out: list[str] = []
+        for k in dict.fromkeys(keys):
+            out.extend(self.attributes_by("ix_value", k))
+        return out
+
+    def log_since(self, seq: int, limit: int = 1000) -> list[tuple[int, bytes]]:
+        with self.env.begin() as txn:
+            cur = txn.cursor(db=self.db["log"])
+            out = []
+            if cur.set_range(_BE8.pack(seq + 1)):
+                for key, rid in cur:
+                    out.append((_BE8.unpack(key)[0], bytes(rid)))
+                    if len(out) >= limit:
+                        break
+        return out
+
+    def record(self, record_id: bytes) -> Record | None:
+        with self.env.begin() as txn:
+            raw = txn.get(record_id, db=self.db["records"])
+        return open_record(raw) if raw is not None else None
+
+    def check_integrity(self) -> list[str]:
+        """Every held event whole and verified, and the indexes agreeing with the held revisions.
+        Returns the problems found (empty when the store is sound)."""
+        problems: list[str] = []
+        referenced: set[bytes] = set()
+        attributes = 0
+        with self.env.begin() as txn:
+            for key, raw in txn.cursor(db=self.db["events"]):
+                held = HeldEvent.decode(bytes(raw))
+                event = str(_uuid.UUID(bytes=bytes(key)))
+                wire = txn.get(held.record_id, db=self.db["records"])
+                if wire is None:
+                    problems.append(f"event {event}: revision record missing")
+                    continue
+                try:
+                    record = open_record(wire)
+                    digests = revision_elements(record)
+                except RecordError as e:
+                    problems.append(f"event {event}: {e}")
+                    continue
+                if txn.get(_BE8.pack(held.seq), db=self.db["log"]) != held.record_id:
+                    problems.append(f"event {event}: log entry {held.seq} does not point at its revision")
+                for digest in digests:
+                    body = txn.get(digest, db=self.db["bodies"])
+                    if body is None:
+                        problems.append(f"event {event}: element body {digest.hex()[:16]} missing")
+                        continue
+                    try:
+                        element = check_element(digest, bytes(body))
+                    except RecordError as e:
+                        problems.append(f"event {event}: {e}")
+                        continue
+                    referenced.add(digest)
+                    attributes += "value" in element and "type" in element
+            bodies = txn.stat(self.db["bodies"])["entries"]
+            if bodies != len(referenced):
+                problems.append(f"{bodies} element bodies stored, {len(referenced)} referenced")
+            indexed = txn.stat(self.db["ix_time"])["entries"]
+            if indexed != attributes:
+                problems.append(f"{indexed} attributes indexed, {attributes} held")
+        return problems
+
+    def stats(self) -> dict[str, int]:
+        with self.env.begin() as txn:
+            def n(name: str) -> int:
+                return txn.stat(self.db[name])["entries"]
+            seq = self._seq(txn)
+            return {
+                "events": n("events"),
+                "attributes": n("ix_time"),
+                "elements": n("elements"),
+                "bodies": n("bodies"),
+                "records": n("records"),
+                "orgs": n("orgs"),
+                "sequence": seq,
+                "store_bytes": self.env.info()["last_pgno"] * self.env.stat()["psize"],
+            }
+
+
+def _value_keys(element: dict[str, Any]) -> list[bytes]:
+    try:
+        parts = normalise(element["type"], element["value"])
+    except ValueFormatError:
+        # Elements from peers were validated by their author's node; a value this node's rules
+        # reject is stored but not indexed by value rather than lost.
+        return []
+    return [index_key(p) for p in dict.fromkeys(parts)]

@@ -1,0 +1,61 @@
+"""Shared fixtures: real nodes in temporary folders, and real MISP events from the pymisp sdist."""
+from __future__ import annotations
+
+import importlib.metadata
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from fedmisp.node.home import Node, init_home
+
+CACHE = Path(__file__).parent / ".cache"
+
+
+@pytest.fixture
+def node(tmp_path: Path):
+    n, _key = init_home(tmp_path / "node", "Test CSIRT", "127.0.0.1:0")
+    yield n
+    n.close()
+
+
+def _fetch_pymisp_tests() -> Path:
+    """The tests folder of the installed pymisp version's source distribution, cached.
+
+    These are MISP events written by the MISP project, not by us: the round-trip tests use them as
+    ground truth. Fetched from the package registry once; skipped with a clear message offline.
+    """
+    version = importlib.metadata.version("pymisp")
+    target = CACHE / f"pymisp-{version}-tests"
+    if (target / ".complete").exists():
+        return target
+    with tempfile.TemporaryDirectory() as tmp:
+        result = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
+             "--dest", tmp, f"pymisp=={version}"],
+            capture_output=True, text=True, timeout=300,
+        )
+        archives = list(Path(tmp).glob("pymisp-*.tar.gz"))
+        if result.returncode != 0 or not archives:
+            pytest.skip(f"pymisp {version} source distribution not downloadable (offline?): "
+                        f"{result.stderr.strip()[-200:]}")
+        if target.exists():
+            shutil.rmtree(target)
+        target.mkdir(parents=True)
+        with tarfile.open(archives[0]) as tar:
+            for member in tar.getmembers():
+                parts = Path(member.name).parts
+                if len(parts) > 2 and parts[1] == "tests" and member.isfile() and member.name.endswith(".json"):
+                    member.name = str(Path(*parts[2:]))
+                    tar.extract(member, target, filter="data")
+        (target / ".complete").touch()
+    return target
+
+
+@pytest.fixture(scope="session")
+def pymisp_tests() -> Path:
+    return _fetch_pymisp_tests()

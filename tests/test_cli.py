@@ -1,0 +1,89 @@
+"""The fedmisp command as a new user runs it: init, info, import, export, status."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from factories import event
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "configs" / "samples"
+
+
+def fedmisp(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "fedmisp", *args], capture_output=True, text=True, timeout=120)
+    if check and result.returncode != 0:
+        raise AssertionError(f"fedmisp {' '.join(args)} failed ({result.returncode}): {result.stderr}")
+    return result
+
+
+def test_init_info_import_status_export(tmp_path: Path):
+    home = tmp_path / "n"
+    out = fedmisp("init", "--home", str(home), "--org", "Police Cybercrime Unit", "--listen", "127.0.0.1:9123")
+    assert "admin API key" in out.stdout
+    assert os.stat(home / "identity.key").st_mode & 0o777 == 0o600
+    info = json.loads(fedmisp("info", "--home", str(home), "--json").stdout)
+    assert info["org_name"] == "Police Cybercrime Unit" and info["listen"] == "127.0.0.1:9123"
+    assert len(info["public_key"]) == 43
+    imported = fedmisp("import", "--home", str(home), str(SAMPLES))
+    assert "3 event(s) stored" in imported.stdout
+    again = fedmisp("import", "--home", str(home), str(SAMPLES))
+    assert "0 event(s) stored" in again.stdout and "3 unchanged" in again.stdout
+    status = json.loads(fedmisp("status", "--home", str(home), "--json").stdout)
+    assert status["events"] == 3 and status["attributes"] == 17
+    dump = json.loads(fedmisp("export", "--home", str(home)).stdout)
+    assert {e["Event"]["uuid"] for e in dump["response"]} == {p.stem for p in SAMPLES.glob("*.json")}
+    feed = tmp_path / "feed"
+    fedmisp("export", "--home", str(home), "--format", "feed", "--out", str(feed))
+    manifest = json.loads((feed / "manifest.json").read_text())
+    assert set(manifest) == {p.stem for p in SAMPLES.glob("*.json")}
+    assert (feed / "hashes.csv").read_text().count("\n") == 17 + 1  # ip-dst|port counts both halves
+    # local tags stay on the node: present in misp-json, absent from the feed
+    local = [t for e in dump["response"] for t in e["Event"].get("Tag", []) if t.get("local")]
+    assert local and all(not t.get("local") for e in manifest.values() for t in e["Tag"])
+    # a feed folder is importable into another node
+    other = tmp_path / "o"
+    fedmisp("init", "--home", str(other), "--org", "Bank SOC")
+    assert "3 event(s) stored" in fedmisp("import", "--home", str(other), str(feed)).stdout
+
+
+def test_init_refuses_an_existing_node_and_bad_listen(tmp_path: Path):
+    home = tmp_path / "n"
+    fedmisp("init", "--home", str(home), "--org", "A")
+    again = fedmisp("init", "--home", str(home), "--org", "A", check=False)
+    assert again.returncode == 2 and "already lives here" in again.stderr
+    bad = fedmisp("init", "--home", str(tmp_path / "m"), "--org", "A", "--listen", "nowhere", check=False)
+    assert bad.returncode == 2 and "HOST:PORT" in bad.stderr
+
+
+def test_import_reports_each_refusal_and_goes_on(tmp_path: Path):
+    home = tmp_path / "n"
+    fedmisp("init", "--home", str(home), "--org", "A")
+    files = tmp_path / "in"
+    files.mkdir()
+    (files / "a_broken.json").write_text('{"Event": {"info": "x",')
+    bad = event(seed=1, attributes=3)
+    bad["Event"]["Attribute"][2]["type"] = "md5"
+    bad["Event"]["Attribute"][2]["category"] = "Payload delivery"
+    bad["Event"]["Attribute"][2]["value"] = "not-a-hash"
+    (files / "b_bad_value.json").write_text(json.dumps(bad))
+    (files / "c_good.json").write_text(json.dumps(event(seed=2, attributes=3)))
+    result = fedmisp("import", "--home", str(home), str(files))
+    assert result.returncode == 0
+    assert "a_broken.json: invalid JSON at line 1" in result.stderr
+    bad_uuid = bad["Event"]["uuid"]
+    attr_uuid = bad["Event"]["Attribute"][2]["uuid"]
+    assert f"b_bad_value.json: event {bad_uuid}" in result.stderr
+    assert f"Attribute[2] (uuid {attr_uuid})" in result.stderr and "field 'value'" in result.stderr
+    assert "1 event(s) stored" in result.stdout and "2 refused" in result.stdout
+    assert json.loads(fedmisp("status", "--home", str(home), "--json").stdout)["events"] == 1
+
+
+def test_commands_on_a_missing_home_say_how_to_create_one(tmp_path: Path):
+    result = fedmisp("status", "--home", str(tmp_path / "none"), check=False)
+    assert result.returncode == 2 and "fedmisp init --home" in result.stderr

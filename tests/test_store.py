@@ -1,0 +1,142 @@
+"""The LMDB store: whole events, newest revision wins, indexes follow the current revision."""
+from __future__ import annotations
+
+import pytest
+
+from fedmisp.model.identity import Identity
+from fedmisp.model.misp import ImportDefaults, parse_event
+from fedmisp.model.records import RecordError
+from fedmisp.model.revision import sign_event
+from fedmisp.store.store import Store, WriteOutcome, uuid16
+from fedmisp.store.writer import Writer
+
+from factories import ORG, event
+
+IDENTITY = Identity.generate()
+DEFAULTS = ImportDefaults(org_uuid=ORG["uuid"], org_name=ORG["name"], now=1_700_000_000)
+
+
+def signed(raw, previous=None):
+    return sign_event(IDENTITY, parse_event(raw, DEFAULTS), previous)
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(tmp_path / "store", map_size=1 << 30)
+    yield s
+    s.close()
+
+
+def test_a_stored_event_is_found_by_uuid_value_type_and_tag(store):
+    raw = event(seed=3, attributes=10, objects=1)["Event"]
+    assert store.write_events([signed(raw)]) == [WriteOutcome.STORED]
+    ip = next(a for a in raw["Attribute"] if a["type"] == "ip-dst")
+    assert ip["uuid"] in store.find_value(ip["value"], "ip-dst")
+    assert ip["uuid"] in store.attributes_by("ix_type", "ip-dst")
+    tagged = {a["uuid"] for a in raw["Attribute"] if a.get("Tag")}
+    assert set(store.attributes_by("ix_tag", "tlp:green")) == tagged
+    assert store.stats()["attributes"] == 12  # 10 + 2 object attributes
+    assert store.export_event(raw["uuid"])["Event"]["info"] == raw["info"]
+
+
+def test_a_newer_revision_replaces_and_an_older_one_never_does(store):
+    raw = event(seed=4, attributes=5)["Event"]
+    first = signed(raw)
+    newer_raw = dict(raw, timestamp=str(int(raw["timestamp"]) + 60), info="updated")
+    newer = signed(newer_raw)
+    assert store.write_events([first]) == [WriteOutcome.STORED]
+    assert store.write_events([newer]) == [WriteOutcome.STORED]
+    assert store.write_events([first]) == [WriteOutcome.OLDER]
+    assert store.write_events([newer]) == [WriteOutcome.UNCHANGED]
+    assert store.export_event(raw["uuid"])["Event"]["info"] == "updated"
+    assert store.stats()["events"] == 1
+
+
+def test_delivery_order_does_not_matter_for_the_outcome(tmp_path):
+    raw = event(seed=5, attributes=5)["Event"]
+    revisions = [signed(dict(raw, timestamp=str(int(raw["timestamp"]) + d), info=f"r{d}")) for d in (0, 30, 60)]
+    held = []
+    for order in ([0, 1, 2], [2, 1, 0], [1, 2, 0]):
+        s = Store(tmp_path / f"s{order}", map_size=1 << 30)
+        for i in order:
+            s.write_events([revisions[i]])
+        held.append(s.export_event(raw["uuid"])["Event"]["info"])
+        s.close()
+    assert held == ["r60", "r60", "r60"]
+
+
+def test_bodies_and_index_entries_the_new_revision_drops_are_removed(store):
+    raw = event(seed=6, attributes=5, objects=0)["Event"]
+    store.write_events([signed(raw)])
+    dropped = raw["Attribute"][0]
+    shorter = dict(raw, timestamp=str(int(raw["timestamp"]) + 1), Attribute=raw["Attribute"][1:])
+    store.write_events([signed(shorter, store.previous_elements(raw["uuid"]).get)])
+    assert store.find_value(dropped["value"], dropped["type"]) == []
+    assert store.stats()["attributes"] == 4
+    assert store.stats()["bodies"] == 4
+    with store.env.begin() as txn:
+        assert txn.get(uuid16(dropped["uuid"]), db=store.db["elements"]) is None
+
+
+def test_updating_one_attribute_of_a_big_event_writes_one_new_body(store):
+    raw = event(seed=7, attributes=300, objects=0)["Event"]
+    store.write_events([signed(raw)])
+    before = {e["uuid"] for e in store.revision(raw["uuid"])[1]}
+    raw2 = dict(raw, timestamp=str(int(raw["timestamp"]) + 1))
+    raw2["Attribute"] = [dict(a) for a in raw["Attribute"]]
+    raw2["Attribute"][10]["comment"] = "edited"
+    new = signed(raw2, store.previous_elements(raw["uuid"]).get)
+    old_digests = set(store.revision(raw["uuid"])[0].body["elements"])
+    assert len([e for e in new.elements if e.digest not in old_digests]) == 1
+    store.write_events([new])
+    assert {e["uuid"] for e in store.revision(raw["uuid"])[1]} == before
+
+
+def test_a_failing_batch_stores_nothing(store, monkeypatch):
+    good = signed(event(seed=8, attributes=5)["Event"])
+    bad = signed(event(seed=9, attributes=5)["Event"])
+    original = Store._index_header
+    calls = []
+
+    def explode(self, txn, ev, header):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return original(self, txn, ev, header)
+    monkeypatch.setattr(Store, "_index_header", explode)
+    with pytest.raises(OSError):
+        store.write_events([good, bad])
+    assert store.stats()["events"] == 0 and store.stats()["bodies"] == 0 and store.stats()["sequence"] == 0
+
+
+def test_a_tampered_stored_body_is_detected_on_read(store):
+    raw = event(seed=10, attributes=3, objects=0)["Event"]
+    s = signed(raw)
+    store.write_events([s])
+    digest = s.elements[0].digest
+    with store.env.begin(write=True) as txn:
+        body = bytearray(txn.get(digest, db=store.db["bodies"]))
+        body[-1] ^= 1
+        txn.put(digest, bytes(body), db=store.db["bodies"])
+    with pytest.raises(RecordError):
+        store.revision(raw["uuid"])
+
+
+def test_the_writer_groups_submissions_and_reports_each(store):
+    events = [signed(event(seed=100 + i, attributes=20)["Event"]) for i in range(30)]
+    with Writer(store) as writer:
+        futures = [writer.submit([e]) for e in events]
+        outcomes = [f.result() for f in futures]
+    assert outcomes == [[WriteOutcome.STORED]] * 30
+    assert store.stats()["events"] == 30
+    # one log entry per held record, numbered without gaps
+    log = store.log_since(0, limit=1000)
+    assert [seq for seq, _ in log] == list(range(1, len(log) + 1))
+
+
+def test_the_log_keeps_only_the_current_revision_of_each_event(store):
+    raw = event(seed=11, attributes=2)["Event"]
+    store.write_events([signed(raw)])
+    store.write_events([signed(dict(raw, timestamp=str(int(raw["timestamp"]) + 5)))])
+    log = store.log_since(0)
+    assert len(log) == 1 and log[0][0] == 2
