@@ -7,6 +7,7 @@ import json
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from fedmisp.model import canonical
 from fedmisp.model.misp import EventError, ImportDefaults, parse_event, to_misp
 from fedmisp.node.importer import import_paths
 
@@ -114,6 +115,8 @@ def test_mutated_events_are_either_refused_cleanly_or_round_trip(data):
     except EventError as e:
         assert e.problems and all(p.message for p in e.problems)
         return
+    for element in parsed.elements:  # bodies are built in canonical key order (the fast path relies on it)
+        assert canonical.pack_sorted(element.body) == canonical.pack(element.body)
     out = to_misp(parsed.header, [e.body for e in parsed.elements], parsed.sightings, parsed.proposals,
                   parsed.local_tags)
     again = parse_event(out["Event"], DEFAULTS)

@@ -229,6 +229,11 @@ def test_lone_surrogate_is_rejected(type_):
     assert type_ in rejects(type_, "abc\ud800")
 
 
+def test_strip_set_is_unicode_white_space_and_nul():
+    white = {chr(c) for c in range(0x110000) if chr(c).isspace()}
+    assert set(values._STRIP) == white | {"\x00"}
+
+
 @pytest.mark.parametrize("type_,value,expected", [
     ("md5", f"  {MD5}\n", (MD5,)),
     ("domain", "\u00a0example.com\t", ("example.com",)),

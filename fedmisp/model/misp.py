@@ -23,6 +23,7 @@ import uuid as uuidlib
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from fedmisp.model import canonical
 from fedmisp.model.describe import describe_types, find_template
 from fedmisp.model.values import MAX_VALUE_BYTES, ValueFormatError, normalise
 
@@ -103,7 +104,8 @@ class ImportDefaults:
 class ParsedElement:
     kind: str
     uuid: str
-    body: dict[str, Any]
+    body: dict[str, Any]  # MISP field names, keys in sorted order (canonical)
+    keys: tuple[str, ...] = ()  # an attribute's normalised value(s), for the value index
 
 
 @dataclass(slots=True)
@@ -238,10 +240,10 @@ def _tags(raw: Any, where: str, p: _Problems, local_out: list[dict[str, Any]] | 
         if name in seen:
             continue  # MISP attaches a tag once
         seen.add(name)
-        tag: dict[str, Any] = {"name": name}
         colour = t.get("colour")
-        if isinstance(colour, str) and colour:
-            tag["colour"] = colour
+        # keys in sorted order (canonical form): colour, name, relationship_type
+        tag: dict[str, Any] = {"colour": colour, "name": name} if isinstance(colour, str) and colour \
+            else {"name": name}
         rel = t.get("relationship_type")
         if isinstance(rel, str) and rel:
             tag["relationship_type"] = rel
@@ -254,7 +256,8 @@ def _tags(raw: Any, where: str, p: _Problems, local_out: list[dict[str, Any]] | 
 
 def _extra(raw: dict[str, Any], known: frozenset[str]) -> dict[str, Any] | None:
     extra = {k: v for k, v in raw.items() if k not in known and k not in _LOCAL_FIELDS and v is not None}
-    return extra or None
+    # Floats have no canonical encoding: an unknown field's float is kept as its decimal text.
+    return canonical.sorted_value(extra, floats_as_text=True) if extra else None
 
 
 def _sharing_group_uuid(raw: dict[str, Any], distribution: int, where: str, p: _Problems) -> str | None:
@@ -280,64 +283,96 @@ _ATTRIBUTE_KNOWN = frozenset({
 
 def _attribute(raw: Any, where: str, p: _Problems, defaults: ImportDefaults, parsed: ParsedEvent,
                object_uuid: str | None = None) -> ParsedElement | None:
+    # The ingest hot path (once per attribute): common well-formed fields take a fast path; anything
+    # unusual falls through to the general checks, which name the problem.
     if not isinstance(raw, dict):
         p.add(where, "Attribute", "expected a map with type, category and value")
         return None
     n = len(p.items)
     dt = describe_types()
-    uuid = _uuid(raw.get("uuid"), where, "uuid", p) or str(uuidlib.uuid4())
-    where_u = f"{where} (uuid {uuid})" if raw.get("uuid") else where
-    type_ = raw.get("type")
-    if not isinstance(type_, str) or type_ not in dt.types:
+    get = raw.get
+    uuid = get("uuid")
+    if uuid.__class__ is str and len(uuid) == 36 and _UUID_RE.match(uuid):
+        uuid = uuid.lower()
+        where_u = f"{where} (uuid {uuid})"
+    else:
+        where_u = where
+        uuid = _uuid(uuid, where, "uuid", p) or str(uuidlib.uuid4())
+    type_ = get("type")
+    if type_.__class__ is not str or type_ not in dt.types:
         p.add(where_u, "type", f"{_show(type_)} is not a MISP attribute type; accepted: the {len(dt.types)} "
               "types of describeTypes.json (e.g. ip-dst, domain, md5, url)")
         return None
-    category = raw.get("category")
+    category = get("category")
     if category is None or category == "":
         category = dt.sane_defaults[type_].default_category
-    elif not isinstance(category, str) or category not in dt.category_types \
-            or type_ not in dt.category_types[category]:
+    elif category.__class__ is not str or type_ not in dt.category_types.get(category, ()):
         p.add(where_u, "category", f"{_show(category)} does not take type {type_}; accepted: "
               + ", ".join(dt.categories_for(type_)))
-    value = raw.get("value")
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        value = str(value)
-    if not isinstance(value, str):
-        p.add(where_u, "value", f"missing or not a string; expected a {type_} value")
-        return None
-    if type_ == "malware-sample" and "|" not in value and isinstance(raw.get("data"), str):
-        value = _complete_malware_sample(value, raw["data"])
+    value = get("value")
+    if value.__class__ is not str:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)
+        else:
+            p.add(where_u, "value", f"missing or not a string; expected a {type_} value")
+            return None
+    if type_ == "malware-sample" and "|" not in value and isinstance(get("data"), str):
+        value = _complete_malware_sample(value, get("data"))
+    keys: tuple[str, ...] = ()
     try:
-        normalise(type_, value)
+        keys = normalise(type_, value)
     except ValueFormatError as e:
         p.add(where_u, "value", f"{_show(value)}: {e}")
-    distribution = _int(raw.get("distribution"), where_u, "distribution", p, 0, 5, 5)
+    distribution = get("distribution")
+    if distribution.__class__ is str and len(distribution) == 1 and "0" <= distribution <= "5":
+        distribution = ord(distribution) - 48
+    elif distribution.__class__ is not int or not 0 <= distribution <= 5:
+        distribution = _int(distribution, where_u, "distribution", p, 0, 5, 5)
+    timestamp = get("timestamp")
+    if timestamp.__class__ is str and timestamp.isdigit() and len(timestamp) < 12:
+        timestamp = int(timestamp)
+    elif timestamp.__class__ is not int or not 0 <= timestamp <= _MAX_TIMESTAMP:
+        timestamp = _int(timestamp, where_u, "timestamp", p, 0, _MAX_TIMESTAMP, parsed.header["timestamp"])
+    to_ids = get("to_ids")
+    if to_ids is not True and to_ids is not False:
+        to_ids = _bool(to_ids, where_u, "to_ids", p, dt.sane_defaults[type_].to_ids)
+    deleted = get("deleted", False)
+    if deleted is not True and deleted is not False:
+        deleted = _bool(deleted, where_u, "deleted", p)
+    no_correlation = get("disable_correlation", False)
+    if no_correlation is not True and no_correlation is not False:
+        no_correlation = _bool(no_correlation, where_u, "disable_correlation", p)
+    comment = get("comment")
+    if comment is None or comment.__class__ is not str or len(comment) > MAX_TEXT_BYTES // 4:
+        comment = _text(comment, where_u, "comment", p)
+    # Keys in sorted order: the body is packed as is (canonical form, see model/canonical.py).
     body: dict[str, Any] = {
         "category": category,
-        "comment": _text(raw.get("comment"), where_u, "comment", p),
-        "deleted": _bool(raw.get("deleted"), where_u, "deleted", p),
-        "disable_correlation": _bool(raw.get("disable_correlation"), where_u, "disable_correlation", p),
+        "comment": comment,
+        "deleted": deleted,
+        "disable_correlation": no_correlation,
         "distribution": distribution,
-        "timestamp": _int(raw.get("timestamp"), where_u, "timestamp", p, 0, _MAX_TIMESTAMP,
-                          parsed.header["timestamp"]),
-        "to_ids": _bool(raw.get("to_ids"), where_u, "to_ids", p, dt.sane_defaults[type_].to_ids),
+        "timestamp": timestamp,
+        "to_ids": to_ids,
         "type": type_,
         "uuid": uuid,
         "value": value,
     }
-    sg = _sharing_group_uuid(raw, distribution, where_u, p)
-    if sg:
-        body["sharing_group_uuid"] = sg
+    if distribution == 4 or get("sharing_group_uuid") is not None:
+        sg = _sharing_group_uuid(raw, distribution, where_u, p)
+        if sg:
+            body["sharing_group_uuid"] = sg
     for key in ("first_seen", "last_seen"):
-        seen = _seen(raw.get(key), where_u, key, p)
-        if seen is not None:
-            body[key] = seen
+        if get(key) is not None:
+            seen = _seen(get(key), where_u, key, p)
+            if seen is not None:
+                body[key] = seen
     if object_uuid is not None:
         body["object_uuid"] = object_uuid
-        rel = _text(raw.get("object_relation"), where_u, "object_relation", p, required=True, limit=255)
-        body["object_relation"] = rel
+        body["object_relation"] = _text(get("object_relation"), where_u, "object_relation", p,
+                                        required=True, limit=255)
     for key in ("data", "malware_binary"):
-        data = raw.get(key)
+        data = get(key)
         if data is not None:
             if not isinstance(data, str):
                 p.add(where_u, key, "expected base64 text")
@@ -345,20 +380,30 @@ def _attribute(raw: Any, where: str, p: _Problems, defaults: ImportDefaults, par
                 p.add(where_u, key, f"{len(data)} bytes; at most {MAX_ATTACHMENT_BYTES} accepted")
             else:
                 body[key] = data
-    local: list[dict[str, Any]] = []
-    tags = _tags(raw.get("Tag"), where_u, p, local)
-    if tags:
-        body["Tag"] = tags
-    if local:
-        parsed.local_tags[uuid] = local
-    extra = _extra(raw, _ATTRIBUTE_KNOWN)
-    if extra:
-        body["extra"] = extra
-    _sightings(raw.get("Sighting"), uuid, where_u, p, parsed)
-    _proposals(raw.get("ShadowAttribute"), uuid, where_u, p, parsed, defaults)
+    if get("Tag"):
+        local: list[dict[str, Any]] = []
+        tags = _tags(get("Tag"), where_u, p, local)
+        if tags:
+            body["Tag"] = tags
+        if local:
+            parsed.local_tags[uuid] = local
+    if not raw.keys() <= _ATTRIBUTE_PLAIN:
+        extra = _extra(raw, _ATTRIBUTE_KNOWN)
+        if extra:
+            body["extra"] = extra
+        if get("Sighting"):
+            _sightings(get("Sighting"), uuid, where_u, p, parsed)
+        if get("ShadowAttribute"):
+            _proposals(get("ShadowAttribute"), uuid, where_u, p, parsed, defaults)
     if len(p.items) != n:
         return None
-    return ParsedElement(KIND_ATTRIBUTE, uuid, body)
+    if len(body) > 10:
+        body = {k: body[k] for k in sorted(body)}
+    return ParsedElement(KIND_ATTRIBUTE, uuid, body, keys)
+
+
+# An attribute with only these keys needs no look for extras, sightings or proposals.
+_ATTRIBUTE_PLAIN = _ATTRIBUTE_KNOWN | _LOCAL_FIELDS - {"Sighting", "ShadowAttribute"}
 
 
 def _complete_malware_sample(filename: str, data: str) -> str:
@@ -415,7 +460,7 @@ def _object(raw: Any, where: str, p: _Problems, defaults: ImportDefaults, parsed
     extra = _extra(raw, _OBJECT_KNOWN)
     if extra:
         body["extra"] = extra
-    parsed.elements.append(ParsedElement(KIND_OBJECT, uuid, body))
+    parsed.elements.append(ParsedElement(KIND_OBJECT, uuid, dict(sorted(body.items()))))
 
     attributes = raw.get("Attribute") or []
     if not isinstance(attributes, list):
@@ -486,7 +531,7 @@ def _reference(raw: Any, where: str, object_uuid: str, p: _Problems, parsed: Par
         body["extra"] = extra
     if len(p.items) != n:
         return None
-    return ParsedElement(KIND_REFERENCE, uuid, body)
+    return ParsedElement(KIND_REFERENCE, uuid, dict(sorted(body.items())))
 
 
 def _org(raw: Any) -> dict[str, str] | None:

@@ -20,6 +20,7 @@ class Element:
     digest: bytes
     body: bytes  # salt || canonical element: what travels and is stored
     element: dict[str, Any]  # decoded, for indexing
+    keys: tuple[str, ...] | None = None  # normalised value(s) if known; the store computes them otherwise
 
 
 @dataclass(slots=True)
@@ -44,15 +45,15 @@ def sign_event(identity: Identity, parsed: ParsedEvent, previous: PreviousLookup
     elements: list[Element] = []
     salts = fresh_salts(len(parsed.elements))
     for item in parsed.elements:
-        packed = canonical.pack(item.body)
+        packed = canonical.pack_sorted(item.body)
         salt = next(salts)
         if previous is not None:
             held = previous(item.uuid)
             if held is not None and held[1][SALT_BYTES:] == packed:
-                elements.append(Element(held[0], held[1], item.body))
+                elements.append(Element(held[0], held[1], item.body, item.keys))
                 continue
         body = salt + packed
-        elements.append(Element(element_digest(body), body, item.body))
+        elements.append(Element(element_digest(body), body, item.body, item.keys))
     record = seal(identity, KIND_EVENT, {"event": parsed.header, "elements": [e.digest for e in elements]},
                   created=parsed.header["timestamp"])
     extra: list[Record] = []

@@ -7,15 +7,21 @@ transaction. A refusal is reported with the file, event, element and field, and 
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import sys
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from fedmisp.model.misp import EventError, parse_event, unwrap_events
-from fedmisp.model.revision import SignedEvent, sign_event
+from fedmisp.model.identity import Identity
+from fedmisp.model.misp import EventError, ImportDefaults, parse_event, unwrap_events
+from fedmisp.model.revision import sign_event
+from fedmisp.node.config import load_config
 from fedmisp.node.home import Node
-from fedmisp.store.store import WriteOutcome
+from fedmisp.store.store import EventWrite, Store, WriteOutcome, event_write, pack_writes, unpack_writes
 from fedmisp.store.writer import Writer
 
 # Hand events to the writer in groups of about this many elements: one future per group rather
@@ -93,18 +99,104 @@ def _read_document(path: Path, max_bytes: int) -> object:
         raise ImportFileError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
 
 
-def import_paths(node: Node, paths: list[Path],
-                 progress: Callable[[int, int], None] | None = None) -> ImportReport:
+@dataclass
+class FileResult:
+    """What one file gives: events ready for the writer, and what was refused or skipped."""
+    events: list[EventWrite] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+    unchanged: int = 0
+    older: int = 0
+
+
+class Preparer:
+    """Reads, validates and signs the events of one file: everything but the write.
+
+    Runs in the importing process for small imports and in worker processes for large ones (each
+    with its own read-only view of the store), so parsing and signing use every core while the
+    single writer commits.
+    """
+
+    def __init__(self, identity: Identity, store: Store, defaults: ImportDefaults, max_bytes: int):
+        self.identity = identity
+        self.store = store
+        self.defaults = defaults
+        self.max_bytes = max_bytes
+
+    def prepare(self, path: Path) -> FileResult:
+        result = FileResult()
+        try:
+            document = _read_document(path, self.max_bytes)
+        except ImportFileError as e:
+            result.refused.append(str(e))
+            return result
+        for index, raw in enumerate(unwrap_events(document)):
+            try:
+                parsed = parse_event(raw, self.defaults)
+            except EventError as e:
+                name = e.event if isinstance(raw, dict) and raw.get("uuid") else f"#{index}"
+                info = raw.get("info") if isinstance(raw, dict) else None
+                label = name + (f" ({info!r})" if isinstance(info, str) and info else "")
+                result.refused.append(f"{path}: event {label}: " + "; ".join(map(str, e.problems)))
+                continue
+            held = self.store.held(parsed.uuid)
+            if held is not None and held.timestamp >= parsed.timestamp:
+                # Same or older timestamp than held: MISP only applies newer edits.
+                if held.timestamp == parsed.timestamp:
+                    result.unchanged += 1
+                else:
+                    result.older += 1
+                continue
+            previous = self.store.previous_elements(parsed.uuid) if held is not None else None
+            signed = sign_event(self.identity, parsed, previous.get if previous else None)
+            result.events.append(event_write(signed))
+        return result
+
+
+_WORKER: Preparer | None = None
+
+
+def _init_worker(home: str) -> None:
+    global _WORKER
+    config = load_config(Path(home))
+    store = Store(config.store_path, map_size=config.map_size, readonly=True)
+    defaults = ImportDefaults(org_uuid=config.org_uuid, org_name=config.org_name,
+                              distribution=config.default_distribution)
+    _WORKER = Preparer(Identity.load(config.key_path), store, defaults, config.max_import_file_bytes)
+
+
+def _prepare_in_worker(path: Path) -> tuple[bytes, list[str], int, int]:
+    assert _WORKER is not None
+    result = _WORKER.prepare(path)
+    return pack_writes(result.events), result.refused, result.unchanged, result.older
+
+
+# Below this much input, starting worker processes costs more than it saves.
+_POOL_MIN_BYTES = 16 * 1024 * 1024
+
+
+def _default_workers(files: list[Path]) -> int:
+    total = 0
+    for f in files:
+        try:
+            total += f.stat().st_size
+        except OSError:
+            pass
+    return 0 if total < _POOL_MIN_BYTES else min(os.cpu_count() or 1, 4)
+
+
+def import_paths(node: Node, paths: list[Path], progress: Callable[[int, int], None] | None = None,
+                 workers: int | None = None) -> ImportReport:
+    """Import files, folders and feeds; `workers` processes parse and sign (0: in this process)."""
     report = ImportReport()
     files = list(expand_paths(paths))
-    defaults = node.import_defaults()
-    batch: list[SignedEvent] = []
+    workers = _default_workers(files) if workers is None else workers
+    batch: list[EventWrite] = []
     batch_elements = 0
-    pending: list = []
+    pending: deque[tuple[Future[list[WriteOutcome]], list[EventWrite]]] = deque()
 
     def settle(wait_all: bool) -> None:
         while pending and (wait_all or pending[0][0].done()):
-            future, events = pending.pop(0)
+            future, events = pending.popleft()
             for event, outcome in zip(events, future.result()):
                 if outcome is WriteOutcome.STORED:
                     report.events_stored += 1
@@ -114,41 +206,45 @@ def import_paths(node: Node, paths: list[Path],
                 else:
                     report.events_older += 1
 
+    def take(result: FileResult) -> None:
+        nonlocal batch, batch_elements
+        report.files += 1
+        report.refused.extend(result.refused)
+        report.events_unchanged += result.unchanged
+        report.events_older += result.older
+        for event in result.events:
+            batch.append(event)
+            batch_elements += len(event.elements)
+            if batch_elements >= _BATCH_ELEMENTS or len(batch) >= _BATCH_EVENTS:
+                pending.append((writer.submit(batch), batch))
+                batch, batch_elements = [], 0
+                settle(wait_all=False)
+        if progress is not None:
+            progress(report.files, len(files))
+
     with Writer(node.store) as writer:
-        for i, path in enumerate(files):
-            report.files += 1
-            try:
-                document = _read_document(path, node.config.max_import_file_bytes)
-            except ImportFileError as e:
-                report.refused.append(str(e))
-                continue
-            for index, raw in enumerate(unwrap_events(document)):
-                try:
-                    parsed = parse_event(raw, defaults)
-                except EventError as e:
-                    name = e.event if isinstance(raw, dict) and raw.get("uuid") else f"#{index}"
-                    info = raw.get("info") if isinstance(raw, dict) else None
-                    label = f"{name}" + (f" ({info!r})" if isinstance(info, str) and info else "")
-                    report.refused.append(f"{path}: event {label}: " + "; ".join(map(str, e.problems)))
-                    continue
-                held = node.store.held(parsed.uuid)
-                if held is not None and held.timestamp >= parsed.timestamp:
-                    # Same or older timestamp than held: MISP only applies newer edits.
-                    if held.timestamp == parsed.timestamp:
-                        report.events_unchanged += 1
-                    else:
-                        report.events_older += 1
-                    continue
-                previous = node.store.previous_elements(parsed.uuid) if held is not None else None
-                signed = sign_event(node.identity, parsed, previous.get if previous else None)
-                batch.append(signed)
-                batch_elements += len(signed.elements)
-                if batch_elements >= _BATCH_ELEMENTS or len(batch) >= _BATCH_EVENTS:
-                    pending.append((writer.submit(batch), batch))
-                    batch, batch_elements = [], 0
-                    settle(wait_all=False)
-            if progress is not None:
-                progress(i + 1, len(files))
+        if workers <= 0:
+            preparer = Preparer(node.identity, node.store, node.import_defaults(),
+                                node.config.max_import_file_bytes)
+            for path in files:
+                take(preparer.prepare(path))
+        else:
+            # spawn, not fork: a forked child would inherit this process's open LMDB environment.
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
+                                     initargs=(str(node.config.home),)) as pool:
+                window: deque[Future[tuple[bytes, list[str], int, int]]] = deque()
+
+                def take_next() -> None:
+                    blob, refused, unchanged, older = window.popleft().result()
+                    take(FileResult(unpack_writes(blob), refused, unchanged, older))
+                for path in files:
+                    window.append(pool.submit(_prepare_in_worker, path))
+                    # A bounded window keeps memory flat: at most this many files' events in flight.
+                    if len(window) >= 2 * workers:
+                        take_next()
+                while window:
+                    take_next()
         if batch:
             pending.append((writer.submit(batch), batch))
         settle(wait_all=True)

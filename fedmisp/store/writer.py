@@ -13,19 +13,19 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 
 from fedmisp.model.revision import SignedEvent
-from fedmisp.store.store import Store, WriteOutcome
+from fedmisp.store.store import EventWrite, Store, WriteOutcome
 
 # Group at most this many elements in one transaction: big enough that the commit's fsync is
 # amortised, small enough that a transaction's dirty pages stay a few hundred MB at most.
 MAX_ELEMENTS_PER_TXN = 50_000
 # Submissions waiting in the queue; a producer faster than the disk blocks here, which keeps the
 # importer's memory flat however many events it reads.
-MAX_QUEUED = 8
+MAX_QUEUED = 3
 
 
 @dataclass(slots=True)
 class _Job:
-    events: list[SignedEvent]
+    events: list[EventWrite | SignedEvent]
     future: "Future[list[WriteOutcome]]"
 
 
@@ -36,7 +36,7 @@ class Writer:
         self._thread = threading.Thread(target=self._run, name="fedmisp-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, events: list[SignedEvent]) -> "Future[list[WriteOutcome]]":
+    def submit(self, events: list[EventWrite | SignedEvent]) -> "Future[list[WriteOutcome]]":
         future: Future[list[WriteOutcome]] = Future()
         self._queue.put(_Job(events, future))
         return future
