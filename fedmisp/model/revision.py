@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from hashlib import blake2b
 from typing import Any, Callable
 
 from fedmisp.model import canonical
 from fedmisp.model.identity import Identity
 from fedmisp.model.misp import ParsedEvent
 from fedmisp.model.records import (
-    KIND_EVENT, KIND_PROPOSAL, KIND_SIGHTINGS, SALT_BYTES, Record, element_digest, fresh_salts, seal,
+    DIGEST_BYTES, KIND_EVENT, KIND_PROPOSAL, KIND_SIGHTINGS, SALT_BYTES, Record, fresh_salts, seal,
 )
 
 # previous element of the same uuid in the held revision: (digest, body) or None
@@ -44,16 +45,17 @@ def sign_event(identity: Identity, parsed: ParsedEvent, previous: PreviousLookup
     the new revision shares its digest and a peer that holds it fetches nothing for it."""
     elements: list[Element] = []
     salts = fresh_salts(len(parsed.elements))
+    pack = canonical.sorted_packer().pack
     for item in parsed.elements:
-        packed = canonical.pack_sorted(item.body)
+        packed = pack(item.body)
         salt = next(salts)
         if previous is not None:
             held = previous(item.uuid)
             if held is not None and held[1][SALT_BYTES:] == packed:
                 elements.append(Element(held[0], held[1], item.body, item.keys))
                 continue
-        body = salt + packed
-        elements.append(Element(element_digest(body), body, item.body, item.keys))
+        digest = blake2b(packed, key=salt, digest_size=DIGEST_BYTES).digest()  # = element_digest(salt + packed)
+        elements.append(Element(digest, salt + packed, item.body, item.keys))
     record = seal(identity, KIND_EVENT, {"event": parsed.header, "elements": [e.digest for e in elements]},
                   created=parsed.header["timestamp"])
     extra: list[Record] = []

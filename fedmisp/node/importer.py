@@ -214,7 +214,7 @@ def import_paths(node: Node, paths: list[Path], progress: Callable[[int, int], N
         report.events_older += result.older
         for event in result.events:
             batch.append(event)
-            batch_elements += len(event.elements)
+            batch_elements += event.element_count
             if batch_elements >= _BATCH_ELEMENTS or len(batch) >= _BATCH_EVENTS:
                 pending.append((writer.submit(batch), batch))
                 batch, batch_elements = [], 0

@@ -102,62 +102,70 @@ def index_key(text: str) -> bytes:
     return raw[:_KEY_PREFIX] + b"\x00" + blake2b(raw, digest_size=16).digest()
 
 
-class ElementWrite(NamedTuple):
-    """One element as the store writes it: body plus its precomputed index entries.
+# The databases an element writes to, in this order, as (key, value) rows.
+ROW_DBS = ("bodies", "elements", "ix_value", "ix_type", "ix_time", "ix_tag")
+Rows = tuple[list[tuple[bytes, bytes]], ...]
 
-    Built in whatever process signed the element (see node/importer.py), so the single writer only
-    moves bytes into LMDB. A plain tuple, so a batch crosses processes as one msgpack blob.
-    """
-    digest: bytes
-    body: bytes
-    uuid: bytes  # 16
-    # attributes only: (type, timestamp (8), value keys, tag keys)
-    attribute: tuple[bytes, bytes, tuple[bytes, ...], tuple[bytes, ...]] | None
+
+def new_rows() -> Rows:
+    return tuple([] for _ in ROW_DBS)
+
+
+def add_element_rows(rows: Rows, ev: bytes, digest: bytes, body: bytes, element: dict[str, Any],
+                     keys: tuple[str, ...] | None = None) -> bool:
+    """Append the rows one element writes; True if it is an attribute. The one place that says
+    what an element's index entries are (writes and removals both use it)."""
+    bodies, elements, ix_value, ix_type, ix_time, ix_tag = rows
+    u = uuid16(element["uuid"])
+    key = ev + digest
+    bodies.append((key, body))
+    elements.append((u, key))
+    if "value" not in element or "type" not in element:
+        return False
+    ref = ev + u
+    for value_key in _value_keys(element, keys):
+        ix_value.append((value_key, ref))
+    ix_type.append((element["type"].encode(), ref))
+    ix_time.append((_BE8.pack(element["timestamp"]) + u, b""))
+    for tag in element.get("Tag", ()):
+        ix_tag.append((index_key(tag["name"]), ref))
+    return True
 
 
 @dataclass(slots=True)
 class EventWrite:
+    """One event revision as the store writes it: record, bodies and every index row, precomputed.
+
+    Built in whatever process signed the event (see node/importer.py), so the single writer only
+    moves sorted rows into LMDB; plain bytes and tuples, so a batch crosses processes as one
+    msgpack blob.
+    """
     uuid: bytes  # 16
     timestamp: int
     level: int  # the distribution level this node holds the event at
     record_id: bytes
     wire: bytes
     header: tuple[bytes, bytes, tuple[bytes, ...]]  # (Orgc uuid, timestamp (8), tag keys)
-    elements: list[ElementWrite]
+    rows: Rows
+    attribute_count: int
     extra: list[tuple[bytes, bytes]]  # (record id, wire) of its sightings and proposals
     local: list[tuple[bytes, bytes]]  # (element or event uuid, packed local tags)
 
     @property
-    def attribute_count(self) -> int:
-        return sum(1 for e in self.elements if e[3] is not None)
+    def element_count(self) -> int:
+        return len(self.rows[0])
 
 
 def pack_writes(events: list[EventWrite]) -> bytes:
     """Events ready for the writer as one blob (msgpack: far cheaper than pickling objects)."""
-    return msgpack.packb([[e.uuid, e.timestamp, e.level, e.record_id, e.wire, e.header,
-                           e.elements, e.extra, e.local] for e in events], use_bin_type=True)
+    return msgpack.packb([[e.uuid, e.timestamp, e.level, e.record_id, e.wire, e.header, e.rows,
+                           e.attribute_count, e.extra, e.local] for e in events], use_bin_type=True)
 
 
 def unpack_writes(blob: bytes) -> list[EventWrite]:
-    out = []
-    for u, ts, level, rid, wire, header, elements, extra, local in msgpack.unpackb(
-            blob, raw=False, use_list=False):
-        out.append(EventWrite(u, ts, level, rid, wire, header,
-                              list(elements), list(extra), list(local)))  # plain tuples: unpacked by position
-    return out
-
-
-def element_write(digest: bytes, body: bytes, element: dict[str, Any],
-                  keys: tuple[str, ...] | None = None) -> ElementWrite:
-    u = uuid16(element["uuid"])
-    if "value" not in element or "type" not in element:
-        return ElementWrite(digest, body, u, None)
-    return ElementWrite(digest, body, u, (
-        element["type"].encode(),
-        _BE8.pack(element["timestamp"]),
-        tuple(_value_keys(element, keys)),
-        tuple(index_key(t["name"]) for t in element.get("Tag", ())),
-    ))
+    return [EventWrite(u, ts, level, rid, wire, header, tuple(list(r) for r in rows), n, list(extra), list(local))
+            for u, ts, level, rid, wire, header, rows, n, extra, local
+            in msgpack.unpackb(blob, raw=False, use_list=False)]
 
 
 def header_index(header: dict[str, Any]) -> tuple[bytes, bytes, tuple[bytes, ...]]:
@@ -166,11 +174,15 @@ def header_index(header: dict[str, Any]) -> tuple[bytes, bytes, tuple[bytes, ...
 
 
 def event_write(signed: SignedEvent) -> EventWrite:
+    ev = uuid16(signed.uuid)
+    rows = new_rows()
+    attributes = 0
+    for e in signed.elements:
+        attributes += add_element_rows(rows, ev, e.digest, e.body, e.element, e.keys)
     return EventWrite(
-        uuid=uuid16(signed.uuid), timestamp=signed.timestamp, level=signed.level,
+        uuid=ev, timestamp=signed.timestamp, level=signed.level,
         record_id=signed.record.id, wire=signed.record.wire(),
-        header=header_index(signed.record.body["event"]),
-        elements=[element_write(e.digest, e.body, e.element, e.keys) for e in signed.elements],
+        header=header_index(signed.record.body["event"]), rows=rows, attribute_count=attributes,
         extra=[(r.id, r.wire()) for r in signed.extra_records],
         local=[(uuid16(u), canonical.pack(tags)) for u, tags in signed.local_tags.items()],
     )
@@ -184,6 +196,11 @@ class Store:
             str(path), map_size=map_size, max_dbs=len(_DB_NAMES) + 4, readonly=readonly,
             # Readers never wait for the writer; one process writes (the node or the CLI).
             max_readers=256, subdir=True,
+            # Dirty pages are written in place in the file mapping instead of being copied from
+            # heap buffers: a large transaction then costs page cache, not private memory, and
+            # the importer's memory stays flat as the store grows. (LMDB's caveat: a stray write
+            # through a wild pointer could corrupt the map; there is no C code of ours here.)
+            writemap=not readonly,
         )
         self.db: dict[str, Any] = {}
         for name in _DB_NAMES:
@@ -247,8 +264,9 @@ class Store:
         ev = event.uuid
         rid = event.record_id
         raw = txn.get(ev, db=db["events"])
-        old_digests: set[bytes] = set()
-        if raw is not None:
+        if raw is None:
+            puts.extend(event.rows)
+        else:
             held = HeldEvent.decode(raw)
             if held.record_id == rid:
                 return WriteOutcome.UNCHANGED, seq
@@ -261,25 +279,21 @@ class Store:
             self._unindex_header(txn, ev, header_index(old.body["event"]))
             txn.delete(held.record_id, db=db["records"])
             txn.delete(_BE8.pack(held.seq), db=db["log"])
-            for digest in old_digests - {e[0] for e in event.elements}:
+            bodies = event.rows[0]
+            # Only what changed is touched: bodies the new revision dropped go (with their index
+            # rows), bodies it added come in; shared elements keep their rows.
+            gone = new_rows()
+            for digest in old_digests - {key[16:] for key, _ in bodies}:
                 body = txn.pop(ev + digest, db=db["bodies"])
                 if body is not None:
                     body = bytes(body)
-                    self._unindex_element(txn, ev, element_write(digest, body, open_element(body)))
-        for digest, body, u, attribute in event.elements:
-            if digest in old_digests:
-                continue
-            puts.bodies.append((ev + digest, body))
-            puts.elements.append((u, ev + digest))
-            if attribute is not None:
-                type_key, ts, value_keys, tag_keys = attribute
-                ref = ev + u
-                for key in value_keys:
-                    puts.ix_value.append((key, ref))
-                puts.ix_type.append((type_key, ref))
-                puts.ix_time.append((ts + u, b""))
-                for key in tag_keys:
-                    puts.ix_tag.append((key, ref))
+                    add_element_rows(gone, ev, digest, body, open_element(body))
+            self._delete_rows(txn, ev, gone)
+            added = new_rows()
+            for key, body in bodies:
+                if key[16:] not in old_digests:
+                    add_element_rows(added, ev, key[16:], body, open_element(body))
+            puts.extend(added)
         self._index_header(txn, ev, event.header)
         seq += 1
         txn.put(rid, event.wire, db=db["records"])
@@ -294,20 +308,20 @@ class Store:
             txn.put(key, packed, db=db["local"])
         return WriteOutcome.STORED, seq
 
-    def _unindex_element(self, txn: lmdb.Transaction, ev: bytes, e: ElementWrite) -> None:
-        db = self.db
-        if txn.get(e.uuid, db=db["elements"]) == ev + e.digest:
-            txn.delete(e.uuid, db=db["elements"])
-        if e.attribute is None:
-            return
-        type_key, ts, value_keys, tag_keys = e.attribute
-        ref = ev + e.uuid
-        for key in value_keys:
-            txn.delete(key, ref, db=db["ix_value"])
-        txn.delete(type_key, ref, db=db["ix_type"])
-        txn.delete(ts + e.uuid, db=db["ix_time"])
-        for key in tag_keys:
-            txn.delete(key, ref, db=db["ix_tag"])
+    def _delete_rows(self, txn: lmdb.Transaction, ev: bytes, rows: Rows) -> None:
+        for name, items in zip(ROW_DBS, rows):
+            db = self.db[name]
+            for key, value in items:
+                if name == "bodies":
+                    continue  # popped by the caller
+                if name == "elements":
+                    # the element uuid may meanwhile belong to the new revision's body
+                    if txn.get(key, db=db) == value:
+                        txn.delete(key, db=db)
+                elif name in _DUPSORT:
+                    txn.delete(key, value, db=db)
+                else:
+                    txn.delete(key, db=db)
 
     def _index_header(self, txn: lmdb.Transaction, ev: bytes, index: tuple[bytes, bytes, tuple[bytes, ...]]) -> None:
         db = self.db
@@ -503,36 +517,30 @@ class Store:
 
 
 class _Puts:
-    """Index and body writes of a batch, applied sorted with one putmulti per database.
-
-    Sorted insertion touches each B-tree page once per batch instead of once per key, and one
-    C-level loop replaces a Python call per put: together about half of the store's write cost.
-    """
-    __slots__ = ("db", "bodies", "elements", "ix_value", "ix_type", "ix_time", "ix_tag")
+    """Index and body rows of a batch, applied with one putmulti per database: one C-level loop
+    instead of a Python call per put. (Sorting the rows first was measured slower: the sort costs
+    more than the page locality it buys, see bench/ingest.py.)"""
+    __slots__ = ("db", "rows")
 
     def __init__(self, db: dict[str, Any]):
         self.db = db
-        self._reset()
+        self.rows = new_rows()
 
-    def _reset(self) -> None:
-        self.bodies: list[tuple[bytes, bytes]] = []
-        self.elements: list[tuple[bytes, bytes]] = []
-        self.ix_value: list[tuple[bytes, bytes]] = []
-        self.ix_type: list[tuple[bytes, bytes]] = []
-        self.ix_time: list[tuple[bytes, bytes]] = []
-        self.ix_tag: list[tuple[bytes, bytes]] = []
+    def extend(self, rows: Rows) -> None:
+        for mine, theirs in zip(self.rows, rows):
+            mine.extend(theirs)
 
     def flush(self, txn: lmdb.Transaction) -> None:
-        for name in ("bodies", "elements", "ix_value", "ix_type", "ix_time", "ix_tag"):
-            items = getattr(self, name)
+        for name, items in zip(ROW_DBS, self.rows):
             if items:
-                items.sort()
                 txn.cursor(db=self.db[name]).putmulti(items, dupdata=name in _DUPSORT)
-        self._reset()
+        self.rows = new_rows()
 
 
 def _value_keys(element: dict[str, Any], known: tuple[str, ...] | None = None) -> list[bytes]:
     if known is not None:
+        if len(known) == 1:
+            return [index_key(known[0])]
         return [index_key(p) for p in dict.fromkeys(known)]
     try:
         parts = normalise(element["type"], element["value"])

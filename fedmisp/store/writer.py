@@ -59,7 +59,7 @@ class Writer:
             if job is None:
                 return
             jobs = [job]
-            size = sum(len(e.elements) for e in job.events)
+            size = sum(_size(e) for e in job.events)
             while size < MAX_ELEMENTS_PER_TXN:
                 try:
                     more = self._queue.get_nowait()
@@ -69,7 +69,7 @@ class Writer:
                     stop = True
                     break
                 jobs.append(more)
-                size += sum(len(e.elements) for e in more.events)
+                size += sum(_size(e) for e in more.events)
             self._commit(jobs)
 
     def _commit(self, jobs: list[_Job]) -> None:
@@ -84,3 +84,7 @@ class Writer:
         for job in jobs:
             job.future.set_result(outcomes[i:i + len(job.events)])
             i += len(job.events)
+
+
+def _size(event: EventWrite | SignedEvent) -> int:
+    return event.element_count if isinstance(event, EventWrite) else len(event.elements)
