@@ -6,6 +6,7 @@ accepted, so an operator fixes a config in one pass.
 from __future__ import annotations
 
 import ipaddress
+import re
 import tomllib
 import uuid as _uuid
 from dataclasses import dataclass, field
@@ -14,12 +15,94 @@ from typing import Any
 
 import tomli_w
 
+from fedmisp.model.identity import decode_key
+from fedmisp.policy.config import parse_filter, parse_mode
+from fedmisp.policy.model import PeerMode, PeerPolicy
+
 CONFIG_FILE = "fedmisp.toml"
 KEY_FILE = "identity.key"
 STORE_DIR = "store"
 DEFAULT_LISTEN = "127.0.0.1:8480"
 # An import file is parsed whole; beyond this it should be split (or fed as a feed folder).
 DEFAULT_MAX_IMPORT_FILE_BYTES = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class PeerConfig:
+    """One configured peer: where it is, its pinned key, and the policy for it."""
+    policy: PeerPolicy
+    url: str
+    key: bytes  # Ed25519 public key
+
+    @property
+    def name(self) -> str:
+        return self.policy.name
+
+
+_PEER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+_PEER_FIELDS = ("name", "url", "key", "org_uuid", "mode", "push", "pull")
+
+
+def _parse_peers(raw: Any, problems: list[str]) -> tuple[PeerConfig, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        problems.append("peer: expected [[peer]] tables")
+        return ()
+    peers = []
+    names: set[str] = set()
+    for i, table in enumerate(raw):
+        label = f"peer[{i}]"
+        if not isinstance(table, dict):
+            problems.append(f"{label}: expected a table")
+            continue
+        name = table.get("name")
+        if isinstance(name, str) and _PEER_NAME.match(name):
+            label = f"peer {name!r}"
+            if name in names:
+                problems.append(f"{label}: name: used by another peer; names must be unique")
+            names.add(name)
+        else:
+            problems.append(f"{label}.name: {name!r}; expected 1-64 letters, digits, '.', '_' or '-'")
+            name = f"peer{i}"
+        for key in table:
+            if key not in _PEER_FIELDS:
+                problems.append(f"{label}.{key}: unknown setting; accepted: {', '.join(_PEER_FIELDS)}")
+        url = table.get("url")
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            problems.append(f"{label}.url: {url!r}; expected http://HOST:PORT or https://HOST:PORT")
+            url = ""
+        key = b""
+        try:
+            key = decode_key(table.get("key", "") if isinstance(table.get("key"), str) else "")
+        except ValueError as e:
+            problems.append(f"{label}.key: {e} (the peer's `fedmisp info` shows it)")
+        org_uuid = table.get("org_uuid")
+        try:
+            org_uuid = str(_uuid.UUID(str(org_uuid)))
+        except ValueError:
+            problems.append(f"{label}.org_uuid: {org_uuid!r} is not a UUID (the peer's `fedmisp info` shows it)")
+            org_uuid = ""
+        mode = parse_mode(table.get("mode", "full"), label, problems)
+        push = parse_filter(table.get("push"), f"{label}.push", problems, push=True)
+        pull = parse_filter(table.get("pull"), f"{label}.pull", problems, push=False)
+        peers.append(PeerConfig(PeerPolicy(name, org_uuid, mode, push, pull), url, key))
+    return tuple(peers)
+
+
+def _parse_uuid_list(raw: Any, where: str, problems: list[str]) -> frozenset[str]:
+    if raw is None:
+        return frozenset()
+    if not isinstance(raw, list):
+        problems.append(f"{where}: expected a list of UUIDs")
+        return frozenset()
+    out = set()
+    for i, value in enumerate(raw):
+        try:
+            out.add(str(_uuid.UUID(str(value))))
+        except ValueError:
+            problems.append(f"{where}[{i}]: {value!r} is not a UUID")
+    return frozenset(out)
 
 
 class ConfigError(ValueError):
@@ -39,6 +122,9 @@ class NodeConfig:
     default_distribution: int = 1  # MISP's shipped default_event_distribution
     max_import_file_bytes: int = DEFAULT_MAX_IMPORT_FILE_BYTES
     map_size: int = 1 << 40
+    peers: tuple[PeerConfig, ...] = ()
+    blocked_events: frozenset[str] = frozenset()
+    blocked_orgs: frozenset[str] = frozenset()
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
@@ -98,7 +184,7 @@ def load_config(home: Path) -> NodeConfig:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(path, [f"not valid TOML: {e}"]) from None
     problems: list[str] = []
-    known_sections = {"node", "sharing", "limits", "peer"}
+    known_sections = {"node", "sharing", "limits", "peer", "blocklist"}
     for section in raw:
         if section not in known_sections:
             problems.append(f"[{section}]: unknown section; accepted: {', '.join(sorted(known_sections))}")
@@ -132,7 +218,19 @@ def load_config(home: Path) -> NodeConfig:
     if not isinstance(max_file, int) or isinstance(max_file, bool) or max_file <= 0:
         problems.append(f"limits.max_import_file_bytes: {max_file!r}; expected a positive integer")
         max_file = DEFAULT_MAX_IMPORT_FILE_BYTES
+    peers = _parse_peers(raw.get("peer"), problems)
+    for peer in peers:
+        if peer.policy.mode is PeerMode.INTERNAL and peer.policy.org_uuid != org_uuid:
+            problems.append(f"peer {peer.name!r}.mode: internal is for this organisation's own other "
+                            f"node, but org_uuid is {peer.policy.org_uuid!r}, not {org_uuid!r}")
+    blocklist = raw.get("blocklist", {})
+    if not isinstance(blocklist, dict):
+        problems.append("[blocklist]: expected a table with events and orgs")
+        blocklist = {}
+    blocked_events = _parse_uuid_list(blocklist.get("events"), "blocklist.events", problems)
+    blocked_orgs = _parse_uuid_list(blocklist.get("orgs"), "blocklist.orgs", problems)
     if problems:
         raise ConfigError(path, problems)
     return NodeConfig(home=home, org_name=org_name, org_uuid=org_uuid, listen_host=host, listen_port=port,
-                      default_distribution=distribution, max_import_file_bytes=max_file, raw=raw)
+                      default_distribution=distribution, max_import_file_bytes=max_file, peers=peers,
+                      blocked_events=blocked_events, blocked_orgs=blocked_orgs, raw=raw)

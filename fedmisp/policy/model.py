@@ -1,0 +1,153 @@
+"""What the policy decides on: views of events and elements, holdings, peers, sharing groups.
+
+Plain frozen data, built from the model's bodies (see `event_view`). Policy functions never do I/O:
+they receive these and return decisions.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Mapping
+
+# --- distribution levels (MISP's numbers) ------------------------------------------------------
+ORG_ONLY = 0  # your organisation only
+COMMUNITY = 1  # this community only: the origin's direct peers
+CONNECTED = 2  # connected communities: up to two hops
+ALL = 3  # all communities
+SHARING_GROUP = 4
+INHERIT = 5  # as the containing object or event
+
+KIND_EVENT = "event"
+KIND_ATTRIBUTE = "attribute"
+KIND_OBJECT = "object"
+KIND_REFERENCE = "reference"
+
+
+class PeerMode(str, Enum):
+    FULL = "full"  # this node serves the peer and pulls from it
+    PUSH_ONLY = "push-only"  # this node serves the peer; it takes nothing from it
+    PULL_ONLY = "pull-only"  # this node pulls from the peer; it serves it nothing
+    CORRELATION_ONLY = "correlation-only"  # what the peer sends feeds correlation only: never shown or relayed
+    INTERNAL = "internal"  # the same organisation's other node: no downgrade, level 0 and local tags pass
+
+
+@dataclass(frozen=True, slots=True)
+class ElementView:
+    uuid: str
+    kind: str  # attribute, object or reference
+    distribution: int  # as its author signed it, 0-5 (references carry none: 5)
+    sharing_group: str | None = None
+    object_uuid: str | None = None  # attributes and references inside an object
+    type: str | None = None  # attributes
+    template: str | None = None  # objects: template name
+    template_uuid: str | None = None
+    tags: frozenset[str] = frozenset()  # lower-cased tag names
+    to_ids: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class EventView:
+    uuid: str
+    orgc_uuid: str
+    orgc_name: str
+    distribution: int  # 0-4
+    sharing_group: str | None
+    published: bool
+    timestamp: int
+    tags: frozenset[str] = frozenset()
+    elements: tuple[ElementView, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Holding:
+    """How a node holds one event: the level of the header and of each element, where from."""
+    levels: Mapping[str, int]  # event uuid and element uuids -> level held at (0-4)
+    sources: Mapping[str, frozenset[str]] = field(default_factory=dict)  # uuid -> peers it came from
+    correlation_only: bool = False  # came only from correlation-only peers: never shown, never relayed
+
+    def level(self, uuid: str) -> int | None:
+        return self.levels.get(uuid)
+
+
+@dataclass(frozen=True, slots=True)
+class SharingGroup:
+    """One revision of a sharing group, as its owner (or an extend member) signed it."""
+    uuid: str
+    name: str
+    owner: str  # org uuid
+    revision: int
+    members: Mapping[str, bool]  # org uuid -> extend (may add members)
+    releasability: str = ""
+
+    def is_member(self, org_uuid: str) -> bool:
+        return org_uuid in self.members
+
+
+TLP_ORDER = {"tlp:clear": 0, "tlp:white": 0, "tlp:green": 1, "tlp:amber": 2, "tlp:amber+strict": 3, "tlp:red": 4}
+PAP_ORDER = {"pap:clear": 0, "pap:white": 0, "pap:green": 1, "pap:amber": 2, "pap:red": 3}
+
+
+@dataclass(frozen=True, slots=True)
+class SyncFilter:
+    """A push or pull filter for one peer (MISP's server push/pull rules, plus ceilings)."""
+    tags_include: tuple[str, ...] = ()  # OR: the event must carry one of these
+    tags_exclude: tuple[str, ...] = ()  # NOT: an event carrying one is refused, an element withheld
+    orgs_include: tuple[str, ...] = ()  # Orgc uuid or name, OR
+    orgs_exclude: tuple[str, ...] = ()
+    types_exclude: tuple[str, ...] = ()  # attribute types withheld
+    templates_exclude: tuple[str, ...] = ()  # object template names or uuids withheld
+    tlp_ceiling: str | None = None  # highest TLP that passes (None: no ceiling)
+    pap_ceiling: str | None = None
+    to_ids_only: bool = False
+    max_distribution: int = SHARING_GROUP  # the peer holds nothing above this level (0-3 cap; 4 lets groups pass)
+    not_before: int = 0  # events last changed before this timestamp do not pass
+
+    @classmethod
+    def push_default(cls) -> "SyncFilter":
+        # tlp:red never leaves a node unless the operator allows it for that peer.
+        return cls(tlp_ceiling="tlp:amber+strict")
+
+
+@dataclass(frozen=True, slots=True)
+class PeerPolicy:
+    name: str
+    org_uuid: str
+    mode: PeerMode = PeerMode.FULL
+    push: SyncFilter = field(default_factory=SyncFilter.push_default)
+    pull: SyncFilter = field(default_factory=SyncFilter)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeState:
+    """What a node knows that decisions depend on, other than the event itself."""
+    org_uuid: str
+    sharing_groups: Mapping[str, SharingGroup] = field(default_factory=dict)  # current revision by uuid
+    blocked_events: frozenset[str] = frozenset()
+    blocked_orgs: frozenset[str] = frozenset()
+
+
+def event_view(header: dict[str, Any], elements: list[dict[str, Any]]) -> EventView:
+    """The policy's view of an event from its signed header and element bodies (model/misp.py)."""
+    views = []
+    for body in elements:
+        if "type" in body and "value" in body:
+            kind = KIND_ATTRIBUTE
+        elif "relationship_type" in body:
+            kind = KIND_REFERENCE
+        else:
+            kind = KIND_OBJECT
+        views.append(ElementView(
+            uuid=body["uuid"], kind=kind, distribution=body.get("distribution", INHERIT),
+            sharing_group=body.get("sharing_group_uuid"), object_uuid=body.get("object_uuid"),
+            type=body.get("type") if kind == KIND_ATTRIBUTE else None,
+            template=body.get("name") if kind == KIND_OBJECT else None,
+            template_uuid=body.get("template_uuid") if kind == KIND_OBJECT else None,
+            tags=frozenset(t["name"].lower() for t in body.get("Tag", ())),
+            to_ids=bool(body.get("to_ids", False)),
+        ))
+    return EventView(
+        uuid=header["uuid"], orgc_uuid=header["Orgc"]["uuid"], orgc_name=header["Orgc"]["name"],
+        distribution=header["distribution"], sharing_group=header.get("sharing_group_uuid"),
+        published=bool(header.get("published")), timestamp=header["timestamp"],
+        tags=frozenset(t["name"].lower() for t in header.get("Tag", ())), elements=tuple(views),
+    )

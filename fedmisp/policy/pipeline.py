@@ -1,0 +1,305 @@
+"""The pipeline at each hop (docs DESIGN "Distribution at every hop", "The pipeline at each hop").
+
+Outbound, for an event and one peer, in DESIGN's order:
+  1. node-local data never leaves (level 0, unpublished events, correlation-only holdings;
+     local tags are stripped by the serialiser, never signed);
+  2. hop budget from the distribution level (1 arrives as 0, 2 as 1, 3 unchanged);
+  3. sharing-group membership of the peer's org (and of this node's: a non-member never relays);
+  4. the peer's push filter;
+  5. never back to the peer it came from.
+Inbound, for an event from a peer:
+  1. well-formed, signed, digests valid, author known (checked by the record layer; `check_received`
+     turns its findings into reasons);
+  2. the sender was allowed to send it;
+  3. the pull filter for that peer and the node's blocklists;
+  4. not older than what is held;
+  5. a correlation-only peer's data feeds correlation alone.
+
+An element passes only if its event, its object (if any) and the element itself all pass. Every
+function here is pure: it receives the event view, the holding, the peer's policy and the node's
+state, and returns an Outcome naming the reason for each refusal.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from fedmisp.policy.filters import element_check, event_check
+from fedmisp.policy.model import (
+    ALL, CONNECTED, COMMUNITY, INHERIT, KIND_OBJECT, KIND_REFERENCE, ORG_ONLY, SHARING_GROUP,
+    ElementView, EventView, Holding, NodeState, PeerMode, PeerPolicy, SyncFilter,
+)
+from fedmisp.policy.reasons import FILTER_REASONS, Reason
+
+_SERVES = frozenset({PeerMode.FULL, PeerMode.PUSH_ONLY, PeerMode.CORRELATION_ONLY, PeerMode.INTERNAL})
+_TAKES = frozenset({PeerMode.FULL, PeerMode.PULL_ONLY, PeerMode.CORRELATION_ONLY, PeerMode.INTERNAL})
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The decision for one event at one hop.
+
+    `levels` holds what passes: the event uuid and each element uuid, with the level the receiver
+    holds it at. `withheld` names, per element, why it does not pass.
+    """
+    reason: Reason
+    levels: Mapping[str, int] = field(default_factory=dict)
+    withheld: Mapping[str, Reason] = field(default_factory=dict)
+    correlation_only: bool = False
+
+    @property
+    def allowed(self) -> bool:
+        return self.reason is Reason.ALLOWED
+
+
+def _refused(reason: Reason) -> Outcome:
+    return Outcome(reason)
+
+
+# --- levels -------------------------------------------------------------------------------------
+
+def authored_levels(event: EventView) -> dict[str, int]:
+    """Each element's level as its author set it, with 5 (inherit) resolved: an object member and a
+    reference take their object's level, an object and a top-level attribute the event's."""
+    objects: dict[str, int] = {}
+    for e in event.elements:
+        if e.kind == KIND_OBJECT:
+            objects[e.uuid] = event.distribution if e.distribution == INHERIT else e.distribution
+    levels = {event.uuid: event.distribution}
+    for e in event.elements:
+        if e.kind == KIND_OBJECT:
+            levels[e.uuid] = objects[e.uuid]
+        elif e.distribution != INHERIT and e.kind != KIND_REFERENCE:
+            levels[e.uuid] = e.distribution
+        elif e.object_uuid is not None and e.object_uuid in objects:
+            levels[e.uuid] = objects[e.object_uuid]
+        else:
+            levels[e.uuid] = event.distribution
+    return levels
+
+
+def origin_holding(event: EventView) -> Holding:
+    """How the node that created (or imported) an event holds it: at the levels its author set."""
+    return Holding(levels=authored_levels(event))
+
+
+def sharing_group_of(event: EventView, element: ElementView | None) -> str | None:
+    """The sharing group a level-4 item is bound to (an inheriting element takes its parent's)."""
+    if element is None:
+        return event.sharing_group
+    if element.distribution == SHARING_GROUP:
+        return element.sharing_group
+    if element.object_uuid is not None:
+        parent = next((e for e in event.elements if e.uuid == element.object_uuid), None)
+        if parent is not None and parent.distribution != INHERIT:
+            return parent.sharing_group if parent.distribution == SHARING_GROUP else None
+    return event.sharing_group
+
+
+def next_hop_level(held: int, internal: bool) -> int | None:
+    """The level the next node holds an item at, or None if the hop budget is spent (rule 2).
+
+    MISP's sync downgrade as a hop budget: 1 arrives as 0, 2 arrives as 1, 3 and 4 unchanged;
+    0 never leaves. An internal link (the same organisation's other node) is no hop.
+    """
+    if internal:
+        return held
+    if held == ORG_ONLY:
+        return None
+    if held in (COMMUNITY, CONNECTED):
+        return held - 1
+    return held  # ALL, SHARING_GROUP
+
+
+def _sharing_group_reason(sg_uuid: str | None, peer_org: str, node: NodeState, *, inbound: bool) -> Reason:
+    group = node.sharing_groups.get(sg_uuid) if sg_uuid else None
+    if group is None:
+        return Reason.SG_UNKNOWN
+    if not group.is_member(node.org_uuid):
+        # a node that is not a member never relays (or stores) the group's data
+        return Reason.SG_NOT_MEMBER if inbound else Reason.SG_RELAY_NOT_MEMBER
+    if not group.is_member(peer_org):
+        return Reason.SG_SENDER_NOT_MEMBER if inbound else Reason.SG_NOT_MEMBER
+    return Reason.ALLOWED
+
+
+def received_level(offered: int, authored: int, internal: bool) -> int | None:
+    """The level a receiver holds an item at, from the level its sender offered it at, checked
+    against what its author signed (inbound rule 2). None: the sender was not allowed to send it.
+
+    Never above the signed level; a level 1 or 2 item has spent at least one hop on arriving; a
+    level 0 item never arrives (but over an internal link); a sharing-group item stays one.
+    """
+    if authored == SHARING_GROUP:
+        return SHARING_GROUP
+    if internal or authored == ALL:
+        return min(offered, authored)
+    if authored == ORG_ONLY:
+        return None
+    return min(offered, authored - 1)
+
+
+def _cap(level: int, f: SyncFilter) -> int | None:
+    """A filter's max_distribution: levels 0-3 are lowered to it; a sharing group passes only at 4."""
+    if level == SHARING_GROUP:
+        return level if f.max_distribution >= SHARING_GROUP else None
+    return min(level, f.max_distribution)
+
+
+# --- outbound -----------------------------------------------------------------------------------
+
+def outbound(event: EventView, holding: Holding, peer: PeerPolicy, node: NodeState) -> Outcome:
+    """What of `event` this node may send to `peer`, and at which level the peer will hold it."""
+    internal = peer.mode is PeerMode.INTERNAL
+    # 1. node-local data never leaves
+    if peer.mode not in _SERVES:
+        return _refused(Reason.PEER_MODE)
+    if internal and peer.org_uuid != node.org_uuid:
+        return _refused(Reason.INTERNAL_ORG_MISMATCH)
+    if not event.published:
+        return _refused(Reason.LOCAL_UNPUBLISHED)
+    if holding.correlation_only:
+        return _refused(Reason.LOCAL_CORRELATION_ONLY)
+    held = holding.level(event.uuid)
+    if held is None:
+        return _refused(Reason.HOP_BUDGET)
+    # 2. hop budget
+    level = next_hop_level(held, internal)
+    if level is None:
+        return _refused(Reason.HOP_BUDGET)
+    # 3. sharing group
+    if held == SHARING_GROUP:
+        reason = _sharing_group_reason(event.sharing_group, peer.org_uuid, node, inbound=False)
+        if reason is not Reason.ALLOWED:
+            return _refused(reason)
+    # 4. push filter
+    check = event_check(peer.push, event)
+    capped = _cap(level, peer.push) if check is None else None
+    if capped is None:
+        return _refused(FILTER_REASONS[check or "distribution"][0])
+    levels: dict[str, int] = {event.uuid: capped}
+    withheld: dict[str, Reason] = {}
+    _elements(event, holding, peer, node, peer.push, 0, internal, False, levels, withheld)
+    # 5. never back to the peer it came from
+    if peer.name in holding.sources.get(event.uuid, ()):
+        fresh = [u for u in levels if u != event.uuid and peer.name not in holding.sources.get(u, ())]
+        if not fresh:
+            return _refused(Reason.FROM_PEER)
+    for u in list(levels):
+        if u != event.uuid and peer.name in holding.sources.get(u, ()):
+            del levels[u]
+            withheld[u] = Reason.FROM_PEER
+    return Outcome(Reason.ALLOWED, levels, withheld)
+
+
+def _elements(event: EventView, holding: Holding | Mapping[str, int], peer: PeerPolicy, node: NodeState,
+              f: SyncFilter, direction: int, internal: bool, inbound: bool,
+              levels: dict[str, int], withheld: dict[str, Reason]) -> None:
+    """Decide each element; objects first so their members can follow their object's decision."""
+    held_levels = holding.levels if isinstance(holding, Holding) else holding
+    authored = authored_levels(event) if inbound else None
+    ordered = sorted(event.elements, key=lambda e: e.kind != KIND_OBJECT)
+    for element in ordered:
+        held = held_levels.get(element.uuid)
+        if held is None:
+            continue  # not held here (or not offered): nothing to decide
+        if element.object_uuid is not None and element.object_uuid not in levels:
+            withheld[element.uuid] = Reason.PARENT_WITHHELD
+            continue
+        level = received_level(held, authored[element.uuid], internal) if inbound \
+            else next_hop_level(held, internal)
+        if level is None:
+            withheld[element.uuid] = Reason.HOP_BUDGET
+            continue
+        if level == SHARING_GROUP:
+            reason = _sharing_group_reason(sharing_group_of(event, element), peer.org_uuid, node,
+                                           inbound=inbound)
+            if reason is not Reason.ALLOWED:
+                withheld[element.uuid] = reason
+                continue
+        check = element_check(f, element)
+        capped = _cap(level, f) if check is None else None
+        if capped is None:
+            withheld[element.uuid] = FILTER_REASONS[check or "distribution"][direction]
+            continue
+        levels[element.uuid] = capped
+
+
+# --- inbound ------------------------------------------------------------------------------------
+
+def check_received(*, well_formed: bool = True, within_limits: bool = True, signature_valid: bool = True,
+                   digests_valid: bool = True, author_known: bool = True) -> Reason:
+    """Inbound step 1, from what the record layer found when it opened the record."""
+    if not well_formed:
+        return Reason.MALFORMED
+    if not within_limits:
+        return Reason.TOO_LARGE
+    if not signature_valid:
+        return Reason.BAD_SIGNATURE
+    if not digests_valid:
+        return Reason.BAD_DIGEST
+    if not author_known:
+        return Reason.UNKNOWN_AUTHOR
+    return Reason.ALLOWED
+
+
+def inbound(event: EventView, offered: Mapping[str, int], peer: PeerPolicy, node: NodeState,
+            held_timestamp: int | None = None) -> Outcome:
+    """What of an event a peer sent this node may keep, and at which level.
+
+    `offered` is what the sender sent: the event uuid and each element uuid, with the level the
+    sender's outbound pipeline says the receiver holds it at. The receiver checks that word against
+    what the author signed (`received_level`) and applies its own pull filter.
+    """
+    internal = peer.mode is PeerMode.INTERNAL
+    if peer.mode not in _TAKES:
+        return _refused(Reason.PEER_MODE)
+    if internal and peer.org_uuid != node.org_uuid:
+        return _refused(Reason.INTERNAL_ORG_MISMATCH)
+    # 2. the sender was allowed to send it
+    if not event.published:
+        return _refused(Reason.LOCAL_UNPUBLISHED)
+    sent = offered.get(event.uuid)
+    if sent is None:
+        return _refused(Reason.MALFORMED)
+    level = received_level(sent, event.distribution, internal)
+    if level is None:
+        return _refused(Reason.HOP_BUDGET)
+    if level == SHARING_GROUP:
+        reason = _sharing_group_reason(event.sharing_group, peer.org_uuid, node, inbound=True)
+        if reason is not Reason.ALLOWED:
+            return _refused(reason)
+    # 3. blocklists and the pull filter
+    if event.uuid in node.blocked_events:
+        return _refused(Reason.BLOCKLIST_EVENT)
+    if event.orgc_uuid in node.blocked_orgs:
+        return _refused(Reason.BLOCKLIST_ORG)
+    check = event_check(peer.pull, event)
+    capped = _cap(level, peer.pull) if check is None else None
+    if capped is None:
+        return _refused(FILTER_REASONS[check or "distribution"][1])
+    # 4. no rollback
+    if held_timestamp is not None and event.timestamp < held_timestamp:
+        return _refused(Reason.OLDER)
+    levels: dict[str, int] = {event.uuid: capped}
+    withheld: dict[str, Reason] = {}
+    _elements(event, offered, peer, node, peer.pull, 1, internal, True, levels, withheld)
+    # 5. correlation-only peers feed the correlation index alone
+    return Outcome(Reason.ALLOWED, levels, withheld, correlation_only=peer.mode is PeerMode.CORRELATION_ONLY)
+
+
+def merge(held: Holding | None, outcome: Outcome, peer_name: str) -> Holding:
+    """A node's holding after storing what `outcome` let in: each item at the highest level any
+    path allowed; correlation-only only while nothing came by a path that may show it."""
+    if not outcome.allowed:
+        if held is None:
+            raise ValueError("nothing to merge: the outcome refused the event and nothing is held")
+        return held
+    levels = dict(held.levels) if held else {}
+    sources = {k: set(v) for k, v in held.sources.items()} if held else {}
+    for uuid, level in outcome.levels.items():
+        if levels.get(uuid, -1) < level:
+            levels[uuid] = level
+        sources.setdefault(uuid, set()).add(peer_name)
+    correlation_only = outcome.correlation_only and (held is None or held.correlation_only)
+    return Holding(levels, {k: frozenset(v) for k, v in sources.items()}, correlation_only)

@@ -1,0 +1,73 @@
+"""Reason codes: every decision carries one; metrics and the audit log count them by this name."""
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Reason(str, Enum):
+    ALLOWED = "allowed"
+
+    # outbound 1: node-local data never leaves
+    LOCAL_UNPUBLISHED = "local-unpublished"
+    LOCAL_CORRELATION_ONLY = "local-correlation-only"
+    PEER_MODE = "peer-mode"  # the peer's mode forbids this direction
+    INTERNAL_ORG_MISMATCH = "internal-org-mismatch"  # an internal peer of another organisation
+    # outbound 2: hop budget
+    HOP_BUDGET = "hop-budget"
+    PARENT_WITHHELD = "parent-withheld"  # its object or event does not pass
+    # outbound 3 / inbound 2: sharing groups
+    SG_UNKNOWN = "sg-unknown"
+    SG_NOT_MEMBER = "sg-not-member"  # the peer's org is not in the group's current revision
+    SG_RELAY_NOT_MEMBER = "sg-relay-not-member"  # this node's org is not: it never relays the group's data
+    SG_SENDER_NOT_MEMBER = "sg-sender-not-member"  # inbound: a non-member sent the group's data
+    # outbound 4 / inbound 3: filters
+    PUSH_FILTER_TAG = "push-filter-tag"
+    PUSH_FILTER_ORG = "push-filter-org"
+    PUSH_FILTER_TYPE = "push-filter-type"
+    PUSH_FILTER_TEMPLATE = "push-filter-template"
+    PUSH_FILTER_TLP = "push-filter-tlp"
+    PUSH_FILTER_PAP = "push-filter-pap"
+    PUSH_FILTER_TO_IDS = "push-filter-to-ids"
+    PUSH_FILTER_AGE = "push-filter-age"
+    PUSH_FILTER_DISTRIBUTION = "push-filter-distribution"
+    PULL_FILTER_TAG = "pull-filter-tag"
+    PULL_FILTER_ORG = "pull-filter-org"
+    PULL_FILTER_TYPE = "pull-filter-type"
+    PULL_FILTER_TEMPLATE = "pull-filter-template"
+    PULL_FILTER_TLP = "pull-filter-tlp"
+    PULL_FILTER_PAP = "pull-filter-pap"
+    PULL_FILTER_TO_IDS = "pull-filter-to-ids"
+    PULL_FILTER_AGE = "pull-filter-age"
+    PULL_FILTER_DISTRIBUTION = "pull-filter-distribution"
+    BLOCKLIST_EVENT = "blocklist-event"
+    BLOCKLIST_ORG = "blocklist-org"
+    # outbound 5
+    FROM_PEER = "from-peer"
+    # inbound 1
+    MALFORMED = "malformed"
+    TOO_LARGE = "too-large"
+    BAD_SIGNATURE = "bad-signature"
+    BAD_DIGEST = "bad-digest"
+    UNKNOWN_AUTHOR = "unknown-author"
+    # inbound 4
+    OLDER = "older"
+    # sharing group revisions
+    SG_REVISION_NOT_NEWER = "sg-revision-not-newer"
+    SG_REVISION_AUTHOR = "sg-revision-author"
+    SG_REVISION_OWNER_CHANGED = "sg-revision-owner-changed"
+    SG_REVISION_OWNER_REMOVED = "sg-revision-owner-removed"
+    SG_REVISION_EXTEND_REMOVES = "sg-revision-extend-removes"
+
+
+# filter check name -> (push reason, pull reason)
+FILTER_REASONS = {
+    "tag": (Reason.PUSH_FILTER_TAG, Reason.PULL_FILTER_TAG),
+    "org": (Reason.PUSH_FILTER_ORG, Reason.PULL_FILTER_ORG),
+    "type": (Reason.PUSH_FILTER_TYPE, Reason.PULL_FILTER_TYPE),
+    "template": (Reason.PUSH_FILTER_TEMPLATE, Reason.PULL_FILTER_TEMPLATE),
+    "tlp": (Reason.PUSH_FILTER_TLP, Reason.PULL_FILTER_TLP),
+    "pap": (Reason.PUSH_FILTER_PAP, Reason.PULL_FILTER_PAP),
+    "to_ids": (Reason.PUSH_FILTER_TO_IDS, Reason.PULL_FILTER_TO_IDS),
+    "age": (Reason.PUSH_FILTER_AGE, Reason.PULL_FILTER_AGE),
+    "distribution": (Reason.PUSH_FILTER_DISTRIBUTION, Reason.PULL_FILTER_DISTRIBUTION),
+}
