@@ -140,3 +140,12 @@ def test_the_log_keeps_only_the_current_revision_of_each_event(store):
     store.write_events([signed(dict(raw, timestamp=str(int(raw["timestamp"]) + 5)))])
     log = store.log_since(0)
     assert len(log) == 1 and log[0][0] == 2
+
+
+def test_events_get_stable_numeric_ids_in_arrival_order(store):
+    first, second = event(seed=20, attributes=1)["Event"], event(seed=21, attributes=1)["Event"]
+    store.write_events([signed(first), signed(second)])
+    store.write_events([signed(dict(first, timestamp=str(int(first["timestamp"]) + 9)))])
+    assert store.held(first["uuid"]).id == 1 and store.held(second["uuid"]).id == 2
+    assert store.event_uuid_for_id(1) == first["uuid"] and store.event_uuid_for_id(2) == second["uuid"]
+    assert store.event_uuid_for_id(3) is None and store.event_uuid_for_id(-1) is None

@@ -9,6 +9,8 @@ Named databases (key -> value):
                                                  held record (a replaced revision's entry is removed,
                                                  as in CouchDB's changes feed)
   events       event uuid (16)                -> record id (32) | level (1) | timestamp (8) | seq (8)
+                                                 | local event id (8)
+  event_ids    local event id (8)             -> event uuid (16); MISP's numeric ids, for the API
   elements     element uuid (16)              -> event uuid (16) | digest (32)
   event_extra  event uuid (16), dupsort       -> record id (32) of its sightings and proposals
   orgs         org uuid (16)                  -> record id (32) of the org record
@@ -58,7 +60,7 @@ _KEY_PREFIX = 448
 _DB_NAMES = (
     "records", "bodies", "log", "events", "elements", "event_extra", "orgs", "local",
     "ix_value", "ix_type", "ix_tag", "ix_time", "ix_event_tag", "ix_org", "ix_event_time",
-    "checkpoints", "apikeys", "meta",
+    "checkpoints", "apikeys", "meta", "event_ids",
 )
 _DUPSORT = frozenset({"event_extra", "ix_value", "ix_type", "ix_tag", "ix_event_tag", "ix_org"})
 _BE8 = struct.Struct(">Q")
@@ -76,13 +78,16 @@ class HeldEvent:
     level: int
     timestamp: int
     seq: int
+    id: int  # this node's numeric id for the event (MISP's event id), kept across revisions
 
     @classmethod
     def decode(cls, raw: bytes) -> "HeldEvent":
-        return cls(bytes(raw[:32]), raw[32], _BE8.unpack_from(raw, 33)[0], _BE8.unpack_from(raw, 41)[0])
+        return cls(bytes(raw[:32]), raw[32], _BE8.unpack_from(raw, 33)[0], _BE8.unpack_from(raw, 41)[0],
+                   _BE8.unpack_from(raw, 49)[0])
 
     def encode(self) -> bytes:
-        return self.record_id + bytes([self.level]) + _BE8.pack(self.timestamp) + _BE8.pack(self.seq)
+        return (self.record_id + bytes([self.level]) + _BE8.pack(self.timestamp) + _BE8.pack(self.seq)
+                + _BE8.pack(self.id))
 
 
 def uuid16(text: str) -> bytes:
@@ -266,8 +271,13 @@ class Store:
         raw = txn.get(ev, db=db["events"])
         if raw is None:
             puts.extend(event.rows)
+            last = txn.get(b"event_id", db=db["meta"])
+            event_id = (_BE8.unpack(last)[0] if last else 0) + 1
+            txn.put(b"event_id", _BE8.pack(event_id), db=db["meta"])
+            txn.put(_BE8.pack(event_id), ev, db=db["event_ids"])
         else:
             held = HeldEvent.decode(raw)
+            event_id = held.id
             if held.record_id == rid:
                 return WriteOutcome.UNCHANGED, seq
             # Revisions are ordered by the event's timestamp, then by record id (docs DESIGN).
@@ -298,7 +308,7 @@ class Store:
         seq += 1
         txn.put(rid, event.wire, db=db["records"])
         txn.put(_BE8.pack(seq), rid, db=db["log"])
-        txn.put(ev, HeldEvent(rid, event.level, event.timestamp, seq).encode(), db=db["events"])
+        txn.put(ev, HeldEvent(rid, event.level, event.timestamp, seq, event_id).encode(), db=db["events"])
         for extra_id, extra_wire in event.extra:
             if txn.put(extra_id, extra_wire, db=db["records"], overwrite=False):
                 seq += 1
@@ -345,6 +355,14 @@ class Store:
         with self.env.begin() as txn:
             raw = txn.get(uuid16(event_uuid), db=self.db["events"])
         return HeldEvent.decode(raw) if raw is not None else None
+
+    def event_uuid_for_id(self, event_id: int) -> str | None:
+        """The uuid of the event this node numbers `event_id` (MISP's numeric event id)."""
+        if not 0 < event_id < 2**63:
+            return None
+        with self.env.begin() as txn:
+            raw = txn.get(_BE8.pack(event_id), db=self.db["event_ids"])
+        return str(_uuid.UUID(bytes=bytes(raw))) if raw is not None else None
 
     def previous_elements(self, event_uuid: str) -> dict[str, tuple[bytes, bytes]]:
         """element uuid -> (digest, body) of the held revision, for signing a new one."""
