@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -59,7 +60,9 @@ def cmd_import(args: argparse.Namespace) -> int:
     with _open(args) as node:
         try:
             total = sum(1 for _ in expand_paths(paths))
-            report = import_paths(node, paths, print_progress_factory(total))
+            source = args.source or (str(paths[0]) if args.correlation_only and len(paths) == 1 else "")
+            report = import_paths(node, paths, print_progress_factory(total), source=source,
+                                  correlation_only=args.correlation_only)
         except ImportFileError as e:
             print(f"fedmisp import: {e}", file=sys.stderr)
             return 2
@@ -67,6 +70,33 @@ def cmd_import(args: argparse.Namespace) -> int:
         print(f"refused: {refusal}", file=sys.stderr)
     print(report.summary())
     return 1 if report.refused and not report.events_stored and not report.events_unchanged else 0
+
+
+def cmd_correlate(args: argparse.Namespace) -> int:
+    from fedmisp.correlate.engine import CorrelationConfig, Correlator
+    from fedmisp.correlate.warninglists import warninglist_hits
+    with _open(args) as node:
+        config = CorrelationConfig(ssdeep_threshold=args.threshold)
+        found = Correlator(node.store, config).value(args.value, args.type)
+    hits = warninglist_hits(args.value) if args.warninglists else []
+    if args.json:
+        print(json.dumps({
+            "value": args.value,
+            "matches": [dataclasses.asdict(m) for m in found.matches],
+            "over_correlating": found.over_correlating, "excluded": found.excluded, "warninglists": hits,
+        }, indent=2))
+        return 0
+    if not found.matches:
+        print(f"no correlation for {args.value!r}")
+    for m in found.matches:
+        where = f"source {m.source} (correlation only)" if m.correlation_only else f"event {m.event_uuid}"
+        score = f" score {m.score}" if m.kind == "ssdeep" else ""
+        print(f"{m.kind:6} {m.type:14} {m.value}  {where}: {m.event_info} ({m.org}){score}")
+    for value, count in found.over_correlating.items():
+        print(f"over-correlating: {value!r} matches {count} attributes (limit {config.max_matches}); not listed")
+    for name in hits:
+        print(f"warninglist: {name}")
+    return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -177,7 +207,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = with_home(sub.add_parser("import", help="import MISP JSON files, folders or MISP feed folders"))
     p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--correlation-only", action="store_true",
+                   help="use these events for correlation only: matched, never shown or relayed")
+    p.add_argument("--source", help="name the source in correlation results (default: the path)")
     p.set_defaults(func=cmd_import)
+
+    p = with_home(sub.add_parser("correlate", help="what the node holds that correlates with a value"))
+    p.add_argument("value")
+    p.add_argument("--type", help="the value's MISP type (default: guessed: IP, network, ssdeep or exact)")
+    p.add_argument("--threshold", type=int, default=40, help="ssdeep score threshold (MISP's default 40)")
+    p.add_argument("--no-warninglists", dest="warninglists", action="store_false",
+                   help="skip the MISP warninglist check")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_correlate)
 
     p = with_home(sub.add_parser("export", help="export events as MISP JSON or as a MISP feed"))
     p.add_argument("--format", choices=["misp-json", "feed"], default="misp-json")

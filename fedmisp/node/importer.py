@@ -116,11 +116,14 @@ class Preparer:
     single writer commits.
     """
 
-    def __init__(self, identity: Identity, store: Store, defaults: ImportDefaults, max_bytes: int):
+    def __init__(self, identity: Identity, store: Store, defaults: ImportDefaults, max_bytes: int,
+                 source: str = "", correlation_only: bool = False):
         self.identity = identity
         self.store = store
         self.defaults = defaults
         self.max_bytes = max_bytes
+        self.source = source
+        self.correlation_only = correlation_only
 
     def prepare(self, path: Path) -> FileResult:
         result = FileResult()
@@ -148,20 +151,21 @@ class Preparer:
                 continue
             previous = self.store.previous_elements(parsed.uuid) if held is not None else None
             signed = sign_event(self.identity, parsed, previous.get if previous else None)
-            result.events.append(event_write(signed))
+            result.events.append(event_write(signed, self.source, self.correlation_only))
         return result
 
 
 _WORKER: Preparer | None = None
 
 
-def _init_worker(home: str) -> None:
+def _init_worker(home: str, source: str, correlation_only: bool) -> None:
     global _WORKER
     config = load_config(Path(home))
     store = Store(config.store_path, map_size=config.map_size, readonly=True)
     defaults = ImportDefaults(org_uuid=config.org_uuid, org_name=config.org_name,
                               distribution=config.default_distribution)
-    _WORKER = Preparer(Identity.load(config.key_path), store, defaults, config.max_import_file_bytes)
+    _WORKER = Preparer(Identity.load(config.key_path), store, defaults, config.max_import_file_bytes,
+                       source, correlation_only)
 
 
 def _prepare_in_worker(path: Path) -> tuple[bytes, list[str], int, int]:
@@ -185,8 +189,11 @@ def _default_workers(files: list[Path]) -> int:
 
 
 def import_paths(node: Node, paths: list[Path], progress: Callable[[int, int], None] | None = None,
-                 workers: int | None = None) -> ImportReport:
-    """Import files, folders and feeds; `workers` processes parse and sign (0: in this process)."""
+                 workers: int | None = None, *, source: str = "", correlation_only: bool = False) -> ImportReport:
+    """Import files, folders and feeds; `workers` processes parse and sign (0: in this process).
+
+    `correlation_only` events (a feed used for matching) are correlated against but never shown
+    or relayed; `source` names where they came from in correlation results."""
     report = ImportReport()
     files = list(expand_paths(paths))
     workers = _default_workers(files) if workers is None else workers
@@ -225,14 +232,14 @@ def import_paths(node: Node, paths: list[Path], progress: Callable[[int, int], N
     with Writer(node.store) as writer:
         if workers <= 0:
             preparer = Preparer(node.identity, node.store, node.import_defaults(),
-                                node.config.max_import_file_bytes)
+                                node.config.max_import_file_bytes, source, correlation_only)
             for path in files:
                 take(preparer.prepare(path))
         else:
             # spawn, not fork: a forked child would inherit this process's open LMDB environment.
             context = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
-                                     initargs=(str(node.config.home),)) as pool:
+                                     initargs=(str(node.config.home), source, correlation_only)) as pool:
                 window: deque[Future[tuple[bytes, list[str], int, int]]] = deque()
 
                 def take_next() -> None:

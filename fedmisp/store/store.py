@@ -11,6 +11,11 @@ Named databases (key -> value):
   events       event uuid (16)                -> record id (32) | level (1) | timestamp (8) | seq (8)
                                                  | local event id (8)
   event_ids    local event id (8)             -> event uuid (16); MISP's numeric ids, for the API
+  event_meta   event uuid (16)                -> msgpack [source, correlation_only]: where it came
+                                                 from; correlation-only events are matched, never shown
+  ix_ip        family (1) | address (16), dupsort       -> event uuid | attribute uuid  (correlate/keys.py)
+  ix_net       family | prefix length | network, dupsort -> event uuid | attribute uuid
+  ix_ssdeep    block size (4) | 7-gram, dupsort         -> event uuid | attribute uuid
   elements     element uuid (16)              -> event uuid (16) | digest (32)
   event_extra  event uuid (16), dupsort       -> record id (32) of its sightings and proposals
   orgs         org uuid (16)                  -> record id (32) of the org record
@@ -42,6 +47,7 @@ from typing import Any, Iterator, NamedTuple
 import lmdb
 import msgpack
 
+from fedmisp.correlate.keys import correlation_rows
 from fedmisp.model import canonical
 from fedmisp.model.misp import to_misp
 from fedmisp.model.records import (
@@ -60,9 +66,10 @@ _KEY_PREFIX = 448
 _DB_NAMES = (
     "records", "bodies", "log", "events", "elements", "event_extra", "orgs", "local",
     "ix_value", "ix_type", "ix_tag", "ix_time", "ix_event_tag", "ix_org", "ix_event_time",
-    "checkpoints", "apikeys", "meta", "event_ids",
+    "checkpoints", "apikeys", "meta", "event_ids", "event_meta", "ix_ip", "ix_net", "ix_ssdeep",
 )
-_DUPSORT = frozenset({"event_extra", "ix_value", "ix_type", "ix_tag", "ix_event_tag", "ix_org"})
+_DUPSORT = frozenset({"event_extra", "ix_value", "ix_type", "ix_tag", "ix_event_tag", "ix_org",
+                      "ix_ip", "ix_net", "ix_ssdeep"})
 _BE8 = struct.Struct(">Q")
 
 
@@ -90,6 +97,15 @@ class HeldEvent:
                 + _BE8.pack(self.id))
 
 
+@dataclass(frozen=True, slots=True)
+class EventMeta:
+    source: str  # "" (made or imported here), a feed or file, a peer's name
+    correlation_only: bool
+    correlation_disabled: bool  # the event's disable_correlation
+    info: str
+    orgc_name: str
+
+
 def uuid16(text: str) -> bytes:
     """16 bytes of a canonical (validated, lower-case) uuid; other spellings take the slow path."""
     if len(text) == 36:
@@ -108,7 +124,8 @@ def index_key(text: str) -> bytes:
 
 
 # The databases an element writes to, in this order, as (key, value) rows.
-ROW_DBS = ("bodies", "elements", "ix_value", "ix_type", "ix_time", "ix_tag")
+ROW_DBS = ("bodies", "elements", "ix_value", "ix_type", "ix_time", "ix_tag", "ix_ip", "ix_net", "ix_ssdeep")
+_ROW_INDEX = {name: i for i, name in enumerate(ROW_DBS)}
 Rows = tuple[list[tuple[bytes, bytes]], ...]
 
 
@@ -117,10 +134,10 @@ def new_rows() -> Rows:
 
 
 def add_element_rows(rows: Rows, ev: bytes, digest: bytes, body: bytes, element: dict[str, Any],
-                     keys: tuple[str, ...] | None = None) -> bool:
+                     keys: tuple[str, ...] | None = None, event_disabled: bool = False) -> bool:
     """Append the rows one element writes; True if it is an attribute. The one place that says
     what an element's index entries are (writes and removals both use it)."""
-    bodies, elements, ix_value, ix_type, ix_time, ix_tag = rows
+    bodies, elements, ix_value, ix_type, ix_time, ix_tag = rows[:6]
     u = uuid16(element["uuid"])
     key = ev + digest
     bodies.append((key, body))
@@ -134,6 +151,10 @@ def add_element_rows(rows: Rows, ev: bytes, digest: bytes, body: bytes, element:
     ix_time.append((_BE8.pack(element["timestamp"]) + u, b""))
     for tag in element.get("Tag", ()):
         ix_tag.append((index_key(tag["name"]), ref))
+    if keys is None:
+        keys = _normalised(element)
+    for name, key, value in correlation_rows(element, keys, ref, event_disabled):
+        rows[_ROW_INDEX[name]].append((key, value))
     return True
 
 
@@ -155,6 +176,11 @@ class EventWrite:
     attribute_count: int
     extra: list[tuple[bytes, bytes]]  # (record id, wire) of its sightings and proposals
     local: list[tuple[bytes, bytes]]  # (element or event uuid, packed local tags)
+    source: str = ""  # where it came from: "" (made here), a feed or file, a peer's name
+    correlation_only: bool = False  # matched by correlation, never shown or relayed
+    event_disabled: bool = False  # the event's disable_correlation
+    event_info: str | None = None  # the event's info and creator, kept for correlation results
+    orgc_name: str | None = None
 
     @property
     def element_count(self) -> int:
@@ -164,12 +190,14 @@ class EventWrite:
 def pack_writes(events: list[EventWrite]) -> bytes:
     """Events ready for the writer as one blob (msgpack: far cheaper than pickling objects)."""
     return msgpack.packb([[e.uuid, e.timestamp, e.level, e.record_id, e.wire, e.header, e.rows,
-                           e.attribute_count, e.extra, e.local] for e in events], use_bin_type=True)
+                           e.attribute_count, e.extra, e.local, e.source, e.correlation_only,
+                           e.event_disabled, e.event_info, e.orgc_name] for e in events], use_bin_type=True)
 
 
 def unpack_writes(blob: bytes) -> list[EventWrite]:
-    return [EventWrite(u, ts, level, rid, wire, header, tuple(list(r) for r in rows), n, list(extra), list(local))
-            for u, ts, level, rid, wire, header, rows, n, extra, local
+    return [EventWrite(u, ts, level, rid, wire, header, tuple(list(r) for r in rows), n, list(extra), list(local),
+                       source, correlation_only, disabled, info, orgc)
+            for u, ts, level, rid, wire, header, rows, n, extra, local, source, correlation_only, disabled, info, orgc
             in msgpack.unpackb(blob, raw=False, use_list=False)]
 
 
@@ -178,18 +206,21 @@ def header_index(header: dict[str, Any]) -> tuple[bytes, bytes, tuple[bytes, ...
             tuple(index_key(t["name"]) for t in header.get("Tag", ())))
 
 
-def event_write(signed: SignedEvent) -> EventWrite:
+def event_write(signed: SignedEvent, source: str = "", correlation_only: bool = False) -> EventWrite:
     ev = uuid16(signed.uuid)
     rows = new_rows()
     attributes = 0
+    disabled = bool(signed.record.body["event"].get("disable_correlation"))
     for e in signed.elements:
-        attributes += add_element_rows(rows, ev, e.digest, e.body, e.element, e.keys)
+        attributes += add_element_rows(rows, ev, e.digest, e.body, e.element, e.keys, disabled)
     return EventWrite(
         uuid=ev, timestamp=signed.timestamp, level=signed.level,
         record_id=signed.record.id, wire=signed.record.wire(),
         header=header_index(signed.record.body["event"]), rows=rows, attribute_count=attributes,
         extra=[(r.id, r.wire()) for r in signed.extra_records],
         local=[(uuid16(u), canonical.pack(tags)) for u, tags in signed.local_tags.items()],
+        source=source, correlation_only=correlation_only, event_disabled=disabled,
+        event_info=signed.record.body["event"]["info"], orgc_name=signed.record.body["event"]["Orgc"]["name"],
     )
 
 
@@ -297,12 +328,14 @@ class Store:
                 body = txn.pop(ev + digest, db=db["bodies"])
                 if body is not None:
                     body = bytes(body)
-                    add_element_rows(gone, ev, digest, body, open_element(body))
+                    add_element_rows(gone, ev, digest, body, open_element(body),
+                                     event_disabled=bool(old.body["event"].get("disable_correlation")))
             self._delete_rows(txn, ev, gone)
             added = new_rows()
             for key, body in bodies:
                 if key[16:] not in old_digests:
-                    add_element_rows(added, ev, key[16:], body, open_element(body))
+                    add_element_rows(added, ev, key[16:], body, open_element(body),
+                                     event_disabled=event.event_disabled)
             puts.extend(added)
         self._index_header(txn, ev, event.header)
         seq += 1
@@ -316,6 +349,11 @@ class Store:
                 txn.put(ev, extra_id, db=db["event_extra"])
         for key, packed in event.local:
             txn.put(key, packed, db=db["local"])
+        header = open_record(event.wire).body["event"] if event.event_info is None else None
+        info = event.event_info if event.event_info is not None else header["info"]
+        orgc = event.orgc_name if event.orgc_name is not None else header["Orgc"]["name"]
+        txn.put(ev, canonical.pack([event.source, event.correlation_only, event.event_disabled, info, orgc]),
+                db=db["event_meta"])
         return WriteOutcome.STORED, seq
 
     def _delete_rows(self, txn: lmdb.Transaction, ev: bytes, rows: Rows) -> None:
@@ -379,10 +417,22 @@ class Store:
                     out[open_element(body)["uuid"]] = (digest, bytes(body))
         return out
 
-    def event_uuids(self) -> Iterator[str]:
+    def event_uuids(self, *, include_correlation_only: bool = False) -> Iterator[str]:
+        """Held events; correlation-only ones (matched, never shown) only when asked for."""
         with self.env.begin() as txn:
+            meta = self.db["event_meta"]
             for key in txn.cursor(db=self.db["events"]).iternext(values=False):
+                if not include_correlation_only:
+                    raw = txn.get(key, db=meta)
+                    if raw is not None and EventMeta(*canonical.unpack(raw)).correlation_only:
+                        continue
                 yield str(_uuid.UUID(bytes=bytes(key)))
+
+    def event_meta(self, event_uuid: str) -> EventMeta | None:
+        """Where a held event came from and the few header fields correlation results show."""
+        with self.env.begin() as txn:
+            raw = txn.get(uuid16(event_uuid), db=self.db["event_meta"])
+        return EventMeta(*canonical.unpack(raw)) if raw is not None else None
 
     def revision(self, event_uuid: str) -> tuple[Record, list[dict[str, Any]]] | None:
         """The held revision and its element bodies in the revision's order."""
@@ -555,15 +605,18 @@ class _Puts:
         self.rows = new_rows()
 
 
-def _value_keys(element: dict[str, Any], known: tuple[str, ...] | None = None) -> list[bytes]:
-    if known is not None:
-        if len(known) == 1:
-            return [index_key(known[0])]
-        return [index_key(p) for p in dict.fromkeys(known)]
+def _normalised(element: dict[str, Any]) -> tuple[str, ...]:
     try:
-        parts = normalise(element["type"], element["value"])
+        return normalise(element["type"], element["value"])
     except ValueFormatError:
         # Elements from peers were validated by their author's node; a value this node's rules
         # reject is stored but not indexed by value rather than lost.
-        return []
-    return [index_key(p) for p in dict.fromkeys(parts)]
+        return ()
+
+
+def _value_keys(element: dict[str, Any], known: tuple[str, ...] | None = None) -> list[bytes]:
+    if known is None:
+        known = _normalised(element)
+    if len(known) == 1:
+        return [index_key(known[0])]
+    return [index_key(p) for p in dict.fromkeys(known)]

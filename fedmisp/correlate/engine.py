@@ -1,0 +1,281 @@
+"""Correlation queries: exact, CIDR both ways, and ssdeep, answered from the store's indexes.
+
+Correlations are computed locally and never shipped. Nothing is precomputed pairwise (MISP's
+correlation table is what grows to 150 million rows): the indexes are written as data arrives
+(correlate/keys.py, store/store.py) and a query costs a few lookups plus one read per match.
+A value matched more than `max_matches` times is reported as over-correlating instead of listed.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+import uuid as _uuid
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Iterator
+
+import lmdb
+import ppdeep
+
+from fedmisp.correlate.keys import (
+    IP_PARTS, SSDEEP_PARTS, correlates, correlation_values, ip_key, net_key, parse_ip, ssdeep_keys,
+)
+from fedmisp.model.records import RecordError, open_element
+from fedmisp.model.values import ValueFormatError, normalise
+from fedmisp.store.store import EventMeta, Store, index_key
+
+DEFAULT_SSDEEP_THRESHOLD = 40  # MISP's default ssdeep_correlation_threshold
+# Above this many matches a value is over-correlating (a sinkhole IP, a common filename): it is
+# reported as such, not listed, so one value cannot make every query touch a million rows.
+DEFAULT_MAX_MATCHES = 1_000
+_SSDEEP_SHAPE = re.compile(r"\d+:[^:\s]+:[^:\s]+\Z")
+
+
+@dataclass(frozen=True)
+class CorrelationConfig:
+    ssdeep_threshold: int = DEFAULT_SSDEEP_THRESHOLD
+    max_matches: int = DEFAULT_MAX_MATCHES
+    exclusions: tuple[str, ...] = ()  # values never correlated; '%' is a wildcard (MISP's exclusions)
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    kind: str  # "exact", "cidr" or "ssdeep"
+    event_uuid: str
+    attribute_uuid: str
+    type: str
+    value: str
+    score: int  # 100 for exact and CIDR; the ppdeep score for ssdeep
+    event_info: str = ""
+    org: str = ""
+    source: str = ""  # where the event came from ("" for this node's own and plain imports)
+    correlation_only: bool = False  # from a correlation-only source: matched, never shown
+
+
+@dataclass
+class Correlations:
+    matches: list[Match] = field(default_factory=list)
+    over_correlating: dict[str, int] = field(default_factory=dict)  # value -> how many matches it has
+    excluded: list[str] = field(default_factory=list)  # values on the exclusion list
+
+
+@lru_cache(maxsize=1024)
+def _exclusion(pattern: str) -> re.Pattern[str]:
+    return re.compile(".*".join(re.escape(p) for p in pattern.lower().split("%")) + r"\Z", re.DOTALL)
+
+
+class Correlator:
+    def __init__(self, store: Store, config: CorrelationConfig | None = None):
+        self.store = store
+        self.config = config or CorrelationConfig()
+
+    # --- entry points ----------------------------------------------------------------------------
+
+    def value(self, value: str, type_: str | None = None, *, exclude_event: str | None = None) -> Correlations:
+        """Everything held that correlates with `value` (of `type_`, or guessed from its shape)."""
+        value = value.strip()
+        if type_ is None:
+            type_ = _guess_type(value)
+        if type_ is not None:
+            try:
+                keys = correlation_values(type_, normalise(type_, value))
+            except ValueFormatError:
+                keys = (value,)
+        else:
+            keys = tuple(dict.fromkeys((value, value.lower())))
+        return self._correlate(type_, keys, exclude_event)
+
+    def attribute(self, event_uuid: str, element: dict[str, Any], event_disabled: bool = False) -> Correlations:
+        """What correlates with one held attribute, in other events (MISP's RelatedAttribute)."""
+        if not correlates(element, event_disabled):
+            return Correlations()
+        try:
+            keys = correlation_values(element["type"], normalise(element["type"], element["value"]))
+        except ValueFormatError:
+            return Correlations()
+        return self._correlate(element["type"], keys, event_uuid)
+
+    def annotate(self, misp_event: dict[str, Any]) -> dict[str, Any]:
+        """Add MISP's RelatedAttribute (per attribute) and RelatedEvent (per event) to an event view;
+        correlation-only sources are named but their events are not shown as RelatedEvent."""
+        event = misp_event["Event"]
+        meta = self.store.event_meta(event["uuid"])
+        disabled = bool(meta and meta.correlation_disabled)
+        related: dict[str, dict[str, Any]] = {}
+        attributes = list(event.get("Attribute", []))
+        for obj in event.get("Object", []):
+            attributes.extend(obj.get("Attribute", []))
+        for attribute in attributes:
+            found = self.attribute(event["uuid"], attribute, disabled)
+            if found.matches:
+                attribute["RelatedAttribute"] = [_related_attribute(m) for m in found.matches]
+            for m in found.matches:
+                if not m.correlation_only:
+                    related.setdefault(m.event_uuid, {"Event": {"uuid": m.event_uuid, "info": m.event_info,
+                                                                "Orgc": {"name": m.org}}})
+        if related:
+            event["RelatedEvent"] = list(related.values())
+        return misp_event
+
+    # --- the three kinds -------------------------------------------------------------------------
+
+    def _correlate(self, type_: str | None, keys: tuple[str, ...], exclude_event: str | None) -> Correlations:
+        out = Correlations()
+        seen: set[str] = set()
+        excluded = [k for k in keys if self._is_excluded(k)]
+        out.excluded.extend(excluded)
+        keys = tuple(k for k in keys if k not in excluded)
+        with self.store.env.begin() as txn:
+            for key in keys:
+                self._collect(txn, "exact", key, self._dups(txn, "ix_value", index_key(key), key, out),
+                              exclude_event, seen, out)
+            ip_half = IP_PARTS.get(type_ or "", None)
+            if ip_half is not None and ip_half < len(keys):
+                network = parse_ip(keys[ip_half])
+                if network is not None:
+                    self._collect(txn, "cidr", keys[ip_half], self._cidr(txn, network, keys[ip_half], out),
+                                  exclude_event, seen, out)
+            ssdeep_half = SSDEEP_PARTS.get(type_ or "", None)
+            if ssdeep_half is not None and ssdeep_half < len(keys):
+                self._ssdeep(txn, keys[ssdeep_half], exclude_event, seen, out)
+        return out
+
+    def _dups(self, txn: lmdb.Transaction, db: str, key: bytes, label: str, out: Correlations) -> list[bytes]:
+        cursor = txn.cursor(db=self.store.db[db])
+        if not cursor.set_key(key):
+            return []
+        count = cursor.count()
+        if count > self.config.max_matches:
+            out.over_correlating[label] = out.over_correlating.get(label, 0) + count
+            return []
+        return [bytes(v) for v in cursor.iternext_dup()]
+
+    def _cidr(self, txn: lmdb.Transaction, network: Any, label: str, out: Correlations) -> list[bytes]:
+        """Stored networks containing `network` (an IP is a /32 or /128), and stored IPs and
+        networks inside it."""
+        refs: list[bytes] = []
+        net_db = self.store.db["ix_net"]
+        for prefix in range(network.prefixlen + 1):
+            key = net_key(network.supernet(new_prefix=prefix))
+            refs.extend(self._dups(txn, "ix_net", key, label, out))
+        if network.prefixlen < network.max_prefixlen:
+            refs.extend(self._range(txn, self.store.db["ix_ip"], ip_key(network.network_address),
+                                    ip_key(network.broadcast_address), label, out))
+            for prefix in range(network.prefixlen + 1, network.max_prefixlen):
+                family = net_key(network)[:1] + bytes([prefix])
+                low = family + network.network_address.packed.rjust(16, b"\x00")
+                high = family + network.broadcast_address.packed.rjust(16, b"\x00")
+                refs.extend(self._range(txn, net_db, low, high, label, out))
+        if len(refs) > self.config.max_matches:
+            out.over_correlating[label] = len(refs)
+            return []
+        return refs
+
+    def _range(self, txn: lmdb.Transaction, db: Any, low: bytes, high: bytes, label: str,
+               out: Correlations) -> list[bytes]:
+        refs: list[bytes] = []
+        cursor = txn.cursor(db=db)
+        if not cursor.set_range(low):
+            return refs
+        for key, ref in cursor:
+            if bytes(key) > high:
+                break
+            refs.append(bytes(ref))
+            if len(refs) > self.config.max_matches:
+                out.over_correlating[label] = len(refs)
+                return []
+        return refs
+
+    def _ssdeep(self, txn: lmdb.Transaction, query: str, exclude_event: str | None, seen: set[str],
+                out: Correlations) -> None:
+        candidates: dict[bytes, None] = {}
+        for key in ssdeep_keys(query):
+            for ref in self._dups(txn, "ix_ssdeep", key, query, out):
+                candidates[ref] = None
+        for ref, element, meta in self._elements(txn, candidates, exclude_event, seen):
+            half = SSDEEP_PARTS.get(element["type"])
+            parts = element["value"].split("|") if "|" in element["type"] else [element["value"]]
+            if half is None or half >= len(parts):
+                continue
+            try:
+                score = ppdeep.compare(query, parts[half].strip())
+            except ValueError:
+                continue
+            if score >= self.config.ssdeep_threshold:
+                seen.add(element["uuid"])
+                out.matches.append(_match("ssdeep", ref, element, meta, score))
+
+    # --- reading matches ---------------------------------------------------------------------------
+
+    def _collect(self, txn: lmdb.Transaction, kind: str, label: str, refs: list[bytes],
+                 exclude_event: str | None, seen: set[str], out: Correlations) -> None:
+        for ref, element, meta in self._elements(txn, refs, exclude_event, seen):
+            seen.add(element["uuid"])
+            out.matches.append(_match(kind, ref, element, meta, 100))
+
+    def _elements(self, txn: lmdb.Transaction, refs: Any, exclude_event: str | None,
+                  seen: set[str]) -> Iterator[tuple[bytes, dict[str, Any], EventMeta]]:
+        db = self.store.db
+        exclude = _uuid.UUID(exclude_event).bytes if exclude_event else None
+        metas: dict[bytes, EventMeta | None] = {}
+        for ref in refs:
+            ev, attribute = ref[:16], ref[16:]
+            if ev == exclude or str(_uuid.UUID(bytes=attribute)) in seen:
+                continue
+            located = txn.get(attribute, db=db["elements"])
+            if located is None or bytes(located[:16]) != ev:
+                continue
+            body = txn.get(bytes(located), db=db["bodies"])
+            if body is None:
+                continue
+            try:
+                element = open_element(bytes(body))
+            except RecordError:
+                continue
+            if ev not in metas:
+                raw = txn.get(ev, db=db["event_meta"])
+                from fedmisp.model import canonical
+                metas[ev] = EventMeta(*canonical.unpack(raw)) if raw is not None else None
+            meta = metas[ev]
+            if meta is None or not correlates(element, meta.correlation_disabled):
+                continue
+            if any(self._is_excluded(k) for k in _keys_of(element)):
+                continue
+            yield ref, element, meta
+
+    def _is_excluded(self, value: str) -> bool:
+        return any(_exclusion(p).match(value.lower()) for p in self.config.exclusions)
+
+
+def _keys_of(element: dict[str, Any]) -> tuple[str, ...]:
+    try:
+        return normalise(element["type"], element["value"])
+    except ValueFormatError:
+        return ()
+
+
+def _match(kind: str, ref: bytes, element: dict[str, Any], meta: EventMeta, score: int) -> Match:
+    return Match(kind=kind, event_uuid=str(_uuid.UUID(bytes=ref[:16])), attribute_uuid=element["uuid"],
+                 type=element["type"], value=element["value"], score=score, event_info=meta.info,
+                 org=meta.orgc_name, source=meta.source, correlation_only=meta.correlation_only)
+
+
+def _related_attribute(m: Match) -> dict[str, Any]:
+    related = {"uuid": m.attribute_uuid, "event_uuid": m.event_uuid, "type": m.type, "value": m.value,
+               "correlation": m.kind}
+    if m.kind == "ssdeep":
+        related["score"] = m.score
+    if m.correlation_only:
+        related["source"] = m.source  # a feed or peer used for correlation only: no event to open
+    return related
+
+
+def _guess_type(value: str) -> str | None:
+    if parse_ip(value) is not None:
+        return "ip-dst"
+    if _SSDEEP_SHAPE.match(value):
+        return "ssdeep"
+    return None
+
+
+__all__ = ["CorrelationConfig", "Correlations", "Correlator", "Match", "ipaddress"]

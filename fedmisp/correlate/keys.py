@@ -1,0 +1,128 @@
+"""Correlation index keys: which rows an attribute adds to the CIDR and ssdeep indexes.
+
+Pure functions of an element (the store writes the rows as data arrives and deletes them with the
+element; `correlate/engine.py` reads them). Exact correlation reads the store's value index.
+
+- IP addresses: `ix_ip`, key = family (1) | address (16), sorted, so "stored IPs inside a network"
+  is one range scan.
+- Networks: `ix_net`, key = family (1) | prefix length (1) | network address (16), so "stored
+  networks containing an IP" is one lookup per prefix length in use.
+- ssdeep: `ix_ssdeep`, key = block size (4) | 7-gram. Two ssdeep hashes score above 0 only if their
+  compared halves share a 7-character substring (after runs of more than 3 identical characters are
+  collapsed), at equal or doubled block size; so a hash is indexed under (bs, grams of its first
+  half) and (2 * bs, grams of its second half), and a query looks up the same two.
+"""
+from __future__ import annotations
+
+import ipaddress
+import struct
+from typing import Any, Iterator
+
+# MISP's Attribute::NON_CORRELATING_TYPES
+NON_CORRELATING_TYPES = frozenset({
+    "comment", "http-method", "aba-rtn", "gender", "counter", "integer", "float", "port", "nationality",
+    "cortex", "boolean", "anonymised",
+})
+# MISP's PRIMARY_ONLY_CORRELATING_TYPES: the port does not correlate
+PRIMARY_ONLY_TYPES = frozenset({"ip-src|port", "ip-dst|port", "hostname|port"})
+# Types whose value (or one half) is an IP address or network, and which half.
+IP_PARTS = {"ip-src": 0, "ip-dst": 0, "ip-src|port": 0, "ip-dst|port": 0, "domain|ip": 1}
+SSDEEP_PARTS = {"ssdeep": 0, "filename|ssdeep": 1}
+
+ROLLING_WINDOW = 7  # ssdeep's: a shorter common substring scores 0
+V4, V6 = b"\x04", b"\x06"
+_BE4 = struct.Struct(">I")
+
+
+def correlates(element: dict[str, Any], event_disabled: bool = False) -> bool:
+    """Whether an attribute takes part in correlation at all (MISP's rules)."""
+    return not (event_disabled or element.get("deleted") or element.get("disable_correlation")
+                or element.get("type") in NON_CORRELATING_TYPES)
+
+
+def correlation_values(type_: str, keys: tuple[str, ...]) -> tuple[str, ...]:
+    """The normalised values of an attribute that correlate exactly (the port of ip|port does not)."""
+    if type_ in PRIMARY_ONLY_TYPES:
+        return keys[:1]
+    return keys
+
+
+def parse_ip(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return None
+
+
+def ip_key(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bytes:
+    if address.version == 4:
+        return V4 + b"\x00" * 12 + address.packed
+    return V6 + address.packed
+
+
+def net_key(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bytes:
+    family = V4 if network.version == 4 else V6
+    address = network.network_address.packed.rjust(16, b"\x00")
+    return family + bytes([network.prefixlen]) + address
+
+
+def strip_sequences(s: str) -> str:
+    """ssdeep's collapse of runs longer than 3 identical characters."""
+    out = list(s[:3])
+    for i in range(3, len(s)):
+        if s[i] != s[i - 1] or s[i] != s[i - 2] or s[i] != s[i - 3]:
+            out.append(s[i])
+    return "".join(out)
+
+
+def parse_ssdeep(text: str) -> tuple[int, str, str] | None:
+    parts = text.split(":")
+    if len(parts) != 3 or not parts[0].isdigit():
+        return None
+    return int(parts[0]), strip_sequences(parts[1]), strip_sequences(parts[2])
+
+
+def _grams(s: str) -> Iterator[bytes]:
+    if len(s) < ROLLING_WINDOW:
+        if s:
+            yield b"=" + s.encode()  # identical short halves still score 100
+        return
+    seen = set()
+    for i in range(len(s) - ROLLING_WINDOW + 1):
+        g = s[i:i + ROLLING_WINDOW]
+        if g not in seen:
+            seen.add(g)
+            yield g.encode()
+
+
+def ssdeep_keys(text: str) -> list[bytes]:
+    """The index keys of one ssdeep hash (also the keys a query for it looks up)."""
+    parsed = parse_ssdeep(text)
+    if parsed is None:
+        return []
+    bs, s1, s2 = parsed
+    keys = [_BE4.pack(bs) + g for g in _grams(s1)]
+    if bs * 2 < 2**32:
+        keys.extend(_BE4.pack(bs * 2) + g for g in _grams(s2))
+    return list(dict.fromkeys(keys))
+
+
+def correlation_rows(element: dict[str, Any], keys: tuple[str, ...], ref: bytes,
+                     event_disabled: bool = False) -> list[tuple[str, bytes, bytes]]:
+    """(database, key, value) rows for the CIDR and ssdeep indexes; none for non-correlating data."""
+    type_ = element.get("type")
+    if not keys or not correlates(element, event_disabled):
+        return []
+    rows: list[tuple[str, bytes, bytes]] = []
+    part = IP_PARTS.get(type_)
+    if part is not None and part < len(keys):
+        network = parse_ip(keys[part])
+        if network is not None:
+            if network.prefixlen == network.max_prefixlen:
+                rows.append(("ix_ip", ip_key(network.network_address), ref))
+            else:
+                rows.append(("ix_net", net_key(network), ref))
+    part = SSDEEP_PARTS.get(type_)
+    if part is not None and part < len(keys):
+        rows.extend(("ix_ssdeep", key, ref) for key in ssdeep_keys(keys[part]))
+    return rows
