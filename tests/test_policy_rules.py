@@ -10,7 +10,7 @@ from fedmisp.policy.model import (
     event_view,
 )
 from fedmisp.policy.pipeline import (
-    authored_levels, check_received, inbound, merge, next_hop_level, origin_holding, outbound,
+    authored_levels, check_received, inbound, merge, next_hop_level, origin_holding, outbound, outbound_many,
 )
 from fedmisp.policy.reasons import Reason
 from fedmisp.policy.sharing_groups import apply_revision, check_revision
@@ -358,3 +358,15 @@ def test_event_view_reads_the_model_bodies():
     assert view.tags == frozenset({"tlp:amber"}) and view.sharing_group == SG
     assert [e.kind for e in view.elements] == ["attribute", "object", "reference"]
     assert authored_levels(view) == {"e1": 4, "a1": 4, "o1": 1, "r1": 1}
+
+
+def test_outbound_many_decides_as_outbound_does_for_each_peer():
+    obj = ElementView(uuid="o", kind="object", distribution=5, template="file")
+    e = event(3, attr("x", tags=frozenset({"tlp:red"})), attr("y", to_ids=True), obj,
+              attr("m", object_uuid="o", distribution=4, sharing_group=SG), attr("z", distribution=1))
+    holding = merge(None, inbound(e, {"ev": 3, "x": 3, "y": 3, "o": 3, "m": 4, "z": 1}, peer(A), NODE_B), A)
+    peers = [peer(A), peer(C), PeerPolicy("c2", C), peer("org-d", PeerMode.PUSH_ONLY, push=SyncFilter(to_ids_only=True)),
+             peer("org-e", PeerMode.PULL_ONLY), PeerPolicy("b2", B, PeerMode.INTERNAL, OPEN, OPEN)]
+    many = outbound_many(e, holding, peers, NODE_B)
+    assert many == {p.name: outbound(e, holding, p, NODE_B) for p in peers}
+    assert many[A].reason is Reason.FROM_PEER and many["c2"].withheld["x"] is Reason.PUSH_FILTER_TLP

@@ -62,7 +62,8 @@ class EventView:
 class Holding:
     """How a node holds one event: the level of the header and of each element, where from."""
     levels: Mapping[str, int]  # event uuid and element uuids -> level held at (0-4)
-    sources: Mapping[str, frozenset[str]] = field(default_factory=dict)  # uuid -> peers it came from
+    # uuid -> the peers that gave it at the level held (they hold it at that level or higher)
+    sources: Mapping[str, frozenset[str]] = field(default_factory=dict)
     correlation_only: bool = False  # came only from correlation-only peers: never shown, never relayed
 
     def level(self, uuid: str) -> int | None:
