@@ -1,0 +1,242 @@
+"""The pull replication session as a state machine without I/O (as h11 is for HTTP).
+
+One session pulls from one peer: "what may I receive since sequence N", then only the element
+bodies it lacks, then hands the driver one batch to store together with the new checkpoint, in one
+transaction. The driver (aiohttp + the store, in gossip/driver.py) does the I/O; tests drive the
+session with recorded or generated messages.
+
+    session = PullSession(peer="csirt", checkpoint=held_checkpoint, local=local)
+    while (step := session.next_step()) is not Done:
+        SendChanges  -> POST /fed/v1/changes {since, limit}; session.changes_received(reply)
+        SendBodies   -> POST /fed/v1/bodies {event, digests}; session.bodies_received(event, bodies)
+        StoreBatch   -> write step.events and step.checkpoint in one transaction; session.stored()
+
+The checkpoint only moves past a change once everything of it that may be stored is stored, so a
+crash at any point resumes from the last stored checkpoint and re-sent data is a no-op.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from fedmisp.model import canonical
+from fedmisp.model.records import (
+    KIND_EVENT, RecordError, check_element, open_record, revision_elements,
+)
+
+# One changes page: enough to amortise a round trip, small enough to keep a page's skeletons in
+# memory (an event skeleton is 32 bytes per element).
+CHANGES_PAGE = 200
+# Bodies per request: about 2-5 MB of typical attributes; a big event streams in many requests.
+BODIES_PAGE = 5_000
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+class ProtocolError(Exception):
+    """The peer sent something this protocol does not allow; the session stops, nothing is stored."""
+
+
+@dataclass(frozen=True, slots=True)
+class SendChanges:
+    since: int
+    limit: int = CHANGES_PAGE
+
+
+@dataclass(frozen=True, slots=True)
+class SendBodies:
+    event_uuid: str
+    digests: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedEvent:
+    """An event revision to store: its verified record, the bodies fetched for it (verified against
+    their digests), and the level the sender offered the header and each element digest at."""
+    wire: bytes
+    event_uuid: str
+    bodies: dict[bytes, bytes]
+    offered: dict[bytes | str, int]  # event uuid -> header level; digest -> element level
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    seq: int
+    reason: str
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StoreBatch:
+    events: tuple[ReceivedEvent, ...]
+    refused: tuple[Refused, ...]
+    checkpoint: int
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    checkpoint: int
+
+
+class Local(Protocol):
+    """What the session asks of the receiving node (fast local reads, no network)."""
+
+    def held_digests(self, event_uuid: str) -> set[bytes]: ...
+
+    def held_timestamp(self, event_uuid: str) -> int | None: ...
+
+    def author_known(self, key: bytes) -> bool: ...
+
+
+@dataclass
+class _Pending:
+    change: dict[str, Any]
+    event_uuid: str
+    wire: bytes
+    need: list[bytes]
+    bodies: dict[bytes, bytes] = field(default_factory=dict)
+
+
+class PullSession:
+    def __init__(self, peer: str, checkpoint: int, local: Local):
+        self.peer = peer
+        self.checkpoint = checkpoint
+        self.local = local
+        self._since = checkpoint
+        self._more = True
+        self._waiting: str | None = None  # "changes", "bodies", "store"
+        self._pending: list[_Pending] = []  # events whose bodies are being fetched, in seq order
+        self._ready: list[ReceivedEvent] = []
+        self._refused: list[Refused] = []
+        self._page_last = checkpoint
+        self._asked: tuple[str, tuple[bytes, ...]] | None = None
+
+    # --- what to do next ---------------------------------------------------------------------------
+
+    def next_step(self) -> SendChanges | SendBodies | StoreBatch | Done:
+        if self._waiting == "store":
+            raise ProtocolError("the previous batch is not stored yet: call stored() first")
+        if self._waiting is not None:
+            raise ProtocolError(f"waiting for {self._waiting}")
+        for pending in self._pending:
+            missing = [d for d in pending.need if d not in pending.bodies]
+            if missing:
+                self._waiting = "bodies"
+                self._asked = (pending.event_uuid, tuple(missing[:BODIES_PAGE]))
+                return SendBodies(*self._asked)
+        if self._pending or self._ready or self._refused or self._page_last > self.checkpoint:
+            for pending in self._pending:
+                self._ready.append(ReceivedEvent(pending.wire, pending.event_uuid, pending.bodies,
+                                                 _offered(pending.change, pending.event_uuid), pending.change["seq"]))
+            batch = StoreBatch(tuple(self._ready), tuple(self._refused), self._page_last)
+            self._pending, self._ready, self._refused = [], [], []
+            self._waiting = "store"
+            return batch
+        if self._more:
+            self._waiting = "changes"
+            return SendChanges(self._since)
+        return Done(self.checkpoint)
+
+    # --- what came back ------------------------------------------------------------------------------
+
+    def changes_received(self, reply: Any) -> None:
+        self._expect("changes")
+        if not isinstance(reply, dict) or not isinstance(reply.get("changes"), list) \
+                or not isinstance(reply.get("last_seq"), int) or not isinstance(reply.get("more"), bool):
+            raise ProtocolError("changes reply: expected {changes: [...], last_seq: int, more: bool}")
+        if reply["last_seq"] < self._since:
+            raise ProtocolError("changes reply: last_seq went backwards")
+        previous = self._since
+        for change in reply["changes"]:
+            seq = change.get("seq") if isinstance(change, dict) else None
+            if not isinstance(seq, int) or not previous < seq <= reply["last_seq"]:
+                raise ProtocolError("changes reply: sequence numbers must increase within (since, last_seq]")
+            previous = seq
+            self._take(change)
+        self._since = reply["last_seq"]
+        self._page_last = reply["last_seq"]
+        self._more = reply["more"]
+
+    def _take(self, change: dict[str, Any]) -> None:
+        seq = change["seq"]
+        wire = change.get("record")
+        if not isinstance(wire, bytes):
+            self._refused.append(Refused(seq, "malformed", "change without a record"))
+            return
+        try:
+            record = open_record(wire)
+        except RecordError as e:
+            self._refused.append(Refused(seq, "bad-signature" if "signature" in str(e) else "malformed", str(e)))
+            return
+        if not self.local.author_known(record.author):
+            self._refused.append(Refused(seq, "unknown-author"))
+            return
+        if record.kind != KIND_EVENT:
+            return  # org and sharing-group records are handled by the driver's record path
+        try:
+            digests = set(revision_elements(record))
+        except RecordError as e:
+            self._refused.append(Refused(seq, "malformed", str(e)))
+            return
+        event_uuid = record.body["event"].get("uuid")
+        offered = change.get("elements")
+        if not isinstance(event_uuid, str) or not isinstance(offered, dict) \
+                or not all(isinstance(d, bytes) and d in digests and isinstance(v, int) for d, v in offered.items()):
+            self._refused.append(Refused(seq, "malformed", "offered elements must be digests of the revision"))
+            return
+        held = self.local.held_timestamp(event_uuid)
+        if held is not None and record.body["event"].get("timestamp", 0) < held:
+            self._refused.append(Refused(seq, "older"))
+            return
+        have = self.local.held_digests(event_uuid)
+        need = sorted(d for d in offered if d not in have)
+        self._pending.append(_Pending(change, event_uuid, wire, need))
+
+    def bodies_received(self, event_uuid: str, bodies: Any) -> None:
+        self._expect("bodies")
+        assert self._asked is not None
+        asked_event, asked = self._asked
+        if event_uuid != asked_event:
+            raise ProtocolError("bodies reply for another event")
+        if not isinstance(bodies, list) or len(bodies) != len(asked):
+            raise ProtocolError("bodies reply: expected one entry (body or nil) per digest asked")
+        pending = next(p for p in self._pending if p.event_uuid == event_uuid)
+        for digest, body in zip(asked, bodies):
+            if body is None:
+                # The sender no longer offers it (its policy changed, or the revision moved on).
+                pending.need.remove(digest)
+                continue
+            if not isinstance(body, bytes):
+                raise ProtocolError("bodies reply: a body must be bytes")
+            try:
+                check_element(digest, body)
+            except RecordError as e:
+                self._refused.append(Refused(pending.change["seq"], "bad-digest", str(e)))
+                pending.need.remove(digest)
+                continue
+            pending.bodies[digest] = body
+
+    def stored(self) -> None:
+        self._expect("store")
+        self.checkpoint = self._page_last
+
+    def _expect(self, what: str) -> None:
+        if self._waiting != what:
+            raise ProtocolError(f"not waiting for {what} (waiting for {self._waiting or 'nothing'})")
+        self._waiting = None
+
+
+def _offered(change: dict[str, Any], event_uuid: str) -> dict[bytes | str, int]:
+    offered: dict[bytes | str, int] = dict(change["elements"])
+    level = change.get("event_level")
+    if isinstance(level, int):
+        offered[event_uuid] = level
+    return offered
+
+
+def encode(message: Any) -> bytes:
+    return canonical.pack_sorted(message)
+
+
+def decode(data: bytes) -> Any:
+    return canonical.unpack(data, max_bytes=MAX_MESSAGE_BYTES)

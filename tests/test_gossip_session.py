@@ -1,0 +1,179 @@
+"""The pull session as a state machine, driven with generated peer messages (no network)."""
+from __future__ import annotations
+
+import pytest
+
+import fedmisp.gossip.session as session_module
+from fedmisp.gossip.session import (
+    Done, ProtocolError, PullSession, SendBodies, SendChanges, StoreBatch,
+)
+from fedmisp.model import canonical
+from fedmisp.model.identity import Identity
+from fedmisp.model.misp import ImportDefaults, parse_event
+from fedmisp.model.revision import sign_event
+
+from factories import ORG, event
+
+AUTHOR = Identity.generate()
+DEFAULTS = ImportDefaults(org_uuid=ORG["uuid"], org_name=ORG["name"], now=1_700_000_000)
+
+
+def signed(seed: int, attributes: int = 5, timestamp: int = 1_700_000_500):
+    return sign_event(AUTHOR, parse_event(event(seed=seed, attributes=attributes, objects=0,
+                                                timestamp=timestamp)["Event"], DEFAULTS))
+
+
+def change(seq: int, s, level: int = 3) -> dict:
+    return {"seq": seq, "record": s.record.wire(), "event_level": level,
+            "elements": {e.digest: level for e in s.elements}}
+
+
+class FakeLocal:
+    def __init__(self, known=(AUTHOR.public_key,)):
+        self.known = set(known)
+        self.digests: dict[str, set[bytes]] = {}
+        self.timestamps: dict[str, int] = {}
+
+    def held_digests(self, event_uuid):
+        return self.digests.get(event_uuid, set())
+
+    def held_timestamp(self, event_uuid):
+        return self.timestamps.get(event_uuid)
+
+    def author_known(self, key):
+        return key in self.known
+
+
+class FakePeer:
+    """Serves a fixed changes feed in pages, and bodies by digest."""
+
+    def __init__(self, changes, bodies, page=2):
+        self.changes, self.bodies, self.page = changes, bodies, page
+        self.body_requests = 0
+
+    def reply_changes(self, since):
+        after = [c for c in self.changes if c["seq"] > since][: self.page]
+        last = after[-1]["seq"] if after else since
+        return {"changes": after, "last_seq": last, "more": any(c["seq"] > last for c in self.changes)}
+
+    def reply_bodies(self, digests):
+        self.body_requests += 1
+        return [self.bodies.get(d) for d in digests]
+
+
+def run(session: PullSession, peer: FakePeer, local: FakeLocal, crash_after_batches: int | None = None):
+    stored = []
+    while True:
+        step = session.next_step()
+        if isinstance(step, SendChanges):
+            session.changes_received(canonical.unpack(canonical.pack(peer.reply_changes(step.since))))
+        elif isinstance(step, SendBodies):
+            session.bodies_received(step.event_uuid, peer.reply_bodies(step.digests))
+        elif isinstance(step, StoreBatch):
+            if crash_after_batches is not None and len(stored) == crash_after_batches:
+                return stored, session.checkpoint  # the process dies before the batch is stored
+            stored.append(step)
+            for e in step.events:
+                local.digests.setdefault(e.event_uuid, set()).update(e.bodies)
+            session.stored()
+        else:
+            assert isinstance(step, Done)
+            return stored, step.checkpoint
+
+
+def _feed(*events):
+    changes = [change(i + 1, s) for i, s in enumerate(events)]
+    bodies = {e.digest: e.body for s in events for e in s.elements}
+    return changes, bodies
+
+
+def test_a_pull_fetches_every_body_once_and_moves_the_checkpoint_with_each_stored_batch(monkeypatch):
+    monkeypatch.setattr(session_module, "BODIES_PAGE", 2)  # a big event streams in several requests
+    events = [signed(i) for i in range(3)]
+    peer = FakePeer(*_feed(*events))
+    local = FakeLocal()
+    batches, checkpoint = run(PullSession("p", 0, local), peer, local)
+    assert checkpoint == 3 and [b.checkpoint for b in batches] == [2, 3]
+    received = [e for b in batches for e in b.events]
+    assert [e.event_uuid for e in received] == [s.uuid for s in events]
+    assert all(set(e.bodies) == {x.digest for x in s.elements} for e, s in zip(received, events))
+    assert peer.body_requests == 3 * 3  # 5 bodies per event, 2 per request
+
+
+def test_re_sent_data_is_a_no_op():
+    events = [signed(10), signed(11)]
+    peer = FakePeer(*_feed(*events))
+    local = FakeLocal()
+    run(PullSession("p", 0, local), peer, local)
+    peer.body_requests = 0
+    batches, checkpoint = run(PullSession("p", 0, local), peer, local)  # from scratch again
+    assert peer.body_requests == 0 and checkpoint == 2
+    assert all(not e.bodies for b in batches for e in b.events)
+
+
+def test_a_crash_before_storing_resumes_from_the_last_stored_checkpoint():
+    events = [signed(20 + i) for i in range(5)]
+    peer = FakePeer(*_feed(*events))
+    local = FakeLocal()
+    first, checkpoint = run(PullSession("p", 0, local), peer, local, crash_after_batches=1)
+    assert checkpoint == 2
+    rest, final = run(PullSession("p", checkpoint, local), peer, local)
+    seen = [e.event_uuid for b in first + rest for e in b.events]
+    assert seen == [s.uuid for s in events] and final == 5  # each event exactly once
+
+
+def test_a_forged_record_is_refused_and_the_rest_goes_on():
+    good, bad = signed(30), signed(31)
+    changes, bodies = _feed(good, bad)
+    wire = bytearray(changes[1]["record"])
+    wire[-3] ^= 1  # inside the signature
+    changes[1]["record"] = bytes(wire)
+    local = FakeLocal()
+    batches, _ = run(PullSession("p", 0, local), FakePeer(changes, bodies), local)
+    assert [e.event_uuid for b in batches for e in b.events] == [good.uuid]
+    assert [(r.seq, r.reason) for b in batches for r in b.refused] == [(2, "bad-signature")]
+
+
+def test_an_altered_body_is_refused_and_its_event_keeps_the_others():
+    s = signed(40)
+    changes, bodies = _feed(s)
+    victim = s.elements[1].digest
+    bodies[victim] = bodies[victim][:-1] + bytes([bodies[victim][-1] ^ 1])
+    local = FakeLocal()
+    batches, _ = run(PullSession("p", 0, local), FakePeer(changes, bodies), local)
+    (received,) = [e for b in batches for e in b.events]
+    assert victim not in received.bodies and len(received.bodies) == len(s.elements) - 1
+    assert [r.reason for b in batches for r in b.refused] == ["bad-digest"]
+
+
+def test_an_older_revision_and_an_unknown_author_are_refused():
+    old, stranger = signed(50, timestamp=100), sign_event(Identity.generate(), parse_event(
+        event(seed=51, attributes=2, objects=0)["Event"], DEFAULTS))
+    local = FakeLocal()
+    local.timestamps[old.uuid] = 200
+    batches, _ = run(PullSession("p", 0, local), FakePeer(*_feed(old, stranger)), local)
+    assert [(r.seq, r.reason) for b in batches for r in b.refused] == [(1, "older"), (2, "unknown-author")]
+    assert not [e for b in batches for e in b.events]
+
+
+def test_a_body_the_sender_no_longer_offers_is_skipped():
+    s = signed(60)
+    changes, bodies = _feed(s)
+    del bodies[s.elements[0].digest]
+    local = FakeLocal()
+    batches, _ = run(PullSession("p", 0, local), FakePeer(changes, bodies), local)
+    (received,) = [e for b in batches for e in b.events]
+    assert len(received.bodies) == len(s.elements) - 1
+
+
+def test_protocol_violations_stop_the_session():
+    session = PullSession("p", 5, FakeLocal())
+    assert session.next_step() == SendChanges(5)
+    with pytest.raises(ProtocolError, match="increase"):
+        session.changes_received({"changes": [{"seq": 5, "record": b""}], "last_seq": 9, "more": False})
+    session = PullSession("p", 5, FakeLocal())
+    with pytest.raises(ProtocolError, match="not waiting"):
+        session.bodies_received("x", [])
+    session.next_step()
+    with pytest.raises(ProtocolError, match="expected"):
+        session.changes_received({"changes": "nope"})
