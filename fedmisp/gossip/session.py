@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from fedmisp.model import canonical
 from fedmisp.model.records import (
-    KIND_EVENT, RecordError, check_element, open_record, revision_elements,
+    KIND_EVENT, KIND_ORG, RecordError, check_element, open_record, revision_elements,
 )
 
 # One changes page: enough to amortise a round trip, small enough to keep a page's skeletons in
@@ -71,6 +71,7 @@ class StoreBatch:
     events: tuple[ReceivedEvent, ...]
     refused: tuple[Refused, ...]
     checkpoint: int
+    records: tuple[bytes, ...] = ()  # org records (self-signed), stored before the events
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +109,8 @@ class PullSession:
         self._pending: list[_Pending] = []  # events whose bodies are being fetched, in seq order
         self._ready: list[ReceivedEvent] = []
         self._refused: list[Refused] = []
+        self._records: list[bytes] = []
+        self._introduced: set[bytes] = set()  # keys of org records seen in this session (stored with the batch)
         self._page_last = checkpoint
         self._asked: tuple[str, tuple[bytes, ...]] | None = None
 
@@ -124,12 +127,12 @@ class PullSession:
                 self._waiting = "bodies"
                 self._asked = (pending.event_uuid, tuple(missing[:BODIES_PAGE]))
                 return SendBodies(*self._asked)
-        if self._pending or self._ready or self._refused or self._page_last > self.checkpoint:
+        if self._pending or self._ready or self._refused or self._records or self._page_last > self.checkpoint:
             for pending in self._pending:
                 self._ready.append(ReceivedEvent(pending.wire, pending.event_uuid, pending.bodies,
                                                  _offered(pending.change, pending.event_uuid), pending.change["seq"]))
-            batch = StoreBatch(tuple(self._ready), tuple(self._refused), self._page_last)
-            self._pending, self._ready, self._refused = [], [], []
+            batch = StoreBatch(tuple(self._ready), tuple(self._refused), self._page_last, tuple(self._records))
+            self._pending, self._ready, self._refused, self._records = [], [], [], []
             self._waiting = "store"
             return batch
         if self._more:
@@ -168,11 +171,19 @@ class PullSession:
         except RecordError as e:
             self._refused.append(Refused(seq, "bad-signature" if "signature" in str(e) else "malformed", str(e)))
             return
-        if not self.local.author_known(record.author):
+        if record.kind == KIND_ORG:
+            # An org record introduces its own key (self-signed); it is what makes authors known.
+            if isinstance(record.body, dict) and record.body.get("key") == record.author:
+                self._records.append(wire)
+                self._introduced.add(record.author)
+            else:
+                self._refused.append(Refused(seq, "malformed", "org record not signed by its own key"))
+            return
+        if record.author not in self._introduced and not self.local.author_known(record.author):
             self._refused.append(Refused(seq, "unknown-author"))
             return
         if record.kind != KIND_EVENT:
-            return  # org and sharing-group records are handled by the driver's record path
+            return  # other kinds replicate in a later version of the protocol
         try:
             digests = set(revision_elements(record))
         except RecordError as e:

@@ -19,6 +19,7 @@ Named databases (key -> value):
   elements     element uuid (16)              -> event uuid (16) | digest (32)
   event_extra  event uuid (16), dupsort       -> record id (32) of its sightings and proposals
   orgs         org uuid (16)                  -> record id (32) of the org record
+               b"key:" | public key (32)      -> org uuid (16): whose key signed a record
   local        element or event uuid (16)     -> node-local annotations (local tags), msgpack
   ix_value     normalised value, dupsort      -> event uuid (16) | attribute uuid (16)
   ix_type      attribute type, dupsort        -> event uuid (16) | attribute uuid (16)
@@ -27,7 +28,9 @@ Named databases (key -> value):
   ix_event_tag tag name, dupsort              -> event uuid (16)
   ix_org       Orgc uuid (16), dupsort        -> event uuid (16)
   ix_event_time timestamp (8) | event uuid    -> b""
-  checkpoints  peer name                      -> peer's sequence (8)
+  checkpoints  peer name                      -> peer's sequence (8): how far this node has pulled
+  holdings     event uuid (16)                -> msgpack {levels, sources, correlation_only}: the level
+                                                 each item of a received event is held at (policy)
   apikeys      key hash (32)                  -> msgpack {role, comment, created}
   meta         name                           -> value (b"seq": last sequence number)
 
@@ -67,6 +70,7 @@ _DB_NAMES = (
     "records", "bodies", "log", "events", "elements", "event_extra", "orgs", "local",
     "ix_value", "ix_type", "ix_tag", "ix_time", "ix_event_tag", "ix_org", "ix_event_time",
     "checkpoints", "apikeys", "meta", "event_ids", "event_meta", "ix_ip", "ix_net", "ix_ssdeep",
+    "holdings",
 )
 _DUPSORT = frozenset({"event_extra", "ix_value", "ix_type", "ix_tag", "ix_event_tag", "ix_org",
                       "ix_ip", "ix_net", "ix_ssdeep"})
@@ -181,6 +185,7 @@ class EventWrite:
     event_disabled: bool = False  # the event's disable_correlation
     event_info: str | None = None  # the event's info and creator, kept for correlation results
     orgc_name: str | None = None
+    holding: bytes | None = None  # packed policy holding of a received event (None: made here)
 
     @property
     def element_count(self) -> int:
@@ -204,6 +209,23 @@ def unpack_writes(blob: bytes) -> list[EventWrite]:
 def header_index(header: dict[str, Any]) -> tuple[bytes, bytes, tuple[bytes, ...]]:
     return (uuid16(header["Orgc"]["uuid"]), _BE8.pack(header["timestamp"]),
             tuple(index_key(t["name"]) for t in header.get("Tag", ())))
+
+
+def received_write(record: Record, entries: list[tuple[bytes, bytes, dict[str, Any]]], holding: bytes,
+                   source: str, correlation_only: bool) -> EventWrite:
+    """An EventWrite for a revision received from a peer: only the element bodies it may hold
+    (`entries`: digest, body, element), with the policy's holding."""
+    header = record.body["event"]
+    ev = uuid16(header["uuid"])
+    rows = new_rows()
+    disabled = bool(header.get("disable_correlation"))
+    attributes = sum(add_element_rows(rows, ev, d, b, e, None, disabled) for d, b, e in entries)
+    return EventWrite(
+        uuid=ev, timestamp=header["timestamp"], level=0, record_id=record.id, wire=record.wire(),
+        header=header_index(header), rows=rows, attribute_count=attributes, extra=[], local=[],
+        source=source, correlation_only=correlation_only, event_disabled=disabled,
+        event_info=header["info"], orgc_name=header["Orgc"]["name"], holding=holding,
+    )
 
 
 def event_write(signed: SignedEvent, source: str = "", correlation_only: bool = False) -> EventWrite:
@@ -254,9 +276,13 @@ class Store:
 
     # --- writing ---------------------------------------------------------------------------------
 
-    def write_events(self, events: list[EventWrite | SignedEvent]) -> list[WriteOutcome]:
-        """Store many event revisions in one transaction (each whole, or the batch not at all)."""
+    def write_events(self, events: list[EventWrite | SignedEvent],
+                     checkpoint: tuple[str, int] | None = None) -> list[WriteOutcome]:
+        """Store many event revisions in one transaction (each whole, or the batch not at all),
+        with a peer's replication checkpoint when they came from that peer."""
         with self.env.begin(write=True) as txn:
+            if checkpoint is not None:
+                txn.put(checkpoint[0].encode("utf-8"), _BE8.pack(checkpoint[1]), db=self.db["checkpoints"])
             seq = self._seq(txn)
             outcomes = []
             puts = _Puts(self.db)
@@ -279,6 +305,7 @@ class Store:
                 new += added
                 if added and record.kind == "org":
                     txn.put(uuid16(record.body["uuid"]), record.id, db=self.db["orgs"])
+                    txn.put(b"key:" + record.author, uuid16(record.body["uuid"]), db=self.db["orgs"])
             txn.put(b"seq", _BE8.pack(seq), db=self.db["meta"])
         return new
 
@@ -309,18 +336,24 @@ class Store:
         else:
             held = HeldEvent.decode(raw)
             event_id = held.id
-            if held.record_id == rid:
-                return WriteOutcome.UNCHANGED, seq
+            same = held.record_id == rid
             # Revisions are ordered by the event's timestamp, then by record id (docs DESIGN).
-            if (event.timestamp, rid) < (held.timestamp, held.record_id):
+            if not same and (event.timestamp, rid) < (held.timestamp, held.record_id):
                 return WriteOutcome.OLDER, seq
             puts.flush(txn)  # the held revision's entries may still be queued in this batch
             old = open_record(txn.get(held.record_id, db=db["records"]))
-            old_digests = set(revision_elements(old))
+            # The bodies held now: a received revision may hold only some of its skeleton's.
+            old_digests = {d for d in revision_elements(old) if txn.get(ev + d, db=db["bodies"]) is not None}
+            bodies = event.rows[0]
+            if same:
+                # The same revision again: a no-op unless the peer's policy now lets more or less in.
+                if {key[16:] for key, _ in bodies} == old_digests:
+                    if event.holding is not None:
+                        txn.put(ev, event.holding, db=db["holdings"])
+                    return WriteOutcome.UNCHANGED, seq
             self._unindex_header(txn, ev, header_index(old.body["event"]))
             txn.delete(held.record_id, db=db["records"])
             txn.delete(_BE8.pack(held.seq), db=db["log"])
-            bodies = event.rows[0]
             # Only what changed is touched: bodies the new revision dropped go (with their index
             # rows), bodies it added come in; shared elements keep their rows.
             gone = new_rows()
@@ -354,6 +387,8 @@ class Store:
         orgc = event.orgc_name if event.orgc_name is not None else header["Orgc"]["name"]
         txn.put(ev, canonical.pack([event.source, event.correlation_only, event.event_disabled, info, orgc]),
                 db=db["event_meta"])
+        if event.holding is not None:
+            txn.put(ev, event.holding, db=db["holdings"])
         return WriteOutcome.STORED, seq
 
     def _delete_rows(self, txn: lmdb.Transaction, ev: bytes, rows: Rows) -> None:
@@ -393,6 +428,48 @@ class Store:
         with self.env.begin() as txn:
             raw = txn.get(uuid16(event_uuid), db=self.db["events"])
         return HeldEvent.decode(raw) if raw is not None else None
+
+    def org_for_key(self, key: bytes) -> str | None:
+        with self.env.begin() as txn:
+            raw = txn.get(b"key:" + key, db=self.db["orgs"])
+        return str(_uuid.UUID(bytes=bytes(raw))) if raw is not None else None
+
+    def checkpoint(self, peer: str) -> int:
+        with self.env.begin() as txn:
+            raw = txn.get(peer.encode("utf-8"), db=self.db["checkpoints"])
+        return _BE8.unpack(raw)[0] if raw is not None else 0
+
+    def holding(self, event_uuid: str) -> Any | None:
+        """The stored policy holding of a received event (None for events made or imported here)."""
+        with self.env.begin() as txn:
+            raw = txn.get(uuid16(event_uuid), db=self.db["holdings"])
+        return canonical.unpack(raw) if raw is not None else None
+
+    def revision_entries(self, event_uuid: str) -> tuple[Record, list[tuple[bytes, bytes, dict[str, Any]]]] | None:
+        """The held revision and, in its order, (digest, body, element) for each body held."""
+        held = self.held(event_uuid)
+        if held is None:
+            return None
+        ev = uuid16(event_uuid)
+        entries = []
+        with self.env.begin() as txn:
+            record = open_record(txn.get(held.record_id, db=self.db["records"]))
+            for digest in revision_elements(record):
+                body = txn.get(ev + digest, db=self.db["bodies"])
+                if body is not None:
+                    body = bytes(body)
+                    entries.append((digest, body, check_element(digest, body)))
+        return record, entries
+
+    def held_digests(self, event_uuid: str) -> set[bytes]:
+        """Digests of the element bodies held for an event's current revision."""
+        held = self.held(event_uuid)
+        if held is None:
+            return set()
+        ev = uuid16(event_uuid)
+        with self.env.begin() as txn:
+            record = open_record(txn.get(held.record_id, db=self.db["records"]))
+            return {d for d in revision_elements(record) if txn.get(ev + d, db=self.db["bodies"]) is not None}
 
     def event_uuid_for_id(self, event_id: int) -> str | None:
         """The uuid of the event this node numbers `event_id` (MISP's numeric event id)."""
@@ -547,10 +624,13 @@ class Store:
                     continue
                 if txn.get(_BE8.pack(held.seq), db=self.db["log"]) != held.record_id:
                     problems.append(f"event {event}: log entry {held.seq} does not point at its revision")
+                stripped_allowed = txn.get(bytes(key), db=self.db["holdings"]) is not None
                 for digest in digests:
                     body = txn.get(bytes(key) + digest, db=self.db["bodies"])
                     if body is None:
-                        problems.append(f"event {event}: element body {digest.hex()[:16]} missing")
+                        # A received revision holds only what policy let in; a local one is whole.
+                        if not stripped_allowed:
+                            problems.append(f"event {event}: element body {digest.hex()[:16]} missing")
                         continue
                     try:
                         element = check_element(digest, bytes(body))
@@ -578,7 +658,7 @@ class Store:
                 "elements": n("elements"),
                 "bodies": n("bodies"),
                 "records": n("records"),
-                "orgs": n("orgs"),
+                "orgs": n("orgs") // 2,
                 "sequence": seq,
                 "store_bytes": self.env.info()["last_pgno"] * self.env.stat()["psize"],
             }

@@ -1,0 +1,55 @@
+"""Driving a pull session: the same loop over any transport (HTTP between nodes, or in memory)."""
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from fedmisp.gossip.replica import ApplyReport, Replica
+from fedmisp.gossip.session import Done, PullSession, SendBodies, SendChanges, StoreBatch
+from fedmisp.node.config import PeerConfig
+
+
+class Transport(Protocol):
+    """How a session's two requests reach the peer (and its replies come back decoded)."""
+
+    def changes(self, since: int, limit: int) -> Any: ...
+
+    def bodies(self, event_uuid: str, digests: tuple[bytes, ...]) -> Any: ...
+
+
+def pull(replica: Replica, peer: PeerConfig, transport: Transport) -> ApplyReport:
+    """Pull everything new from one peer, storing batch by batch with the checkpoint."""
+    total = ApplyReport()
+    session = PullSession(peer.name, replica.store.checkpoint(peer.name), replica)
+    while True:
+        step = session.next_step()
+        if isinstance(step, SendChanges):
+            session.changes_received(transport.changes(step.since, step.limit))
+        elif isinstance(step, SendBodies):
+            session.bodies_received(step.event_uuid, transport.bodies(step.event_uuid, step.digests))
+        elif isinstance(step, StoreBatch):
+            report = replica.apply(peer, step)
+            session.stored()
+            total.stored += report.stored
+            total.unchanged += report.unchanged
+            for reason, count in report.refused.items():
+                total.refused[reason] = total.refused.get(reason, 0) + count
+        else:
+            assert isinstance(step, Done)
+            return total
+
+
+class InMemory:
+    """A transport that calls the sender's replica directly (tests, and one-process demos)."""
+
+    def __init__(self, sender: Replica, receiver_name: str):
+        self.sender = sender
+        peer = sender.peer(receiver_name)
+        if peer is None:
+            raise ValueError(f"{receiver_name!r} is not a peer of the sender")
+        self.policy = peer.policy
+
+    def changes(self, since: int, limit: int) -> Any:
+        return self.sender.changes_for(self.policy, since, limit)
+
+    def bodies(self, event_uuid: str, digests: tuple[bytes, ...]) -> Any:
+        return self.sender.bodies_for(self.policy, event_uuid, list(digests))

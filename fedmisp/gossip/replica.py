@@ -1,0 +1,216 @@
+"""Replication against the store: what a peer may pull (sender), what a node keeps (receiver).
+
+Sender: `changes_for` walks the local log since the peer's checkpoint and offers, per event, the
+skeleton and the level the peer may hold the header and each element digest at (policy outbound,
+DESIGN's pipeline); `bodies_for` serves only bodies the peer may have, decided again at that moment.
+Receiver: `apply` runs policy inbound on what a session fetched, merges the holding (each item at
+the highest level any path allowed) and stores the batch with the checkpoint in one transaction.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from fedmisp.gossip.session import Refused, StoreBatch
+from fedmisp.model import canonical
+from fedmisp.model.records import KIND_EVENT, KIND_ORG, Record, open_element, open_record
+from fedmisp.node.config import PeerConfig
+from fedmisp.node.home import Node
+from fedmisp.policy.model import EventView, Holding, NodeState, PeerPolicy, event_view
+from fedmisp.policy.pipeline import inbound, merge, origin_holding, outbound, plan
+from fedmisp.store.store import WriteOutcome, received_write
+
+_VIEW_CACHE = 128  # event views kept between a changes page and its body requests
+
+
+@dataclass
+class ApplyReport:
+    stored: int = 0
+    unchanged: int = 0
+    refused: dict[str, int] = field(default_factory=dict)  # reason -> count
+
+    def refuse(self, reason: str) -> None:
+        self.refused[reason] = self.refused.get(reason, 0) + 1
+
+
+def pack_holding(h: Holding) -> bytes:
+    return canonical.pack({"c": h.correlation_only, "l": dict(h.levels),
+                           "s": {k: sorted(v) for k, v in h.sources.items()}})
+
+
+def unpack_holding(raw: Any) -> Holding:
+    return Holding(levels=raw["l"], sources={k: frozenset(v) for k, v in raw["s"].items()},
+                   correlation_only=raw["c"])
+
+
+@dataclass(frozen=True)
+class _Held:
+    record: Record
+    view: EventView
+    holding: Holding
+    digest_of: dict[str, bytes]  # element uuid -> digest
+    uuid_of: dict[bytes, str]
+
+
+class Replica:
+    def __init__(self, node: Node):
+        self.node = node
+        self.store = node.store
+        self._views: OrderedDict[bytes, _Held] = OrderedDict()
+
+    def node_state(self) -> NodeState:
+        return NodeState(org_uuid=self.node.config.org_uuid, blocked_events=self.node.config.blocked_events,
+                         blocked_orgs=self.node.config.blocked_orgs)
+
+    def peer(self, name: str) -> PeerConfig | None:
+        return next((p for p in self.node.config.peers if p.name == name), None)
+
+    # --- sender --------------------------------------------------------------------------------------
+
+    def _held(self, event_uuid: str) -> _Held | None:
+        held = self.store.held(event_uuid)
+        if held is None:
+            return None
+        cached = self._views.get(held.record_id)
+        if cached is not None:
+            self._views.move_to_end(held.record_id)
+            return cached
+        found = self.store.revision_entries(event_uuid)
+        if found is None:
+            return None
+        record, entries = found
+        view = event_view(record.body["event"], [e for _, _, e in entries])
+        stored = self.store.holding(event_uuid)
+        holding = unpack_holding(stored) if stored is not None else origin_holding(view)
+        digest_of = {e["uuid"]: d for d, _, e in entries}
+        result = _Held(record, view, holding, digest_of, {d: u for u, d in digest_of.items()})
+        self._views[held.record_id] = result
+        if len(self._views) > _VIEW_CACHE:
+            self._views.popitem(last=False)
+        return result
+
+    def offer(self, event_uuid: str, peer: PeerPolicy) -> tuple[_Held, dict[str, int]] | None:
+        """What of one held event `peer` may have, as uuid -> level (None: nothing)."""
+        held = self._held(event_uuid)
+        if held is None:
+            return None
+        outcome = outbound(held.view, held.holding, peer, self.node_state(), plan(held.view))
+        if not outcome.allowed:
+            return None
+        return held, dict(outcome.levels)
+
+    def changes_for(self, peer: PeerPolicy, since: int, limit: int) -> dict[str, Any]:
+        limit = max(1, min(limit, 1000))
+        entries = self.store.log_since(since, limit=limit)
+        changes: list[dict[str, Any]] = []
+        for seq, record_id in entries:
+            record = self.store.record(record_id)
+            if record is None:
+                continue
+            if record.kind == KIND_ORG:
+                changes.append({"seq": seq, "record": record.wire()})
+            elif record.kind == KIND_EVENT:
+                offered = self.offer(record.body["event"]["uuid"], peer)
+                if offered is None:
+                    continue
+                held, levels = offered
+                changes.append({
+                    "seq": seq, "record": record.wire(), "event_level": levels.pop(held.view.uuid),
+                    "elements": {held.digest_of[u]: level for u, level in levels.items() if u in held.digest_of},
+                })
+        last = entries[-1][0] if entries else since
+        more = bool(self.store.log_since(last, limit=1))
+        return {"changes": changes, "last_seq": last, "more": more}
+
+    def bodies_for(self, peer: PeerPolicy, event_uuid: str, digests: list[bytes]) -> list[bytes | None]:
+        """The bodies asked for that `peer` may have now (None for any other)."""
+        offered = self.offer(event_uuid, peer)
+        if offered is None:
+            return [None] * len(digests)
+        held, levels = offered
+        allowed = {held.digest_of[u] for u in levels if u in held.digest_of}
+        found = self.store.revision_entries(event_uuid)
+        bodies = {d: b for d, b, _ in found[1]} if found else {}
+        return [bodies.get(d) if d in allowed else None for d in digests]
+
+    # --- receiver ------------------------------------------------------------------------------------
+
+    def author_known(self, key: bytes) -> bool:
+        if any(p.key == key for p in self.node.config.peers) or key == self.node.identity.public_key:
+            return True
+        return self.store.org_for_key(key) is not None
+
+    def held_digests(self, event_uuid: str) -> set[bytes]:
+        return self.store.held_digests(event_uuid)
+
+    def held_timestamp(self, event_uuid: str) -> int | None:
+        held = self.store.held(event_uuid)
+        return held.timestamp if held is not None else None
+
+    def apply(self, peer: PeerConfig, batch: StoreBatch) -> ApplyReport:
+        """Keep what policy lets in from one batch, store it with the checkpoint in one transaction."""
+        report = ApplyReport()
+        for refused in batch.refused:
+            report.refuse(refused.reason)
+        org_records = []
+        for wire in batch.records:
+            try:
+                record = open_record(wire)
+            except Exception:  # noqa: BLE001 - counted, never stored
+                report.refuse("malformed")
+                continue
+            if record.kind == KIND_ORG and record.body.get("key") == record.author:
+                org_records.append(record)
+        if org_records:
+            self.store.write_records(org_records)
+        writes = []
+        state = self.node_state()
+        for received in batch.events:
+            write = self._accept(received, peer, state, report)
+            if write is not None:
+                writes.append(write)
+        outcomes = self.store.write_events(writes, checkpoint=(peer.name, batch.checkpoint))
+        for outcome in outcomes:
+            if outcome is WriteOutcome.STORED:
+                report.stored += 1
+            elif outcome is WriteOutcome.UNCHANGED:
+                report.unchanged += 1
+            else:
+                report.refuse("older")
+        self._views.clear()
+        return report
+
+    def _accept(self, received: Any, peer: PeerConfig, state: NodeState, report: ApplyReport) -> Any:
+        record = open_record(received.wire)
+        header = record.body["event"]
+        skeleton = set(record.body["elements"])
+        # bodies already held that the new revision keeps, and the ones just fetched
+        held = self.store.revision_entries(received.event_uuid)
+        entries: dict[bytes, tuple[bytes, dict[str, Any]]] = {}
+        if held is not None:
+            entries.update({d: (b, e) for d, b, e in held[1] if d in skeleton})
+        for digest, body in received.bodies.items():
+            entries[digest] = (body, open_element(body))
+        offered: dict[str, int] = {received.event_uuid: received.offered.get(received.event_uuid, -1)}
+        for digest, level in received.offered.items():
+            if isinstance(digest, bytes) and digest in entries:
+                offered[entries[digest][1]["uuid"]] = level
+        view = event_view(header, [e for _, e in entries.values()])
+        held_timestamp = self.held_timestamp(received.event_uuid)
+        outcome = inbound(view, offered, peer.policy, state, held_timestamp)
+        if not outcome.allowed:
+            report.refuse(outcome.reason.value)
+            return None
+        for reason in outcome.withheld.values():
+            report.refuse(reason.value)
+        previous = self.store.holding(received.event_uuid)
+        holding = merge(unpack_holding(previous) if previous is not None else None, outcome, peer.name)
+        keep = [(d, b, e) for d, (b, e) in entries.items()
+                if e["uuid"] in holding.levels and (d not in received.bodies or e["uuid"] in outcome.levels)]
+        order = {d: i for i, d in enumerate(record.body["elements"])}
+        keep.sort(key=lambda x: order[x[0]])
+        return received_write(record, keep, pack_holding(holding), peer.name, holding.correlation_only)
+
+
+__all__ = ["ApplyReport", "Refused", "Replica", "pack_holding", "unpack_holding"]

@@ -1,0 +1,93 @@
+"""Replication between real nodes (in one process): DESIGN's distribution table, hop by hop."""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+from fedmisp.node.importer import import_paths
+
+from factories import event
+from federation import make_federation, settle
+
+
+def _event_at_level(tmp_path: Path, seed: int, level: int, **header) -> tuple[Path, dict]:
+    raw = copy.deepcopy(event(seed=seed, attributes=3, objects=0))
+    raw["Event"]["distribution"] = str(level)
+    for a in raw["Event"]["Attribute"]:
+        a["distribution"] = "5"
+    raw["Event"].update(header)
+    path = tmp_path / f"ev{seed}.json"
+    path.write_text(json.dumps(raw))
+    return path, raw["Event"]
+
+
+def held(node) -> set[str]:
+    return set(node.store.event_uuids())
+
+
+def test_each_level_travels_exactly_as_far_as_the_table_says(tmp_path):
+    nodes = make_federation(tmp_path, ["a", "b", "c", "d"], [("a", "b"), ("b", "c"), ("c", "d")])
+    events = {level: _event_at_level(tmp_path, 100 + level, level)[1]["uuid"] for level in range(4)}
+    import_paths(nodes["a"], [tmp_path / f"ev{100 + level}.json" for level in range(4)])
+    settle(nodes)
+    assert held(nodes["a"]) == set(events.values())
+    assert held(nodes["b"]) == {events[1], events[2], events[3]}
+    assert held(nodes["c"]) == {events[2], events[3]}
+    assert held(nodes["d"]) == {events[3]}
+    # a level-2 event is held one hop away as 1 and two hops away as 0
+    assert nodes["b"].store.holding(events[2])["l"][events[2]] == 1
+    assert nodes["c"].store.holding(events[2])["l"][events[2]] == 0
+    for node in nodes.values():
+        assert node.store.check_integrity() == []
+        node.close()
+
+
+def test_an_attribute_tagged_with_an_excluded_tag_is_withheld_and_the_rest_goes(tmp_path):
+    nodes = make_federation(tmp_path, ["a", "b"], [("a", "b")],
+                            {("a", "b"): {"push": {"tags_exclude": ["internal:*"]}}})
+    path, raw = _event_at_level(tmp_path, 7, 3)
+    raw_doc = json.loads(path.read_text())
+    raw_doc["Event"]["Attribute"][1]["Tag"] = [{"name": "internal:only"}]
+    path.write_text(json.dumps(raw_doc))
+    import_paths(nodes["a"], [path])
+    settle(nodes)
+    exported = nodes["b"].store.export_event(raw["uuid"])["Event"]
+    assert {a["uuid"] for a in exported["Attribute"]} == {raw["Attribute"][0]["uuid"], raw["Attribute"][2]["uuid"]}
+    for node in nodes.values():
+        node.close()
+
+
+def test_unpublished_and_level_0_events_never_leave_and_re_pulling_is_a_no_op(tmp_path):
+    nodes = make_federation(tmp_path, ["a", "b"], [("a", "b")])
+    p1, _ = _event_at_level(tmp_path, 8, 3, published=False)
+    p2, _ = _event_at_level(tmp_path, 9, 0)
+    p3, shared = _event_at_level(tmp_path, 10, 3)
+    import_paths(nodes["a"], [p1, p2, p3])
+    settle(nodes)
+    assert held(nodes["b"]) == {shared["uuid"]}
+    before = nodes["b"].store.stats()
+    settle(nodes)
+    assert nodes["b"].store.stats() == before
+    for node in nodes.values():
+        node.close()
+
+
+def test_a_newer_revision_replaces_the_old_one_downstream(tmp_path):
+    nodes = make_federation(tmp_path, ["a", "b", "c"], [("a", "b"), ("b", "c")])
+    path, raw = _event_at_level(tmp_path, 11, 3)
+    import_paths(nodes["a"], [path])
+    settle(nodes)
+    doc = json.loads(path.read_text())
+    doc["Event"]["timestamp"] = str(int(doc["Event"]["timestamp"]) + 100)
+    doc["Event"]["info"] = "updated at the source"
+    doc["Event"]["Attribute"] = doc["Event"]["Attribute"][:2]
+    path.write_text(json.dumps(doc))
+    import_paths(nodes["a"], [path])
+    settle(nodes)
+    for name in ("b", "c"):
+        exported = nodes[name].store.export_event(raw["uuid"])["Event"]
+        assert exported["info"] == "updated at the source" and len(exported["Attribute"]) == 2
+        assert nodes[name].store.check_integrity() == []
+    for node in nodes.values():
+        node.close()
