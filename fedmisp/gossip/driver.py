@@ -53,3 +53,33 @@ class InMemory:
 
     def bodies(self, event_uuid: str, digests: tuple[bytes, ...]) -> Any:
         return self.sender.bodies_for(self.policy, event_uuid, list(digests))
+
+
+class AsyncTransport(Protocol):
+    async def changes(self, since: int, limit: int) -> Any: ...
+
+    async def bodies(self, event_uuid: str, digests: tuple[bytes, ...]) -> Any: ...
+
+
+async def pull_async(replica: Replica, peer: PeerConfig, transport: AsyncTransport,
+                     run_blocking: Any) -> ApplyReport:
+    """`pull` for the node process: network awaits, store work in `run_blocking` (an executor)."""
+    total = ApplyReport()
+    checkpoint = await run_blocking(replica.store.checkpoint, peer.name)
+    session = PullSession(peer.name, checkpoint, replica)
+    while True:
+        step = session.next_step()
+        if isinstance(step, SendChanges):
+            reply = await transport.changes(step.since, step.limit)
+            await run_blocking(session.changes_received, reply)  # reads the store (held digests)
+        elif isinstance(step, SendBodies):
+            session.bodies_received(step.event_uuid, await transport.bodies(step.event_uuid, step.digests))
+        elif isinstance(step, StoreBatch):
+            report = await run_blocking(replica.apply, peer, step)
+            session.stored()
+            total.stored += report.stored
+            total.unchanged += report.unchanged
+            for reason, count in report.refused.items():
+                total.refused[reason] = total.refused.get(reason, 0) + count
+        else:
+            return total

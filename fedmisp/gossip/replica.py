@@ -9,7 +9,7 @@ the highest level any path allowed) and stores the batch with the checkpoint in 
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fedmisp.gossip.session import Refused, StoreBatch
@@ -64,7 +64,14 @@ class Replica:
                          blocked_orgs=self.node.config.blocked_orgs)
 
     def peer(self, name: str) -> PeerConfig | None:
-        return next((p for p in self.node.config.peers if p.name == name), None)
+        """The configured peer; a peer configured without org_uuid gets it from its org record once
+        one has arrived (until then it is in no sharing group and cannot be internal)."""
+        peer = next((p for p in self.node.config.peers if p.name == name), None)
+        if peer is not None and not peer.policy.org_uuid:
+            org = self.store.org_for_key(peer.key)
+            if org is not None:
+                peer = replace(peer, policy=replace(peer.policy, org_uuid=org))
+        return peer
 
     # --- sender --------------------------------------------------------------------------------------
 

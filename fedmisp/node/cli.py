@@ -6,10 +6,11 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from fedmisp import __version__
 from fedmisp.node.config import DEFAULT_LISTEN, ConfigError
+from fedmisp.node.home import ROLES
 
 
 def _home(args: argparse.Namespace) -> Path:
@@ -162,6 +163,64 @@ def cmd_events(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from fedmisp.node.server import run
+    return run(_home(args))
+
+
+def _rewrite_config(home: Path, change: "Callable[[str], str]") -> None:
+    """Apply `change` to fedmisp.toml only if the result is a valid configuration (else keep the old)."""
+    import os
+    from fedmisp.node.config import CONFIG_FILE, load_config
+    path = home / CONFIG_FILE
+    old = path.read_text("utf-8")
+    tmp = path.with_name(CONFIG_FILE + ".new")
+    tmp.write_text(change(old), "utf-8")
+    os.replace(tmp, path)
+    try:
+        load_config(home)
+    except ConfigError:
+        path.write_text(old, "utf-8")
+        raise
+
+
+def cmd_peer(args: argparse.Namespace) -> int:
+    import tomllib
+    import tomli_w
+    home = _home(args)
+    if args.peer_cmd == "add":
+        entry = {"name": args.name, "url": args.url, "key": args.key, "mode": args.mode}
+        if args.org_uuid:
+            entry["org_uuid"] = args.org_uuid
+        _rewrite_config(home, lambda text: text.rstrip("\n") + "\n\n" + tomli_w.dumps({"peer": [entry]}))
+        print(f"added peer {args.name!r} ({args.mode}); a running node picks it up on `fedmisp reload`")
+        return 0
+    from fedmisp.node.config import load_config
+    config = load_config(home)
+    if args.peer_cmd == "list":
+        if not config.peers:
+            print("no peers configured (fedmisp peer add --home DIR --name NAME --url URL --key KEY)")
+        for peer in config.peers:
+            org = peer.policy.org_uuid or "(org learned on first contact)"
+            print(f"{peer.name:20} {peer.policy.mode.value:16} {peer.url:32} {org}")
+        return 0
+    # remove: rewrite the [[peer]] list without it, keeping the rest of the document
+    if not any(p.name == args.name for p in config.peers):
+        print(f"fedmisp peer remove: no peer named {args.name!r}", file=sys.stderr)
+        return 2
+
+    def without(text: str) -> str:
+        document = tomllib.loads(text)
+        document["peer"] = [p for p in document.get("peer", []) if p.get("name") != args.name]
+        if not document["peer"]:
+            del document["peer"]
+        header = "".join(line + "\n" for line in text.splitlines() if line.startswith("#"))
+        return header + "\n" + tomli_w.dumps(document)
+    _rewrite_config(home, without)
+    print(f"removed peer {args.name!r}")
+    return 0
+
+
 def cmd_apikey(args: argparse.Namespace) -> int:
     from fedmisp.model import canonical
     with _open(args) as node:
@@ -234,10 +293,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=50)
     p.set_defaults(func=cmd_events)
 
+    p = with_home(sub.add_parser("run", help="serve the MISP-compatible REST API until SIGTERM / SIGINT"))
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("peer", help="add, list or remove peers in fedmisp.toml")
+    peers = p.add_subparsers(dest="peer_cmd", required=True)
+    k = with_home(peers.add_parser("add"))
+    k.add_argument("--name", required=True)
+    k.add_argument("--url", required=True, help="the peer's address, e.g. http://127.0.0.1:8481")
+    k.add_argument("--key", required=True, help="the peer's public key (its `fedmisp info`)")
+    k.add_argument("--org-uuid", help="the peer's organisation uuid (default: learned from its org record)")
+    k.add_argument("--mode", default="full",
+                   choices=["full", "push-only", "pull-only", "correlation-only", "internal"])
+    with_home(peers.add_parser("list"))
+    k = with_home(peers.add_parser("remove"))
+    k.add_argument("name")
+    p.set_defaults(func=cmd_peer)
+
     p = sub.add_parser("apikey", help="create, list or revoke API keys")
     keys = p.add_subparsers(dest="apikey_cmd", required=True)
     k = with_home(keys.add_parser("create"))
-    k.add_argument("--role", required=True, choices=["read-only", "user", "publisher", "admin"])
+    k.add_argument("--role", required=True, choices=list(ROLES))
     k.add_argument("--comment")
     with_home(keys.add_parser("list"))
     k = with_home(keys.add_parser("revoke"))

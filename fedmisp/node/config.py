@@ -78,11 +78,14 @@ def _parse_peers(raw: Any, problems: list[str]) -> tuple[PeerConfig, ...]:
         except ValueError as e:
             problems.append(f"{label}.key: {e} (the peer's `fedmisp info` shows it)")
         org_uuid = table.get("org_uuid")
-        try:
-            org_uuid = str(_uuid.UUID(str(org_uuid)))
-        except ValueError:
-            problems.append(f"{label}.org_uuid: {org_uuid!r} is not a UUID (the peer's `fedmisp info` shows it)")
-            org_uuid = ""
+        if org_uuid is None:
+            org_uuid = ""  # learned from the peer's org record on first contact
+        else:
+            try:
+                org_uuid = str(_uuid.UUID(str(org_uuid)))
+            except ValueError:
+                problems.append(f"{label}.org_uuid: {org_uuid!r} is not a UUID (the peer's `fedmisp info` shows it)")
+                org_uuid = ""
         mode = parse_mode(table.get("mode", "full"), label, problems)
         push = parse_filter(table.get("push"), f"{label}.push", problems, push=True)
         pull = parse_filter(table.get("pull"), f"{label}.pull", problems, push=False)

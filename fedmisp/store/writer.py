@@ -11,6 +11,7 @@ import queue
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Callable
 
 from fedmisp.model.revision import SignedEvent
 from fedmisp.store.store import EventWrite, Store, WriteOutcome
@@ -30,8 +31,9 @@ class _Job:
 
 
 class Writer:
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, on_commit: "Callable[[], None] | None" = None):
         self.store = store
+        self.on_commit = on_commit  # called from the writer thread after each successful commit
         self._queue: "queue.Queue[_Job | None]" = queue.Queue(maxsize=MAX_QUEUED)
         self._thread = threading.Thread(target=self._run, name="fedmisp-writer", daemon=True)
         self._thread.start()
@@ -84,6 +86,8 @@ class Writer:
         for job in jobs:
             job.future.set_result(outcomes[i:i + len(job.events)])
             i += len(job.events)
+        if self.on_commit is not None and any(o is WriteOutcome.STORED for o in outcomes):
+            self.on_commit()
 
 
 def _size(event: EventWrite | SignedEvent) -> int:

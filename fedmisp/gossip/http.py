@@ -1,0 +1,129 @@
+"""The peer protocol over HTTP: /fed/v1 routes (serving side) and a client transport (pulling side).
+
+Every request is POST with a boxed msgpack body and a Fedmisp-Auth header (gossip/auth.py); every
+reply is boxed for the requesting peer. A key that is not a configured peer's gets 403.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Awaitable, Callable
+
+import aiohttp
+from aiohttp import web
+
+from fedmisp.gossip.auth import HEADER, AuthError, ReplayCache, open_body, seal_body, sign_request, verify_request
+from fedmisp.gossip.replica import Replica
+from fedmisp.gossip.session import MAX_MESSAGE_BYTES, ProtocolError, decode, encode
+from fedmisp.model.identity import Identity
+from fedmisp.node.config import PeerConfig
+from fedmisp.policy.model import PeerMode
+
+PREFIX = "/fed/v1"
+CONTENT_TYPE = "application/x-fedmisp-box"
+REQUEST_TIMEOUT = 60  # seconds for one request; a big event is many requests, not a long one
+
+
+class PeerProtocol:
+    """The serving side, bound to one node's replica."""
+
+    def __init__(self, replica: Replica, run_blocking: Callable[..., Awaitable[Any]],
+                 on_notify: Callable[[str], None] | None = None):
+        self.replica = replica
+        self.run_blocking = run_blocking
+        self.on_notify = on_notify
+        self.replays = ReplayCache()
+        self.served: dict[str, dict[str, int]] = {}  # peer -> counters (requests, bytes_out)
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post(f"{PREFIX}/changes", self.changes), web.post(f"{PREFIX}/bodies", self.bodies),
+                web.post(f"{PREFIX}/notify", self.notify)]
+
+    async def _open(self, request: web.Request) -> tuple[PeerConfig, Any]:
+        body = await request.content.read(MAX_MESSAGE_BYTES + 1)
+        if len(body) > MAX_MESSAGE_BYTES:
+            raise web.HTTPRequestEntityTooLarge(max_size=MAX_MESSAGE_BYTES, actual_size=len(body))
+        peers = {p.key: p.name for p in self.replica.node.config.peers}
+        try:
+            who = verify_request(request.headers.get(HEADER), request.method, request.path, body, peers, self.replays)
+            peer = self.replica.peer(who.peer)
+            assert peer is not None
+            message = decode(open_body(self.replica.node.identity, peer.key, body))
+        except AuthError as e:
+            status = web.HTTPForbidden if e.reason in ("unknown-key", "bad-signature") else web.HTTPUnauthorized
+            raise status(text=f"{e.reason}: {e}") from None
+        except ValueError as e:
+            raise web.HTTPBadRequest(text=f"malformed: {e}") from None
+        if peer.policy.mode is PeerMode.PULL_ONLY:
+            raise web.HTTPForbidden(text="peer-mode: this node does not serve this peer (pull-only)")
+        return peer, message
+
+    def _reply(self, peer: PeerConfig, message: Any) -> web.Response:
+        sealed = seal_body(self.replica.node.identity, peer.key, encode(message))
+        counters = self.served.setdefault(peer.name, {"requests": 0, "bytes_out": 0})
+        counters["requests"] += 1
+        counters["bytes_out"] += len(sealed)
+        return web.Response(body=sealed, content_type=CONTENT_TYPE)
+
+    async def changes(self, request: web.Request) -> web.Response:
+        peer, message = await self._open(request)
+        since, limit = (message.get("since"), message.get("limit")) if isinstance(message, dict) else (None, None)
+        if not isinstance(since, int) or not isinstance(limit, int) or since < 0:
+            raise web.HTTPBadRequest(text="malformed: expected {since: int >= 0, limit: int}")
+        reply = await self.run_blocking(self.replica.changes_for, peer.policy, since, limit)
+        return self._reply(peer, reply)
+
+    async def bodies(self, request: web.Request) -> web.Response:
+        peer, message = await self._open(request)
+        event, digests = (message.get("event"), message.get("digests")) if isinstance(message, dict) else (None, None)
+        if not isinstance(event, str) or not isinstance(digests, list) or len(digests) > 20_000 \
+                or not all(isinstance(d, bytes) for d in digests):
+            raise web.HTTPBadRequest(text="malformed: expected {event: uuid, digests: [bytes] (at most 20000)}")
+        reply = await self.run_blocking(self.replica.bodies_for, peer.policy, event, digests)
+        return self._reply(peer, {"bodies": reply})
+
+    async def notify(self, request: web.Request) -> web.Response:
+        peer, _ = await self._open(request)
+        if self.on_notify is not None:
+            self.on_notify(peer.name)
+        return self._reply(peer, {"ok": True})
+
+
+class HttpTransport:
+    """The pulling side: one peer, signed and boxed requests over a shared aiohttp session."""
+
+    def __init__(self, http: aiohttp.ClientSession, identity: Identity, peer: PeerConfig):
+        self.http = http
+        self.identity = identity
+        self.peer = peer
+        self.bytes_in = 0
+        self.bytes_out = 0
+
+    async def post(self, path: str, message: Any) -> Any:
+        body = seal_body(self.identity, self.peer.key, encode(message))
+        headers = {HEADER: sign_request(self.identity, "POST", PREFIX + path, body), "Content-Type": CONTENT_TYPE}
+        self.bytes_out += len(body)
+        timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
+        async with self.http.post(self.peer.url.rstrip("/") + PREFIX + path, data=body, headers=headers,
+                                  timeout=timeout) as response:
+            payload = await response.content.read(MAX_MESSAGE_BYTES + 1)
+            if response.status != 200:
+                raise ProtocolError(f"{self.peer.name}: HTTP {response.status}: {payload[:200].decode('utf-8', 'replace')}")
+        if len(payload) > MAX_MESSAGE_BYTES:
+            raise ProtocolError(f"{self.peer.name}: reply over {MAX_MESSAGE_BYTES} bytes")
+        self.bytes_in += len(payload)
+        try:
+            return decode(open_body(self.identity, self.peer.key, payload))
+        except (AuthError, ValueError) as e:
+            raise ProtocolError(f"{self.peer.name}: reply does not open: {e}") from None
+
+    async def changes(self, since: int, limit: int) -> Any:
+        return await self.post("/changes", {"since": since, "limit": limit})
+
+    async def bodies(self, event_uuid: str, digests: tuple[bytes, ...]) -> Any:
+        return (await self.post("/bodies", {"event": event_uuid, "digests": list(digests)})).get("bodies")
+
+    async def notify(self) -> None:
+        await self.post("/notify", {})
+
+
+__all__ = ["HttpTransport", "PeerProtocol", "asyncio"]

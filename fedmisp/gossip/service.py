@@ -1,0 +1,161 @@
+"""Gossip in the node process: eager notices, scheduled anti-entropy with jitter and backoff.
+
+When this node stores something new it tells the peers it serves (POST /fed/v1/notify) and they
+pull at once; a notice from a peer makes this node pull from it at once. An APScheduler job per
+peer pulls every ANTI_ENTROPY_SECONDS (with jitter) to catch up whatever a notice missed and peers
+that were down; a peer that fails is retried with exponential backoff and never blocks the others.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+import aiohttp
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from fedmisp.gossip.driver import pull_async
+from fedmisp.gossip.http import HttpTransport, PeerProtocol
+from fedmisp.gossip.replica import Replica
+from fedmisp.node.config import PeerConfig
+from fedmisp.node.home import Node
+from fedmisp.policy.model import PeerMode
+
+log = logging.getLogger("fedmisp.gossip")
+
+ANTI_ENTROPY_SECONDS = 30.0
+JITTER_SECONDS = 5.0  # spreads the pulls of many nodes so they do not all hit a peer at once
+BACKOFF_BASE = 2.0
+BACKOFF_MAX = 600.0  # a peer down for long is tried every ten minutes
+_TAKES = frozenset({PeerMode.FULL, PeerMode.PULL_ONLY, PeerMode.CORRELATION_ONLY, PeerMode.INTERNAL})
+_SERVES = frozenset({PeerMode.FULL, PeerMode.PUSH_ONLY, PeerMode.CORRELATION_ONLY, PeerMode.INTERNAL})
+
+
+@dataclass
+class PeerStatus:
+    last_success: float | None = None
+    last_error: str = ""
+    errors: int = 0
+    failures_in_a_row: int = 0
+    next_try: float = 0.0
+    stored: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    refused: dict[str, int] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "last_success": self.last_success, "last_error": self.last_error, "errors": self.errors,
+            "retry_in": max(0.0, round(self.next_try - time.time(), 1)), "stored": self.stored,
+            "bytes_in": self.bytes_in, "bytes_out": self.bytes_out, "refused": dict(self.refused),
+        }
+
+
+class Gossiper:
+    def __init__(self, node: Node, run_blocking: Callable[..., Awaitable[Any]],
+                 interval: float = ANTI_ENTROPY_SECONDS):
+        self.node = node
+        self.replica = Replica(node)
+        self.run_blocking = run_blocking
+        self.interval = interval
+        self.protocol = PeerProtocol(self.replica, run_blocking, on_notify=self.pull_soon)
+        self.status: dict[str, PeerStatus] = {p.name: PeerStatus() for p in node.config.peers}
+        self._http: aiohttp.ClientSession | None = None
+        self._scheduler: AsyncIOScheduler | None = None
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def start(self) -> None:
+        self._http = aiohttp.ClientSession()
+        self._scheduler = AsyncIOScheduler()
+        for peer in self.node.config.peers:
+            if peer.policy.mode in _TAKES:
+                self._scheduler.add_job(self.pull, "interval", args=[peer.name], seconds=self.interval,
+                                        jitter=JITTER_SECONDS, max_instances=1, coalesce=True,
+                                        id=f"pull-{peer.name}", next_run_time=None)
+        self._scheduler.start()
+        for peer in self.node.config.peers:  # catch up at start
+            if peer.policy.mode in _TAKES:
+                self.pull_soon(peer.name)
+
+    async def stop(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._http is not None:
+            await self._http.close()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def pull_soon(self, peer_name: str) -> None:
+        self._spawn(self.pull(peer_name, eager=True))
+
+    def stored_something(self) -> None:
+        """Tell every served peer there is something new (they pull at once)."""
+        for peer in self.node.config.peers:
+            if peer.policy.mode in _SERVES:
+                self._spawn(self._notify(peer))
+
+    async def _notify(self, peer: PeerConfig) -> None:
+        if self._http is None:
+            return
+        try:
+            await HttpTransport(self._http, self.node.identity, peer).notify()
+        except Exception as e:  # noqa: BLE001 - a notice is best effort; anti-entropy catches up
+            log.info("notice to %s failed: %s", peer.name, e)
+
+    async def pull(self, peer_name: str, eager: bool = False) -> None:
+        peer = self.replica.peer(peer_name)
+        status = self.status.setdefault(peer_name, PeerStatus())
+        if peer is None or self._http is None:
+            return
+        if time.time() < status.next_try and not eager:
+            return  # backing off
+        lock = self._locks.setdefault(peer_name, asyncio.Lock())
+        if lock.locked():
+            return  # a pull from this peer is already running; it will see what is new
+        async with lock:
+            transport = HttpTransport(self._http, self.node.identity, peer)
+            try:
+                report = await pull_async(self.replica, peer, transport, self.run_blocking)
+            except Exception as e:  # noqa: BLE001 - one peer's failure never stops the others
+                status.errors += 1
+                status.failures_in_a_row += 1
+                status.last_error = f"{type(e).__name__}: {e}"
+                delay = min(BACKOFF_MAX, BACKOFF_BASE ** status.failures_in_a_row)
+                status.next_try = time.time() + delay * random.uniform(0.5, 1.0)
+                log.warning("pull from %s failed (%s); retrying in about %.0fs", peer_name, e, delay)
+                return
+            finally:
+                status.bytes_in += transport.bytes_in
+                status.bytes_out += transport.bytes_out
+            status.failures_in_a_row = 0
+            status.next_try = 0.0
+            status.last_success = time.time()
+            status.stored += report.stored
+            for reason, count in report.refused.items():
+                status.refused[reason] = status.refused.get(reason, 0) + count
+            if report.stored:
+                log.info("pulled %d event(s) from %s", report.stored, peer_name)
+                self.stored_something()  # what we stored may go further: tell our other peers
+
+    def peers_json(self) -> dict[str, Any]:
+        out = {}
+        for peer in self.node.config.peers:
+            status = self.status.setdefault(peer.name, PeerStatus()).as_json()
+            served = self.protocol.served.get(peer.name, {})
+            status["bytes_out"] += served.get("bytes_out", 0)
+            status["checkpoint"] = self.node.store.checkpoint(peer.name)
+            status["mode"] = peer.policy.mode.value
+            status["url"] = peer.url
+            out[peer.name] = status
+        return out
