@@ -23,6 +23,19 @@ CONTENT_TYPE = "application/x-fedmisp-box"
 REQUEST_TIMEOUT = 60  # seconds for one request; a big event is many requests, not a long one
 
 
+async def read_capped(stream: aiohttp.StreamReader, limit: int) -> bytes:
+    """The whole body, or HTTPRequestEntityTooLarge past `limit` (StreamReader.read(n) may return
+    less than is coming, so read to the end in chunks)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in stream.iter_chunked(1 << 16):
+        size += len(chunk)
+        if size > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 class PeerProtocol:
     """The serving side, bound to one node's replica."""
 
@@ -39,9 +52,7 @@ class PeerProtocol:
                 web.post(f"{PREFIX}/notify", self.notify)]
 
     async def _open(self, request: web.Request) -> tuple[PeerConfig, Any]:
-        body = await request.content.read(MAX_MESSAGE_BYTES + 1)
-        if len(body) > MAX_MESSAGE_BYTES:
-            raise web.HTTPRequestEntityTooLarge(max_size=MAX_MESSAGE_BYTES, actual_size=len(body))
+        body = await read_capped(request.content, MAX_MESSAGE_BYTES)
         peers = {p.key: p.name for p in self.replica.node.config.peers}
         try:
             who = verify_request(request.headers.get(HEADER), request.method, request.path, body, peers, self.replays)
@@ -105,11 +116,12 @@ class HttpTransport:
         timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
         async with self.http.post(self.peer.url.rstrip("/") + PREFIX + path, data=body, headers=headers,
                                   timeout=timeout) as response:
-            payload = await response.content.read(MAX_MESSAGE_BYTES + 1)
+            try:
+                payload = await read_capped(response.content, MAX_MESSAGE_BYTES)
+            except web.HTTPRequestEntityTooLarge:
+                raise ProtocolError(f"{self.peer.name}: reply over {MAX_MESSAGE_BYTES} bytes") from None
             if response.status != 200:
                 raise ProtocolError(f"{self.peer.name}: HTTP {response.status}: {payload[:200].decode('utf-8', 'replace')}")
-        if len(payload) > MAX_MESSAGE_BYTES:
-            raise ProtocolError(f"{self.peer.name}: reply over {MAX_MESSAGE_BYTES} bytes")
         self.bytes_in += len(payload)
         try:
             return decode(open_body(self.identity, self.peer.key, payload))

@@ -22,6 +22,9 @@ from fedmisp.policy.pipeline import inbound, merge, origin_holding, outbound, pl
 from fedmisp.store.store import WriteOutcome, received_write
 
 _VIEW_CACHE = 128  # event views kept between a changes page and its body requests
+# Elements offered per changes page. The receiver stores a page as one batch with its checkpoint,
+# so this bounds the work a crash can lose and the memory a batch holds (an event is never split).
+PAGE_ELEMENTS = 5_000
 
 
 @dataclass
@@ -111,7 +114,12 @@ class Replica:
         limit = max(1, min(limit, 1000))
         entries = self.store.log_since(since, limit=limit)
         changes: list[dict[str, Any]] = []
+        budget = PAGE_ELEMENTS
+        last = since
         for seq, record_id in entries:
+            if budget <= 0:
+                break  # the rest next page: a page is stored as one batch, so it stays small
+            last = seq
             record = self.store.record(record_id)
             if record is None:
                 continue
@@ -122,11 +130,10 @@ class Replica:
                 if offered is None:
                     continue
                 held, levels = offered
-                changes.append({
-                    "seq": seq, "record": record.wire(), "event_level": levels.pop(held.view.uuid),
-                    "elements": {held.digest_of[u]: level for u, level in levels.items() if u in held.digest_of},
-                })
-        last = entries[-1][0] if entries else since
+                elements = {held.digest_of[u]: level for u, level in levels.items() if u in held.digest_of}
+                changes.append({"seq": seq, "record": record.wire(), "event_level": levels.pop(held.view.uuid),
+                                "elements": elements})
+                budget -= len(elements)
         more = bool(self.store.log_since(last, limit=1))
         return {"changes": changes, "last_seq": last, "more": more}
 

@@ -74,8 +74,8 @@ class Gossiper:
         for peer in self.node.config.peers:
             if peer.policy.mode in _TAKES:
                 self._scheduler.add_job(self.pull, "interval", args=[peer.name], seconds=self.interval,
-                                        jitter=JITTER_SECONDS, max_instances=1, coalesce=True,
-                                        id=f"pull-{peer.name}", next_run_time=None)
+                                        jitter=min(JITTER_SECONDS, self.interval / 2), max_instances=1,
+                                        coalesce=True, id=f"pull-{peer.name}")
         self._scheduler.start()
         for peer in self.node.config.peers:  # catch up at start
             if peer.policy.mode in _TAKES:

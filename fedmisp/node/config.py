@@ -187,7 +187,7 @@ def load_config(home: Path) -> NodeConfig:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(path, [f"not valid TOML: {e}"]) from None
     problems: list[str] = []
-    known_sections = {"node", "sharing", "limits", "peer", "blocklist"}
+    known_sections = {"node", "sharing", "limits", "peer", "blocklist", "gossip"}
     for section in raw:
         if section not in known_sections:
             problems.append(f"[{section}]: unknown section; accepted: {', '.join(sorted(known_sections))}")

@@ -1,0 +1,116 @@
+"""`fedmisp run`: the node's long-running process (today: the MISP-compatible REST API).
+
+The store is opened once and written through one Writer; the aiohttp server listens on the
+configured address. SIGTERM and SIGINT stop it cleanly: the listener closes, requests in flight
+finish (up to SHUTDOWN_GRACE seconds), the writer commits what is queued, the store is closed.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from typing import Any
+
+from fedmisp.gossip.service import ANTI_ENTROPY_SECONDS, Gossiper
+from fedmisp.node.api import DEFAULT_MAX_REQUEST_BYTES, ApiContext, make_app
+from fedmisp.node.config import CONFIG_FILE, ConfigError, NodeConfig
+from fedmisp.node.home import Node
+from fedmisp.store.writer import Writer
+
+log = logging.getLogger("fedmisp.server")
+
+# Seconds requests in flight get to finish after a stop signal.
+SHUTDOWN_GRACE = 10.0
+# The most a configured request body limit may be: the largest event a node accepts is about this.
+MAX_REQUEST_BYTES_CEILING = 1024 * 1024 * 1024
+
+
+def max_request_bytes(config: NodeConfig) -> int:
+    """`limits.max_request_bytes` from fedmisp.toml (default 32 MiB), validated."""
+    limits = config.raw.get("limits", {})
+    value = limits.get("max_request_bytes", DEFAULT_MAX_REQUEST_BYTES) if isinstance(limits, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1024 <= value <= MAX_REQUEST_BYTES_CEILING:
+        raise ConfigError(config.home / CONFIG_FILE, [
+            f"limits.max_request_bytes: {value!r}; expected an integer from 1024 to {MAX_REQUEST_BYTES_CEILING}"])
+    return value
+
+
+async def serve(node: Node, *, host: str | None = None, port: int | None = None) -> None:
+    """Serve the API until SIGTERM or SIGINT."""
+    limit = max_request_bytes(node.config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async def run_blocking(fn: Any, *args: Any) -> Any:
+        return await loop.run_in_executor(None, fn, *args)
+
+    gossiper = Gossiper(node, run_blocking, interval=anti_entropy_seconds(node.config))
+    # Something stored locally (API, import through the API) is announced to peers at once.
+    writer = Writer(node.store, on_commit=lambda: loop.call_soon_threadsafe(gossiper.stored_something))
+    app = make_app(ApiContext(node, writer, limit))
+    app.add_routes(gossiper.protocol.routes())
+    app.add_routes([web.get("/node/v1/peers", _peers_handler(gossiper)),
+                    web.get("/node/v1/health", _health)])
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE)
+    try:
+        await runner.setup()
+        site = web.TCPSite(runner, host or node.config.listen_host,
+                           node.config.listen_port if port is None else port)
+        await site.start()
+        bound = runner.addresses[0] if runner.addresses else (node.config.listen_host, node.config.listen_port)
+        # One line a supervisor (or a test) can wait for; the port is the bound one (listen port 0 picks one).
+        print(f"fedmisp: serving the MISP API on http://{_show_host(bound[0])}:{bound[1]} "
+              f"for {node.config.org_name!r}", flush=True)
+        await gossiper.start()
+        await stop.wait()
+        print("fedmisp: stopping", flush=True)
+    finally:
+        await gossiper.stop()
+        await runner.cleanup()
+        writer.close()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+def anti_entropy_seconds(config: NodeConfig) -> float:
+    """`gossip.anti_entropy_seconds` from fedmisp.toml (default 30), validated."""
+    gossip = config.raw.get("gossip", {})
+    value = gossip.get("anti_entropy_seconds", ANTI_ENTROPY_SECONDS) if isinstance(gossip, dict) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value <= 86400:
+        raise ConfigError(config.home / CONFIG_FILE, [
+            f"gossip.anti_entropy_seconds: {value!r}; expected a number of seconds from 1 to 86400"])
+    return float(value)
+
+
+def _peers_handler(gossiper: Gossiper) -> Any:
+    async def peers(request: web.Request) -> web.Response:
+        # Status is for operators on the node's own machine or network: it names peers and their
+        # addresses but no keys or data.
+        return web.json_response(await asyncio.get_running_loop().run_in_executor(None, gossiper.peers_json))
+    return peers
+
+
+async def _health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+def _show_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def run(home: Path) -> int:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    with Node.open(home) as node:
+        try:
+            asyncio.run(serve(node))
+        except OSError as e:  # the address is taken or not ours
+            print(f"fedmisp run: cannot listen on {node.config.listen}: {e.strerror or e}", file=sys.stderr)
+            return 2
+    print("fedmisp: stopped", flush=True)
+    return 0
