@@ -111,3 +111,36 @@ def test_sigkill_in_the_middle_of_a_large_pull_resumes_from_the_checkpoint(tmp_p
         wait_for(lambda: nodes["dst"].events() == set(ev.values()), timeout=120, what="dst to hold everything")
     assert any(0 < len(h) < len(ev) for h in held_at_kills), f"no kill landed mid-pull: {[len(h) for h in held_at_kills]}"
     assert nodes["dst"].integrity() == []
+
+
+@pytest.mark.slow
+def test_reload_adds_a_peer_without_a_restart_and_keeps_the_old_config_when_the_new_is_broken(tmp_path):
+    import urllib.request
+    nodes = configure(tmp_path, ["a", "c"], [("a", "c")], anti_entropy=1.0)
+    ev = _events(tmp_path, {"shared": 3})
+    _import(nodes["a"].home, tmp_path / "events")
+    config = nodes["a"].home / "fedmisp.toml"
+    good = config.read_text()
+    # a forgets c: c's pulls are refused with 403 (an unknown key)
+    without_c = good[: good.index("[[peer]]")]
+    config.write_text(without_c)
+    with running(nodes):
+        time.sleep(2.5)
+        assert ev["shared"] not in nodes["c"].events()
+        status = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{nodes['c'].port}/node/v1/peers").read())
+        assert "403" in status["a"]["last_error"] and status["a"]["errors"] >= 1
+        # a broken file: reload refuses it, the node keeps serving with the old configuration
+        config.write_text(without_c + "\n[[peer]]\nname = 'c'\nurl = 'nowhere'\n")
+        cli = subprocess.run([sys.executable, "-m", "fedmisp", "reload", "--home", str(nodes["a"].home)],
+                             capture_output=True, text=True)
+        assert cli.returncode == 2 and "peer 'c'.url" in cli.stderr
+        import os
+        import signal as sig
+        os.kill(nodes["a"].proc.pid, sig.SIGHUP)
+        wait_for(lambda: "reload refused" in nodes["a"].log.read_text(), what="the refusal in the log")
+        assert urllib.request.urlopen(f"http://127.0.0.1:{nodes['a'].port}/node/v1/health").status == 200
+        # the fixed file: reload picks up c, and c's next pull succeeds
+        config.write_text(good)
+        subprocess.run([sys.executable, "-m", "fedmisp", "reload", "--home", str(nodes["a"].home)], check=True,
+                       capture_output=True)
+        wait_for(lambda: ev["shared"] in nodes["c"].events(), what="c to receive after the reload")

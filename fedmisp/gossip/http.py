@@ -108,6 +108,7 @@ class HttpTransport:
         self.peer = peer
         self.bytes_in = 0
         self.bytes_out = 0
+        self.head: int | None = None  # the peer's log head, from its last changes reply
 
     async def post(self, path: str, message: Any) -> Any:
         body = seal_body(self.identity, self.peer.key, encode(message))
@@ -129,7 +130,10 @@ class HttpTransport:
             raise ProtocolError(f"{self.peer.name}: reply does not open: {e}") from None
 
     async def changes(self, since: int, limit: int) -> Any:
-        return await self.post("/changes", {"since": since, "limit": limit})
+        reply = await self.post("/changes", {"since": since, "limit": limit})
+        if isinstance(reply, dict) and isinstance(reply.get("head"), int):
+            self.head = reply["head"]
+        return reply
 
     async def bodies(self, event_uuid: str, digests: tuple[bytes, ...]) -> Any:
         return (await self.post("/bodies", {"event": event_uuid, "digests": list(digests)})).get("bodies")

@@ -135,7 +135,7 @@ class Replica:
                                 "elements": elements})
                 budget -= len(elements)
         more = bool(self.store.log_since(last, limit=1))
-        return {"changes": changes, "last_seq": last, "more": more}
+        return {"changes": changes, "last_seq": last, "more": more, "head": self.store.head_sequence()}
 
     def bodies_for(self, peer: PeerPolicy, event_uuid: str, digests: list[bytes]) -> list[bytes | None]:
         """The bodies asked for that `peer` may have now (None for any other)."""

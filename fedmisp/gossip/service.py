@@ -42,6 +42,7 @@ class PeerStatus:
     failures_in_a_row: int = 0
     next_try: float = 0.0
     stored: int = 0
+    peer_head: int | None = None  # the peer's log head when last pulled: lag = head - checkpoint
     bytes_in: int = 0
     bytes_out: int = 0
     refused: dict[str, int] = field(default_factory=dict)
@@ -50,6 +51,7 @@ class PeerStatus:
         return {
             "last_success": self.last_success, "last_error": self.last_error, "errors": self.errors,
             "retry_in": max(0.0, round(self.next_try - time.time(), 1)), "stored": self.stored,
+            "peer_head": self.peer_head,
             "bytes_in": self.bytes_in, "bytes_out": self.bytes_out, "refused": dict(self.refused),
         }
 
@@ -71,15 +73,24 @@ class Gossiper:
     async def start(self) -> None:
         self._http = aiohttp.ClientSession()
         self._scheduler = AsyncIOScheduler()
-        for peer in self.node.config.peers:
-            if peer.policy.mode in _TAKES:
-                self._scheduler.add_job(self.pull, "interval", args=[peer.name], seconds=self.interval,
-                                        jitter=min(JITTER_SECONDS, self.interval / 2), max_instances=1,
-                                        coalesce=True, id=f"pull-{peer.name}")
         self._scheduler.start()
-        for peer in self.node.config.peers:  # catch up at start
-            if peer.policy.mode in _TAKES:
-                self.pull_soon(peer.name)
+        self.reschedule()
+
+    def reschedule(self) -> None:
+        """One anti-entropy job per peer this node pulls from, as the configuration says now;
+        called at start and after a reload (connections in flight are not touched)."""
+        assert self._scheduler is not None
+        wanted = {p.name for p in self.node.config.peers if p.policy.mode in _TAKES}
+        for job in self._scheduler.get_jobs():
+            if job.id.startswith("pull-") and job.id[5:] not in wanted:
+                job.remove()
+        for name in sorted(wanted):
+            self.status.setdefault(name, PeerStatus())
+            if self._scheduler.get_job(f"pull-{name}") is None:
+                self._scheduler.add_job(self.pull, "interval", args=[name], seconds=self.interval,
+                                        jitter=min(JITTER_SECONDS, self.interval / 2), max_instances=1,
+                                        coalesce=True, id=f"pull-{name}")
+                self.pull_soon(name)  # catch up at once with a peer that is new (or at start)
 
     async def stop(self) -> None:
         if self._scheduler is not None:
@@ -138,6 +149,8 @@ class Gossiper:
             finally:
                 status.bytes_in += transport.bytes_in
                 status.bytes_out += transport.bytes_out
+                if transport.head is not None:
+                    status.peer_head = transport.head
             status.failures_in_a_row = 0
             status.next_try = 0.0
             status.last_success = time.time()
@@ -155,6 +168,9 @@ class Gossiper:
             served = self.protocol.served.get(peer.name, {})
             status["bytes_out"] += served.get("bytes_out", 0)
             status["checkpoint"] = self.node.store.checkpoint(peer.name)
+            head = status.get("peer_head")
+            # records of the peer's log not yet examined (an upper bound on what may still arrive)
+            status["lag"] = max(0, head - status["checkpoint"]) if head is not None else None
             status["mode"] = peer.policy.mode.value
             status["url"] = peer.url
             out[peer.name] = status

@@ -136,7 +136,37 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"  records      {stats['records']} (revisions, orgs, sightings, proposals)")
     print(f"  log sequence {stats['sequence']}")
     print(f"  store size   {stats['store_bytes'] / 1e6:.1f} MB")
+    _print_peers(args)
     return 0
+
+
+def _print_peers(args: argparse.Namespace) -> None:
+    """Per-peer status from the running node, or the stored checkpoints when it is not running."""
+    import urllib.request
+    from fedmisp.node.config import load_config
+    from fedmisp.store.store import Store
+    config = load_config(_home(args))
+    if not config.peers:
+        print("  peers        none configured")
+        return
+    host = "127.0.0.1" if config.listen_host in ("0.0.0.0", "::") else config.listen_host
+    host = f"[{host}]" if ":" in host else host
+    try:
+        with urllib.request.urlopen(f"http://{host}:{config.listen_port}/node/v1/peers", timeout=2) as r:
+            peers = json.loads(r.read())
+    except (OSError, ValueError):
+        peers = None
+    print("  peers" + ("" if peers is not None else " (node not running: stored checkpoints only)"))
+    if peers is None:
+        with Store(config.store_path, readonly=True) as store:
+            for peer in config.peers:
+                print(f"    {peer.name:16} {peer.policy.mode.value:16} checkpoint {store.checkpoint(peer.name)}")
+        return
+    for name, p in peers.items():
+        refused = ", ".join(f"{k} {v}" for k, v in sorted(p["refused"].items())) or "none"
+        print(f"    {name:16} {p['mode']:16} checkpoint {p['checkpoint']} lag {p['lag']} stored {p['stored']} "
+              f"errors {p['errors']} in {p['bytes_in']} B out {p['bytes_out']} B refused: {refused}"
+              + (f" last error: {p['last_error']}" if p["last_error"] else ""))
 
 
 def cmd_events(args: argparse.Namespace) -> int:
@@ -221,6 +251,29 @@ def cmd_peer(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reload(args: argparse.Namespace) -> int:
+    """Ask the running node to read fedmisp.toml again (it keeps the old one if the new is invalid)."""
+    import os
+    import signal
+    from fedmisp.node.config import load_config
+    from fedmisp.node.server import PID_FILE
+    home = _home(args)
+    try:
+        load_config(home)
+    except ConfigError as e:
+        print(f"fedmisp reload: the configuration is invalid; the node keeps the old one:\n{e}", file=sys.stderr)
+        return 2
+    try:
+        pid = int((home / PID_FILE).read_text().strip())
+        os.kill(pid, signal.SIGHUP)
+    except (OSError, ValueError):
+        print(f"fedmisp reload: no running node for {home} (start it with: fedmisp run --home {home})",
+              file=sys.stderr)
+        return 2
+    print(f"asked the node (pid {pid}) to reload {home}/fedmisp.toml")
+    return 0
+
+
 def cmd_apikey(args: argparse.Namespace) -> int:
     from fedmisp.model import canonical
     with _open(args) as node:
@@ -295,6 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = with_home(sub.add_parser("run", help="serve the MISP-compatible REST API until SIGTERM / SIGINT"))
     p.set_defaults(func=cmd_run)
+
+    p = with_home(sub.add_parser("reload", help="make the running node read fedmisp.toml again"))
+    p.set_defaults(func=cmd_reload)
 
     p = sub.add_parser("peer", help="add, list or remove peers in fedmisp.toml")
     peers = p.add_subparsers(dest="peer_cmd", required=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -18,12 +19,13 @@ from typing import Any
 
 from fedmisp.gossip.service import ANTI_ENTROPY_SECONDS, Gossiper
 from fedmisp.node.api import DEFAULT_MAX_REQUEST_BYTES, ApiContext, make_app
-from fedmisp.node.config import CONFIG_FILE, ConfigError, NodeConfig
+from fedmisp.node.config import CONFIG_FILE, ConfigError, NodeConfig, load_config
 from fedmisp.node.home import Node
 from fedmisp.store.writer import Writer
 
 log = logging.getLogger("fedmisp.server")
 
+PID_FILE = "fedmisp.pid"  # written while `fedmisp run` serves; `fedmisp reload` signals it
 # Seconds requests in flight get to finish after a stop signal.
 SHUTDOWN_GRACE = 10.0
 # The most a configured request body limit may be: the largest event a node accepts is about this.
@@ -47,6 +49,7 @@ async def serve(node: Node, *, host: str | None = None, port: int | None = None)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    pid_file = node.config.home / PID_FILE
     async def run_blocking(fn: Any, *args: Any) -> Any:
         return await loop.run_in_executor(None, fn, *args)
 
@@ -68,14 +71,33 @@ async def serve(node: Node, *, host: str | None = None, port: int | None = None)
         print(f"fedmisp: serving the MISP API on http://{_show_host(bound[0])}:{bound[1]} "
               f"for {node.config.org_name!r}", flush=True)
         await gossiper.start()
+        pid_file.write_text(f"{os.getpid()}\n")
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(reload(node, gossiper)))
         await stop.wait()
         print("fedmisp: stopping", flush=True)
     finally:
+        loop.remove_signal_handler(signal.SIGHUP)
+        pid_file.unlink(missing_ok=True)
         await gossiper.stop()
         await runner.cleanup()
         writer.close()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+
+
+async def reload(node: Node, gossiper: Gossiper) -> None:
+    """SIGHUP: read fedmisp.toml again. An invalid file changes nothing, and the log says why."""
+    try:
+        config = await asyncio.get_running_loop().run_in_executor(None, load_config, node.config.home)
+    except ConfigError as e:
+        log.error("reload refused, keeping the running configuration:\n%s", e)
+        return
+    if (config.org_uuid, config.listen) != (node.config.org_uuid, node.config.listen):
+        log.error("reload refused: node.org_uuid and node.listen take effect only on restart")
+        return
+    node.config = config
+    gossiper.reschedule()
+    log.info("reloaded %s: %d peer(s)", CONFIG_FILE, len(config.peers))
 
 
 def anti_entropy_seconds(config: NodeConfig) -> float:

@@ -429,6 +429,11 @@ class Store:
             raw = txn.get(uuid16(event_uuid), db=self.db["events"])
         return HeldEvent.decode(raw) if raw is not None else None
 
+    def head_sequence(self) -> int:
+        """The last sequence number of the local log (what a fully caught-up peer has seen)."""
+        with self.env.begin() as txn:
+            return self._seq(txn)
+
     def org_for_key(self, key: bytes) -> str | None:
         with self.env.begin() as txn:
             raw = txn.get(b"key:" + key, db=self.db["orgs"])
