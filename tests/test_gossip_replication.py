@@ -91,3 +91,28 @@ def test_a_newer_revision_replaces_the_old_one_downstream(tmp_path):
         assert nodes[name].store.check_integrity() == []
     for node in nodes.values():
         node.close()
+
+
+def test_sharing_group_data_travels_only_through_members(tmp_path):
+    """a - b - c - d in a line; the group has a, b and d: d is a member but only reachable through
+    c, which is not, so the group's event reaches b only."""
+    from fedmisp.node.sharing_groups import create, revise
+    nodes = make_federation(tmp_path, ["a", "b", "c", "d"], [("a", "b"), ("b", "c"), ("c", "d")])
+    orgs = {n: node.config.org_uuid for n, node in nodes.items()}
+    settle(nodes)  # org records everywhere
+    group = create(nodes["a"].store, nodes["a"].identity, orgs["a"], "LE-CSIRT",
+                   {orgs["b"]: False, orgs["d"]: False})
+    path, raw = _event_at_level(tmp_path, 70, 4, sharing_group_uuid=group.uuid)
+    import_paths(nodes["a"], [path])
+    settle(nodes)
+    assert held(nodes["b"]) == {raw["uuid"]}
+    assert held(nodes["c"]) == set() and held(nodes["d"]) == set()
+    assert nodes["c"].store.sharing_group(group.uuid) is None  # the group itself goes to members only
+    # the owner removes b: b receives nothing new of the group
+    revise(nodes["a"].store, nodes["a"].identity, orgs["a"], group.uuid, remove=(orgs["b"],))
+    path2, raw2 = _event_at_level(tmp_path, 71, 4, sharing_group_uuid=group.uuid)
+    import_paths(nodes["a"], [path2])
+    settle(nodes)
+    assert raw2["uuid"] not in held(nodes["b"])
+    for node in nodes.values():
+        node.close()

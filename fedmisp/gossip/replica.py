@@ -14,9 +14,11 @@ from typing import Any
 
 from fedmisp.gossip.session import Refused, StoreBatch
 from fedmisp.model import canonical
-from fedmisp.model.records import KIND_EVENT, KIND_ORG, Record, open_element, open_record
+from fedmisp.model.records import KIND_EVENT, KIND_ORG, KIND_SHARING_GROUP, Record, open_element, open_record
 from fedmisp.node.config import PeerConfig
 from fedmisp.node.home import Node
+from fedmisp.node.sharing_groups import accept as accept_sharing_group, current_groups
+from fedmisp.policy.reasons import Reason
 from fedmisp.policy.model import EventView, Holding, NodeState, PeerPolicy, event_view
 from fedmisp.policy.pipeline import inbound, merge, origin_holding, outbound, plan
 from fedmisp.store.store import WriteOutcome, received_write
@@ -63,7 +65,8 @@ class Replica:
         self._views: OrderedDict[bytes, _Held] = OrderedDict()
 
     def node_state(self) -> NodeState:
-        return NodeState(org_uuid=self.node.config.org_uuid, blocked_events=self.node.config.blocked_events,
+        return NodeState(org_uuid=self.node.config.org_uuid, sharing_groups=current_groups(self.store),
+                         blocked_events=self.node.config.blocked_events,
                          blocked_orgs=self.node.config.blocked_orgs)
 
     def peer(self, name: str) -> PeerConfig | None:
@@ -125,6 +128,10 @@ class Replica:
                 continue
             if record.kind == KIND_ORG:
                 changes.append({"seq": seq, "record": record.wire()})
+            elif record.kind == KIND_SHARING_GROUP:
+                # A group's revisions go to its members only, like its data.
+                if peer.org_uuid and peer.org_uuid in {m[0] for m in record.body.get("members", [])}:
+                    changes.append({"seq": seq, "record": record.wire()})
             elif record.kind == KIND_EVENT:
                 offered = self.offer(record.body["event"]["uuid"], peer)
                 if offered is None:
@@ -174,10 +181,17 @@ class Replica:
             except Exception:  # noqa: BLE001 - counted, never stored
                 report.refuse("malformed")
                 continue
-            if record.kind == KIND_ORG and record.body.get("key") == record.author:
+            if record.kind == KIND_ORG and isinstance(record.body, dict) and record.body.get("key") == record.author:
                 org_records.append(record)
         if org_records:
             self.store.write_records(org_records)
+        for wire in batch.records:
+            record = open_record(wire)
+            if record.kind == KIND_SHARING_GROUP:
+                reason = accept_sharing_group(self.store, record, self.node.config.org_uuid,
+                                              self.node.identity.public_key)
+                if reason is not Reason.ALLOWED and reason is not Reason.SG_REVISION_NOT_NEWER:
+                    report.refuse(reason.value)
         writes = []
         state = self.node_state()
         for received in batch.events:

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from fedmisp.model import canonical
 from fedmisp.model.records import (
-    KIND_EVENT, KIND_ORG, RecordError, check_element, open_record, revision_elements,
+    KIND_EVENT, KIND_ORG, KIND_SHARING_GROUP, RecordError, check_element, open_record, revision_elements,
 )
 
 # One changes page: enough to amortise a round trip, small enough to keep a page's skeletons in
@@ -71,7 +71,7 @@ class StoreBatch:
     events: tuple[ReceivedEvent, ...]
     refused: tuple[Refused, ...]
     checkpoint: int
-    records: tuple[bytes, ...] = ()  # org records (self-signed), stored before the events
+    records: tuple[bytes, ...] = ()  # org and sharing-group records, stored before the events
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +181,9 @@ class PullSession:
             return
         if record.author not in self._introduced and not self.local.author_known(record.author):
             self._refused.append(Refused(seq, "unknown-author"))
+            return
+        if record.kind == KIND_SHARING_GROUP:
+            self._records.append(wire)  # checked against the group's revision rules when stored
             return
         if record.kind != KIND_EVENT:
             return  # other kinds replicate in a later version of the protocol

@@ -274,6 +274,39 @@ def cmd_reload(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sharing_group(args: argparse.Namespace) -> int:
+    from fedmisp.node import sharing_groups as sg
+
+    def members(values: list[str]) -> dict[str, bool]:
+        out = {}
+        for value in values or []:
+            org, _, flag = value.partition(":")
+            if flag not in ("", "extend"):
+                raise ValueError(f"--member {value!r}: expected ORG_UUID or ORG_UUID:extend")
+            out[org] = flag == "extend"
+        return out
+    with _open(args) as node:
+        own = node.config.org_uuid
+        try:
+            if args.sg_cmd == "create":
+                group = sg.create(node.store, node.identity, own, args.name, members(args.member), args.releasability)
+                print(f"created sharing group {group.name!r} {group.uuid} with {len(group.members)} member(s)")
+            elif args.sg_cmd == "add-member":
+                group = sg.revise(node.store, node.identity, own, args.uuid, add=members(args.member))
+                print(f"{group.uuid}: revision {group.revision}, {len(group.members)} member(s)")
+            elif args.sg_cmd == "remove-member":
+                group = sg.revise(node.store, node.identity, own, args.uuid, remove=tuple(args.org))
+                print(f"{group.uuid}: revision {group.revision}, {len(group.members)} member(s)")
+            else:
+                for group in sg.current_groups(node.store).values():
+                    listed = ", ".join(f"{o}{' (extend)' if e else ''}" for o, e in sorted(group.members.items()))
+                    print(f"{group.uuid}  {group.name!r} rev {group.revision} owner {group.owner}: {listed}")
+        except sg.SharingGroupError as e:
+            print(f"fedmisp sharing-group: {e}", file=sys.stderr)
+            return 2
+    return 0
+
+
 def cmd_apikey(args: argparse.Namespace) -> int:
     from fedmisp.model import canonical
     with _open(args) as node:
@@ -365,6 +398,21 @@ def build_parser() -> argparse.ArgumentParser:
     k = with_home(peers.add_parser("remove"))
     k.add_argument("name")
     p.set_defaults(func=cmd_peer)
+
+    p = sub.add_parser("sharing-group", help="create, list and change sharing groups this node's org owns")
+    groups = p.add_subparsers(dest="sg_cmd", required=True)
+    k = with_home(groups.add_parser("create"))
+    k.add_argument("--name", required=True)
+    k.add_argument("--member", action="append", help="ORG_UUID or ORG_UUID:extend (repeatable)")
+    k.add_argument("--releasability", default="")
+    with_home(groups.add_parser("list"))
+    k = with_home(groups.add_parser("add-member"))
+    k.add_argument("uuid")
+    k.add_argument("--member", action="append", required=True, help="ORG_UUID or ORG_UUID:extend")
+    k = with_home(groups.add_parser("remove-member"))
+    k.add_argument("uuid")
+    k.add_argument("org", nargs="+")
+    p.set_defaults(func=cmd_sharing_group)
 
     p = sub.add_parser("apikey", help="create, list or revoke API keys")
     keys = p.add_subparsers(dest="apikey_cmd", required=True)

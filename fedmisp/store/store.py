@@ -29,6 +29,7 @@ Named databases (key -> value):
   ix_org       Orgc uuid (16), dupsort        -> event uuid (16)
   ix_event_time timestamp (8) | event uuid    -> b""
   checkpoints  peer name                      -> peer's sequence (8): how far this node has pulled
+  sharing_groups group uuid (16)              -> record id (32) of its current revision
   holdings     event uuid (16)                -> msgpack {levels, sources, correlation_only}: the level
                                                  each item of a received event is held at (policy)
   apikeys      key hash (32)                  -> msgpack {role, comment, created}
@@ -70,7 +71,7 @@ _DB_NAMES = (
     "records", "bodies", "log", "events", "elements", "event_extra", "orgs", "local",
     "ix_value", "ix_type", "ix_tag", "ix_time", "ix_event_tag", "ix_org", "ix_event_time",
     "checkpoints", "apikeys", "meta", "event_ids", "event_meta", "ix_ip", "ix_net", "ix_ssdeep",
-    "holdings",
+    "holdings", "sharing_groups",
 )
 _DUPSORT = frozenset({"event_extra", "ix_value", "ix_type", "ix_tag", "ix_event_tag", "ix_org",
                       "ix_ip", "ix_net", "ix_ssdeep"})
@@ -428,6 +429,34 @@ class Store:
         with self.env.begin() as txn:
             raw = txn.get(uuid16(event_uuid), db=self.db["events"])
         return HeldEvent.decode(raw) if raw is not None else None
+
+    def put_sharing_group(self, record: Record, group_uuid: str) -> None:
+        """Make `record` the group's current revision (the caller checked the revision rules)."""
+        with self.env.begin(write=True) as txn:
+            seq = self._seq(txn)
+            key = uuid16(group_uuid)
+            old = txn.get(key, db=self.db["sharing_groups"])
+            if old is not None:
+                txn.delete(bytes(old), db=self.db["records"])
+                cur = txn.cursor(db=self.db["log"])
+                for k, v in cur:  # the replaced revision's log entry (groups are few and change rarely)
+                    if bytes(v) == bytes(old):
+                        cur.delete()
+                        break
+            added, seq = self._put_record(txn, record, seq)
+            txn.put(key, record.id, db=self.db["sharing_groups"])
+            txn.put(b"seq", _BE8.pack(seq), db=self.db["meta"])
+
+    def sharing_group(self, group_uuid: str) -> Record | None:
+        with self.env.begin() as txn:
+            rid = txn.get(uuid16(group_uuid), db=self.db["sharing_groups"])
+            raw = txn.get(bytes(rid), db=self.db["records"]) if rid is not None else None
+        return open_record(raw) if raw is not None else None
+
+    def sharing_groups(self) -> list[Record]:
+        with self.env.begin() as txn:
+            return [open_record(txn.get(bytes(rid), db=self.db["records"]))
+                    for rid in txn.cursor(db=self.db["sharing_groups"]).iternext(keys=False)]
 
     def head_sequence(self) -> int:
         """The last sequence number of the local log (what a fully caught-up peer has seen)."""
