@@ -40,7 +40,8 @@ def settle(nodes: dict[str, Node], rounds: int = 10) -> None:
         moved = 0
         for name, replica in replicas.items():
             for peer in nodes[name].config.peers:
-                moved += pull(replica, peer, InMemory(replicas[peer.name], name)).stored
+                report = pull(replica, peer, InMemory(replicas[peer.name], name))
+                moved += report.stored + report.stored_records
         if not moved:
             return
     raise AssertionError("replication did not settle")

@@ -116,3 +116,23 @@ def test_sharing_group_data_travels_only_through_members(tmp_path):
     assert raw2["uuid"] not in held(nodes["b"])
     for node in nodes.values():
         node.close()
+
+
+def test_a_sighting_reaches_the_events_creator_two_hops_away(tmp_path):
+    from fedmisp.model.records import KIND_SIGHTINGS, seal
+    nodes = make_federation(tmp_path, ["a", "b", "c"], [("a", "b"), ("b", "c")])
+    path, raw = _event_at_level(tmp_path, 80, 3)
+    import_paths(nodes["a"], [path])
+    settle(nodes)
+    attribute = raw["Attribute"][0]
+    sighting = {"Organisation": {"name": "Org c", "uuid": nodes["c"].config.org_uuid},
+                "attribute_uuid": attribute["uuid"], "date_sighting": 1_800_000_000, "source": "ids",
+                "type": 0, "uuid": "a5a5a5a5-0000-4000-8000-000000000001"}
+    nodes["c"].store.write_records([seal(nodes["c"].identity, KIND_SIGHTINGS,
+                                         {"event_uuid": raw["uuid"], "sightings": [sighting]})])
+    settle(nodes)
+    exported = nodes["a"].store.export_event(raw["uuid"])["Event"]
+    seen = [s for a in exported["Attribute"] for s in a.get("Sighting", [])]
+    assert [s["uuid"] for s in seen] == [sighting["uuid"]] and seen[0]["source"] == "ids"
+    for node in nodes.values():
+        node.close()

@@ -30,6 +30,7 @@ def pull(replica: Replica, peer: PeerConfig, transport: Transport) -> ApplyRepor
             report = replica.apply(peer, step)
             session.stored()
             total.stored += report.stored
+            total.stored_records += report.stored_records
             total.unchanged += report.unchanged
             for reason, count in report.refused.items():
                 total.refused[reason] = total.refused.get(reason, 0) + count
@@ -78,6 +79,7 @@ async def pull_async(replica: Replica, peer: PeerConfig, transport: AsyncTranspo
             report = await run_blocking(replica.apply, peer, step)
             session.stored()
             total.stored += report.stored
+            total.stored_records += report.stored_records
             total.unchanged += report.unchanged
             for reason, count in report.refused.items():
                 total.refused[reason] = total.refused.get(reason, 0) + count

@@ -14,7 +14,9 @@ from typing import Any
 
 from fedmisp.gossip.session import Refused, StoreBatch
 from fedmisp.model import canonical
-from fedmisp.model.records import KIND_EVENT, KIND_ORG, KIND_SHARING_GROUP, Record, open_element, open_record
+from fedmisp.model.records import (
+    KIND_EVENT, KIND_ORG, KIND_PROPOSAL, KIND_SHARING_GROUP, KIND_SIGHTINGS, Record, open_element, open_record,
+)
 from fedmisp.node.config import PeerConfig
 from fedmisp.node.home import Node
 from fedmisp.node.sharing_groups import accept as accept_sharing_group, current_groups
@@ -32,6 +34,7 @@ PAGE_ELEMENTS = 5_000
 @dataclass
 class ApplyReport:
     stored: int = 0
+    stored_records: int = 0  # sightings and proposals
     unchanged: int = 0
     refused: dict[str, int] = field(default_factory=dict)  # reason -> count
 
@@ -113,6 +116,13 @@ class Replica:
             return None
         return held, dict(outcome.levels)
 
+    def _may_receive(self, event_uuid: Any, peer: PeerPolicy) -> bool:
+        held = self._held(event_uuid) if isinstance(event_uuid, str) else None
+        if held is None:
+            return False
+        everywhere = Holding(held.holding.levels, {}, held.holding.correlation_only)  # rule 5 aside
+        return outbound(held.view, everywhere, peer, self.node_state(), plan(held.view)).allowed
+
     def changes_for(self, peer: PeerPolicy, since: int, limit: int) -> dict[str, Any]:
         limit = max(1, min(limit, 1000))
         entries = self.store.log_since(since, limit=limit)
@@ -128,6 +138,11 @@ class Replica:
                 continue
             if record.kind == KIND_ORG:
                 changes.append({"seq": seq, "record": record.wire()})
+            elif record.kind in (KIND_SIGHTINGS, KIND_PROPOSAL):
+                # They follow their event's distribution: to peers that may receive the event,
+                # the one it came from included (a sighting travels back towards the creator).
+                if self._may_receive(record.body.get("event_uuid"), peer):
+                    changes.append({"seq": seq, "record": record.wire()})
             elif record.kind == KIND_SHARING_GROUP:
                 # A group's revisions go to its members only, like its data.
                 if peer.org_uuid and peer.org_uuid in {m[0] for m in record.body.get("members", [])}:
@@ -185,8 +200,11 @@ class Replica:
                 org_records.append(record)
         if org_records:
             self.store.write_records(org_records)
+        attached = []
         for wire in batch.records:
             record = open_record(wire)
+            if record.kind in (KIND_SIGHTINGS, KIND_PROPOSAL):
+                attached.append(record)
             if record.kind == KIND_SHARING_GROUP:
                 reason = accept_sharing_group(self.store, record, self.node.config.org_uuid,
                                               self.node.identity.public_key)
@@ -199,6 +217,10 @@ class Replica:
             if write is not None:
                 writes.append(write)
         outcomes = self.store.write_events(writes, checkpoint=(peer.name, batch.checkpoint))
+        # sightings and proposals of events this node may hold (now that the batch's events are in)
+        keep = [r for r in attached if isinstance(r.body, dict) and isinstance(r.body.get("event_uuid"), str)
+                and self.store.held(r.body["event_uuid"]) is not None]
+        report.stored_records = self.store.write_records(keep) if keep else 0
         for outcome in outcomes:
             if outcome is WriteOutcome.STORED:
                 report.stored += 1

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from fedmisp.model import canonical
 from fedmisp.model.records import (
-    KIND_EVENT, KIND_ORG, KIND_SHARING_GROUP, RecordError, check_element, open_record, revision_elements,
+    KIND_EVENT, KIND_ORG, KIND_PROPOSAL, KIND_SHARING_GROUP, KIND_SIGHTINGS, RecordError, check_element, open_record, revision_elements,
 )
 
 # One changes page: enough to amortise a round trip, small enough to keep a page's skeletons in
@@ -182,8 +182,10 @@ class PullSession:
         if record.author not in self._introduced and not self.local.author_known(record.author):
             self._refused.append(Refused(seq, "unknown-author"))
             return
-        if record.kind == KIND_SHARING_GROUP:
-            self._records.append(wire)  # checked against the group's revision rules when stored
+        if record.kind in (KIND_SHARING_GROUP, KIND_SIGHTINGS, KIND_PROPOSAL):
+            # sharing groups: checked against the revision rules when stored; sightings and
+            # proposals: kept when this node holds their event
+            self._records.append(wire)
             return
         if record.kind != KIND_EVENT:
             return  # other kinds replicate in a later version of the protocol

@@ -307,6 +307,9 @@ class Store:
                 if added and record.kind == "org":
                     txn.put(uuid16(record.body["uuid"]), record.id, db=self.db["orgs"])
                     txn.put(b"key:" + record.author, uuid16(record.body["uuid"]), db=self.db["orgs"])
+                elif added and record.kind in (KIND_SIGHTINGS, KIND_PROPOSAL):
+                    # attached to their event (held now or arriving later) for views and exports
+                    txn.put(uuid16(record.body["event_uuid"]), record.id, db=self.db["event_extra"])
             txn.put(b"seq", _BE8.pack(seq), db=self.db["meta"])
         return new
 
