@@ -210,6 +210,10 @@ class Correlator:
     def _collect(self, txn: lmdb.Transaction, kind: str, label: str, refs: list[bytes],
                  exclude_event: str | None, seen: set[str], out: Correlations) -> None:
         for ref, element, meta in self._elements(txn, refs, exclude_event, seen):
+            # The value index holds both halves of ip|port; only the address correlates (MISP's
+            # PRIMARY_ONLY_CORRELATING_TYPES), so a match on the port half is no match.
+            if kind == "exact" and label not in correlation_values(element["type"], _keys_of(element)):
+                continue
             seen.add(element["uuid"])
             out.matches.append(_match(kind, ref, element, meta, 100))
 

@@ -7,7 +7,7 @@ element; `correlate/engine.py` reads them). Exact correlation reads the store's 
   is one range scan.
 - Networks: `ix_net`, key = family (1) | prefix length (1) | network address (16), so "stored
   networks containing an IP" is one lookup per prefix length in use.
-- ssdeep: `ix_ssdeep`, key = block size (4) | 7-gram. Two ssdeep hashes score above 0 only if their
+- ssdeep: `ix_ssdeep`, key = block size (8) | 7-gram. Two ssdeep hashes score above 0 only if their
   compared halves share a 7-character substring (after runs of more than 3 identical characters are
   collapsed), at equal or doubled block size; so a hash is indexed under (bs, grams of its first
   half) and (2 * bs, grams of its second half), and a query looks up the same two.
@@ -31,7 +31,10 @@ SSDEEP_PARTS = {"ssdeep": 0, "filename|ssdeep": 1}
 
 ROLLING_WINDOW = 7  # ssdeep's: a shorter common substring scores 0
 V4, V6 = b"\x04", b"\x06"
-_BE4 = struct.Struct(">I")
+_BE8 = struct.Struct(">Q")
+# ssdeep block sizes are 3 * 2**n; anything at or above this cannot come from a real input
+# (2**62 bytes) and is not indexed rather than allowed to overflow a key.
+MAX_BLOCK_SIZE = 2**62
 
 
 def correlates(element: dict[str, Any], event_disabled: bool = False) -> bool:
@@ -84,8 +87,7 @@ def parse_ssdeep(text: str) -> tuple[int, str, str] | None:
 
 def _grams(s: str) -> Iterator[bytes]:
     if len(s) < ROLLING_WINDOW:
-        if s:
-            yield b"=" + s.encode()  # identical short halves still score 100
+        yield b"=" + s.encode()  # identical short (even empty) halves still score 100
         return
     seen = set()
     for i in range(len(s) - ROLLING_WINDOW + 1):
@@ -101,9 +103,10 @@ def ssdeep_keys(text: str) -> list[bytes]:
     if parsed is None:
         return []
     bs, s1, s2 = parsed
-    keys = [_BE4.pack(bs) + g for g in _grams(s1)]
-    if bs * 2 < 2**32:
-        keys.extend(_BE4.pack(bs * 2) + g for g in _grams(s2))
+    if bs >= MAX_BLOCK_SIZE:
+        return []
+    keys = [_BE8.pack(bs) + g for g in _grams(s1)]
+    keys.extend(_BE8.pack(bs * 2) + g for g in _grams(s2))
     return list(dict.fromkeys(keys))
 
 

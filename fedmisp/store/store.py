@@ -15,7 +15,7 @@ Named databases (key -> value):
                                                  from; correlation-only events are matched, never shown
   ix_ip        family (1) | address (16), dupsort       -> event uuid | attribute uuid  (correlate/keys.py)
   ix_net       family | prefix length | network, dupsort -> event uuid | attribute uuid
-  ix_ssdeep    block size (4) | 7-gram, dupsort         -> event uuid | attribute uuid
+  ix_ssdeep    block size (8) | 7-gram, dupsort         -> event uuid | attribute uuid
   elements     element uuid (16)              -> event uuid (16) | digest (32)
   event_extra  event uuid (16), dupsort       -> record id (32) of its sightings and proposals
   orgs         org uuid (16)                  -> record id (32) of the org record
@@ -360,17 +360,23 @@ class Store:
             txn.delete(_BE8.pack(held.seq), db=db["log"])
             # Only what changed is touched: bodies the new revision dropped go (with their index
             # rows), bodies it added come in; shared elements keep their rows.
+            old_disabled = bool(old.body["event"].get("disable_correlation"))
+            new_digests = {key[16:] for key, _ in bodies}
+            # When the event's disable_correlation flips, every element's correlation rows change:
+            # then nothing counts as shared and the whole event is indexed again.
+            shared = old_digests & new_digests if old_disabled == event.event_disabled else set()
             gone = new_rows()
-            for digest in old_digests - {key[16:] for key, _ in bodies}:
-                body = txn.pop(ev + digest, db=db["bodies"])
+            for digest in old_digests - shared:
+                body = txn.get(ev + digest, db=db["bodies"]) if digest in new_digests else \
+                    txn.pop(ev + digest, db=db["bodies"])
                 if body is not None:
                     body = bytes(body)
-                    add_element_rows(gone, ev, digest, body, open_element(body),
-                                     event_disabled=bool(old.body["event"].get("disable_correlation")))
+                    add_element_rows(gone, ev, digest, body, open_element(body), event_disabled=old_disabled)
+            gone[0].clear()  # bodies: popped above (or kept for the new revision), never deleted by rows
             self._delete_rows(txn, ev, gone)
             added = new_rows()
             for key, body in bodies:
-                if key[16:] not in old_digests:
+                if key[16:] not in shared:
                     add_element_rows(added, ev, key[16:], body, open_element(body),
                                      event_disabled=event.event_disabled)
             puts.extend(added)
