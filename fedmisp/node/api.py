@@ -1,0 +1,893 @@
+"""The MISP-compatible REST API (aiohttp): what PyMISP's core workflow calls, reference in docs/api.md.
+
+Every request carries an API key (`Authorization: <key>`, or MISP's `X-MISP-AUTH`), checked against
+the hashes in the store; the key's role (read-only < user < publisher < admin) must reach the
+endpoint's. Errors have MISP's shape ``{"saved": false, "name", "message", "url", "errors"}`` with a
+4xx status for anything a client sent wrong; bad input is never a 5xx.
+
+Handlers never block the event loop: store reads and signing run in the default thread pool, and
+writes go through the node's single Writer (its futures wrapped with asyncio.wrap_future). Edits of
+one event are read-modify-write, so they run one at a time under one lock; reads never wait for it.
+Search results are streamed a chunk at a time (aiohttp StreamResponse).
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import time
+import uuid as _uuid
+from dataclasses import dataclass, field
+from hashlib import blake2b
+from typing import Any, Awaitable, Callable, Iterator
+
+from aiohttp import web
+
+from fedmisp import __version__
+from fedmisp.model import canonical
+from fedmisp.model.describe import describe_types
+# _misp_attribute: the one place that writes an attribute as MISP JSON (to be made public in model/)
+from fedmisp.model.misp import MAX_TAG_NAME, EventError, _misp_attribute, element_kind, parse_event
+from fedmisp.model.records import KIND_SIGHTINGS, seal
+from fedmisp.model.revision import SignedEvent, sign_event
+from fedmisp.node.home import ROLES, Node, hash_api_key
+from fedmisp.store import query
+from fedmisp.store.mutations import RevisionRefused, check_uuids_free, misp_element, revise, tombstone
+from fedmisp.store.query import QueryError, element_id
+from fedmisp.store.store import WriteOutcome
+from fedmisp.store.writer import Writer
+
+log = logging.getLogger("fedmisp.api")
+
+# One request body; MISP events with a few hundred thousand attributes are tens of MiB of JSON.
+DEFAULT_MAX_REQUEST_BYTES = 32 * 1024 * 1024
+# A streamed response is written in chunks of about this many characters.
+STREAM_CHUNK = 256 * 1024
+# Attributes one attributes/add request may carry (MISP accepts lists; this bounds one revision edit).
+MAX_ATTRIBUTES_PER_ADD = 10_000
+# sightings/add by value: at most this many attributes get a sighting from one request.
+MAX_SIGHTING_TARGETS = 10_000
+ROLE_LEVEL = {role: i for i, role in enumerate(ROLES)}
+_MISP_VERSION = "2.5.0"  # the MISP API level this node answers as (servers/getVersion)
+
+JSON = "application/json"
+
+
+class ApiError(Exception):
+    """A MISP-shaped error response."""
+
+    def __init__(self, status: int, message: str, errors: Any = None, name: str | None = None):
+        self.status = status
+        self.message = message
+        self.errors = errors if errors is not None else message
+        self.name = name or message
+        super().__init__(message)
+
+
+def misp_error(status: int, name: str, message: str, url: str, errors: Any) -> web.Response:
+    body = {"saved": False, "name": name, "message": message, "url": url, "errors": errors}
+    return web.json_response(body, status=status)
+
+
+@dataclass
+class ApiContext:
+    node: Node
+    writer: Writer
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    edit_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def store(self) -> Any:
+        return self.node.store
+
+
+CTX = web.AppKey("ctx", ApiContext)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def needs(role: str) -> Callable[[Handler], Handler]:
+    """The least role that may call a handler."""
+    def mark(handler: Handler) -> Handler:
+        handler.role = role  # type: ignore[attr-defined]
+        return handler
+    return mark
+
+
+async def run(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """A blocking store call, off the event loop."""
+    return await asyncio.get_running_loop().run_in_executor(None, functools.partial(fn, *args, **kwargs))
+
+
+# --- middleware ----------------------------------------------------------------------------------
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    url = request.path
+    try:
+        return await handler(request)
+    except ApiError as e:
+        return misp_error(e.status, e.name, e.message, url, e.errors)
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[CTX].max_request_bytes
+        return misp_error(413, "Request too large", f"request bodies up to {limit} bytes are accepted "
+                          "(limits.max_request_bytes)", url, {"body": [f"larger than {limit} bytes"]})
+    except web.HTTPException as e:
+        if e.status == 404:
+            return misp_error(404, "Not Found", f"{request.method} {url}: no such endpoint on this node "
+                              "(docs/api.md lists what is served)", url, "Not Found")
+        if e.status == 405:
+            return misp_error(405, "Method Not Allowed", f"{request.method} is not accepted on {url}", url,
+                              "Method Not Allowed")
+        raise
+    except Exception:  # a bug, not bad input: logged with its traceback, answered MISP-shaped
+        log.exception("%s %s failed", request.method, url)
+        return misp_error(500, "Internal error", "the node failed to answer this request; see its log",
+                          url, "Internal error")
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    route_handler = getattr(request.match_info, "handler", None)
+    need = getattr(route_handler, "role", None)
+    if need is None or request.match_info.http_exception is not None:
+        return await handler(request)  # not found / not allowed: answered by the errors middleware
+    key = request.headers.get("Authorization") or request.headers.get("X-MISP-AUTH") or ""
+    role = await run(_role_of, request.app[CTX], key.strip())
+    if role is None:
+        raise ApiError(403, "Authentication failed. Please make sure you pass the API key of an API enabled "
+                       "user along in the Authorization header.")
+    if ROLE_LEVEL[role] < ROLE_LEVEL[need]:
+        raise ApiError(403, f"You do not have permission to do that. (this key's role is {role}; "
+                       f"{request.path} needs {need} or above)")
+    request["role"] = role
+    return await handler(request)
+
+
+def _role_of(ctx: ApiContext, key: str) -> str | None:
+    if not key or len(key) > 256:
+        return None
+    with ctx.store.env.begin() as txn:
+        raw = txn.get(hash_api_key(key), db=ctx.store.db["apikeys"])
+    if raw is None:
+        return None
+    role = canonical.unpack(raw).get("role")
+    return role if role in ROLE_LEVEL else None
+
+
+def may(request: web.Request, role: str) -> bool:
+    return ROLE_LEVEL[request["role"]] >= ROLE_LEVEL[role]
+
+
+# --- request helpers -----------------------------------------------------------------------------
+
+async def body_json(request: web.Request, *, required: bool = True) -> Any:
+    raw = await request.read()  # bounded by client_max_size: 413 beyond it
+    if not raw.strip():
+        if required:
+            raise ApiError(400, "the request body is empty; expected JSON")
+        return {}
+    try:
+        return json.loads(raw)
+    except UnicodeDecodeError:
+        raise ApiError(400, "the request body is not UTF-8 JSON") from None
+    except json.JSONDecodeError as e:
+        raise ApiError(400, f"the request body is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}",
+                       {"body": [e.msg]}) from None
+    except RecursionError:
+        raise ApiError(400, "the request body is nested too deeply") from None
+
+
+def _ref(request: web.Request, name: str = "ref") -> str:
+    ref = request.match_info.get(name, "")
+    return ref[:-5] if ref.endswith(".json") else ref
+
+
+def _unwrap(document: Any, key: str) -> Any:
+    if isinstance(document, dict) and key in document and isinstance(document[key], dict):
+        return document[key]
+    return document
+
+
+def _event_error(e: EventError, what: str) -> ApiError:
+    errors: dict[str, dict[str, list[str]]] = {}
+    for p in e.problems:
+        errors.setdefault(p.where, {}).setdefault(p.field, []).append(p.message)
+    return ApiError(400, f"Could not {what}: " + "; ".join(map(str, e.problems)), errors, f"Could not {what}")
+
+
+def _refused(e: RevisionRefused, what: str) -> ApiError:
+    return ApiError(e.status, str(e), {e.field: [str(e)]}, f"Could not {what}")
+
+
+async def _write(ctx: ApiContext, signed: SignedEvent) -> WriteOutcome:
+    future = await run(ctx.writer.submit, [signed])
+    (outcome,) = await asyncio.wrap_future(future)
+    if outcome is WriteOutcome.OLDER:
+        raise ApiError(409, "a newer revision of this event arrived while this one was made; retry the request")
+    return outcome
+
+
+async def _resolve_event(ctx: ApiContext, ref: str) -> str:
+    event_uuid = await run(query.resolve_event, ctx.store, ref)
+    if event_uuid is None:
+        raise ApiError(404, "Invalid event", f"no event {ref!r} on this node; give its numeric id or uuid")
+    head = await run(query.event_head, ctx.store, event_uuid)
+    if head is None or head.deleted:
+        raise ApiError(404, "Invalid event", f"event {ref!r} was deleted")
+    return event_uuid
+
+
+async def _resolve_element(ctx: ApiContext, ref: str, kind: str) -> tuple[str, dict[str, Any]]:
+    element_uuid = await run(query.resolve_element, ctx.store, ref)
+    found = await run(query.find_element, ctx.store, element_uuid) if element_uuid else None
+    if found is None or element_kind(found[1]) != kind:
+        raise ApiError(404, f"Invalid {kind}", f"no {kind} {ref!r} on this node; give its numeric id or uuid")
+    return found
+
+
+# --- MISP JSON out, with this node's numeric ids ----------------------------------------------------
+
+def _org(ctx: ApiContext) -> dict[str, str]:
+    return {"id": "1", "name": ctx.node.config.org_name, "uuid": ctx.node.config.org_uuid, "local": True}
+
+
+def number_event(event: dict[str, Any], event_id: int, include_deleted: bool = False) -> dict[str, Any]:
+    """Add MISP's numeric ids (event id; 56-bit element ids, decision 0005); drop soft-deleted
+    attributes and objects unless asked for them (MISP's events/view default)."""
+    e = event["Event"]
+    eid = str(event_id)
+    e["id"] = eid
+    e.pop("deleted", None)
+
+    def attribute(a: dict[str, Any], object_id: str) -> dict[str, Any]:
+        a["id"] = str(element_id(a["uuid"]))
+        a["event_id"] = eid
+        a["object_id"] = object_id
+        return a
+    e["Attribute"] = [attribute(a, "0") for a in e["Attribute"] if include_deleted or not a.get("deleted")]
+    objects = []
+    for o in e["Object"]:
+        if o.get("deleted") and not include_deleted:
+            continue
+        oid = str(element_id(o["uuid"]))
+        o["id"] = oid
+        o["event_id"] = eid
+        o["Attribute"] = [attribute(a, oid) for a in o["Attribute"] if include_deleted or not a.get("deleted")]
+        for r in o["ObjectReference"]:
+            r["object_id"] = oid
+            r["event_id"] = eid
+        objects.append(o)
+    e["Object"] = objects
+    return event
+
+
+def _view(ctx: ApiContext, event_uuid: str, include_deleted: bool = False, metadata: bool = False) -> dict[str, Any] | None:
+    held = ctx.store.held(event_uuid)
+    event = ctx.store.export_event(event_uuid)
+    if held is None or event is None or event["Event"].get("deleted"):  # a tombstone (decision 0007)
+        return None
+    event = number_event(event, held.id, include_deleted)
+    if metadata:
+        event["Event"].pop("Attribute", None)
+        event["Event"].pop("Object", None)
+    return event
+
+
+def attribute_json(head: query.EventHead, body: dict[str, Any], local: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    a = _misp_attribute(body, {body["uuid"]: local} if local else {})
+    a["id"] = str(element_id(body["uuid"]))
+    a["event_id"] = str(head.id)
+    a["object_id"] = str(element_id(body["object_uuid"])) if "object_uuid" in body else "0"
+    if "object_uuid" in body:
+        a["object_uuid"] = body["object_uuid"]
+    h = head.header
+    a["Event"] = {"id": str(head.id), "uuid": head.uuid, "info": h["info"], "distribution": str(h["distribution"]),
+                  "orgc_id": "0", "Orgc": h["Orgc"], "published": h["published"], "date": h["date"]}
+    return a
+
+
+def _attribute_view(ctx: ApiContext, element_uuid: str) -> dict[str, Any] | None:
+    found = query.find_element(ctx.store, element_uuid)
+    if found is None:
+        return None
+    head = query.event_head(ctx.store, found[0])
+    if head is None:
+        return None
+    local = ctx.store.local_tags([element_uuid]).get(element_uuid)
+    a = attribute_json(head, found[1], local)
+    a.pop("Event")
+    return a
+
+
+# --- streaming ---------------------------------------------------------------------------------------
+
+async def stream(request: web.Request, pieces: Iterator[str], content_type: str) -> web.StreamResponse:
+    """Write `pieces` (produced in the thread pool a chunk at a time) as the response body."""
+    def batch() -> tuple[str, bool]:
+        parts: list[str] = []
+        size = 0
+        for piece in pieces:
+            parts.append(piece)
+            size += len(piece)
+            if size >= STREAM_CHUNK:
+                return "".join(parts), False
+        return "".join(parts), True
+
+    first, done = await run(batch)  # errors in the first chunk still become a 4xx
+    response = web.StreamResponse(headers={"Content-Type": content_type})
+    await response.prepare(request)
+    await response.write(first.encode("utf-8"))
+    while not done:
+        text, done = await run(batch)
+        await response.write(text.encode("utf-8"))
+    await response.write_eof()
+    return response
+
+
+def _json_list(prefix: str, items: Iterator[Any], suffix: str) -> Iterator[str]:
+    yield prefix
+    for i, item in enumerate(items):
+        yield ("," if i else "") + json.dumps(item, ensure_ascii=False)
+    yield suffix
+
+
+# --- servers, users, describeTypes -------------------------------------------------------------------
+
+@needs("read-only")
+async def get_version(request: web.Request) -> web.Response:
+    import pymisp
+    return web.json_response({
+        "version": _MISP_VERSION, "pymisp_recommended_version": pymisp.__version__, "fedmisp": __version__,
+        "perm_sync": False, "perm_sighting": may(request, "user"), "perm_galaxy_editor": False,
+        "request_encoding": ["gzip"], "filter_sightings": False,
+    })
+
+
+@needs("read-only")
+async def user_me(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    role = request["role"]
+    level = ROLE_LEVEL[role]
+    org = _org(ctx)
+    perms = {
+        "perm_add": level >= 1, "perm_modify": level >= 1, "perm_modify_org": level >= 1,
+        "perm_publish": level >= 2, "perm_delegate": False, "perm_sync": False, "perm_admin": level >= 3,
+        "perm_audit": level >= 3, "perm_auth": True, "perm_site_admin": level >= 3, "perm_regexp_access": False,
+        "perm_tagger": level >= 1, "perm_template": False, "perm_sharing_group": level >= 3,
+        "perm_tag_editor": level >= 3, "perm_sighting": level >= 1, "perm_object_template": False,
+        "perm_galaxy_editor": False, "perm_warninglist": False,
+    }
+    return web.json_response({
+        "User": {"id": str(level + 1), "org_id": org["id"], "email": f"{role}@{ctx.node.config.org_uuid}",
+                 "role_id": str(level + 1), "autoalert": False, "disabled": False},
+        "Role": {"id": str(level + 1), "name": role, **perms},
+        "UserSetting": [],
+        "Organisation": org,
+    })
+
+
+@needs("read-only")
+async def describe(request: web.Request) -> web.Response:
+    return web.json_response({"result": describe_types().raw})
+
+
+# --- events ---------------------------------------------------------------------------------------------
+
+@needs("read-only")
+async def event_view(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    event_uuid = await _resolve_event(ctx, _ref(request))
+    include_deleted = False
+    if request.method == "POST":
+        params = await body_json(request, required=False)
+        include_deleted = isinstance(params, dict) and params.get("deleted") not in (None, 0, "0", False, [0], ["0"])
+    event = await run(_view, ctx, event_uuid, include_deleted)
+    if event is None:
+        raise ApiError(404, "Invalid event")
+    return web.json_response(event)
+
+
+@needs("read-only")
+async def event_index(request: web.Request) -> web.StreamResponse:
+    ctx = request.app[CTX]
+
+    def rows() -> Iterator[dict[str, Any]]:
+        for head in query.search_events(ctx.store, query.Query(deleted=(False, True))):
+            h = head.header
+            row = {k: v for k, v in h.items() if k not in ("extra", "Tag")}
+            for key in ("distribution", "threat_level_id", "analysis", "timestamp", "publish_timestamp"):
+                row[key] = str(h[key])
+            row.update(id=str(head.id), orgc_id="0", org_id="1", Org=_org(ctx),
+                       EventTag=[{"Tag": t} for t in h.get("Tag", ())])
+            yield row
+    return await stream(request, _json_list("[", rows(), "]"), JSON)
+
+
+@needs("user")
+async def event_add(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    document = await body_json(request)
+    raw = _unwrap(document, "Event")
+    if not isinstance(raw, dict):
+        raise ApiError(400, "Could not add Event: expected {\"Event\": {...}} with info and attributes",
+                       {"Event": ["expected a JSON object"]}, "Could not add Event")
+    raw = dict(raw)
+    # MISP: the creator of an event added through the API is the user's organisation.
+    raw["Orgc"] = {"name": ctx.node.config.org_name, "uuid": ctx.node.config.org_uuid}
+    if not may(request, "publisher"):
+        raw["published"] = False
+
+    def make() -> SignedEvent | int:
+        try:
+            parsed = parse_event(raw, ctx.node.import_defaults())
+        except EventError as e:
+            raise _event_error(e, "add Event") from None
+        held = ctx.store.held(parsed.uuid)
+        if held is not None:
+            return held.id
+        try:
+            check_uuids_free(ctx.store, parsed.uuid, parsed.elements)
+        except EventError as e:
+            raise _event_error(e, "add Event") from None
+        return sign_event(ctx.node.identity, parsed)
+
+    async with ctx.edit_lock:
+        signed = await run(make)
+        if isinstance(signed, int):
+            raise ApiError(403, "Event already exists, if you would like to edit it, use the url in the location "
+                           f"field: /events/edit/{signed}", {"Event": {"uuid": ["already held by this node"]}},
+                           "Could not add Event")
+        await _write(ctx, signed)
+    event = await run(_view, ctx, signed.uuid)
+    return web.json_response(event)
+
+
+async def _revise(request: web.Request, event_uuid: str, what: str, **kwargs: Any) -> str:
+    """Make and store a new revision of an event of this node (see store/mutations.py)."""
+    ctx = request.app[CTX]
+    kwargs.setdefault("may_publish", may(request, "publisher"))
+
+    def make() -> SignedEvent:
+        try:
+            return revise(ctx.store, ctx.node.identity, ctx.node.import_defaults(), event_uuid, **kwargs)
+        except EventError as e:
+            raise _event_error(e, what) from None
+        except RevisionRefused as e:
+            raise _refused(e, what) from None
+
+    async with ctx.edit_lock:
+        signed = await run(make)
+        await _write(ctx, signed)
+    return event_uuid
+
+
+@needs("user")
+async def event_edit(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    event_uuid = await _resolve_event(ctx, _ref(request))
+    raw = _unwrap(await body_json(request), "Event")
+    if not isinstance(raw, dict):
+        raise ApiError(400, "Could not edit Event: expected {\"Event\": {...}}", {"Event": ["expected a JSON object"]})
+    await _revise(request, event_uuid, "edit Event", posted=raw)
+    return web.json_response(await run(_view, ctx, event_uuid))
+
+
+@needs("user")
+async def event_delete(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    ref = _ref(request)
+    event_uuid = await _resolve_event(ctx, ref)
+
+    def make() -> SignedEvent:
+        try:
+            return tombstone(ctx.store, ctx.node.identity, event_uuid)
+        except RevisionRefused as e:
+            raise _refused(e, "delete Event") from None
+    async with ctx.edit_lock:
+        await _write(ctx, await run(make))
+    return web.json_response({"saved": True, "success": True, "name": "Event deleted.", "message": "Event deleted.",
+                              "url": request.path, "id": ref})
+
+
+async def _publish(request: web.Request, published: bool) -> web.Response:
+    ctx = request.app[CTX]
+    ref = _ref(request)
+    event_uuid = await _resolve_event(ctx, ref)
+    header: dict[str, Any] = {"published": published}
+    if published:
+        header["publish_timestamp"] = int(time.time())
+    await _revise(request, event_uuid, "publish Event", posted={}, set_header=header, may_publish=True)
+    word = "Event published." if published else "Event unpublished."
+    return web.json_response({"saved": True, "success": True, "name": word, "message": word,
+                              "url": request.path, "id": ref})
+
+
+@needs("publisher")
+async def event_publish(request: web.Request) -> web.Response:
+    return await _publish(request, True)
+
+
+@needs("publisher")
+async def event_unpublish(request: web.Request) -> web.Response:
+    return await _publish(request, False)
+
+
+# --- attributes ---------------------------------------------------------------------------------------
+
+@needs("read-only")
+async def attribute_view(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    _event_uuid, body = await _resolve_element(ctx, _ref(request), "attribute")
+    a = await run(_attribute_view, ctx, body["uuid"])
+    if a is None:
+        raise ApiError(404, "Invalid attribute")
+    return web.json_response({"Attribute": a})
+
+
+@needs("user")
+async def attribute_add(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    event_uuid = await _resolve_event(ctx, _ref(request))
+    document = await body_json(request)
+    many = isinstance(document, list)
+    posted = document if many else [_unwrap(document, "Attribute")]
+    if not posted or len(posted) > MAX_ATTRIBUTES_PER_ADD:
+        raise ApiError(400, f"Could not add Attribute: expected 1 to {MAX_ATTRIBUTES_PER_ADD} attributes",
+                       {"Attribute": ["expected an attribute object or a list of them"]}, "Could not add Attribute")
+    elements = await run(query.event_elements, ctx.store, event_uuid)
+    held = {e["uuid"] for e in elements}
+    similar = {(e["type"], e["category"], e["value"]) for e in elements
+               if element_kind(e) == "attribute" and not e.get("deleted") and "object_uuid" not in e}
+    attributes = []
+    for i, a in enumerate(posted):
+        if not isinstance(a, dict):
+            raise ApiError(400, f"Could not add Attribute: Attribute[{i}] is not a JSON object",
+                           {f"Attribute[{i}]": ["expected a JSON object"]}, "Could not add Attribute")
+        a = {k: v for k, v in a.items() if k not in ("id", "event_id", "object_id", "object_uuid")}
+        a.setdefault("uuid", str(_uuid.uuid4()))
+        if str(a["uuid"]).lower() in held:
+            raise ApiError(403, f"Could not add Attribute: uuid {a['uuid']} is already used in this event",
+                           {"uuid": ["already in use"]}, "Could not add Attribute")
+        if (a.get("type"), a.get("category") or _default_category(a.get("type")), a.get("value")) in similar:
+            raise ApiError(403, "Could not add Attribute: A similar attribute already exists for this event.",
+                           {"value": ["A similar attribute already exists for this event."]}, "Could not add Attribute")
+        a.pop("timestamp", None)  # an addition is made now
+        attributes.append(a)
+    await _revise(request, event_uuid, "add Attribute", posted={"Attribute": attributes})
+    views = [await run(_attribute_view, ctx, str(a["uuid"]).lower()) for a in attributes]
+    return web.json_response({"Attribute": views if many else views[0]})
+
+
+def _default_category(type_: Any) -> str | None:
+    defaults = describe_types().sane_defaults
+    return defaults[type_].default_category if isinstance(type_, str) and type_ in defaults else None
+
+
+_ATTRIBUTE_EDITABLE = ("type", "category", "value", "to_ids", "distribution", "comment", "disable_correlation",
+                       "first_seen", "last_seen", "sharing_group_uuid", "deleted", "timestamp", "Tag",
+                       "object_relation")
+
+
+async def _edit_element(request: web.Request, event_uuid: str, element_uuid: str, changes: dict[str, Any],
+                        what: str, local_tags: dict[str, list[dict[str, Any]]] | None = None) -> None:
+    """Change fields of one held element (an attribute, or an object member) with MISP's edit rules."""
+    ctx = request.app[CTX]
+    head = await run(query.event_head, ctx.store, event_uuid)
+    elements = await run(query.event_elements, ctx.store, event_uuid)
+    local = await run(ctx.store.local_tags, [element_uuid])
+    post = misp_element(head.header, elements, element_uuid)
+    if "Attribute" in post:
+        candidates = post["Attribute"]
+    else:
+        candidates = [post["Object"][0], *post["Object"][0]["Attribute"]]
+    target = next(c for c in candidates if c["uuid"] == element_uuid)
+    target.update(changes)
+    if "Tag" not in changes and local.get(element_uuid):
+        target["Tag"] = list(target.get("Tag", [])) + [{**t, "local": True} for t in local[element_uuid]]
+    if "timestamp" not in changes:
+        target.pop("timestamp", None)
+    await _revise(request, event_uuid, what, posted=post, local_tags=local_tags)
+
+
+@needs("user")
+async def attribute_edit(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    event_uuid, body = await _resolve_element(ctx, _ref(request), "attribute")
+    posted = _unwrap(await body_json(request), "Attribute")
+    if not isinstance(posted, dict):
+        raise ApiError(400, "Could not edit Attribute: expected {\"Attribute\": {...}}",
+                       {"Attribute": ["expected a JSON object"]}, "Could not edit Attribute")
+    changes = {k: v for k, v in posted.items() if k in _ATTRIBUTE_EDITABLE}
+    if "timestamp" in changes:
+        ts = changes["timestamp"]
+        if not (isinstance(ts, (int, str)) and str(ts).isdigit() and int(ts) > body["timestamp"]):
+            raise ApiError(403, "Attribute could not be saved: Attribute in the request not newer than the local "
+                           f"copy (timestamp {ts!r}, held {body['timestamp']}); leave timestamp out to edit now",
+                           {"timestamp": ["not newer than the held attribute"]}, "Could not edit Attribute")
+    if "Tag" in changes:
+        changes.pop("Tag")  # tags change through tags/attachTagToObject and removeTagFromObject
+    await _edit_element(request, event_uuid, body["uuid"], changes, "edit Attribute")
+    return web.json_response({"Attribute": await run(_attribute_view, ctx, body["uuid"])})
+
+
+@needs("user")
+async def attribute_delete(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    event_uuid, body = await _resolve_element(ctx, _ref(request), "attribute")
+    params = await body_json(request, required=False)
+    hard = request.match_info.get("hard") == "/1" or (isinstance(params, dict) and params.get("hard") in (1, "1", True))
+    if hard:
+        await _revise(request, event_uuid, "delete Attribute", posted={}, remove=frozenset({body["uuid"]}))
+    elif not body.get("deleted"):
+        await _edit_element(request, event_uuid, body["uuid"], {"deleted": True}, "delete Attribute")
+    return web.json_response({"message": "Attribute deleted.", "success": True, "saved": True, "url": request.path,
+                              "id": str(element_id(body["uuid"]))})
+
+
+# --- tags -----------------------------------------------------------------------------------------
+
+def tag_json(name: str, colour: str | None = None) -> dict[str, Any]:
+    """A tag as MISP shows it; its id is derived from the name (tags exist by use on this node)."""
+    number = int.from_bytes(blake2b(name.encode(), digest_size=7).digest(), "big")
+    return {"id": str(number), "name": name, "colour": colour or "#" + blake2b(name.encode(), digest_size=3).hexdigest(),
+            "exportable": True, "hide_tag": False, "local_only": False, "org_id": "0", "user_id": "0",
+            "is_galaxy": name.startswith("misp-galaxy:"), "is_custom_galaxy": False, "numerical_value": None}
+
+
+@needs("read-only")
+async def tag_index(request: web.Request) -> web.Response:
+    names = await run(query.tag_names, request.app[CTX].store)
+    return web.json_response({"Tag": [tag_json(n) for n in names]})
+
+
+def _tag_name(value: Any, field_: str = "name") -> str:
+    if isinstance(value, dict):
+        value = value.get("name")
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_TAG_NAME:
+        raise ApiError(400, f"{field_}: expected a tag name of 1 to {MAX_TAG_NAME} characters such as tlp:green",
+                       {field_: [f"expected a tag name of 1 to {MAX_TAG_NAME} characters"]}, "Invalid tag")
+    return value.strip()
+
+
+@needs("admin")
+async def tag_add(request: web.Request) -> web.Response:
+    raw = _unwrap(await body_json(request), "Tag")
+    if not isinstance(raw, dict):
+        raise ApiError(400, "expected {\"Tag\": {\"name\": ...}}", {"Tag": ["expected a JSON object"]}, "Invalid tag")
+    colour = raw.get("colour") if isinstance(raw.get("colour"), str) else None
+    return web.json_response({"Tag": tag_json(_tag_name(raw.get("name")), colour)})
+
+
+async def _tag_target(ctx: ApiContext, ref: Any) -> tuple[str, str | None]:
+    """(event uuid, element uuid or None for the event itself) from a uuid or event id."""
+    if not isinstance(ref, (str, int)) or isinstance(ref, bool):
+        raise ApiError(400, "uuid: expected the uuid of an event or attribute", {"uuid": ["expected a uuid"]})
+    ref = str(ref)
+    if query.is_uuid(ref):
+        ref = str(_uuid.UUID(ref))
+        if await run(query.resolve_event, ctx.store, ref):
+            return await _resolve_event(ctx, ref), None
+        found = await run(query.find_element, ctx.store, ref)
+        if found is not None:
+            return found[0], ref
+    elif ref.isdigit():
+        return await _resolve_event(ctx, ref), None
+    raise ApiError(404, "Invalid target", f"no event or attribute {ref!r} on this node")
+
+
+async def _change_tags(request: web.Request, attach: bool) -> web.Response:
+    ctx = request.app[CTX]
+    params = await body_json(request)
+    if not isinstance(params, dict):
+        raise ApiError(400, "expected {\"uuid\": ..., \"tag\": ...}", {"body": ["expected a JSON object"]})
+    name = _tag_name(params.get("tag"), "tag")
+    local = params.get("local") in (True, 1, "1", "true")
+    event_uuid, element_uuid = await _tag_target(ctx, params.get("uuid"))
+    target = element_uuid or event_uuid
+    head = await run(query.event_head, ctx.store, event_uuid)
+    held_local = (await run(ctx.store.local_tags, [target])).get(target, [])
+    if element_uuid is None:
+        shared = list(head.header.get("Tag", []))
+    else:
+        shared = list((await run(query.find_element, ctx.store, element_uuid))[1].get("Tag", []))
+    was_local = any(t["name"] == name for t in held_local)
+    if attach:
+        tag: dict[str, Any] = {"name": name}
+        if isinstance(params.get("relationship_type"), str) and params["relationship_type"]:
+            tag["relationship_type"] = params["relationship_type"]
+        if local:
+            held_local = [t for t in held_local if t["name"] != name] + [tag]
+        elif not any(t["name"] == name for t in shared):
+            shared.append(tag)
+    else:
+        held_local = [t for t in held_local if t["name"] != name]
+        shared = [t for t in shared if t["name"] != name] if not was_local else shared
+    tags = shared + [{**t, "local": True} for t in held_local]
+    what = "attach Tag" if attach else "remove Tag"
+    if element_uuid is None:
+        await _revise(request, event_uuid, what, posted={"Tag": tags, "published": head.header["published"]},
+                      local_tags={event_uuid: held_local})
+    else:
+        await _edit_element(request, event_uuid, element_uuid, {"Tag": tags}, what,
+                            local_tags={element_uuid: held_local})
+    message = "Tag(s) attached." if attach else "Tag removed."
+    return web.json_response({"saved": True, "success": message, "check_publish": True})
+
+
+@needs("user")
+async def tag_attach(request: web.Request) -> web.Response:
+    return await _change_tags(request, True)
+
+
+@needs("user")
+async def tag_remove(request: web.Request) -> web.Response:
+    return await _change_tags(request, False)
+
+
+# --- sightings -------------------------------------------------------------------------------------
+
+@needs("user")
+async def sighting_add(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    params = _unwrap(await body_json(request, required=False), "Sighting")
+    if not isinstance(params, dict):
+        raise ApiError(400, "expected a sighting {\"value\": ...} or {\"uuid\": attribute uuid}",
+                       {"Sighting": ["expected a JSON object"]}, "Could not add Sighting")
+    ref = _ref(request) or params.get("id") or params.get("uuid")
+    targets: list[tuple[str, str]] = []
+    if ref:
+        event_uuid, body = await _resolve_element(ctx, str(ref), "attribute")
+        targets.append((event_uuid, body["uuid"]))
+    elif isinstance(params.get("value"), str) and params["value"]:
+        found = await run(query.search_attributes, ctx.store, query.Query(value=query.Terms(any=(params["value"],)),
+                                                                         limit=MAX_SIGHTING_TARGETS))
+        targets = await run(lambda: [(head.uuid, body["uuid"]) for head, body in found])
+    else:
+        raise ApiError(400, "Could not add Sighting: give an attribute id or uuid, or a value",
+                       {"value": ["missing; or give uuid / id"]}, "Could not add Sighting")
+    if not targets:
+        raise ApiError(404, "Could not add Sighting: no attribute has this value", name="Could not add Sighting")
+    kind = params.get("type", 0)
+    if kind not in (0, 1, 2, "0", "1", "2"):
+        raise ApiError(400, "Could not add Sighting: type must be 0 (sighting), 1 (false positive) or 2 (expiration)",
+                       {"type": ["expected 0, 1 or 2"]}, "Could not add Sighting")
+    when = params.get("timestamp") or params.get("date_sighting") or int(time.time())
+    try:
+        when = int(when)
+    except (TypeError, ValueError):
+        raise ApiError(400, "Could not add Sighting: timestamp must be epoch seconds",
+                       {"timestamp": ["expected epoch seconds"]}, "Could not add Sighting") from None
+    source = params.get("source") if isinstance(params.get("source"), str) else ""
+    if len(source) > 255:
+        raise ApiError(400, "Could not add Sighting: source is longer than 255 characters",
+                       {"source": ["at most 255 characters"]}, "Could not add Sighting")
+    org = {"name": ctx.node.config.org_name, "uuid": ctx.node.config.org_uuid}
+    by_event: dict[str, list[dict[str, Any]]] = {}
+    for event_uuid, attribute_uuid in targets:
+        by_event.setdefault(event_uuid, []).append({
+            "Organisation": org, "attribute_uuid": attribute_uuid, "date_sighting": when, "source": source,
+            "type": int(kind), "uuid": str(_uuid.uuid4())})
+    records = [seal(ctx.node.identity, KIND_SIGHTINGS, {"event_uuid": e, "sightings": s}) for e, s in by_event.items()]
+    await run(ctx.store.write_records, records)
+    first = next(iter(by_event.values()))[0]
+    out = {**first, "date_sighting": str(first["date_sighting"]), "type": str(first["type"]),
+           "attribute_id": str(element_id(first["attribute_uuid"]))}
+    return web.json_response({"Sighting": out})
+
+
+# --- restSearch -----------------------------------------------------------------------------------------
+
+RETURN_FORMATS = ("json", "csv", "text", "suricata", "snort")
+
+
+async def _search_params(request: web.Request) -> tuple[query.Query, str, dict[str, Any]]:
+    params = await body_json(request, required=False)
+    params = _unwrap(params, "request")
+    if not isinstance(params, dict):
+        raise ApiError(400, "restSearch: expected a JSON object of parameters", {"body": ["expected a JSON object"]})
+    params = {k: v for k, v in params.items() if v is not None}
+    tail = request.match_info.get("tail", "")
+    for part in tail.strip("/").split("/"):
+        if ":" in part:  # CakePHP named parameters in the path: returnFormat:csv/limit:10
+            k, _, v = part.partition(":")
+            params.setdefault(k, v)
+    fmt = params.get("returnFormat", "json")
+    if fmt not in RETURN_FORMATS:
+        raise ApiError(400, f"returnFormat {fmt!r} is not served by this node; accepted: {', '.join(RETURN_FORMATS)}",
+                       {"returnFormat": [f"accepted: {', '.join(RETURN_FORMATS)}"]}, "Invalid returnFormat")
+    try:
+        q = query.parse_query(params)
+    except QueryError as e:
+        raise ApiError(400, f"restSearch: {e}", {e.field: [str(e)]}, "Invalid search") from None
+    return q, fmt, params
+
+
+@needs("read-only")
+async def attribute_search(request: web.Request) -> web.StreamResponse:
+    from fedmisp.export import csv as csv_export, nids, text as text_export
+    ctx = request.app[CTX]
+    q, fmt, _params = await _search_params(request)
+    if fmt in ("suricata", "snort") and q.to_ids is None:
+        q = query.Query(**{**q.__dict__, "to_ids": True})  # MISP's NIDS export: IDS-flagged attributes only
+    found = query.search_attributes(ctx.store, q)
+    if fmt == "json":
+        return await stream(request, _json_list('{"response": {"Attribute": [',
+                                                (attribute_json(h, b) for h, b in found), "]}}"), JSON)
+    if fmt == "csv":
+        return await stream(request, csv_export.attributes_csv(ctx.store, found), "text/csv; charset=utf-8")
+    if fmt == "text":
+        return await stream(request, text_export.attributes_text(found), "text/plain; charset=utf-8")
+    return await stream(request, nids.rules(found, fmt), "text/plain; charset=utf-8")
+
+
+@needs("read-only")
+async def event_search(request: web.Request) -> web.StreamResponse:
+    from fedmisp.export import csv as csv_export, nids, text as text_export
+    ctx = request.app[CTX]
+    q, fmt, _params = await _search_params(request)
+    if fmt != "json":
+        # other formats list the matching events' attributes (MISP does the same)
+        found = ((h, b) for head in query.search_events(ctx.store, q)
+                 for h, b in query.search_attributes(ctx.store, query.Query(eventid=query.Terms(any=(head.uuid,)),
+                                                                          deleted=q.deleted, to_ids=q.to_ids)))
+        if fmt == "csv":
+            return await stream(request, csv_export.attributes_csv(ctx.store, found), "text/csv; charset=utf-8")
+        if fmt == "text":
+            return await stream(request, text_export.attributes_text(found), "text/plain; charset=utf-8")
+        return await stream(request, nids.rules(found, fmt), "text/plain; charset=utf-8")
+    include_deleted = True in q.deleted
+
+    def events() -> Iterator[dict[str, Any]]:
+        for head in query.search_events(ctx.store, q):
+            event = _view(ctx, head.uuid, include_deleted, q.event_metadata)
+            if event is not None:
+                yield event
+    return await stream(request, _json_list('{"response": [', events(), "]}"), JSON)
+
+
+# --- the application ---------------------------------------------------------------------------------
+
+def make_app(ctx: ApiContext) -> web.Application:
+    app = web.Application(middlewares=[errors_middleware, auth_middleware], client_max_size=ctx.max_request_bytes)
+    app[CTX] = ctx
+    r = app.router
+
+    def both(method: str, path: str, handler: Handler) -> None:
+        """MISP answers `x` and `x.json` alike."""
+        r.add_route(method, path, handler)
+        if not path.endswith("}") and not path.endswith(".json"):
+            r.add_route(method, path + ".json", handler)
+
+    both("GET", "/servers/getVersion", get_version)
+    both("GET", "/users/view/me", user_me)
+    both("GET", "/attributes/describeTypes", describe)
+    both("GET", "/events/index", event_index)
+    both("POST", "/events/index", event_index)
+    r.add_get("/events/view/{ref}", event_view)  # HEAD too (aiohttp answers HEAD from GET)
+    r.add_get("/events/view/{ref}/{opts:.*}", event_view)
+    r.add_post("/events/view/{ref}", event_view)
+    r.add_post("/events/view/{ref}/{opts:.*}", event_view)
+    both("POST", "/events/add", event_add)
+    r.add_post("/events/add/{opts:.*}", event_add)
+    r.add_post("/events/edit/{ref}", event_edit)
+    r.add_post("/events/edit/{ref}/{opts:.*}", event_edit)
+    r.add_post("/events/delete/{ref}", event_delete)
+    r.add_route("DELETE", "/events/delete/{ref}", event_delete)
+    r.add_post("/events/publish/{ref}", event_publish)
+    r.add_post("/events/unpublish/{ref}", event_unpublish)
+    r.add_post("/events/restSearch{tail:(/.*)?}", event_search)
+    r.add_get("/attributes/view/{ref}", attribute_view)
+    r.add_post("/attributes/add/{ref}", attribute_add)
+    r.add_post("/attributes/add/{ref}/{opts:.*}", attribute_add)
+    r.add_post("/attributes/edit/{ref}", attribute_edit)
+    r.add_post("/attributes/delete/{ref}{hard:(/1)?}", attribute_delete)
+    r.add_post("/attributes/restSearch{tail:(/.*)?}", attribute_search)
+    both("GET", "/tags/index", tag_index)
+    both("POST", "/tags/add", tag_add)
+    both("POST", "/tags/attachTagToObject", tag_attach)
+    both("POST", "/tags/removeTagFromObject", tag_remove)
+    both("POST", "/sightings/add", sighting_add)
+    r.add_post("/sightings/add/{ref}", sighting_add)
+    return app
+

@@ -1,0 +1,741 @@
+"""Read-side search over the store's indexes: what the REST API's views and restSearch ask.
+
+It reads the Store's LMDB environment and named databases directly and never writes. Each search
+narrows candidates with the indexes (value, type, tag, event tag, Orgc, event ids, element uuids)
+and then checks every candidate against every criterion on the element body itself, so an index
+only ever prunes and the body decides. Results are generators, one event at a time, so a caller can
+stream a million attributes without holding them.
+
+Numeric ids (MISP's ids, docs/decisions/0005-api-ids.md): events use the store's stable event id;
+attributes and objects use the first 7 bytes of their uuid as a 56-bit integer, looked up by uuid
+prefix in the `elements` database.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import re
+import time
+import uuid as _uuid
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator
+
+from fedmisp.model.misp import element_kind
+from fedmisp.model.records import check_element, open_record, revision_elements
+from fedmisp.model.values import ValueFormatError, normalise
+from fedmisp.store.store import HeldEvent, Store, index_key, uuid16
+
+# 7 bytes of a random (v4) uuid: 2^56 ids, so a clash needs ~2^28 elements on one node (birthday
+# bound) and is then reported as ambiguous rather than resolved wrongly (decision 0005).
+ELEMENT_ID_BYTES = 7
+MAX_ELEMENT_ID = (1 << (8 * ELEMENT_ID_BYTES)) - 1
+# restSearch: a page is at most this many results (MISP has no cap; ours bounds one response page).
+MAX_LIMIT = 1_000_000
+# A search term list longer than this is refused: it would be a scan per term.
+MAX_TERMS = 1_000
+# Wildcard patterns scan index keys; a scan stops after this many matching keys.
+MAX_WILDCARD_KEYS = 100_000
+_UUID_RE = re.compile(r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}\Z")
+
+
+class QueryError(ValueError):
+    """A search parameter this node cannot use; names the field and what is accepted."""
+
+    def __init__(self, field_: str, message: str):
+        self.field = field_
+        super().__init__(f"{field_}: {message}")
+
+
+# --- ids -----------------------------------------------------------------------------------------
+
+def element_id(element_uuid: str) -> int:
+    """An attribute's or object's numeric id: the first 7 bytes of its uuid (decision 0005)."""
+    return int.from_bytes(uuid16(element_uuid)[:ELEMENT_ID_BYTES], "big")
+
+
+def is_uuid(text: str) -> bool:
+    return bool(_UUID_RE.match(text))
+
+
+def element_uuid_for_id(store: Store, number: int) -> str | None:
+    """The element whose uuid starts with `number`'s 7 bytes; None if none or (a clash) several."""
+    if not 0 < number <= MAX_ELEMENT_ID:
+        return None
+    prefix = number.to_bytes(ELEMENT_ID_BYTES, "big")
+    found = []
+    with store.env.begin() as txn:
+        cur = txn.cursor(db=store.db["elements"])
+        if cur.set_range(prefix):
+            for key in cur.iternext(values=False):
+                if not bytes(key).startswith(prefix) or len(found) > 1:
+                    break
+                found.append(bytes(key))
+    return str(_uuid.UUID(bytes=found[0])) if len(found) == 1 else None
+
+
+def resolve_event(store: Store, ref: str) -> str | None:
+    """An event uuid from MISP's `<id>` or `<uuid>` path parameter."""
+    if ref.isdigit() and len(ref) < 20:
+        return store.event_uuid_for_id(int(ref))
+    if is_uuid(ref):
+        event_uuid = str(_uuid.UUID(ref))
+        return event_uuid if store.held(event_uuid) is not None else None
+    return None
+
+
+def resolve_element(store: Store, ref: str) -> str | None:
+    """An element uuid from MISP's `<id>` or `<uuid>` path parameter (it must be held)."""
+    if ref.isdigit() and len(ref) < 20:
+        return element_uuid_for_id(store, int(ref))
+    if is_uuid(ref):
+        element_uuid = str(_uuid.UUID(ref))
+        return element_uuid if element_event(store, element_uuid) is not None else None
+    return None
+
+
+def element_event(store: Store, element_uuid: str) -> str | None:
+    with store.env.begin() as txn:
+        raw = txn.get(uuid16(element_uuid), db=store.db["elements"])
+    return str(_uuid.UUID(bytes=bytes(raw[:16]))) if raw is not None else None
+
+
+def find_element(store: Store, element_uuid: str) -> tuple[str, dict[str, Any]] | None:
+    """(event uuid, element body) of a held attribute, object or reference."""
+    with store.env.begin() as txn:
+        raw = txn.get(uuid16(element_uuid), db=store.db["elements"])
+        if raw is None:
+            return None
+        raw = bytes(raw)
+        body = txn.get(raw, db=store.db["bodies"])
+        if body is None:
+            return None
+        return str(_uuid.UUID(bytes=raw[:16])), check_element(raw[16:], bytes(body))
+
+
+@dataclass(frozen=True, slots=True)
+class EventHead:
+    """What a search needs of an event without its elements."""
+    uuid: str
+    id: int
+    held: HeldEvent
+    author: bytes
+    header: dict[str, Any]
+
+    @property
+    def deleted(self) -> bool:
+        return is_tombstone(self.header)
+
+
+def is_tombstone(header: dict[str, Any]) -> bool:
+    """An event its creator deleted: a last revision without elements (decision 0007)."""
+    return bool((header.get("extra") or {}).get("deleted"))
+
+
+def event_head(store: Store, event_uuid: str) -> EventHead | None:
+    with store.env.begin() as txn:
+        raw = txn.get(uuid16(event_uuid), db=store.db["events"])
+        if raw is None:
+            return None
+        held = HeldEvent.decode(bytes(raw))
+        record = open_record(txn.get(held.record_id, db=store.db["records"]))
+    return EventHead(event_uuid, held.id, held, record.author, record.body["event"])
+
+
+def event_ids(store: Store) -> Iterator[tuple[int, str]]:
+    """(event id, uuid) of every held event in id order, read a page at a time."""
+    last = 0
+    while True:
+        page = []
+        with store.env.begin() as txn:
+            cur = txn.cursor(db=store.db["event_ids"])
+            if cur.set_range((last + 1).to_bytes(8, "big")):
+                for key, value in cur:
+                    page.append((int.from_bytes(key, "big"), str(_uuid.UUID(bytes=bytes(value)))))
+                    if len(page) >= 1000:
+                        break
+        if not page:
+            return
+        yield from page
+        last = page[-1][0]
+
+
+def event_elements(store: Store, event_uuid: str, only: Iterable[bytes] | None = None) -> list[dict[str, Any]]:
+    """Element bodies of the held revision (verified), all or only the given element uuids."""
+    ev = uuid16(event_uuid)
+    out = []
+    with store.env.begin() as txn:
+        if only is not None:
+            for u in only:
+                raw = txn.get(u, db=store.db["elements"])
+                if raw is None or bytes(raw[:16]) != ev:
+                    continue
+                body = txn.get(bytes(raw), db=store.db["bodies"])
+                if body is not None:
+                    out.append(check_element(bytes(raw[16:]), bytes(body)))
+            return out
+        held = txn.get(ev, db=store.db["events"])
+        if held is None:
+            return out
+        record = open_record(txn.get(HeldEvent.decode(bytes(held)).record_id, db=store.db["records"]))
+        for digest in revision_elements(record):
+            body = txn.get(ev + digest, db=store.db["bodies"])
+            if body is not None:
+                out.append(check_element(digest, bytes(body)))
+    return out
+
+
+# --- search parameters -----------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Terms:
+    """MISP's OR / AND / NOT lists; '%' is a wildcard (SQL LIKE), '!' before a term negates it."""
+    any: tuple[str, ...] = ()
+    all: tuple[str, ...] = ()
+    none: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.any or self.all or self.none)
+
+    @property
+    def positive(self) -> bool:
+        return bool(self.any or self.all)
+
+
+def _scalar(value: Any, field_: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise QueryError(field_, f"{value!r} is not a string; expected a string, a list of strings, or "
+                         '{"OR": [...], "AND": [...], "NOT": [...]}')
+    text = str(value)
+    if len(text) > 65_535:
+        raise QueryError(field_, "a term longer than 65535 characters")
+    return text
+
+
+def parse_terms(value: Any, field_: str) -> Terms:
+    if value is None or value == "" or value == []:
+        return Terms()
+    any_: list[str] = []
+    all_: list[str] = []
+    none: list[str] = []
+
+    def add(items: Any, target: list[str], negate_ok: bool) -> None:
+        if not isinstance(items, list):
+            items = [items]
+        if len(items) > MAX_TERMS:
+            raise QueryError(field_, f"{len(items)} terms; at most {MAX_TERMS} accepted")
+        for item in items:
+            text = _scalar(item, field_)
+            if negate_ok and text.startswith("!"):
+                none.append(text[1:])
+            elif text:
+                target.append(text)
+
+    if isinstance(value, dict):
+        unknown = set(value) - {"OR", "AND", "NOT", "or", "and", "not"}
+        if unknown:
+            raise QueryError(field_, f"unknown operator(s) {sorted(unknown)}; accepted: OR, AND, NOT")
+        add(value.get("OR", value.get("or", [])), any_, True)
+        add(value.get("AND", value.get("and", [])), all_, True)
+        add(value.get("NOT", value.get("not", [])), none, False)
+    else:
+        add(value, any_, True)
+    return Terms(tuple(any_), tuple(all_), tuple(none))
+
+
+def _bool_param(value: Any, field_: str) -> bool | None:
+    if value is None or value == "" or value == []:
+        return None
+    if value in (True, 1, "1", "true", "True"):
+        return True
+    if value in (False, 0, "0", "false", "False"):
+        return False
+    raise QueryError(field_, f"{value!r}; expected 0, 1, true or false")
+
+
+_DURATION = re.compile(r"(\d+)([smhdw]?)\Z")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+# Times a search accepts: the epoch to the year 36812 (the model's timestamp ceiling).
+_MAX_TIME = 2**40
+
+
+def parse_time(value: Any, field_: str, now: int) -> int:
+    """A point in time as MISP takes it: epoch seconds, YYYY-MM-DD, or a duration back from now
+    ('7d', '12h', '30m')."""
+    t = _parse_time(value, field_, now)
+    if not 0 <= t <= _MAX_TIME:
+        raise QueryError(field_, f"{value!r} is out of range; expected a time from 1970 to the year 36812")
+    return t
+
+
+def _parse_time(value: Any, field_: str, now: int) -> int:
+    if isinstance(value, bool):
+        raise QueryError(field_, f"{value!r} is not a time")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise QueryError(field_, f"{value!r} is not a time")
+        return int(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if text.isdigit() and len(text) >= 9:
+            return int(text)
+        match = _DURATION.match(text)
+        if match and len(text) < 12:
+            return now - int(match.group(1)) * _UNITS[match.group(2)]
+        try:
+            day = _dt.date.fromisoformat(text[:10])
+            return int(_dt.datetime(day.year, day.month, day.day, tzinfo=_dt.timezone.utc).timestamp())
+        except ValueError:
+            pass
+    raise QueryError(field_, f"{value!r} is not a time; expected epoch seconds, YYYY-MM-DD, or a duration "
+                     "such as 7d, 12h, 30m")
+
+
+def _range(value: Any, field_: str, now: int) -> tuple[int, int] | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2:
+            raise QueryError(field_, "expected one time or a pair [from, to]")
+        return parse_time(value[0], field_, now), parse_time(value[1], field_, now)
+    return parse_time(value, field_, now), 2**63
+
+
+def _date(value: Any, field_: str, now: int) -> str | None:
+    if value is None or value == "":
+        return None
+    t = parse_time(value, field_, now)
+    if t >= 253_402_300_800:  # past 9999-12-31, where dates (and MISP's date field) end
+        return "9999-12-31"
+    return _dt.datetime.fromtimestamp(t, _dt.timezone.utc).date().isoformat()
+
+
+def _int_param(value: Any, field_: str, lo: int, hi: int) -> int | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).isdigit():
+        raise QueryError(field_, f"{value!r}; expected an integer from {lo} to {hi}")
+    n = int(value)
+    if not lo <= n <= hi:
+        raise QueryError(field_, f"{n}; expected an integer from {lo} to {hi}")
+    return n
+
+
+@dataclass(frozen=True)
+class Query:
+    value: Terms = Terms()
+    type: Terms = Terms()
+    category: Terms = Terms()
+    org: Terms = Terms()
+    tags: Terms = Terms()
+    eventid: Terms = Terms()
+    uuid: Terms = Terms()
+    date_from: str | None = None  # event date, YYYY-MM-DD
+    date_to: str | None = None
+    publish_timestamp: tuple[int, int] | None = None  # `last` too
+    timestamp: tuple[int, int] | None = None  # attribute timestamp (attributes), event (events)
+    event_timestamp: tuple[int, int] | None = None
+    published: bool | None = None
+    to_ids: bool | None = None
+    deleted: tuple[bool, ...] = (False,)  # which attributes: not deleted (MISP's default), deleted, both
+    limit: int | None = None
+    page: int = 1
+    event_metadata: bool = False  # events: without attributes
+
+
+# Parameters PyMISP always sends; accepted, and not yet used by this node (listed in docs/api.md).
+IGNORED_PARAMETERS = frozenset({
+    "returnFormat", "withAttachments", "metadata", "enforceWarninglist", "includeEventUuid",
+    "includeEventTags", "sgReferenceOnly", "includeContext", "headerless", "includeSightings",
+    "includeDecayScore", "includeCorrelations", "excludeDecayed", "quickFilter", "event_tags",
+    "eventinfo", "searchall", "requested_attributes", "object_name", "sharinggroup", "includeProposals",
+    "decayingModel", "score", "first_seen", "last_seen", "attackGalaxy", "object_relation",
+    "includeAllTags", "includeGranularCorrelations", "includeWarninglistHits", "returnMetaAttributes",
+    "threat_level_id", "distribution", "analysis", "includeFullModel", "excludeLocalTags",
+})
+KNOWN_PARAMETERS = frozenset({
+    "value", "type", "category", "org", "tags", "eventid", "uuid", "from", "to", "last",
+    "publish_timestamp", "timestamp", "event_timestamp", "published", "to_ids", "deleted", "limit",
+    "page", "date_from", "date_to", "attribute_timestamp",
+}) | IGNORED_PARAMETERS
+
+
+def parse_query(params: dict[str, Any], now: int | None = None) -> Query:
+    """restSearch parameters (MISP names) -> Query; QueryError names the first bad one."""
+    if not isinstance(params, dict):
+        raise QueryError("body", "expected a JSON object of restSearch parameters such as "
+                         '{"value": "8.8.8.8", "type": "ip-dst"}')
+    now = int(time.time()) if now is None else now
+    for key in params:
+        if key not in KNOWN_PARAMETERS:
+            raise QueryError(key, "not a restSearch parameter this node knows; accepted: "
+                             + ", ".join(sorted(KNOWN_PARAMETERS - IGNORED_PARAMETERS)))
+    get = params.get
+    deleted_raw = get("deleted")
+    if isinstance(deleted_raw, list):
+        deleted = tuple(sorted({bool(_bool_param(d, "deleted")) for d in deleted_raw}))
+    else:
+        flag = _bool_param(deleted_raw, "deleted")
+        deleted = (False,) if flag is None else (flag,)
+    last = get("last")
+    publish = _range(get("publish_timestamp"), "publish_timestamp", now)
+    if last not in (None, ""):
+        publish = (parse_time(last, "last", now), 2**63)
+    limit = _int_param(get("limit"), "limit", 1, MAX_LIMIT)
+    page = _int_param(get("page"), "page", 1, 2**31) or 1
+    metadata = _bool_param(get("metadata"), "metadata") or False
+    return Query(
+        value=parse_terms(get("value"), "value"),
+        type=parse_terms(get("type"), "type"),
+        category=parse_terms(get("category"), "category"),
+        org=parse_terms(get("org"), "org"),
+        tags=parse_terms(get("tags"), "tags"),
+        eventid=parse_terms(get("eventid"), "eventid"),
+        uuid=parse_terms(get("uuid"), "uuid"),
+        date_from=_date(get("from", get("date_from")), "from", now),
+        date_to=_date(get("to", get("date_to")), "to", now),
+        publish_timestamp=publish,
+        timestamp=_range(get("timestamp", get("attribute_timestamp")), "timestamp", now),
+        event_timestamp=_range(get("event_timestamp"), "event_timestamp", now),
+        published=_bool_param(get("published"), "published"),
+        to_ids=_bool_param(get("to_ids"), "to_ids"),
+        deleted=deleted,
+        limit=limit,
+        page=page,
+        event_metadata=metadata,
+    )
+
+
+# --- matching --------------------------------------------------------------------------------------
+
+def _like(pattern: str) -> re.Pattern[str]:
+    """MISP's '%' wildcard (SQL LIKE, case-insensitive as MySQL's default collation)."""
+    return re.compile(".*".join(re.escape(part) for part in pattern.split("%")) + r"\Z", re.I | re.S)
+
+
+class _Matcher:
+    """One Terms list over a set of strings (a body's values, tags, ...)."""
+
+    def __init__(self, terms: Terms, fold: bool = True):
+        self.terms = terms
+        self.fold = fold
+        self._any = [self._compile(t) for t in terms.any]
+        self._all = [self._compile(t) for t in terms.all]
+        self._none = [self._compile(t) for t in terms.none]
+
+    def _compile(self, term: str) -> Any:
+        if "%" in term:
+            pattern = _like(term)
+            return pattern.match
+        needle = term.lower() if self.fold else term
+        return (lambda s: s.lower() == needle) if self.fold else (lambda s: s == needle)
+
+    def __call__(self, candidates: Iterable[str]) -> bool:
+        items = list(candidates)
+        if self._none and any(m(s) for m in self._none for s in items):
+            return False
+        if self._all and not all(any(m(s) for s in items) for m in self._all):
+            return False
+        if self._any and not any(m(s) for m in self._any for s in items):
+            return False
+        return True
+
+
+def _value_forms(body: dict[str, Any]) -> list[str]:
+    """The strings a value term is compared with: the value, and its normalised halves."""
+    forms = [body["value"]]
+    try:
+        forms.extend(normalise(body["type"], body["value"]))
+    except ValueFormatError:
+        pass
+    if "|" in body["type"] and "|" in body["value"]:
+        forms.extend(body["value"].split("|", 1))
+    return forms
+
+
+def _index_keys(store: Store, txn: Any, db_name: str, term: str) -> list[bytes]:
+    """Index keys one term selects: itself (and its normalised forms), or a wildcard scan."""
+    db = store.db[db_name]
+    if "%" not in term:
+        keys = {index_key(term), index_key(term.strip()), index_key(term.strip().lower())}
+        return list(keys)
+    prefix = term.split("%", 1)[0]
+    pattern = _like(term)
+    out: list[bytes] = []
+    cur = txn.cursor(db=db)
+    # A literal prefix bounds the scan; MySQL's LIKE folds case, so try the prefix as given and lower.
+    starts = {prefix.encode(), prefix.lower().encode()} if prefix else {b""}
+    for start in starts:
+        positioned = cur.set_range(start) if start else cur.first()
+        while positioned:
+            key = bytes(cur.key())
+            if start and not key.startswith(start):
+                break
+            try:
+                if pattern.match(key.decode("utf-8")):
+                    out.append(key)
+            except UnicodeDecodeError:
+                pass
+            if len(out) >= MAX_WILDCARD_KEYS:
+                break
+            positioned = cur.next_nodup()
+    return out
+
+
+def _refs(store: Store, txn: Any, db_name: str, term: str) -> set[bytes]:
+    """event uuid (16) | attribute uuid (16) refs under a term in ix_value / ix_type / ix_tag."""
+    out: set[bytes] = set()
+    cur = txn.cursor(db=store.db[db_name])
+    for key in _index_keys(store, txn, db_name, term):
+        if cur.set_key(key):
+            out.update(bytes(v) for v in cur.iternext_dup())
+    return out
+
+
+def _event_refs(store: Store, txn: Any, db_name: str, keys: list[bytes]) -> set[bytes]:
+    out: set[bytes] = set()
+    cur = txn.cursor(db=store.db[db_name])
+    for key in keys:
+        if cur.set_key(key):
+            out.update(bytes(v) for v in cur.iternext_dup())
+    return out
+
+
+@dataclass
+class _Plan:
+    """Candidates from the indexes: None means 'not narrowed by this'."""
+    events: set[bytes] | None = None
+    attributes: dict[bytes, set[bytes]] | None = None  # event -> attribute uuids
+
+    def narrow_events(self, events: set[bytes]) -> None:
+        self.events = events if self.events is None else self.events & events
+
+    def narrow_attributes(self, refs: set[bytes]) -> None:
+        by_event: dict[bytes, set[bytes]] = {}
+        for ref in refs:
+            by_event.setdefault(ref[:16], set()).add(ref[16:])
+        if self.attributes is None:
+            self.attributes = by_event
+        else:
+            self.attributes = {e: a & by_event[e] for e, a in self.attributes.items() if e in by_event}
+            self.attributes = {e: a for e, a in self.attributes.items() if a}
+        self.narrow_events(set(self.attributes))
+
+
+def _plan(store: Store, q: Query) -> _Plan:
+    plan = _Plan()
+    with store.env.begin() as txn:
+        # positive terms only: an index tells where a term is, not where it is absent
+        for terms, db in ((q.value, "ix_value"), (q.type, "ix_type")):
+            if terms.any:
+                refs: set[bytes] = set()
+                for term in terms.any:
+                    refs |= _refs(store, txn, db, term)
+                plan.narrow_attributes(refs)
+            for term in terms.all:
+                plan.narrow_attributes(_refs(store, txn, db, term))
+        if q.tags.any and not q.tags.all:
+            # a tag on the attribute, or on its event (then every attribute of the event)
+            events: set[bytes] = set()
+            attribute_refs: set[bytes] = set()
+            for term in q.tags.any:
+                attribute_refs |= _refs(store, txn, "ix_tag", term)
+                events |= _event_refs(store, txn, "ix_event_tag", _index_keys(store, txn, "ix_event_tag", term))
+            plan.narrow_events(events | {r[:16] for r in attribute_refs})
+        if q.org.any:
+            events = set()
+            for term in q.org.any:
+                if is_uuid(term):
+                    events |= _event_refs(store, txn, "ix_org", [uuid16(str(_uuid.UUID(term)))])
+                else:
+                    events = None  # an org name: matched on the header
+                    break
+            if events is not None:
+                plan.narrow_events(events)
+        if q.eventid.any:
+            events = set()
+            for term in q.eventid.any:
+                if term.isdigit() and len(term) < 20:
+                    raw = txn.get(int(term).to_bytes(8, "big"), db=store.db["event_ids"]) if 0 < int(term) < 2**63 else None
+                    if raw is not None:
+                        events.add(bytes(raw))
+                elif is_uuid(term):
+                    events.add(uuid16(str(_uuid.UUID(term))))
+            plan.narrow_events(events)
+        if q.uuid.any:
+            events = set()
+            refs = set()
+            for term in q.uuid.any:
+                if not is_uuid(term):
+                    continue
+                u = uuid16(str(_uuid.UUID(term)))
+                if txn.get(u, db=store.db["events"]) is not None:
+                    events.add(u)
+                raw = txn.get(u, db=store.db["elements"])
+                if raw is not None:
+                    refs.add(bytes(raw[:16]) + u)
+                    events.add(bytes(raw[:16]))
+            plan.narrow_events(events)
+    return plan
+
+
+class _HeaderCheck:
+    def __init__(self, q: Query, for_events: bool):
+        self.q = q
+        self.for_events = for_events
+        self.org = _Matcher(q.org)
+        self.event_tags_none = _Matcher(Terms(none=q.tags.none))
+        self.eventid = _Matcher(q.eventid)
+
+    def __call__(self, head: EventHead) -> bool:
+        q, h = self.q, head.header
+        if head.deleted:
+            return False
+        if q.org and not self.org([h["Orgc"]["name"], h["Orgc"]["uuid"]]):
+            return False
+        if q.eventid and not self.eventid([str(head.id), head.uuid]):
+            return False
+        if q.date_from and h["date"] < q.date_from:
+            return False
+        if q.date_to and h["date"] > q.date_to:
+            return False
+        if q.published is not None and bool(h["published"]) != q.published:
+            return False
+        if q.publish_timestamp and not q.publish_timestamp[0] <= h["publish_timestamp"] <= q.publish_timestamp[1]:
+            return False
+        if q.event_timestamp and not q.event_timestamp[0] <= h["timestamp"] <= q.event_timestamp[1]:
+            return False
+        if self.for_events and q.timestamp and not q.timestamp[0] <= h["timestamp"] <= q.timestamp[1]:
+            return False
+        return True
+
+
+class _AttributeCheck:
+    def __init__(self, q: Query, for_events: bool):
+        self.q = q
+        self.for_events = for_events
+        self.value = _Matcher(q.value)
+        self.type = _Matcher(q.type, fold=False)
+        self.category = _Matcher(q.category, fold=False)
+        self.tags = _Matcher(q.tags)
+        self.uuid = _Matcher(q.uuid)
+
+    def __call__(self, body: dict[str, Any], event_tags: list[str], event_uuid: str) -> bool:
+        q = self.q
+        if body.get("deleted", False) not in q.deleted:
+            return False
+        if q.to_ids is not None and body["to_ids"] != q.to_ids:
+            return False
+        if not self.for_events and q.timestamp and not q.timestamp[0] <= body["timestamp"] <= q.timestamp[1]:
+            return False
+        if q.type and not self.type([body["type"]]):
+            return False
+        if q.category and not self.category([body["category"]]):
+            return False
+        if q.value and not self.value(_value_forms(body)):
+            return False
+        if q.tags and not self.tags([t["name"] for t in body.get("Tag", ())] + event_tags):
+            return False
+        if q.uuid and not self.for_events and not self.uuid([body["uuid"], event_uuid]):
+            return False
+        return True
+
+
+def _events_in_order(store: Store, plan: _Plan) -> Iterator[tuple[int, str]]:
+    if plan.events is None:
+        yield from event_ids(store)
+        return
+    heads = []
+    with store.env.begin() as txn:
+        for ev in plan.events:
+            raw = txn.get(ev, db=store.db["events"])
+            if raw is not None:
+                heads.append((HeldEvent.decode(bytes(raw)).id, str(_uuid.UUID(bytes=ev))))
+    yield from sorted(heads)
+
+
+def search_attributes(store: Store, q: Query) -> Iterator[tuple[EventHead, dict[str, Any]]]:
+    """(event, attribute body) pairs matching `q`, by event id then revision order, paged."""
+    plan = _plan(store, q)
+    header_ok = _HeaderCheck(q, for_events=False)
+    attribute_ok = _AttributeCheck(q, for_events=False)
+    skip = (q.page - 1) * q.limit if q.limit else 0
+    left = q.limit
+    for _, event_uuid in _events_in_order(store, plan):
+        head = event_head(store, event_uuid)
+        if head is None or not header_ok(head):
+            continue
+        only = None if plan.attributes is None else plan.attributes.get(uuid16(event_uuid), set())
+        if only is not None and not only:
+            # narrowed by attribute indexes, yet the event came in by an event-level index only
+            continue
+        event_tags = [t["name"] for t in head.header.get("Tag", ())]
+        for body in event_elements(store, event_uuid, sorted(only) if only is not None else None):
+            if element_kind(body) != "attribute" or not attribute_ok(body, event_tags, event_uuid):
+                continue
+            if skip:
+                skip -= 1
+                continue
+            yield head, body
+            if left is not None:
+                left -= 1
+                if left == 0:
+                    return
+
+
+def search_events(store: Store, q: Query) -> Iterator[EventHead]:
+    """Events matching `q`: the header criteria, and (when attribute criteria are given) at least
+    one attribute matching them. Paged by event."""
+    plan = _plan(store, q)
+    header_ok = _HeaderCheck(q, for_events=True)
+    attribute_ok = _AttributeCheck(q, for_events=True)
+    attribute_level = bool(q.value or q.type or q.category or q.to_ids is not None or q.tags)
+    tag_matcher = _Matcher(q.tags)
+    skip = (q.page - 1) * q.limit if q.limit else 0
+    left = q.limit
+    for _, event_uuid in _events_in_order(store, plan):
+        head = event_head(store, event_uuid)
+        if head is None or not header_ok(head):
+            continue
+        if q.uuid and not _Matcher(q.uuid)([head.uuid]) and not _has_element(store, event_uuid, q.uuid):
+            continue
+        event_tags = [t["name"] for t in head.header.get("Tag", ())]
+        if attribute_level:
+            only_tags = not (q.value or q.type or q.category or q.to_ids is not None)
+            if only_tags and tag_matcher(event_tags):
+                pass  # the event's own tags match
+            else:
+                only = None if plan.attributes is None else sorted(plan.attributes.get(uuid16(event_uuid), ()))
+                if not any(element_kind(b) == "attribute" and attribute_ok(b, event_tags, event_uuid)
+                           for b in event_elements(store, event_uuid, only)):
+                    continue
+        if skip:
+            skip -= 1
+            continue
+        yield head
+        if left is not None:
+            left -= 1
+            if left == 0:
+                return
+
+
+def _has_element(store: Store, event_uuid: str, terms: Terms) -> bool:
+    for term in terms.any:
+        if is_uuid(term) and element_event(store, str(_uuid.UUID(term))) == event_uuid:
+            return True
+    return False
+
+
+def tag_names(store: Store, limit: int = 100_000) -> list[str]:
+    """Every tag name in use on attributes or events (tags/index), up to `limit`."""
+    names: set[str] = set()
+    with store.env.begin() as txn:
+        for db in ("ix_tag", "ix_event_tag"):
+            cur = txn.cursor(db=store.db[db])
+            positioned = cur.first()
+            while positioned and len(names) < limit:
+                names.add(bytes(cur.key()).decode("utf-8", "replace"))
+                positioned = cur.next_nodup()
+    return sorted(names)
