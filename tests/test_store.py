@@ -149,3 +149,15 @@ def test_events_get_stable_numeric_ids_in_arrival_order(store):
     assert store.held(first["uuid"]).id == 1 and store.held(second["uuid"]).id == 2
     assert store.event_uuid_for_id(1) == first["uuid"] and store.event_uuid_for_id(2) == second["uuid"]
     assert store.event_uuid_for_id(3) is None and store.event_uuid_for_id(-1) is None
+
+
+def test_an_element_uuid_held_by_another_event_refuses_the_event_whole(store):
+    first = event(seed=30, attributes=3)["Event"]
+    thief = event(seed=31, attributes=3)["Event"]
+    thief["Attribute"][1]["uuid"] = first["Attribute"][0]["uuid"]
+    same_batch = event(seed=32, attributes=2)["Event"]
+    same_batch["Attribute"][0]["uuid"] = first["Attribute"][2]["uuid"]
+    outcomes = store.write_events([signed(first), signed(thief)])
+    assert outcomes == [WriteOutcome.STORED, WriteOutcome.CONFLICT]
+    assert store.write_events([signed(same_batch)]) == [WriteOutcome.CONFLICT]
+    assert store.held(thief["uuid"]) is None and store.check_integrity() == []

@@ -226,6 +226,8 @@ class Replica:
                 report.stored += 1
             elif outcome is WriteOutcome.UNCHANGED:
                 report.unchanged += 1
+            elif outcome is WriteOutcome.CONFLICT:
+                report.refuse("uuid-conflict")
             else:
                 report.refuse("older")
         self._views.clear()

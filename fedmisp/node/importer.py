@@ -10,6 +10,7 @@ import json
 import multiprocessing
 import os
 import sys
+import uuid as _uuid
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -23,6 +24,10 @@ from fedmisp.node.config import load_config
 from fedmisp.node.home import Node
 from fedmisp.store.store import EventWrite, Store, WriteOutcome, event_write, pack_writes, unpack_writes
 from fedmisp.store.writer import Writer
+
+def uuid_text(raw: bytes) -> str:
+    return str(_uuid.UUID(bytes=raw))
+
 
 # Hand events to the writer in groups of about this many elements: one future per group rather
 # than per event, and each group small enough to keep memory flat.
@@ -210,6 +215,9 @@ def import_paths(node: Node, paths: list[Path], progress: Callable[[int, int], N
                     report.attributes_stored += event.attribute_count
                 elif outcome is WriteOutcome.UNCHANGED:
                     report.events_unchanged += 1
+                elif outcome is WriteOutcome.CONFLICT:
+                    report.refused.append(f"event {uuid_text(event.uuid)}: an attribute or object uuid is "
+                                          "already used by another event; element uuids must be unique")
                 else:
                     report.events_older += 1
 

@@ -82,6 +82,7 @@ class WriteOutcome(str, Enum):
     STORED = "stored"  # a new event or a newer revision
     UNCHANGED = "unchanged"  # this exact revision is held already
     OLDER = "older"  # a newer revision is held: never replaced by an older one
+    CONFLICT = "uuid-conflict"  # an element uuid belongs to another held event (MISP keeps them unique)
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,6 +333,8 @@ class Store:
         rid = event.record_id
         raw = txn.get(ev, db=db["events"])
         if raw is None:
+            if self._uuid_conflict(txn, ev, event.rows[1], puts):
+                return WriteOutcome.CONFLICT, seq
             puts.extend(event.rows)
             last = txn.get(b"event_id", db=db["meta"])
             event_id = (_BE8.unpack(last)[0] if last else 0) + 1
@@ -349,6 +352,9 @@ class Store:
             # The bodies held now: a received revision may hold only some of its skeleton's.
             old_digests = {d for d in revision_elements(old) if txn.get(ev + d, db=db["bodies"]) is not None}
             bodies = event.rows[0]
+            # checked before anything of this event is written, so a refusal leaves nothing behind
+            if self._uuid_conflict(txn, ev, [(u, v) for u, v in event.rows[1] if v[16:] not in old_digests], puts):
+                return WriteOutcome.CONFLICT, seq
             if same:
                 # The same revision again: a no-op unless the peer's policy now lets more or less in.
                 if {key[16:] for key, _ in bodies} == old_digests:
@@ -400,6 +406,21 @@ class Store:
         if event.holding is not None:
             txn.put(ev, event.holding, db=db["holdings"])
         return WriteOutcome.STORED, seq
+
+    def _uuid_conflict(self, txn: lmdb.Transaction, ev: bytes, element_rows: Any, puts: "_Puts") -> bool:
+        """Whether any of these elements' uuids belongs to another event (held, or earlier in this
+        batch); if not, they are claimed for `ev`."""
+        elements = self.db["elements"]
+        for u, _ in element_rows:
+            owner = puts.claimed.get(u)
+            if owner is None:
+                raw = txn.get(u, db=elements)
+                owner = bytes(raw[:16]) if raw is not None else None
+            if owner is not None and owner != ev:
+                return True
+        for u, _ in element_rows:
+            puts.claimed[u] = ev
+        return False
 
     def _delete_rows(self, txn: lmdb.Transaction, ev: bytes, rows: Rows) -> None:
         for name, items in zip(ROW_DBS, rows):
@@ -711,11 +732,12 @@ class _Puts:
     """Index and body rows of a batch, applied with one putmulti per database: one C-level loop
     instead of a Python call per put. (Sorting the rows first was measured slower: the sort costs
     more than the page locality it buys, see bench/ingest.py.)"""
-    __slots__ = ("db", "rows")
+    __slots__ = ("db", "rows", "claimed")
 
     def __init__(self, db: dict[str, Any]):
         self.db = db
         self.rows = new_rows()
+        self.claimed: dict[bytes, bytes] = {}  # element uuid -> event, for uuids written in this batch
 
     def extend(self, rows: Rows) -> None:
         for mine, theirs in zip(self.rows, rows):
