@@ -110,6 +110,7 @@ class EventMeta:
     correlation_disabled: bool  # the event's disable_correlation
     info: str
     orgc_name: str
+    deleted: bool = False  # a deleted event's last revision (a tombstone): held, never listed
 
 
 def uuid16(text: str) -> bytes:
@@ -401,7 +402,9 @@ class Store:
         header = open_record(event.wire).body["event"] if event.event_info is None else None
         info = event.event_info if event.event_info is not None else header["info"]
         orgc = event.orgc_name if event.orgc_name is not None else header["Orgc"]["name"]
-        txn.put(ev, canonical.pack([event.source, event.correlation_only, event.event_disabled, info, orgc]),
+        deleted = not event.rows[0] and event.attribute_count == 0 and bool(
+            (open_record(event.wire).body["event"].get("extra") or {}).get("deleted"))
+        txn.put(ev, canonical.pack([event.source, event.correlation_only, event.event_disabled, info, orgc, deleted]),
                 db=db["event_meta"])
         if event.holding is not None:
             txn.put(ev, event.holding, db=db["holdings"])
@@ -559,13 +562,15 @@ class Store:
         return out
 
     def event_uuids(self, *, include_correlation_only: bool = False) -> Iterator[str]:
-        """Held events; correlation-only ones (matched, never shown) only when asked for."""
+        """Held events; correlation-only ones (matched, never shown) only when asked for; deleted
+        ones (tombstones) never."""
         with self.env.begin() as txn:
             meta = self.db["event_meta"]
             for key in txn.cursor(db=self.db["events"]).iternext(values=False):
-                if not include_correlation_only:
-                    raw = txn.get(key, db=meta)
-                    if raw is not None and EventMeta(*canonical.unpack(raw)).correlation_only:
+                raw = txn.get(key, db=meta)
+                if raw is not None:
+                    found = EventMeta(*canonical.unpack(raw))
+                    if found.deleted or (found.correlation_only and not include_correlation_only):
                         continue
                 yield str(_uuid.UUID(bytes=bytes(key)))
 
