@@ -84,7 +84,8 @@ class Replica:
 
     # --- sender --------------------------------------------------------------------------------------
 
-    def _held(self, event_uuid: str) -> _Held | None:
+    def held_event(self, event_uuid: str) -> _Held | None:
+        """A held event with its policy view and holding (cached per revision)."""
         held = self.store.held(event_uuid)
         if held is None:
             return None
@@ -108,7 +109,7 @@ class Replica:
 
     def offer(self, event_uuid: str, peer: PeerPolicy) -> tuple[_Held, dict[str, int]] | None:
         """What of one held event `peer` may have, as uuid -> level (None: nothing)."""
-        held = self._held(event_uuid)
+        held = self.held_event(event_uuid)
         if held is None:
             return None
         outcome = outbound(held.view, held.holding, peer, self.node_state(), plan(held.view))
@@ -117,7 +118,7 @@ class Replica:
         return held, dict(outcome.levels)
 
     def _may_receive(self, event_uuid: Any, peer: PeerPolicy) -> bool:
-        held = self._held(event_uuid) if isinstance(event_uuid, str) else None
+        held = self.held_event(event_uuid) if isinstance(event_uuid, str) else None
         if held is None:
             return False
         everywhere = Holding(held.holding.levels, {}, held.holding.correlation_only)  # rule 5 aside

@@ -307,6 +307,16 @@ def cmd_sharing_group(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from fedmisp.node.demo import run_demo
+    spec = Path(args.spec)
+    if not spec.is_file():
+        print(f"fedmisp demo: {spec} not found (run it from the project folder, or give --spec)", file=sys.stderr)
+        return 2
+    run_demo(spec, Path(args.dir), args.once)
+    return 0
+
+
 def cmd_apikey(args: argparse.Namespace) -> int:
     from fedmisp.model import canonical
     with _open(args) as node:
@@ -381,6 +391,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = with_home(sub.add_parser("run", help="serve the MISP-compatible REST API until SIGTERM / SIGINT"))
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("demo", help="start a small demo federation on 127.0.0.1 and show what flows where")
+    p.add_argument("--spec", default="configs/demo/federation.toml")
+    p.add_argument("--dir", default="demo", help="where the demo nodes live (emptied first)")
+    p.add_argument("--once", action="store_true", help="print the tables and stop the nodes")
+    p.set_defaults(func=cmd_demo)
 
     p = with_home(sub.add_parser("reload", help="make the running node read fedmisp.toml again"))
     p.set_defaults(func=cmd_reload)
