@@ -43,13 +43,13 @@ class ApplyReport:
 
 
 def pack_holding(h: Holding) -> bytes:
-    return canonical.pack({"c": h.correlation_only, "l": dict(h.levels),
+    return canonical.pack({"c": h.correlation_only, "k": dict(h.correlation_levels), "l": dict(h.levels),
                            "s": {k: sorted(v) for k, v in h.sources.items()}})
 
 
 def unpack_holding(raw: Any) -> Holding:
     return Holding(levels=raw["l"], sources={k: frozenset(v) for k, v in raw["s"].items()},
-                   correlation_only=raw["c"])
+                   correlation_only=raw["c"], correlation_levels=raw.get("k", {}))
 
 
 @dataclass(frozen=True)
@@ -259,8 +259,9 @@ class Replica:
             report.refuse(reason.value)
         previous = self.store.holding(received.event_uuid)
         holding = merge(unpack_holding(previous) if previous is not None else None, outcome, peer.name)
+        kept = holding.levels.keys() | holding.correlation_levels.keys()
         keep = [(d, b, e) for d, (b, e) in entries.items()
-                if e["uuid"] in holding.levels and (d not in received.bodies or e["uuid"] in outcome.levels)]
+                if e["uuid"] in kept and (d not in received.bodies or e["uuid"] in outcome.levels)]
         order = {d: i for i, d in enumerate(record.body["elements"])}
         keep.sort(key=lambda x: order[x[0]])
         return received_write(record, keep, pack_holding(holding), peer.name, holding.correlation_only)

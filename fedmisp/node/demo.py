@@ -169,7 +169,8 @@ def report(nodes: dict[str, DemoNode], console: Console) -> dict[str, Any]:
             for uuid in sorted(node.store.event_uuids(), key=lambda u: infos[u][0]):
                 record, elements = node.store.revision(uuid)
                 holding = node.store.holding(uuid)
-                level = holding["l"][uuid] if holding else record.body["event"]["distribution"]
+                level = (holding["l"].get(uuid, holding.get("k", {}).get(uuid)) if holding
+                         else record.body["event"]["distribution"])
                 result["held"][name][uuid] = level
                 attributes = sum(1 for e in elements if "type" in e and "value" in e)
                 held.add_row(name, infos[uuid][0][:60], infos[uuid][1], str(level), str(attributes))

@@ -64,7 +64,15 @@ class Holding:
     levels: Mapping[str, int]  # event uuid and element uuids -> level held at (0-4)
     # uuid -> the peers that gave it at the level held (they hold it at that level or higher)
     sources: Mapping[str, frozenset[str]] = field(default_factory=dict)
-    correlation_only: bool = False  # came only from correlation-only peers: never shown, never relayed
+    correlation_only: bool = False  # the event came only from correlation-only peers: never shown
+    # items that came over correlation-only links at a higher level than any other path gave (or
+    # only there): matched at that level, never shown or relayed at it
+    correlation_levels: Mapping[str, int] = field(default_factory=dict)
+
+    def held_level(self, uuid: str) -> int | None:
+        """The best level the item is held at for any purpose (relaying uses `levels` only)."""
+        both = [x for x in (self.levels.get(uuid), self.correlation_levels.get(uuid)) if x is not None]
+        return max(both) if both else None
 
     def level(self, uuid: str) -> int | None:
         return self.levels.get(uuid)

@@ -107,13 +107,15 @@ class EventPlan:
     ordered: tuple[ElementView, ...]  # objects first, so members can follow their object
     authored: Mapping[str, int]  # authored_levels(event)
     groups: Mapping[str, str | None]  # element uuid -> the sharing group a level-4 item is bound to
+    parents: Mapping[str, str]  # object member or reference uuid -> its object's uuid
 
 
 def plan(event: EventView) -> EventPlan:
     objects = {e.uuid: e for e in event.elements if e.kind == KIND_OBJECT}
     ordered = tuple(objects.values()) + tuple(e for e in event.elements if e.kind != KIND_OBJECT)
     groups = {e.uuid: sharing_group_of(event, e, objects) for e in event.elements}
-    return EventPlan(event, ordered, authored_levels(event), groups)
+    parents = {e.uuid: e.object_uuid for e in event.elements if e.object_uuid is not None}
+    return EventPlan(event, ordered, authored_levels(event), groups, parents)
 
 
 def next_hop_level(held: int, internal: bool) -> int | None:
@@ -204,15 +206,7 @@ def outbound(event: EventView, holding: Holding, peer: PeerPolicy, node: NodeSta
     _elements(event_plan or plan(event), holding.levels, peer, node, peer.push, 0, internal, False,
               levels, withheld)
     # 5. never back to the peer it came from
-    if peer.name in holding.sources.get(event.uuid, ()):
-        fresh = [u for u in levels if u != event.uuid and peer.name not in holding.sources.get(u, ())]
-        if not fresh:
-            return _refused(Reason.FROM_PEER)
-    for u in list(levels):
-        if u != event.uuid and peer.name in holding.sources.get(u, ()):
-            del levels[u]
-            withheld[u] = Reason.FROM_PEER
-    return Outcome(Reason.ALLOWED, levels, withheld)
+    return _not_back(Outcome(Reason.ALLOWED, levels, withheld), holding, peer.name, event_plan or plan(event))
 
 
 def outbound_many(event: EventView, holding: Holding, peers: list[PeerPolicy], node: NodeState) -> dict[str, Outcome]:
@@ -231,20 +225,29 @@ def outbound_many(event: EventView, holding: Holding, peers: list[PeerPolicy], n
         if decided is None:
             anonymous = PeerPolicy(name="", org_uuid=peer.org_uuid, mode=peer.mode, push=peer.push, pull=peer.pull)
             decided = shared[key] = outbound(event, holding, anonymous, node, event_plan)
-        out[peer.name] = _not_back(decided, holding, peer.name, event.uuid) if decided.allowed else decided
+        out[peer.name] = _not_back(decided, holding, peer.name, event_plan) if decided.allowed else decided
     return out
 
 
-def _not_back(outcome: Outcome, holding: Holding, peer_name: str, event_uuid: str) -> Outcome:
-    """Step 5 on an outcome decided for peers alike: drop what came from this peer."""
+def _not_back(outcome: Outcome, holding: Holding, peer_name: str, event_plan: EventPlan) -> Outcome:
+    """Step 5: drop what came from this peer (it holds it at that level or higher). An object it
+    gave stays in the offer while one of its members goes, or the receiver could not attach the
+    member (an element passes only with its object)."""
     sources = holding.sources
-    if not any(peer_name in sources.get(u, ()) for u in outcome.levels):
+    event_uuid = event_plan.event.uuid
+    back = {u for u in outcome.levels if u != event_uuid and peer_name in sources.get(u, ())}
+    header_back = peer_name in sources.get(event_uuid, ())
+    if not back and not header_back:
         return outcome
-    levels = {u: lv for u, lv in outcome.levels.items() if u == event_uuid or peer_name not in sources.get(u, ())}
-    if peer_name in sources.get(event_uuid, ()) and len(levels) == 1:
+    parents = event_plan.parents
+    for u in outcome.levels:
+        if u not in back and parents.get(u) in back:
+            back.discard(parents[u])
+    levels = {u: lv for u, lv in outcome.levels.items() if u not in back}
+    if header_back and len(levels) == 1:
         return _refused(Reason.FROM_PEER)
     withheld = dict(outcome.withheld)
-    withheld.update({u: Reason.FROM_PEER for u in outcome.levels if u not in levels})
+    withheld.update({u: Reason.FROM_PEER for u in back})
     return Outcome(Reason.ALLOWED, levels, withheld)
 
 
@@ -346,21 +349,33 @@ def inbound(event: EventView, offered: Mapping[str, int], peer: PeerPolicy, node
 
 def merge(held: Holding | None, outcome: Outcome, peer_name: str) -> Holding:
     """A node's holding after storing what `outcome` let in: each item at the highest level any
-    path allowed; correlation-only only while nothing came by a path that may show it."""
+    path allowed. What came only over correlation-only links is kept apart (`correlation_levels`):
+    matched, never shown or relayed, whatever else of the same event came by other paths."""
     if not outcome.allowed:
         if held is None:
             raise ValueError("nothing to merge: the outcome refused the event and nothing is held")
         return held
     levels = dict(held.levels) if held else {}
     sources = {k: set(v) for k, v in held.sources.items()} if held else {}
-    for uuid, level in outcome.levels.items():
-        held_level = levels.get(uuid, -1)
-        if held_level < level:
-            # A higher level came by this path: only this peer gave us what we now hold, so rule 5
-            # (never back to the peer it came from) must not keep it from the peers that gave less.
-            levels[uuid] = level
-            sources[uuid] = {peer_name}
-        elif held_level == level:
-            sources.setdefault(uuid, set()).add(peer_name)
-    correlation_only = outcome.correlation_only and (held is None or held.correlation_only)
-    return Holding(levels, {k: frozenset(v) for k, v in sources.items()}, correlation_only)
+    correlation = dict(held.correlation_levels) if held else {}
+    if outcome.correlation_only:
+        for uuid, level in outcome.levels.items():
+            # kept when it is more than what may be relayed (correlation sees the best level held)
+            if levels.get(uuid, -1) < level and correlation.get(uuid, -1) < level:
+                correlation[uuid] = level
+    else:
+        for uuid, level in outcome.levels.items():
+            held_level = levels.get(uuid, -1)
+            if held_level < level:
+                # A higher level came by this path: only this peer gave us what we now hold, so
+                # rule 5 (never back to the peer it came from) must not keep it from the peers
+                # that gave less.
+                levels[uuid] = level
+                sources[uuid] = {peer_name}
+            elif held_level == level:
+                sources.setdefault(uuid, set()).add(peer_name)
+            if correlation.get(uuid, -1) <= levels[uuid]:
+                correlation.pop(uuid, None)
+    event_uuid = next(iter(outcome.levels))  # outcomes list the event first
+    return Holding(levels, {k: frozenset(v) for k, v in sources.items()},
+                   correlation_only=event_uuid not in levels, correlation_levels=correlation)
