@@ -14,14 +14,10 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-# A node in ./demo/node with the sample events of configs/samples imported, then what it holds.
+# Three organisations' nodes on 127.0.0.1 (configs/demo/federation.toml): replicate, then show
+# what each holds, what it was not sent and why, and the correlations; runs until Ctrl-C.
 demo: install
-	rm -rf $(DEMO)/node
-	$(VENV)/bin/fedmisp init --home $(DEMO)/node --org "National CSIRT"
-	$(VENV)/bin/fedmisp import --home $(DEMO)/node configs/samples
-	$(VENV)/bin/fedmisp status --home $(DEMO)/node
-	$(VENV)/bin/fedmisp events --home $(DEMO)/node
-	$(VENV)/bin/fedmisp export --home $(DEMO)/node --format feed --out $(DEMO)/feed
+	$(VENV)/bin/fedmisp demo --dir $(DEMO)
 
 test: install
 	$(PY) -m pytest -q
