@@ -467,8 +467,12 @@ def test_fuzz_add_answers_2xx_or_4xx_and_never_stores_half(server: Server, docum
     assert response.status_code < 500, response.text
     if response.status_code == 200:
         answered = response.json()["Event"]
-        # what the node answered with is what it holds, whole
-        assert server.get(f"/events/view/{answered['id']}").json()["Event"] == answered
+        # what the node answered with is what it holds, whole (the view adds correlations)
+        viewed = server.get(f"/events/view/{answered['id']}").json()["Event"]
+        viewed.pop("RelatedEvent", None)
+        for a in viewed.get("Attribute", []) + [a for o in viewed.get("Object", []) for a in o.get("Attribute", [])]:
+            a.pop("RelatedAttribute", None)
+        assert viewed == answered
         assert server.event_count() == before + 1
     else:
         assert response.json()["saved"] is False
@@ -509,6 +513,31 @@ def test_fuzz_search_answers_2xx_or_4xx(server: Server, params: dict, controller
 
 
 # --- the process -------------------------------------------------------------------------------------
+
+def test_correlations_show_in_event_views_and_on_request_in_searches(server: Server):
+    """MISP's RelatedEvent/RelatedAttribute, and includeCorrelations / enforceWarninglist in restSearch."""
+    from pymisp import MISPEvent
+    misp = server.misp()
+    first, second = MISPEvent(), MISPEvent()
+    for event, info in ((first, "correlation one"), (second, "correlation two")):
+        event.info = info
+        event.distribution = 0
+        event.add_attribute("ip-dst", "203.0.113.200")
+        event.add_attribute("ip-dst", "8.8.8.8", comment="a public resolver: on a warninglist")
+    first = misp.add_event(first, pythonify=True)
+    second = misp.add_event(second, pythonify=True)
+    viewed = misp.get_event(second.uuid, pythonify=False)["Event"]
+    assert first.uuid in {r["Event"]["uuid"] for r in viewed.get("RelatedEvent", [])}
+    related = [a for a in viewed["Attribute"] if a["value"] == "203.0.113.200"][0]["RelatedAttribute"]
+    assert any(r["event_uuid"] == first.uuid for r in related)
+    found = misp.search(controller="attributes", value="203.0.113.200", includeCorrelations=True)["Attribute"]
+    assert all(a.get("RelatedAttribute") for a in found) and len(found) >= 2
+    plain = misp.search(controller="attributes", value="203.0.113.200")["Attribute"]
+    assert not any("RelatedAttribute" in a for a in plain)
+    both = misp.search(controller="attributes", eventid=[first.id], pythonify=False)["Attribute"]
+    enforced = misp.search(controller="attributes", eventid=[first.id], enforceWarninglist=True)["Attribute"]
+    assert {a["value"] for a in both} - {a["value"] for a in enforced} == {"8.8.8.8"}
+
 
 def test_zz_sigterm_stops_the_node_cleanly(server: Server):
     server.process.send_signal(signal.SIGTERM)

@@ -108,7 +108,7 @@ class Correlator:
         for attribute in attributes:
             found = self.attribute(event["uuid"], attribute, disabled)
             if found.matches:
-                attribute["RelatedAttribute"] = [_related_attribute(m) for m in found.matches]
+                attribute["RelatedAttribute"] = [related_attribute(m) for m in found.matches]
             for m in found.matches:
                 if not m.correlation_only:
                     related.setdefault(m.event_uuid, {"Event": {"uuid": m.event_uuid, "info": m.event_info,
@@ -264,7 +264,7 @@ def _match(kind: str, ref: bytes, element: dict[str, Any], meta: EventMeta, scor
                  org=meta.orgc_name, source=meta.source, correlation_only=meta.correlation_only)
 
 
-def _related_attribute(m: Match) -> dict[str, Any]:
+def related_attribute(m: Match) -> dict[str, Any]:
     related = {"uuid": m.attribute_uuid, "event_uuid": m.event_uuid, "type": m.type, "value": m.value,
                "correlation": m.kind}
     if m.kind == "ssdeep":

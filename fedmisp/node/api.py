@@ -29,6 +29,8 @@ from fedmisp.model import canonical
 from fedmisp.model.describe import describe_types
 # _misp_attribute: the one place that writes an attribute as MISP JSON (to be made public in model/)
 from fedmisp.model.misp import MAX_TAG_NAME, EventError, _misp_attribute, element_kind, parse_event
+from fedmisp.correlate.engine import Correlator, related_attribute
+from fedmisp.correlate.warninglists import warninglist_hits
 from fedmisp.model.records import KIND_SIGHTINGS, seal
 from fedmisp.model.revision import SignedEvent, sign_event
 from fedmisp.node.home import ROLES, Node, hash_api_key
@@ -262,12 +264,19 @@ def number_event(event: dict[str, Any], event_id: int, include_deleted: bool = F
     return event
 
 
-def _view(ctx: ApiContext, event_uuid: str, include_deleted: bool = False, metadata: bool = False) -> dict[str, Any] | None:
+def _view(ctx: ApiContext, event_uuid: str, include_deleted: bool = False, metadata: bool = False,
+          correlations: bool = False) -> dict[str, Any] | None:
     held = ctx.store.held(event_uuid)
     event = ctx.store.export_event(event_uuid)
     if held is None or event is None or event["Event"].get("deleted"):  # a tombstone (decision 0007)
         return None
+    meta = ctx.store.event_meta(event_uuid)
+    if meta is not None and meta.correlation_only:
+        return None  # matched by correlation, never shown (issue 5)
     event = number_event(event, held.id, include_deleted)
+    if correlations:
+        # MISP's RelatedEvent and RelatedAttribute, computed now from the indexes (decision 0006)
+        Correlator(ctx.store).annotate(event)
     if metadata:
         event["Event"].pop("Attribute", None)
         event["Event"].pop("Object", None)
@@ -382,7 +391,7 @@ async def event_view(request: web.Request) -> web.Response:
     if request.method == "POST":
         params = await body_json(request, required=False)
         include_deleted = isinstance(params, dict) and params.get("deleted") not in (None, 0, "0", False, [0], ["0"])
-    event = await run(_view, ctx, event_uuid, include_deleted)
+    event = await run(_view, ctx, event_uuid, include_deleted, correlations=True)
     if event is None:
         raise ApiError(404, "Invalid event")
     return web.json_response(event)
@@ -803,17 +812,33 @@ async def _search_params(request: web.Request) -> tuple[query.Query, str, dict[s
     return q, fmt, params
 
 
+def _flag(value: Any) -> bool:
+    return value in (True, 1, "1", "true", "True")
+
+
 @needs("read-only")
 async def attribute_search(request: web.Request) -> web.StreamResponse:
     from fedmisp.export import csv as csv_export, nids, text as text_export
     ctx = request.app[CTX]
-    q, fmt, _params = await _search_params(request)
+    q, fmt, params = await _search_params(request)
     if fmt in ("suricata", "snort") and q.to_ids is None:
         q = query.Query(**{**q.__dict__, "to_ids": True})  # MISP's NIDS export: IDS-flagged attributes only
     found = query.search_attributes(ctx.store, q)
+    if _flag(params.get("enforceWarninglist")):
+        # MISP's enforceWarninglist: leave out what a warninglist says is benign (a resolver, a top domain)
+        found = ((h, b) for h, b in found if not warninglist_hits(b["value"].split("|")[0]))
     if fmt == "json":
-        return await stream(request, _json_list('{"response": {"Attribute": [',
-                                                (attribute_json(h, b) for h, b in found), "]}}"), JSON)
+        correlator = Correlator(ctx.store) if _flag(params.get("includeCorrelations")) else None
+
+        def attributes() -> Iterator[dict[str, Any]]:
+            for h, b in found:
+                a = attribute_json(h, b)
+                if correlator is not None:
+                    related = correlator.attribute(h.uuid, b).matches
+                    if related:
+                        a["RelatedAttribute"] = [related_attribute(m) for m in related]
+                yield a
+        return await stream(request, _json_list('{"response": {"Attribute": [', attributes(), "]}}"), JSON)
     if fmt == "csv":
         return await stream(request, csv_export.attributes_csv(ctx.store, found), "text/csv; charset=utf-8")
     if fmt == "text":
@@ -837,10 +862,11 @@ async def event_search(request: web.Request) -> web.StreamResponse:
             return await stream(request, text_export.attributes_text(found), "text/plain; charset=utf-8")
         return await stream(request, nids.rules(found, fmt), "text/plain; charset=utf-8")
     include_deleted = True in q.deleted
+    correlations = _flag(_params.get("includeCorrelations"))
 
     def events() -> Iterator[dict[str, Any]]:
         for head in query.search_events(ctx.store, q):
-            event = _view(ctx, head.uuid, include_deleted, q.event_metadata)
+            event = _view(ctx, head.uuid, include_deleted, q.event_metadata, correlations)
             if event is not None:
                 yield event
     return await stream(request, _json_list('{"response": [', events(), "]}"), JSON)

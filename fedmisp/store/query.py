@@ -347,9 +347,9 @@ class Query:
 
 # Parameters PyMISP always sends; accepted, and not yet used by this node (listed in docs/api.md).
 IGNORED_PARAMETERS = frozenset({
-    "returnFormat", "withAttachments", "metadata", "enforceWarninglist", "includeEventUuid",
+    "returnFormat", "withAttachments", "metadata", "includeEventUuid",
     "includeEventTags", "sgReferenceOnly", "includeContext", "headerless", "includeSightings",
-    "includeDecayScore", "includeCorrelations", "excludeDecayed", "quickFilter", "event_tags",
+    "includeDecayScore", "excludeDecayed", "quickFilter", "event_tags",
     "eventinfo", "searchall", "requested_attributes", "object_name", "sharinggroup", "includeProposals",
     "decayingModel", "score", "first_seen", "last_seen", "attackGalaxy", "object_relation",
     "includeAllTags", "includeGranularCorrelations", "includeWarninglistHits", "returnMetaAttributes",
@@ -359,6 +359,7 @@ KNOWN_PARAMETERS = frozenset({
     "value", "type", "category", "org", "tags", "eventid", "uuid", "from", "to", "last",
     "publish_timestamp", "timestamp", "event_timestamp", "published", "to_ids", "deleted", "limit",
     "page", "date_from", "date_to", "attribute_timestamp",
+    "includeCorrelations", "enforceWarninglist",  # handled by the API layer (correlate/)
 }) | IGNORED_PARAMETERS
 
 
