@@ -96,7 +96,7 @@ def test_a_newer_revision_replaces_the_old_one_downstream(tmp_path):
 def test_sharing_group_data_travels_only_through_members(tmp_path):
     """a - b - c - d in a line; the group has a, b and d: d is a member but only reachable through
     c, which is not, so the group's event reaches b only."""
-    from fedmisp.node.sharing_groups import create, revise
+    from fedmisp.gossip.sharing_groups import create, revise
     nodes = make_federation(tmp_path, ["a", "b", "c", "d"], [("a", "b"), ("b", "c"), ("c", "d")])
     orgs = {n: node.config.org_uuid for n, node in nodes.items()}
     settle(nodes)  # org records everywhere

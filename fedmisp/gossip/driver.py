@@ -5,7 +5,7 @@ from typing import Any, Protocol
 
 from fedmisp.gossip.replica import ApplyReport, Replica
 from fedmisp.gossip.session import Done, PullSession, SendBodies, SendChanges, StoreBatch
-from fedmisp.node.config import PeerConfig
+from fedmisp.gossip.peers import PeerConfig
 
 
 class Transport(Protocol):

@@ -15,7 +15,7 @@ from fedmisp.gossip.auth import HEADER, AuthError, ReplayCache, open_body, seal_
 from fedmisp.gossip.replica import Replica
 from fedmisp.gossip.session import MAX_MESSAGE_BYTES, ProtocolError, decode, encode
 from fedmisp.model.identity import Identity
-from fedmisp.node.config import PeerConfig
+from fedmisp.gossip.peers import PeerConfig
 from fedmisp.policy.model import PeerMode
 
 PREFIX = "/fed/v1"

@@ -17,9 +17,9 @@ from fedmisp.model import canonical
 from fedmisp.model.records import (
     KIND_EVENT, KIND_ORG, KIND_PROPOSAL, KIND_SHARING_GROUP, KIND_SIGHTINGS, Record, open_element, open_record,
 )
-from fedmisp.node.config import PeerConfig
-from fedmisp.node.home import Node
-from fedmisp.node.sharing_groups import accept as accept_sharing_group, current_groups
+from fedmisp.gossip.peers import PeerConfig
+from fedmisp.gossip.peers import NodeView
+from fedmisp.gossip.sharing_groups import accept as accept_sharing_group, current_groups
 from fedmisp.policy.reasons import Reason
 from fedmisp.policy.model import EventView, Holding, NodeState, PeerPolicy, event_view
 from fedmisp.policy.pipeline import inbound, merge, origin_holding, outbound, plan
@@ -62,7 +62,7 @@ class _Held:
 
 
 class Replica:
-    def __init__(self, node: Node):
+    def __init__(self, node: NodeView):
         self.node = node
         self.store = node.store
         self._views: OrderedDict[bytes, _Held] = OrderedDict()

@@ -20,8 +20,8 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from fedmisp.gossip.driver import pull_async
 from fedmisp.gossip.http import HttpTransport, PeerProtocol
 from fedmisp.gossip.replica import Replica
-from fedmisp.node.config import PeerConfig
-from fedmisp.node.home import Node
+from fedmisp.gossip.peers import PeerConfig
+from fedmisp.gossip.peers import NodeView
 from fedmisp.policy.model import PeerMode
 
 log = logging.getLogger("fedmisp.gossip")
@@ -57,7 +57,7 @@ class PeerStatus:
 
 
 class Gossiper:
-    def __init__(self, node: Node, run_blocking: Callable[..., Awaitable[Any]],
+    def __init__(self, node: NodeView, run_blocking: Callable[..., Awaitable[Any]],
                  interval: float = ANTI_ENTROPY_SECONDS):
         self.node = node
         self.replica = Replica(node)

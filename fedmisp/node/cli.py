@@ -275,7 +275,7 @@ def cmd_reload(args: argparse.Namespace) -> int:
 
 
 def cmd_sharing_group(args: argparse.Namespace) -> int:
-    from fedmisp.node import sharing_groups as sg
+    from fedmisp.gossip import sharing_groups as sg
 
     def members(values: list[str]) -> dict[str, bool]:
         out = {}

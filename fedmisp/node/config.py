@@ -17,6 +17,7 @@ import tomli_w
 
 from fedmisp.model.identity import decode_key
 from fedmisp.policy.config import parse_filter, parse_mode
+from fedmisp.gossip.peers import PeerConfig
 from fedmisp.policy.model import PeerMode, PeerPolicy
 
 CONFIG_FILE = "fedmisp.toml"
@@ -25,18 +26,6 @@ STORE_DIR = "store"
 DEFAULT_LISTEN = "127.0.0.1:8480"
 # An import file is parsed whole; beyond this it should be split (or fed as a feed folder).
 DEFAULT_MAX_IMPORT_FILE_BYTES = 256 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class PeerConfig:
-    """One configured peer: where it is, its pinned key, and the policy for it."""
-    policy: PeerPolicy
-    url: str
-    key: bytes  # Ed25519 public key
-
-    @property
-    def name(self) -> str:
-        return self.policy.name
 
 
 _PEER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")

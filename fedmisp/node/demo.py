@@ -29,7 +29,7 @@ from fedmisp.gossip.replica import Replica
 from fedmisp.node.config import CONFIG_FILE
 from fedmisp.node.home import Node, init_home
 from fedmisp.node.importer import import_paths
-from fedmisp.node.sharing_groups import create as create_group
+from fedmisp.gossip.sharing_groups import create as create_group
 from fedmisp.policy.model import event_view
 from fedmisp.policy.pipeline import outbound, plan
 from fedmisp.policy.reasons import Reason

@@ -1,0 +1,29 @@
+"""A configured peer: where it is, its pinned key, and the policy for it (node/config.py reads them)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from fedmisp.model.identity import Identity
+from fedmisp.policy.model import PeerPolicy
+
+
+@dataclass(frozen=True)
+class PeerConfig:
+    """One configured peer: where it is, its pinned key, and the policy for it."""
+    policy: PeerPolicy
+    url: str
+    key: bytes  # Ed25519 public key
+
+    @property
+    def name(self) -> str:
+        return self.policy.name
+
+
+class NodeView(Protocol):
+    """What gossip needs of the node that runs it (node/home.py's Node is one): its key, its store
+    and its current configuration (read at each use, so a reload takes effect)."""
+
+    identity: Identity
+    store: Any
+    config: Any  # node.config.NodeConfig: org_uuid, peers, blocked_events, blocked_orgs
