@@ -4,8 +4,11 @@ Loading every list takes a few seconds, so it happens once, on first use.
 """
 from __future__ import annotations
 
+import logging
 from functools import lru_cache
 from typing import Any
+
+log = logging.getLogger("fedmisp.correlate")
 
 
 @lru_cache(maxsize=1)
@@ -18,6 +21,7 @@ def warninglist_hits(value: str) -> list[str]:
     """Names of the warninglists `value` is on (empty when none, or when the lists cannot load)."""
     try:
         hits = _lists().search(value)
-    except Exception:  # noqa: BLE001 - a broken list must not break correlation
+    except (ValueError, KeyError, TypeError, OSError) as e:  # a broken list must not break correlation
+        log.warning("warninglist search for %r failed: %s", value, e)
         return []
     return sorted({hit.name for hit in hits})
