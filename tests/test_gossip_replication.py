@@ -136,3 +136,22 @@ def test_a_sighting_reaches_the_events_creator_two_hops_away(tmp_path):
     assert [s["uuid"] for s in seen] == [sighting["uuid"]] and seen[0]["source"] == "ids"
     for node in nodes.values():
         node.close()
+
+
+def test_what_came_only_over_a_correlation_only_link_is_matched_but_never_shown_or_relayed(tmp_path):
+    """c takes o's data for correlation only, and the same event from x, whose filter keeps the md5
+    from c: c shows the event without the md5, finds the md5 by correlation, and never relays it."""
+    from fedmisp.correlate.engine import Correlator
+    nodes = make_federation(tmp_path, ["o", "x", "c", "y"], [("o", "x"), ("x", "c"), ("o", "c"), ("c", "y")],
+                            {("c", "o"): {"mode": "correlation-only"},
+                             ("x", "c"): {"push": {"types_exclude": ["md5"]}}})
+    path, raw = _event_at_level(tmp_path, 90, 3)
+    md5 = next(a for a in raw["Attribute"] if a["type"] == "md5")
+    import_paths(nodes["o"], [path])
+    settle(nodes)
+    shown = nodes["c"].store.export_event(raw["uuid"])["Event"]
+    assert md5["uuid"] not in {a["uuid"] for a in shown["Attribute"]} and len(shown["Attribute"]) == 2
+    assert [m.attribute_uuid for m in Correlator(nodes["c"].store).value(md5["value"], "md5").matches] == [md5["uuid"]]
+    assert md5["uuid"] not in {a["uuid"] for a in nodes["y"].store.export_event(raw["uuid"])["Event"]["Attribute"]}
+    for node in nodes.values():
+        node.close()

@@ -105,3 +105,13 @@ events = ["nope"]
     for line in expected:
         assert line in text, f"missing: {line}\n---\n{text}"
     assert len(info.value.problems) == len(expected)
+
+
+def test_correlation_settings_load_and_bad_ones_are_named(tmp_path):
+    config = load(tmp_path, '[correlation]\nssdeep_threshold = 60\nexclusions = ["%.example"]\n')
+    assert config.correlation.ssdeep_threshold == 60 and config.correlation.exclusions == ("%.example",)
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, '[correlation]\nssdeep_threshold = 0\nmax_matches = "many"\ncolour = 1\n')
+    text = str(info.value)
+    assert "correlation.ssdeep_threshold: 0; expected 1 to 100" in text
+    assert "correlation.max_matches: 'many'" in text and "correlation.colour: unknown setting" in text

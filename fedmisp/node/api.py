@@ -276,7 +276,7 @@ def _view(ctx: ApiContext, event_uuid: str, include_deleted: bool = False, metad
     event = number_event(event, held.id, include_deleted)
     if correlations:
         # MISP's RelatedEvent and RelatedAttribute, computed now from the indexes (decision 0006)
-        Correlator(ctx.store).annotate(event)
+        Correlator(ctx.store, ctx.node.config.correlation).annotate(event)
     if metadata:
         event["Event"].pop("Attribute", None)
         event["Event"].pop("Object", None)
@@ -828,7 +828,9 @@ async def attribute_search(request: web.Request) -> web.StreamResponse:
         # MISP's enforceWarninglist: leave out what a warninglist says is benign (a resolver, a top domain)
         found = ((h, b) for h, b in found if not warninglist_hits(b["value"].split("|")[0]))
     if fmt == "json":
-        correlator = Correlator(ctx.store) if _flag(params.get("includeCorrelations")) else None
+        correlator = (Correlator(ctx.store, ctx.node.config.correlation)
+                      if _flag(params.get("includeCorrelations")) else None)
+        warnings = _flag(params.get("includeWarninglistHits"))
 
         def attributes() -> Iterator[dict[str, Any]]:
             for h, b in found:
@@ -837,6 +839,10 @@ async def attribute_search(request: web.Request) -> web.StreamResponse:
                     related = correlator.attribute(h.uuid, b).matches
                     if related:
                         a["RelatedAttribute"] = [related_attribute(m) for m in related]
+                if warnings:
+                    hits = warninglist_hits(b["value"].split("|")[0])
+                    if hits:
+                        a["warnings"] = [{"warninglist_name": name} for name in hits]
                 yield a
         return await stream(request, _json_list('{"response": {"Attribute": [', attributes(), "]}}"), JSON)
     if fmt == "csv":

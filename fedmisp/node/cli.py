@@ -74,10 +74,11 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_correlate(args: argparse.Namespace) -> int:
-    from fedmisp.correlate.engine import CorrelationConfig, Correlator
+    from fedmisp.correlate.engine import Correlator
     from fedmisp.correlate.warninglists import warninglist_hits
     with _open(args) as node:
-        config = CorrelationConfig(ssdeep_threshold=args.threshold)
+        config = node.config.correlation if args.threshold is None else \
+            dataclasses.replace(node.config.correlation, ssdeep_threshold=args.threshold)
         found = Correlator(node.store, config).value(args.value, args.type)
     hits = warninglist_hits(args.value) if args.warninglists else []
     if args.json:
@@ -370,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = with_home(sub.add_parser("correlate", help="what the node holds that correlates with a value"))
     p.add_argument("value")
     p.add_argument("--type", help="the value's MISP type (default: guessed: IP, network, ssdeep or exact)")
-    p.add_argument("--threshold", type=int, default=40, help="ssdeep score threshold (MISP's default 40)")
+    p.add_argument("--threshold", type=int, help="ssdeep score threshold (default: [correlation] in fedmisp.toml, 40)")
     p.add_argument("--no-warninglists", dest="warninglists", action="store_false",
                    help="skip the MISP warninglist check")
     p.add_argument("--json", action="store_true")

@@ -17,6 +17,7 @@ import tomli_w
 
 from fedmisp.model.identity import decode_key
 from fedmisp.policy.config import parse_filter, parse_mode
+from fedmisp.correlate.engine import CorrelationConfig
 from fedmisp.gossip.peers import PeerConfig
 from fedmisp.policy.model import PeerMode, PeerPolicy
 
@@ -97,6 +98,33 @@ def _parse_uuid_list(raw: Any, where: str, problems: list[str]) -> frozenset[str
     return frozenset(out)
 
 
+def _parse_correlation(raw: Any, problems: list[str]) -> CorrelationConfig:
+    default = CorrelationConfig()
+    if raw is None:
+        return default
+    if not isinstance(raw, dict):
+        problems.append("[correlation]: expected a table")
+        return default
+    known = ("ssdeep_threshold", "max_matches", "exclusions")
+    for key in raw:
+        if key not in known:
+            problems.append(f"correlation.{key}: unknown setting; accepted: {', '.join(known)}")
+    threshold = raw.get("ssdeep_threshold", default.ssdeep_threshold)
+    if isinstance(threshold, bool) or not isinstance(threshold, int) or not 1 <= threshold <= 100:
+        problems.append(f"correlation.ssdeep_threshold: {threshold!r}; expected 1 to 100 (MISP's default is 40)")
+        threshold = default.ssdeep_threshold
+    cap = raw.get("max_matches", default.max_matches)
+    if isinstance(cap, bool) or not isinstance(cap, int) or not 1 <= cap <= 1_000_000:
+        problems.append(f"correlation.max_matches: {cap!r}; expected 1 to 1000000")
+        cap = default.max_matches
+    exclusions = raw.get("exclusions", [])
+    if not isinstance(exclusions, list) or not all(isinstance(x, str) and x.strip() for x in exclusions) \
+            or len(exclusions) > 10_000:
+        problems.append("correlation.exclusions: expected a list of values (at most 10000), '%' as wildcard")
+        exclusions = []
+    return CorrelationConfig(ssdeep_threshold=threshold, max_matches=cap, exclusions=tuple(exclusions))
+
+
 class ConfigError(ValueError):
     def __init__(self, path: Path, problems: list[str]):
         self.path = path
@@ -115,6 +143,7 @@ class NodeConfig:
     max_import_file_bytes: int = DEFAULT_MAX_IMPORT_FILE_BYTES
     map_size: int = 1 << 40
     peers: tuple[PeerConfig, ...] = ()
+    correlation: CorrelationConfig = field(default_factory=CorrelationConfig)
     blocked_events: frozenset[str] = frozenset()
     blocked_orgs: frozenset[str] = frozenset()
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
@@ -176,7 +205,7 @@ def load_config(home: Path) -> NodeConfig:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(path, [f"not valid TOML: {e}"]) from None
     problems: list[str] = []
-    known_sections = {"node", "sharing", "limits", "peer", "blocklist", "gossip"}
+    known_sections = {"node", "sharing", "limits", "peer", "blocklist", "gossip", "correlation"}
     for section in raw:
         if section not in known_sections:
             problems.append(f"[{section}]: unknown section; accepted: {', '.join(sorted(known_sections))}")
@@ -221,8 +250,9 @@ def load_config(home: Path) -> NodeConfig:
         blocklist = {}
     blocked_events = _parse_uuid_list(blocklist.get("events"), "blocklist.events", problems)
     blocked_orgs = _parse_uuid_list(blocklist.get("orgs"), "blocklist.orgs", problems)
+    correlation = _parse_correlation(raw.get("correlation"), problems)
     if problems:
         raise ConfigError(path, problems)
-    return NodeConfig(home=home, org_name=org_name, org_uuid=org_uuid, listen_host=host, listen_port=port,
+    return NodeConfig(correlation=correlation, home=home, org_name=org_name, org_uuid=org_uuid, listen_host=host, listen_port=port,
                       default_distribution=distribution, max_import_file_bytes=max_file, peers=peers,
                       blocked_events=blocked_events, blocked_orgs=blocked_orgs, raw=raw)

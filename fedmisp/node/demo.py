@@ -203,7 +203,7 @@ def report(nodes: dict[str, DemoNode], console: Console) -> dict[str, Any]:
         for column in ("node", "value", "in event", "also in", "of"):
             related.add_column(column, overflow="fold")
         for name, node in opened.items():
-            correlator = Correlator(node.store)
+            correlator = Correlator(node.store, node.config.correlation)
             for uuid in node.store.event_uuids():
                 record, elements = node.store.revision(uuid)
                 creator = record.body["event"]["Orgc"]["name"]

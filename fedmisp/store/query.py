@@ -137,6 +137,9 @@ def event_head(store: Store, event_uuid: str) -> EventHead | None:
             return None
         held = HeldEvent.decode(bytes(raw))
         record = open_record(txn.get(held.record_id, db=store.db["records"]))
+    meta = store.event_meta(event_uuid)
+    if meta is not None and (meta.correlation_only or meta.deleted):
+        return None  # matched by correlation only, or deleted: never shown
     return EventHead(event_uuid, held.id, held, record.author, record.body["event"])
 
 
@@ -159,7 +162,15 @@ def event_ids(store: Store) -> Iterator[tuple[int, str]]:
 
 
 def event_elements(store: Store, event_uuid: str, only: Iterable[bytes] | None = None) -> list[dict[str, Any]]:
-    """Element bodies of the held revision (verified), all or only the given element uuids."""
+    """Element bodies of the held revision (verified), all or only the given element uuids;
+    never the ones held for correlation only."""
+    hidden = store.correlation_only_items(event_uuid)
+    if hidden:
+        return [e for e in _event_elements(store, event_uuid, only) if e["uuid"] not in hidden]
+    return _event_elements(store, event_uuid, only)
+
+
+def _event_elements(store: Store, event_uuid: str, only: Iterable[bytes] | None = None) -> list[dict[str, Any]]:
     ev = uuid16(event_uuid)
     out = []
     with store.env.begin() as txn:
@@ -352,14 +363,14 @@ IGNORED_PARAMETERS = frozenset({
     "includeDecayScore", "excludeDecayed", "quickFilter", "event_tags",
     "eventinfo", "searchall", "requested_attributes", "object_name", "sharinggroup", "includeProposals",
     "decayingModel", "score", "first_seen", "last_seen", "attackGalaxy", "object_relation",
-    "includeAllTags", "includeGranularCorrelations", "includeWarninglistHits", "returnMetaAttributes",
+    "includeAllTags", "includeGranularCorrelations", "returnMetaAttributes",
     "threat_level_id", "distribution", "analysis", "includeFullModel", "excludeLocalTags",
 })
 KNOWN_PARAMETERS = frozenset({
     "value", "type", "category", "org", "tags", "eventid", "uuid", "from", "to", "last",
     "publish_timestamp", "timestamp", "event_timestamp", "published", "to_ids", "deleted", "limit",
     "page", "date_from", "date_to", "attribute_timestamp",
-    "includeCorrelations", "enforceWarninglist",  # handled by the API layer (correlate/)
+    "includeCorrelations", "enforceWarninglist", "includeWarninglistHits",  # the API layer (correlate/)
 }) | IGNORED_PARAMETERS
 
 

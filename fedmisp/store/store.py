@@ -617,12 +617,25 @@ class Store:
                     out[u] = canonical.unpack(raw)
         return out
 
+    def correlation_only_items(self, event_uuid: str) -> set[str]:
+        """Elements of a shown event held only for correlation (they came over correlation-only
+        links at their held level): matched, never shown (policy Holding.correlation_levels)."""
+        with self.env.begin() as txn:
+            raw = txn.get(uuid16(event_uuid), db=self.db["holdings"])
+        if raw is None:
+            return set()
+        holding = canonical.unpack(raw)
+        return set(holding.get("k", {})) - set(holding.get("l", {}))
+
     def export_event(self, event_uuid: str) -> dict[str, Any] | None:
         """The event as MISP JSON ``{"Event": ...}``, with its sightings, proposals and local tags."""
         held = self.revision(event_uuid)
         if held is None:
             return None
         record, elements = held
+        hidden = self.correlation_only_items(event_uuid)
+        if hidden:
+            elements = [e for e in elements if e["uuid"] not in hidden]
         sightings: list[dict[str, Any]] = []
         proposals: list[dict[str, Any]] = []
         for extra in self.event_records(event_uuid):
