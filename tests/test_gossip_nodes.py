@@ -144,3 +144,17 @@ def test_reload_adds_a_peer_without_a_restart_and_keeps_the_old_config_when_the_
         subprocess.run([sys.executable, "-m", "fedmisp", "reload", "--home", str(nodes["a"].home)], check=True,
                        capture_output=True)
         wait_for(lambda: ev["shared"] in nodes["c"].events(), what="c to receive after the reload")
+
+
+@pytest.mark.slow
+def test_a_star_spreads_each_level_from_a_leaf_exactly_as_far_as_allowed(tmp_path):
+    names = ["hub", "l1", "l2", "l3"]
+    nodes = configure(tmp_path, names, [("hub", leaf) for leaf in names[1:]])
+    ev = _events(tmp_path, {"community": 1, "connected": 2, "all": 3})
+    _import(nodes["l1"].home, tmp_path / "events")
+    expected = {"l1": set(ev.values()), "hub": set(ev.values()),
+                "l2": {ev["connected"], ev["all"]}, "l3": {ev["connected"], ev["all"]}}
+    with running(nodes):
+        wait_for(lambda: all(nodes[n].events() == expected[n] for n in names), what="the star to settle")
+        time.sleep(3)
+        assert {n: nodes[n].events() for n in names} == expected
