@@ -21,6 +21,10 @@ from fedmisp.policy.model import PeerMode
 PREFIX = "/fed/v1"
 CONTENT_TYPE = "application/x-fedmisp-box"
 REQUEST_TIMEOUT = 60  # seconds for one request; a big event is many requests, not a long one
+# A peer that accepts a connection and then says nothing holds a node's pull (one at a time, see
+# gossip/service.py) for at most this long before it is backed off.
+CONNECT_TIMEOUT = 5
+READ_TIMEOUT = 15
 
 
 async def read_capped(stream: aiohttp.StreamReader, limit: int) -> bytes:
@@ -114,7 +118,7 @@ class HttpTransport:
         body = seal_body(self.identity, self.peer.key, encode(message))
         headers = {HEADER: sign_request(self.identity, "POST", PREFIX + path, body), "Content-Type": CONTENT_TYPE}
         self.bytes_out += len(body)
-        timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
+        timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT, sock_connect=CONNECT_TIMEOUT, sock_read=READ_TIMEOUT)
         async with self.http.post(self.peer.url.rstrip("/") + PREFIX + path, data=body, headers=headers,
                                   timeout=timeout) as response:
             try:

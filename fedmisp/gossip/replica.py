@@ -109,6 +109,8 @@ class Replica:
 
     def offer(self, event_uuid: str, peer: PeerPolicy) -> tuple[_Held, dict[str, int]] | None:
         """What of one held event `peer` may have, as uuid -> level (None: nothing)."""
+        if self._all_from(event_uuid, peer.name):
+            return None  # rule 5, decided before the event is opened: everything came from that peer
         held = self.held_event(event_uuid)
         if held is None:
             return None
@@ -116,6 +118,13 @@ class Replica:
         if not outcome.allowed:
             return None
         return held, dict(outcome.levels)
+
+    def _all_from(self, event_uuid: str, peer_name: str) -> bool:
+        raw = self.store.holding(event_uuid)
+        if raw is None:
+            return False
+        sources = raw["s"]
+        return bool(sources) and all(peer_name in sources.get(u, ()) for u in raw["l"])
 
     def _may_receive(self, event_uuid: Any, peer: PeerPolicy) -> bool:
         held = self.held_event(event_uuid) if isinstance(event_uuid, str) else None
@@ -167,9 +176,9 @@ class Replica:
             return [None] * len(digests)
         held, levels = offered
         allowed = {held.digest_of[u] for u in levels if u in held.digest_of}
-        found = self.store.revision_entries(event_uuid)
-        bodies = {d: b for d, b, _ in found[1]} if found else {}
-        return [bodies.get(d) if d in allowed else None for d in digests]
+        # only the bodies asked for are read (the receiver checks each against its digest)
+        bodies = self.store.bodies(event_uuid, [d for d in digests if d in allowed])
+        return [bodies.get(d) for d in digests]
 
     # --- receiver ------------------------------------------------------------------------------------
 

@@ -67,7 +67,8 @@ class Gossiper:
         self.status: dict[str, PeerStatus] = {p.name: PeerStatus() for p in node.config.peers}
         self._http: aiohttp.ClientSession | None = None
         self._scheduler: AsyncIOScheduler | None = None
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._pulling = asyncio.Lock()
+        self._again: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> None:
@@ -131,35 +132,44 @@ class Gossiper:
             return
         if time.time() < status.next_try and not eager:
             return  # backing off
-        lock = self._locks.setdefault(peer_name, asyncio.Lock())
-        if lock.locked():
-            return  # a pull from this peer is already running; it will see what is new
-        async with lock:
-            transport = HttpTransport(self._http, self.node.identity, peer)
-            try:
-                report = await pull_async(self.replica, peer, transport, self.run_blocking)
-            except Exception as e:  # noqa: BLE001 - one peer's failure never stops the others
-                status.errors += 1
-                status.failures_in_a_row += 1
-                status.last_error = f"{type(e).__name__}: {e}"
-                delay = min(BACKOFF_MAX, BACKOFF_BASE ** status.failures_in_a_row)
-                status.next_try = time.time() + delay * random.uniform(0.5, 1.0)
-                log.warning("pull from %s failed (%s); retrying in about %.0fs", peer_name, e, delay)
-                return
-            finally:
-                status.bytes_in += transport.bytes_in
-                status.bytes_out += transport.bytes_out
-                if transport.head is not None:
-                    status.peer_head = transport.head
-            status.failures_in_a_row = 0
-            status.next_try = 0.0
-            status.last_success = time.time()
-            status.stored += report.stored
-            for reason, count in report.refused.items():
-                status.refused[reason] = status.refused.get(reason, 0) + count
-            if report.stored:
-                log.info("pulled %d event(s) from %s", report.stored, peer_name)
-                self.stored_something()  # what we stored may go further: tell our other peers
+        if self._pulling.locked():
+            # One pull at a time per node: concurrent pulls from different peers would each fetch
+            # the same new bodies before either had stored them. A request that arrives meanwhile
+            # is remembered and served right after, so no notice is lost.
+            self._again.add(peer_name)
+            return
+        async with self._pulling:
+            await self._pull_locked(peer, status)
+        while self._again:
+            self._spawn(self.pull(self._again.pop(), eager=True))
+
+    async def _pull_locked(self, peer: PeerConfig, status: PeerStatus) -> None:
+        peer_name = peer.name
+        transport = HttpTransport(self._http, self.node.identity, peer)
+        try:
+            report = await pull_async(self.replica, peer, transport, self.run_blocking)
+        except Exception as e:  # noqa: BLE001 - one peer's failure never stops the others
+            status.errors += 1
+            status.failures_in_a_row += 1
+            status.last_error = f"{type(e).__name__}: {e}"
+            delay = min(BACKOFF_MAX, BACKOFF_BASE ** status.failures_in_a_row)
+            status.next_try = time.time() + delay * random.uniform(0.5, 1.0)
+            log.warning("pull from %s failed (%s); retrying in about %.0fs", peer_name, e, delay)
+            return
+        finally:
+            status.bytes_in += transport.bytes_in
+            status.bytes_out += transport.bytes_out
+            if transport.head is not None:
+                status.peer_head = transport.head
+        status.failures_in_a_row = 0
+        status.next_try = 0.0
+        status.last_success = time.time()
+        status.stored += report.stored
+        for reason, count in report.refused.items():
+            status.refused[reason] = status.refused.get(reason, 0) + count
+        if report.stored:
+            log.info("pulled %d event(s) from %s", report.stored, peer_name)
+            self.stored_something()  # what we stored may go further: tell our other peers
 
     def peers_json(self) -> dict[str, Any]:
         out = {}

@@ -528,6 +528,17 @@ class Store:
                     entries.append((digest, body, check_element(digest, body)))
         return record, entries
 
+    def bodies(self, event_uuid: str, digests: list[bytes]) -> dict[bytes, bytes]:
+        """The held bodies among `digests` (unverified: what is sent is checked by its receiver)."""
+        ev = uuid16(event_uuid)
+        out = {}
+        with self.env.begin() as txn:
+            for digest in digests:
+                body = txn.get(ev + digest, db=self.db["bodies"])
+                if body is not None:
+                    out[digest] = bytes(body)
+        return out
+
     def held_digests(self, event_uuid: str) -> set[bytes]:
         """Digests of the element bodies held for an event's current revision."""
         held = self.held(event_uuid)
