@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,23 +13,13 @@ from typing import Callable, Iterator
 import tomli_w
 
 from fedmisp.node.config import CONFIG_FILE
+from fedmisp.node.demo import free_port as demo_free_port
 from fedmisp.node.home import init_home
 from fedmisp.store.store import Store
 
 
 def free_port() -> int:
-    """A free port below the kernel's ephemeral range (32768 and up on Linux), so that no outgoing
-    connection of another node can take it between this check and the node's bind."""
-    import random
-    for _ in range(200):
-        port = random.randint(20000, 32000)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port between 20000 and 32000 on 127.0.0.1")
+    return demo_free_port()
 
 
 class NodeProcess:

@@ -29,11 +29,7 @@ def pull(replica: Replica, peer: PeerConfig, transport: Transport) -> ApplyRepor
         elif isinstance(step, StoreBatch):
             report = replica.apply(peer, step)
             session.stored()
-            total.stored += report.stored
-            total.stored_records += report.stored_records
-            total.unchanged += report.unchanged
-            for reason, count in report.refused.items():
-                total.refused[reason] = total.refused.get(reason, 0) + count
+            total.add(report)
         else:
             assert isinstance(step, Done)
             return total
@@ -78,10 +74,6 @@ async def pull_async(replica: Replica, peer: PeerConfig, transport: AsyncTranspo
         elif isinstance(step, StoreBatch):
             report = await run_blocking(replica.apply, peer, step)
             session.stored()
-            total.stored += report.stored
-            total.stored_records += report.stored_records
-            total.unchanged += report.unchanged
-            for reason, count in report.refused.items():
-                total.refused[reason] = total.refused.get(reason, 0) + count
+            total.add(report)
         else:
             return total

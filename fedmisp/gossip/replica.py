@@ -38,8 +38,15 @@ class ApplyReport:
     unchanged: int = 0
     refused: dict[str, int] = field(default_factory=dict)  # reason -> count
 
-    def refuse(self, reason: str) -> None:
-        self.refused[reason] = self.refused.get(reason, 0) + 1
+    def refuse(self, reason: str, count: int = 1) -> None:
+        self.refused[reason] = self.refused.get(reason, 0) + count
+
+    def add(self, other: "ApplyReport") -> None:
+        self.stored += other.stored
+        self.stored_records += other.stored_records
+        self.unchanged += other.unchanged
+        for reason, count in other.refused.items():
+            self.refuse(reason, count)
 
 
 def pack_holding(h: Holding) -> bytes:

@@ -49,7 +49,7 @@ class DemoNode:
     process: subprocess.Popen[bytes] | None = None
 
 
-def _free_port() -> int:
+def free_port() -> int:
     """A free port below the kernel's ephemeral range (32768 and up on Linux), so that no outgoing
     connection of another node can take it between this check and the node's bind."""
     import random
@@ -70,7 +70,7 @@ def setup(spec_path: Path, root: Path) -> dict[str, DemoNode]:
     nodes: dict[str, DemoNode] = {}
     keys: dict[str, tuple[str, str]] = {}
     for entry in spec["node"]:
-        port = _free_port()
+        port = free_port()
         node, _ = init_home(root / entry["name"], entry["org"], f"127.0.0.1:{port}")
         keys[entry["name"]] = (node.config.org_uuid, node.identity.public_key_text)
         nodes[entry["name"]] = DemoNode(entry["name"], entry["org"], node.config.home, port,
