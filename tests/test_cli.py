@@ -87,3 +87,18 @@ def test_import_reports_each_refusal_and_goes_on(tmp_path: Path):
 def test_commands_on_a_missing_home_say_how_to_create_one(tmp_path: Path):
     result = fedmisp("status", "--home", str(tmp_path / "none"), check=False)
     assert result.returncode == 2 and "fedmisp init --home" in result.stderr
+
+
+def test_config_check_reports_every_problem_with_its_field(tmp_path: Path):
+    home = tmp_path / "n"
+    fedmisp("init", "--home", str(home), "--org", "A")
+    ok = fedmisp("config", "check", "--home", str(home))
+    assert ok.returncode == 0 and "ok (0 peer(s))" in ok.stdout
+    config = home / "fedmisp.toml"
+    config.write_text(config.read_text().replace('listen = "127.0.0.1:8480"', 'listen = "nowhere"')
+                      + '\n[[peer]]\nname = "b"\nurl = "ftp://b"\nkey = "x"\n')
+    os.chmod(home / "identity.key", 0o644)
+    bad = fedmisp("config", "check", "--home", str(home), check=False)
+    assert bad.returncode == 1
+    for needle in ("node.listen: 'nowhere'", "peer 'b'.url: 'ftp://b'", "peer 'b'.key:", "chmod 600", "4 problem(s)"):
+        assert needle in bad.stderr, (needle, bad.stderr)

@@ -252,6 +252,31 @@ def cmd_peer(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config_check(args: argparse.Namespace) -> int:
+    """Every problem of a node's configuration at once, each with the file and field."""
+    from fedmisp.model.identity import Identity
+    from fedmisp.node.config import KEY_FILE, load_config
+    home = _home(args)
+    problems: list[str] = []
+    config = None
+    try:
+        config = load_config(home)
+    except ConfigError as e:
+        problems.extend(str(e).splitlines())
+    try:
+        Identity.load(home / KEY_FILE)
+    except (OSError, ValueError) as e:  # PermissionError (mode) is an OSError
+        problems.append(str(e))
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        print(f"{len(problems)} problem(s); the node would refuse this configuration", file=sys.stderr)
+        return 1
+    assert config is not None
+    print(f"{home / 'fedmisp.toml'}: ok ({len(config.peers)} peer(s))")
+    return 0
+
+
 def cmd_reload(args: argparse.Namespace) -> int:
     """Ask the running node to read fedmisp.toml again (it keeps the old one if the new is invalid)."""
     import os
@@ -398,6 +423,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", default="demo", help="where the demo nodes live (emptied first)")
     p.add_argument("--once", action="store_true", help="print the tables and stop the nodes")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("config", help="check a node's configuration")
+    config_cmds = p.add_subparsers(dest="config_cmd", required=True)
+    k = with_home(config_cmds.add_parser("check", help="report every problem at once, with file and field"))
+    k.set_defaults(func=cmd_config_check)
 
     p = with_home(sub.add_parser("reload", help="make the running node read fedmisp.toml again"))
     p.set_defaults(func=cmd_reload)
