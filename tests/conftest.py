@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from fedmisp.node.home import Node, init_home
+from fedmisp.node.home import init_home
 
 CACHE = Path(__file__).parent / ".cache"
 

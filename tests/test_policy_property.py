@@ -50,7 +50,6 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Callable, Iterable, Mapping
 
-import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from fedmisp.policy.model import (

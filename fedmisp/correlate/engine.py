@@ -7,7 +7,6 @@ A value matched more than `max_matches` times is reported as over-correlating in
 """
 from __future__ import annotations
 
-import ipaddress
 import re
 import uuid as _uuid
 from dataclasses import dataclass, field
@@ -282,4 +281,4 @@ def _guess_type(value: str) -> str | None:
     return None
 
 
-__all__ = ["CorrelationConfig", "Correlations", "Correlator", "Match", "ipaddress"]
+__all__ = ["CorrelationConfig", "Correlations", "Correlator", "Match", "related_attribute"]

@@ -5,7 +5,6 @@ reply is boxed for the requesting peer. A key that is not a configured peer's ge
 """
 from __future__ import annotations
 
-import asyncio
 from typing import Any, Awaitable, Callable
 
 import aiohttp
@@ -146,4 +145,4 @@ class HttpTransport:
         await self.post("/notify", {})
 
 
-__all__ = ["HttpTransport", "PeerProtocol", "asyncio"]
+__all__ = ["HttpTransport", "PeerProtocol", "read_capped"]

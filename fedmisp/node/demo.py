@@ -30,7 +30,6 @@ from fedmisp.node.config import CONFIG_FILE
 from fedmisp.node.home import Node, init_home
 from fedmisp.node.importer import import_paths
 from fedmisp.gossip.sharing_groups import create as create_group
-from fedmisp.policy.model import event_view
 from fedmisp.policy.pipeline import outbound, plan
 from fedmisp.policy.reasons import Reason
 from fedmisp.store.store import Store
