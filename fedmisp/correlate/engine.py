@@ -19,6 +19,7 @@ import ppdeep
 from fedmisp.correlate.keys import (
     IP_PARTS, SSDEEP_PARTS, correlates, correlation_values, ip_key, net_key, parse_ip, ssdeep_keys,
 )
+from fedmisp.model import canonical
 from fedmisp.model.records import RecordError, open_element
 from fedmisp.model.values import ValueFormatError, normalise
 from fedmisp.store.store import EventMeta, Store, index_key
@@ -237,7 +238,6 @@ class Correlator:
                 continue
             if ev not in metas:
                 raw = txn.get(ev, db=db["event_meta"])
-                from fedmisp.model import canonical
                 metas[ev] = EventMeta(*canonical.unpack(raw)) if raw is not None else None
             meta = metas[ev]
             if meta is None or not correlates(element, meta.correlation_disabled):
