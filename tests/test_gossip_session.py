@@ -177,3 +177,15 @@ def test_protocol_violations_stop_the_session():
     session.next_step()
     with pytest.raises(ProtocolError, match="expected"):
         session.changes_received({"changes": "nope"})
+
+
+def test_one_level_for_every_element_may_be_sent_as_that_level_alone():
+    events = [signed(90), signed(91)]
+    changes, bodies = _feed(*events)
+    for c in changes:
+        c["elements"] = 3  # the compact form: all of the revision's elements at level 3
+    local = FakeLocal()
+    batches, _ = run(PullSession("p", 0, local), FakePeer(changes, bodies), local)
+    received = [e for b in batches for e in b.events]
+    assert [set(e.bodies) for e in received] == [{x.digest for x in s.elements} for s in events]
+    assert all(e.offered[d] == 3 for e in received for d in e.bodies)

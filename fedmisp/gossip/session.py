@@ -196,6 +196,9 @@ class PullSession:
             return
         event_uuid = record.body["event"].get("uuid")
         offered = change.get("elements")
+        if isinstance(offered, int) and not isinstance(offered, bool):
+            # one level for every element of the revision (the sender's compact form)
+            offered = change["elements"] = {d: offered for d in digests}
         if not isinstance(event_uuid, str) or not isinstance(offered, dict) \
                 or not all(isinstance(d, bytes) and d in digests and isinstance(v, int) for d, v in offered.items()):
             self._refused.append(Refused(seq, "malformed", "offered elements must be digests of the revision"))
