@@ -68,7 +68,10 @@ def run(session: PullSession, peer: FakePeer, local: FakeLocal, crash_after_batc
         if isinstance(step, SendChanges):
             session.changes_received(canonical.unpack(canonical.pack(peer.reply_changes(step.since))))
         elif isinstance(step, SendBodies):
-            session.bodies_received(step.event_uuid, peer.reply_bodies(step.digests))
+            reply = peer.reply_bodies(step.digests)
+            if step.everything:  # "everything offered": the bodies alone, matched by digest
+                reply = [b for b in reply if b is not None]
+            session.bodies_received(step.event_uuid, reply)
         elif isinstance(step, StoreBatch):
             if crash_after_batches is not None and len(stored) == crash_after_batches:
                 return stored, session.checkpoint  # the process dies before the batch is stored

@@ -13,7 +13,7 @@ class Transport(Protocol):
 
     def changes(self, since: int, limit: int) -> Any: ...
 
-    def bodies(self, event_uuid: str, digests: tuple[bytes, ...]) -> Any: ...
+    def bodies(self, event_uuid: str, digests: tuple[bytes, ...], everything: bool = False) -> Any: ...
 
 
 def pull(replica: Replica, peer: PeerConfig, transport: Transport) -> ApplyReport:
@@ -25,7 +25,7 @@ def pull(replica: Replica, peer: PeerConfig, transport: Transport) -> ApplyRepor
         if isinstance(step, SendChanges):
             session.changes_received(transport.changes(step.since, step.limit))
         elif isinstance(step, SendBodies):
-            session.bodies_received(step.event_uuid, transport.bodies(step.event_uuid, step.digests))
+            session.bodies_received(step.event_uuid, transport.bodies(step.event_uuid, step.digests, step.everything))
         elif isinstance(step, StoreBatch):
             report = replica.apply(peer, step)
             session.stored()
@@ -48,14 +48,16 @@ class InMemory:
     def changes(self, since: int, limit: int) -> Any:
         return self.sender.changes_for(self.policy, since, limit)
 
-    def bodies(self, event_uuid: str, digests: tuple[bytes, ...]) -> Any:
+    def bodies(self, event_uuid: str, digests: tuple[bytes, ...], everything: bool = False) -> Any:
+        if everything:
+            return self.sender.all_bodies_for(self.policy, event_uuid)
         return self.sender.bodies_for(self.policy, event_uuid, list(digests))
 
 
 class AsyncTransport(Protocol):
     async def changes(self, since: int, limit: int) -> Any: ...
 
-    async def bodies(self, event_uuid: str, digests: tuple[bytes, ...]) -> Any: ...
+    async def bodies(self, event_uuid: str, digests: tuple[bytes, ...], everything: bool = False) -> Any: ...
 
 
 async def pull_async(replica: Replica, peer: PeerConfig, transport: AsyncTransport,
@@ -70,7 +72,8 @@ async def pull_async(replica: Replica, peer: PeerConfig, transport: AsyncTranspo
             reply = await transport.changes(step.since, step.limit)
             await run_blocking(session.changes_received, reply)  # reads the store (held digests)
         elif isinstance(step, SendBodies):
-            session.bodies_received(step.event_uuid, await transport.bodies(step.event_uuid, step.digests))
+            session.bodies_received(step.event_uuid,
+                                    await transport.bodies(step.event_uuid, step.digests, step.everything))
         elif isinstance(step, StoreBatch):
             report = await run_blocking(replica.apply, peer, step)
             session.stored()

@@ -89,6 +89,9 @@ class PeerProtocol:
     async def bodies(self, request: web.Request) -> web.Response:
         peer, message = await self._open(request)
         event, digests = (message.get("event"), message.get("digests")) if isinstance(message, dict) else (None, None)
+        if isinstance(event, str) and message.get("offered") is True:
+            reply = await self.run_blocking(self.replica.all_bodies_for, peer.policy, event)
+            return self._reply(peer, {"bodies": reply})
         if not isinstance(event, str) or not isinstance(digests, list) or len(digests) > 20_000 \
                 or not all(isinstance(d, bytes) for d in digests):
             raise web.HTTPBadRequest(text="malformed: expected {event: uuid, digests: [bytes] (at most 20000)}")
@@ -138,8 +141,9 @@ class HttpTransport:
             self.head = reply["head"]
         return reply
 
-    async def bodies(self, event_uuid: str, digests: tuple[bytes, ...]) -> Any:
-        return (await self.post("/bodies", {"event": event_uuid, "digests": list(digests)})).get("bodies")
+    async def bodies(self, event_uuid: str, digests: tuple[bytes, ...], everything: bool = False) -> Any:
+        request = {"event": event_uuid, "offered": True} if everything else {"event": event_uuid, "digests": list(digests)}
+        return (await self.post("/bodies", request)).get("bodies")
 
     async def notify(self) -> None:
         await self.post("/notify", {})

@@ -192,6 +192,16 @@ class Replica:
         bodies = self.store.bodies(event_uuid, [d for d in digests if d in allowed])
         return [bodies.get(d) for d in digests]
 
+    def all_bodies_for(self, peer: PeerPolicy, event_uuid: str) -> list[bytes]:
+        """Every body of the event `peer` may have now (it asked for everything offered)."""
+        offered = self.offer(event_uuid, peer)
+        if offered is None:
+            return []
+        held, levels = offered
+        allowed = [held.digest_of[u] for u in levels if u in held.digest_of]
+        bodies = self.store.bodies(event_uuid, allowed)
+        return [bodies[d] for d in allowed if d in bodies]
+
     # --- receiver ------------------------------------------------------------------------------------
 
     def author_known(self, key: bytes) -> bool:

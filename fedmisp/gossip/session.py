@@ -21,7 +21,8 @@ from typing import Any, Protocol
 
 from fedmisp.model import canonical
 from fedmisp.model.records import (
-    KIND_EVENT, KIND_ORG, KIND_PROPOSAL, KIND_SHARING_GROUP, KIND_SIGHTINGS, RecordError, check_element, open_record, revision_elements,
+    KIND_EVENT, KIND_ORG, KIND_PROPOSAL, KIND_SHARING_GROUP, KIND_SIGHTINGS, SALT_BYTES, RecordError,
+    element_digest, check_element, open_record, revision_elements,
 )
 
 # One changes page: enough to amortise a round trip, small enough to keep a page's skeletons in
@@ -46,6 +47,9 @@ class SendChanges:
 class SendBodies:
     event_uuid: str
     digests: tuple[bytes, ...]
+    # the receiver holds none of what was offered: ask for "everything offered" instead of listing
+    # digests (saves 32 bytes per element on the wire); the reply is then matched by digest
+    everything: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +101,10 @@ class _Pending:
     need: list[bytes]
     bodies: dict[bytes, bytes] = field(default_factory=dict)
 
+    @property
+    def offered(self) -> dict[bytes, int]:
+        return self.change["elements"]
+
 
 class PullSession:
     def __init__(self, peer: str, checkpoint: int, local: Local):
@@ -113,6 +121,7 @@ class PullSession:
         self._introduced: set[bytes] = set()  # keys of org records seen in this session (stored with the batch)
         self._page_last = checkpoint
         self._asked: tuple[str, tuple[bytes, ...]] | None = None
+        self._everything = False
 
     # --- what to do next ---------------------------------------------------------------------------
 
@@ -126,7 +135,9 @@ class PullSession:
             if missing:
                 self._waiting = "bodies"
                 self._asked = (pending.event_uuid, tuple(missing[:BODIES_PAGE]))
-                return SendBodies(*self._asked)
+                everything = len(missing) == len(pending.offered) <= BODIES_PAGE
+                self._everything = everything
+                return SendBodies(*self._asked, everything=everything)
         if self._pending or self._ready or self._refused or self._records or self._page_last > self.checkpoint:
             for pending in self._pending:
                 self._ready.append(ReceivedEvent(pending.wire, pending.event_uuid, pending.bodies,
@@ -217,9 +228,18 @@ class PullSession:
         asked_event, asked = self._asked
         if event_uuid != asked_event:
             raise ProtocolError("bodies reply for another event")
+        pending = next(p for p in self._pending if p.event_uuid == event_uuid)
+        if self._everything:
+            if not isinstance(bodies, list) or len(bodies) > len(asked) \
+                    or not all(isinstance(b, bytes) and len(b) > SALT_BYTES for b in bodies):
+                raise ProtocolError("bodies reply: expected at most one body per element offered")
+            by_digest = {element_digest(b): b for b in bodies}
+            for stray in set(by_digest) - set(asked):
+                self._refused.append(Refused(pending.change["seq"], "bad-digest", "a body the offer did not list"))
+                del by_digest[stray]
+            bodies = [by_digest.get(d) for d in asked]
         if not isinstance(bodies, list) or len(bodies) != len(asked):
             raise ProtocolError("bodies reply: expected one entry (body or nil) per digest asked")
-        pending = next(p for p in self._pending if p.event_uuid == event_uuid)
         for digest, body in zip(asked, bodies):
             if body is None:
                 # The sender no longer offers it (its policy changed, or the revision moved on).
