@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -38,30 +36,7 @@ from fedmisp.store.store import Store  # noqa: E402
 _HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-def _ephemeral_low() -> int:
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
-
-
-_PORTS = random.Random()
-
-
-def free_port() -> int:
-    """A free port BELOW the kernel's ephemeral range.  A port the kernel hands out (bind to 0) may
-    be taken again as the source port of some outgoing connection (20 nodes open many) between
-    this check and the node's own bind; ports below the range are never picked that way."""
-    low = min(_ephemeral_low(), 65536)
-    for _ in range(1000):
-        port = _PORTS.randrange(20000, low) if low > 20000 else _PORTS.randrange(1024, 65536)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port found")
+from fedmisp.node.demo import free_port  # noqa: E402  (one port picker for tests, demo and bench)
 
 
 def node_env() -> dict[str, str]:

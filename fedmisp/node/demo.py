@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import random
 import signal
 import socket
 import subprocess
@@ -49,18 +50,22 @@ class DemoNode:
 
 
 def free_port() -> int:
-    """A free port below the kernel's ephemeral range (32768 and up on Linux), so that no outgoing
-    connection of another node can take it between this check and the node's bind."""
-    import random
-    for _ in range(200):
-        port = random.randint(20000, 32000)
+    """A free port below the kernel's ephemeral range, so that no outgoing connection of another
+    node can take it as its source port between this check and the node's own bind."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768  # Linux's default
+    rng = random.Random()
+    for _ in range(1000):
+        port = rng.randrange(20000, low) if low > 20000 else rng.randrange(1024, 65536)
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
             return port
-    raise RuntimeError("no free port between 20000 and 32000 on 127.0.0.1")
+    raise RuntimeError("no free port found on 127.0.0.1")
 
 
 def setup(spec_path: Path, root: Path) -> dict[str, DemoNode]:
