@@ -22,7 +22,7 @@ from fedmisp.gossip.peers import NodeView
 from fedmisp.gossip.sharing_groups import accept as accept_sharing_group, current_groups
 from fedmisp.policy.reasons import Reason
 from fedmisp.policy.model import EventView, Holding, NodeState, PeerPolicy, event_view
-from fedmisp.policy.pipeline import inbound, merge, origin_holding, outbound, plan
+from fedmisp.policy.pipeline import EventPlan, inbound, merge, origin_holding, outbound, plan
 from fedmisp.store.store import WriteOutcome, received_write
 
 _VIEW_CACHE = 128  # event views kept between a changes page and its body requests
@@ -65,7 +65,7 @@ class _Held:
     view: EventView
     holding: Holding
     digest_of: dict[str, bytes]  # element uuid -> digest
-    uuid_of: dict[bytes, str]
+    plan: EventPlan  # the peer-independent part of the policy decision, made once per revision
 
 
 class Replica:
@@ -108,20 +108,21 @@ class Replica:
         stored = self.store.holding(event_uuid)
         holding = unpack_holding(stored) if stored is not None else origin_holding(view)
         digest_of = {e["uuid"]: d for d, _, e in entries}
-        result = _Held(record, view, holding, digest_of, {d: u for u, d in digest_of.items()})
+        result = _Held(record, view, holding, digest_of, plan(view))
         self._views[held.record_id] = result
         if len(self._views) > _VIEW_CACHE:
             self._views.popitem(last=False)
         return result
 
-    def offer(self, event_uuid: str, peer: PeerPolicy) -> tuple[_Held, dict[str, int]] | None:
+    def offer(self, event_uuid: str, peer: PeerPolicy,
+              state: NodeState | None = None) -> tuple[_Held, dict[str, int]] | None:
         """What of one held event `peer` may have, as uuid -> level (None: nothing)."""
         if self._all_from(event_uuid, peer.name):
             return None  # rule 5, decided before the event is opened: everything came from that peer
         held = self.held_event(event_uuid)
         if held is None:
             return None
-        outcome = outbound(held.view, held.holding, peer, self.node_state(), plan(held.view))
+        outcome = outbound(held.view, held.holding, peer, state or self.node_state(), held.plan)
         if not outcome.allowed:
             return None
         return held, dict(outcome.levels)
@@ -133,12 +134,12 @@ class Replica:
         sources = raw["s"]
         return bool(sources) and all(peer_name in sources.get(u, ()) for u in raw["l"])
 
-    def _may_receive(self, event_uuid: Any, peer: PeerPolicy) -> bool:
+    def _may_receive(self, event_uuid: Any, peer: PeerPolicy, state: NodeState) -> bool:
         held = self.held_event(event_uuid) if isinstance(event_uuid, str) else None
         if held is None:
             return False
         everywhere = Holding(held.holding.levels, {}, held.holding.correlation_only)  # rule 5 aside
-        return outbound(held.view, everywhere, peer, self.node_state(), plan(held.view)).allowed
+        return outbound(held.view, everywhere, peer, state, held.plan).allowed
 
     def changes_for(self, peer: PeerPolicy, since: int, limit: int) -> dict[str, Any]:
         limit = max(1, min(limit, 1000))
@@ -146,6 +147,7 @@ class Replica:
         changes: list[dict[str, Any]] = []
         budget = PAGE_ELEMENTS
         last = since
+        state = self.node_state()  # once per page: it reads every sharing group
         for seq, record_id in entries:
             if budget <= 0:
                 break  # the rest next page: a page is stored as one batch, so it stays small
@@ -158,14 +160,14 @@ class Replica:
             elif record.kind in (KIND_SIGHTINGS, KIND_PROPOSAL):
                 # They follow their event's distribution: to peers that may receive the event,
                 # the one it came from included (a sighting travels back towards the creator).
-                if self._may_receive(record.body.get("event_uuid"), peer):
+                if self._may_receive(record.body.get("event_uuid"), peer, state):
                     changes.append({"seq": seq, "record": record.wire()})
             elif record.kind == KIND_SHARING_GROUP:
                 # A group's revisions go to its members only, like its data.
                 if peer.org_uuid and peer.org_uuid in {m[0] for m in record.body.get("members", [])}:
                     changes.append({"seq": seq, "record": record.wire()})
             elif record.kind == KIND_EVENT:
-                offered = self.offer(record.body["event"]["uuid"], peer)
+                offered = self.offer(record.body["event"]["uuid"], peer, state)
                 if offered is None:
                     continue
                 held, levels = offered

@@ -31,7 +31,7 @@ from fedmisp.node.config import CONFIG_FILE
 from fedmisp.node.home import Node, init_home
 from fedmisp.node.importer import import_paths
 from fedmisp.gossip.sharing_groups import create as create_group
-from fedmisp.policy.pipeline import outbound, plan
+from fedmisp.policy.pipeline import outbound
 from fedmisp.policy.reasons import Reason
 from fedmisp.store.store import Store
 
@@ -201,7 +201,7 @@ def report(nodes: dict[str, DemoNode], console: Console) -> dict[str, Any]:
                     held_event = replica.held_event(uuid)
                     if held_event is None:
                         continue
-                    outcome = outbound(held_event.view, held_event.holding, policy, state, plan(held_event.view))
+                    outcome = outbound(held_event.view, held_event.holding, policy, state, held_event.plan)
                     if outcome.reason is Reason.FROM_PEER:
                         continue  # it came from there: not a refusal
                     reasons = [outcome.reason.value] if not outcome.allowed else sorted(
