@@ -59,3 +59,8 @@ def _fetch_pymisp_tests() -> Path:
 @pytest.fixture(scope="session")
 def pymisp_tests() -> Path:
     return _fetch_pymisp_tests()
+
+
+# The real-node API fixture (`server`: one `fedmisp run` process per test module that uses it),
+# shared by the test_api*.py modules.
+from test_api import server  # noqa: E402, F401

@@ -32,15 +32,25 @@ def from_record(record: Record) -> SharingGroup:
     for key, kind in (("uuid", str), ("name", str), ("owner", str), ("revision", int), ("releasability", str)):
         if not isinstance(body.get(key), kind):
             raise SharingGroupError(f"sharing group: {key} must be a {kind.__name__}")
+    if not isinstance(body.get("description", ""), str) or not isinstance(body.get("deleted", False), bool):
+        raise SharingGroupError("sharing group: description must be a str and deleted a bool")
     return SharingGroup(uuid=body["uuid"], name=body["name"], owner=body["owner"], revision=body["revision"],
                         members={org: extend for org, extend in body["members"]},
-                        releasability=body["releasability"])
+                        releasability=body["releasability"], description=body.get("description", ""),
+                        deleted=body.get("deleted", False))
 
 
 def to_body(group: SharingGroup) -> dict[str, Any]:
-    return {"members": sorted([org, extend] for org, extend in group.members.items()), "name": group.name,
-            "owner": group.owner, "releasability": group.releasability, "revision": group.revision,
-            "uuid": group.uuid}
+    body: dict[str, Any] = {
+        "members": sorted([org, extend] for org, extend in group.members.items()), "name": group.name,
+        "owner": group.owner, "releasability": group.releasability, "revision": group.revision,
+        "uuid": group.uuid}
+    # optional fields only when set, so a group that uses neither signs the same body as before
+    if group.description:
+        body["description"] = group.description
+    if group.deleted:
+        body["deleted"] = True
+    return dict(sorted(body.items()))
 
 
 def accept(store: Store, record: Record, own_org: str, own_key: bytes) -> Reason:
@@ -60,29 +70,45 @@ def accept(store: Store, record: Record, own_org: str, own_key: bytes) -> Reason
 
 
 def create(store: Store, identity: Identity, own_org: str, name: str, members: dict[str, bool],
-           releasability: str = "") -> SharingGroup:
-    for org in members:
-        try:
-            _uuid.UUID(org)
-        except ValueError:
-            raise SharingGroupError(f"member {org!r} is not an organisation uuid") from None
-    group = SharingGroup(uuid=str(_uuid.uuid4()), name=name, owner=own_org, revision=1,
-                         members={**members, own_org: True}, releasability=releasability)
+           releasability: str = "", *, description: str = "", group_uuid: str | None = None) -> SharingGroup:
+    _check_members(members)
+    if group_uuid is not None and store.sharing_group(group_uuid) is not None:
+        raise SharingGroupError(f"sharing group {group_uuid} exists already")
+    group = SharingGroup(uuid=group_uuid or str(_uuid.uuid4()), name=name, owner=own_org, revision=1,
+                         members={**members, own_org: True}, releasability=releasability,
+                         description=description)
     reason = accept(store, seal(identity, KIND_SHARING_GROUP, to_body(group)), own_org, identity.public_key)
     if reason is not Reason.ALLOWED:
         raise SharingGroupError(f"sharing group refused: {reason.value}")
     return group
 
 
+def _check_members(members: dict[str, bool]) -> None:
+    for org in members:
+        try:
+            _uuid.UUID(org)
+        except ValueError:
+            raise SharingGroupError(f"member {org!r} is not an organisation uuid") from None
+
+
 def revise(store: Store, identity: Identity, own_org: str, group_uuid: str, *,
-           add: dict[str, bool] | None = None, remove: tuple[str, ...] = ()) -> SharingGroup:
+           add: dict[str, bool] | None = None, remove: tuple[str, ...] = (), name: str | None = None,
+           releasability: str | None = None, description: str | None = None,
+           delete: bool = False) -> SharingGroup:
+    """The group's next revision, signed by this node. `delete` leaves only the owner a member and
+    marks the group deleted, so no other node receives anything new through it."""
     current = store.sharing_group(group_uuid)
     if current is None:
         raise SharingGroupError(f"no sharing group {group_uuid}")
     group = from_record(current)
+    _check_members(add or {})
     members = {org: extend for org, extend in group.members.items() if org not in remove}
     members.update(add or {})
-    new = SharingGroup(group.uuid, group.name, group.owner, group.revision + 1, members, group.releasability)
+    if delete:
+        members = {group.owner: True}
+    new = SharingGroup(group.uuid, group.name if name is None else name, group.owner, group.revision + 1, members,
+                       group.releasability if releasability is None else releasability,
+                       group.description if description is None else description, group.deleted or delete)
     reason = accept(store, seal(identity, KIND_SHARING_GROUP, to_body(new)), own_org, identity.public_key)
     if reason is not Reason.ALLOWED:
         raise SharingGroupError(f"revision refused: {reason.value} (only the owner may remove members; "

@@ -473,7 +473,7 @@ def _object(raw: Any, where: str, p: _Problems, defaults: ImportDefaults, parsed
             parsed.elements.append(element)
             if not element.body["deleted"]:
                 relations.append((element.body["object_relation"], element.body["type"]))
-    if template is not None:
+    if template is not None and not body["deleted"]:  # a deleted object need not be complete
         _check_template(template, relations, where_u, p)
 
     references = raw.get("ObjectReference") or []
@@ -727,7 +727,9 @@ def _misp_tags(tags: Iterable[dict[str, Any]], local: Iterable[dict[str, Any]] =
     return out
 
 
-def _misp_attribute(body: dict[str, Any], local: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+def misp_attribute(body: dict[str, Any], local: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """One attribute body as MISP JSON (string distribution and timestamp, extra fields back in
+    place, shared then local tags); `local` maps element uuids to their local tags."""
     out = {k: v for k, v in body.items() if k not in ("extra", "Tag", "object_uuid")}
     out.update(body.get("extra") or {})
     out["distribution"] = str(body["distribution"])
@@ -757,7 +759,7 @@ def to_misp(header: dict[str, Any], elements: Iterable[dict[str, Any]],
     by_uuid: dict[str, dict[str, Any]] = {}
     for body in elements:
         if "type" in body and "value" in body:
-            a = _misp_attribute(body, local)
+            a = misp_attribute(body, local)
             by_uuid[a["uuid"]] = a
             if "object_uuid" in body:
                 pending.append((body["object_uuid"], a))
@@ -984,6 +986,6 @@ def element_kind(body: dict[str, Any]) -> str:
 __all__ = [
     "Attribute", "Event", "EventError", "ImportDefaults", "MispObject", "ObjectReference",
     "Organisation", "ParsedElement", "ParsedEvent", "Problem", "Proposal", "SharingGroup",
-    "SharingGroupMember", "Sighting", "Tag", "element_kind", "parse_event", "to_misp", "unwrap_events",
+    "SharingGroupMember", "Sighting", "Tag", "element_kind", "misp_attribute", "parse_event", "to_misp", "unwrap_events",
     "MAX_VALUE_BYTES",
 ]

@@ -19,7 +19,6 @@ import logging
 import time
 import uuid as _uuid
 from dataclasses import dataclass, field
-from hashlib import blake2b
 from typing import Any, Awaitable, Callable, Iterator
 
 from aiohttp import web
@@ -27,8 +26,7 @@ from aiohttp import web
 from fedmisp import __version__
 from fedmisp.model import canonical
 from fedmisp.model.describe import describe_types
-# _misp_attribute: the one place that writes an attribute as MISP JSON (to be made public in model/)
-from fedmisp.model.misp import MAX_TAG_NAME, EventError, _misp_attribute, element_kind, parse_event
+from fedmisp.model.misp import EventError, element_kind, misp_attribute, parse_event
 from fedmisp.correlate.engine import Correlator, related_attribute
 from fedmisp.correlate.warninglists import warninglist_hits
 from fedmisp.model.records import KIND_SIGHTINGS, seal
@@ -180,6 +178,15 @@ async def body_json(request: web.Request, *, required: bool = True) -> Any:
         raise ApiError(400, "the request body is nested too deeply") from None
 
 
+async def posted_object(request: web.Request, key: str, what: str) -> dict[str, Any]:
+    """The JSON object a request posts, bare or wrapped as MISP does (``{key: {...}}``); 400 otherwise."""
+    raw = _unwrap(await body_json(request), key)
+    if not isinstance(raw, dict):
+        raise ApiError(400, f"Could not {what}: expected {{\"{key}\": {{...}}}}", {key: ["expected a JSON object"]},
+                       f"Could not {what}")
+    return raw
+
+
 def _ref(request: web.Request, name: str = "ref") -> str:
     ref = request.match_info.get(name, "")
     return ref[:-5] if ref.endswith(".json") else ref
@@ -284,7 +291,7 @@ def _view(ctx: ApiContext, event_uuid: str, include_deleted: bool = False, metad
 
 
 def attribute_json(head: query.EventHead, body: dict[str, Any], local: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    a = _misp_attribute(body, {body["uuid"]: local} if local else {})
+    a = misp_attribute(body, {body["uuid"]: local} if local else {})
     a["id"] = str(element_id(body["uuid"]))
     a["event_id"] = str(head.id)
     a["object_id"] = str(element_id(body["object_uuid"])) if "object_uuid" in body else "0"
@@ -634,106 +641,6 @@ async def attribute_delete(request: web.Request) -> web.Response:
                               "id": str(element_id(body["uuid"]))})
 
 
-# --- tags -----------------------------------------------------------------------------------------
-
-def tag_json(name: str, colour: str | None = None) -> dict[str, Any]:
-    """A tag as MISP shows it; its id is derived from the name (tags exist by use on this node)."""
-    number = int.from_bytes(blake2b(name.encode(), digest_size=7).digest(), "big")
-    return {"id": str(number), "name": name, "colour": colour or "#" + blake2b(name.encode(), digest_size=3).hexdigest(),
-            "exportable": True, "hide_tag": False, "local_only": False, "org_id": "0", "user_id": "0",
-            "is_galaxy": name.startswith("misp-galaxy:"), "is_custom_galaxy": False, "numerical_value": None}
-
-
-@needs("read-only")
-async def tag_index(request: web.Request) -> web.Response:
-    names = await run(query.tag_names, request.app[CTX].store)
-    return web.json_response({"Tag": [tag_json(n) for n in names]})
-
-
-def _tag_name(value: Any, field_: str = "name") -> str:
-    if isinstance(value, dict):
-        value = value.get("name")
-    if not isinstance(value, str) or not value.strip() or len(value) > MAX_TAG_NAME:
-        raise ApiError(400, f"{field_}: expected a tag name of 1 to {MAX_TAG_NAME} characters such as tlp:green",
-                       {field_: [f"expected a tag name of 1 to {MAX_TAG_NAME} characters"]}, "Invalid tag")
-    return value.strip()
-
-
-@needs("admin")
-async def tag_add(request: web.Request) -> web.Response:
-    raw = _unwrap(await body_json(request), "Tag")
-    if not isinstance(raw, dict):
-        raise ApiError(400, "expected {\"Tag\": {\"name\": ...}}", {"Tag": ["expected a JSON object"]}, "Invalid tag")
-    colour = raw.get("colour") if isinstance(raw.get("colour"), str) else None
-    return web.json_response({"Tag": tag_json(_tag_name(raw.get("name")), colour)})
-
-
-async def _tag_target(ctx: ApiContext, ref: Any) -> tuple[str, str | None]:
-    """(event uuid, element uuid or None for the event itself) from a uuid or event id."""
-    if not isinstance(ref, (str, int)) or isinstance(ref, bool):
-        raise ApiError(400, "uuid: expected the uuid of an event or attribute", {"uuid": ["expected a uuid"]})
-    ref = str(ref)
-    if query.is_uuid(ref):
-        ref = str(_uuid.UUID(ref))
-        if await run(query.resolve_event, ctx.store, ref):
-            return await _resolve_event(ctx, ref), None
-        found = await run(query.find_element, ctx.store, ref)
-        if found is not None:
-            return found[0], ref
-    elif ref.isdigit():
-        return await _resolve_event(ctx, ref), None
-    raise ApiError(404, "Invalid target", f"no event or attribute {ref!r} on this node")
-
-
-async def _change_tags(request: web.Request, attach: bool) -> web.Response:
-    ctx = request.app[CTX]
-    params = await body_json(request)
-    if not isinstance(params, dict):
-        raise ApiError(400, "expected {\"uuid\": ..., \"tag\": ...}", {"body": ["expected a JSON object"]})
-    name = _tag_name(params.get("tag"), "tag")
-    local = params.get("local") in (True, 1, "1", "true")
-    event_uuid, element_uuid = await _tag_target(ctx, params.get("uuid"))
-    target = element_uuid or event_uuid
-    head = await run(query.event_head, ctx.store, event_uuid)
-    held_local = (await run(ctx.store.local_tags, [target])).get(target, [])
-    if element_uuid is None:
-        shared = list(head.header.get("Tag", []))
-    else:
-        shared = list((await run(query.find_element, ctx.store, element_uuid))[1].get("Tag", []))
-    was_local = any(t["name"] == name for t in held_local)
-    if attach:
-        tag: dict[str, Any] = {"name": name}
-        if isinstance(params.get("relationship_type"), str) and params["relationship_type"]:
-            tag["relationship_type"] = params["relationship_type"]
-        if local:
-            held_local = [t for t in held_local if t["name"] != name] + [tag]
-        elif not any(t["name"] == name for t in shared):
-            shared.append(tag)
-    else:
-        held_local = [t for t in held_local if t["name"] != name]
-        shared = [t for t in shared if t["name"] != name] if not was_local else shared
-    tags = shared + [{**t, "local": True} for t in held_local]
-    what = "attach Tag" if attach else "remove Tag"
-    if element_uuid is None:
-        await _revise(request, event_uuid, what, posted={"Tag": tags, "published": head.header["published"]},
-                      local_tags={event_uuid: held_local})
-    else:
-        await _edit_element(request, event_uuid, element_uuid, {"Tag": tags}, what,
-                            local_tags={element_uuid: held_local})
-    message = "Tag(s) attached." if attach else "Tag removed."
-    return web.json_response({"saved": True, "success": message, "check_publish": True})
-
-
-@needs("user")
-async def tag_attach(request: web.Request) -> web.Response:
-    return await _change_tags(request, True)
-
-
-@needs("user")
-async def tag_remove(request: web.Request) -> web.Response:
-    return await _change_tags(request, False)
-
-
 # --- sightings -------------------------------------------------------------------------------------
 
 @needs("user")
@@ -915,11 +822,10 @@ def make_app(ctx: ApiContext) -> web.Application:
     r.add_post("/attributes/edit/{ref}", attribute_edit)
     r.add_post("/attributes/delete/{ref}{hard:(/1)?}", attribute_delete)
     r.add_post("/attributes/restSearch{tail:(/.*)?}", attribute_search)
-    both("GET", "/tags/index", tag_index)
-    both("POST", "/tags/add", tag_add)
-    both("POST", "/tags/attachTagToObject", tag_attach)
-    both("POST", "/tags/removeTagFromObject", tag_remove)
     both("POST", "/sightings/add", sighting_add)
     r.add_post("/sightings/add/{ref}", sighting_add)
+    from fedmisp.node import api_objects, api_orgs, api_sightings, api_tags  # they build on this module
+    for module in (api_objects, api_orgs, api_sightings, api_tags):
+        module.add_routes(r)
     return app
 

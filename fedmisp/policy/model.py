@@ -87,6 +87,8 @@ class SharingGroup:
     revision: int
     members: Mapping[str, bool]  # org uuid -> extend (may add members)
     releasability: str = ""
+    description: str = ""
+    deleted: bool = False  # the owner deleted it: only the owner is left a member
 
     def is_member(self, org_uuid: str) -> bool:
         return org_uuid in self.members

@@ -36,6 +36,7 @@ def check_revision(current: SharingGroup | None, new: SharingGroup, author_org: 
     if not current.members.get(author_org, False):
         return Reason.SG_REVISION_AUTHOR
     unchanged = (new.name == current.name and new.releasability == current.releasability
+                 and new.description == current.description and new.deleted == current.deleted
                  and all(new.members.get(org) == extend for org, extend in current.members.items()))
     return Reason.ALLOWED if unchanged else Reason.SG_REVISION_EXTEND_REMOVES
 

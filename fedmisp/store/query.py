@@ -751,3 +751,10 @@ def tag_names(store: Store, limit: int = 100_000) -> list[str]:
                 names.add(bytes(cur.key()).decode("utf-8", "replace"))
                 positioned = cur.next_nodup()
     return sorted(names)
+
+
+def tag_in_use(store: Store, name: str) -> bool:
+    """Whether a held revision carries the tag (shared, on an attribute or an event)."""
+    key = index_key(name)
+    with store.env.begin() as txn:
+        return any(txn.cursor(db=store.db[db]).set_key(key) for db in ("ix_tag", "ix_event_tag"))

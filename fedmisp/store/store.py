@@ -20,7 +20,10 @@ Named databases (key -> value):
   event_extra  event uuid (16), dupsort       -> record id (32) of its sightings and proposals
   orgs         org uuid (16)                  -> record id (32) of the org record
                b"key:" | public key (32)      -> org uuid (16): whose key signed a record
-  local        element or event uuid (16)     -> node-local annotations (local tags), msgpack
+               b"known:" | org uuid (16)      -> msgpack {uuid, name, key}: an organisation an admin
+                                                 introduced by uuid, name and key (no record of its own)
+  local        element or event uuid (16)     -> node-local annotations (local tags), msgpack; never
+                                                 in a revision or the log, so never sent to a peer
   ix_value     normalised value, dupsort      -> event uuid (16) | attribute uuid (16)
   ix_type      attribute type, dupsort        -> event uuid (16) | attribute uuid (16)
   ix_tag       tag name, dupsort              -> event uuid (16) | attribute uuid (16)
@@ -33,7 +36,8 @@ Named databases (key -> value):
   holdings     event uuid (16)                -> msgpack {levels, sources, correlation_only}: the level
                                                  each item of a received event is held at (policy)
   apikeys      key hash (32)                  -> msgpack {role, comment, created}
-  meta         name                           -> value (b"seq": last sequence number)
+  meta         name                           -> value (b"seq": last sequence number; b"tag:" | name:
+                                                 node-local tag settings from tags/add and tags/edit)
 
 Every write goes through `write_events` / `write_records` in one transaction: an event is stored
 whole or not at all, and a crash leaves the last committed transaction.
@@ -479,6 +483,83 @@ class Store:
             added, seq = self._put_record(txn, record, seq)
             txn.put(key, record.id, db=self.db["sharing_groups"])
             txn.put(b"seq", _BE8.pack(seq), db=self.db["meta"])
+
+    def set_local_tags(self, target_uuid: str, tags: list[dict[str, Any]]) -> None:
+        """Replace the node-local tags of one event or element (of any organisation's event): no
+        revision, no log entry, so nothing of it is signed or sent to a peer."""
+        with self.env.begin(write=True) as txn:
+            if tags:
+                txn.put(uuid16(target_uuid), canonical.pack(tags), db=self.db["local"])
+            else:
+                txn.delete(uuid16(target_uuid), db=self.db["local"])
+
+    def drop_local_tag(self, name: str) -> int:
+        """Remove one tag name from every node-local tag list; returns how many lists changed."""
+        changed = 0
+        with self.env.begin(write=True) as txn:
+            cur = txn.cursor(db=self.db["local"])
+            for key, raw in list(cur):
+                tags = canonical.unpack(raw)
+                kept = [t for t in tags if t.get("name") != name]
+                if len(kept) != len(tags):
+                    changed += 1
+                    if kept:
+                        txn.put(bytes(key), canonical.pack(kept), db=self.db["local"])
+                    else:
+                        txn.delete(bytes(key), db=self.db["local"])
+        return changed
+
+    def tag_settings(self) -> dict[str, dict[str, Any]]:
+        """Node-local tag settings (colour, exportable, hide_tag) by tag name."""
+        out = {}
+        with self.env.begin() as txn:
+            cur = txn.cursor(db=self.db["meta"])
+            if cur.set_range(b"tag:"):
+                for key, raw in cur:
+                    if not bytes(key).startswith(b"tag:"):
+                        break
+                    out[bytes(key)[4:].decode("utf-8")] = canonical.unpack(raw)
+        return out
+
+    def set_tag_settings(self, name: str, settings: dict[str, Any] | None) -> None:
+        """Store (or with None remove) one tag's node-local settings."""
+        key = b"tag:" + name.encode("utf-8")
+        with self.env.begin(write=True) as txn:
+            if settings is None:
+                txn.delete(key, db=self.db["meta"])
+            else:
+                txn.put(key, canonical.pack(settings), db=self.db["meta"])
+
+    def orgs(self) -> list[dict[str, Any]]:
+        """Organisations this node knows: from their own signed org records ({uuid, name, key,
+        ..., "introduced": False}) and those an admin introduced ("introduced": True)."""
+        out: dict[str, dict[str, Any]] = {}
+        with self.env.begin() as txn:
+            for key, value in txn.cursor(db=self.db["orgs"]):
+                key = bytes(key)
+                if len(key) == 16:
+                    raw = txn.get(bytes(value), db=self.db["records"])
+                    if raw is not None:
+                        record = open_record(raw)
+                        out[str(_uuid.UUID(bytes=key))] = {**record.body, "key": record.author, "introduced": False}
+                elif key.startswith(b"known:"):
+                    org = canonical.unpack(value)
+                    out.setdefault(org["uuid"], {**org, "introduced": True})
+        return list(out.values())
+
+    def introduce_org(self, org_uuid: str, name: str, key: bytes) -> bool:
+        """Know an organisation by uuid, name and public key, as an admin said (records signed by
+        that key are then accepted from peers, as from an org record). False if the uuid or the key
+        is known already."""
+        u = uuid16(org_uuid)
+        with self.env.begin(write=True) as txn:
+            db = self.db["orgs"]
+            if txn.get(u, db=db) is not None or txn.get(b"known:" + u, db=db) is not None \
+                    or txn.get(b"key:" + key, db=db) is not None:
+                return False
+            txn.put(b"known:" + u, canonical.pack({"key": key, "name": name, "uuid": str(_uuid.UUID(bytes=u))}), db=db)
+            txn.put(b"key:" + key, u, db=db)
+        return True
 
     def sharing_group(self, group_uuid: str) -> Record | None:
         with self.env.begin() as txn:

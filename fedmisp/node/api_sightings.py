@@ -1,0 +1,201 @@
+"""Reading sightings through the REST API: sightings/listSightings and sightings/restSearch.
+
+Sightings are `sightings` records signed by the reporting organisation's node and attached to their
+event (store `event_extra`); sightings/add (node/api.py) makes them. Only sightings of attributes
+this node shows are listed: one of an attribute held for correlation only, withheld by policy or
+hard-deleted is not.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+from aiohttp import web
+
+from fedmisp.model.records import KIND_SIGHTINGS
+from fedmisp.node.api import (
+    CTX, JSON, ApiContext, ApiError, _json_list, _resolve_element, _resolve_event, _unwrap, attribute_json, body_json,
+    needs, run, stream,
+)
+from fedmisp.node.api_orgs import find_org, org_id
+from fedmisp.store import query
+from fedmisp.store.query import QueryError, element_id
+
+SIGHTING_TYPES = ("0", "1", "2")  # seen, false positive, expiration
+_SEARCH_PARAMS = frozenset({"context", "id", "type", "from", "to", "last", "org_id", "source", "includeAttribute",
+                            "includeEvent", "returnFormat", "limit", "page", "uuid"})
+
+
+@dataclass(frozen=True)
+class SightingFilter:
+    """What a sightings search keeps; the empty filter keeps everything."""
+    type: str | None = None
+    org: str | None = None  # reporting org uuid
+    source: str | None = None
+    since: int | None = None
+    until: int | None = None
+    attribute: str | None = None  # attribute uuid
+
+    def __call__(self, s: dict[str, Any]) -> bool:
+        return ((self.type is None or str(s["type"]) == self.type)
+                and (self.org is None or s.get("Organisation", {}).get("uuid") == self.org)
+                and (self.source is None or s.get("source", "") == self.source)
+                and (self.since is None or s["date_sighting"] >= self.since)
+                and (self.until is None or s["date_sighting"] <= self.until)
+                and (self.attribute is None or s["attribute_uuid"] == self.attribute))
+
+
+def sighting_json(ctx: ApiContext, s: dict[str, Any], event_id: int) -> dict[str, Any]:
+    org = s.get("Organisation") or {}
+    return {"id": str(element_id(s["uuid"])), "uuid": s["uuid"], "attribute_id": str(element_id(s["attribute_uuid"])),
+            "attribute_uuid": s["attribute_uuid"], "event_id": str(event_id),
+            "org_id": org_id(ctx, org["uuid"]) if "uuid" in org else "0",
+            "date_sighting": str(s["date_sighting"]), "source": s.get("source", ""), "type": str(s["type"]),
+            "Organisation": {"id": org_id(ctx, org["uuid"]) if "uuid" in org else "0", "name": org.get("name", ""),
+                             "uuid": org.get("uuid", "")}}
+
+
+def event_sightings(ctx: ApiContext, event_uuid: str, keep: SightingFilter, *, with_attribute: bool = False,
+                    with_event: bool = False) -> Iterator[dict[str, Any]]:
+    """{"Sighting": ...} for each kept sighting of a shown attribute of one event."""
+    head = query.event_head(ctx.store, event_uuid)
+    if head is None:
+        return
+    records = [r for r in ctx.store.event_records(event_uuid) if r.kind == KIND_SIGHTINGS]
+    if not records:
+        return
+    attributes = {e["uuid"]: e for e in query.event_elements(ctx.store, event_uuid) if "value" in e}
+    rows = sorted((s for r in records for s in r.body["sightings"]
+                   if s["attribute_uuid"] in attributes and keep(s)), key=lambda s: (s["date_sighting"], s["uuid"]))
+    for s in rows:
+        out = sighting_json(ctx, s, head.id)
+        if with_attribute or with_event:
+            a = attribute_json(head, attributes[s["attribute_uuid"]])
+            event = a.pop("Event")
+            if with_attribute:
+                out["Attribute"] = a
+            if with_event:
+                out["Event"] = event
+        yield {"Sighting": out}
+
+
+def _filter(ctx: ApiContext, params: dict[str, Any]) -> SightingFilter:
+    """A SightingFilter from MISP's parameters; 400 naming the field for a bad one."""
+    kind = params.get("type")
+    if kind not in (None, "") and str(kind) not in SIGHTING_TYPES:
+        raise ApiError(400, "type: expected 0 (sighting), 1 (false positive) or 2 (expiration)",
+                       {"type": ["expected 0, 1 or 2"]}, "Invalid search")
+    org = None
+    if params.get("org_id") not in (None, ""):
+        found = find_org(ctx, params["org_id"])
+        if found is None:
+            raise ApiError(404, f"org_id: no organisation {params['org_id']!r} known to this node",
+                           {"org_id": ["unknown organisation"]}, "Invalid organisation")
+        org = found["uuid"]
+    now = int(time.time())
+    try:
+        since = query.parse_time(params["from"], "from", now) if params.get("from") not in (None, "") else None
+        if params.get("last") not in (None, ""):
+            since = max(since or 0, query.parse_time(params["last"], "last", now))
+        until = query.parse_time(params["to"], "to", now) if params.get("to") not in (None, "") else None
+    except QueryError as e:
+        raise ApiError(400, f"sightings/restSearch: {e}", {e.field: [str(e)]}, "Invalid search") from None
+    source = params.get("source")
+    if source is not None and not isinstance(source, str):
+        raise ApiError(400, "source: expected text", {"source": ["expected text"]}, "Invalid search")
+    return SightingFilter(type=None if kind in (None, "") else str(kind), org=org, source=source or None,
+                          since=since, until=until)
+
+
+async def _params(request: web.Request) -> dict[str, Any]:
+    params = _unwrap(await body_json(request, required=False), "request")
+    if not isinstance(params, dict):
+        raise ApiError(400, "expected a JSON object of parameters", {"body": ["expected a JSON object"]})
+    return {k: v for k, v in params.items() if v is not None}
+
+
+async def _context(ctx: ApiContext, context: str, ref: Any) -> tuple[list[str] | None, str | None]:
+    """(events to read or None for all, attribute uuid or None) of a context and an id."""
+    if context not in ("", "event", "attribute"):
+        raise ApiError(400, f"context: {context!r}; accepted: event, attribute", {"context": ["event or attribute"]})
+    if ref in (None, ""):
+        if context:
+            raise ApiError(400, f"id: missing; give the {context}'s id or uuid", {"id": ["missing"]})
+        return None, None
+    if isinstance(ref, bool) or not isinstance(ref, (str, int)):
+        raise ApiError(400, "id: expected an id or uuid", {"id": ["expected an id or uuid"]})
+    if context == "event":
+        return [await _resolve_event(ctx, str(ref))], None
+    event_uuid, body = await _resolve_element(ctx, str(ref), "attribute")
+    return [event_uuid], body["uuid"]
+
+
+@needs("read-only")
+async def list_sightings(request: web.Request) -> web.Response:
+    """sightings/listSightings[/<id>/<context>] with {"context": "event"|"attribute", "id", "org_id"}."""
+    ctx = request.app[CTX]
+    params = await _params(request)
+    ref = request.match_info.get("ref") or params.get("id")
+    context = request.match_info.get("context") or params.get("context") or "event"
+    if not isinstance(context, str):
+        raise ApiError(400, "context: expected event or attribute", {"context": ["event or attribute"]})
+    events, attribute = await _context(ctx, context, ref)
+    if events is None:
+        raise ApiError(400, "id: missing; give the event's or attribute's id or uuid", {"id": ["missing"]})
+    keep = _filter(ctx, {"org_id": params.get("org_id")})
+    keep = SightingFilter(org=keep.org, attribute=attribute)
+    rows = await run(lambda: list(event_sightings(ctx, events[0], keep)))
+    return web.json_response(rows)
+
+
+@needs("read-only")
+async def search_sightings(request: web.Request) -> web.StreamResponse:
+    """sightings/restSearch[/event|/attribute] (PyMISP search_sightings): {"response": [{"Sighting"}]}."""
+    ctx = request.app[CTX]
+    params = await _params(request)
+    unknown = sorted(set(params) - _SEARCH_PARAMS)
+    if unknown:
+        raise ApiError(400, f"sightings/restSearch: unknown parameter {unknown[0]!r}; accepted: "
+                       + ", ".join(sorted(_SEARCH_PARAMS)), {unknown[0]: ["unknown parameter"]}, "Invalid search")
+    if params.get("returnFormat", "json") != "json":
+        raise ApiError(400, "returnFormat: only json is served for sightings", {"returnFormat": ["accepted: json"]},
+                       "Invalid search")
+    context = request.match_info.get("context") or params.get("context") or ""
+    if not isinstance(context, str):
+        raise ApiError(400, "context: expected event or attribute", {"context": ["event or attribute"]})
+    events, attribute = await _context(ctx, context, params.get("id"))
+    keep = _filter(ctx, params)
+    if attribute is not None:
+        keep = SightingFilter(keep.type, keep.org, keep.source, keep.since, keep.until, attribute)
+    try:
+        limit = query._int_param(params.get("limit"), "limit", 1, query.MAX_LIMIT)
+        page = query._int_param(params.get("page"), "page", 1, 2**31) or 1
+    except QueryError as e:
+        raise ApiError(400, f"sightings/restSearch: {e}", {e.field: [str(e)]}, "Invalid search") from None
+    with_attribute = params.get("includeAttribute") in (True, 1, "1", "true")
+    with_event = params.get("includeEvent") in (True, 1, "1", "true")
+
+    def rows() -> Iterator[dict[str, Any]]:
+        skip = (page - 1) * limit if limit else 0
+        left = limit
+        for event_uuid in (events if events is not None else ctx.store.event_uuids()):
+            for row in event_sightings(ctx, event_uuid, keep, with_attribute=with_attribute, with_event=with_event):
+                if skip:
+                    skip -= 1
+                    continue
+                yield row
+                if left is not None:
+                    left -= 1
+                    if left == 0:
+                        return
+    return await stream(request, _json_list('{"response": [', rows(), "]}"), JSON)
+
+
+def add_routes(r: web.UrlDispatcher) -> None:
+    r.add_post("/sightings/listSightings", list_sightings)
+    r.add_post("/sightings/listSightings/{ref}", list_sightings)
+    r.add_post("/sightings/listSightings/{ref}/{context}", list_sightings)
+    r.add_get("/sightings/listSightings/{ref}/{context}", list_sightings)
+    r.add_post("/sightings/restSearch", search_sightings)
+    r.add_post("/sightings/restSearch/{context}", search_sightings)
