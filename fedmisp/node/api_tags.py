@@ -188,6 +188,9 @@ async def _change_tags(request: web.Request, attach: bool) -> web.Response:
             kept = [t for t in held_local if t["name"] != name]
             if attach:
                 kept.append(_tag(name, params))
+                if name not in await run(ctx.store.tag_settings):
+                    # listed by tags/index from now on (as MISP makes a Tag when it is first used)
+                    await run(ctx.store.set_tag_settings, name, {})
             await run(ctx.store.set_local_tags, target, kept)
             return web.json_response({**success, "check_publish": False})
     head = await run(query.event_head, ctx.store, event_uuid)
