@@ -69,8 +69,10 @@ def find_org(ctx: ApiContext, ref: Any) -> dict[str, Any] | None:
     orgs = known_orgs(ctx)
     if query.is_uuid(ref):
         return orgs.get(str(_uuid.UUID(ref)))
+    # PyMISP writes a space in a path as "+" (PHP's urldecode reads it back as a space)
+    names = {ref, ref.replace("+", " ")}
     for org in orgs.values():
-        if ref in (org_id(ctx, org["uuid"]), org["name"]):
+        if ref == org_id(ctx, org["uuid"]) or org["name"] in names:
             return org
     return None
 
