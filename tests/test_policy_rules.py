@@ -198,6 +198,13 @@ def test_an_extend_member_may_add_members_and_nothing_else():
         is Reason.SG_REVISION_EXTEND_REMOVES
 
 
+def test_an_extend_member_may_neither_delete_nor_redescribe_a_group():
+    group = replace(GROUP, members={A: True, B: True})
+    assert check_revision(group, replace(group, revision=2, deleted=True), B) is Reason.SG_REVISION_EXTEND_REMOVES
+    assert check_revision(group, replace(group, revision=2, description="mine"), B) is Reason.SG_REVISION_EXTEND_REMOVES
+    assert check_revision(group, replace(group, revision=2, members={A: True}, deleted=True), A) is Reason.ALLOWED
+
+
 def test_the_first_revision_is_signed_by_its_owner():
     assert check_revision(None, GROUP, B) is Reason.SG_REVISION_AUTHOR
     assert check_revision(None, GROUP, A) is Reason.ALLOWED
