@@ -3,7 +3,6 @@ endpoints of a real node: every answer is 2xx or a MISP-shaped 4xx, and a refusa
 from __future__ import annotations
 
 import copy
-import uuid
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 
@@ -34,7 +33,7 @@ def state(server: Server) -> tuple:
     try:
         return (store.held(target(server)["event"].uuid).record_id, sorted(r.id for r in store.sharing_groups()),
                 sorted(o["uuid"] for o in store.orgs()), store.tag_settings(),
-                store.local_tags([target(server)["event"].uuid]))
+                store.local_tags([target(server)["event"].uuid]), store.head_sequence())
     finally:
         store.close()
 
@@ -63,6 +62,7 @@ ENDPOINTS = {
     "/tags/attachTagToObject": {"uuid": "{event_uuid}", "tag": "fuzz:tag", "local": 1},
     "/tags/add": {"name": "fuzz:added", "colour": "#010203"},
     "/sightings/restSearch": {"type": "0", "last": "1d", "source": "s"},
+    "/sightings/add": {"values": ["fuzz.objects.example"], "type": "1", "source": "fuzz"},
     "/sightings/listSightings": {"context": "event", "id": "{event}"},
     "/admin/organisations/add": {"name": "Fuzz Org", "uuid": "8c3a4a3e-7f4e-4b5e-9d1a-0f5b1f2d3c4e",
                                  "public_key": "A" * 43},

@@ -79,3 +79,31 @@ def test_a_sighting_of_an_unknown_attribute_is_a_404_and_stores_nothing(server: 
     response = server.post("/sightings/add/987654321", {"source": "x"})
     assert_misp_error(response, 404)
     assert server.post("/sightings/restSearch", {"source": "x"}).json()["response"] == []
+
+
+def test_a_list_of_sightings_and_a_values_list_are_stored_together_or_not_at_all(server: Server):
+    misp = server.misp()
+    (event, other) = two_events_with(server, "batch.sightings.example")
+    a = next(x for x in event.attributes if x.type == "ip-dst")
+    response = server.post("/sightings/add", [{"uuid": a.uuid, "source": "batch-1"},
+                                              {"values": ["batch.sightings.example"], "source": "batch-2", "type": 2}])
+    assert response.status_code == 200, response.text
+    answered = response.json()
+    assert [s["Sighting"]["source"] for s in answered] == ["batch-1", "batch-2", "batch-2"]
+    assert {(s["Sighting"]["source"], s["Sighting"]["type"]) for s in
+            misp.search_sightings(context="event", context_id=other.id)} == {("batch-2", "2")}
+    refused = server.post("/sightings/add", [{"uuid": a.uuid, "source": "never"}, {"uuid": a.uuid, "type": 9}])
+    assert_misp_error(refused, 400, "Sighting[1].type")
+    huge = server.post(f"/sightings/add/{a.uuid}", {"source": "never", "timestamp": "9" * 30})
+    assert_misp_error(huge, 400, "timestamp")
+    not_found = server.post("/sightings/add", [{"uuid": a.uuid, "source": "never"}, {"value": "nowhere.example"}])
+    assert_misp_error(not_found, 404, "Sighting[1].value")
+    assert server.post("/sightings/restSearch", {"source": "never"}).json()["response"] == []
+
+
+def test_a_sighting_by_value_matches_the_value_not_a_pattern(server: Server):
+    two_events_with(server, "pattern.sightings.example")
+    assert_misp_error(server.post("/sightings/add", {"value": "%.sightings.example", "source": "p"}), 404)
+    assert server.post("/sightings/restSearch", {"source": "p"}).json()["response"] == []
+    assert server.post("/sightings/add", {"value": "PATTERN.sightings.example", "source": "p"}).status_code == 200
+    assert len(server.post("/sightings/restSearch", {"source": "p"}).json()["response"]) == 2

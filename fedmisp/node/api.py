@@ -29,7 +29,6 @@ from fedmisp.model.describe import describe_types
 from fedmisp.model.misp import EventError, element_kind, misp_attribute, parse_event
 from fedmisp.correlate.engine import Correlator, related_attribute
 from fedmisp.correlate.warninglists import warninglist_hits
-from fedmisp.model.records import KIND_SIGHTINGS, seal
 from fedmisp.model.revision import SignedEvent, sign_event
 from fedmisp.node.home import ROLES, Node, hash_api_key
 from fedmisp.store import query
@@ -46,8 +45,6 @@ DEFAULT_MAX_REQUEST_BYTES = 32 * 1024 * 1024
 STREAM_CHUNK = 256 * 1024
 # Attributes one attributes/add request may carry (MISP accepts lists; this bounds one revision edit).
 MAX_ATTRIBUTES_PER_ADD = 10_000
-# sightings/add by value: at most this many attributes get a sighting from one request.
-MAX_SIGHTING_TARGETS = 10_000
 ROLE_LEVEL = {role: i for i, role in enumerate(ROLES)}
 _MISP_VERSION = "2.5.0"  # the MISP API level this node answers as (servers/getVersion)
 
@@ -641,57 +638,6 @@ async def attribute_delete(request: web.Request) -> web.Response:
                               "id": str(element_id(body["uuid"]))})
 
 
-# --- sightings -------------------------------------------------------------------------------------
-
-@needs("user")
-async def sighting_add(request: web.Request) -> web.Response:
-    ctx = request.app[CTX]
-    params = _unwrap(await body_json(request, required=False), "Sighting")
-    if not isinstance(params, dict):
-        raise ApiError(400, "expected a sighting {\"value\": ...} or {\"uuid\": attribute uuid}",
-                       {"Sighting": ["expected a JSON object"]}, "Could not add Sighting")
-    ref = _ref(request) or params.get("id") or params.get("uuid")
-    targets: list[tuple[str, str]] = []
-    if ref:
-        event_uuid, body = await _resolve_element(ctx, str(ref), "attribute")
-        targets.append((event_uuid, body["uuid"]))
-    elif isinstance(params.get("value"), str) and params["value"]:
-        found = await run(query.search_attributes, ctx.store, query.Query(value=query.Terms(any=(params["value"],)),
-                                                                         limit=MAX_SIGHTING_TARGETS))
-        targets = await run(lambda: [(head.uuid, body["uuid"]) for head, body in found])
-    else:
-        raise ApiError(400, "Could not add Sighting: give an attribute id or uuid, or a value",
-                       {"value": ["missing; or give uuid / id"]}, "Could not add Sighting")
-    if not targets:
-        raise ApiError(404, "Could not add Sighting: no attribute has this value", name="Could not add Sighting")
-    kind = params.get("type", 0)
-    if kind not in (0, 1, 2, "0", "1", "2"):
-        raise ApiError(400, "Could not add Sighting: type must be 0 (sighting), 1 (false positive) or 2 (expiration)",
-                       {"type": ["expected 0, 1 or 2"]}, "Could not add Sighting")
-    when = params.get("timestamp") or params.get("date_sighting") or int(time.time())
-    try:
-        when = int(when)
-    except (TypeError, ValueError):
-        raise ApiError(400, "Could not add Sighting: timestamp must be epoch seconds",
-                       {"timestamp": ["expected epoch seconds"]}, "Could not add Sighting") from None
-    source = params.get("source") if isinstance(params.get("source"), str) else ""
-    if len(source) > 255:
-        raise ApiError(400, "Could not add Sighting: source is longer than 255 characters",
-                       {"source": ["at most 255 characters"]}, "Could not add Sighting")
-    org = {"name": ctx.node.config.org_name, "uuid": ctx.node.config.org_uuid}
-    by_event: dict[str, list[dict[str, Any]]] = {}
-    for event_uuid, attribute_uuid in targets:
-        by_event.setdefault(event_uuid, []).append({
-            "Organisation": org, "attribute_uuid": attribute_uuid, "date_sighting": when, "source": source,
-            "type": int(kind), "uuid": str(_uuid.uuid4())})
-    records = [seal(ctx.node.identity, KIND_SIGHTINGS, {"event_uuid": e, "sightings": s}) for e, s in by_event.items()]
-    await run(ctx.store.write_records, records)
-    first = next(iter(by_event.values()))[0]
-    out = {**first, "date_sighting": str(first["date_sighting"]), "type": str(first["type"]),
-           "attribute_id": str(element_id(first["attribute_uuid"]))}
-    return web.json_response({"Sighting": out})
-
-
 # --- restSearch -----------------------------------------------------------------------------------------
 
 RETURN_FORMATS = ("json", "csv", "text", "suricata", "snort")
@@ -822,8 +768,6 @@ def make_app(ctx: ApiContext) -> web.Application:
     r.add_post("/attributes/edit/{ref}", attribute_edit)
     r.add_post("/attributes/delete/{ref}{hard:(/1)?}", attribute_delete)
     r.add_post("/attributes/restSearch{tail:(/.*)?}", attribute_search)
-    both("POST", "/sightings/add", sighting_add)
-    r.add_post("/sightings/add/{ref}", sighting_add)
     from fedmisp.node import api_objects, api_orgs, api_sightings, api_tags  # they build on this module
     for module in (api_objects, api_orgs, api_sightings, api_tags):
         module.add_routes(r)

@@ -1,28 +1,34 @@
-"""Reading sightings through the REST API: sightings/listSightings and sightings/restSearch.
+"""Sightings through the REST API: sightings/add, listSightings and restSearch.
 
-Sightings are `sightings` records signed by the reporting organisation's node and attached to their
-event (store `event_extra`); sightings/add (node/api.py) makes them. Only sightings of attributes
-this node shows are listed: one of an attribute held for correlation only, withheld by policy or
-hard-deleted is not.
+Sightings are `sightings` records signed by the reporting organisation's node (this node, for
+sightings/add), one record per event, attached to their event (store `event_extra`) and sent to the
+peers that may receive the event. Only sightings of attributes this node shows are listed: one of an
+attribute held for correlation only, withheld by policy or hard-deleted is not.
 """
 from __future__ import annotations
 
 import time
+import uuid as _uuid
 from dataclasses import dataclass
 from typing import Any, Iterator
 
 from aiohttp import web
 
-from fedmisp.model.records import KIND_SIGHTINGS
+from fedmisp.model.records import KIND_SIGHTINGS, seal
 from fedmisp.node.api import (
-    CTX, JSON, ApiContext, ApiError, _json_list, _resolve_element, _resolve_event, _unwrap, attribute_json, body_json,
-    needs, run, stream,
+    CTX, JSON, ApiContext, ApiError, _json_list, _ref, _resolve_element, _resolve_event, _unwrap, attribute_json,
+    body_json, needs, run, stream,
 )
 from fedmisp.node.api_orgs import find_org, org_id
 from fedmisp.store import query
 from fedmisp.store.query import QueryError, element_id
 
 SIGHTING_TYPES = ("0", "1", "2")  # seen, false positive, expiration
+# sightings/add: at most this many attributes get a sighting from one request (by value, a value
+# list, or a list of sightings), all written in one transaction.
+MAX_SIGHTING_TARGETS = 10_000
+MAX_SOURCE = 255  # MISP's sightings.source is varchar(255)
+_MAX_TIMESTAMP = 2**40  # the model's timestamp ceiling
 _SEARCH_PARAMS = frozenset({"context", "id", "type", "from", "to", "last", "org_id", "source", "includeAttribute",
                             "includeEvent", "returnFormat", "limit", "page", "uuid"})
 
@@ -192,7 +198,112 @@ async def search_sightings(request: web.Request) -> web.StreamResponse:
     return await stream(request, _json_list('{"response": [', rows(), "]}"), JSON)
 
 
+# --- adding ---------------------------------------------------------------------------------------------
+
+def _sighting_fields(params: dict[str, Any], where: str) -> tuple[int, int, str]:
+    """(type, date_sighting, source) of one posted sighting; 400 naming the field otherwise."""
+    name = "Could not add Sighting"
+    kind = params.get("type", 0)
+    if kind not in (0, 1, 2, "0", "1", "2"):
+        raise ApiError(400, f"{name}: {where}type must be 0 (sighting), 1 (false positive) or 2 (expiration)",
+                       {f"{where}type": ["expected 0, 1 or 2"]}, name)
+    when = params.get("timestamp") or params.get("date_sighting") or int(time.time())
+    if isinstance(when, bool) or not (isinstance(when, int) or (isinstance(when, str) and when.isdigit())) \
+            or not 0 <= int(when) <= _MAX_TIMESTAMP:
+        raise ApiError(400, f"{name}: {where}timestamp must be epoch seconds",
+                       {f"{where}timestamp": ["expected epoch seconds"]}, name)
+    source = params.get("source") if params.get("source") is not None else ""
+    if not isinstance(source, str) or len(source) > MAX_SOURCE:
+        raise ApiError(400, f"{name}: {where}source must be text of at most {MAX_SOURCE} characters",
+                       {f"{where}source": [f"text of at most {MAX_SOURCE} characters"]}, name)
+    return int(kind), int(when), source
+
+
+def _with_value(ctx: ApiContext, value: str, limit: int) -> list[tuple[str, str]]:
+    """(event uuid, attribute uuid) of every shown attribute whose value (or a composite half) is
+    `value`, as MISP matches it (exactly, case-insensitively); `%` is no wildcard here."""
+    wanted = value.strip().casefold()
+    found = query.search_attributes(ctx.store, query.Query(value=query.Terms(any=(value,)), limit=None))
+    out = []
+    for head, body in found:
+        if wanted in {v.strip().casefold() for v in (body["value"], *body["value"].split("|"))}:
+            out.append((head.uuid, body["uuid"]))
+            if len(out) >= limit:
+                break
+    return out
+
+
+async def _targets(ctx: ApiContext, params: dict[str, Any], ref: Any, where: str) -> list[tuple[str, str]]:
+    name = "Could not add Sighting"
+    if ref not in (None, ""):
+        if isinstance(ref, bool) or not isinstance(ref, (str, int)):
+            raise ApiError(400, f"{name}: {where}id: expected an attribute id or uuid", {f"{where}id": ["expected an id"]},
+                           name)
+        event_uuid, body = await _resolve_element(ctx, str(ref), "attribute")
+        return [(event_uuid, body["uuid"])]
+    values = params.get("values")
+    if values is None and params.get("value") is not None:
+        values = [params["value"]]
+    if not isinstance(values, list) or not values or len(values) > MAX_SIGHTING_TARGETS \
+            or not all(isinstance(v, str) and v.strip() for v in values):
+        raise ApiError(400, f"{name}: give an attribute id or uuid, a value, or values (a list of up to "
+                       f"{MAX_SIGHTING_TARGETS} values)", {f"{where}value": ["missing; or give uuid / id"]}, name)
+    targets: list[tuple[str, str]] = []
+    for v in dict.fromkeys(values):
+        targets.extend(await run(_with_value, ctx, v, MAX_SIGHTING_TARGETS - len(targets) + 1))
+    return targets
+
+
+@needs("user")
+async def sighting_add(request: web.Request) -> web.Response:
+    """sightings/add[/<attribute id|uuid>]: one sighting (by id, uuid, value or values), or a list
+    of them; every attribute with a given value gets one (MISP). All or nothing, one transaction."""
+    ctx = request.app[CTX]
+    document = await body_json(request, required=False)
+    many = isinstance(document, list)
+    items = document if many else [_unwrap(document, "Sighting")]
+    name = "Could not add Sighting"
+    if not items or len(items) > MAX_SIGHTING_TARGETS:
+        raise ApiError(400, f"{name}: expected a sighting or a list of 1 to {MAX_SIGHTING_TARGETS}",
+                       {"Sighting": ["expected a JSON object or a list of them"]}, name)
+    org = {"name": ctx.node.config.org_name, "uuid": ctx.node.config.org_uuid}
+    by_event: dict[str, list[dict[str, Any]]] = {}
+    made: list[dict[str, Any]] = []
+    for i, params in enumerate(items):
+        where = f"Sighting[{i}]." if many else ""
+        params = _unwrap(params, "Sighting")
+        if not isinstance(params, dict):
+            raise ApiError(400, f"{name}: {where or 'the body'} is not a JSON object",
+                           {where.rstrip(".") or "Sighting": ["expected a JSON object"]}, name)
+        kind, when, source = _sighting_fields(params, where)
+        ref = (_ref(request) if not many else None) or params.get("id") or params.get("uuid")
+        targets = await _targets(ctx, params, ref, where)
+        if not targets:
+            raise ApiError(404, f"{name}: {where}no attribute has this value", {f"{where}value": ["no attribute"]},
+                           name)
+        for event_uuid, attribute_uuid in targets:
+            sighting = {"Organisation": org, "attribute_uuid": attribute_uuid, "date_sighting": when,
+                        "source": source, "type": kind, "uuid": str(_uuid.uuid4())}
+            by_event.setdefault(event_uuid, []).append(sighting)
+            made.append(sighting)
+        if len(made) > MAX_SIGHTING_TARGETS:
+            raise ApiError(400, f"{name}: more than {MAX_SIGHTING_TARGETS} attributes would be sighted; split the request",
+                           {"value": [f"at most {MAX_SIGHTING_TARGETS} attributes per request"]}, name)
+    records = [seal(ctx.node.identity, KIND_SIGHTINGS, {"event_uuid": e, "sightings": s}) for e, s in by_event.items()]
+    await run(ctx.store.write_records, records)
+
+    def shown(s: dict[str, Any]) -> dict[str, Any]:
+        return {**s, "date_sighting": str(s["date_sighting"]), "type": str(s["type"]),
+                "attribute_id": str(element_id(s["attribute_uuid"]))}
+    if many:
+        return web.json_response([{"Sighting": shown(s)} for s in made])
+    return web.json_response({"Sighting": shown(made[0])})
+
+
 def add_routes(r: web.UrlDispatcher) -> None:
+    r.add_post("/sightings/add", sighting_add)
+    r.add_post("/sightings/add.json", sighting_add)
+    r.add_post("/sightings/add/{ref}", sighting_add)
     r.add_post("/sightings/listSightings", list_sightings)
     r.add_post("/sightings/listSightings/{ref}", list_sightings)
     r.add_post("/sightings/listSightings/{ref}/{context}", list_sightings)
