@@ -44,6 +44,18 @@ def test_add_object_with_a_template_uuid_in_the_path(server: Server):
     assert response.json()["Object"]["template_uuid"] == template
 
 
+def test_break_on_duplicate_refuses_an_object_that_exists(server: Server):
+    misp = server.misp()
+    event = misp.add_event(new_event("duplicates"), pythonify=True)
+    misp.add_object(event.id, domain_ip("dup.objects.example"), pythonify=True)
+    refused = misp.add_object(event.id, domain_ip("dup.objects.example"), break_on_duplicate=True)
+    assert refused["errors"][0] == 403 and "Duplicate object" in refused["errors"][1]["message"]
+    assert misp.add_object(event.id, domain_ip("dup.objects.example", "203.0.113.51"), break_on_duplicate=True,
+                           pythonify=True).name == "domain-ip"
+    assert len(misp.get_event(event.id, pythonify=True).objects) == 2
+    assert_misp_error(server.post(f"/objects/add/{event.id}/frobnicate:1", domain_ip()), 400, "frobnicate")
+
+
 def test_an_object_that_breaks_its_template_is_refused_whole(server: Server):
     misp = server.misp()
     event = misp.add_event(new_event("bad object"), pythonify=True)

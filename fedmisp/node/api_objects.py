@@ -84,12 +84,19 @@ async def object_add(request: web.Request) -> web.Response:
     what = "add Object"
     raw = await posted_object(request, "Object", what)
     posted = {k: v for k, v in raw.items() if k in _ADD_FIELDS}
-    template = request.match_info.get("template")
-    if template:
+    tail = [part for part in request.match_info.get("tail", "").split("/") if part]
+    # CakePHP named parameters (PyMISP: breakOnDuplicate:1) beside an optional template uuid
+    named = dict(part.partition(":")[::2] for part in tail if ":" in part)
+    unknown = sorted(set(named) - {"breakOnDuplicate"})
+    if unknown:
+        raise ApiError(400, f"Could not add Object: unknown parameter {unknown[0]!r}; accepted: breakOnDuplicate",
+                       {unknown[0]: ["unknown parameter"]}, "Could not add Object")
+    for template in (part for part in tail if ":" not in part):
         if not query.is_uuid(template):
             raise ApiError(400, f"Could not add Object: template {template!r} is not a template uuid",
                            {"template_uuid": ["expected a misp-objects template uuid"]}, "Could not add Object")
         posted.setdefault("template_uuid", template)
+    break_on_duplicate = named.get("breakOnDuplicate") in ("1", "true") or raw.get("breakOnDuplicate") in (1, "1", True)
     attributes = posted.get("Attribute")
     if not isinstance(attributes, list) or not attributes:
         raise ApiError(400, "Could not add Object: an object needs at least one attribute",
@@ -105,9 +112,28 @@ async def object_add(request: web.Request) -> web.Response:
     if query.is_uuid(object_uuid) and await run(query.element_event, ctx.store, object_uuid) is not None:
         raise ApiError(403, f"Could not add Object: uuid {object_uuid} is already used",
                        {"uuid": ["already in use; leave uuid out to get a new one"]}, "Could not add Object")
+    if break_on_duplicate and await run(_has_duplicate, ctx, event_uuid, posted):
+        raise ApiError(403, "Could not add Object: Duplicate object found. Since breakOnDuplicate is set the object "
+                       "will not be added.", {"Object": ["an object with these attributes exists in this event"]},
+                       "Could not add Object")
     await _revise(request, event_uuid, what, posted={"Object": [posted]})
     o = await run(_object_json, ctx, event_uuid, object_uuid)
     return web.json_response({"Object": o})
+
+
+def _has_duplicate(ctx: ApiContext, event_uuid: str, posted: dict[str, Any]) -> bool:
+    """MISP's breakOnDuplicate: a live object of the same name whose attributes (relation, type,
+    value) are the posted ones."""
+    def shape(attributes: list[Any]) -> set[tuple[Any, Any, Any]]:
+        return {(a.get("object_relation"), a.get("type"), a.get("value")) for a in attributes if isinstance(a, dict)}
+    wanted = shape(posted["Attribute"])
+    elements = query.event_elements(ctx.store, event_uuid)
+    members: dict[str, list[dict[str, Any]]] = {}
+    for e in elements:
+        if "value" in e and "object_uuid" in e and not e.get("deleted"):
+            members.setdefault(e["object_uuid"], []).append(e)
+    return any(shape(members.get(e["uuid"], [])) == wanted for e in elements
+               if "name" in e and "value" not in e and e["name"] == posted.get("name") and not e.get("deleted"))
 
 
 @needs("user")
@@ -197,8 +223,7 @@ async def reference_delete(request: web.Request) -> web.Response:
 def add_routes(r: web.UrlDispatcher) -> None:
     for path in ("/objects/view/{ref}",):
         r.add_get(path, object_view)
-    r.add_post("/objects/add/{ref}", object_add)
-    r.add_post("/objects/add/{ref}/{template}", object_add)
+    r.add_post("/objects/add/{ref}{tail:(/.*)?}", object_add)
     r.add_post("/objects/delete/{ref}{hard:(/1|/true|/0|/false)?}", object_delete)
     r.add_route("DELETE", "/objects/delete/{ref}", object_delete)
     r.add_post("/objectReferences/add", reference_add)
