@@ -9,7 +9,7 @@ from pymisp import MISPOrganisation, MISPSharingGroup
 from test_api import Server, assert_misp_error
 from fedmisp.gossip import sharing_groups as sg
 from fedmisp.model.identity import Identity
-from fedmisp.model.records import KIND_SHARING_GROUP, seal
+from fedmisp.model.records import KIND_ORG, KIND_SHARING_GROUP, seal
 from fedmisp.policy.model import SharingGroup
 from fedmisp.store.store import Store
 
@@ -54,6 +54,23 @@ def test_an_admin_introduces_a_remote_organisation_by_uuid_name_and_key(server: 
         assert store.org_for_key(identity.public_key) == added.uuid
     finally:
         store.close()
+
+
+def test_an_organisation_known_by_its_own_org_record_is_listed_and_not_introduced_again(server: Server):
+    identity = Identity.generate()
+    body = {"key": identity.public_key, "name": "Peer Org", "uuid": str(uuid.uuid4())}
+    store = Store(server.home / "store")  # as a peer's org record arrives
+    try:
+        store.write_records([seal(identity, KIND_ORG, body, created=0)])
+    finally:
+        store.close()
+    misp = server.misp("read-only")
+    found = misp.get_organisation(body["uuid"], pythonify=True)
+    assert found.name == "Peer Org" and found.introduced is False
+    assert found.public_key == identity.public_key_text
+    assert body["uuid"] in {o.uuid for o in misp.organisations(scope="external", pythonify=True)}
+    again = {"name": "Peer Org", "uuid": body["uuid"], "public_key": identity.public_key_text}
+    assert_misp_error(server.post("/admin/organisations/add", again), 403, "already")
 
 
 def test_bad_organisations_are_refused_naming_the_field(server: Server):
