@@ -44,6 +44,8 @@ def test_list_sightings_of_an_attribute_and_by_org(server: Server):
     assert [(s.source, s.type, s.attribute_uuid) for s in listed] == [("a", "1", attribute.uuid)]
     assert {s.source for s in misp.sightings(misp.get_event(event.id, pythonify=True), pythonify=True)} >= {"a", "b"}
     assert misp.sightings(attribute, org=1, pythonify=True)[0].Organisation["name"] == "Test CSIRT"
+    # the path form, whose context defaults to attribute as in MISP
+    assert [s["Sighting"]["source"] for s in server.post(f"/sightings/listSightings/{attribute.id}", {}).json()] == ["a"]
     response = server.post("/sightings/listSightings", {"context": "attribute", "id": attribute.id, "org_id": 999})
     assert_misp_error(response, 404, "org_id")
     assert_misp_error(server.post("/sightings/listSightings", {"context": "event", "id": 987654}), 404, "Invalid event")

@@ -143,7 +143,7 @@ async def list_sightings(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     params = await _params(request)
     ref = request.match_info.get("ref") or params.get("id")
-    context = request.match_info.get("context") or params.get("context") or "event"
+    context = request.match_info.get("context") or params.get("context") or "attribute"  # MISP's default
     if not isinstance(context, str):
         raise ApiError(400, "context: expected event or attribute", {"context": ["event or attribute"]})
     events, attribute = await _context(ctx, context, ref)
