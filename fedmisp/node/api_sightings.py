@@ -185,7 +185,7 @@ async def search_sightings(request: web.Request) -> web.StreamResponse:
     def rows() -> Iterator[dict[str, Any]]:
         skip = (page - 1) * limit if limit else 0
         left = limit
-        for event_uuid in (events if events is not None else ctx.store.event_uuids()):
+        for event_uuid in (events if events is not None else ctx.store.events_with_records()):
             for row in event_sightings(ctx, event_uuid, keep, with_attribute=with_attribute, with_event=with_event):
                 if skip:
                     skip -= 1

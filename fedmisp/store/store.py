@@ -700,6 +700,25 @@ class Store:
                         out.append(open_record(raw))
         return out
 
+    def events_with_records(self, page: int = 1000) -> Iterator[str]:
+        """Uuids of events that have sightings or proposals attached, read a page at a time (no read
+        transaction stays open between pages)."""
+        after = b""
+        while True:
+            keys = []
+            with self.env.begin() as txn:
+                cur = txn.cursor(db=self.db["event_extra"])
+                positioned = cur.set_range(after) if after else cur.first()
+                if positioned and after and bytes(cur.key()) == after:
+                    positioned = cur.next_nodup()
+                while positioned and len(keys) < page:
+                    keys.append(bytes(cur.key()))
+                    positioned = cur.next_nodup()
+            if not keys:
+                return
+            yield from (str(_uuid.UUID(bytes=k)) for k in keys)
+            after = keys[-1]
+
     def local_tags(self, uuids: list[str]) -> dict[str, list[dict[str, Any]]]:
         out = {}
         with self.env.begin() as txn:
