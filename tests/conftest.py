@@ -12,8 +12,17 @@ from pathlib import Path
 import pytest
 
 from fedmisp.node.home import init_home
+from fedmisp.store.store import Store
 
 CACHE = Path(__file__).parent / ".cache"
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    """An empty store of its own (1 GiB map)."""
+    s = Store(tmp_path / "store", map_size=1 << 30)
+    yield s
+    s.close()
 
 
 @pytest.fixture

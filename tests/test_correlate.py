@@ -81,12 +81,6 @@ def uuids(found: Correlations, kind: str | None = None) -> set[str]:
     return {m.attribute_uuid for m in found.matches if kind is None or m.kind == kind}
 
 
-@pytest.fixture
-def store(tmp_path: Path):
-    s = Store(tmp_path / "store", map_size=1 << 30)
-    yield s
-    s.close()
-
 
 @pytest.fixture
 def node(tmp_path: Path):

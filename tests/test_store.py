@@ -20,12 +20,6 @@ def signed(raw, previous=None):
     return sign_event(IDENTITY, parse_event(raw, DEFAULTS), previous)
 
 
-@pytest.fixture
-def store(tmp_path):
-    s = Store(tmp_path / "store", map_size=1 << 30)
-    yield s
-    s.close()
-
 
 def test_a_stored_event_is_found_by_uuid_value_type_and_tag(store):
     raw = event(seed=3, attributes=10, objects=1)["Event"]

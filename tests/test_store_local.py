@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 
-import pytest
 from hypothesis import given, settings, strategies as st
 
 from fedmisp.model.identity import Identity
@@ -13,12 +12,6 @@ from fedmisp.store.store import Store
 
 IDENTITY = Identity.generate()
 
-
-@pytest.fixture
-def store(tmp_path):
-    s = Store(tmp_path / "store", map_size=1 << 30)
-    yield s
-    s.close()
 
 
 def test_local_tags_are_set_replaced_and_dropped_without_a_log_entry(store):
