@@ -6,7 +6,7 @@ import uuid
 
 from pymisp import MISPOrganisation, MISPSharingGroup
 
-from test_api import Server, assert_misp_error
+from test_api import Server, assert_misp_error, new_event
 from fedmisp.gossip import sharing_groups as sg
 from fedmisp.model.identity import Identity
 from fedmisp.model.records import KIND_ORG, KIND_SHARING_GROUP, seal
@@ -156,3 +156,19 @@ def test_a_group_another_organisation_owns_follows_its_revision_rules(server: Se
     assert_misp_error(server.post(f"/sharing_groups/edit/{theirs.uuid}", {"name": "mine now"}), 403, "refused")
     assert_misp_error(server.post(f"/sharingGroups/delete/{theirs.uuid}"), 403, "owner")
     assert current_group(server, theirs.uuid) == theirs
+
+
+def test_events_and_attributes_name_a_sharing_group_by_its_misp_id(server: Server):
+    misp = server.misp()
+    new = MISPSharingGroup()
+    new.from_dict(name="By id")
+    group = misp.add_sharing_group(new, pythonify=True)
+    event = new_event("for a group", distribution=4, sharing_group_id=group.id)
+    added = misp.add_event(event)
+    assert added["Event"]["sharing_group_uuid"] == group.uuid, added
+    attribute = misp.add_attribute(added["Event"]["id"], {"type": "domain", "value": "sg.orgs.example",
+                                                          "distribution": 4, "sharing_group_id": group.id})
+    assert attribute["Attribute"]["sharing_group_uuid"] == group.uuid
+    unknown = new_event("unknown group", distribution=4, sharing_group_id=424242)
+    assert_misp_error(server.post("/events/add", unknown), 404, "sharing_group_id")
+    assert not misp.event_exists(unknown.uuid)

@@ -30,6 +30,7 @@ from fedmisp.model.misp import EventError, element_kind, misp_attribute, parse_e
 from fedmisp.correlate.engine import Correlator, related_attribute
 from fedmisp.correlate.warninglists import warninglist_hits
 from fedmisp.model.revision import SignedEvent, sign_event
+from fedmisp.node.api_ids import UnknownSharingGroup, with_sharing_group_uuids
 from fedmisp.node.home import ROLES, Node, hash_api_key
 from fedmisp.store import query
 from fedmisp.store.mutations import RevisionRefused, check_uuids_free, misp_element, revise, tombstone
@@ -182,6 +183,14 @@ async def posted_object(request: web.Request, key: str, what: str) -> dict[str, 
         raise ApiError(400, f"Could not {what}: expected {{\"{key}\": {{...}}}}", {key: ["expected a JSON object"]},
                        f"Could not {what}")
     return raw
+
+
+async def sharing_group_uuids(ctx: ApiContext, item: Any) -> Any:
+    """A posted event, attribute or object with MISP's sharing_group_id as sharing_group_uuid."""
+    try:
+        return await run(with_sharing_group_uuids, ctx.store, item)
+    except UnknownSharingGroup as e:
+        raise ApiError(404, str(e), {"sharing_group_id": [str(e)]}, "Invalid sharing group") from None
 
 
 def _ref(request: web.Request, name: str = "ref") -> str:
@@ -425,7 +434,7 @@ async def event_add(request: web.Request) -> web.Response:
     if not isinstance(raw, dict):
         raise ApiError(400, "Could not add Event: expected {\"Event\": {...}} with info and attributes",
                        {"Event": ["expected a JSON object"]}, "Could not add Event")
-    raw = dict(raw)
+    raw = await sharing_group_uuids(ctx, raw)
     # MISP: the creator of an event added through the API is the user's organisation.
     raw["Orgc"] = {"name": ctx.node.config.org_name, "uuid": ctx.node.config.org_uuid}
     if not may(request, "publisher"):
@@ -482,7 +491,7 @@ async def event_edit(request: web.Request) -> web.Response:
     raw = _unwrap(await body_json(request), "Event")
     if not isinstance(raw, dict):
         raise ApiError(400, "Could not edit Event: expected {\"Event\": {...}}", {"Event": ["expected a JSON object"]})
-    await _revise(request, event_uuid, "edit Event", posted=raw)
+    await _revise(request, event_uuid, "edit Event", posted=await sharing_group_uuids(ctx, raw))
     return web.json_response(await run(_view, ctx, event_uuid))
 
 
@@ -557,7 +566,8 @@ async def attribute_add(request: web.Request) -> web.Response:
         if not isinstance(a, dict):
             raise ApiError(400, f"Could not add Attribute: Attribute[{i}] is not a JSON object",
                            {f"Attribute[{i}]": ["expected a JSON object"]}, "Could not add Attribute")
-        a = {k: v for k, v in a.items() if k not in ("id", "event_id", "object_id", "object_uuid")}
+        a = {k: v for k, v in (await sharing_group_uuids(ctx, a)).items()
+             if k not in ("id", "event_id", "object_id", "object_uuid")}
         a.setdefault("uuid", str(_uuid.uuid4()))
         if str(a["uuid"]).lower() in held:
             raise ApiError(403, f"Could not add Attribute: uuid {a['uuid']} is already used in this event",
@@ -611,7 +621,7 @@ async def attribute_edit(request: web.Request) -> web.Response:
     if not isinstance(posted, dict):
         raise ApiError(400, "Could not edit Attribute: expected {\"Attribute\": {...}}",
                        {"Attribute": ["expected a JSON object"]}, "Could not edit Attribute")
-    changes = {k: v for k, v in posted.items() if k in _ATTRIBUTE_EDITABLE}
+    changes = {k: v for k, v in (await sharing_group_uuids(ctx, posted)).items() if k in _ATTRIBUTE_EDITABLE}
     if "timestamp" in changes:
         ts = changes["timestamp"]
         if not (isinstance(ts, (int, str)) and str(ts).isdigit() and int(ts) > body["timestamp"]):

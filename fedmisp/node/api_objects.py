@@ -16,7 +16,7 @@ from aiohttp import web
 from fedmisp.model.misp import to_misp
 from fedmisp.node.api import (
     CTX, ApiContext, ApiError, _ref, _resolve_element, _resolve_event, _revise, body_json, needs, number_event,
-    posted_object, run,
+    posted_object, run, sharing_group_uuids,
 )
 from fedmisp.store import query
 from fedmisp.store.mutations import misp_element
@@ -83,7 +83,7 @@ async def object_add(request: web.Request) -> web.Response:
     event_uuid = await _resolve_event(ctx, _ref(request))
     what = "add Object"
     raw = await posted_object(request, "Object", what)
-    posted = {k: v for k, v in raw.items() if k in _ADD_FIELDS}
+    posted = {k: v for k, v in (await sharing_group_uuids(ctx, raw)).items() if k in _ADD_FIELDS}
     tail = [part for part in request.match_info.get("tail", "").split("/") if part]
     # CakePHP named parameters (PyMISP: breakOnDuplicate:1) beside an optional template uuid
     named = dict(part.partition(":")[::2] for part in tail if ":" in part)

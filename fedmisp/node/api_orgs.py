@@ -24,6 +24,7 @@ from aiohttp import web
 from fedmisp.gossip import sharing_groups as sg
 from fedmisp.model.identity import decode_key, encode_key
 from fedmisp.node.api import CTX, ApiContext, ApiError, _ref, body_json, needs, posted_object, run
+from fedmisp.node.api_ids import find_sharing_group
 from fedmisp.policy.model import SharingGroup
 from fedmisp.store import query
 from fedmisp.store.query import element_id
@@ -180,18 +181,8 @@ def sharing_group_json(ctx: ApiContext, group: SharingGroup, orgs: dict[str, dic
     }
 
 
-def _find_group(ctx: ApiContext, ref: Any) -> SharingGroup | None:
-    if isinstance(ref, bool) or not isinstance(ref, (str, int)):
-        return None
-    ref = str(ref).strip()
-    for group in _groups(ctx):
-        if ref in (group.uuid, str(element_id(group.uuid))) or (query.is_uuid(ref) and str(_uuid.UUID(ref)) == group.uuid):
-            return group
-    return None
-
-
 async def _group(ctx: ApiContext, ref: Any) -> SharingGroup:
-    group = await run(_find_group, ctx, ref)
+    group = await run(lambda: find_sharing_group(sg.current_groups(ctx.store), ref))
     if group is None:
         raise ApiError(404, "Invalid sharing group", f"no sharing group {ref!r} on this node; give its id or uuid "
                        "(sharingGroups/index)", name="Invalid sharing group")
