@@ -35,7 +35,7 @@ from fedmisp.model.records import KIND_SIGHTINGS, seal
 from fedmisp.model.revision import SignedEvent, sign_event
 from fedmisp.node.home import ROLES, Node, hash_api_key
 from fedmisp.store import query
-from fedmisp.store.mutations import RevisionRefused, check_uuids_free, misp_element, revise, tombstone
+from fedmisp.store.mutations import NotCreator, RevisionRefused, check_uuids_free, misp_element, revise, tombstone
 from fedmisp.store.query import QueryError, element_id
 from fedmisp.store.store import WriteOutcome
 from fedmisp.store.writer import Writer
@@ -54,6 +54,7 @@ ROLE_LEVEL = {role: i for i, role in enumerate(ROLES)}
 _MISP_VERSION = "2.5.0"  # the MISP API level this node answers as (servers/getVersion)
 
 JSON = "application/json"
+NOT_PERMITTED = "You do not have permission to do that."  # MISP's ForbiddenException message
 
 
 class ApiError(Exception):
@@ -199,6 +200,10 @@ def _event_error(e: EventError, what: str) -> ApiError:
 
 
 def _refused(e: RevisionRefused, what: str) -> ApiError:
+    if isinstance(e, NotCreator):
+        # MISP's exact words: PyMISP's add/update/delete_attribute read them and send the change
+        # as a proposal instead (shadowAttributes, api_proposals.py); the detail is in `errors`.
+        return ApiError(403, NOT_PERMITTED, {e.field: [str(e)]}, NOT_PERMITTED)
     return ApiError(e.status, str(e), {e.field: [str(e)]}, f"Could not {what}")
 
 
@@ -579,7 +584,8 @@ _ATTRIBUTE_EDITABLE = ("type", "category", "value", "to_ids", "distribution", "c
 
 
 async def _edit_element(request: web.Request, event_uuid: str, element_uuid: str, changes: dict[str, Any],
-                        what: str, local_tags: dict[str, list[dict[str, Any]]] | None = None) -> None:
+                        what: str, local_tags: dict[str, list[dict[str, Any]]] | None = None,
+                        **revise_kwargs: Any) -> None:
     """Change fields of one held element (an attribute, or an object member) with MISP's edit rules."""
     ctx = request.app[CTX]
     head = await run(query.event_head, ctx.store, event_uuid)
@@ -596,7 +602,7 @@ async def _edit_element(request: web.Request, event_uuid: str, element_uuid: str
         target["Tag"] = list(target.get("Tag", [])) + [{**t, "local": True} for t in local[element_uuid]]
     if "timestamp" not in changes:
         target.pop("timestamp", None)
-    await _revise(request, event_uuid, what, posted=post, local_tags=local_tags)
+    await _revise(request, event_uuid, what, posted=post, local_tags=local_tags, **revise_kwargs)
 
 
 @needs("user")
@@ -921,5 +927,7 @@ def make_app(ctx: ApiContext) -> web.Application:
     both("POST", "/tags/removeTagFromObject", tag_remove)
     both("POST", "/sightings/add", sighting_add)
     r.add_post("/sightings/add/{ref}", sighting_add)
+    from fedmisp.node.api_proposals import add_routes as add_proposal_routes  # it imports this module
+    add_proposal_routes(r)
     return app
 
