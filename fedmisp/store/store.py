@@ -675,7 +675,7 @@ class Store:
             elif extra.kind == KIND_PROPOSAL and extra.id not in decided:
                 proposals.append(extra.body["proposal"])  # accepted or discarded ones are not shown
         local = self.local_tags([event_uuid] + [e["uuid"] for e in elements])
-        return to_misp(record.body["event"], elements, sightings, proposals, local)
+        return to_misp(record.body["event"], elements, _distinct_sightings(sightings), proposals, local)
 
     def attributes_by(self, index: str, key: str) -> list[str]:
         """Attribute uuids under one key of ix_value (normalised), ix_type or ix_tag."""
@@ -797,6 +797,18 @@ class _Puts:
             if items:
                 txn.cursor(db=self.db[name]).putmulti(items, dupdata=name in _DUPSORT)
         self.rows = new_rows()
+
+
+def _distinct_sightings(sightings: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One sighting per uuid: a node can hold a sighting and an anonymised copy of it (a peer that
+    strips the reporting org re-signs the copy); the one that names its org is kept."""
+    by_uuid: dict[Any, dict[str, Any]] = {}
+    for s in sightings:
+        key = s.get("uuid") or id(s)
+        held = by_uuid.get(key)
+        if held is None or ("Organisation" in s and "Organisation" not in held):
+            by_uuid[key] = s
+    return list(by_uuid.values())
 
 
 def _normalised(element: dict[str, Any]) -> tuple[str, ...]:
