@@ -170,3 +170,26 @@ def test_strip_sighting_org_must_be_true_or_false(tmp_path):
     home = _config_with(tmp_path, "[gossip]\nstrip_sighting_org = \"yes\"\n")
     with pytest.raises(ConfigError, match=r"gossip.strip_sighting_org: 'yes'; expected true or false"):
         load_config(home)
+
+
+def test_a_decision_made_while_the_event_is_unpublished_travels_once_it_is_published(tmp_path):
+    """Accepting unpublishes the event (MISP); its decision is held back with it and offered when
+    the creator publishes, although the peers' checkpoints moved past it meanwhile."""
+    from fedmisp.store.mutations import revise
+    nodes, raw, proposal = _line_with_a_proposal_from_c(tmp_path, 204)
+    a = nodes["a"]
+
+    def republish(published: bool, extra=()):
+        signed = revise(a.store, a.identity, a.import_defaults(), raw["uuid"], {},
+                        set_header={"published": published}, extra_records=tuple(extra))
+        a.store.write_events([signed])
+    decision = seal(a.identity, KIND_PROPOSAL_DECISION, decision_body(raw["uuid"], proposal, DISCARDED))
+    republish(False, [decision])
+    settle(nodes)
+    assert _open(nodes["c"], raw["uuid"]) == {proposal.id} and _open(a, raw["uuid"]) == set()
+    republish(True)
+    settle(nodes)
+    assert _open(nodes["b"], raw["uuid"]) == set() and _open(nodes["c"], raw["uuid"]) == set()
+    for node in nodes.values():
+        assert node.store.check_integrity() == []
+        node.close()

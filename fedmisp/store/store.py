@@ -23,6 +23,8 @@ Named databases (key -> value):
                                                  bytes of its record id (store/proposals.py)
   decisions    proposal record id (32)        -> record id (32) of the decision (accept or discard)
                                                  that closed it
+  extra_seqs   record id (32) of an event_extra record -> its log sequence (8), so it can be
+                                                 logged again when its event is published
   orgs         org uuid (16)                  -> record id (32) of the org record
                b"key:" | public key (32)      -> org uuid (16): whose key signed a record
   local        element or event uuid (16)     -> node-local annotations (local tags), msgpack
@@ -77,7 +79,7 @@ _DB_NAMES = (
     "records", "bodies", "log", "events", "elements", "event_extra", "orgs", "local",
     "ix_value", "ix_type", "ix_tag", "ix_time", "ix_event_tag", "ix_org", "ix_event_time",
     "checkpoints", "apikeys", "meta", "event_ids", "event_meta", "ix_ip", "ix_net", "ix_ssdeep",
-    "holdings", "sharing_groups", "proposals", "decisions",
+    "holdings", "sharing_groups", "proposals", "decisions", "extra_seqs",
 )
 _DUPSORT = frozenset({"event_extra", "ix_value", "ix_type", "ix_tag", "ix_event_tag", "ix_org",
                       "ix_ip", "ix_net", "ix_ssdeep"})
@@ -319,18 +321,35 @@ class Store:
                     txn.put(b"key:" + record.author, uuid16(record.body["uuid"]), db=self.db["orgs"])
                 elif added and record.kind in EVENT_EXTRA_KINDS:
                     # attached to their event (held now or arriving later) for views and exports
-                    self._attach(txn, uuid16(record.body["event_uuid"]), record.id, record.kind, record.body)
+                    self._attach(txn, uuid16(record.body["event_uuid"]), record.id, record.kind, record.body, seq)
             txn.put(b"seq", _BE8.pack(seq), db=self.db["meta"])
         return new
 
-    def _attach(self, txn: lmdb.Transaction, ev: bytes, record_id: bytes, kind: str, body: Any) -> None:
+    def _attach(self, txn: lmdb.Transaction, ev: bytes, record_id: bytes, kind: str, body: Any, seq: int) -> None:
         """Index a sighting, proposal or proposal decision under its event (and a proposal by its
-        id, a decision by the proposal it closes)."""
+        id, a decision by the proposal it closes) and remember its log sequence."""
         txn.put(ev, record_id, db=self.db["event_extra"])
+        txn.put(record_id, _BE8.pack(seq), db=self.db["extra_seqs"])
         if kind == KIND_PROPOSAL:
             txn.put(record_id, ev, db=self.db["proposals"])
         elif kind == KIND_PROPOSAL_DECISION:
             txn.put(bytes(body["proposal"]), record_id, db=self.db["decisions"])
+
+    def _relog_extras(self, txn: lmdb.Transaction, ev: bytes, seq: int) -> int:
+        """Move an event's sightings, proposals and decisions to the end of the log. Peers are
+        offered them only while the event is published (they follow it), and a peer's checkpoint
+        moves past what it was not offered; when the event is published again (after an edit or
+        an accepted proposal unpublished it), what was held back meanwhile is offered then."""
+        cur = txn.cursor(db=self.db["event_extra"])
+        ids = [bytes(rid) for rid in cur.iternext_dup()] if cur.set_key(ev) else []
+        for rid in ids:
+            old = txn.get(rid, db=self.db["extra_seqs"])
+            if old is not None and txn.get(bytes(old), db=self.db["log"]) == rid:
+                txn.delete(bytes(old), db=self.db["log"])
+            seq += 1
+            txn.put(_BE8.pack(seq), rid, db=self.db["log"])
+            txn.put(rid, _BE8.pack(seq), db=self.db["extra_seqs"])
+        return seq
 
     def _seq(self, txn: lmdb.Transaction) -> int:
         raw = txn.get(b"seq", db=self.db["meta"])
@@ -409,12 +428,14 @@ class Store:
         txn.put(rid, event.wire, db=db["records"])
         txn.put(_BE8.pack(seq), rid, db=db["log"])
         txn.put(ev, HeldEvent(rid, event.level, event.timestamp, seq, event_id).encode(), db=db["events"])
+        if raw is not None and not old.body["event"].get("published") and _published(event.wire):
+            seq = self._relog_extras(txn, ev, seq)
         for extra_id, extra_wire in event.extra:
             if txn.put(extra_id, extra_wire, db=db["records"], overwrite=False):
                 seq += 1
                 txn.put(_BE8.pack(seq), extra_id, db=db["log"])
                 _version, kind, _author, _created, body = canonical.unpack(canonical.unpack(extra_wire)[0])
-                self._attach(txn, ev, extra_id, kind, body)
+                self._attach(txn, ev, extra_id, kind, body, seq)
         for key, packed in event.local:
             txn.put(key, packed, db=db["local"])
         header = open_record(event.wire).body["event"] if event.event_info is None else None
@@ -797,6 +818,12 @@ class _Puts:
             if items:
                 txn.cursor(db=self.db[name]).putmulti(items, dupdata=name in _DUPSORT)
         self.rows = new_rows()
+
+
+def _published(wire: bytes) -> bool:
+    """The published flag of an event revision's wire form (read without verifying: it was)."""
+    _version, _kind, _author, _created, body = canonical.unpack(canonical.unpack(wire)[0])
+    return bool(body["event"].get("published"))
 
 
 def _distinct_sightings(sightings: list[dict[str, Any]]) -> list[dict[str, Any]]:
