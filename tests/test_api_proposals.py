@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pymisp import MISPAttribute, MISPShadowAttribute
 
-from test_api import Server, assert_misp_error, new_event, server  # noqa: F401 - `server` is a fixture
+import test_api
+from test_api import Server, assert_misp_error, new_event
+
+server = test_api.server  # test_api's module-scoped fixture: this module gets a node of its own
 
 
 def _attribute(type_: str, value: str, **fields: object) -> MISPAttribute:
@@ -33,7 +36,8 @@ def test_a_new_attribute_proposed_to_another_orgs_event_is_listed_and_viewable(s
     assert proposed.id in _open_ids(server) and proposed.id in _open_ids(server, server.foreign_event)
     viewed = server.misp("read-only").get_attribute_proposal(proposed.id)["ShadowAttribute"]
     assert viewed["value"] == "evil-proposal.example" and viewed["Org"]["name"] == "Test CSIRT"
-    assert any(p["uuid"] == proposed.uuid for p in event.get("ShadowAttribute", []))
+    shown = next(p for p in event["ShadowAttribute"] if p["uuid"] == proposed.uuid)
+    assert (shown["id"], shown["event_id"], shown["old_id"]) == (proposed.id, event["id"], "0")
     # the event itself is unchanged: a proposal is not an attribute
     assert "evil-proposal.example" not in {a["value"] for a in event["Attribute"]}
 
@@ -55,6 +59,8 @@ def test_pymisp_edits_of_another_orgs_event_become_proposals_as_against_misp(ser
     assert deleted == {"saved": True, "success": "The proposal to delete the attribute has been saved"}
     listed = _open_ids(server, server.foreign_event)
     assert {added.id, updated.id} <= set(listed)
+    on_target = misp.get_event(server.foreign_event)["Event"]["Attribute"][0]["ShadowAttribute"]
+    assert {p["id"] for p in on_target} >= {updated.id} and {p["old_id"] for p in on_target} == {target["id"]}
     assert any(p["proposal_to_delete"] and p["old_uuid"] == target["uuid"] for p in listed.values())
     after = misp.get_event(server.foreign_event)["Event"]
     assert [(a["uuid"], a["value"], a["comment"]) for a in after["Attribute"]] == \

@@ -279,6 +279,8 @@ def _view(ctx: ApiContext, event_uuid: str, include_deleted: bool = False, metad
     if meta is not None and meta.correlation_only:
         return None  # matched by correlation, never shown (issue 5)
     event = number_event(event, held.id, include_deleted)
+    from fedmisp.node.api_proposals import number_proposals  # it imports this module
+    number_proposals(ctx, event)
     if correlations:
         # MISP's RelatedEvent and RelatedAttribute, computed now from the indexes (decision 0006)
         Correlator(ctx.store, ctx.node.config.correlation).annotate(event)

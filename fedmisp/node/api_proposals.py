@@ -62,6 +62,30 @@ def proposal_json(ctx: ApiContext, head: query.EventHead, held: HeldProposal) ->
     return out
 
 
+def _key(proposal: dict[str, Any]) -> tuple[Any, ...]:
+    return (proposal["uuid"], proposal.get("attribute_uuid"), str(proposal["timestamp"]), proposal["type"],
+            proposal["value"])
+
+
+def number_proposals(ctx: ApiContext, event: dict[str, Any]) -> None:
+    """MISP's ids (id, event_id, old_id) on the proposals an event view shows, on the event (new
+    attributes) and on its attributes (changes and deletions)."""
+    e = event["Event"]
+    attributes = [*e.get("Attribute", ()), *(a for o in e.get("Object", ()) for a in o["Attribute"])]
+    shown = [*e.get("ShadowAttribute", ()), *(p for a in attributes for p in a.get("ShadowAttribute", ()))]
+    if not shown:
+        return
+    ids: dict[tuple[Any, ...], list[int]] = {}
+    for held in open_proposals(ctx.store, e["uuid"]):
+        ids.setdefault(_key(held.body), []).append(held.id)
+    for proposal in shown:
+        found = ids.get(_key(proposal))
+        if found:
+            target = proposal.get("attribute_uuid")
+            proposal.update(id=str(found.pop(0)), event_id=e["id"],
+                            old_id=str(element_id(target)) if target else "0")
+
+
 def _held_event(ctx: ApiContext, event_uuid: str) -> query.EventHead:
     head = query.event_head(ctx.store, event_uuid)
     if head is None:  # deleted, or held for correlation only: never shown, never proposed to
@@ -283,4 +307,4 @@ def add_routes(router: web.UrlDispatcher) -> None:
         router.add_post(base + "/discard/{ref}", proposal_discard)
 
 
-__all__ = ["add_routes", "proposal_json"]
+__all__ = ["add_routes", "number_proposals", "proposal_json"]
