@@ -182,3 +182,33 @@ def test_index_pages_with_limit_and_page(server: Server):
     pages = [server.get(f"/shadowAttributes/index/{own.id}/limit:2/page:{n}").json() for n in (1, 2, 3, 4)]
     assert [len(p) for p in pages] == [2, 2, 1, 0]
     assert sorted(p["ShadowAttribute"]["id"] for page in pages for p in page) == sorted(made)
+
+
+def test_the_permission_answer_comes_before_other_checks_so_pymisp_still_proposes(server: Server):
+    """MISP refuses a change to another org's event before validating it; a value the event
+    already has would otherwise be refused as 'similar' and never reach the proposal."""
+    misp = server.misp("user")
+    held = misp.get_event(server.foreign_event)["Event"]["Attribute"][0]
+    again = misp.add_attribute(server.foreign_event, _attribute(held["type"], held["value"],
+                                                                category=held["category"]), pythonify=True)
+    assert isinstance(again, MISPShadowAttribute) and again.value == held["value"]
+    stale = server.post(f"/attributes/edit/{held['id']}", {"value": held["value"], "timestamp": "1"}, role="user")
+    assert stale.json()["message"] == "You do not have permission to do that."
+
+
+def test_a_proposal_to_an_object_attribute_keeps_its_type_and_is_accepted_into_the_object(server: Server):
+    from pymisp import MISPObject
+    event = new_event("own event with an object")
+    obj = MISPObject("domain-ip")
+    obj.add_attribute("domain", value="obj.example")
+    obj.add_attribute("ip", value="192.0.2.150")
+    event.add_object(obj)
+    own = server.misp("publisher").add_event(event, pythonify=True)
+    member = next(a for a in own.objects[0].attributes if a.object_relation == "ip")
+    misp = server.misp("user")
+    proposed = misp.update_attribute_proposal(member.id, {"value": "192.0.2.151", "type": "domain"}, pythonify=True)
+    assert proposed.type == "ip-dst" and proposed.value == "192.0.2.151"
+    misp.accept_attribute_proposal(proposed.id)
+    shown = misp.get_event(own.id, pythonify=True).objects[0]
+    assert {(a.object_relation, a.value) for a in shown.attributes} == {("domain", "obj.example"),
+                                                                        ("ip", "192.0.2.151")}

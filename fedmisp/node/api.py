@@ -225,6 +225,14 @@ async def _resolve_event(ctx: ApiContext, ref: str) -> str:
     return event_uuid
 
 
+async def _must_be_creator(ctx: ApiContext, event_uuid: str) -> None:
+    """MISP checks the permission to change an event before anything else in the request, and
+    PyMISP proposes the change when it reads that 403; so this comes first here too."""
+    head = await run(query.event_head, ctx.store, event_uuid)
+    if head is not None and head.author != ctx.node.identity.public_key:
+        raise _refused(NotCreator.of(event_uuid, head.header["Orgc"]["name"]), "change the event")
+
+
 async def _resolve_element(ctx: ApiContext, ref: str, kind: str) -> tuple[str, dict[str, Any]]:
     element_uuid = await run(query.resolve_element, ctx.store, ref)
     found = await run(query.find_element, ctx.store, element_uuid) if element_uuid else None
@@ -482,6 +490,7 @@ async def _revise(request: web.Request, event_uuid: str, what: str, **kwargs: An
 async def event_edit(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     event_uuid = await _resolve_event(ctx, _ref(request))
+    await _must_be_creator(ctx, event_uuid)
     raw = _unwrap(await body_json(request), "Event")
     if not isinstance(raw, dict):
         raise ApiError(400, "Could not edit Event: expected {\"Event\": {...}}", {"Event": ["expected a JSON object"]})
@@ -545,6 +554,7 @@ async def attribute_view(request: web.Request) -> web.Response:
 async def attribute_add(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     event_uuid = await _resolve_event(ctx, _ref(request))
+    await _must_be_creator(ctx, event_uuid)
     document = await body_json(request)
     many = isinstance(document, list)
     posted = document if many else [_unwrap(document, "Attribute")]
@@ -611,6 +621,7 @@ async def _edit_element(request: web.Request, event_uuid: str, element_uuid: str
 async def attribute_edit(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     event_uuid, body = await _resolve_element(ctx, _ref(request), "attribute")
+    await _must_be_creator(ctx, event_uuid)
     posted = _unwrap(await body_json(request), "Attribute")
     if not isinstance(posted, dict):
         raise ApiError(400, "Could not edit Attribute: expected {\"Attribute\": {...}}",
@@ -632,6 +643,7 @@ async def attribute_edit(request: web.Request) -> web.Response:
 async def attribute_delete(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     event_uuid, body = await _resolve_element(ctx, _ref(request), "attribute")
+    await _must_be_creator(ctx, event_uuid)
     params = await body_json(request, required=False)
     hard = request.match_info.get("hard") == "/1" or (isinstance(params, dict) and params.get("hard") in (1, "1", True))
     if hard:

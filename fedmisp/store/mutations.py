@@ -44,6 +44,11 @@ class NotCreator(RevisionRefused):
     """A change to an event another organisation created: only its creator revises it. (MISP's API
     answers such an edit with 403, and PyMISP then sends it as a proposal.)"""
 
+    @classmethod
+    def of(cls, event_uuid: str, creator: str) -> "NotCreator":
+        return cls(403, f"event {event_uuid} was created by another organisation ({creator}): only its creator "
+                   "can revise it; propose the change as a proposal (shadow attribute) instead")
+
 
 def _timestamp(value: Any) -> int | None:
     if isinstance(value, bool):
@@ -80,9 +85,7 @@ def held_for_revision(store: Store, identity: Identity, event_uuid: str) -> tupl
         raise RevisionRefused(404, f"event {event_uuid} is not held by this node")
     record, elements = revision
     if record.author != identity.public_key:
-        raise NotCreator(
-            403, f"event {event_uuid} was created by another organisation ({record.body['event']['Orgc']['name']}): "
-            "only its creator can revise it; propose the change as a proposal (shadow attribute) instead")
+        raise NotCreator.of(event_uuid, record.body["event"]["Orgc"]["name"])
     return dict(record.body["event"]), elements, held.timestamp
 
 
