@@ -14,6 +14,8 @@ class PeerConfig:
     policy: PeerPolicy
     url: str
     key: bytes  # Ed25519 public key
+    # MISP's "anonymise sightings": sightings sent to this peer leave out the reporting org
+    strip_sighting_org: bool = False
 
     @property
     def name(self) -> str:

@@ -15,7 +15,8 @@ from typing import Any
 from fedmisp.gossip.session import Refused, StoreBatch
 from fedmisp.model import canonical
 from fedmisp.model.records import (
-    KIND_EVENT, KIND_ORG, KIND_PROPOSAL, KIND_SHARING_GROUP, KIND_SIGHTINGS, Record, open_element, open_record,
+    KIND_EVENT, KIND_ORG, KIND_PROPOSAL, KIND_PROPOSAL_DECISION, KIND_SHARING_GROUP, KIND_SIGHTINGS, Record,
+    open_element, open_record, seal,
 )
 from fedmisp.gossip.peers import PeerConfig
 from fedmisp.gossip.peers import NodeView
@@ -23,7 +24,8 @@ from fedmisp.gossip.sharing_groups import accept as accept_sharing_group, curren
 from fedmisp.policy.reasons import Reason
 from fedmisp.policy.model import EventView, Holding, NodeState, PeerPolicy, event_view
 from fedmisp.policy.pipeline import EventPlan, inbound, merge, origin_holding, outbound, plan
-from fedmisp.store.store import WriteOutcome, received_write
+from fedmisp.store.proposals import decision_shape_problem, proposal_shape_problem
+from fedmisp.store.store import EVENT_EXTRA_KINDS, WriteOutcome, received_write, uuid16
 
 _VIEW_CACHE = 128  # event views kept between a changes page and its body requests
 # Elements offered per changes page. The receiver stores a page as one batch with its checkpoint,
@@ -34,7 +36,7 @@ PAGE_ELEMENTS = 5_000
 @dataclass
 class ApplyReport:
     stored: int = 0
-    stored_records: int = 0  # sightings and proposals
+    stored_records: int = 0  # sightings, proposals and proposal decisions
     unchanged: int = 0
     refused: dict[str, int] = field(default_factory=dict)  # reason -> count
 
@@ -148,6 +150,8 @@ class Replica:
         budget = PAGE_ELEMENTS
         last = since
         state = self.node_state()  # once per page: it reads every sharing group
+        configured = self.peer(peer.name)
+        strip_sighting_org = configured is not None and configured.strip_sighting_org
         for seq, record_id in entries:
             if budget <= 0:
                 break  # the rest next page: a page is stored as one batch, so it stays small
@@ -157,10 +161,13 @@ class Replica:
                 continue
             if record.kind == KIND_ORG:
                 changes.append({"seq": seq, "record": record.wire()})
-            elif record.kind in (KIND_SIGHTINGS, KIND_PROPOSAL):
+            elif record.kind in EVENT_EXTRA_KINDS:
                 # They follow their event's distribution: to peers that may receive the event,
-                # the one it came from included (a sighting travels back towards the creator).
+                # the one it came from included (a sighting or proposal travels back towards the
+                # creator, a decision out from it).
                 if self._may_receive(record.body.get("event_uuid"), peer, state):
+                    if strip_sighting_org and record.kind == KIND_SIGHTINGS and record.author != configured.key:
+                        record = self.anonymised_sightings(record)  # (the peer's own go back as they are)
                     changes.append({"seq": seq, "record": record.wire()})
             elif record.kind == KIND_SHARING_GROUP:
                 # A group's revisions go to its members only, like its data.
@@ -182,6 +189,19 @@ class Replica:
                 budget -= len(elements)
         more = bool(self.store.log_since(last, limit=1))
         return {"changes": changes, "last_seq": last, "more": more, "head": self.store.head_sequence()}
+
+    def anonymised_sightings(self, record: Record) -> Record:
+        """A sightings record without who reported them (MISP's "anonymise sightings"), for a peer
+        configured with `strip_sighting_org`. The reporter's signature cannot survive the change,
+        so this node signs the copy: the peer learns the sightings came through this node, not
+        which organisation reported them. Ed25519 signatures are deterministic, so the copy has
+        the same record id every time it is offered (a re-sent copy is a no-op at the peer)."""
+        sightings = record.body.get("sightings")
+        if not isinstance(sightings, list) or not any(isinstance(s, dict) and "Organisation" in s for s in sightings):
+            return record
+        stripped = [{k: v for k, v in s.items() if k != "Organisation"} if isinstance(s, dict) else s
+                    for s in sightings]
+        return seal(self.node.identity, KIND_SIGHTINGS, {**record.body, "sightings": stripped}, created=record.created)
 
     def bodies_for(self, peer: PeerPolicy, event_uuid: str, digests: list[bytes]) -> list[bytes | None]:
         """The bodies asked for that `peer` may have now (None for any other)."""
@@ -237,8 +257,11 @@ class Replica:
         attached = []
         for wire in batch.records:
             record = open_record(wire)
-            if record.kind in (KIND_SIGHTINGS, KIND_PROPOSAL):
-                attached.append(record)
+            if record.kind in EVENT_EXTRA_KINDS:
+                if _extra_problem(record) is None:
+                    attached.append(record)
+                else:
+                    report.refuse(Reason.MALFORMED.value)
             if record.kind == KIND_SHARING_GROUP:
                 reason = accept_sharing_group(self.store, record, self.node.config.org_uuid,
                                               self.node.identity.public_key)
@@ -251,9 +274,17 @@ class Replica:
             if write is not None:
                 writes.append(write)
         outcomes = self.store.write_events(writes, checkpoint=(peer.name, batch.checkpoint))
-        # sightings and proposals of events this node may hold (now that the batch's events are in)
-        keep = [r for r in attached if isinstance(r.body, dict) and isinstance(r.body.get("event_uuid"), str)
-                and self.store.held(r.body["event_uuid"]) is not None]
+        # sightings, proposals and decisions of events this node holds (now that the batch's events
+        # are in); a decision counts only if the event's creator signed it
+        keep = []
+        for r in attached:
+            creator = self._creator(r.body["event_uuid"])
+            if creator is None:
+                continue
+            if r.kind == KIND_PROPOSAL_DECISION and r.author != creator:
+                report.refuse(Reason.DECISION_NOT_CREATOR.value)
+                continue
+            keep.append(r)
         report.stored_records = self.store.write_records(keep) if keep else 0
         for outcome in outcomes:
             if outcome is WriteOutcome.STORED:
@@ -266,6 +297,12 @@ class Replica:
                 report.refuse("older")
         self._views.clear()
         return report
+
+    def _creator(self, event_uuid: str) -> bytes | None:
+        """The key that signed the held event (its creator), None if the event is not held."""
+        held = self.store.held(event_uuid)
+        record = self.store.record(held.record_id) if held is not None else None
+        return record.author if record is not None else None
 
     def _accept(self, received: Any, peer: PeerConfig, state: NodeState, report: ApplyReport) -> Any:
         record = open_record(received.wire)
@@ -298,6 +335,21 @@ class Replica:
         order = {d: i for i, d in enumerate(record.body["elements"])}
         keep.sort(key=lambda x: order[x[0]])
         return received_write(record, keep, pack_holding(holding), peer.name, holding.correlation_only)
+
+
+def _extra_problem(record: Record) -> str | None:
+    """What is wrong with a received sighting, proposal or decision's body (views read them)."""
+    if record.kind == KIND_PROPOSAL:
+        return proposal_shape_problem(record.body)
+    if record.kind == KIND_PROPOSAL_DECISION:
+        return decision_shape_problem(record.body)
+    if not isinstance(record.body, dict) or not isinstance(record.body.get("event_uuid"), str):
+        return "expected {event_uuid, ...}"
+    try:
+        uuid16(record.body["event_uuid"])
+    except ValueError:
+        return "event_uuid must be a uuid"
+    return None
 
 
 __all__ = ["ApplyReport", "Refused", "Replica", "pack_holding", "unpack_holding"]

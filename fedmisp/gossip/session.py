@@ -21,8 +21,8 @@ from typing import Any, Protocol
 
 from fedmisp.model import canonical
 from fedmisp.model.records import (
-    KIND_EVENT, KIND_ORG, KIND_PROPOSAL, KIND_SHARING_GROUP, KIND_SIGHTINGS, SALT_BYTES, RecordError,
-    element_digest, check_element, open_record, revision_elements,
+    KIND_EVENT, KIND_ORG, KIND_PROPOSAL, KIND_PROPOSAL_DECISION, KIND_SHARING_GROUP, KIND_SIGHTINGS, SALT_BYTES,
+    RecordError, element_digest, check_element, open_record, revision_elements,
 )
 
 # One changes page: enough to amortise a round trip, small enough to keep a page's skeletons in
@@ -193,9 +193,10 @@ class PullSession:
         if record.author not in self._introduced and not self.local.author_known(record.author):
             self._refused.append(Refused(seq, "unknown-author"))
             return
-        if record.kind in (KIND_SHARING_GROUP, KIND_SIGHTINGS, KIND_PROPOSAL):
-            # sharing groups: checked against the revision rules when stored; sightings and
-            # proposals: kept when this node holds their event
+        if record.kind in (KIND_SHARING_GROUP, KIND_SIGHTINGS, KIND_PROPOSAL, KIND_PROPOSAL_DECISION):
+            # sharing groups: checked against the revision rules when stored; sightings, proposals
+            # and proposal decisions: kept when this node holds their event (a decision only if
+            # the event's creator signed it)
             self._records.append(wire)
             return
         if record.kind != KIND_EVENT:

@@ -627,6 +627,24 @@ def _proposals(raw: Any, attribute_uuid: str | None, where: str, p: _Problems, p
         parsed.proposals.append(proposal)
 
 
+
+def parse_proposal(raw: Any, event_uuid: str, now: int, attribute_uuid: str | None = None,
+                   org: dict[str, str] | None = None) -> dict[str, Any]:
+    """One proposal (MISP's ShadowAttribute) as a `proposal` record carries it, validated like a
+    proposal inside an event; `attribute_uuid` for a change to (or deletion of) that attribute.
+    Raises EventError naming the field and what would be accepted."""
+    p = _Problems()
+    parsed = ParsedEvent({"uuid": event_uuid, "timestamp": now}, [])
+    _proposals([raw], attribute_uuid, "ShadowAttribute", p, parsed, None)  # type: ignore[arg-type]
+    if p.items or not parsed.proposals:
+        raise EventError(event_uuid, [Problem(x.where.replace(".ShadowAttribute[0]", ""), x.field, x.message)
+                                      for x in p.items])
+    proposal = parsed.proposals[0]
+    if org:
+        proposal["Org"] = dict(org)
+    return proposal
+
+
 # --- events -------------------------------------------------------------------------------------
 
 _EVENT_KNOWN = frozenset({

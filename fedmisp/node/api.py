@@ -33,7 +33,7 @@ from fedmisp.model.revision import SignedEvent, sign_event
 from fedmisp.node.api_ids import UnknownSharingGroup, with_sharing_group_uuids
 from fedmisp.node.home import ROLES, Node, hash_api_key
 from fedmisp.store import query
-from fedmisp.store.mutations import RevisionRefused, check_uuids_free, misp_element, revise, tombstone
+from fedmisp.store.mutations import NotCreator, RevisionRefused, check_uuids_free, misp_element, revise, tombstone
 from fedmisp.store.query import QueryError, element_id
 from fedmisp.store.store import WriteOutcome
 from fedmisp.store.writer import Writer
@@ -50,6 +50,7 @@ ROLE_LEVEL = {role: i for i, role in enumerate(ROLES)}
 _MISP_VERSION = "2.5.0"  # the MISP API level this node answers as (servers/getVersion)
 
 JSON = "application/json"
+NOT_PERMITTED = "You do not have permission to do that."  # MISP's ForbiddenException message
 
 
 class ApiError(Exception):
@@ -212,6 +213,10 @@ def _event_error(e: EventError, what: str) -> ApiError:
 
 
 def _refused(e: RevisionRefused, what: str) -> ApiError:
+    if isinstance(e, NotCreator):
+        # MISP's exact words: PyMISP's add/update/delete_attribute read them and send the change
+        # as a proposal instead (shadowAttributes, api_proposals.py); the detail is in `errors`.
+        return ApiError(403, NOT_PERMITTED, {e.field: [str(e)]}, NOT_PERMITTED)
     return ApiError(e.status, str(e), {e.field: [str(e)]}, f"Could not {what}")
 
 
@@ -231,6 +236,14 @@ async def _resolve_event(ctx: ApiContext, ref: str) -> str:
     if head is None or head.deleted:
         raise ApiError(404, "Invalid event", f"event {ref!r} was deleted")
     return event_uuid
+
+
+async def _must_be_creator(ctx: ApiContext, event_uuid: str) -> None:
+    """MISP checks the permission to change an event before anything else in the request, and
+    PyMISP proposes the change when it reads that 403; so this comes first here too."""
+    head = await run(query.event_head, ctx.store, event_uuid)
+    if head is not None and head.author != ctx.node.identity.public_key:
+        raise _refused(NotCreator.of(event_uuid, head.header["Orgc"]["name"]), "change the event")
 
 
 async def _resolve_element(ctx: ApiContext, ref: str, kind: str) -> tuple[str, dict[str, Any]]:
@@ -287,6 +300,8 @@ def _view(ctx: ApiContext, event_uuid: str, include_deleted: bool = False, metad
     if meta is not None and meta.correlation_only:
         return None  # matched by correlation, never shown (issue 5)
     event = number_event(event, held.id, include_deleted)
+    from fedmisp.node.api_proposals import number_proposals  # it imports this module
+    number_proposals(ctx, event)
     if correlations:
         # MISP's RelatedEvent and RelatedAttribute, computed now from the indexes (decision 0006)
         Correlator(ctx.store, ctx.node.config.correlation).annotate(event)
@@ -488,6 +503,7 @@ async def _revise(request: web.Request, event_uuid: str, what: str, **kwargs: An
 async def event_edit(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     event_uuid = await _resolve_event(ctx, _ref(request))
+    await _must_be_creator(ctx, event_uuid)
     raw = _unwrap(await body_json(request), "Event")
     if not isinstance(raw, dict):
         raise ApiError(400, "Could not edit Event: expected {\"Event\": {...}}", {"Event": ["expected a JSON object"]})
@@ -551,6 +567,7 @@ async def attribute_view(request: web.Request) -> web.Response:
 async def attribute_add(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     event_uuid = await _resolve_event(ctx, _ref(request))
+    await _must_be_creator(ctx, event_uuid)
     document = await body_json(request)
     many = isinstance(document, list)
     posted = document if many else [_unwrap(document, "Attribute")]
@@ -593,7 +610,8 @@ _ATTRIBUTE_EDITABLE = ("type", "category", "value", "to_ids", "distribution", "c
 
 
 async def _edit_element(request: web.Request, event_uuid: str, element_uuid: str, changes: dict[str, Any],
-                        what: str, local_tags: dict[str, list[dict[str, Any]]] | None = None) -> None:
+                        what: str, local_tags: dict[str, list[dict[str, Any]]] | None = None,
+                        **revise_kwargs: Any) -> None:
     """Change fields of one held element (an attribute, or an object member) with MISP's edit rules."""
     ctx = request.app[CTX]
     head = await run(query.event_head, ctx.store, event_uuid)
@@ -610,13 +628,14 @@ async def _edit_element(request: web.Request, event_uuid: str, element_uuid: str
         target["Tag"] = list(target.get("Tag", [])) + [{**t, "local": True} for t in local[element_uuid]]
     if "timestamp" not in changes:
         target.pop("timestamp", None)
-    await _revise(request, event_uuid, what, posted=post, local_tags=local_tags)
+    await _revise(request, event_uuid, what, posted=post, local_tags=local_tags, **revise_kwargs)
 
 
 @needs("user")
 async def attribute_edit(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     event_uuid, body = await _resolve_element(ctx, _ref(request), "attribute")
+    await _must_be_creator(ctx, event_uuid)
     posted = _unwrap(await body_json(request), "Attribute")
     if not isinstance(posted, dict):
         raise ApiError(400, "Could not edit Attribute: expected {\"Attribute\": {...}}",
@@ -638,6 +657,7 @@ async def attribute_edit(request: web.Request) -> web.Response:
 async def attribute_delete(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     event_uuid, body = await _resolve_element(ctx, _ref(request), "attribute")
+    await _must_be_creator(ctx, event_uuid)
     params = await body_json(request, required=False)
     hard = request.match_info.get("hard") == "/1" or (isinstance(params, dict) and params.get("hard") in (1, "1", True))
     if hard:
@@ -778,8 +798,8 @@ def make_app(ctx: ApiContext) -> web.Application:
     r.add_post("/attributes/edit/{ref}", attribute_edit)
     r.add_post("/attributes/delete/{ref}{hard:(/1)?}", attribute_delete)
     r.add_post("/attributes/restSearch{tail:(/.*)?}", attribute_search)
-    from fedmisp.node import api_objects, api_orgs, api_sightings, api_tags  # they build on this module
-    for module in (api_objects, api_orgs, api_sightings, api_tags):
+    from fedmisp.node import api_objects, api_orgs, api_proposals, api_sightings, api_tags  # they build on this module
+    for module in (api_objects, api_orgs, api_proposals, api_sightings, api_tags):
         module.add_routes(r)
     return app
 

@@ -30,10 +30,19 @@ DEFAULT_MAX_IMPORT_FILE_BYTES = 256 * 1024 * 1024
 
 
 _PEER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
-_PEER_FIELDS = ("name", "url", "key", "org_uuid", "mode", "push", "pull")
+_PEER_FIELDS = ("name", "url", "key", "org_uuid", "mode", "push", "pull", "strip_sighting_org")
 
 
-def _parse_peers(raw: Any, problems: list[str]) -> tuple[PeerConfig, ...]:
+def _parse_bool(raw: Any, where: str, default: bool, problems: list[str]) -> bool:
+    if raw is None:
+        return default
+    if not isinstance(raw, bool):
+        problems.append(f"{where}: {raw!r}; expected true or false")
+        return default
+    return raw
+
+
+def _parse_peers(raw: Any, problems: list[str], strip_sighting_org: bool = False) -> tuple[PeerConfig, ...]:
     if raw is None:
         return ()
     if not isinstance(raw, list):
@@ -79,7 +88,9 @@ def _parse_peers(raw: Any, problems: list[str]) -> tuple[PeerConfig, ...]:
         mode = parse_mode(table.get("mode", "full"), label, problems)
         push = parse_filter(table.get("push"), f"{label}.push", problems, push=True)
         pull = parse_filter(table.get("pull"), f"{label}.pull", problems, push=False)
-        peers.append(PeerConfig(PeerPolicy(name, org_uuid, mode, push, pull), url, key))
+        strip = _parse_bool(table.get("strip_sighting_org"), f"{label}.strip_sighting_org", strip_sighting_org,
+                            problems)
+        peers.append(PeerConfig(PeerPolicy(name, org_uuid, mode, push, pull), url, key, strip))
     return tuple(peers)
 
 
@@ -239,7 +250,13 @@ def load_config(home: Path) -> NodeConfig:
     if not isinstance(max_file, int) or isinstance(max_file, bool) or max_file <= 0:
         problems.append(f"limits.max_import_file_bytes: {max_file!r}; expected a positive integer")
         max_file = DEFAULT_MAX_IMPORT_FILE_BYTES
-    peers = _parse_peers(raw.get("peer"), problems)
+    gossip = raw.get("gossip", {})
+    if not isinstance(gossip, dict):
+        problems.append("[gossip]: expected a table")
+        gossip = {}
+    # [gossip] strip_sighting_org: the default for every peer; a [[peer]] entry may say otherwise
+    strip_default = _parse_bool(gossip.get("strip_sighting_org"), "gossip.strip_sighting_org", False, problems)
+    peers = _parse_peers(raw.get("peer"), problems, strip_default)
     for peer in peers:
         if peer.policy.mode is PeerMode.INTERNAL and peer.policy.org_uuid != org_uuid:
             problems.append(f"peer {peer.name!r}.mode: internal is for this organisation's own other "

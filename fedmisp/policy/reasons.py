@@ -49,6 +49,7 @@ class Reason(str, Enum):
     BAD_SIGNATURE = "bad-signature"
     BAD_DIGEST = "bad-digest"
     UNKNOWN_AUTHOR = "unknown-author"
+    DECISION_NOT_CREATOR = "decision-not-creator"  # a proposal decision not signed by the event's creator
     # inbound 4
     OLDER = "older"
     # sharing group revisions

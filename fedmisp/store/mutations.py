@@ -21,6 +21,7 @@ from fedmisp.model.identity import Identity
 from fedmisp.model.misp import (
     EventError, ImportDefaults, ParsedElement, ParsedEvent, Problem, element_kind, parse_event, to_misp,
 )
+from fedmisp.model.records import Record
 from fedmisp.model.revision import SignedEvent, sign_event
 from fedmisp.store.query import element_event, is_tombstone
 from fedmisp.store.store import Store
@@ -37,6 +38,16 @@ class RevisionRefused(ValueError):
         self.status = status
         self.field = field_
         super().__init__(message)
+
+
+class NotCreator(RevisionRefused):
+    """A change to an event another organisation created: only its creator revises it. (MISP's API
+    answers such an edit with 403, and PyMISP then sends it as a proposal.)"""
+
+    @classmethod
+    def of(cls, event_uuid: str, creator: str) -> "NotCreator":
+        return cls(403, f"event {event_uuid} was created by another organisation ({creator}): only its creator "
+                   "can revise it; propose the change as a proposal (shadow attribute) instead")
 
 
 def _timestamp(value: Any) -> int | None:
@@ -74,20 +85,20 @@ def held_for_revision(store: Store, identity: Identity, event_uuid: str) -> tupl
         raise RevisionRefused(404, f"event {event_uuid} is not held by this node")
     record, elements = revision
     if record.author != identity.public_key:
-        raise RevisionRefused(
-            403, f"event {event_uuid} was created by another organisation ({record.body['event']['Orgc']['name']}): "
-            "only its creator can revise it; propose the change as a proposal (shadow attribute) instead")
+        raise NotCreator.of(event_uuid, record.body["event"]["Orgc"]["name"])
     return dict(record.body["event"]), elements, held.timestamp
 
 
 def revise(store: Store, identity: Identity, defaults: ImportDefaults, event_uuid: str,
            posted: dict[str, Any] | None = None, *, remove: frozenset[str] = frozenset(),
            set_header: dict[str, Any] | None = None, may_publish: bool = True,
-           local_tags: dict[str, list[dict[str, Any]]] | None = None, now: int | None = None) -> SignedEvent:
+           local_tags: dict[str, list[dict[str, Any]]] | None = None, now: int | None = None,
+           extra_records: tuple[Record, ...] = ()) -> SignedEvent:
     """A new revision of a held event of this node: `posted` (MISP JSON event fields, Attribute,
     Object) applied with MISP's edit semantics, elements in `remove` dropped (with an object's
     members and references), `set_header` fields set, `local_tags` (element or event uuid -> the
-    whole new list) written. Raises EventError or RevisionRefused."""
+    whole new list) written; `extra_records` (a proposal decision) are stored in the same
+    transaction. Raises EventError or RevisionRefused."""
     header, held_elements, held_ts = held_for_revision(store, identity, event_uuid)
     posted = dict(posted or {})
     stamp = max(int(time.time()) if now is None else now, held_ts + 1)
@@ -142,7 +153,9 @@ def revise(store: Store, identity: Identity, defaults: ImportDefaults, event_uui
         elements = [e for e in elements if e.uuid not in remove and e.body.get("object_uuid") not in remove]
     revision = ParsedEvent(header, elements, local_tags={**parsed.local_tags, **(local_tags or {})})
     previous = store.previous_elements(event_uuid)
-    return sign_event(identity, revision, previous.get)
+    signed = sign_event(identity, revision, previous.get)
+    signed.extra_records.extend(extra_records)
+    return signed
 
 
 def check_uuids_free(store: Store, event_uuid: str, elements: list[ParsedElement]) -> None:

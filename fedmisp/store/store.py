@@ -17,7 +17,14 @@ Named databases (key -> value):
   ix_net       family | prefix length | network, dupsort -> event uuid | attribute uuid
   ix_ssdeep    block size (8) | 7-gram, dupsort         -> event uuid | attribute uuid
   elements     element uuid (16)              -> event uuid (16) | digest (32)
-  event_extra  event uuid (16), dupsort       -> record id (32) of its sightings and proposals
+  event_extra  event uuid (16), dupsort       -> record id (32) of its sightings, proposals and
+                                                 proposal decisions
+  proposals    proposal record id (32)        -> event uuid (16); a proposal's API id is the first 7
+                                                 bytes of its record id (store/proposals.py)
+  decisions    proposal record id (32)        -> record id (32) of the decision (accept or discard)
+                                                 that closed it
+  extra_seqs   record id (32) of an event_extra record -> its log sequence (8), so it can be
+                                                 logged again when its event is published
   orgs         org uuid (16)                  -> record id (32) of the org record
                b"key:" | public key (32)      -> org uuid (16): whose key signed a record
                b"known:" | org uuid (16)      -> msgpack {uuid, name, key}: an organisation an admin
@@ -59,7 +66,8 @@ from fedmisp.correlate.keys import correlation_rows
 from fedmisp.model import canonical
 from fedmisp.model.misp import to_misp
 from fedmisp.model.records import (
-    KIND_PROPOSAL, KIND_SIGHTINGS, Record, RecordError, check_element, open_element, open_record, revision_elements,
+    KIND_PROPOSAL, KIND_PROPOSAL_DECISION, KIND_SIGHTINGS, Record, RecordError, check_element, open_element,
+    open_record, revision_elements,
 )
 from fedmisp.model.revision import SignedEvent
 from fedmisp.model.values import ValueFormatError, normalise
@@ -75,11 +83,13 @@ _DB_NAMES = (
     "records", "bodies", "log", "events", "elements", "event_extra", "orgs", "local",
     "ix_value", "ix_type", "ix_tag", "ix_time", "ix_event_tag", "ix_org", "ix_event_time",
     "checkpoints", "apikeys", "meta", "event_ids", "event_meta", "ix_ip", "ix_net", "ix_ssdeep",
-    "holdings", "sharing_groups",
+    "holdings", "sharing_groups", "proposals", "decisions", "extra_seqs",
 )
 _DUPSORT = frozenset({"event_extra", "ix_value", "ix_type", "ix_tag", "ix_event_tag", "ix_org",
                       "ix_ip", "ix_net", "ix_ssdeep"})
 _BE8 = struct.Struct(">Q")
+# Records attached to an event (event_extra): they follow it and are kept where it is held.
+EVENT_EXTRA_KINDS = frozenset({KIND_SIGHTINGS, KIND_PROPOSAL, KIND_PROPOSAL_DECISION})
 
 
 class WriteOutcome(str, Enum):
@@ -313,11 +323,37 @@ class Store:
                 if added and record.kind == "org":
                     txn.put(uuid16(record.body["uuid"]), record.id, db=self.db["orgs"])
                     txn.put(b"key:" + record.author, uuid16(record.body["uuid"]), db=self.db["orgs"])
-                elif added and record.kind in (KIND_SIGHTINGS, KIND_PROPOSAL):
+                elif added and record.kind in EVENT_EXTRA_KINDS:
                     # attached to their event (held now or arriving later) for views and exports
-                    txn.put(uuid16(record.body["event_uuid"]), record.id, db=self.db["event_extra"])
+                    self._attach(txn, uuid16(record.body["event_uuid"]), record.id, record.kind, record.body, seq)
             txn.put(b"seq", _BE8.pack(seq), db=self.db["meta"])
         return new
+
+    def _attach(self, txn: lmdb.Transaction, ev: bytes, record_id: bytes, kind: str, body: Any, seq: int) -> None:
+        """Index a sighting, proposal or proposal decision under its event (and a proposal by its
+        id, a decision by the proposal it closes) and remember its log sequence."""
+        txn.put(ev, record_id, db=self.db["event_extra"])
+        txn.put(record_id, _BE8.pack(seq), db=self.db["extra_seqs"])
+        if kind == KIND_PROPOSAL:
+            txn.put(record_id, ev, db=self.db["proposals"])
+        elif kind == KIND_PROPOSAL_DECISION:
+            txn.put(bytes(body["proposal"]), record_id, db=self.db["decisions"])
+
+    def _relog_extras(self, txn: lmdb.Transaction, ev: bytes, seq: int) -> int:
+        """Move an event's sightings, proposals and decisions to the end of the log. Peers are
+        offered them only while the event is published (they follow it), and a peer's checkpoint
+        moves past what it was not offered; when the event is published again (after an edit or
+        an accepted proposal unpublished it), what was held back meanwhile is offered then."""
+        cur = txn.cursor(db=self.db["event_extra"])
+        ids = [bytes(rid) for rid in cur.iternext_dup()] if cur.set_key(ev) else []
+        for rid in ids:
+            old = txn.get(rid, db=self.db["extra_seqs"])
+            if old is not None and txn.get(bytes(old), db=self.db["log"]) == rid:
+                txn.delete(bytes(old), db=self.db["log"])
+            seq += 1
+            txn.put(_BE8.pack(seq), rid, db=self.db["log"])
+            txn.put(rid, _BE8.pack(seq), db=self.db["extra_seqs"])
+        return seq
 
     def _seq(self, txn: lmdb.Transaction) -> int:
         raw = txn.get(b"seq", db=self.db["meta"])
@@ -396,11 +432,14 @@ class Store:
         txn.put(rid, event.wire, db=db["records"])
         txn.put(_BE8.pack(seq), rid, db=db["log"])
         txn.put(ev, HeldEvent(rid, event.level, event.timestamp, seq, event_id).encode(), db=db["events"])
+        if raw is not None and not old.body["event"].get("published") and _published(event.wire):
+            seq = self._relog_extras(txn, ev, seq)
         for extra_id, extra_wire in event.extra:
             if txn.put(extra_id, extra_wire, db=db["records"], overwrite=False):
                 seq += 1
                 txn.put(_BE8.pack(seq), extra_id, db=db["log"])
-                txn.put(ev, extra_id, db=db["event_extra"])
+                _version, kind, _author, _created, body = canonical.unpack(canonical.unpack(extra_wire)[0])
+                self._attach(txn, ev, extra_id, kind, body, seq)
         for key, packed in event.local:
             txn.put(key, packed, db=db["local"])
         header = open_record(event.wire).body["event"] if event.event_info is None else None
@@ -749,13 +788,15 @@ class Store:
             elements = [e for e in elements if e["uuid"] not in hidden]
         sightings: list[dict[str, Any]] = []
         proposals: list[dict[str, Any]] = []
-        for extra in self.event_records(event_uuid):
+        extras = self.event_records(event_uuid)
+        decided = {bytes(r.body["proposal"]) for r in extras if r.kind == KIND_PROPOSAL_DECISION}
+        for extra in extras:
             if extra.kind == KIND_SIGHTINGS:
                 sightings.extend(extra.body["sightings"])
-            elif extra.kind == KIND_PROPOSAL:
-                proposals.append(extra.body["proposal"])
+            elif extra.kind == KIND_PROPOSAL and extra.id not in decided:
+                proposals.append(extra.body["proposal"])  # accepted or discarded ones are not shown
         local = self.local_tags([event_uuid] + [e["uuid"] for e in elements])
-        return to_misp(record.body["event"], elements, sightings, proposals, local)
+        return to_misp(record.body["event"], elements, _distinct_sightings(sightings), proposals, local)
 
     def attributes_by(self, index: str, key: str) -> list[str]:
         """Attribute uuids under one key of ix_value (normalised), ix_type or ix_tag."""
@@ -877,6 +918,24 @@ class _Puts:
             if items:
                 txn.cursor(db=self.db[name]).putmulti(items, dupdata=name in _DUPSORT)
         self.rows = new_rows()
+
+
+def _published(wire: bytes) -> bool:
+    """The published flag of an event revision's wire form (read without verifying: it was)."""
+    _version, _kind, _author, _created, body = canonical.unpack(canonical.unpack(wire)[0])
+    return bool(body["event"].get("published"))
+
+
+def _distinct_sightings(sightings: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One sighting per uuid: a node can hold a sighting and an anonymised copy of it (a peer that
+    strips the reporting org re-signs the copy); the one that names its org is kept."""
+    by_uuid: dict[Any, dict[str, Any]] = {}
+    for s in sightings:
+        key = s.get("uuid") or id(s)
+        held = by_uuid.get(key)
+        if held is None or ("Organisation" in s and "Organisation" not in held):
+            by_uuid[key] = s
+    return list(by_uuid.values())
 
 
 def _normalised(element: dict[str, Any]) -> tuple[str, ...]:
