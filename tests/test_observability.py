@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -259,6 +261,13 @@ def test_metrics_of_real_nodes_match_what_the_replication_did(tmp_path):
                      route="/node/v1/metrics", method="GET", status="403") == 1
         assert value(b, "fedmisp_api_request_duration_seconds_count",
                      route="/fed/v1/changes", method="POST", status="200") >= 1
+        # a path nobody serves is one label, whatever was asked (no label per guessed URL)
+        for path in ("/no/such/path", "/another"):
+            with pytest.raises(urllib.error.HTTPError):
+                urllib.request.urlopen(f"http://127.0.0.1:{nodes['b'].port}{path}", timeout=10)
+        b = samples(scrape(nodes["b"].port, keys["b"]))
+        assert value(b, "fedmisp_api_request_duration_seconds_count", route="unmatched", method="GET",
+                     status="404") == 2
 
     b_log = [json.loads(line) for line in (nodes["b"].home / "fedmisp.log").read_text().splitlines()]
     assert all({"time", "level", "logger", "message"} <= line.keys() for line in b_log)
@@ -270,3 +279,34 @@ def test_metrics_of_real_nodes_match_what_the_replication_did(tmp_path):
     withheld = [d for d in audit_lines(nodes["a"].home / "audit.log") if d["action"] == WITHHELD and d["peer"] == "b"]
     assert {(d["event_uuid"], d["reason"]) for d in withheld} == {
         (events["red"]["uuid"], "push-filter-tlp"), (events["local"]["uuid"], "hop-budget")}
+
+
+@pytest.mark.slow
+def test_a_reload_switches_the_log_to_json_lines_in_a_file_and_moves_the_audit_log(tmp_path):
+    nodes = configure(tmp_path, ["a", "b"], [("a", "b")], anti_entropy=600)
+    _, first = _event_at_level(tmp_path, 1, 3)
+    with Node.open(nodes["a"].home) as node:
+        import_paths(node, [tmp_path / "ev1.json"])
+        key = node.create_api_key("publisher", "test")
+    config = nodes["a"].home / CONFIG_FILE
+    with running(nodes):
+        wait_for(lambda: nodes["b"].events() == {first["uuid"]}, what="the first event at b")
+        config.write_text(config.read_text() + "\n" + tomli_w.dumps({
+            "log": {"format": "json", "file": "logs/node.jsonl"}, "audit": {"file": "logs/audit.jsonl"}}))
+        subprocess.run([sys.executable, "-m", "fedmisp", "reload", "--home", str(nodes["a"].home)], check=True,
+                       capture_output=True, timeout=30)
+        log_file = nodes["a"].home / "logs" / "node.jsonl"
+        wait_for(lambda: log_file.exists() and "reloaded" in log_file.read_text(), what="the reload in the JSON log")
+        line = json.loads(log_file.read_text().splitlines()[-1])
+        assert line["logger"] == "fedmisp.server" and line["peers"] == 1
+        # a new event through the API: b is told, pulls, and a's decision goes to the new audit file
+        _, second = _event_at_level(tmp_path, 2, 3)
+        request = urllib.request.Request(f"http://127.0.0.1:{nodes['a'].port}/events/add",
+                                         data=(tmp_path / "ev2.json").read_bytes(), method="POST",
+                                         headers={"Authorization": key, "Content-Type": "application/json"})
+        urllib.request.urlopen(request, timeout=30).read()
+        wait_for(lambda: second["uuid"] in nodes["b"].events(), what="the second event at b")
+    moved = audit_lines(nodes["a"].home / "logs" / "audit.jsonl")
+    assert [(d["action"], d["peer"]) for d in moved if d.get("event_uuid") == second["uuid"]] == [(SENT, "b")]
+    assert second["uuid"] not in (nodes["a"].home / "audit.log").read_text()
+    assert "reloaded" not in nodes["a"].log.read_text()  # the text log on standard error stopped at the reload

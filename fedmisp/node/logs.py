@@ -85,7 +85,10 @@ def configure_logging(config: LogConfig, home: Path, *, log_format: str | None =
     setattr(handler, _OURS, True)
     handler.setFormatter(JsonFormatter() if (log_format or config.format) == "json" else TextFormatter())
     root.addHandler(handler)
-    root.setLevel((level or config.level).upper())
+    chosen = logging.getLevelName((level or config.level).upper())
+    root.setLevel(chosen)
+    # APScheduler logs every job it adds and runs at info: noise beside the node's own lines
+    logging.getLogger("apscheduler").setLevel(chosen if chosen <= logging.DEBUG else max(chosen, logging.WARNING))
 
 
 class AuditLog:
