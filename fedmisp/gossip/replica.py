@@ -166,6 +166,7 @@ class Replica:
             event_uuid = ""
             reason = Reason.ALLOWED
             withheld: dict[str, int] = {}
+            change: dict[str, Any] | None = None  # an event's; any other record goes as it is
             if record.kind in (KIND_SIGHTINGS, KIND_PROPOSAL):
                 # They follow their event's distribution: to peers that may receive the event,
                 # the one it came from included (a sighting travels back towards the creator).
@@ -183,23 +184,23 @@ class Replica:
                 reason = outcome.reason
                 if held is not None and outcome.allowed:
                     withheld = count_reasons(outcome.withheld)
-                    change = self._event_change(seq, record, held, dict(outcome.levels))
-                    budget -= len(change["elements"]) if isinstance(change["elements"], dict) \
-                        else len(record.body["elements"])
+                    change, offered = self._event_change(seq, record, held, dict(outcome.levels))
+                    budget -= offered
             elif record.kind != KIND_ORG:
                 continue  # other kinds replicate in a later version of the protocol
             if reason is not Reason.ALLOWED:
                 self.observer.decided(Decision(peer.name, OUT, WITHHELD, record.kind, record_id,
                                                str(event_uuid), reason.value))
                 continue
-            changes.append(change if record.kind == KIND_EVENT else {"seq": seq, "record": record.wire()})
+            changes.append(change or {"seq": seq, "record": record.wire()})
             self.observer.decided(Decision(peer.name, OUT, SENT, record.kind, record_id, str(event_uuid),
                                            elements=withheld))
         more = bool(self.store.log_since(last, limit=1))
         return {"changes": changes, "last_seq": last, "more": more, "head": self.store.head_sequence()}
 
     @staticmethod
-    def _event_change(seq: int, record: Record, held: _Held, levels: dict[str, int]) -> dict[str, Any]:
+    def _event_change(seq: int, record: Record, held: _Held, levels: dict[str, int]) -> tuple[dict[str, Any], int]:
+        """The change offering an event revision at `levels`, and how many elements it offers."""
         elements = {held.digest_of[u]: level for u, level in levels.items() if u in held.digest_of}
         distinct = set(elements.values())
         # Every element offered at one level (the usual case): that level alone, not a map
@@ -207,7 +208,7 @@ class Replica:
         compact: int | dict[bytes, int] = distinct.pop() if (
             len(distinct) == 1 and len(elements) == len(record.body["elements"])) else elements
         return {"seq": seq, "record": record.wire(), "event_level": levels.pop(held.view.uuid),
-                "elements": compact}
+                "elements": compact}, len(elements)
 
     def bodies_for(self, peer: PeerPolicy, event_uuid: str, digests: list[bytes]) -> list[bytes | None]:
         """The bodies asked for that `peer` may have now (None for any other)."""

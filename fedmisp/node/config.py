@@ -212,13 +212,13 @@ def _parse_observability(raw: dict[str, Any], problems: list[str]) -> tuple[LogC
                     level=_choice(t, "log", "level", "info", LOG_LEVELS, problems),
                     file=_file(t, "log", "", problems),
                     max_bytes=_integer(t, "log", "max_bytes", DEFAULT_LOG_BYTES, 4096, MAX_LOG_BYTES, problems),
-                    backups=_integer(t, "log", "backups", 5, 0, MAX_LOG_BACKUPS, problems))
+                    backups=_integer(t, "log", "backups", 5, 1, MAX_LOG_BACKUPS, problems))
     t = _section(raw.get("audit"), "audit", ("enabled", "file", "max_bytes", "backups"), problems)
     audit = AuditConfig(enabled=_flag(t, "audit", "enabled", True, problems),
                         file=_file(t, "audit", DEFAULT_AUDIT_FILE, problems) or DEFAULT_AUDIT_FILE,
                         max_bytes=_integer(t, "audit", "max_bytes", DEFAULT_AUDIT_BYTES, 4096, MAX_LOG_BYTES,
                                            problems),
-                        backups=_integer(t, "audit", "backups", 10, 0, MAX_LOG_BACKUPS, problems))
+                        backups=_integer(t, "audit", "backups", 10, 1, MAX_LOG_BACKUPS, problems))
     t = _section(raw.get("metrics"), "metrics", ("require_api_key",), problems)
     metrics = MetricsConfig(require_api_key=_flag(t, "metrics", "require_api_key", True, problems))
     return log, audit, metrics

@@ -91,13 +91,41 @@ def configure_logging(config: LogConfig, home: Path, *, log_format: str | None =
     logging.getLogger("apscheduler").setLevel(chosen if chosen <= logging.DEBUG else max(chosen, logging.WARNING))
 
 
+class _AuditFile(RotatingFileHandler):
+    """RotatingFileHandler looks at the file (two stats and a seek) before every line to decide on
+    rotation; the audit log writes a line per record and peer, so it counts the bytes itself."""
+
+    def __init__(self, path: Path, max_bytes: int, backups: int):
+        super().__init__(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8", delay=True)
+        self.setFormatter(logging.Formatter("%(message)s"))
+        self._size: int | None = None  # bytes in the current file, once opened
+
+    def shouldRollover(self, record: logging.LogRecord) -> bool:
+        if self.stream is None:
+            self.stream = self._open()
+        if self._size is None:
+            self._size = self.stream.tell()
+        # the line as written (UTF-8, with its newline); an empty file takes any line
+        self._pending = len(self.format(record).encode("utf-8")) + 1
+        return 0 < self._size and self._size + self._pending > self.maxBytes
+
+    def doRollover(self) -> None:
+        super().doRollover()
+        self._size = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        super().emit(record)
+        if self._size is not None:
+            self._size += self._pending
+
+
 class AuditLog:
     """The audit file of one node (several nodes in one process each have their own), and the
     refusals on the node's log at debug level. Safe to call from the store's worker threads."""
 
     def __init__(self, config: AuditConfig, home: Path):
         self._lock = threading.Lock()
-        self._handler: RotatingFileHandler | None = None
+        self._handler: _AuditFile | None = None
         self.configure(config, home)
 
     def configure(self, config: AuditConfig, home: Path) -> None:
@@ -105,10 +133,8 @@ class AuditLog:
         if config.enabled:
             path = home / config.file
             path.parent.mkdir(parents=True, exist_ok=True)
-            # delay: the file appears with the first decision, not at start
-            handler = RotatingFileHandler(path, maxBytes=config.max_bytes, backupCount=config.backups,
-                                          encoding="utf-8", delay=True)
-            handler.setFormatter(logging.Formatter("%(message)s"))
+            # the file appears with the first decision, not at start
+            handler = _AuditFile(path, config.max_bytes, config.backups)
         with self._lock:
             old, self._handler = self._handler, handler
         if old is not None:
@@ -122,7 +148,7 @@ class AuditLog:
 
     def decided(self, decision: Decision) -> None:
         line = audit_line(decision)
-        if decision.refusal:
+        if decision.refusal and log.isEnabledFor(logging.DEBUG):
             log.debug("%s %s %s: %s", decision.action, decision.kind or "record", decision.event_uuid or "",
                       decision.reason, extra={k: v for k, v in line.items() if k != "time"})
         handler = self._handler
