@@ -219,7 +219,10 @@ def test_metrics_of_real_nodes_match_what_the_replication_did(tmp_path):
     keys = {}
     for name, process in nodes.items():
         path = process.home / CONFIG_FILE
-        path.write_text(path.read_text() + "\n" + tomli_w.dumps({"log": {"format": "json", "file": "fedmisp.log"}}))
+        extra: dict = {"log": {"format": "json", "file": "fedmisp.log"}}
+        if name == "a":
+            extra["metrics"] = {"require_api_key": False}  # a's operator opened it
+        path.write_text(path.read_text() + "\n" + tomli_w.dumps(extra))
         with Node.open(process.home) as node:
             keys[name] = node.create_api_key("read-only", "prometheus")
             if name == "a":
@@ -252,7 +255,9 @@ def test_metrics_of_real_nodes_match_what_the_replication_did(tmp_path):
         assert value(b, "fedmisp_events_held") == 1 and value(a, "fedmisp_events_held") == 4
         assert value(b, "fedmisp_store_entries", db="events") == 1
 
-        # the scrape itself is measured, by route template and status; without a key it is refused
+        # the scrape itself is measured, by route template and status; without a key it is refused,
+        # unless the operator opened the endpoint
+        assert value(samples(scrape(nodes["a"].port, None)), "fedmisp_events_held") == 4
         with pytest.raises(urllib.error.HTTPError) as refused:
             scrape(nodes["b"].port, None)
         assert refused.value.code == 403 and json.loads(refused.value.read())["name"].startswith("Authentication")

@@ -123,7 +123,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
                               "Method Not Allowed")
         raise
     except Exception:  # a bug, not bad input: logged with its traceback, answered MISP-shaped
-        log.exception("%s %s failed", request.method, url)
+        log.exception("%s %s failed", request.method, url, extra={"method": request.method, "path": url})
         return misp_error(500, "Internal error", "the node failed to answer this request; see its log",
                           url, "Internal error")
 
