@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import tomli_w
+from hypothesis import given, strategies as st
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -18,7 +19,7 @@ from fedmisp.gossip.observe import IN, OUT, REFUSED, SENT, STORED, WITHHELD, Dec
 from fedmisp.node.config import CONFIG_FILE, AuditConfig, ConfigError, LogConfig, load_config
 from fedmisp.node.home import Node, init_home
 from fedmisp.node.importer import import_paths
-from fedmisp.node.logs import AuditLog, configure_logging
+from fedmisp.node.logs import AuditLog, JsonFormatter, TextFormatter, configure_logging
 from fedmisp.node.metrics import NodeMetrics
 
 from federation import make_federation, settle
@@ -180,6 +181,26 @@ def test_text_log_lines_end_with_their_fields_and_the_command_line_overrides_the
     logging.getLogger("fedmisp.gossip").debug("pull from %s failed", "bank", extra={"peer": "bank", "retry_in": 4})
     line = (tmp_path / "fedmisp.log").read_text()
     assert line.rstrip().endswith('fedmisp.gossip DEBUG pull from bank failed peer="bank" retry_in=4')
+
+
+_FIELD_NAMES = st.from_regex(r"[a-z][a-z_]{0,11}", fullmatch=True).filter(
+    lambda k: k not in vars(logging.makeLogRecord({})) and k not in ("message", "asctime", "taskName"))
+_FIELD_VALUES = st.one_of(st.text(), st.integers(), st.booleans(), st.none(),
+                          st.dictionaries(st.text(max_size=8), st.integers(), max_size=3))
+
+
+@given(message=st.text(), fields=st.dictionaries(_FIELD_NAMES, _FIELD_VALUES, max_size=4))
+def test_any_message_and_fields_make_one_json_line_that_reads_back(message, fields):
+    record = logging.makeLogRecord({"name": "fedmisp.test", "levelno": logging.WARNING, "levelname": "WARNING",
+                                    "msg": message, "args": None, **fields})
+    line = JsonFormatter().format(record)
+    assert len(line.splitlines()) == 1  # a line break in a message never splits a JSON line
+    parsed = json.loads(line)
+    assert parsed["message"] == message and parsed["level"] == "WARNING" and parsed["logger"] == "fedmisp.test"
+    for key, field_value in fields.items():
+        assert parsed[key] == field_value
+    text = TextFormatter().format(record)
+    assert all(f" {key}=" in text for key in fields)
 
 
 def test_every_bad_log_audit_and_metrics_setting_is_reported_at_once(tmp_path):

@@ -35,6 +35,15 @@ def _time(created: float) -> str:
     return datetime.fromtimestamp(created, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+# json.dumps escapes \n and \r but not these, which many line readers (Python's splitlines among
+# them) also take as line ends: escaped too, so one object is always one line.
+_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
+def json_line(value: Any) -> str:
+    return json.dumps(value, default=str, ensure_ascii=False).translate(_LINE_BREAKS)
+
+
 def fields_of(record: logging.LogRecord) -> dict[str, Any]:
     return {k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")}
 
@@ -49,7 +58,7 @@ class JsonFormatter(logging.Formatter):
             line.setdefault(key, value)
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str, ensure_ascii=False)
+        return json_line(line)
 
 
 class TextFormatter(logging.Formatter):
@@ -63,7 +72,7 @@ class TextFormatter(logging.Formatter):
         extra = fields_of(record)
         if not extra:
             return text
-        return text + " " + " ".join(f"{k}={json.dumps(v, default=str, ensure_ascii=False)}" for k, v in extra.items())
+        return text + " " + " ".join(f"{k}={json_line(v)}" for k, v in extra.items())
 
 
 def configure_logging(config: LogConfig, home: Path, *, log_format: str | None = None,
@@ -153,7 +162,7 @@ class AuditLog:
                       decision.reason, extra={k: v for k, v in line.items() if k != "time"})
         handler = self._handler
         if handler is not None:
-            handler.handle(logging.makeLogRecord({"msg": json.dumps(line, ensure_ascii=False), "args": None}))
+            handler.handle(logging.makeLogRecord({"msg": json_line(line), "args": None}))
 
     def pulled(self, peer: str, seconds: float, ok: bool) -> None:
         pass
