@@ -262,10 +262,6 @@ class NodeConfig:
     def key_path(self) -> Path:
         return self.home / KEY_FILE
 
-    def in_home(self, path: str) -> Path:
-        """A configured file: relative paths are in the node's home."""
-        return self.home / path
-
 
 def parse_listen(text: str) -> tuple[str, int]:
     """'HOST:PORT' or '[v6]:PORT' -> (host, port); ValueError says what is accepted."""

@@ -3,6 +3,8 @@
 The store is opened once and written through one Writer; the aiohttp server listens on the
 configured address. SIGTERM and SIGINT stop it cleanly: the listener closes, requests in flight
 finish (up to SHUTDOWN_GRACE seconds), the writer commits what is queued, the store is closed.
+Beside the API and /fed/v1 it serves /node/v1 (health, peers, metrics), logs as [log] says, and
+hands replication decisions to the metrics and the audit log (docs/operations.md).
 """
 from __future__ import annotations
 
@@ -19,12 +21,11 @@ from typing import Any
 
 from fedmisp.gossip.observe import Fanout
 from fedmisp.gossip.service import ANTI_ENTROPY_SECONDS, Gossiper
-from fedmisp.node import metrics as node_metrics
 from fedmisp.node.api import DEFAULT_MAX_REQUEST_BYTES, ApiContext, make_app
 from fedmisp.node.config import CONFIG_FILE, ConfigError, NodeConfig, load_config
 from fedmisp.node.home import Node
 from fedmisp.node.logs import AuditLog, configure_logging
-from fedmisp.node.metrics import NodeMetrics
+from fedmisp.node.metrics import PATH as METRICS_PATH, NodeMetrics
 from fedmisp.store.writer import Writer
 
 log = logging.getLogger("fedmisp.server")
@@ -69,7 +70,7 @@ async def serve(node: Node, *, host: str | None = None, port: int | None = None,
     app.add_routes(gossiper.protocol.routes())
     app.add_routes([web.get("/node/v1/peers", _peers_handler(gossiper)),
                     web.get("/node/v1/health", _health),
-                    web.get(node_metrics.PATH, metrics.handler)])
+                    web.get(METRICS_PATH, metrics.handler)])
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE)
     try:
         await runner.setup()
