@@ -6,6 +6,7 @@ from pathlib import Path
 import tomli_w
 
 from fedmisp.gossip.driver import InMemory, pull
+from fedmisp.gossip.observe import NO_OBSERVER, Observer
 from fedmisp.gossip.replica import Replica
 from fedmisp.node.config import CONFIG_FILE
 from fedmisp.node.home import Node, init_home
@@ -33,9 +34,10 @@ def make_federation(tmp_path: Path, names: list[str], edges: list[tuple[str, str
     return {name: Node.open(homes[name]) for name in names}
 
 
-def settle(nodes: dict[str, Node], rounds: int = 10) -> None:
-    """Every node pulls from every peer until nothing new arrives."""
-    replicas = {name: Replica(node) for name, node in nodes.items()}
+def settle(nodes: dict[str, Node], rounds: int = 10, observers: dict[str, Observer] | None = None) -> None:
+    """Every node pulls from every peer until nothing new arrives; `observers[name]` is told what
+    that node decided (gossip/observe.py)."""
+    replicas = {name: Replica(node, (observers or {}).get(name, NO_OBSERVER)) for name, node in nodes.items()}
     for _ in range(rounds):
         moved = 0
         for name, replica in replicas.items():

@@ -48,7 +48,8 @@ class PeerProtocol:
         self.run_blocking = run_blocking
         self.on_notify = on_notify
         self.replays = ReplayCache()
-        self.served: dict[str, dict[str, int]] = {}  # peer -> counters (requests, bytes_out)
+        # peer -> counters: requests answered, bytes of its requests (once verified), bytes replied
+        self.served: dict[str, dict[str, int]] = {}
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post(f"{PREFIX}/changes", self.changes), web.post(f"{PREFIX}/bodies", self.bodies),
@@ -67,15 +68,19 @@ class PeerProtocol:
             raise status(text=f"{e.reason}: {e}") from None
         except ValueError as e:
             raise web.HTTPBadRequest(text=f"malformed: {e}") from None
+        self._count(peer.name, "bytes_in", len(body))
         if peer.policy.mode is PeerMode.PULL_ONLY:
             raise web.HTTPForbidden(text="peer-mode: this node does not serve this peer (pull-only)")
         return peer, message
 
+    def _count(self, peer: str, counter: str, value: int) -> None:
+        counters = self.served.setdefault(peer, {"requests": 0, "bytes_in": 0, "bytes_out": 0})
+        counters[counter] += value
+
     def _reply(self, peer: PeerConfig, message: Any) -> web.Response:
         sealed = seal_body(self.replica.node.identity, peer.key, encode(message))
-        counters = self.served.setdefault(peer.name, {"requests": 0, "bytes_out": 0})
-        counters["requests"] += 1
-        counters["bytes_out"] += len(sealed)
+        self._count(peer.name, "requests", 1)
+        self._count(peer.name, "bytes_out", len(sealed))
         return web.Response(body=sealed, content_type=CONTENT_TYPE)
 
     async def changes(self, request: web.Request) -> web.Response:
@@ -119,10 +124,10 @@ class HttpTransport:
     async def post(self, path: str, message: Any) -> Any:
         body = seal_body(self.identity, self.peer.key, encode(message))
         headers = {HEADER: sign_request(self.identity, "POST", PREFIX + path, body), "Content-Type": CONTENT_TYPE}
-        self.bytes_out += len(body)
         timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT, sock_connect=CONNECT_TIMEOUT, sock_read=READ_TIMEOUT)
         async with self.http.post(self.peer.url.rstrip("/") + PREFIX + path, data=body, headers=headers,
                                   timeout=timeout) as response:
+            self.bytes_out += len(body)  # counted once delivered, as the peer counts what it receives
             try:
                 payload = await read_capped(response.content, MAX_MESSAGE_BYTES)
             except web.HTTPRequestEntityTooLarge:

@@ -12,6 +12,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from fedmisp.gossip.observe import IN, NO_OBSERVER, OUT, REFUSED, SENT, STORED, WITHHELD, Decision, Observer, count_reasons
 from fedmisp.gossip.session import Refused, StoreBatch
 from fedmisp.model import canonical
 from fedmisp.model.records import (
@@ -23,7 +24,7 @@ from fedmisp.gossip.peers import NodeView
 from fedmisp.gossip.sharing_groups import accept as accept_sharing_group, current_groups
 from fedmisp.policy.reasons import Reason
 from fedmisp.policy.model import EventView, Holding, NodeState, PeerPolicy, event_view
-from fedmisp.policy.pipeline import EventPlan, inbound, merge, origin_holding, outbound, plan
+from fedmisp.policy.pipeline import EventPlan, Outcome, inbound, merge, origin_holding, outbound, plan
 from fedmisp.store.proposals import decision_shape_problem, proposal_shape_problem
 from fedmisp.store.store import EVENT_EXTRA_KINDS, WriteOutcome, received_write, uuid16
 
@@ -71,9 +72,10 @@ class _Held:
 
 
 class Replica:
-    def __init__(self, node: NodeView):
+    def __init__(self, node: NodeView, observer: Observer = NO_OBSERVER):
         self.node = node
         self.store = node.store
+        self.observer = observer  # told every decision about a record and a peer (gossip/observe.py)
         self._views: OrderedDict[bytes, _Held] = OrderedDict()
 
     def node_state(self) -> NodeState:
@@ -119,15 +121,21 @@ class Replica:
     def offer(self, event_uuid: str, peer: PeerPolicy,
               state: NodeState | None = None) -> tuple[_Held, dict[str, int]] | None:
         """What of one held event `peer` may have, as uuid -> level (None: nothing)."""
-        if self._all_from(event_uuid, peer.name):
-            return None  # rule 5, decided before the event is opened: everything came from that peer
-        held = self.held_event(event_uuid)
-        if held is None:
-            return None
-        outcome = outbound(held.view, held.holding, peer, state or self.node_state(), held.plan)
-        if not outcome.allowed:
+        held, outcome = self.decide(event_uuid, peer, state)
+        if held is None or outcome is None or not outcome.allowed:
             return None
         return held, dict(outcome.levels)
+
+    def decide(self, event_uuid: str, peer: PeerPolicy,
+               state: NodeState | None = None) -> tuple[_Held | None, Outcome | None]:
+        """The outbound decision for one held event and `peer` (None, None: not held)."""
+        if self._all_from(event_uuid, peer.name):
+            # rule 5, decided before the event is opened: everything came from that peer
+            return None, Outcome(Reason.FROM_PEER)
+        held = self.held_event(event_uuid)
+        if held is None:
+            return None, None
+        return held, outbound(held.view, held.holding, peer, state or self.node_state(), held.plan)
 
     def _all_from(self, event_uuid: str, peer_name: str) -> bool:
         raw = self.store.holding(event_uuid)
@@ -136,12 +144,12 @@ class Replica:
         sources = raw["s"]
         return bool(sources) and all(peer_name in sources.get(u, ()) for u in raw["l"])
 
-    def _may_receive(self, event_uuid: Any, peer: PeerPolicy, state: NodeState) -> bool:
+    def _may_receive(self, event_uuid: Any, peer: PeerPolicy, state: NodeState) -> Reason:
         held = self.held_event(event_uuid) if isinstance(event_uuid, str) else None
         if held is None:
-            return False
+            return Reason.EVENT_NOT_HELD
         everywhere = Holding(held.holding.levels, {}, held.holding.correlation_only)  # rule 5 aside
-        return outbound(held.view, everywhere, peer, state, held.plan).allowed
+        return outbound(held.view, everywhere, peer, state, held.plan).reason
 
     def changes_for(self, peer: PeerPolicy, since: int, limit: int) -> dict[str, Any]:
         limit = max(1, min(limit, 1000))
@@ -159,34 +167,42 @@ class Replica:
             record = self.store.record(record_id)
             if record is None:
                 continue
-            if record.kind == KIND_ORG:
-                changes.append({"seq": seq, "record": record.wire()})
-            elif record.kind in EVENT_EXTRA_KINDS:
+            event_uuid = ""
+            reason = Reason.ALLOWED
+            withheld: dict[str, int] = {}
+            change: dict[str, Any] | None = None  # an event's; any other record goes as it is
+            if record.kind in EVENT_EXTRA_KINDS:
                 # They follow their event's distribution: to peers that may receive the event,
                 # the one it came from included (a sighting or proposal travels back towards the
                 # creator, a decision out from it).
-                if self._may_receive(record.body.get("event_uuid"), peer, state):
-                    if strip_sighting_org and record.kind == KIND_SIGHTINGS and record.author != configured.key:
-                        record = self.anonymised_sightings(record)  # (the peer's own go back as they are)
-                    changes.append({"seq": seq, "record": record.wire()})
+                event_uuid = record.body.get("event_uuid", "")
+                reason = self._may_receive(event_uuid, peer, state)
+                if (reason is Reason.ALLOWED and strip_sighting_org and record.kind == KIND_SIGHTINGS
+                        and record.author != configured.key):
+                    record = self.anonymised_sightings(record)  # (the peer's own go back as they are)
             elif record.kind == KIND_SHARING_GROUP:
                 # A group's revisions go to its members only, like its data.
-                if peer.org_uuid and peer.org_uuid in {m[0] for m in record.body.get("members", [])}:
-                    changes.append({"seq": seq, "record": record.wire()})
+                if not peer.org_uuid or peer.org_uuid not in {m[0] for m in record.body.get("members", [])}:
+                    reason = Reason.SG_NOT_MEMBER
             elif record.kind == KIND_EVENT:
-                offered = self.offer(record.body["event"]["uuid"], peer, state)
-                if offered is None:
+                event_uuid = record.body["event"]["uuid"]
+                held, outcome = self.decide(event_uuid, peer, state)
+                if outcome is None:
                     continue
-                held, levels = offered
-                elements = {held.digest_of[u]: level for u, level in levels.items() if u in held.digest_of}
-                distinct = set(elements.values())
-                # Every element offered at one level (the usual case): that level alone, not a map
-                # of 32-byte digests (about half of what an offer to a peer that holds it costs).
-                compact: int | dict[bytes, int] = distinct.pop() if (
-                    len(distinct) == 1 and len(elements) == len(record.body["elements"])) else elements
-                changes.append({"seq": seq, "record": record.wire(), "event_level": levels.pop(held.view.uuid),
-                                "elements": compact})
-                budget -= len(elements)
+                reason = outcome.reason
+                if held is not None and outcome.allowed:
+                    withheld = count_reasons(outcome.withheld)
+                    change, offered = self._event_change(seq, record, held, dict(outcome.levels))
+                    budget -= offered
+            elif record.kind != KIND_ORG:
+                continue  # other kinds replicate in a later version of the protocol
+            if reason is not Reason.ALLOWED:
+                self.observer.decided(Decision(peer.name, OUT, WITHHELD, record.kind, record_id,
+                                               str(event_uuid), reason.value))
+                continue
+            changes.append(change or {"seq": seq, "record": record.wire()})
+            self.observer.decided(Decision(peer.name, OUT, SENT, record.kind, record_id, str(event_uuid),
+                                           elements=withheld))
         more = bool(self.store.log_since(last, limit=1))
         return {"changes": changes, "last_seq": last, "more": more, "head": self.store.head_sequence()}
 
@@ -202,6 +218,18 @@ class Replica:
         stripped = [{k: v for k, v in s.items() if k != "Organisation"} if isinstance(s, dict) else s
                     for s in sightings]
         return seal(self.node.identity, KIND_SIGHTINGS, {**record.body, "sightings": stripped}, created=record.created)
+
+    @staticmethod
+    def _event_change(seq: int, record: Record, held: _Held, levels: dict[str, int]) -> tuple[dict[str, Any], int]:
+        """The change offering an event revision at `levels`, and how many elements it offers."""
+        elements = {held.digest_of[u]: level for u, level in levels.items() if u in held.digest_of}
+        distinct = set(elements.values())
+        # Every element offered at one level (the usual case): that level alone, not a map
+        # of 32-byte digests (about half of what an offer to a peer that holds it costs).
+        compact: int | dict[bytes, int] = distinct.pop() if (
+            len(distinct) == 1 and len(elements) == len(record.body["elements"])) else elements
+        return {"seq": seq, "record": record.wire(), "event_level": levels.pop(held.view.uuid),
+                "elements": compact}, len(elements)
 
     def bodies_for(self, peer: PeerPolicy, event_uuid: str, digests: list[bytes]) -> list[bytes | None]:
         """The bodies asked for that `peer` may have now (None for any other)."""
@@ -242,59 +270,65 @@ class Replica:
         """Keep what policy lets in from one batch, store it with the checkpoint in one transaction."""
         report = ApplyReport()
         for refused in batch.refused:
-            report.refuse(refused.reason)
-        org_records = []
+            self._refuse(peer.name, report, refused.reason, refused.kind, refused.record_id, refused.event_uuid,
+                         refused.detail)
+        opened = []
         for wire in batch.records:
             try:
-                record = open_record(wire)
+                opened.append(open_record(wire))
             except Exception:  # noqa: BLE001 - counted, never stored
-                report.refuse("malformed")
-                continue
-            if record.kind == KIND_ORG and isinstance(record.body, dict) and record.body.get("key") == record.author:
-                org_records.append(record)
-        if org_records:
-            self.store.write_records(org_records)
+                self._refuse(peer.name, report, Reason.MALFORMED.value)
+        org_records = [r for r in opened if r.kind == KIND_ORG and isinstance(r.body, dict)
+                       and r.body.get("key") == r.author]
+        for record in self.store.write_new_records(org_records) if org_records else ():
+            self._stored(peer.name, record)
         attached = []
-        for wire in batch.records:
-            record = open_record(wire)
+        for record in opened:
             if record.kind in EVENT_EXTRA_KINDS:
                 if _extra_problem(record) is None:
                     attached.append(record)
                 else:
-                    report.refuse(Reason.MALFORMED.value)
+                    self._refuse(peer.name, report, Reason.MALFORMED.value, record.kind, record.id)
             if record.kind == KIND_SHARING_GROUP:
                 reason = accept_sharing_group(self.store, record, self.node.config.org_uuid,
                                               self.node.identity.public_key)
-                if reason is not Reason.ALLOWED and reason is not Reason.SG_REVISION_NOT_NEWER:
-                    report.refuse(reason.value)
-        writes = []
+                if reason is Reason.ALLOWED:
+                    self._stored(peer.name, record)
+                elif reason is not Reason.SG_REVISION_NOT_NEWER:
+                    self._refuse(peer.name, report, reason.value, record.kind, record.id)
+        accepted = []
         state = self.node_state()
         for received in batch.events:
-            write = self._accept(received, peer, state, report)
-            if write is not None:
-                writes.append(write)
-        outcomes = self.store.write_events(writes, checkpoint=(peer.name, batch.checkpoint))
+            one = self._accept(received, peer, state, report)
+            if one is not None:
+                accepted.append(one)
+        outcomes = self.store.write_events([write for write, _, _ in accepted],
+                                           checkpoint=(peer.name, batch.checkpoint))
         # sightings, proposals and decisions of events this node holds (now that the batch's events
         # are in); a decision counts only if the event's creator signed it
         keep = []
-        for r in attached:
-            creator = self._creator(r.body["event_uuid"])
+        for record in attached:
+            event_uuid = record.body["event_uuid"]  # (shape checked above)
+            creator = self._creator(event_uuid)
             if creator is None:
-                continue
-            if r.kind == KIND_PROPOSAL_DECISION and r.author != creator:
-                report.refuse(Reason.DECISION_NOT_CREATOR.value)
-                continue
-            keep.append(r)
-        report.stored_records = self.store.write_records(keep) if keep else 0
-        for outcome in outcomes:
+                self._refuse(peer.name, report, Reason.EVENT_NOT_HELD.value, record.kind, record.id, event_uuid)
+            elif record.kind == KIND_PROPOSAL_DECISION and record.author != creator:
+                self._refuse(peer.name, report, Reason.DECISION_NOT_CREATOR.value, record.kind, record.id, event_uuid)
+            else:
+                keep.append(record)
+        new_records = self.store.write_new_records(keep) if keep else []
+        report.stored_records = len(new_records)
+        for record in new_records:
+            self._stored(peer.name, record)
+        for (_, record, withheld), outcome in zip(accepted, outcomes):
             if outcome is WriteOutcome.STORED:
                 report.stored += 1
+                self._stored(peer.name, record, withheld)
             elif outcome is WriteOutcome.UNCHANGED:
                 report.unchanged += 1
-            elif outcome is WriteOutcome.CONFLICT:
-                report.refuse("uuid-conflict")
             else:
-                report.refuse("older")
+                reason = "uuid-conflict" if outcome is WriteOutcome.CONFLICT else Reason.OLDER.value
+                self._refuse(peer.name, report, reason, record.kind, record.id, record.body["event"]["uuid"])
         self._views.clear()
         return report
 
@@ -304,7 +338,21 @@ class Replica:
         record = self.store.record(held.record_id) if held is not None else None
         return record.author if record is not None else None
 
-    def _accept(self, received: Any, peer: PeerConfig, state: NodeState, report: ApplyReport) -> Any:
+    def _refuse(self, peer: str, report: ApplyReport, reason: str, kind: str = "", record_id: bytes = b"",
+                event_uuid: str = "", detail: str = "") -> None:
+        report.refuse(reason)
+        self.observer.decided(Decision(peer, IN, REFUSED, kind, record_id, event_uuid, reason, detail=detail))
+
+    def _stored(self, peer: str, record: Record, withheld: dict[str, int] | None = None) -> None:
+        event_uuid = record.body["event"]["uuid"] if record.kind == KIND_EVENT else (
+            record.body.get("event_uuid", "") if record.kind in EVENT_EXTRA_KINDS else "")
+        self.observer.decided(Decision(peer, IN, STORED, record.kind, record.id, event_uuid,
+                                       elements=withheld or {}))
+
+    def _accept(self, received: Any, peer: PeerConfig, state: NodeState,
+                report: ApplyReport) -> tuple[Any, Record, dict[str, int]] | None:
+        """The write for one received event revision (None: refused), with the record and the
+        elements it does not keep, by reason."""
         record = open_record(received.wire)
         header = record.body["event"]
         skeleton = set(record.body["elements"])
@@ -323,7 +371,7 @@ class Replica:
         held_timestamp = self.held_timestamp(received.event_uuid)
         outcome = inbound(view, offered, peer.policy, state, held_timestamp)
         if not outcome.allowed:
-            report.refuse(outcome.reason.value)
+            self._refuse(peer.name, report, outcome.reason.value, record.kind, record.id, received.event_uuid)
             return None
         for reason in outcome.withheld.values():
             report.refuse(reason.value)
@@ -334,7 +382,8 @@ class Replica:
                 if e["uuid"] in kept and (d not in received.bodies or e["uuid"] in outcome.levels)]
         order = {d: i for i, d in enumerate(record.body["elements"])}
         keep.sort(key=lambda x: order[x[0]])
-        return received_write(record, keep, pack_holding(holding), peer.name, holding.correlation_only)
+        return (received_write(record, keep, pack_holding(holding), peer.name, holding.correlation_only), record,
+                count_reasons(outcome.withheld))
 
 
 def _extra_problem(record: Record) -> str | None:

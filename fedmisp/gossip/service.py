@@ -19,6 +19,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from fedmisp.gossip.driver import pull_async
 from fedmisp.gossip.http import HttpTransport, PeerProtocol
+from fedmisp.gossip.observe import NO_OBSERVER, Observer
 from fedmisp.gossip.replica import Replica
 from fedmisp.gossip.peers import PeerConfig
 from fedmisp.gossip.peers import NodeView
@@ -58,9 +59,10 @@ class PeerStatus:
 
 class Gossiper:
     def __init__(self, node: NodeView, run_blocking: Callable[..., Awaitable[Any]],
-                 interval: float = ANTI_ENTROPY_SECONDS):
+                 interval: float = ANTI_ENTROPY_SECONDS, observer: Observer = NO_OBSERVER):
         self.node = node
-        self.replica = Replica(node)
+        self.observer = observer
+        self.replica = Replica(node, observer)
         self.run_blocking = run_blocking
         self.interval = interval
         self.protocol = PeerProtocol(self.replica, run_blocking, on_notify=self.pull_soon)
@@ -120,10 +122,15 @@ class Gossiper:
     async def _notify(self, peer: PeerConfig) -> None:
         if self._http is None:
             return
+        transport = HttpTransport(self._http, self.node.identity, peer)
         try:
-            await HttpTransport(self._http, self.node.identity, peer).notify()
+            await transport.notify()
         except Exception as e:  # noqa: BLE001 - a notice is best effort; anti-entropy catches up
-            log.info("notice to %s failed: %s", peer.name, e)
+            log.info("notice to %s failed: %s", peer.name, e, extra={"peer": peer.name, "error": str(e)})
+        finally:
+            status = self.status.setdefault(peer.name, PeerStatus())
+            status.bytes_in += transport.bytes_in
+            status.bytes_out += transport.bytes_out
 
     async def pull(self, peer_name: str, eager: bool = False) -> None:
         peer = self.replica.peer(peer_name)
@@ -146,29 +153,36 @@ class Gossiper:
     async def _pull_locked(self, peer: PeerConfig, status: PeerStatus) -> None:
         peer_name = peer.name
         transport = HttpTransport(self._http, self.node.identity, peer)
+        started = time.monotonic()
         try:
             report = await pull_async(self.replica, peer, transport, self.run_blocking)
         except Exception as e:  # noqa: BLE001 - one peer's failure never stops the others
+            self.observer.pulled(peer_name, time.monotonic() - started, ok=False)
             status.errors += 1
             status.failures_in_a_row += 1
             status.last_error = f"{type(e).__name__}: {e}"
             delay = min(BACKOFF_MAX, BACKOFF_BASE ** status.failures_in_a_row)
             status.next_try = time.time() + delay * random.uniform(0.5, 1.0)
-            log.warning("pull from %s failed (%s); retrying in about %.0fs", peer_name, e, delay)
+            log.warning("pull from %s failed (%s); retrying in about %.0fs", peer_name, e, delay,
+                        extra={"peer": peer_name, "error": status.last_error, "retry_in": round(delay)})
             return
         finally:
             status.bytes_in += transport.bytes_in
             status.bytes_out += transport.bytes_out
             if transport.head is not None:
                 status.peer_head = transport.head
+        self.observer.pulled(peer_name, time.monotonic() - started, ok=True)
         status.failures_in_a_row = 0
         status.next_try = 0.0
         status.last_success = time.time()
         status.stored += report.stored
         for reason, count in report.refused.items():
             status.refused[reason] = status.refused.get(reason, 0) + count
+        if report.stored or report.refused:
+            log.info("pulled %d event(s) from %s", report.stored, peer_name,
+                     extra={"peer": peer_name, "stored": report.stored, "stored_records": report.stored_records,
+                            "refused": dict(report.refused)})
         if report.stored:
-            log.info("pulled %d event(s) from %s", report.stored, peer_name)
             self.stored_something()  # what we stored may go further: tell our other peers
 
     def peers_json(self) -> dict[str, Any]:
@@ -176,6 +190,7 @@ class Gossiper:
         for peer in self.node.config.peers:
             status = self.status.setdefault(peer.name, PeerStatus()).as_json()
             served = self.protocol.served.get(peer.name, {})
+            status["bytes_in"] += served.get("bytes_in", 0)
             status["bytes_out"] += served.get("bytes_out", 0)
             status["checkpoint"] = self.node.store.checkpoint(peer.name)
             head = status.get("peer_head")

@@ -68,6 +68,9 @@ class Refused:
     seq: int
     reason: str
     detail: str = ""
+    kind: str = ""  # what is known of the record (nothing when it did not open), for the audit log
+    record_id: bytes = b""
+    event_uuid: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +102,7 @@ class _Pending:
     event_uuid: str
     wire: bytes
     need: list[bytes]
+    record_id: bytes
     bodies: dict[bytes, bytes] = field(default_factory=dict)
 
     @property
@@ -188,10 +192,11 @@ class PullSession:
                 self._records.append(wire)
                 self._introduced.add(record.author)
             else:
-                self._refused.append(Refused(seq, "malformed", "org record not signed by its own key"))
+                self._refused.append(Refused(seq, "malformed", "org record not signed by its own key", record.kind,
+                                             record.id))
             return
         if record.author not in self._introduced and not self.local.author_known(record.author):
-            self._refused.append(Refused(seq, "unknown-author"))
+            self._refused.append(Refused(seq, "unknown-author", kind=record.kind, record_id=record.id))
             return
         if record.kind in (KIND_SHARING_GROUP, KIND_SIGHTINGS, KIND_PROPOSAL, KIND_PROPOSAL_DECISION):
             # sharing groups: checked against the revision rules when stored; sightings, proposals
@@ -204,7 +209,7 @@ class PullSession:
         try:
             digests = set(revision_elements(record))
         except RecordError as e:
-            self._refused.append(Refused(seq, "malformed", str(e)))
+            self._refused.append(Refused(seq, "malformed", str(e), record.kind, record.id))
             return
         event_uuid = record.body["event"].get("uuid")
         offered = change.get("elements")
@@ -213,15 +218,16 @@ class PullSession:
             offered = change["elements"] = {d: offered for d in digests}
         if not isinstance(event_uuid, str) or not isinstance(offered, dict) \
                 or not all(isinstance(d, bytes) and d in digests and isinstance(v, int) for d, v in offered.items()):
-            self._refused.append(Refused(seq, "malformed", "offered elements must be digests of the revision"))
+            self._refused.append(Refused(seq, "malformed", "offered elements must be digests of the revision",
+                                         record.kind, record.id, str(event_uuid)))
             return
         held = self.local.held_timestamp(event_uuid)
         if held is not None and record.body["event"].get("timestamp", 0) < held:
-            self._refused.append(Refused(seq, "older"))
+            self._refused.append(Refused(seq, "older", kind=record.kind, record_id=record.id, event_uuid=event_uuid))
             return
         have = self.local.held_digests(event_uuid)
         need = sorted(d for d in offered if d not in have)
-        self._pending.append(_Pending(change, event_uuid, wire, need))
+        self._pending.append(_Pending(change, event_uuid, wire, need, record.id))
 
     def bodies_received(self, event_uuid: str, bodies: Any) -> None:
         self._expect("bodies")
@@ -236,7 +242,8 @@ class PullSession:
                 raise ProtocolError("bodies reply: expected at most one body per element offered")
             by_digest = {element_digest(b): b for b in bodies}
             for stray in set(by_digest) - set(asked):
-                self._refused.append(Refused(pending.change["seq"], "bad-digest", "a body the offer did not list"))
+                self._refused.append(Refused(pending.change["seq"], "bad-digest", "a body the offer did not list",
+                                             "event", pending.record_id, pending.event_uuid))
                 del by_digest[stray]
             bodies = [by_digest.get(d) for d in asked]
         if not isinstance(bodies, list) or len(bodies) != len(asked):
@@ -251,7 +258,8 @@ class PullSession:
             try:
                 check_element(digest, body)
             except RecordError as e:
-                self._refused.append(Refused(pending.change["seq"], "bad-digest", str(e)))
+                self._refused.append(Refused(pending.change["seq"], "bad-digest", str(e), "event",
+                                             pending.record_id, pending.event_uuid))
                 pending.need.remove(digest)
                 continue
             pending.bodies[digest] = body

@@ -120,7 +120,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
                               "Method Not Allowed")
         raise
     except Exception:  # a bug, not bad input: logged with its traceback, answered MISP-shaped
-        log.exception("%s %s failed", request.method, url)
+        log.exception("%s %s failed", request.method, url, extra={"method": request.method, "path": url})
         return misp_error(500, "Internal error", "the node failed to answer this request; see its log",
                           url, "Internal error")
 
@@ -131,8 +131,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     need = getattr(route_handler, "role", None)
     if need is None or request.match_info.http_exception is not None:
         return await handler(request)  # not found / not allowed: answered by the errors middleware
-    key = request.headers.get("Authorization") or request.headers.get("X-MISP-AUTH") or ""
-    role = await run(_role_of, request.app[CTX], key.strip())
+    role = await request_role(request)
     if role is None:
         raise ApiError(403, "Authentication failed. Please make sure you pass the API key of an API enabled "
                        "user along in the Authorization header.")
@@ -141,6 +140,15 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
                        f"{request.path} needs {need} or above)")
     request["role"] = role
     return await handler(request)
+
+
+async def request_role(request: web.Request) -> str | None:
+    """The role of the request's API key (None: no valid key). MISP's `Authorization: <key>` and
+    `X-MISP-AUTH`, and `Authorization: Bearer <key>` as monitoring tools (Prometheus) send it."""
+    key = (request.headers.get("Authorization") or request.headers.get("X-MISP-AUTH") or "").strip()
+    if key[:7].lower() == "bearer ":
+        key = key[7:].strip()
+    return await run(_role_of, request.app[CTX], key)
 
 
 def _role_of(ctx: ApiContext, key: str) -> str | None:
@@ -763,8 +771,11 @@ async def event_search(request: web.Request) -> web.StreamResponse:
 
 # --- the application ---------------------------------------------------------------------------------
 
-def make_app(ctx: ApiContext) -> web.Application:
-    app = web.Application(middlewares=[errors_middleware, auth_middleware], client_max_size=ctx.max_request_bytes)
+def make_app(ctx: ApiContext, outer_middlewares: tuple[Any, ...] = ()) -> web.Application:
+    """The API application; `outer_middlewares` see every request first and its final response
+    (the node's metrics measure latency there)."""
+    app = web.Application(middlewares=[*outer_middlewares, errors_middleware, auth_middleware],
+                          client_max_size=ctx.max_request_bytes)
     app[CTX] = ctx
     r = app.router
 

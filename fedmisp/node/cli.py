@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from fedmisp import __version__
-from fedmisp.node.config import DEFAULT_LISTEN, ConfigError
+from fedmisp.node.config import DEFAULT_LISTEN, LOG_FORMATS, LOG_LEVELS, ConfigError
 from fedmisp.node.home import ROLES
 
 
@@ -196,7 +196,7 @@ def cmd_events(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from fedmisp.node.server import run
-    return run(_home(args))
+    return run(_home(args), log_format=args.log_format, log_level=args.log_level)
 
 
 def _rewrite_config(home: Path, change: "Callable[[str], str]") -> None:
@@ -416,6 +416,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_events)
 
     p = with_home(sub.add_parser("run", help="serve the MISP-compatible REST API until SIGTERM / SIGINT"))
+    p.add_argument("--log-format", choices=LOG_FORMATS, help="text or JSON lines (default: [log] format)")
+    p.add_argument("--log-level", choices=LOG_LEVELS, help="the least level logged (default: [log] level)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("demo", help="start a small demo federation on 127.0.0.1 and show what flows where")

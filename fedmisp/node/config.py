@@ -136,6 +136,105 @@ def _parse_correlation(raw: Any, problems: list[str]) -> CorrelationConfig:
     return CorrelationConfig(ssdeep_threshold=threshold, max_matches=cap, exclusions=tuple(exclusions))
 
 
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+DEFAULT_LOG_BYTES = 10 * 1024 * 1024
+DEFAULT_AUDIT_FILE = "audit.log"
+# The audit log has a line per record and peer: about 250 bytes, so 50 MiB is ~200k decisions per file.
+DEFAULT_AUDIT_BYTES = 50 * 1024 * 1024
+MAX_LOG_BYTES = 1 << 40
+MAX_LOG_BACKUPS = 1000
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    """[log]: the node's own log (`fedmisp run`); `file` empty means standard error."""
+    format: str = "text"
+    level: str = "info"
+    file: str = ""
+    max_bytes: int = DEFAULT_LOG_BYTES
+    backups: int = 5
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """[audit]: one JSON line per record sent to, withheld from, stored from or refused from a peer."""
+    enabled: bool = True
+    file: str = DEFAULT_AUDIT_FILE
+    max_bytes: int = DEFAULT_AUDIT_BYTES
+    backups: int = 10
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """[metrics]: GET /node/v1/metrics (Prometheus text format)."""
+    require_api_key: bool = True
+
+
+def _choice(table: dict[str, Any], section: str, key: str, default: str, accepted: tuple[str, ...],
+            problems: list[str]) -> str:
+    value = table.get(key, default)
+    if value not in accepted:
+        problems.append(f"{section}.{key}: {value!r}; accepted: {', '.join(repr(a) for a in accepted)}")
+        return default
+    return str(value)
+
+
+def _integer(table: dict[str, Any], section: str, key: str, default: int, low: int, high: int,
+             problems: list[str]) -> int:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        problems.append(f"{section}.{key}: {value!r}; expected an integer from {low} to {high}")
+        return default
+    return value
+
+
+def _flag(table: dict[str, Any], section: str, key: str, default: bool, problems: list[str]) -> bool:
+    value = table.get(key, default)
+    if not isinstance(value, bool):
+        problems.append(f"{section}.{key}: {value!r}; expected true or false")
+        return default
+    return value
+
+
+def _file(table: dict[str, Any], section: str, default: str, problems: list[str]) -> str:
+    value = table.get("file", default)
+    if not isinstance(value, str) or "\0" in value:
+        problems.append(f"{section}.file: {value!r}; expected a path (relative to the node's home, or absolute)")
+        return default
+    return value
+
+
+def _section(raw: Any, section: str, known: tuple[str, ...], problems: list[str]) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        problems.append(f"[{section}]: expected a table")
+        return {}
+    for key in raw:
+        if key not in known:
+            problems.append(f"{section}.{key}: unknown setting; accepted: {', '.join(known)}")
+    return raw
+
+
+def _parse_observability(raw: dict[str, Any], problems: list[str]) -> tuple[LogConfig, AuditConfig, MetricsConfig]:
+    t = _section(raw.get("log"), "log", ("format", "level", "file", "max_bytes", "backups"), problems)
+    log = LogConfig(format=_choice(t, "log", "format", "text", LOG_FORMATS, problems),
+                    level=_choice(t, "log", "level", "info", LOG_LEVELS, problems),
+                    file=_file(t, "log", "", problems),
+                    max_bytes=_integer(t, "log", "max_bytes", DEFAULT_LOG_BYTES, 4096, MAX_LOG_BYTES, problems),
+                    backups=_integer(t, "log", "backups", 5, 1, MAX_LOG_BACKUPS, problems))
+    t = _section(raw.get("audit"), "audit", ("enabled", "file", "max_bytes", "backups"), problems)
+    audit = AuditConfig(enabled=_flag(t, "audit", "enabled", True, problems),
+                        file=_file(t, "audit", DEFAULT_AUDIT_FILE, problems) or DEFAULT_AUDIT_FILE,
+                        max_bytes=_integer(t, "audit", "max_bytes", DEFAULT_AUDIT_BYTES, 4096, MAX_LOG_BYTES,
+                                           problems),
+                        backups=_integer(t, "audit", "backups", 10, 1, MAX_LOG_BACKUPS, problems))
+    t = _section(raw.get("metrics"), "metrics", ("require_api_key",), problems)
+    metrics = MetricsConfig(require_api_key=_flag(t, "metrics", "require_api_key", True, problems))
+    return log, audit, metrics
+
+
 class ConfigError(ValueError):
     def __init__(self, path: Path, problems: list[str]):
         self.path = path
@@ -157,6 +256,9 @@ class NodeConfig:
     correlation: CorrelationConfig = field(default_factory=CorrelationConfig)
     blocked_events: frozenset[str] = frozenset()
     blocked_orgs: frozenset[str] = frozenset()
+    log: LogConfig = field(default_factory=LogConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
@@ -216,7 +318,8 @@ def load_config(home: Path) -> NodeConfig:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(path, [f"not valid TOML: {e}"]) from None
     problems: list[str] = []
-    known_sections = {"node", "sharing", "limits", "peer", "blocklist", "gossip", "correlation"}
+    known_sections = {"node", "sharing", "limits", "peer", "blocklist", "gossip", "correlation", "log", "audit",
+                      "metrics"}
     for section in raw:
         if section not in known_sections:
             problems.append(f"[{section}]: unknown section; accepted: {', '.join(sorted(known_sections))}")
@@ -268,8 +371,10 @@ def load_config(home: Path) -> NodeConfig:
     blocked_events = _parse_uuid_list(blocklist.get("events"), "blocklist.events", problems)
     blocked_orgs = _parse_uuid_list(blocklist.get("orgs"), "blocklist.orgs", problems)
     correlation = _parse_correlation(raw.get("correlation"), problems)
+    log, audit, metrics = _parse_observability(raw, problems)
     if problems:
         raise ConfigError(path, problems)
     return NodeConfig(correlation=correlation, home=home, org_name=org_name, org_uuid=org_uuid, listen_host=host, listen_port=port,
                       default_distribution=distribution, max_import_file_bytes=max_file, peers=peers,
-                      blocked_events=blocked_events, blocked_orgs=blocked_orgs, raw=raw)
+                      blocked_events=blocked_events, blocked_orgs=blocked_orgs, log=log, audit=audit,
+                      metrics=metrics, raw=raw)

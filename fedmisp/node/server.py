@@ -3,6 +3,8 @@
 The store is opened once and written through one Writer; the aiohttp server listens on the
 configured address. SIGTERM and SIGINT stop it cleanly: the listener closes, requests in flight
 finish (up to SHUTDOWN_GRACE seconds), the writer commits what is queued, the store is closed.
+Beside the API and /fed/v1 it serves /node/v1 (health, peers, metrics), logs as [log] says, and
+hands replication decisions to the metrics and the audit log (docs/operations.md).
 """
 from __future__ import annotations
 
@@ -17,10 +19,13 @@ from aiohttp import web
 
 from typing import Any
 
+from fedmisp.gossip.observe import Fanout
 from fedmisp.gossip.service import ANTI_ENTROPY_SECONDS, Gossiper
 from fedmisp.node.api import DEFAULT_MAX_REQUEST_BYTES, ApiContext, make_app
 from fedmisp.node.config import CONFIG_FILE, ConfigError, NodeConfig, load_config
 from fedmisp.node.home import Node
+from fedmisp.node.logs import AuditLog, configure_logging
+from fedmisp.node.metrics import PATH as METRICS_PATH, NodeMetrics
 from fedmisp.store.writer import Writer
 
 log = logging.getLogger("fedmisp.server")
@@ -42,7 +47,8 @@ def max_request_bytes(config: NodeConfig) -> int:
     return value
 
 
-async def serve(node: Node, *, host: str | None = None, port: int | None = None) -> None:
+async def serve(node: Node, *, host: str | None = None, port: int | None = None,
+                log_overrides: dict[str, str | None] | None = None) -> None:
     """Serve the API until SIGTERM or SIGINT."""
     limit = max_request_bytes(node.config)
     stop = asyncio.Event()
@@ -53,13 +59,18 @@ async def serve(node: Node, *, host: str | None = None, port: int | None = None)
     async def run_blocking(fn: Any, *args: Any) -> Any:
         return await loop.run_in_executor(None, fn, *args)
 
-    gossiper = Gossiper(node, run_blocking, interval=anti_entropy_seconds(node.config))
+    metrics = NodeMetrics(node)
+    audit = AuditLog(node.config.audit, node.config.home)
+    gossiper = Gossiper(node, run_blocking, interval=anti_entropy_seconds(node.config),
+                        observer=Fanout((metrics, audit)))
+    metrics.track_peers(gossiper.peers_json)
     # Something stored locally (API, import through the API) is announced to peers at once.
     writer = Writer(node.store, on_commit=lambda: loop.call_soon_threadsafe(gossiper.stored_something))
-    app = make_app(ApiContext(node, writer, limit))
+    app = make_app(ApiContext(node, writer, limit), outer_middlewares=(metrics.middleware,))
     app.add_routes(gossiper.protocol.routes())
     app.add_routes([web.get("/node/v1/peers", _peers_handler(gossiper)),
-                    web.get("/node/v1/health", _health)])
+                    web.get("/node/v1/health", _health),
+                    web.get(METRICS_PATH, metrics.handler)])
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE)
     try:
         await runner.setup()
@@ -72,7 +83,8 @@ async def serve(node: Node, *, host: str | None = None, port: int | None = None)
               f"for {node.config.org_name!r}", flush=True)
         await gossiper.start()
         pid_file.write_text(f"{os.getpid()}\n")
-        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(reload(node, gossiper)))
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(
+            reload(node, gossiper, audit, log_overrides or {})))
         await stop.wait()
         print("fedmisp: stopping", flush=True)
     finally:
@@ -81,11 +93,13 @@ async def serve(node: Node, *, host: str | None = None, port: int | None = None)
         await gossiper.stop()
         await runner.cleanup()
         writer.close()
+        audit.close()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
 
 
-async def reload(node: Node, gossiper: Gossiper) -> None:
+async def reload(node: Node, gossiper: Gossiper, audit: AuditLog | None = None,
+                 log_overrides: dict[str, str | None] | None = None) -> None:
     """SIGHUP: read fedmisp.toml again. An invalid file changes nothing, and the log says why."""
     try:
         config = await asyncio.get_running_loop().run_in_executor(None, load_config, node.config.home)
@@ -96,8 +110,11 @@ async def reload(node: Node, gossiper: Gossiper) -> None:
         log.error("reload refused: node.org_uuid and node.listen take effect only on restart")
         return
     node.config = config
+    configure_logging(config.log, config.home, **(log_overrides or {}))
+    if audit is not None:
+        audit.configure(config.audit, config.home)
     gossiper.reschedule()
-    log.info("reloaded %s: %d peer(s)", CONFIG_FILE, len(config.peers))
+    log.info("reloaded %s: %d peer(s)", CONFIG_FILE, len(config.peers), extra={"peers": len(config.peers)})
 
 
 def anti_entropy_seconds(config: NodeConfig) -> float:
@@ -126,11 +143,13 @@ def _show_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def run(home: Path) -> int:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+def run(home: Path, *, log_format: str | None = None, log_level: str | None = None) -> int:
+    """`fedmisp run`; `log_format` and `log_level` override the configuration's [log]."""
+    overrides = {"log_format": log_format, "level": log_level}
     with Node.open(home) as node:
+        configure_logging(node.config.log, node.config.home, **overrides)
         try:
-            asyncio.run(serve(node))
+            asyncio.run(serve(node, log_overrides=overrides))
         except OSError as e:  # the address is taken or not ours
             print(f"fedmisp run: cannot listen on {node.config.listen}: {e.strerror or e}", file=sys.stderr)
             return 2

@@ -43,6 +43,8 @@ class Reason(str, Enum):
     BLOCKLIST_ORG = "blocklist-org"
     # outbound 5
     FROM_PEER = "from-peer"
+    # sightings and proposals follow their event: a node that does not hold it neither sends nor keeps them
+    EVENT_NOT_HELD = "event-not-held"
     # inbound 1
     MALFORMED = "malformed"
     TOO_LARGE = "too-large"

@@ -314,12 +314,17 @@ class Store:
 
     def write_records(self, records: list[Record]) -> int:
         """Store standalone records (org records, ...); returns how many were new."""
-        new = 0
+        return len(self.write_new_records(records))
+
+    def write_new_records(self, records: list[Record]) -> list[Record]:
+        """`write_records`, returning the records that were new (the others were held already)."""
+        new = []
         with self.env.begin(write=True) as txn:
             seq = self._seq(txn)
             for record in records:
                 added, seq = self._put_record(txn, record, seq)
-                new += added
+                if added:
+                    new.append(record)
                 if added and record.kind == "org":
                     txn.put(uuid16(record.body["uuid"]), record.id, db=self.db["orgs"])
                     txn.put(b"key:" + record.author, uuid16(record.body["uuid"]), db=self.db["orgs"])
