@@ -122,6 +122,44 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_feed_fetch(args: argparse.Namespace) -> int:
+    """Fetch the [[feed]]s of fedmisp.toml now (all, or the one named), as the running node does."""
+    import asyncio
+    from fedmisp.node.feed_fetch import FeedError, fetch_feed
+    from fedmisp.store.writer import Writer
+    with _open(args) as node:
+        feeds = [f for f in node.config.feeds if args.name in (None, f.name)]
+        if not feeds:
+            known = ", ".join(f.name for f in node.config.feeds) or "none configured ([[feed]] in fedmisp.toml)"
+            print(f"fedmisp feed fetch: no feed named {args.name!r}; feeds: {known}", file=sys.stderr)
+            return 2
+
+        async def fetch_all(writer: Writer) -> int:
+            import aiohttp
+            loop = asyncio.get_running_loop()
+
+            async def run_blocking(fn: Callable[..., Any], *a: Any) -> Any:
+                return await loop.run_in_executor(None, fn, *a)
+            failures = 0
+            async with aiohttp.ClientSession() as http:
+                for feed in feeds:
+                    try:
+                        report = await fetch_feed(node, feed, lambda ev: asyncio.wrap_future(writer.submit(ev)),
+                                                  run_blocking, http)
+                    except FeedError as e:
+                        print(f"fedmisp feed fetch: {e}", file=sys.stderr)
+                        failures += 1
+                        continue
+                    for problem in report.refused + report.failed:
+                        print(f"refused: {problem}" if problem in report.refused else f"failed: {problem}",
+                              file=sys.stderr)
+                    print(report.summary())
+            return failures
+        with Writer(node.store) as writer:
+            failures = asyncio.run(fetch_all(writer))
+    return 1 if failures else 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     with _open(args) as node:
         stats = node.store.stats()
@@ -406,6 +444,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["misp-json", "feed"], default="misp-json")
     p.add_argument("--out", help="folder to write (default for misp-json: standard output)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("feed", help="MISP feeds this node fetches ([[feed]] in fedmisp.toml)")
+    feed_cmds = p.add_subparsers(dest="feed_cmd", required=True)
+    k = with_home(feed_cmds.add_parser("fetch", help="fetch what changed in the configured feeds now"))
+    k.add_argument("name", nargs="?", help="one feed (default: every [[feed]])")
+    k.set_defaults(func=cmd_feed_fetch)
 
     p = with_home(sub.add_parser("status", help="what the node holds"))
     p.add_argument("--json", action="store_true")

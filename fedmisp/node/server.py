@@ -18,7 +18,9 @@ from aiohttp import web
 from typing import Any
 
 from fedmisp.gossip.service import ANTI_ENTROPY_SECONDS, Gossiper
-from fedmisp.node.api import DEFAULT_MAX_REQUEST_BYTES, ApiContext, make_app
+from fedmisp.node.api import DEFAULT_MAX_REQUEST_BYTES, ApiContext, _role_of, make_app
+from fedmisp.node.feed_fetch import FeedFetcher
+from fedmisp.node.feeds import FeedServer
 from fedmisp.node.config import CONFIG_FILE, ConfigError, NodeConfig, load_config
 from fedmisp.node.home import Node
 from fedmisp.store.writer import Writer
@@ -56,8 +58,11 @@ async def serve(node: Node, *, host: str | None = None, port: int | None = None)
     gossiper = Gossiper(node, run_blocking, interval=anti_entropy_seconds(node.config))
     # Something stored locally (API, import through the API) is announced to peers at once.
     writer = Writer(node.store, on_commit=lambda: loop.call_soon_threadsafe(gossiper.stored_something))
-    app = make_app(ApiContext(node, writer, limit))
+    ctx = ApiContext(node, writer, limit)
+    app = make_app(ctx)
     app.add_routes(gossiper.protocol.routes())
+    app.add_routes(FeedServer(node, run_blocking, lambda key: _role_of(ctx, key)).routes())
+    fetcher = FeedFetcher(node, lambda events: asyncio.wrap_future(writer.submit(events)), run_blocking)
     app.add_routes([web.get("/node/v1/peers", _peers_handler(gossiper)),
                     web.get("/node/v1/health", _health)])
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE)
@@ -71,13 +76,15 @@ async def serve(node: Node, *, host: str | None = None, port: int | None = None)
         print(f"fedmisp: serving the MISP API on http://{_show_host(bound[0])}:{bound[1]} "
               f"for {node.config.org_name!r}", flush=True)
         await gossiper.start()
+        await fetcher.start()
         pid_file.write_text(f"{os.getpid()}\n")
-        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(reload(node, gossiper)))
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(reload(node, gossiper, fetcher)))
         await stop.wait()
         print("fedmisp: stopping", flush=True)
     finally:
         loop.remove_signal_handler(signal.SIGHUP)
         pid_file.unlink(missing_ok=True)
+        await fetcher.stop()
         await gossiper.stop()
         await runner.cleanup()
         writer.close()
@@ -85,7 +92,7 @@ async def serve(node: Node, *, host: str | None = None, port: int | None = None)
             loop.remove_signal_handler(sig)
 
 
-async def reload(node: Node, gossiper: Gossiper) -> None:
+async def reload(node: Node, gossiper: Gossiper, fetcher: FeedFetcher | None = None) -> None:
     """SIGHUP: read fedmisp.toml again. An invalid file changes nothing, and the log says why."""
     try:
         config = await asyncio.get_running_loop().run_in_executor(None, load_config, node.config.home)
@@ -97,6 +104,8 @@ async def reload(node: Node, gossiper: Gossiper) -> None:
         return
     node.config = config
     gossiper.reschedule()
+    if fetcher is not None:
+        fetcher.reschedule()
     log.info("reloaded %s: %d peer(s)", CONFIG_FILE, len(config.peers))
 
 
