@@ -101,25 +101,76 @@ def cmd_correlate(args: argparse.Namespace) -> int:
     return 0
 
 
+ATTRIBUTE_FORMATS = ("csv", "text", "suricata", "snort", "zeek")
+EXPORT_FORMATS = ("misp-json", "feed", *ATTRIBUTE_FORMATS, "stix2")
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from fedmisp.export.misp import events, write_feed, write_misp_json
+    if args.format in ("misp-json", "feed") and (args.to_ids or args.enforce_warninglist):
+        print("fedmisp export: --to-ids and --enforce-warninglist apply to csv, text, suricata, snort, zeek "
+              "and stix2", file=sys.stderr)
+        return 2
+    if args.feed and args.format != "feed":
+        print("fedmisp export: --feed NAME goes with --format feed", file=sys.stderr)
+        return 2
     with _open(args) as node:
         if args.format == "feed":
             if not args.out:
                 print("fedmisp export: --format feed needs --out DIR", file=sys.stderr)
                 return 2
-            n = write_feed(node.store, Path(args.out))
+            feed_events = events(node.store, include_local=False)
+            if args.feed:
+                from fedmisp.gossip.replica import Replica
+                from fedmisp.node.feeds import feed_events as served
+                feed = next((f for f in node.config.served_feeds if f.name == args.feed), None)
+                if feed is None:
+                    known = ", ".join(f.name for f in node.config.served_feeds) or "none ([[served_feed]])"
+                    print(f"fedmisp export: no served feed named {args.feed!r}; served feeds: {known}",
+                          file=sys.stderr)
+                    return 2
+                feed_events = served(Replica(node), feed)
+            n = write_feed(feed_events, Path(args.out))
             print(f"wrote a MISP feed of {n} event(s) to {args.out}", file=sys.stderr)
-        elif args.out:
+        elif args.format == "misp-json" and args.out:
             n = write_misp_json(node.store, Path(args.out))
             print(f"wrote {n} event(s) to {args.out}", file=sys.stderr)
-        else:
+        elif args.format == "misp-json":
             # {"response": [...]}, as MISP's events/index returns, streamed event by event.
             sys.stdout.write('{"response": [')
             for i, event in enumerate(events(node.store)):
                 sys.stdout.write(("," if i else "") + "\n" + json.dumps(event, ensure_ascii=False))
             sys.stdout.write("\n]}\n")
+        else:
+            out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
+            try:
+                for piece in _protective_export(node, args):
+                    out.write(piece)
+            finally:
+                if args.out:
+                    out.close()
     return 0
+
+
+def _protective_export(node: Any, args: argparse.Namespace) -> Any:
+    """CSV, text, IDS rules, Zeek intel or a STIX 2.1 bundle of what the node shows (as restSearch)."""
+    from fedmisp.export import csv as csv_export, filters, nids, stix, text, zeek
+    from fedmisp.export.misp import events
+    from fedmisp.store import query
+    # IDS rules and Zeek intel carry IDS-flagged attributes only (MISP's NIDS and Zeek exports)
+    to_ids = args.to_ids or args.format in ("suricata", "snort", "zeek")
+    if args.format == "stix2":
+        return stix.events_bundle(filters.event(e, to_ids=to_ids, enforce_warninglist=args.enforce_warninglist)
+                                  for e in events(node.store) if not e["Event"].get("deleted"))
+    found = filters.attributes(query.search_attributes(node.store, query.Query()), to_ids=to_ids,
+                               enforce_warninglist=args.enforce_warninglist)
+    if args.format == "csv":
+        return csv_export.attributes_csv(node.store, found)
+    if args.format == "text":
+        return text.attributes_text(found)
+    if args.format == "zeek":
+        return zeek.intel(found, f"fedmisp {node.config.org_name}")
+    return nids.rules(found, args.format)
 
 
 def cmd_feed_fetch(args: argparse.Namespace) -> int:
@@ -440,9 +491,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_correlate)
 
-    p = with_home(sub.add_parser("export", help="export events as MISP JSON or as a MISP feed"))
-    p.add_argument("--format", choices=["misp-json", "feed"], default="misp-json")
-    p.add_argument("--out", help="folder to write (default for misp-json: standard output)")
+    p = with_home(sub.add_parser("export", help="export events as MISP JSON, a MISP feed, or for protective "
+                                                  "tools (CSV, text, Suricata, Snort, Zeek intel, STIX 2.1)"))
+    p.add_argument("--format", choices=EXPORT_FORMATS, default="misp-json")
+    p.add_argument("--out", help="folder to write for misp-json and feed, file for the others "
+                                 "(default: standard output)")
+    p.add_argument("--feed", help="with --format feed: what the [[served_feed]] of this name publishes")
+    p.add_argument("--to-ids", action="store_true", help="only attributes flagged for IDS (to_ids)")
+    p.add_argument("--enforce-warninglist", action="store_true",
+                   help="leave out values on a MISP warninglist (public resolvers, top domains, ...)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("feed", help="MISP feeds this node fetches ([[feed]] in fedmisp.toml)")
