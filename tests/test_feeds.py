@@ -206,3 +206,46 @@ def test_feed_settings_are_checked_with_the_field_and_what_is_accepted(tmp_path,
                      "feed 'c'.mode: 'mirror'; accepted: full, correlation-only",
                      "feed 'c'.interval_seconds: 1", "feed 'c'.max_event_bytes: 0"):
         assert expected in text
+
+
+def test_a_served_feed_carries_no_sharing_group_data_no_deleted_event_and_is_what_export_writes(tmp_path, capsys):
+    from fedmisp.gossip import sharing_groups as sg
+    from fedmisp.gossip.replica import Replica
+    from fedmisp.node.cli import main
+    from fedmisp.node.feeds import feed_events
+    from fedmisp.node.home import Node, init_home
+    from fedmisp.node.importer import import_paths
+    from fedmisp.store.mutations import tombstone
+    node, _ = init_home(tmp_path / "node", "Publisher", "127.0.0.1:0")
+    _add_config(node.config.home, {"served_feed": [{"name": "public", "access": "open"}]})
+    node.close()
+    node = Node.open(tmp_path / "node")
+    group = sg.create(node.store, node.identity, node.config.org_uuid, "partners",
+                      {node.config.org_uuid: True, "9a0c8f6e-5d4b-4c3a-9e2f-1a0b9c8d7e6f": False})
+    docs = {"kept": _event(20, 3, ["tlp:green"]), "group": _event(21, 4, ["tlp:green"]),
+            "deleted": _event(22, 3, ["tlp:green"])}
+    docs["group"]["Event"]["sharing_group_uuid"] = group.uuid
+    # one attribute of the kept event is bound to the group: the feed leaves it out
+    docs["kept"]["Event"]["Attribute"][0].update(distribution="4", sharing_group_uuid=group.uuid)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name, doc in docs.items():
+        (folder / f"{name}.json").write_text(json.dumps(doc))
+    assert import_paths(node, [folder]).events_stored == 3
+    node.store.write_events([tombstone(node.store, node.identity, docs["deleted"]["Event"]["uuid"])])
+    feed = node.config.served_feeds[0]
+    published = {e["Event"]["uuid"]: e for e in feed_events(Replica(node), feed)}
+    assert set(published) == {docs["kept"]["Event"]["uuid"]}
+    kept = published[docs["kept"]["Event"]["uuid"]]["Event"]
+    assert [a["uuid"] for a in kept["Attribute"]] == [a["uuid"] for a in docs["kept"]["Event"]["Attribute"][1:]]
+    assert all("sharing_group_uuid" not in a for a in kept["Attribute"])
+    node.close()
+    # `fedmisp export --format feed --feed public` writes the same feed as a folder
+    assert main(["export", "--home", str(tmp_path / "node"), "--format", "feed", "--feed", "public",
+                 "--out", str(tmp_path / "out")]) == 0
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert set(manifest) == set(published)
+    assert json.loads((tmp_path / "out" / f"{kept['uuid']}.json").read_text()) == published[kept["uuid"]]
+    assert main(["export", "--home", str(tmp_path / "node"), "--format", "feed", "--feed", "nosuch",
+                 "--out", str(tmp_path / "out")]) == 2
+    assert "served feeds: public" in capsys.readouterr().err

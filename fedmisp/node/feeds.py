@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -26,7 +27,11 @@ from fedmisp.model.misp import to_misp
 from fedmisp.node.api import ApiError
 from fedmisp.node.feed_config import ServedFeed
 from fedmisp.policy.model import INHERIT, NodeState
+from fedmisp.store.query import is_tombstone
 
+# manifest.json and hashes.csv are rebuilt when the log moved, and at least this often: a holding can
+# change without a log entry (the same revision offered again at a higher level).
+SNAPSHOT_MAX_AGE_SECONDS = 60.0
 _UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 
 
@@ -38,7 +43,7 @@ def feed_event(replica: Replica, feed: ServedFeed, event_uuid: str, state: NodeS
         return None
     held, levels = offered
     header = held.record.body["event"]
-    if header.get("deleted"):
+    if is_tombstone(header):
         return None  # a tombstone (decision 0007): gone from the feed
     found = replica.store.revision(event_uuid)
     if found is None:
@@ -66,25 +71,27 @@ def feed_events(replica: Replica, feed: ServedFeed) -> Iterator[dict[str, Any]]:
 class Snapshot:
     """manifest.json and hashes.csv of one feed as of one log sequence."""
     sequence: int
+    built: float  # time.monotonic() when it was built
     feed: ServedFeed
     manifest: bytes
     hashes: bytes
 
 
 def build_snapshot(replica: Replica, feed: ServedFeed) -> Snapshot:
-    sequence = replica.store.head_sequence()
+    sequence, built = replica.store.head_sequence(), time.monotonic()
     manifest: dict[str, Any] = {}
     hashes: list[str] = []
     for event in feed_events(replica, feed):
         manifest[event["Event"]["uuid"]] = manifest_entry(event)
         hashes.extend(hash_lines(event))
-    return Snapshot(sequence, feed, json.dumps(manifest, ensure_ascii=False).encode("utf-8"),
+    return Snapshot(sequence, built, feed, json.dumps(manifest, ensure_ascii=False).encode("utf-8"),
                     "".join(hashes).encode("utf-8"))
 
 
 class FeedServer:
-    """The /feed routes. manifest.json and hashes.csv are rebuilt when the store's log moved or the
-    feed's configuration changed since the last build; event files are decided at each request."""
+    """The /feed routes. manifest.json and hashes.csv are rebuilt when the store's log moved, the
+    feed's configuration changed or the last build is SNAPSHOT_MAX_AGE_SECONDS old; event files are
+    decided at each request."""
 
     def __init__(self, node: NodeView, run_blocking: Any, role_of: Any):
         self.node = node
@@ -117,7 +124,8 @@ class FeedServer:
         async with lock:  # one build at a time per feed; the others wait for it
             current = self._snapshots.get(feed.name)
             head = await self.run_blocking(self.node.store.head_sequence)
-            if current is None or current.sequence != head or current.feed != feed:
+            if current is None or current.sequence != head or current.feed != feed \
+                    or time.monotonic() - current.built > SNAPSHOT_MAX_AGE_SECONDS:
                 current = self._snapshots[feed.name] = await self.run_blocking(build_snapshot, self.replica, feed)
             return current
 
