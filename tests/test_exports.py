@@ -12,10 +12,13 @@ from pathlib import Path
 
 import pytest
 import stix2
+from hypothesis import given, settings, strategies as st
 from pymisp import PyMISP
 
 from factories import ORG
+from fedmisp.export import zeek
 from fedmisp.node.cli import main
+from fedmisp.store import query
 from fedmisp.node.home import init_home
 from fedmisp.node.importer import import_paths
 
@@ -90,6 +93,17 @@ def test_zeek_intel_maps_each_type_to_its_intel_kind_and_keeps_lines_whole(home,
     assert first[2] == f"fedmisp Export CSIRT ({EVENT_UUID}) - {ORG['name']}"
     assert first[3] == "Dropper campaign. seen in a campaign"  # the tab and line break cannot split the line
     assert first[4:] == ["-", "T", "-"]
+    assert next(r for r in rows if r[1] == "Intel::URL")[3] == "Dropper campaign"  # no comment: the info alone
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(sorted(zeek.INTEL_TYPES)), st.text(min_size=1), st.text(), st.text(min_size=1))
+def test_every_zeek_line_has_the_seven_fields_whatever_the_text(type_, value, comment, info):
+    head = query.EventHead(EVENT_UUID, 1, None, b"", {"info": info, "Orgc": {"name": "Org\tX\n"}})
+    for line in zeek.lines({"type": type_, "value": value, "comment": comment}, head, "fedmisp"):
+        assert line.endswith("\n") and line.count("\n") == 1 and "\r" not in line
+        fields = line[:-1].split("\t")
+        assert len(fields) == 7 and all(fields), fields
 
 
 def test_cli_exports_filter_on_the_ids_flag_and_on_warninglists(home, capsys):

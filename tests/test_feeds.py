@@ -9,8 +9,11 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import re
+
 import pytest
 import tomli_w
+from hypothesis import given, settings, strategies as st
 import tomllib
 
 from factories import event
@@ -249,3 +252,28 @@ def test_a_served_feed_carries_no_sharing_group_data_no_deleted_event_and_is_wha
     assert main(["export", "--home", str(tmp_path / "node"), "--format", "feed", "--feed", "nosuch",
                  "--out", str(tmp_path / "out")]) == 2
     assert "served feeds: public" in capsys.readouterr().err
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.dictionaries(st.uuids().map(str), st.integers(min_value=0, max_value=2**40), max_size=20),
+       st.text(), st.sampled_from(["tlp:green", "osint:source-type=\"blog\""]))
+def test_a_manifest_written_for_events_reads_back_as_their_timestamps(stamps, info, tag):
+    from fedmisp.export.misp import manifest_entry
+    from fedmisp.node.feed_fetch import parse_manifest
+    manifest = {u.upper(): manifest_entry({"Event": {
+        "Orgc": {"name": "O", "uuid": u}, "Tag": [{"name": tag}], "info": info, "date": "2024-01-01",
+        "analysis": "0", "threat_level_id": "4", "timestamp": str(t)}}) for u, t in stamps.items()}
+    assert parse_manifest(json.dumps(manifest).encode(), "m") == stamps
+
+
+@pytest.mark.parametrize("text, expected", [
+    (b"[]", "expected a map of event uuid"),
+    (b'{"../../etc/passwd": {"timestamp": "1"}}', "is not an event uuid"),
+    (b'{"5f4c3b2a-1d0e-4f9a-8b7c-6d5e4f3a2b1c": {"timestamp": "soon"}}', "timestamp: 'soon'"),
+    (b"\xff", "not UTF-8"),
+    (b"{", "invalid JSON at line 1"),
+])
+def test_a_bad_manifest_is_refused_whole_naming_what_is_wrong(text, expected):
+    from fedmisp.node.feed_fetch import FeedError, parse_manifest
+    with pytest.raises(FeedError, match=re.escape(expected)):
+        parse_manifest(text, "feed x")

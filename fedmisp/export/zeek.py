@@ -44,7 +44,8 @@ def lines(a: dict[str, Any], head: query.EventHead, source: str) -> Iterator[str
     parts = a["value"].split("|", 1) if len(kinds) == 2 else [a["value"]]
     h = head.header
     origin = _field(f"{source} ({head.uuid}) - {h['Orgc']['name']}")
-    desc = _field(f"{h['info']}. {a.get('comment', '')}")
+    comment = a.get("comment", "")
+    desc = _field(f"{h['info']}. {comment}" if comment else h["info"])
     for kind, part in zip(kinds, parts):
         if kind is None:
             continue
