@@ -158,6 +158,22 @@ def test_correlation_only_consumption_fetches_only_what_changed(tmp_path):
     assert unknown.returncode == 2 and "feeds: osint" in unknown.stderr
 
 
+
+@pytest.mark.slow
+def test_a_feed_added_to_a_running_node_is_fetched_after_reload(tmp_path):
+    nodes = configure(tmp_path, ["pub", "sub"], [])
+    pub, sub = nodes["pub"], nodes["sub"]
+    _add_config(pub.home, {"served_feed": [{"name": "public", "access": "open"}]})
+    docs = _events(tmp_path / "events")
+    assert _cli("import", "--home", str(pub.home), str(tmp_path / "events")).returncode == 0
+    with running(nodes):
+        assert sub.events() == set()
+        _add_config(sub.home, {"feed": [{"name": "pub", "url": f"http://127.0.0.1:{pub.port}/feed/public"}]})
+        assert _cli("reload", "--home", str(sub.home)).returncode == 0
+        wait_for(lambda: sub.events() == {docs["green"]["Event"]["uuid"], docs["community"]["Event"]["uuid"]},
+                 what="sub to fetch the feed added by the reload")
+        assert "feed pub: 2 listed" in sub.log.read_text()
+
 def test_a_folder_feed_respects_its_size_limits_and_names_what_it_refused(tmp_path, node):
     import asyncio
     from fedmisp.export.misp import events, write_feed
