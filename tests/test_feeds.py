@@ -16,7 +16,7 @@ import tomli_w
 from hypothesis import given, settings, strategies as st
 import tomllib
 
-from factories import event
+from factories import ORG, event
 from nodes import configure, running, wait_for
 from fedmisp.node.config import ConfigError, load_config
 from fedmisp.store.store import Store
@@ -207,6 +207,19 @@ def test_a_folder_feed_respects_its_size_limits_and_names_what_it_refused(tmp_pa
     assert report.events_stored == 1 and report.skipped == 1
     with pytest.raises(FeedError, match="max_manifest_bytes"):
         asyncio.run(fetch(FeedSource("local", "", tmp_path / "feed", max_manifest_bytes=10)))
+    # a feed's filter leaves out the events it refuses; a file must hold the event it is listed for
+    from fedmisp.policy.model import SyncFilter
+    report = asyncio.run(fetch(FeedSource("filtered", "", tmp_path / "feed",
+                                          filter=SyncFilter(orgs_exclude=(ORG["name"],)))))
+    assert report.filtered == 1 and report.events_stored == 0
+    other = "0b1c2d3e-4f5a-4b6c-8d7e-9f0a1b2c3d4e"
+    manifest = json.loads((tmp_path / "feed" / "manifest.json").read_text())
+    manifest[other] = manifest[big["Event"]["uuid"]]
+    (tmp_path / "feed" / "manifest.json").write_text(json.dumps(manifest))
+    (tmp_path / "feed" / f"{other}.json").write_text(json.dumps(big))
+    report = asyncio.run(fetch(FeedSource("local", "", tmp_path / "feed")))
+    assert report.files == 1 and report.refused == [
+        f"{tmp_path / 'feed'}/{other}.json: expected the one event {other} the manifest lists it for"]
 
 
 def test_feed_settings_are_checked_with_the_field_and_what_is_accepted(tmp_path, node):
@@ -214,7 +227,8 @@ def test_feed_settings_are_checked_with_the_field_and_what_is_accepted(tmp_path,
         "served_feed": [{"name": "x", "access": "public", "filter": {"tlp_ceiling": "purple"}},
                         {"name": "x"}],
         "feed": [{"name": "a", "url": "ftp://host/feed"}, {"name": "b", "url": "http://h/f", "path": "f"},
-                 {"name": "c", "path": "f", "mode": "mirror", "interval_seconds": 1, "max_event_bytes": 0}],
+                 {"name": "c", "path": "f", "mode": "mirror", "interval_seconds": 1, "max_event_bytes": 0,
+                  "filter": {"to_ids_only": True, "tags_exclude": "tlp:red"}}],
     })
     with pytest.raises(ConfigError) as e:
         load_config(node.config.home)
@@ -223,7 +237,9 @@ def test_feed_settings_are_checked_with_the_field_and_what_is_accepted(tmp_path,
                      "served_feed 'x'.filter.tlp_ceiling: 'purple'", "served_feed 'x'.name: used by another",
                      "feed 'a'.url: 'ftp://host/feed'", "feed 'b': give exactly one of url",
                      "feed 'c'.mode: 'mirror'; accepted: full, correlation-only",
-                     "feed 'c'.interval_seconds: 1", "feed 'c'.max_event_bytes: 0"):
+                     "feed 'c'.interval_seconds: 1", "feed 'c'.max_event_bytes: 0",
+                     "feed 'c'.filter.to_ids_only: not applied to fetched feeds",
+                     "feed 'c'.filter.tags_exclude: expected a list"):
         assert expected in text
 
 

@@ -29,7 +29,11 @@ MAX_BYTES_CEILING = 4 * 1024 * 1024 * 1024
 
 _SERVED_FIELDS = ("name", "access", "filter")
 _FEED_FIELDS = ("name", "url", "path", "interval_seconds", "mode", "max_manifest_bytes", "max_event_bytes",
-                "headers")
+                "headers", "filter")
+# A fetched feed is filtered by event (as MISP's feed rules: tags and orgs); the element settings of
+# a peer filter (types, templates, to_ids, distribution) are not applied to feeds.
+FEED_FILTER_FIELDS = ("tags_include", "tags_exclude", "orgs_include", "orgs_exclude", "tlp_ceiling", "pap_ceiling",
+                      "not_before")
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,7 @@ class FeedSource:
     max_manifest_bytes: int = DEFAULT_MAX_MANIFEST_BYTES
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
     headers: tuple[tuple[str, str], ...] = ()  # e.g. Authorization for a feed behind an API key
+    filter: SyncFilter = SyncFilter()  # events it refuses are not taken (event settings only)
 
     @property
     def location(self) -> str:
@@ -153,6 +158,14 @@ def parse_feeds(raw: Any, home: Path, problems: list[str]) -> tuple[FeedSource, 
             problems.append(f"{label}.headers: expected a table of header names to text values, "
                             "such as {{ Authorization = \"KEY\" }}")
             headers = {}
+        raw_filter = table.get("filter")
+        if isinstance(raw_filter, dict):
+            for key in raw_filter:
+                if key not in FEED_FILTER_FIELDS:
+                    problems.append(f"{label}.filter.{key}: not applied to fetched feeds (they are filtered by "
+                                    f"event); accepted: {', '.join(FEED_FILTER_FIELDS)}")
+            raw_filter = {k: v for k, v in raw_filter.items() if k in FEED_FILTER_FIELDS}
+        f = parse_filter(raw_filter, f"{label}.filter", problems, push=False)
         feeds.append(FeedSource(str(table.get("name")), url, folder, float(interval), mode == "correlation-only",
-                                manifest_max, event_max, tuple(sorted(headers.items()))))
+                                manifest_max, event_max, tuple(sorted(headers.items())), f))
     return tuple(feeds)

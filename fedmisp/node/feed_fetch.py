@@ -23,6 +23,9 @@ import aiohttp
 
 from fedmisp.node.feed_config import FeedSource
 from fedmisp.node.importer import FileResult, ImportFileError, ImportReport, Preparer, parse_document
+from fedmisp.model.misp import unwrap_events
+from fedmisp.policy.filters import event_check
+from fedmisp.policy.model import event_view
 from fedmisp.store.store import EventWrite, WriteOutcome
 
 log = logging.getLogger("fedmisp.feeds")
@@ -45,13 +48,14 @@ class FetchReport(ImportReport):
     feed: str = ""
     listed: int = 0  # events in the manifest
     skipped: int = 0  # manifest timestamp unchanged since the last fetch: not downloaded
+    filtered: int = 0  # valid events the feed's filter did not take
     failed: list[str] = field(default_factory=list)  # downloads that failed: tried again next time
 
     def summary(self) -> str:
         return (f"feed {self.feed}: {self.listed} listed, {self.skipped} unchanged since the last fetch, "
                 f"{self.files} fetched: {self.events_stored} event(s) stored ({self.attributes_stored} attributes), "
                 f"{self.events_unchanged} unchanged, {self.events_older} older than held, "
-                f"{self.events_refused} refused, {len(self.failed)} failed to download")
+                f"{self.filtered} filtered out, {self.events_refused} refused, {len(self.failed)} failed to download")
 
 
 async def read_limited(feed: FeedSource, name: str, limit: int, http: aiohttp.ClientSession | None,
@@ -144,7 +148,8 @@ async def fetch_feed(node: Any, feed: FeedSource, submit: Submit, run_blocking: 
     path = state_path(node.config.home, feed)
     seen = await run_blocking(_load_state, path, feed)
     preparer = Preparer(node.identity, node.store, node.import_defaults(), feed.max_event_bytes,
-                        source=feed.name if feed.correlation_only else "", correlation_only=feed.correlation_only)
+                        source=feed.name if feed.correlation_only else "", correlation_only=feed.correlation_only,
+                        accept=lambda parsed: event_check(feed.filter, event_view(parsed.header, [])))
     done = 0
     for event_uuid, stamp in manifest.items():
         if seen.get(event_uuid) == stamp:
@@ -156,8 +161,9 @@ async def fetch_feed(node: Any, feed: FeedSource, submit: Submit, run_blocking: 
         except (OSError, aiohttp.ClientError, asyncio.TimeoutError) as e:
             report.failed.append(f"{feed.location}/{name}: {e or type(e).__name__}")
             continue
-        result = await run_blocking(_prepare, preparer, body, f"{feed.location}/{name}")
+        result = await run_blocking(_prepare, preparer, body, f"{feed.location}/{name}", event_uuid)
         report.files += 1
+        report.filtered += result.filtered
         report.refused.extend(result.refused)
         report.events_unchanged += result.unchanged
         report.events_older += result.older
@@ -172,11 +178,15 @@ async def fetch_feed(node: Any, feed: FeedSource, submit: Submit, run_blocking: 
     return report
 
 
-def _prepare(preparer: Preparer, body: bytes, label: str) -> Any:
+def _prepare(preparer: Preparer, body: bytes, label: str, event_uuid: str) -> FileResult:
     try:
         document = parse_document(body, label)
     except ImportFileError as e:
         return FileResult(refused=[str(e)])
+    events = unwrap_events(document)
+    # the file the manifest lists under a uuid holds that event and no other
+    if len(events) != 1 or not isinstance(events[0], dict) or str(events[0].get("uuid", "")).lower() != event_uuid:
+        return FileResult(refused=[f"{label}: expected the one event {event_uuid} the manifest lists it for"])
     return preparer.prepare_document(document, label)
 
 

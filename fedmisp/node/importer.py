@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from fedmisp.model.identity import Identity
-from fedmisp.model.misp import EventError, ImportDefaults, parse_event, unwrap_events
+from fedmisp.model.misp import EventError, ImportDefaults, ParsedEvent, parse_event, unwrap_events
 from fedmisp.model.revision import sign_event
 from fedmisp.node.config import load_config
 from fedmisp.node.home import Node
@@ -133,6 +133,7 @@ class FileResult:
     refused: list[str] = field(default_factory=list)
     unchanged: int = 0
     older: int = 0
+    filtered: int = 0  # valid, but not taken (a feed's filter)
 
 
 class Preparer:
@@ -144,13 +145,15 @@ class Preparer:
     """
 
     def __init__(self, identity: Identity, store: Store, defaults: ImportDefaults, max_bytes: int,
-                 source: str = "", correlation_only: bool = False):
+                 source: str = "", correlation_only: bool = False,
+                 accept: Callable[[ParsedEvent], str | None] | None = None):
         self.identity = identity
         self.store = store
         self.defaults = defaults
         self.max_bytes = max_bytes
         self.source = source
         self.correlation_only = correlation_only
+        self.accept = accept  # a filter: the reason an event is not taken, or None (a feed's filter)
 
     def prepare(self, path: Path) -> FileResult:
         try:
@@ -171,6 +174,9 @@ class Preparer:
                 info = raw.get("info") if isinstance(raw, dict) else None
                 label = name + (f" ({info!r})" if isinstance(info, str) and info else "")
                 result.refused.append(f"{path}: event {label}: " + "; ".join(map(str, e.problems)))
+                continue
+            if self.accept is not None and self.accept(parsed) is not None:
+                result.filtered += 1
                 continue
             held = self.store.held(parsed.uuid)
             if held is not None and held.timestamp >= parsed.timestamp:
