@@ -226,6 +226,12 @@ class FeedFetcher:
                                         max_instances=1, coalesce=True, id=f"feed-{name}",
                                         next_run_time=datetime.now())
 
+    def status_json(self) -> dict[str, Any]:
+        """Each configured feed and what its last fetch did (GET /node/v1/feeds)."""
+        return {f.name: {"location": f.location, "mode": "correlation-only" if f.correlation_only else "full",
+                         "interval_seconds": f.interval_seconds, "last_fetch": self.last.get(f.name)}
+                for f in self.node.config.feeds}
+
     async def stop(self) -> None:
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)

@@ -64,7 +64,8 @@ async def serve(node: Node, *, host: str | None = None, port: int | None = None)
     app.add_routes(FeedServer(node, run_blocking, lambda key: _role_of(ctx, key)).routes())
     fetcher = FeedFetcher(node, lambda events: asyncio.wrap_future(writer.submit(events)), run_blocking)
     app.add_routes([web.get("/node/v1/peers", _peers_handler(gossiper)),
-                    web.get("/node/v1/health", _health)])
+                    web.get("/node/v1/health", _health),
+                    web.get("/node/v1/feeds", _feeds_handler(node, fetcher))])
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE)
     try:
         await runner.setup()
@@ -125,6 +126,14 @@ def _peers_handler(gossiper: Gossiper) -> Any:
         # addresses but no keys or data.
         return web.json_response(await asyncio.get_running_loop().run_in_executor(None, gossiper.peers_json))
     return peers
+
+
+def _feeds_handler(node: Node, fetcher: FeedFetcher) -> Any:
+    async def feeds(request: web.Request) -> web.Response:
+        # Like /node/v1/peers: for operators; feed locations and outcomes, no keys or headers.
+        return web.json_response({"served": [f.name for f in node.config.served_feeds],
+                                  "fetched": fetcher.status_json()})
+    return feeds
 
 
 async def _health(request: web.Request) -> web.Response:
