@@ -10,7 +10,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from fedmisp.store.store import Store
 
@@ -57,24 +57,35 @@ def write_misp_json(store: Store, out: Path) -> int:
     return n
 
 
-def write_feed(store: Store, out: Path) -> int:
+def manifest_entry(event: dict[str, Any]) -> dict[str, Any]:
+    """An event's line in manifest.json: what MISP's feed fetcher reads to decide what to download
+    (it fetches an event again when `timestamp` changed)."""
+    e = event["Event"]
+    return {"Orgc": e["Orgc"], "Tag": e.get("Tag", []), "info": e["info"], "date": e["date"],
+            "analysis": e["analysis"], "threat_level_id": e["threat_level_id"], "timestamp": e["timestamp"]}
+
+
+def hash_lines(event: dict[str, Any]) -> Iterator[str]:
+    """hashes.csv lines of an event: md5 of each attribute value (each half of a composite), event uuid."""
+    e = event["Event"]
+    attributes = list(e.get("Attribute", []))
+    for obj in e.get("Object", []):
+        attributes.extend(obj.get("Attribute", []))
+    for a in attributes:
+        for part in a["value"].split("|") if "|" in a["type"] else [a["value"]]:
+            yield f"{hashlib.md5(part.encode('utf-8')).hexdigest()},{e['uuid']}\n"
+
+
+def write_feed(feed_events: Iterable[dict[str, Any]], out: Path) -> int:
+    """A MISP feed folder of `feed_events` (`events(store, include_local=False)`, or a served feed's)."""
     out.mkdir(parents=True, exist_ok=True)
     manifest: dict[str, Any] = {}
     hashes: list[str] = []
-    for event in events(store, include_local=False):
+    for event in feed_events:
         e = event["Event"]
         _write_atomic(out / f"{e['uuid']}.json", json.dumps(event, ensure_ascii=False))
-        manifest[e["uuid"]] = {
-            "Orgc": e["Orgc"], "Tag": e.get("Tag", []), "info": e["info"], "date": e["date"],
-            "analysis": e["analysis"], "threat_level_id": e["threat_level_id"],
-            "timestamp": e["timestamp"],
-        }
-        attributes = list(e.get("Attribute", []))
-        for obj in e.get("Object", []):
-            attributes.extend(obj.get("Attribute", []))
-        for a in attributes:
-            for part in a["value"].split("|") if "|" in a["type"] else [a["value"]]:
-                hashes.append(f"{hashlib.md5(part.encode('utf-8')).hexdigest()},{e['uuid']}")
-    _write_atomic(out / "hashes.csv", "\n".join(hashes) + ("\n" if hashes else ""))
+        manifest[e["uuid"]] = manifest_entry(event)
+        hashes.extend(hash_lines(event))
+    _write_atomic(out / "hashes.csv", "".join(hashes))
     _write_atomic(out / "manifest.json", json.dumps(manifest, indent=1, ensure_ascii=False))
     return len(manifest)

@@ -678,7 +678,7 @@ async def attribute_delete(request: web.Request) -> web.Response:
 
 # --- restSearch -----------------------------------------------------------------------------------------
 
-RETURN_FORMATS = ("json", "csv", "text", "suricata", "snort")
+RETURN_FORMATS = ("json", "csv", "text", "suricata", "snort", "zeek", "stix2")
 
 
 async def _search_params(request: web.Request) -> tuple[query.Query, str, dict[str, Any]]:
@@ -712,7 +712,7 @@ async def attribute_search(request: web.Request) -> web.StreamResponse:
     from fedmisp.export import csv as csv_export, nids, text as text_export
     ctx = request.app[CTX]
     q, fmt, params = await _search_params(request)
-    if fmt in ("suricata", "snort") and q.to_ids is None:
+    if fmt in ("suricata", "snort", "zeek") and q.to_ids is None:
         q = query.Query(**{**q.__dict__, "to_ids": True})  # MISP's NIDS export: IDS-flagged attributes only
     found = query.search_attributes(ctx.store, q)
     if _flag(params.get("enforceWarninglist")):
@@ -740,7 +740,17 @@ async def attribute_search(request: web.Request) -> web.StreamResponse:
         return await stream(request, csv_export.attributes_csv(ctx.store, found), "text/csv; charset=utf-8")
     if fmt == "text":
         return await stream(request, text_export.attributes_text(found), "text/plain; charset=utf-8")
+    if fmt in ("zeek", "stix2"):
+        return await _stream_zeek_stix(request, fmt, found)
     return await stream(request, nids.rules(found, fmt), "text/plain; charset=utf-8")
+
+
+async def _stream_zeek_stix(request: web.Request, fmt: str, found: Iterator[Any]) -> web.StreamResponse:
+    from fedmisp.export import stix, zeek
+    if fmt == "zeek":
+        org = request.app[CTX].node.config.org_name
+        return await stream(request, zeek.intel(found, f"fedmisp {org}"), "text/plain; charset=utf-8")
+    return await stream(request, stix.attributes_bundle(attribute_json(h, b) for h, b in found), JSON)
 
 
 @needs("read-only")
@@ -748,6 +758,12 @@ async def event_search(request: web.Request) -> web.StreamResponse:
     from fedmisp.export import csv as csv_export, nids, text as text_export
     ctx = request.app[CTX]
     q, fmt, _params = await _search_params(request)
+    if fmt == "stix2":  # one report per event (misp-stix), as MISP's event restSearch gives
+        from fedmisp.export import filters, stix
+        warninglist = _flag(_params.get("enforceWarninglist"))
+        views = (_view(ctx, head.uuid) for head in query.search_events(ctx.store, q))
+        return await stream(request, stix.events_bundle(
+            filters.event(v, to_ids=bool(q.to_ids), enforce_warninglist=warninglist) for v in views if v), JSON)
     if fmt != "json":
         # other formats list the matching events' attributes (MISP does the same)
         found = ((h, b) for head in query.search_events(ctx.store, q)
@@ -757,6 +773,8 @@ async def event_search(request: web.Request) -> web.StreamResponse:
             return await stream(request, csv_export.attributes_csv(ctx.store, found), "text/csv; charset=utf-8")
         if fmt == "text":
             return await stream(request, text_export.attributes_text(found), "text/plain; charset=utf-8")
+        if fmt == "zeek":
+            return await _stream_zeek_stix(request, fmt, found)
         return await stream(request, nids.rules(found, fmt), "text/plain; charset=utf-8")
     include_deleted = True in q.deleted
     correlations = _flag(_params.get("includeCorrelations"))

@@ -101,25 +101,114 @@ def cmd_correlate(args: argparse.Namespace) -> int:
     return 0
 
 
+ATTRIBUTE_FORMATS = ("csv", "text", "suricata", "snort", "zeek")
+EXPORT_FORMATS = ("misp-json", "feed", *ATTRIBUTE_FORMATS, "stix2")
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from fedmisp.export.misp import events, write_feed, write_misp_json
+    if args.format in ("misp-json", "feed") and (args.to_ids or args.enforce_warninglist):
+        print("fedmisp export: --to-ids and --enforce-warninglist apply to csv, text, suricata, snort, zeek "
+              "and stix2", file=sys.stderr)
+        return 2
+    if args.feed and args.format != "feed":
+        print("fedmisp export: --feed NAME goes with --format feed", file=sys.stderr)
+        return 2
     with _open(args) as node:
         if args.format == "feed":
             if not args.out:
                 print("fedmisp export: --format feed needs --out DIR", file=sys.stderr)
                 return 2
-            n = write_feed(node.store, Path(args.out))
+            feed_events = events(node.store, include_local=False)
+            if args.feed:
+                from fedmisp.gossip.replica import Replica
+                from fedmisp.node.feeds import feed_events as served
+                feed = next((f for f in node.config.served_feeds if f.name == args.feed), None)
+                if feed is None:
+                    known = ", ".join(f.name for f in node.config.served_feeds) or "none ([[served_feed]])"
+                    print(f"fedmisp export: no served feed named {args.feed!r}; served feeds: {known}",
+                          file=sys.stderr)
+                    return 2
+                feed_events = served(Replica(node), feed)
+            n = write_feed(feed_events, Path(args.out))
             print(f"wrote a MISP feed of {n} event(s) to {args.out}", file=sys.stderr)
-        elif args.out:
+        elif args.format == "misp-json" and args.out:
             n = write_misp_json(node.store, Path(args.out))
             print(f"wrote {n} event(s) to {args.out}", file=sys.stderr)
-        else:
+        elif args.format == "misp-json":
             # {"response": [...]}, as MISP's events/index returns, streamed event by event.
             sys.stdout.write('{"response": [')
             for i, event in enumerate(events(node.store)):
                 sys.stdout.write(("," if i else "") + "\n" + json.dumps(event, ensure_ascii=False))
             sys.stdout.write("\n]}\n")
+        else:
+            out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
+            try:
+                for piece in _protective_export(node, args):
+                    out.write(piece)
+            finally:
+                if args.out:
+                    out.close()
     return 0
+
+
+def _protective_export(node: Any, args: argparse.Namespace) -> Any:
+    """CSV, text, IDS rules, Zeek intel or a STIX 2.1 bundle of what the node shows (as restSearch)."""
+    from fedmisp.export import csv as csv_export, filters, nids, stix, text, zeek
+    from fedmisp.export.misp import events
+    from fedmisp.store import query
+    # IDS rules and Zeek intel carry IDS-flagged attributes only (MISP's NIDS and Zeek exports)
+    to_ids = args.to_ids or args.format in ("suricata", "snort", "zeek")
+    if args.format == "stix2":
+        return stix.events_bundle(filters.event(e, to_ids=to_ids, enforce_warninglist=args.enforce_warninglist)
+                                  for e in events(node.store) if not e["Event"].get("deleted"))
+    found = filters.attributes(query.search_attributes(node.store, query.Query()), to_ids=to_ids,
+                               enforce_warninglist=args.enforce_warninglist)
+    if args.format == "csv":
+        return csv_export.attributes_csv(node.store, found)
+    if args.format == "text":
+        return text.attributes_text(found)
+    if args.format == "zeek":
+        return zeek.intel(found, f"fedmisp {node.config.org_name}")
+    return nids.rules(found, args.format)
+
+
+def cmd_feed_fetch(args: argparse.Namespace) -> int:
+    """Fetch the [[feed]]s of fedmisp.toml now (all, or the one named), as the running node does."""
+    import asyncio
+    from fedmisp.node.feed_fetch import FeedError, fetch_feed
+    from fedmisp.store.writer import Writer
+    with _open(args) as node:
+        feeds = [f for f in node.config.feeds if args.name in (None, f.name)]
+        if not feeds:
+            known = ", ".join(f.name for f in node.config.feeds) or "none configured ([[feed]] in fedmisp.toml)"
+            print(f"fedmisp feed fetch: no feed named {args.name!r}; feeds: {known}", file=sys.stderr)
+            return 2
+
+        async def fetch_all(writer: Writer) -> int:
+            import aiohttp
+            loop = asyncio.get_running_loop()
+
+            async def run_blocking(fn: Callable[..., Any], *a: Any) -> Any:
+                return await loop.run_in_executor(None, fn, *a)
+            failures = 0
+            async with aiohttp.ClientSession() as http:
+                for feed in feeds:
+                    try:
+                        report = await fetch_feed(node, feed, lambda ev: asyncio.wrap_future(writer.submit(ev)),
+                                                  run_blocking, http)
+                    except FeedError as e:
+                        print(f"fedmisp feed fetch: {e}", file=sys.stderr)
+                        failures += 1
+                        continue
+                    for problem in report.refused + report.failed:
+                        print(f"refused: {problem}" if problem in report.refused else f"failed: {problem}",
+                              file=sys.stderr)
+                    print(report.summary())
+            return failures
+        with Writer(node.store) as writer:
+            failures = asyncio.run(fetch_all(writer))
+    return 1 if failures else 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -402,10 +491,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_correlate)
 
-    p = with_home(sub.add_parser("export", help="export events as MISP JSON or as a MISP feed"))
-    p.add_argument("--format", choices=["misp-json", "feed"], default="misp-json")
-    p.add_argument("--out", help="folder to write (default for misp-json: standard output)")
+    p = with_home(sub.add_parser("export", help="export events as MISP JSON, a MISP feed, or for protective "
+                                                  "tools (CSV, text, Suricata, Snort, Zeek intel, STIX 2.1)"))
+    p.add_argument("--format", choices=EXPORT_FORMATS, default="misp-json")
+    p.add_argument("--out", help="folder to write for misp-json and feed, file for the others "
+                                 "(default: standard output)")
+    p.add_argument("--feed", help="with --format feed: what the [[served_feed]] of this name publishes")
+    p.add_argument("--to-ids", action="store_true", help="only attributes flagged for IDS (to_ids)")
+    p.add_argument("--enforce-warninglist", action="store_true",
+                   help="leave out values on a MISP warninglist (public resolvers, top domains, ...)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("feed", help="MISP feeds this node fetches ([[feed]] in fedmisp.toml)")
+    feed_cmds = p.add_subparsers(dest="feed_cmd", required=True)
+    k = with_home(feed_cmds.add_parser("fetch", help="fetch what changed in the configured feeds now"))
+    k.add_argument("name", nargs="?", help="one feed (default: every [[feed]])")
+    k.set_defaults(func=cmd_feed_fetch)
 
     p = with_home(sub.add_parser("status", help="what the node holds"))
     p.add_argument("--json", action="store_true")

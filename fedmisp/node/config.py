@@ -20,6 +20,7 @@ from fedmisp.policy.config import parse_filter, parse_mode
 from fedmisp.correlate.engine import CorrelationConfig
 from fedmisp.gossip.peers import PeerConfig
 from fedmisp.policy.model import PeerMode, PeerPolicy
+from fedmisp.node.feed_config import FeedSource, ServedFeed, parse_feeds, parse_served_feeds
 
 CONFIG_FILE = "fedmisp.toml"
 KEY_FILE = "identity.key"
@@ -259,6 +260,8 @@ class NodeConfig:
     log: LogConfig = field(default_factory=LogConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    served_feeds: tuple[ServedFeed, ...] = ()  # [[served_feed]]: MISP feeds this node publishes
+    feeds: tuple[FeedSource, ...] = ()  # [[feed]]: MISP feeds this node fetches
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
@@ -319,7 +322,7 @@ def load_config(home: Path) -> NodeConfig:
         raise ConfigError(path, [f"not valid TOML: {e}"]) from None
     problems: list[str] = []
     known_sections = {"node", "sharing", "limits", "peer", "blocklist", "gossip", "correlation", "log", "audit",
-                      "metrics"}
+                      "metrics", "served_feed", "feed"}
     for section in raw:
         if section not in known_sections:
             problems.append(f"[{section}]: unknown section; accepted: {', '.join(sorted(known_sections))}")
@@ -372,9 +375,11 @@ def load_config(home: Path) -> NodeConfig:
     blocked_orgs = _parse_uuid_list(blocklist.get("orgs"), "blocklist.orgs", problems)
     correlation = _parse_correlation(raw.get("correlation"), problems)
     log, audit, metrics = _parse_observability(raw, problems)
+    served_feeds = parse_served_feeds(raw.get("served_feed"), problems)
+    feeds = parse_feeds(raw.get("feed"), home, problems)
     if problems:
         raise ConfigError(path, problems)
     return NodeConfig(correlation=correlation, home=home, org_name=org_name, org_uuid=org_uuid, listen_host=host, listen_port=port,
                       default_distribution=distribution, max_import_file_bytes=max_file, peers=peers,
                       blocked_events=blocked_events, blocked_orgs=blocked_orgs, log=log, audit=audit,
-                      metrics=metrics, raw=raw)
+                      metrics=metrics, served_feeds=served_feeds, feeds=feeds, raw=raw)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from fedmisp.model.identity import Identity
-from fedmisp.model.misp import EventError, ImportDefaults, parse_event, unwrap_events
+from fedmisp.model.misp import EventError, ImportDefaults, ParsedEvent, parse_event, unwrap_events
 from fedmisp.model.revision import sign_event
 from fedmisp.node.config import load_config
 from fedmisp.node.home import Node
@@ -43,6 +43,19 @@ class ImportReport:
     events_older: int = 0
     attributes_stored: int = 0
     refused: list[str] = field(default_factory=list)
+
+    def count(self, event: EventWrite, outcome: WriteOutcome) -> None:
+        """What the writer did with one event."""
+        if outcome is WriteOutcome.STORED:
+            self.events_stored += 1
+            self.attributes_stored += event.attribute_count
+        elif outcome is WriteOutcome.UNCHANGED:
+            self.events_unchanged += 1
+        elif outcome is WriteOutcome.CONFLICT:
+            self.refused.append(f"event {uuid_text(event.uuid)}: an attribute or object uuid is "
+                                "already used by another event; element uuids must be unique")
+        else:
+            self.events_older += 1
 
     @property
     def events_refused(self) -> int:
@@ -93,15 +106,24 @@ def _read_document(path: Path, max_bytes: int) -> object:
         raise ImportFileError(f"{path}: {size} bytes; files up to {max_bytes} bytes are accepted "
                               "(limits.max_import_file_bytes); split it or import it as a feed folder")
     try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise ImportFileError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        raw = path.read_bytes()
     except OSError as e:
         raise ImportFileError(f"{path}: cannot read ({e.strerror})") from None
+    return parse_document(raw, str(path))
+
+
+def parse_document(raw: bytes, label: str) -> object:
+    """UTF-8 JSON (a BOM allowed), with an error naming `label` and where the text went wrong."""
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ImportFileError(f"{label}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        raise ImportFileError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+        raise ImportFileError(f"{label}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    except RecursionError:
+        raise ImportFileError(f"{label}: JSON nested too deeply") from None
 
 
 @dataclass
@@ -111,6 +133,7 @@ class FileResult:
     refused: list[str] = field(default_factory=list)
     unchanged: int = 0
     older: int = 0
+    filtered: int = 0  # valid, but not taken (a feed's filter)
 
 
 class Preparer:
@@ -122,21 +145,27 @@ class Preparer:
     """
 
     def __init__(self, identity: Identity, store: Store, defaults: ImportDefaults, max_bytes: int,
-                 source: str = "", correlation_only: bool = False):
+                 source: str = "", correlation_only: bool = False,
+                 accept: Callable[[ParsedEvent], str | None] | None = None):
         self.identity = identity
         self.store = store
         self.defaults = defaults
         self.max_bytes = max_bytes
         self.source = source
         self.correlation_only = correlation_only
+        self.accept = accept  # a filter: the reason an event is not taken, or None (a feed's filter)
 
     def prepare(self, path: Path) -> FileResult:
-        result = FileResult()
         try:
             document = _read_document(path, self.max_bytes)
         except ImportFileError as e:
-            result.refused.append(str(e))
-            return result
+            return FileResult(refused=[str(e)])
+        return self.prepare_document(document, str(path))
+
+    def prepare_document(self, document: object, label: str) -> FileResult:
+        """The events of one parsed MISP JSON document; `label` names it in refusals (a file, a URL)."""
+        result = FileResult()
+        path = label
         for index, raw in enumerate(unwrap_events(document)):
             try:
                 parsed = parse_event(raw, self.defaults)
@@ -145,6 +174,9 @@ class Preparer:
                 info = raw.get("info") if isinstance(raw, dict) else None
                 label = name + (f" ({info!r})" if isinstance(info, str) and info else "")
                 result.refused.append(f"{path}: event {label}: " + "; ".join(map(str, e.problems)))
+                continue
+            if self.accept is not None and self.accept(parsed) is not None:
+                result.filtered += 1
                 continue
             held = self.store.held(parsed.uuid)
             if held is not None and held.timestamp >= parsed.timestamp:
@@ -210,16 +242,7 @@ def import_paths(node: Node, paths: list[Path], progress: Callable[[int, int], N
         while pending and (wait_all or pending[0][0].done()):
             future, events = pending.popleft()
             for event, outcome in zip(events, future.result()):
-                if outcome is WriteOutcome.STORED:
-                    report.events_stored += 1
-                    report.attributes_stored += event.attribute_count
-                elif outcome is WriteOutcome.UNCHANGED:
-                    report.events_unchanged += 1
-                elif outcome is WriteOutcome.CONFLICT:
-                    report.refused.append(f"event {uuid_text(event.uuid)}: an attribute or object uuid is "
-                                          "already used by another event; element uuids must be unique")
-                else:
-                    report.events_older += 1
+                report.count(event, outcome)
 
     def take(result: FileResult) -> None:
         nonlocal batch, batch_elements

@@ -21,7 +21,9 @@ from typing import Any
 
 from fedmisp.gossip.observe import Fanout
 from fedmisp.gossip.service import ANTI_ENTROPY_SECONDS, Gossiper
-from fedmisp.node.api import DEFAULT_MAX_REQUEST_BYTES, ApiContext, make_app
+from fedmisp.node.api import DEFAULT_MAX_REQUEST_BYTES, ApiContext, _role_of, make_app
+from fedmisp.node.feed_fetch import FeedFetcher
+from fedmisp.node.feeds import FeedServer
 from fedmisp.node.config import CONFIG_FILE, ConfigError, NodeConfig, load_config
 from fedmisp.node.home import Node
 from fedmisp.node.logs import AuditLog, configure_logging
@@ -66,10 +68,14 @@ async def serve(node: Node, *, host: str | None = None, port: int | None = None,
     metrics.track_peers(gossiper.peers_json)
     # Something stored locally (API, import through the API) is announced to peers at once.
     writer = Writer(node.store, on_commit=lambda: loop.call_soon_threadsafe(gossiper.stored_something))
-    app = make_app(ApiContext(node, writer, limit), outer_middlewares=(metrics.middleware,))
+    ctx = ApiContext(node, writer, limit)
+    app = make_app(ctx, outer_middlewares=(metrics.middleware,))
     app.add_routes(gossiper.protocol.routes())
+    app.add_routes(FeedServer(node, run_blocking, lambda key: _role_of(ctx, key)).routes())
+    fetcher = FeedFetcher(node, lambda events: asyncio.wrap_future(writer.submit(events)), run_blocking)
     app.add_routes([web.get("/node/v1/peers", _peers_handler(gossiper)),
                     web.get("/node/v1/health", _health),
+                    web.get("/node/v1/feeds", _feeds_handler(node, fetcher)),
                     web.get(METRICS_PATH, metrics.handler)])
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE)
     try:
@@ -82,14 +88,16 @@ async def serve(node: Node, *, host: str | None = None, port: int | None = None,
         print(f"fedmisp: serving the MISP API on http://{_show_host(bound[0])}:{bound[1]} "
               f"for {node.config.org_name!r}", flush=True)
         await gossiper.start()
+        await fetcher.start()
         pid_file.write_text(f"{os.getpid()}\n")
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(
-            reload(node, gossiper, audit, log_overrides or {})))
+            reload(node, gossiper, audit, log_overrides or {}, fetcher)))
         await stop.wait()
         print("fedmisp: stopping", flush=True)
     finally:
         loop.remove_signal_handler(signal.SIGHUP)
         pid_file.unlink(missing_ok=True)
+        await fetcher.stop()
         await gossiper.stop()
         await runner.cleanup()
         writer.close()
@@ -99,7 +107,7 @@ async def serve(node: Node, *, host: str | None = None, port: int | None = None,
 
 
 async def reload(node: Node, gossiper: Gossiper, audit: AuditLog | None = None,
-                 log_overrides: dict[str, str | None] | None = None) -> None:
+                 log_overrides: dict[str, str | None] | None = None, fetcher: FeedFetcher | None = None) -> None:
     """SIGHUP: read fedmisp.toml again. An invalid file changes nothing, and the log says why."""
     try:
         config = await asyncio.get_running_loop().run_in_executor(None, load_config, node.config.home)
@@ -114,6 +122,8 @@ async def reload(node: Node, gossiper: Gossiper, audit: AuditLog | None = None,
     if audit is not None:
         audit.configure(config.audit, config.home)
     gossiper.reschedule()
+    if fetcher is not None:
+        fetcher.reschedule()
     log.info("reloaded %s: %d peer(s)", CONFIG_FILE, len(config.peers), extra={"peers": len(config.peers)})
 
 
@@ -133,6 +143,14 @@ def _peers_handler(gossiper: Gossiper) -> Any:
         # addresses but no keys or data.
         return web.json_response(await asyncio.get_running_loop().run_in_executor(None, gossiper.peers_json))
     return peers
+
+
+def _feeds_handler(node: Node, fetcher: FeedFetcher) -> Any:
+    async def feeds(request: web.Request) -> web.Response:
+        # Like /node/v1/peers: for operators; feed locations and outcomes, no keys or headers.
+        return web.json_response({"served": [f.name for f in node.config.served_feeds],
+                                  "fetched": fetcher.status_json()})
+    return feeds
 
 
 async def _health(request: web.Request) -> web.Response:

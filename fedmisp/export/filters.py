@@ -1,0 +1,51 @@
+"""What exports for protective tools leave out: attributes without the IDS flag (`to_ids`), and
+values a MISP warninglist says are benign (MISP's enforceWarninglist: a public resolver, a top
+domain), which would block or alert on everyone's traffic."""
+from __future__ import annotations
+
+from typing import Any, Iterable, Iterator, TypeVar
+
+from fedmisp.correlate.warninglists import warninglist_hits
+
+T = TypeVar("T")
+
+
+def warninglisted(attribute: dict[str, Any]) -> bool:
+    # a composite (domain|ip, filename|md5) is judged by its first part, as MISP does
+    return bool(warninglist_hits(attribute["value"].split("|")[0]))
+
+
+def keep(attribute: dict[str, Any], *, to_ids: bool, enforce_warninglist: bool) -> bool:
+    if attribute.get("deleted"):
+        return False
+    if to_ids and not attribute.get("to_ids"):
+        return False
+    return not (enforce_warninglist and warninglisted(attribute))
+
+
+def attributes(found: Iterable[tuple[T, dict[str, Any]]], *, to_ids: bool = False,
+               enforce_warninglist: bool = False) -> Iterator[tuple[T, dict[str, Any]]]:
+    """(event, attribute) pairs the filters keep."""
+    for head, a in found:
+        if keep(a, to_ids=to_ids, enforce_warninglist=enforce_warninglist):
+            yield head, a
+
+
+def event(misp_event: dict[str, Any], *, to_ids: bool = False, enforce_warninglist: bool = False) -> dict[str, Any]:
+    """A MISP JSON event with only the attributes (in and out of objects) the filters keep, never
+    soft-deleted ones; objects left with no attribute are dropped."""
+    e = misp_event["Event"]
+    e["Attribute"] = [a for a in e.get("Attribute", []) if keep(a, to_ids=to_ids, enforce_warninglist=enforce_warninglist)]
+    objects = []
+    for o in e.get("Object", []):
+        if o.get("deleted"):
+            continue
+        o["Attribute"] = [a for a in o.get("Attribute", [])
+                          if keep(a, to_ids=to_ids, enforce_warninglist=enforce_warninglist)]
+        if o["Attribute"]:
+            objects.append(o)
+    kept = {o["uuid"] for o in objects} | {a["uuid"] for a in e["Attribute"]}
+    for o in objects:
+        o["ObjectReference"] = [r for r in o.get("ObjectReference", []) if r.get("referenced_uuid") in kept]
+    e["Object"] = objects
+    return misp_event

@@ -1,0 +1,147 @@
+"""Serving MISP feeds from the running node: GET /feed/{name}/manifest.json, /{uuid}.json, /hashes.csv.
+
+What a feed publishes is what the outbound pipeline lets a peer with the feed's filter pull
+(`ServedFeed.policy`): published events only, nothing at level 0, nothing bound to a sharing group
+(a feed reader is no member of any), only what the filter passes, never correlation-only data.
+Each item is written at the level its reader holds it at (MISP's downgrade: 1 becomes 0, 2 becomes
+1), so a node that imports the feed does not pass on further than the author allowed.
+
+The layout is MISP's (what its "fetch feed" reads): manifest.json maps each event uuid to its
+summary (info, Orgc, Tag, date, threat_level_id, analysis, timestamp), one ``{uuid}.json`` per event
+(``{"Event": ...}`` without local ids, local tags, sightings or proposals), and hashes.csv.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+from aiohttp import web
+
+from fedmisp.export.misp import hash_lines, manifest_entry
+from fedmisp.gossip.peers import NodeView
+from fedmisp.gossip.replica import Replica
+from fedmisp.model.misp import to_misp
+from fedmisp.node.api import ApiError
+from fedmisp.node.feed_config import ServedFeed
+from fedmisp.policy.model import INHERIT, NodeState
+from fedmisp.store.query import is_tombstone
+
+# manifest.json and hashes.csv are rebuilt when the log moved, and at least this often: a holding can
+# change without a log entry (the same revision offered again at a higher level).
+SNAPSHOT_MAX_AGE_SECONDS = 60.0
+_UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+
+
+def feed_event(replica: Replica, feed: ServedFeed, event_uuid: str, state: NodeState | None = None
+               ) -> dict[str, Any] | None:
+    """The event as `feed` publishes it, or None when the feed may not carry it."""
+    offered = replica.offer(event_uuid, feed.policy, state)
+    if offered is None:
+        return None
+    held, levels = offered
+    header = held.record.body["event"]
+    if is_tombstone(header):
+        return None  # a tombstone (decision 0007): gone from the feed
+    found = replica.store.revision(event_uuid)
+    if found is None:
+        return None
+    _record, elements = found
+    kept = [e for e in elements if e["uuid"] in levels and not e.get("deleted")]
+    event = to_misp(header, kept)
+    e = event["Event"]
+    e["distribution"] = str(levels[event_uuid])
+    for item in e["Attribute"] + e["Object"] + [a for o in e["Object"] for a in o["Attribute"]]:
+        if item["distribution"] != str(INHERIT):
+            item["distribution"] = str(levels[item["uuid"]])
+    return event
+
+
+def feed_events(replica: Replica, feed: ServedFeed) -> Iterator[dict[str, Any]]:
+    state = replica.node_state()  # once: it reads every sharing group
+    for event_uuid in replica.store.event_uuids():
+        event = feed_event(replica, feed, event_uuid, state)
+        if event is not None:
+            yield event
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """manifest.json and hashes.csv of one feed as of one log sequence."""
+    sequence: int
+    built: float  # time.monotonic() when it was built
+    feed: ServedFeed
+    manifest: bytes
+    hashes: bytes
+
+
+def build_snapshot(replica: Replica, feed: ServedFeed) -> Snapshot:
+    sequence, built = replica.store.head_sequence(), time.monotonic()
+    manifest: dict[str, Any] = {}
+    hashes: list[str] = []
+    for event in feed_events(replica, feed):
+        manifest[event["Event"]["uuid"]] = manifest_entry(event)
+        hashes.extend(hash_lines(event))
+    return Snapshot(sequence, built, feed, json.dumps(manifest, ensure_ascii=False).encode("utf-8"),
+                    "".join(hashes).encode("utf-8"))
+
+
+class FeedServer:
+    """The /feed routes. manifest.json and hashes.csv are rebuilt when the store's log moved, the
+    feed's configuration changed or the last build is SNAPSHOT_MAX_AGE_SECONDS old; event files are
+    decided at each request."""
+
+    def __init__(self, node: NodeView, run_blocking: Any, role_of: Any):
+        self.node = node
+        self.replica = Replica(node)
+        self.run_blocking = run_blocking
+        self.role_of = role_of  # API key -> role or None (node/api.py's check)
+        self._snapshots: dict[str, Snapshot] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.get("/feed/{name}/manifest.json", self.manifest),
+                web.get("/feed/{name}/hashes.csv", self.hashes),
+                web.get("/feed/{name}/{uuid:" + _UUID + "}.json", self.event)]
+
+    async def _feed(self, request: web.Request) -> ServedFeed:
+        name = request.match_info["name"]
+        feed = next((f for f in self.node.config.served_feeds if f.name == name), None)
+        if feed is None:
+            raise ApiError(404, f"no served feed named {name!r} on this node (fedmisp.toml [[served_feed]])",
+                           {"name": ["not a served feed"]}, "Not Found")
+        if not feed.open:
+            key = (request.headers.get("Authorization") or request.headers.get("X-MISP-AUTH") or "").strip()
+            if await self.run_blocking(self.role_of, key) is None:
+                raise ApiError(403, f"feed {name!r} needs an API key of this node in the Authorization header "
+                               "(or set access = \"open\" for it in fedmisp.toml)")
+        return feed
+
+    async def _snapshot(self, feed: ServedFeed) -> Snapshot:
+        lock = self._locks.setdefault(feed.name, asyncio.Lock())
+        async with lock:  # one build at a time per feed; the others wait for it
+            current = self._snapshots.get(feed.name)
+            head = await self.run_blocking(self.node.store.head_sequence)
+            if current is None or current.sequence != head or current.feed != feed \
+                    or time.monotonic() - current.built > SNAPSHOT_MAX_AGE_SECONDS:
+                current = self._snapshots[feed.name] = await self.run_blocking(build_snapshot, self.replica, feed)
+            return current
+
+    async def manifest(self, request: web.Request) -> web.Response:
+        snapshot = await self._snapshot(await self._feed(request))
+        return web.Response(body=snapshot.manifest, content_type="application/json", charset="utf-8")
+
+    async def hashes(self, request: web.Request) -> web.Response:
+        snapshot = await self._snapshot(await self._feed(request))
+        return web.Response(body=snapshot.hashes, content_type="text/csv", charset="utf-8")
+
+    async def event(self, request: web.Request) -> web.Response:
+        feed = await self._feed(request)
+        event_uuid = request.match_info["uuid"].lower()
+        event = await self.run_blocking(feed_event, self.replica, feed, event_uuid)
+        if event is None:
+            raise ApiError(404, f"event {event_uuid} is not in feed {feed.name!r}", {"uuid": ["not in this feed"]},
+                           "Not Found")
+        return web.json_response(event, dumps=lambda o: json.dumps(o, ensure_ascii=False))
