@@ -345,10 +345,13 @@ class Store:
             txn.put(bytes(body["proposal"]), record_id, db=self.db["decisions"])
 
     def _relog_extras(self, txn: lmdb.Transaction, ev: bytes, seq: int) -> int:
-        """Move an event's sightings, proposals and decisions to the end of the log. Peers are
-        offered them only while the event is published (they follow it), and a peer's checkpoint
-        moves past what it was not offered; when the event is published again (after an edit or
-        an accepted proposal unpublished it), what was held back meanwhile is offered then."""
+        """Move an event's sightings, proposals and decisions to the end of the log, after its new
+        revision. A peer keeps them only once it holds their event, and reads the log in order: an
+        extra left before the revision would reach a new peer (or one whose filter just let the
+        event in) a page before its event, be refused as `event-not-held`, and never come again.
+        Peers are also offered them only while the event is published (a peer's checkpoint moves
+        past what it was not offered), so when the event is published again (after an edit or an
+        accepted proposal unpublished it) what was held back meanwhile is offered then."""
         cur = txn.cursor(db=self.db["event_extra"])
         ids = [bytes(rid) for rid in cur.iternext_dup()] if cur.set_key(ev) else []
         for rid in ids:
@@ -437,7 +440,9 @@ class Store:
         txn.put(rid, event.wire, db=db["records"])
         txn.put(_BE8.pack(seq), rid, db=db["log"])
         txn.put(ev, HeldEvent(rid, event.level, event.timestamp, seq, event_id).encode(), db=db["events"])
-        if raw is not None and not old.body["event"].get("published") and _published(event.wire):
+        if raw is not None and _published(event.wire):
+            # The revision moved to the end of the log: its sightings, proposals and decisions
+            # follow it there, so a peer reading the log in order never meets one before its event.
             seq = self._relog_extras(txn, ev, seq)
         for extra_id, extra_wire in event.extra:
             if txn.put(extra_id, extra_wire, db=db["records"], overwrite=False):
