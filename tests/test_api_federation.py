@@ -96,10 +96,12 @@ def test_a_sharing_group_made_through_the_api_reaches_its_members_and_its_deleti
         assert group.uuid not in sg.current_groups(c.store)  # not a member: never sent
         assert misp.delete_sharing_group(group.id)["success"] is True
     settle(nodes)
-    # A group's revisions go to its current members only, so a member removed by a revision (here:
-    # by the deletion) is not sent that revision and keeps the one it had: it receives nothing new
-    # through the group from b (docs DESIGN, sharing groups).
+    # The deletion is a revision that leaves only the owner a member; a, which it removed, is sent it
+    # too (it was a member) and no longer lists the group; c never was and still knows nothing of it.
     assert sg.current_groups(b.store)[group.uuid].deleted
-    assert not sg.current_groups(a.store)[group.uuid].deleted
+    assert sg.current_groups(a.store)[group.uuid].deleted
+    assert group.uuid not in sg.current_groups(c.store)
+    with api(a) as misp:
+        assert all(g.uuid != group.uuid for g in misp.sharing_groups(pythonify=True))
     for node in nodes.values():
         node.close()

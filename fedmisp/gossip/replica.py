@@ -181,8 +181,12 @@ class Replica:
                         and record.author != configured.key):
                     record = self.anonymised_sightings(record)  # (the peer's own go back as they are)
             elif record.kind == KIND_SHARING_GROUP:
-                # A group's revisions go to its members only, like its data.
-                if not peer.org_uuid or peer.org_uuid not in {m[0] for m in record.body.get("members", [])}:
+                # A group's revisions go to its members only, like its data, and to the organisations
+                # an earlier revision listed: a member that a revision removes (or a deletion drops)
+                # learns that it is out, rather than keeping the last revision it was sent.
+                members = {m[0] for m in record.body.get("members", [])}
+                if not peer.org_uuid or peer.org_uuid not in members and \
+                        peer.org_uuid not in self.store.sharing_group_orgs_ever(record.body["uuid"]):
                     reason = Reason.SG_NOT_MEMBER
             elif record.kind == KIND_EVENT:
                 event_uuid = record.body["event"]["uuid"]

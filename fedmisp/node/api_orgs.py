@@ -156,7 +156,9 @@ async def org_add(request: web.Request) -> web.Response:
 # --- sharing groups -----------------------------------------------------------------------------------
 
 def _groups(ctx: ApiContext) -> list[SharingGroup]:
-    return [g for g in sg.current_groups(ctx.store).values() if not g.deleted]
+    own = ctx.node.config.org_uuid
+    # as MISP: the groups this organisation is in (a removed member holds the revision that removed it)
+    return [g for g in sg.current_groups(ctx.store).values() if not g.deleted and (own in g.members or g.owner == own)]
 
 
 def sharing_group_json(ctx: ApiContext, group: SharingGroup, orgs: dict[str, dict[str, Any]]) -> dict[str, Any]:

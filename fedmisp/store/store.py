@@ -531,7 +531,19 @@ class Store:
                         break
             added, seq = self._put_record(txn, record, seq)
             txn.put(key, record.id, db=self.db["sharing_groups"])
+            ever = self._sharing_group_orgs_ever(txn, key) | {m[0] for m in record.body["members"]}
+            txn.put(_SG_EVER + key, canonical.pack(sorted(ever)), db=self.db["meta"])
             txn.put(b"seq", _BE8.pack(seq), db=self.db["meta"])
+
+    def _sharing_group_orgs_ever(self, txn: lmdb.Transaction, key: bytes) -> set[str]:
+        raw = txn.get(_SG_EVER + key, db=self.db["meta"])
+        return set(canonical.unpack(raw)) if raw is not None else set()
+
+    def sharing_group_orgs_ever(self, group_uuid: str) -> set[str]:
+        """Every organisation a revision of the group held here listed as a member: its revisions go
+        to these, so a member a revision removes learns that it was removed."""
+        with self.env.begin() as txn:
+            return self._sharing_group_orgs_ever(txn, uuid16(group_uuid))
 
     def set_local_tags(self, target_uuid: str, tags: list[dict[str, Any]]) -> None:
         """Replace the node-local tags of one event or element (of any organisation's event): no
@@ -928,6 +940,9 @@ class _Puts:
             if items:
                 txn.cursor(db=self.db[name]).putmulti(items, dupdata=name in _DUPSORT)
         self.rows = new_rows()
+
+
+_SG_EVER = b"sg-orgs-ever:"  # meta key prefix: + group uuid (16) -> canonical list of org uuids
 
 
 def _published(wire: bytes) -> bool:
