@@ -82,6 +82,7 @@ class ApiContext:
 
 
 CTX = web.AppKey("ctx", ApiContext)
+ROLE = web.RequestKey("role", str)  # the caller's role, set by auth_middleware
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -138,7 +139,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if ROLE_LEVEL[role] < ROLE_LEVEL[need]:
         raise ApiError(403, f"You do not have permission to do that. (this key's role is {role}; "
                        f"{request.path} needs {need} or above)")
-    request["role"] = role
+    request[ROLE] = role
     return await handler(request)
 
 
@@ -163,7 +164,7 @@ def _role_of(ctx: ApiContext, key: str) -> str | None:
 
 
 def may(request: web.Request, role: str) -> bool:
-    return ROLE_LEVEL[request["role"]] >= ROLE_LEVEL[role]
+    return ROLE_LEVEL[request[ROLE]] >= ROLE_LEVEL[role]
 
 
 # --- request helpers -----------------------------------------------------------------------------
@@ -392,7 +393,7 @@ async def get_version(request: web.Request) -> web.Response:
 @needs("read-only")
 async def user_me(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
-    role = request["role"]
+    role = request[ROLE]
     level = ROLE_LEVEL[role]
     org = _org(ctx)
     perms = {
