@@ -7,6 +7,7 @@ from fedmisp.model.identity import Identity
 from fedmisp.model.misp import ImportDefaults, parse_event
 from fedmisp.model.records import RecordError
 from fedmisp.model.revision import sign_event
+from fedmisp.store import query
 from fedmisp.store.store import Store, WriteOutcome, uuid16
 from fedmisp.store.writer import Writer
 
@@ -120,6 +121,34 @@ def test_a_tampered_stored_body_is_detected_on_read(store):
         txn.put(digest, bytes(body), db=store.db["bodies"])
     with pytest.raises(RecordError):
         store.revision(raw["uuid"])
+
+
+def test_a_tampered_revision_record_is_detected_on_first_read(store):
+    raw = event(seed=11, attributes=3, objects=0)["Event"]
+    store.write_events([signed(raw)])
+    held = store.held(raw["uuid"])
+    with store.env.begin(write=True) as txn:
+        wire = bytearray(txn.get(held.record_id, db=store.db["records"]))
+        wire[len(wire) // 2] ^= 1
+        txn.put(held.record_id, bytes(wire), db=store.db["records"])
+    with pytest.raises(RecordError):
+        query.event_head(store, raw["uuid"])
+
+
+def test_an_event_head_follows_a_new_revision_and_callers_cannot_change_it(store):
+    # Heads are kept once verified (by record id): a newer revision is another record, and what a
+    # caller does to the header it got must not reach the next reader.
+    raw = event(seed=12, attributes=3, objects=0)["Event"]
+    store.write_events([signed(raw)])
+    first = query.event_head(store, raw["uuid"])
+    first.header["info"] = "changed by a caller"
+    first.header["Orgc"]["name"] = "changed too"
+    again = query.event_head(store, raw["uuid"])
+    assert (again.header["info"], again.header["Orgc"]["name"]) == (raw["info"], ORG["name"])
+    store.write_events([signed(dict(raw, timestamp=str(int(raw["timestamp"]) + 60), info="updated"))])
+    newer = query.event_head(store, raw["uuid"])
+    assert newer.header["info"] == "updated"
+    assert newer.held.record_id != first.held.record_id
 
 
 def test_the_writer_groups_submissions_and_reports_each(store):

@@ -14,15 +14,18 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
+import threading
 import time
 import uuid as _uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
+from fedmisp.model import canonical
 from fedmisp.model.misp import element_kind
 from fedmisp.model.records import check_element, open_record, revision_elements
 from fedmisp.model.values import ValueFormatError, normalise
-from fedmisp.store.store import HeldEvent, Store, index_key, uuid16
+from fedmisp.store.store import EventMeta, HeldEvent, Store, index_key, uuid16
 
 # 7 bytes of a random (v4) uuid: 2^56 ids, so a clash needs ~2^28 elements on one node (birthday
 # bound) and is then reported as ambiguous rather than resolved wrongly (decision 0005).
@@ -130,17 +133,63 @@ def is_tombstone(header: dict[str, Any]) -> bool:
     return bool((header.get("extra") or {}).get("deleted"))
 
 
+# Verified revision heads kept per process, by record id (docs/decisions/0010-apibench-verified-heads.md).
+# A packed header is about 1 KiB, so this holds the heads of the events most searched for in a few MiB.
+VERIFIED_HEADS = 4096
+
+
+class _VerifiedHeads:
+    """(author, packed header) of event revisions whose signature this process has verified.
+
+    A record never changes under its id (the id is the BLAKE2b of its signed bytes, and a newer
+    revision is another record), so its signature needs checking once, not on every search: opening
+    a revision verifies the Ed25519 signature over the whole digest list, which for an event of
+    thousands of attributes costs far more than finding one attribute in it. Each reader gets its
+    own freshly unpacked header, so nothing a caller does to it reaches the cache.
+    """
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self._entries: OrderedDict[bytes, tuple[bytes, bytes]] = OrderedDict()
+        self._lock = threading.Lock()  # searches run in the API's thread pool
+
+    def get(self, record_id: bytes) -> tuple[bytes, dict[str, Any]] | None:
+        with self._lock:
+            entry = self._entries.get(record_id)
+            if entry is None:
+                return None
+            self._entries.move_to_end(record_id)
+        return entry[0], canonical.unpack(entry[1])
+
+    def put(self, record_id: bytes, author: bytes, header: dict[str, Any]) -> None:
+        entry = (author, canonical.pack_sorted(header))  # already canonical: it was just verified
+        with self._lock:
+            self._entries[record_id] = entry
+            self._entries.move_to_end(record_id)
+            while len(self._entries) > self.capacity:
+                self._entries.popitem(last=False)
+
+
+_verified_heads = _VerifiedHeads(VERIFIED_HEADS)
+
+
 def event_head(store: Store, event_uuid: str) -> EventHead | None:
+    ev = uuid16(event_uuid)
     with store.env.begin() as txn:
-        raw = txn.get(uuid16(event_uuid), db=store.db["events"])
+        raw = txn.get(ev, db=store.db["events"])
         if raw is None:
             return None
         held = HeldEvent.decode(bytes(raw))
-        record = open_record(txn.get(held.record_id, db=store.db["records"]))
-    meta = store.event_meta(event_uuid)
+        verified = _verified_heads.get(held.record_id)
+        if verified is None:
+            record = open_record(txn.get(held.record_id, db=store.db["records"]))
+            verified = record.author, record.body["event"]
+            _verified_heads.put(held.record_id, *verified)
+        raw_meta = txn.get(ev, db=store.db["event_meta"])
+    meta = EventMeta(*canonical.unpack(raw_meta)) if raw_meta is not None else None
     if meta is not None and (meta.correlation_only or meta.deleted):
         return None  # matched by correlation only, or deleted: never shown
-    return EventHead(event_uuid, held.id, held, record.author, record.body["event"])
+    return EventHead(event_uuid, held.id, held, verified[0], verified[1])
 
 
 def event_ids(store: Store) -> Iterator[tuple[int, str]]:
