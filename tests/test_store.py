@@ -190,3 +190,45 @@ def test_an_element_uuid_held_by_another_event_refuses_the_event_whole(store):
     assert outcomes == [WriteOutcome.STORED, WriteOutcome.CONFLICT]
     assert store.write_events([signed(same_batch)]) == [WriteOutcome.CONFLICT]
     assert store.held(thief["uuid"]) is None and store.check_integrity() == []
+
+
+SEARCHES = [
+    {"type": "ip-dst"},
+    {"type": "md5", "tags": ["tlp:green"]},
+    {"type": ["domain", "url"], "tags": ["campaign:b"], "limit": 2, "page": 2},
+    {"type": {"AND": ["ip-dst"], "NOT": ["md5"]}, "limit": 5},
+    {"tags": ["tlp:green"]},
+    {"type": "domain", "value": "obj0.example"},
+    {"type": "text", "to_ids": 0, "tags": ["campaign:b", "tlp:green"]},
+]
+
+
+@pytest.mark.parametrize("params", SEARCHES, ids=[str(p) for p in SEARCHES])
+def test_a_broad_term_looked_up_per_event_finds_what_gathering_its_refs_finds(store, monkeypatch, params):
+    # query.GATHERED_REFS decides whether a term's refs are gathered up front or looked up per
+    # event as each is read; the answer must not depend on it.
+    for seed in range(6):
+        raw = event(seed=100 + seed, attributes=40, objects=2)["Event"]
+        if seed % 2:
+            raw["Tag"] = [{"name": "campaign:b"}]
+        store.write_events([signed(raw)])
+    q = query.parse_query(params)
+
+    def answers() -> tuple[list[str], list[str]]:
+        return ([b["uuid"] for _, b in query.search_attributes(store, q)],
+                [h.uuid for h in query.search_events(store, q)])
+    monkeypatch.setattr(query, "GATHERED_REFS", 10**9)
+    gathered = answers()
+    monkeypatch.setattr(query, "GATHERED_REFS", 0)
+    assert answers() == gathered
+    assert gathered[0] and gathered[1]
+
+
+def test_a_tag_search_finds_the_tagged_attributes_of_every_event(store):
+    tagged = {}
+    for seed in range(5):
+        raw = event(seed=200 + seed, attributes=30, objects=0)["Event"]
+        store.write_events([signed(raw)])
+        tagged.update((a["uuid"], raw["uuid"]) for a in raw["Attribute"] if a.get("Tag"))
+    found = {b["uuid"] for _, b in query.search_attributes(store, query.parse_query({"tags": ["tlp:green"]}))}
+    assert found == set(tagged) and len(set(tagged.values())) == 5
