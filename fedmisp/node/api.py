@@ -6,10 +6,11 @@ endpoint's. Errors have MISP's shape ``{"saved": false, "name", "message", "url"
 4xx status for anything a client sent wrong; bad input is never a 5xx.
 
 Handlers never block the event loop: store reads and signing run in the default thread pool (the
-API key check alone reads on the loop: one point read of a small table), and
-writes go through the node's single Writer (its futures wrapped with asyncio.wrap_future). Edits of
-one event are read-modify-write, so they run one at a time under one lock; reads never wait for it.
-Search results are streamed a chunk at a time (aiohttp StreamResponse).
+API key check alone reads on the loop: one point read of a small table), and writes go through the
+node's single Writer (its futures wrapped with asyncio.wrap_future). Edits of one event are
+read-modify-write, so they run one at a time under one lock; reads never wait for it. Search
+results are streamed a chunk at a time (aiohttp StreamResponse); an answer shorter than one chunk
+is sent whole, with its length.
 """
 from __future__ import annotations
 

@@ -5,8 +5,8 @@ narrows candidates with the indexes (value, type, tag, event tag, Orgc, event id
 and then checks every candidate against every criterion on the element body itself, so an index
 only ever prunes and the body decides. A broad term (more than GATHERED_REFS refs, e.g. a common
 type) is not gathered up front but looked up per event as each candidate event is read, so a
-limited search costs what it returns, not what the term matches. Results are generators, one event at a time, so a caller can
-stream a million attributes without holding them.
+limited search costs what it returns, not what the term matches. Results are generators, one event
+at a time, so a caller can stream a million attributes without holding them.
 
 Numeric ids (MISP's ids, docs/decisions/0005-api-ids.md): events use the store's stable event id;
 attributes and objects use the first 7 bytes of their uuid as a 56-bit integer, looked up by uuid
@@ -547,20 +547,6 @@ def _index_keys(store: Store, txn: Any, db_name: str, term: str) -> list[bytes]:
     return out
 
 
-def _refs(store: Store, txn: Any, db_name: str, term: str) -> set[bytes]:
-    """event uuid (16) | attribute uuid (16) refs under a term in ix_value / ix_type / ix_tag."""
-    return _refs_under(store, txn, db_name, _index_keys(store, txn, db_name, term))
-
-
-def _refs_under(store: Store, txn: Any, db_name: str, keys: Iterable[bytes]) -> set[bytes]:
-    out: set[bytes] = set()
-    cur = txn.cursor(db=store.db[db_name])
-    for key in keys:
-        if cur.set_key(key):
-            out.update(bytes(v) for v in cur.iternext_dup())
-    return out
-
-
 def _ref_count(store: Store, txn: Any, db_name: str, keys: Iterable[bytes]) -> int:
     cur = txn.cursor(db=store.db[db_name])
     return sum(cur.count() for key in keys if cur.set_key(key))
@@ -583,7 +569,9 @@ def _ref_events(store: Store, txn: Any, db_name: str, keys: Iterable[bytes]) -> 
     return out
 
 
-def _event_refs(store: Store, txn: Any, db_name: str, keys: list[bytes]) -> set[bytes]:
+def _values_under(store: Store, txn: Any, db_name: str, keys: Iterable[bytes]) -> set[bytes]:
+    """Every value under `keys` in a dupsort index: event uuid (16) | attribute uuid (16) refs in
+    ix_value / ix_type / ix_tag, event uuids in ix_event_tag / ix_org."""
     out: set[bytes] = set()
     cur = txn.cursor(db=store.db[db_name])
     for key in keys:
@@ -613,7 +601,7 @@ class _Plan:
         if len(keys) <= PER_EVENT_KEYS and _ref_count(store, txn, db_name, keys) > GATHERED_REFS:
             self.per_event.append((db_name, keys))
         else:
-            self.narrow_attributes(_refs_under(store, txn, db_name, keys))
+            self.narrow_attributes(_values_under(store, txn, db_name, keys))
 
     def candidates(self, store: Store, event: bytes) -> set[bytes] | None:
         """Attribute uuids of `event` the indexes allow; None if no attribute index narrowed."""
@@ -665,13 +653,13 @@ def _plan(store: Store, q: Query) -> _Plan:
             events: set[bytes] = set()
             for term in q.tags.any:
                 events |= _ref_events(store, txn, "ix_tag", _index_keys(store, txn, "ix_tag", term))
-                events |= _event_refs(store, txn, "ix_event_tag", _index_keys(store, txn, "ix_event_tag", term))
+                events |= _values_under(store, txn, "ix_event_tag", _index_keys(store, txn, "ix_event_tag", term))
             plan.narrow_events(events)
         if q.org.any:
             events = set()
             for term in q.org.any:
                 if is_uuid(term):
-                    events |= _event_refs(store, txn, "ix_org", [uuid16(str(_uuid.UUID(term)))])
+                    events |= _values_under(store, txn, "ix_org", [uuid16(str(_uuid.UUID(term)))])
                 else:
                     events = None  # an org name: matched on the header
                     break
