@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO ?= demo
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench bench-api clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ test: install
 
 bench: install
 	$(PY) bench/ingest.py
+
+# restSearch and events/view on a node holding 1M attributes, as ratios to a trivial aiohttp handler.
+bench-api: install
+	$(PY) bench/api.py
 
 clean:
 	rm -rf $(VENV) $(DEMO) .pytest_cache .hypothesis

@@ -7,6 +7,7 @@ from fedmisp.model.identity import Identity
 from fedmisp.model.misp import ImportDefaults, parse_event
 from fedmisp.model.records import RecordError
 from fedmisp.model.revision import sign_event
+from fedmisp.store import query
 from fedmisp.store.store import Store, WriteOutcome, uuid16
 from fedmisp.store.writer import Writer
 
@@ -116,6 +117,34 @@ def test_a_tampered_stored_body_is_detected_on_read(store):
         store.revision(raw["uuid"])
 
 
+def test_a_tampered_revision_record_is_detected_on_first_read(store):
+    raw = event(seed=11, attributes=3, objects=0)["Event"]
+    store.write_events([signed(raw)])
+    held = store.held(raw["uuid"])
+    with store.env.begin(write=True) as txn:
+        wire = bytearray(txn.get(held.record_id, db=store.db["records"]))
+        wire[len(wire) // 2] ^= 1
+        txn.put(held.record_id, bytes(wire), db=store.db["records"])
+    with pytest.raises(RecordError):
+        query.event_head(store, raw["uuid"])
+
+
+def test_an_event_head_follows_a_new_revision_and_callers_cannot_change_it(store):
+    # Heads are kept once verified (by record id): a newer revision is another record, and what a
+    # caller does to the header it got must not reach the next reader.
+    raw = event(seed=12, attributes=3, objects=0)["Event"]
+    store.write_events([signed(raw)])
+    first = query.event_head(store, raw["uuid"])
+    first.header["info"] = "changed by a caller"
+    first.header["Orgc"]["name"] = "changed too"
+    again = query.event_head(store, raw["uuid"])
+    assert (again.header["info"], again.header["Orgc"]["name"]) == (raw["info"], ORG["name"])
+    store.write_events([signed(dict(raw, timestamp=str(int(raw["timestamp"]) + 60), info="updated"))])
+    newer = query.event_head(store, raw["uuid"])
+    assert newer.header["info"] == "updated"
+    assert newer.held.record_id != first.held.record_id
+
+
 def test_the_writer_groups_submissions_and_reports_each(store):
     events = [signed(event(seed=100 + i, attributes=20)["Event"]) for i in range(30)]
     with Writer(store) as writer:
@@ -155,3 +184,45 @@ def test_an_element_uuid_held_by_another_event_refuses_the_event_whole(store):
     assert outcomes == [WriteOutcome.STORED, WriteOutcome.CONFLICT]
     assert store.write_events([signed(same_batch)]) == [WriteOutcome.CONFLICT]
     assert store.held(thief["uuid"]) is None and store.check_integrity() == []
+
+
+SEARCHES = [
+    {"type": "ip-dst"},
+    {"type": "md5", "tags": ["tlp:green"]},
+    {"type": ["domain", "url"], "tags": ["campaign:b"], "limit": 2, "page": 2},
+    {"type": {"AND": ["ip-dst"], "NOT": ["md5"]}, "limit": 5},
+    {"tags": ["tlp:green"]},
+    {"type": "domain", "value": "obj0.example"},
+    {"type": "text", "to_ids": 0, "tags": ["campaign:b", "tlp:green"]},
+]
+
+
+@pytest.mark.parametrize("params", SEARCHES, ids=[str(p) for p in SEARCHES])
+def test_a_broad_term_looked_up_per_event_finds_what_gathering_its_refs_finds(store, monkeypatch, params):
+    # query.GATHERED_REFS decides whether a term's refs are gathered up front or looked up per
+    # event as each is read; the answer must not depend on it.
+    for seed in range(6):
+        raw = event(seed=100 + seed, attributes=40, objects=2)["Event"]
+        if seed % 2:
+            raw["Tag"] = [{"name": "campaign:b"}]
+        store.write_events([signed(raw)])
+    q = query.parse_query(params)
+
+    def answers() -> tuple[list[str], list[str]]:
+        return ([b["uuid"] for _, b in query.search_attributes(store, q)],
+                [h.uuid for h in query.search_events(store, q)])
+    monkeypatch.setattr(query, "GATHERED_REFS", 10**9)
+    gathered = answers()
+    monkeypatch.setattr(query, "GATHERED_REFS", 0)
+    assert answers() == gathered
+    assert gathered[0] and gathered[1]
+
+
+def test_a_tag_search_finds_the_tagged_attributes_of_every_event(store):
+    tagged = {}
+    for seed in range(5):
+        raw = event(seed=200 + seed, attributes=30, objects=0)["Event"]
+        store.write_events([signed(raw)])
+        tagged.update((a["uuid"], raw["uuid"]) for a in raw["Attribute"] if a.get("Tag"))
+    found = {b["uuid"] for _, b in query.search_attributes(store, query.parse_query({"tags": ["tlp:green"]}))}
+    assert found == set(tagged) and len(set(tagged.values())) == 5

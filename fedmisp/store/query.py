@@ -3,8 +3,10 @@
 It reads the Store's LMDB environment and named databases directly and never writes. Each search
 narrows candidates with the indexes (value, type, tag, event tag, Orgc, event ids, element uuids)
 and then checks every candidate against every criterion on the element body itself, so an index
-only ever prunes and the body decides. Results are generators, one event at a time, so a caller can
-stream a million attributes without holding them.
+only ever prunes and the body decides. A broad term (more than GATHERED_REFS refs, e.g. a common
+type) is not gathered up front but looked up per event as each candidate event is read, so a
+limited search costs what it returns, not what the term matches. Results are generators, one event
+at a time, so a caller can stream a million attributes without holding them.
 
 Numeric ids (MISP's ids, docs/decisions/0005-api-ids.md): events use the store's stable event id;
 attributes and objects use the first 7 bytes of their uuid as a 56-bit integer, looked up by uuid
@@ -14,15 +16,18 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
+import threading
 import time
 import uuid as _uuid
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
+from fedmisp.model import canonical
 from fedmisp.model.misp import element_kind
 from fedmisp.model.records import check_element, open_record, revision_elements
 from fedmisp.model.values import ValueFormatError, normalise
-from fedmisp.store.store import HeldEvent, Store, index_key, uuid16
+from fedmisp.store.store import EventMeta, HeldEvent, Store, index_key, uuid16
 
 # 7 bytes of a random (v4) uuid: 2^56 ids, so a clash needs ~2^28 elements on one node (birthday
 # bound) and is then reported as ambiguous rather than resolved wrongly (decision 0005).
@@ -130,17 +135,63 @@ def is_tombstone(header: dict[str, Any]) -> bool:
     return bool((header.get("extra") or {}).get("deleted"))
 
 
+# Verified revision heads kept per process, by record id (docs/decisions/0010-apibench-verified-heads.md).
+# A packed header is about 1 KiB, so this holds the heads of the events most searched for in a few MiB.
+VERIFIED_HEADS = 4096
+
+
+class _VerifiedHeads:
+    """(author, packed header) of event revisions whose signature this process has verified.
+
+    A record never changes under its id (the id is the BLAKE2b of its signed bytes, and a newer
+    revision is another record), so its signature needs checking once, not on every search: opening
+    a revision verifies the Ed25519 signature over the whole digest list, which for an event of
+    thousands of attributes costs far more than finding one attribute in it. Each reader gets its
+    own freshly unpacked header, so nothing a caller does to it reaches the cache.
+    """
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self._entries: OrderedDict[bytes, tuple[bytes, bytes]] = OrderedDict()
+        self._lock = threading.Lock()  # searches run in the API's thread pool
+
+    def get(self, record_id: bytes) -> tuple[bytes, dict[str, Any]] | None:
+        with self._lock:
+            entry = self._entries.get(record_id)
+            if entry is None:
+                return None
+            self._entries.move_to_end(record_id)
+        return entry[0], canonical.unpack(entry[1])
+
+    def put(self, record_id: bytes, author: bytes, header: dict[str, Any]) -> None:
+        entry = (author, canonical.pack_sorted(header))  # already canonical: it was just verified
+        with self._lock:
+            self._entries[record_id] = entry
+            self._entries.move_to_end(record_id)
+            while len(self._entries) > self.capacity:
+                self._entries.popitem(last=False)
+
+
+_verified_heads = _VerifiedHeads(VERIFIED_HEADS)
+
+
 def event_head(store: Store, event_uuid: str) -> EventHead | None:
+    ev = uuid16(event_uuid)
     with store.env.begin() as txn:
-        raw = txn.get(uuid16(event_uuid), db=store.db["events"])
+        raw = txn.get(ev, db=store.db["events"])
         if raw is None:
             return None
         held = HeldEvent.decode(bytes(raw))
-        record = open_record(txn.get(held.record_id, db=store.db["records"]))
-    meta = store.event_meta(event_uuid)
+        verified = _verified_heads.get(held.record_id)
+        if verified is None:
+            record = open_record(txn.get(held.record_id, db=store.db["records"]))
+            verified = record.author, record.body["event"]
+            _verified_heads.put(held.record_id, *verified)
+        raw_meta = txn.get(ev, db=store.db["event_meta"])
+    meta = EventMeta(*canonical.unpack(raw_meta)) if raw_meta is not None else None
     if meta is not None and (meta.correlation_only or meta.deleted):
         return None  # matched by correlation only, or deleted: never shown
-    return EventHead(event_uuid, held.id, held, record.author, record.body["event"])
+    return EventHead(event_uuid, held.id, held, verified[0], verified[1])
 
 
 def event_ids(store: Store) -> Iterator[tuple[int, str]]:
@@ -496,17 +547,31 @@ def _index_keys(store: Store, txn: Any, db_name: str, term: str) -> list[bytes]:
     return out
 
 
-def _refs(store: Store, txn: Any, db_name: str, term: str) -> set[bytes]:
-    """event uuid (16) | attribute uuid (16) refs under a term in ix_value / ix_type / ix_tag."""
+def _ref_count(store: Store, txn: Any, db_name: str, keys: Iterable[bytes]) -> int:
+    cur = txn.cursor(db=store.db[db_name])
+    return sum(cur.count() for key in keys if cur.set_key(key))
+
+
+def _ref_events(store: Store, txn: Any, db_name: str, keys: Iterable[bytes]) -> set[bytes]:
+    """The events (16-byte uuids) with refs under `keys`: a ref's values are sorted by event, so
+    one seek per event skips past the rest of that event's attributes."""
     out: set[bytes] = set()
     cur = txn.cursor(db=store.db[db_name])
-    for key in _index_keys(store, txn, db_name, term):
-        if cur.set_key(key):
-            out.update(bytes(v) for v in cur.iternext_dup())
+    for key in keys:
+        positioned = cur.set_key(key)
+        while positioned:
+            event = bytes(cur.value()[:16])
+            out.add(event)
+            following = int.from_bytes(event, "big") + 1
+            if following >> 128:
+                break
+            positioned = cur.set_range_dup(key, following.to_bytes(16, "big") + bytes(16))
     return out
 
 
-def _event_refs(store: Store, txn: Any, db_name: str, keys: list[bytes]) -> set[bytes]:
+def _values_under(store: Store, txn: Any, db_name: str, keys: Iterable[bytes]) -> set[bytes]:
+    """Every value under `keys` in a dupsort index: event uuid (16) | attribute uuid (16) refs in
+    ix_value / ix_type / ix_tag, event uuids in ix_event_tag / ix_org."""
     out: set[bytes] = set()
     cur = txn.cursor(db=store.db[db_name])
     for key in keys:
@@ -515,11 +580,48 @@ def _event_refs(store: Store, txn: Any, db_name: str, keys: list[bytes]) -> set[
     return out
 
 
+# A term with more refs than this under at most PER_EVENT_KEYS index keys is not gathered up front:
+# each candidate event looks up its own refs under those keys when it is read (one seek per event
+# and key), so `type: ip-dst` on a million attributes costs per event read, not 140,000 refs before
+# the first answer. Wildcard terms over many keys are gathered (a seek per key and event would not pay).
+GATHERED_REFS = 2_000
+PER_EVENT_KEYS = 8
+
+
 @dataclass
 class _Plan:
     """Candidates from the indexes: None means 'not narrowed by this'."""
     events: set[bytes] | None = None
     attributes: dict[bytes, set[bytes]] | None = None  # event -> attribute uuids
+    # Broad terms, looked up per event: (index, keys); an attribute must be under one of the keys.
+    per_event: list[tuple[str, list[bytes]]] = field(default_factory=list)
+
+    def narrow(self, store: Store, txn: Any, db_name: str, keys: list[bytes]) -> None:
+        """Narrow to the attributes under any of `keys` in the index `db_name`."""
+        if len(keys) <= PER_EVENT_KEYS and _ref_count(store, txn, db_name, keys) > GATHERED_REFS:
+            self.per_event.append((db_name, keys))
+        else:
+            self.narrow_attributes(_values_under(store, txn, db_name, keys))
+
+    def candidates(self, store: Store, event: bytes) -> set[bytes] | None:
+        """Attribute uuids of `event` the indexes allow; None if no attribute index narrowed."""
+        only = None if self.attributes is None else self.attributes.get(event, set())
+        if not self.per_event or (only is not None and not only):
+            return only
+        with store.env.begin() as txn:
+            for db_name, keys in self.per_event:
+                found: set[bytes] = set()
+                cur = txn.cursor(db=store.db[db_name])
+                for key in keys:
+                    if cur.set_range_dup(key, event):
+                        for ref in cur.iternext_dup():
+                            if ref[:16] != event:
+                                break
+                            found.add(bytes(ref[16:]))
+                only = found if only is None else only & found
+                if not only:
+                    break
+        return only
 
     def narrow_events(self, events: set[bytes]) -> None:
         self.events = events if self.events is None else self.events & events
@@ -542,25 +644,22 @@ def _plan(store: Store, q: Query) -> _Plan:
         # positive terms only: an index tells where a term is, not where it is absent
         for terms, db in ((q.value, "ix_value"), (q.type, "ix_type")):
             if terms.any:
-                refs: set[bytes] = set()
-                for term in terms.any:
-                    refs |= _refs(store, txn, db, term)
-                plan.narrow_attributes(refs)
+                plan.narrow(store, txn, db, list(dict.fromkeys(
+                    key for term in terms.any for key in _index_keys(store, txn, db, term))))
             for term in terms.all:
-                plan.narrow_attributes(_refs(store, txn, db, term))
+                plan.narrow(store, txn, db, _index_keys(store, txn, db, term))
         if q.tags.any and not q.tags.all:
             # a tag on the attribute, or on its event (then every attribute of the event)
             events: set[bytes] = set()
-            attribute_refs: set[bytes] = set()
             for term in q.tags.any:
-                attribute_refs |= _refs(store, txn, "ix_tag", term)
-                events |= _event_refs(store, txn, "ix_event_tag", _index_keys(store, txn, "ix_event_tag", term))
-            plan.narrow_events(events | {r[:16] for r in attribute_refs})
+                events |= _ref_events(store, txn, "ix_tag", _index_keys(store, txn, "ix_tag", term))
+                events |= _values_under(store, txn, "ix_event_tag", _index_keys(store, txn, "ix_event_tag", term))
+            plan.narrow_events(events)
         if q.org.any:
             events = set()
             for term in q.org.any:
                 if is_uuid(term):
-                    events |= _event_refs(store, txn, "ix_org", [uuid16(str(_uuid.UUID(term)))])
+                    events |= _values_under(store, txn, "ix_org", [uuid16(str(_uuid.UUID(term)))])
                 else:
                     events = None  # an org name: matched on the header
                     break
@@ -679,7 +778,7 @@ def search_attributes(store: Store, q: Query) -> Iterator[tuple[EventHead, dict[
         head = event_head(store, event_uuid)
         if head is None or not header_ok(head):
             continue
-        only = None if plan.attributes is None else plan.attributes.get(uuid16(event_uuid), set())
+        only = plan.candidates(store, uuid16(event_uuid))
         if only is not None and not only:
             # narrowed by attribute indexes, yet the event came in by an event-level index only
             continue
@@ -719,7 +818,8 @@ def search_events(store: Store, q: Query) -> Iterator[EventHead]:
             if only_tags and tag_matcher(event_tags):
                 pass  # the event's own tags match
             else:
-                only = None if plan.attributes is None else sorted(plan.attributes.get(uuid16(event_uuid), ()))
+                candidates = plan.candidates(store, uuid16(event_uuid))
+                only = None if candidates is None else sorted(candidates)
                 if not any(element_kind(b) == "attribute" and attribute_ok(b, event_tags, event_uuid)
                            for b in event_elements(store, event_uuid, only)):
                     continue
