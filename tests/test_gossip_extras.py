@@ -50,3 +50,22 @@ def test_a_sighting_older_than_its_events_revision_reaches_a_peer_that_pulls_lat
     assert seen == [sighting["uuid"]]
     for node in nodes.values():
         node.close()
+
+
+def test_an_extension_event_travels_to_the_extended_events_creator_as_an_event_of_its_own(tmp_path):
+    # DESIGN: others contribute through extension events, their own events that extend another by uuid.
+    nodes = make_federation(tmp_path, ["a", "b", "c"], [("a", "b"), ("b", "c")])
+    original = _published(93, 3)
+    import_paths(nodes["a"], [_write(tmp_path, original, "original")])
+    settle(nodes)
+    extension = _published(94, 2)
+    extension["Event"]["extends_uuid"] = original["Event"]["uuid"]
+    import_paths(nodes["c"], [_write(tmp_path, extension, "extension")])
+    settle(nodes)
+    on_a = nodes["a"].store.export_event(extension["Event"]["uuid"])["Event"]
+    assert on_a["extends_uuid"] == original["Event"]["uuid"]
+    held = nodes["a"].store.held(extension["Event"]["uuid"])
+    assert nodes["a"].store.record(held.record_id).author == nodes["c"].identity.public_key  # c's own event
+    assert nodes["a"].store.export_event(original["Event"]["uuid"])["Event"]["info"] == original["Event"]["info"]
+    for node in nodes.values():
+        node.close()
