@@ -20,6 +20,7 @@ from fedmisp.model.records import (
 from fedmisp.gossip.peers import PeerConfig
 from fedmisp.gossip.peers import NodeView
 from fedmisp.gossip.sharing_groups import accept as accept_sharing_group, current_groups
+from fedmisp.policy.orgs import signed_while_current
 from fedmisp.policy.reasons import Reason
 from fedmisp.policy.model import EventView, Holding, NodeState, PeerPolicy, event_view
 from fedmisp.policy.pipeline import EventPlan, inbound, merge, origin_holding, outbound, plan
@@ -83,7 +84,19 @@ class Replica:
         """The configured peer; a peer configured without org_uuid gets it from its org record once
         one has arrived (until then it is in no sharing group and cannot be internal)."""
         peer = next((p for p in self.node.config.peers if p.name == name), None)
-        if peer is not None and not peer.policy.org_uuid:
+        return self._resolved(peer) if peer is not None else None
+
+    def peers(self) -> list[PeerConfig]:
+        """Every configured peer, resolved as `peer` does."""
+        return [self._resolved(p) for p in self.node.config.peers]
+
+    def _resolved(self, peer: PeerConfig) -> PeerConfig:
+        """The pinned key followed through the peer org's accepted rotations (decision 0010: the
+        configured key stays the trust anchor, the store knows what replaced it)."""
+        key = self.store.current_key(peer.key)
+        if key != peer.key:
+            peer = replace(peer, key=key)
+        if not peer.policy.org_uuid:
             org = self.store.org_for_key(peer.key)
             if org is not None:
                 peer = replace(peer, policy=replace(peer.policy, org_uuid=org))
@@ -206,10 +219,13 @@ class Replica:
 
     # --- receiver ------------------------------------------------------------------------------------
 
-    def author_known(self, key: bytes) -> bool:
-        if any(p.key == key for p in self.node.config.peers) or key == self.node.identity.public_key:
+    def author_known(self, key: bytes, created: int) -> bool:
+        state = self.store.key_state(key)
+        if not signed_while_current(state, created):
+            return False  # signed by a retired key after its rotation
+        if state.org is not None or key == self.node.identity.public_key:
             return True
-        return self.store.org_for_key(key) is not None
+        return any(p.key == key for p in self.node.config.peers)
 
     def held_digests(self, event_uuid: str) -> set[bytes]:
         return self.store.held_digests(event_uuid)
@@ -223,20 +239,26 @@ class Replica:
         report = ApplyReport()
         for refused in batch.refused:
             report.refuse(refused.reason)
-        org_records = []
+        records = []
         for wire in batch.records:
             try:
-                record = open_record(wire)
+                records.append(open_record(wire))
             except Exception:  # noqa: BLE001 - counted, never stored
                 report.refuse("malformed")
-                continue
-            if record.kind == KIND_ORG and isinstance(record.body, dict) and record.body.get("key") == record.author:
-                org_records.append(record)
+        org_records = [r for r in records if r.kind == KIND_ORG]
         if org_records:
-            self.store.write_records(org_records)
+            refused: list[tuple[Record, Reason]] = []
+            self.store.write_records(org_records, refused)
+            for _, reason in refused:
+                report.refuse(reason.value)
         attached = []
-        for wire in batch.records:
-            record = open_record(wire)
+        for record in records:
+            if record.kind == KIND_ORG:
+                continue
+            if not self.author_known(record.author, record.created):
+                # the session let it through on an org record of this page that was just refused
+                report.refuse(Reason.UNKNOWN_AUTHOR.value)
+                continue
             if record.kind in (KIND_SIGHTINGS, KIND_PROPOSAL):
                 attached.append(record)
             if record.kind == KIND_SHARING_GROUP:
@@ -269,6 +291,9 @@ class Replica:
 
     def _accept(self, received: Any, peer: PeerConfig, state: NodeState, report: ApplyReport) -> Any:
         record = open_record(received.wire)
+        if not self.author_known(record.author, record.created):
+            report.refuse(Reason.UNKNOWN_AUTHOR.value)
+            return None
         header = record.body["event"]
         skeleton = set(record.body["elements"])
         # bodies already held that the new revision keeps, and the ones just fetched

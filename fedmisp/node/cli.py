@@ -279,24 +279,56 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 def cmd_reload(args: argparse.Namespace) -> int:
     """Ask the running node to read fedmisp.toml again (it keeps the old one if the new is invalid)."""
-    import os
-    import signal
     from fedmisp.node.config import load_config
-    from fedmisp.node.server import PID_FILE
     home = _home(args)
     try:
         load_config(home)
     except ConfigError as e:
         print(f"fedmisp reload: the configuration is invalid; the node keeps the old one:\n{e}", file=sys.stderr)
         return 2
-    try:
-        pid = int((home / PID_FILE).read_text().strip())
-        os.kill(pid, signal.SIGHUP)
-    except (OSError, ValueError):
+    pid = _signal_running_node(home)
+    if pid is None:
         print(f"fedmisp reload: no running node for {home} (start it with: fedmisp run --home {home})",
               file=sys.stderr)
         return 2
     print(f"asked the node (pid {pid}) to reload {home}/fedmisp.toml")
+    return 0
+
+
+def _signal_running_node(home: Path) -> int | None:
+    """SIGHUP to the node serving `home` (its pid file); its pid, or None if none runs."""
+    import os
+    import signal
+    from fedmisp.node.server import PID_FILE
+    try:
+        pid = int((home / PID_FILE).read_text().strip())
+        os.kill(pid, signal.SIGHUP)
+    except (OSError, ValueError):
+        return None
+    return pid
+
+
+def cmd_key(args: argparse.Namespace) -> int:
+    """`fedmisp key rotate`: a new key, announced to peers signed by the old one (decision 0010)."""
+    from fedmisp.model.identity import encode_key
+    from fedmisp.node.keys import KeyRotationError, rotate_key
+    home = _home(args)
+    with _open(args) as node:
+        try:
+            record, kept = rotate_key(node)
+        except KeyRotationError as e:
+            print(f"fedmisp key rotate: {e}", file=sys.stderr)
+            return 2
+        print(f"new public key: {node.identity.public_key_text}")
+        print(f"old public key: {encode_key(record.author)} (kept in {kept}, mode 0600: "
+              "it proves what this node signed before; keep it as secret as the new one)")
+    pid = _signal_running_node(home)
+    if pid is not None:
+        print(f"asked the running node (pid {pid}) to sign with the new key")
+    else:
+        print("no node is running for this home: the new key is used from the next `fedmisp run`")
+    print("peers accept the new key when they pull the rotation; their fedmisp.toml may keep the old "
+          "key (or be updated to the new one at leisure)")
     return 0
 
 
@@ -431,6 +463,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = with_home(sub.add_parser("reload", help="make the running node read fedmisp.toml again"))
     p.set_defaults(func=cmd_reload)
+
+    p = sub.add_parser("key", help="rotate the node's signing key")
+    key_cmds = p.add_subparsers(dest="key_cmd", required=True)
+    k = with_home(key_cmds.add_parser("rotate", help="a new key, announced to peers signed by the old one"))
+    k.set_defaults(func=cmd_key)
 
     p = sub.add_parser("peer", help="add, list or remove peers in fedmisp.toml")
     peers = p.add_subparsers(dest="peer_cmd", required=True)

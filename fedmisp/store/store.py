@@ -18,8 +18,10 @@ Named databases (key -> value):
   ix_ssdeep    block size (8) | 7-gram, dupsort         -> event uuid | attribute uuid
   elements     element uuid (16)              -> event uuid (16) | digest (32)
   event_extra  event uuid (16), dupsort       -> record id (32) of its sightings and proposals
-  orgs         org uuid (16)                  -> record id (32) of the org record
+  orgs         org uuid (16)                  -> record id (32) of the org's latest org record
                b"key:" | public key (32)      -> org uuid (16): whose key signed a record
+               b"retired:" | public key (32)  -> retired at (8) | successor key (32): a rotated key
+                                                 (decision 0010)
   local        element or event uuid (16)     -> node-local annotations (local tags), msgpack
   ix_value     normalised value, dupsort      -> event uuid (16) | attribute uuid (16)
   ix_type      attribute type, dupsort        -> event uuid (16) | attribute uuid (16)
@@ -54,11 +56,15 @@ import msgpack
 from fedmisp.correlate.keys import correlation_rows
 from fedmisp.model import canonical
 from fedmisp.model.misp import to_misp
+from fedmisp.model.org import read_org
 from fedmisp.model.records import (
-    KIND_PROPOSAL, KIND_SIGHTINGS, Record, RecordError, check_element, open_element, open_record, revision_elements,
+    KIND_ORG, KIND_PROPOSAL, KIND_SIGHTINGS, Record, RecordError, check_element, open_element, open_record,
+    revision_elements,
 )
 from fedmisp.model.revision import SignedEvent
 from fedmisp.model.values import ValueFormatError, normalise
+from fedmisp.policy.orgs import KeyState, check_org_record
+from fedmisp.policy.reasons import Reason
 
 # The map is address space, not memory: LMDB grows the file as data arrives. 1 TiB leaves room for
 # tens of millions of attributes on a 64-bit machine without a resize.
@@ -76,6 +82,8 @@ _DB_NAMES = (
 _DUPSORT = frozenset({"event_extra", "ix_value", "ix_type", "ix_tag", "ix_event_tag", "ix_org",
                       "ix_ip", "ix_net", "ix_ssdeep"})
 _BE8 = struct.Struct(">Q")
+# Rotations followed from a pinned key to the current one; a key rotated yearly never gets near.
+MAX_ROTATION_CHAIN = 1000
 
 
 class WriteOutcome(str, Enum):
@@ -298,22 +306,71 @@ class Store:
             txn.put(b"seq", _BE8.pack(seq), db=self.db["meta"])
         return outcomes
 
-    def write_records(self, records: list[Record]) -> int:
-        """Store standalone records (org records, ...); returns how many were new."""
+    def write_records(self, records: list[Record], refused: list[tuple[Record, Reason]] | None = None) -> int:
+        """Store standalone records (org records, ...); returns how many were new. An org record the
+        rules refuse (policy/orgs.py, checked in this transaction) is left out and, when `refused`
+        is given, listed there with its reason."""
         new = 0
         with self.env.begin(write=True) as txn:
             seq = self._seq(txn)
             for record in records:
+                if record.kind == KIND_ORG:
+                    reason = self._org_reason(txn, record)
+                    if reason is not Reason.ALLOWED:
+                        if refused is not None:
+                            refused.append((record, reason))
+                        continue
                 added, seq = self._put_record(txn, record, seq)
                 new += added
-                if added and record.kind == "org":
-                    txn.put(uuid16(record.body["uuid"]), record.id, db=self.db["orgs"])
-                    txn.put(b"key:" + record.author, uuid16(record.body["uuid"]), db=self.db["orgs"])
+                if added and record.kind == KIND_ORG:
+                    self._put_org(txn, record)
                 elif added and record.kind in (KIND_SIGHTINGS, KIND_PROPOSAL):
                     # attached to their event (held now or arriving later) for views and exports
                     txn.put(uuid16(record.body["event_uuid"]), record.id, db=self.db["event_extra"])
             txn.put(b"seq", _BE8.pack(seq), db=self.db["meta"])
         return new
+
+    def _org_reason(self, txn: lmdb.Transaction, record: Record) -> Reason:
+        if txn.get(record.id, db=self.db["records"]) is not None:
+            return Reason.ALLOWED  # held already: storing it again is a no-op
+        try:
+            claim = read_org(record)
+        except RecordError:
+            return Reason.MALFORMED
+        return check_org_record(claim, self._key_state(txn, record.author), self._key_state(txn, claim.key))
+
+    def _put_org(self, txn: lmdb.Transaction, record: Record) -> None:
+        claim = read_org(record)
+        org = uuid16(claim.uuid)
+        txn.put(org, record.id, db=self.db["orgs"])
+        txn.put(b"key:" + claim.key, org, db=self.db["orgs"])
+        if claim.previous is not None:
+            txn.put(b"retired:" + claim.previous, _BE8.pack(record.created) + claim.key, db=self.db["orgs"])
+
+    def _key_state(self, txn: lmdb.Transaction, key: bytes) -> KeyState:
+        org = txn.get(b"key:" + key, db=self.db["orgs"])
+        retired = txn.get(b"retired:" + key, db=self.db["orgs"])
+        return KeyState(
+            org=str(_uuid.UUID(bytes=bytes(org))) if org is not None else None,
+            retired_at=_BE8.unpack_from(retired)[0] if retired is not None else None,
+            successor=bytes(retired[8:]) if retired is not None else None,
+        )
+
+    def key_state(self, key: bytes) -> KeyState:
+        """Which organisation a key signs for, and whether (when, by which key) it was rotated."""
+        with self.env.begin() as txn:
+            return self._key_state(txn, key)
+
+    def current_key(self, key: bytes) -> bytes:
+        """The key that replaced `key` through its org's rotations (`key` itself if never rotated):
+        what a peer pinned by `key` now authenticates with."""
+        with self.env.begin() as txn:
+            for _ in range(MAX_ROTATION_CHAIN):
+                retired = txn.get(b"retired:" + key, db=self.db["orgs"])
+                if retired is None:
+                    return key
+                key = bytes(retired[8:])
+        raise RecordError(f"key rotation chain longer than {MAX_ROTATION_CHAIN}")
 
     def _seq(self, txn: lmdb.Transaction) -> int:
         raw = txn.get(b"seq", db=self.db["meta"])
@@ -751,7 +808,7 @@ class Store:
                 "elements": n("elements"),
                 "bodies": n("bodies"),
                 "records": n("records"),
-                "orgs": n("orgs") // 2,
+                "orgs": sum(1 for k in txn.cursor(db=self.db["orgs"]).iternext(values=False) if len(k) == 16),
                 "sequence": seq,
                 "store_bytes": self.env.info()["last_pgno"] * self.env.stat()["psize"],
             }
