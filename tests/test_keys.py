@@ -189,3 +189,16 @@ def test_a_rotation_reaches_a_running_peer_and_a_forged_one_is_refused(tmp_path:
         assert store.revision(second_uuid)[0].author == k2.public_key
     finally:
         store.close()
+
+
+def test_events_signed_before_a_rotation_stay_editable_here_and_are_revised_with_the_new_key(node: Node):
+    from fedmisp.store.mutations import revise
+    raw = event(seed=5, attributes=2, objects=0)["Event"]
+    signed = sign_event(node.identity, parse_event(raw, node.import_defaults()))
+    node.store.write_events([signed])
+    old = node.identity.public_key
+    rotate_key(node)
+    revised = revise(node.store, node.identity, node.import_defaults(), signed.uuid, set_header={"info": "renamed"})
+    node.store.write_events([revised])
+    record, _ = node.store.revision(signed.uuid)
+    assert record.author == node.identity.public_key != old and record.body["event"]["info"] == "renamed"
