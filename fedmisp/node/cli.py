@@ -308,6 +308,36 @@ def _signal_running_node(home: Path) -> int | None:
     return pid
 
 
+def cmd_backup(args: argparse.Namespace) -> int:
+    """A consistent compacted copy of the store, with the config and keys, while the node runs."""
+    from fedmisp.node.backup import BackupError, write_backup
+    try:
+        info = write_backup(_home(args), Path(args.out).expanduser())
+    except BackupError as e:
+        print(f"fedmisp backup: {e}", file=sys.stderr)
+        return 2
+    m = info.manifest
+    print(f"wrote {info.path}: store at log sequence {m['head_sequence']}, "
+          f"{m['files']['store/data.mdb']['bytes'] / 1e6:.1f} MB, checksum {m['checksum'][:16]}")
+    print("it holds the node's private key (file mode 0600): keep it as secret as the key itself")
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from fedmisp.node.backup import BackupError, restore_backup
+    home = _home(args)
+    try:
+        m = restore_backup(Path(args.source).expanduser(), home, force=args.force)
+    except BackupError as e:
+        print(f"fedmisp restore: {e}", file=sys.stderr)
+        return 2
+    print(f"restored {m['org_name']!r} ({m['org_uuid']}) from the backup of {m['created']} "
+          f"(log sequence {m['head_sequence']}) into {home}")
+    print("peers resume from their checkpoints: what this node stored after the backup comes back "
+          "from them only if they hold it")
+    return 0
+
+
 def cmd_key(args: argparse.Namespace) -> int:
     """`fedmisp key rotate`: a new key, announced to peers signed by the old one (decision 0010)."""
     from fedmisp.model.identity import encode_key
@@ -463,6 +493,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = with_home(sub.add_parser("reload", help="make the running node read fedmisp.toml again"))
     p.set_defaults(func=cmd_reload)
+
+    p = with_home(sub.add_parser("backup", help="copy store, config and keys to one file while the node runs"))
+    p.add_argument("--out", required=True, help="the backup file to write (never overwritten)")
+    p.set_defaults(func=cmd_backup)
+
+    p = with_home(sub.add_parser("restore", help="replace a stopped node's home by a verified backup"))
+    p.add_argument("--from", dest="source", required=True, help="the backup file")
+    p.add_argument("--force", action="store_true", help="replace a store that holds records")
+    p.set_defaults(func=cmd_restore)
 
     p = sub.add_parser("key", help="rotate the node's signing key")
     key_cmds = p.add_subparsers(dest="key_cmd", required=True)

@@ -47,6 +47,7 @@ import uuid as _uuid
 from dataclasses import dataclass
 from enum import Enum
 from hashlib import blake2b
+from itertools import islice
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -82,6 +83,9 @@ _DB_NAMES = (
 _DUPSORT = frozenset({"event_extra", "ix_value", "ix_type", "ix_tag", "ix_event_tag", "ix_org",
                       "ix_ip", "ix_net", "ix_ssdeep"})
 _BE8 = struct.Struct(">Q")
+# Rows per write transaction of a compacted copy (bounds the copy's dirty pages, not its consistency:
+# every row is read in one read transaction of the source).
+_COPY_BATCH = 100_000
 # Rotations followed from a pinned key to the current one; a key rotated yearly never gets near.
 MAX_ROTATION_CHAIN = 1000
 
@@ -751,6 +755,30 @@ class Store:
         with self.env.begin() as txn:
             raw = txn.get(record_id, db=self.db["records"])
         return open_record(raw) if raw is not None else None
+
+    def copy_compacted(self, dest: Path) -> int:
+        """Every database as of one read transaction, rewritten densely into a new environment in
+        the empty folder `dest`; returns the copy's head sequence. (LMDB's own compacting copy,
+        ``Environment.copy(compact=True)``, crashes on a dupfixed database holding many values
+        under one key, as ix_type does: decision 0011.) Written without writemap, so the copy's
+        file is as large as its pages, not the map size."""
+        out = lmdb.open(str(dest), map_size=self.env.info()["map_size"], max_dbs=len(_DB_NAMES) + 4,
+                        subdir=True, writemap=False, sync=False)
+        try:
+            with self.env.begin() as txn:
+                head = self._seq(txn)
+                for name in _DB_NAMES:
+                    dupsort = name in _DUPSORT
+                    target = out.open_db(name.encode(), dupsort=dupsort, dupfixed=dupsort)
+                    rows = txn.cursor(db=self.db[name]).iternext()
+                    while batch := list(islice(rows, _COPY_BATCH)):
+                        with out.begin(write=True) as w:
+                            # rows come sorted: appended at the end of each page, so pages fill up
+                            w.cursor(db=target).putmulti(batch, dupdata=dupsort, append=True)
+            out.sync(True)
+        finally:
+            out.close()
+        return head
 
     def check_integrity(self) -> list[str]:
         """Every held event whole and verified, and the indexes agreeing with the held revisions.
