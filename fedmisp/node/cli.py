@@ -263,6 +263,13 @@ def cmd_config_check(args: argparse.Namespace) -> int:
         config = load_config(home)
     except ConfigError as e:
         problems.extend(str(e).splitlines())
+    if config is not None:
+        from fedmisp.node.server import anti_entropy_seconds, max_request_bytes
+        for check in (max_request_bytes, anti_entropy_seconds):  # read when the node starts
+            try:
+                check(config)
+            except ConfigError as e:
+                problems.extend(str(e).splitlines())
     try:
         Identity.load(home / KEY_FILE)
     except (OSError, ValueError) as e:  # PermissionError (mode) is an OSError
