@@ -94,11 +94,12 @@ def test_a_backup_taken_while_events_are_written_restores_a_consistent_prefix(tm
 
 @pytest.fixture
 def backed_up(tmp_path: Path) -> tuple[Path, Path]:
-    """A node with the sample events, and a backup of it."""
+    """A node with the sample events and a rotated key, and a backup of it."""
     node, _ = init_home(tmp_path / "n", "Bank SOC", "127.0.0.1:0")
     home = node.config.home
     node.close()
     _fedmisp("import", "--home", str(home), str(TESTS.parent / "configs" / "samples"))
+    _fedmisp("key", "rotate", "--home", str(home))
     return home, write_backup(home, tmp_path / "n.fedmisp").path
 
 
@@ -111,6 +112,12 @@ def test_restore_refuses_a_store_with_records_unless_forced(tmp_path: Path, back
     assert _events(tmp_path / "other") == set()
     _fedmisp("restore", "--home", str(tmp_path / "other"), "--from", str(backup), "--force")
     assert _events(tmp_path / "other") == _events(home)
+    restored = tmp_path / "other"
+    assert (restored / "identity.key").read_bytes() == (home / "identity.key").read_bytes()
+    assert os.stat(restored / "identity.key").st_mode & 0o777 == 0o600
+    (kept,) = (restored / "retired-keys").iterdir()
+    assert os.stat(kept).st_mode & 0o777 == 0o600 and os.stat(kept.parent).st_mode & 0o777 == 0o700
+    assert kept.read_bytes() == (home / "retired-keys" / kept.name).read_bytes()
     assert not [p for p in (tmp_path / "other").iterdir() if p.name.startswith(".fedmisp-restore")]
 
 

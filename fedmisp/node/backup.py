@@ -151,6 +151,8 @@ def verify_backup(source: Path, into: Path) -> dict[str, Any]:
     for name, entry in files.items():
         if _digest(into / name) != entry.get("blake2b"):
             raise BackupError(f"{source}: {name}: checksum does not match the manifest (damaged backup)")
+    if (into / RETIRED_DIR).is_dir():
+        os.chmod(into / RETIRED_DIR, 0o700)  # as `fedmisp key rotate` makes it
     for name in files:
         if name == KEY_FILE or name.startswith(RETIRED_DIR + "/"):
             os.chmod(into / name, KEY_FILE_MODE)
