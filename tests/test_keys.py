@@ -9,6 +9,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from factories import ORG, event
 from fedmisp.model.identity import Identity
@@ -202,3 +203,54 @@ def test_events_signed_before_a_rotation_stay_editable_here_and_are_revised_with
     node.store.write_events([revised])
     record, _ = node.store.revision(signed.uuid)
     assert record.author == node.identity.public_key != old and record.body["event"]["info"] == "renamed"
+
+
+# --- properties -------------------------------------------------------------------------------
+
+KEYS = [Identity.generate() for _ in range(8)]  # generating keys is slow: a fixed pool, drawn from
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(chain=st.integers(1, 4), forgeries=st.lists(st.tuples(st.sampled_from(["unknown", "retired"]),
+                                                             st.integers(0, 3)), max_size=6),
+       data=st.data())
+def test_whatever_the_forgeries_only_the_genuine_chain_moves_an_org_key(tmp_path_factory, chain, forgeries, data):
+    """A genuine chain k0 -> k1 -> ... delivered in order, forged rotations (by keys of no org, or by
+    keys already retired) slipped in anywhere: the org ends at the chain's last key, no forged key
+    signs for the org, and every forgery is refused."""
+    keys = KEYS[: chain + 1]
+    genuine = [rotation(keys[i], keys[i + 1], "A", ORG_A, created=100 + 10 * i) for i in range(chain)]
+    deliveries: list = [("genuine", r) for r in genuine]
+    for kind, which in forgeries:
+        target = KEYS[chain + 1 + which % (len(KEYS) - chain - 1)]
+        if kind == "unknown":
+            forged = rotation(target, Identity.generate(), "A", ORG_A, created=500)
+            at = data.draw(st.integers(0, len(deliveries)))
+        else:
+            # a key that was current once, rotating after its own rotation is known here
+            old = data.draw(st.integers(0, chain - 1))
+            forged = rotation(keys[old], target, "A", ORG_A, created=500)
+            at = data.draw(st.integers(1 + [d[1] for d in deliveries].index(genuine[old]), len(deliveries)))
+        deliveries.insert(at, ("forged", forged))
+    with Store(tmp_path_factory.mktemp("s")) as store:
+        store.write_records([introduction(keys[0], "A", ORG_A)])
+        for kind, record in deliveries:
+            refused: list = []
+            store.write_records([record], refused)
+            assert bool(refused) == (kind == "forged"), (kind, refused)
+        assert store.current_key(keys[0].public_key) == keys[-1].public_key
+        for kind, record in deliveries:
+            if kind == "forged":
+                assert store.key_state(record.body["key"]).org is None
+
+
+@given(body=st.dictionaries(st.sampled_from(["key", "name", "uuid", "previous", "proof", "x"]),
+                            st.one_of(st.binary(max_size=70), st.text(max_size=40), st.integers(-2**31, 2**31), st.none()),
+                            max_size=6))
+def test_read_org_refuses_any_malformed_body_with_a_record_error(body):
+    record = seal(KEYS[0], KIND_ORG, body, created=1)
+    try:
+        claim = read_org(record)
+    except RecordError:
+        return
+    assert claim.key == body["key"] and claim.uuid == body["uuid"]
