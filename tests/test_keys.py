@@ -157,6 +157,8 @@ def test_a_rotation_reaches_a_running_peer_and_a_forged_one_is_refused(tmp_path:
         state, current = _key_state(b.home, k1.public_key)
         assert current == k2.public_key and state.retired_at is not None
         assert _key_state(b.home, k2.public_key)[0].org == org_a
+        listed = _fedmisp("peer", "list", "--home", str(b.home)).stdout
+        assert f"key rotated: now {k2.public_key_text}" in listed
         # b -> a still works: a's requests are signed with the new key, which b now pins
         _fedmisp("import", "--home", str(b.home), str(third))
         wait_for(lambda: third_uuid in a.events(), what="b's event at a")

@@ -215,9 +215,19 @@ def _rewrite_config(home: Path, change: "Callable[[str], str]") -> None:
         raise
 
 
+def _current_peer_keys(config: Any) -> dict[str, bytes]:
+    """Each peer's key after the rotations this node accepted (decision 0010); {} without a store."""
+    from fedmisp.store.store import Store
+    if not (config.store_path / "data.mdb").exists():
+        return {}
+    with Store(config.store_path, readonly=True) as store:
+        return {peer.name: store.current_key(peer.key) for peer in config.peers}
+
+
 def cmd_peer(args: argparse.Namespace) -> int:
     import tomllib
     import tomli_w
+    from fedmisp.model.identity import encode_key
     home = _home(args)
     if args.peer_cmd == "add":
         entry = {"name": args.name, "url": args.url, "key": args.key, "mode": args.mode}
@@ -231,9 +241,12 @@ def cmd_peer(args: argparse.Namespace) -> int:
     if args.peer_cmd == "list":
         if not config.peers:
             print("no peers configured (fedmisp peer add --home DIR --name NAME --url URL --key KEY)")
+        current = _current_peer_keys(config)
         for peer in config.peers:
             org = peer.policy.org_uuid or "(org learned on first contact)"
             print(f"{peer.name:20} {peer.policy.mode.value:16} {peer.url:32} {org}")
+            if current.get(peer.name, peer.key) != peer.key:
+                print(f"{'':20} key rotated: now {encode_key(current[peer.name])} (fedmisp.toml may keep the old one)")
         return 0
     # remove: rewrite the [[peer]] list without it, keeping the rest of the document
     if not any(p.name == args.name for p in config.peers):
