@@ -256,3 +256,14 @@ def test_read_org_refuses_any_malformed_body_with_a_record_error(body):
     except RecordError:
         return
     assert claim.key == body["key"] and claim.uuid == body["uuid"]
+
+
+def test_a_rotation_in_progress_is_not_taken_for_an_interrupted_one(tmp_path: Path, node: Node):
+    from fedmisp.node.keys import _rotation_lock, finish_interrupted_rotation
+    home = node.config.home
+    Identity.generate().save(home / PENDING_KEY)
+    with _rotation_lock(home, wait=True):  # as `fedmisp key rotate` holds it between its steps
+        finish_interrupted_rotation(home, node.store)
+        assert (home / PENDING_KEY).exists()
+    finish_interrupted_rotation(home, node.store)
+    assert not (home / PENDING_KEY).exists()

@@ -8,14 +8,17 @@ they have pulled the rotation, and it is the only proof of what the org signed b
 Steps, each safe to interrupt: the new key is written beside the current one
 (``identity.key.new``), the old one copied to ``retired-keys/``, the rotation stored, and only then
 the new key renamed over ``identity.key``. A node that opens a home with a leftover
-``identity.key.new`` finishes the rename if the rotation was stored, and drops the file if not.
+``identity.key.new`` finishes the rename if the rotation was stored, and drops the file if not;
+unless a rotation holds ``rotation.lock`` (it is running, not interrupted).
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 from fedmisp.model.identity import Identity
 from fedmisp.model.org import rotation
@@ -29,6 +32,7 @@ if TYPE_CHECKING:
 
 RETIRED_DIR = "retired-keys"
 PENDING_KEY = KEY_FILE + ".new"
+LOCK_FILE = "rotation.lock"  # held by `fedmisp key rotate` while it runs
 
 
 class KeyRotationError(Exception):
@@ -43,8 +47,32 @@ def retired_identities(home: Path) -> tuple[Identity, ...]:
     return tuple(Identity.load(p) for p in sorted(folder.glob("*.key"), reverse=True))
 
 
+@contextmanager
+def _rotation_lock(home: Path, wait: bool) -> Iterator[bool]:
+    """An exclusive lock on the home's rotation (True if held): a command that opens the home while
+    `fedmisp key rotate` runs must not take its pending key for an interrupted rotation."""
+    fd = os.open(home / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def finish_interrupted_rotation(home: Path, store: Store) -> None:
     """Complete or undo a rotation that stopped between storing it and renaming the key file."""
+    if not (home / PENDING_KEY).exists():
+        return
+    with _rotation_lock(home, wait=False) as held:
+        if held:
+            _finish(home, store)
+
+
+def _finish(home: Path, store: Store) -> None:
     pending = home / PENDING_KEY
     if not pending.exists():
         return
@@ -57,8 +85,13 @@ def finish_interrupted_rotation(home: Path, store: Store) -> None:
 
 def rotate_key(node: "Node", now: int | None = None) -> tuple[Record, Path]:
     """Replace the node's key; returns the stored rotation record and where the old key was kept."""
+    with _rotation_lock(node.config.home, wait=True):
+        return _rotate(node, now)
+
+
+def _rotate(node: "Node", now: int | None) -> tuple[Record, Path]:
     home = node.config.home
-    finish_interrupted_rotation(home, node.store)
+    _finish(home, node.store)
     old = node.identity
     if old.public_key != Identity.load(home / KEY_FILE).public_key:
         raise KeyRotationError(f"{home / KEY_FILE} changed since this node was opened; try again")
