@@ -40,7 +40,7 @@ class FakeLocal:
     def held_timestamp(self, event_uuid):
         return self.timestamps.get(event_uuid)
 
-    def author_known(self, key):
+    def author_known(self, key, created):
         return key in self.known
 
 

@@ -14,7 +14,7 @@ from fedmisp.gossip.auth import HEADER, AuthError, ReplayCache, open_body, seal_
 from fedmisp.gossip.replica import Replica
 from fedmisp.gossip.session import MAX_MESSAGE_BYTES, ProtocolError, decode, encode
 from fedmisp.model.identity import Identity
-from fedmisp.gossip.peers import PeerConfig
+from fedmisp.gossip.peers import NodeView, PeerConfig
 from fedmisp.policy.model import PeerMode
 
 PREFIX = "/fed/v1"
@@ -55,14 +55,16 @@ class PeerProtocol:
         return [web.post(f"{PREFIX}/changes", self.changes), web.post(f"{PREFIX}/bodies", self.bodies),
                 web.post(f"{PREFIX}/notify", self.notify)]
 
-    async def _open(self, request: web.Request) -> tuple[PeerConfig, Any]:
+    async def _open(self, request: web.Request) -> tuple[PeerConfig, Identity, Any]:
+        """The peer, the key of this node its body was boxed for, and the message."""
         body = await read_capped(request.content, MAX_MESSAGE_BYTES)
-        peers = {p.key: p.name for p in self.replica.node.config.peers}
+        peers = {p.key: p.name for p in self.replica.peers()}
         try:
             who = verify_request(request.headers.get(HEADER), request.method, request.path, body, peers, self.replays)
             peer = self.replica.peer(who.peer)
             assert peer is not None
-            message = decode(open_body(self.replica.node.identity, peer.key, body))
+            identity, plaintext = _open_with_any(node_identities(self.replica.node), peer.key, body)
+            message = decode(plaintext)
         except AuthError as e:
             status = web.HTTPForbidden if e.reason in ("unknown-key", "bad-signature") else web.HTTPUnauthorized
             raise status(text=f"{e.reason}: {e}") from None
@@ -71,74 +73,110 @@ class PeerProtocol:
         self._count(peer.name, "bytes_in", len(body))
         if peer.policy.mode is PeerMode.PULL_ONLY:
             raise web.HTTPForbidden(text="peer-mode: this node does not serve this peer (pull-only)")
-        return peer, message
+        return peer, identity, message
 
     def _count(self, peer: str, counter: str, value: int) -> None:
         counters = self.served.setdefault(peer, {"requests": 0, "bytes_in": 0, "bytes_out": 0})
         counters[counter] += value
 
-    def _reply(self, peer: PeerConfig, message: Any) -> web.Response:
-        sealed = seal_body(self.replica.node.identity, peer.key, encode(message))
+    def _reply(self, peer: PeerConfig, identity: Identity, message: Any) -> web.Response:
+        # boxed with the key the peer addressed: a peer that has not yet seen this node's key
+        # rotation still pins the old one (decision 0010)
+        sealed = seal_body(identity, peer.key, encode(message))
         self._count(peer.name, "requests", 1)
         self._count(peer.name, "bytes_out", len(sealed))
         return web.Response(body=sealed, content_type=CONTENT_TYPE)
 
     async def changes(self, request: web.Request) -> web.Response:
-        peer, message = await self._open(request)
+        peer, identity, message = await self._open(request)
         since, limit = (message.get("since"), message.get("limit")) if isinstance(message, dict) else (None, None)
         if not isinstance(since, int) or not isinstance(limit, int) or since < 0:
             raise web.HTTPBadRequest(text="malformed: expected {since: int >= 0, limit: int}")
         reply = await self.run_blocking(self.replica.changes_for, peer.policy, since, limit)
-        return self._reply(peer, reply)
+        return self._reply(peer, identity, reply)
 
     async def bodies(self, request: web.Request) -> web.Response:
-        peer, message = await self._open(request)
+        peer, identity, message = await self._open(request)
         event, digests = (message.get("event"), message.get("digests")) if isinstance(message, dict) else (None, None)
         if isinstance(event, str) and message.get("offered") is True:
             reply = await self.run_blocking(self.replica.all_bodies_for, peer.policy, event)
-            return self._reply(peer, {"bodies": reply})
+            return self._reply(peer, identity, {"bodies": reply})
         if not isinstance(event, str) or not isinstance(digests, list) or len(digests) > 20_000 \
                 or not all(isinstance(d, bytes) for d in digests):
             raise web.HTTPBadRequest(text="malformed: expected {event: uuid, digests: [bytes] (at most 20000)}")
         reply = await self.run_blocking(self.replica.bodies_for, peer.policy, event, digests)
-        return self._reply(peer, {"bodies": reply})
+        return self._reply(peer, identity, {"bodies": reply})
 
     async def notify(self, request: web.Request) -> web.Response:
-        peer, _ = await self._open(request)
+        peer, identity, _ = await self._open(request)
         if self.on_notify is not None:
             self.on_notify(peer.name)
-        return self._reply(peer, {"ok": True})
+        return self._reply(peer, identity, {"ok": True})
+
+
+def node_identities(node: NodeView) -> tuple[Identity, ...]:
+    """This node's key, then the keys it rotated away from, newest first (decision 0010)."""
+    return (node.identity, *node.retired_identities)
+
+
+def _open_with_any(identities: tuple[Identity, ...], peer_key: bytes, sealed: bytes) -> tuple[Identity, bytes]:
+    error: AuthError | None = None
+    for identity in identities:
+        try:
+            return identity, open_body(identity, peer_key, sealed)
+        except AuthError as e:
+            error = e
+    assert error is not None
+    raise error
 
 
 class HttpTransport:
-    """The pulling side: one peer, signed and boxed requests over a shared aiohttp session."""
+    """The pulling side: one peer, signed and boxed requests over a shared aiohttp session.
 
-    def __init__(self, http: aiohttp.ClientSession, identity: Identity, peer: PeerConfig):
+    Requests are signed with the node's current key; a peer that answers 403 unknown-key has not
+    yet pulled this node's key rotation, so the request is made again with the previous key (the
+    one it pins), and that key is used for the rest of this transport's requests."""
+
+    def __init__(self, http: aiohttp.ClientSession, identity: Identity, peer: PeerConfig,
+                 previous: tuple[Identity, ...] = ()):
         self.http = http
-        self.identity = identity
+        self.identities = (identity, *previous)
         self.peer = peer
         self.bytes_in = 0
         self.bytes_out = 0
         self.head: int | None = None  # the peer's log head, from its last changes reply
 
+    @property
+    def identity(self) -> Identity:
+        return self.identities[0]
+
     async def post(self, path: str, message: Any) -> Any:
-        body = seal_body(self.identity, self.peer.key, encode(message))
+        plaintext = encode(message)
+        while True:
+            status, payload = await self._send(path, plaintext)
+            if status == 403 and payload.startswith(b"unknown-key") and len(self.identities) > 1:
+                self.identities = self.identities[1:]
+                continue
+            if status != 200:
+                raise ProtocolError(f"{self.peer.name}: HTTP {status}: {payload[:200].decode('utf-8', 'replace')}")
+            break
+        self.bytes_in += len(payload)
+        try:
+            return decode(open_body(self.identity, self.peer.key, payload))
+        except (AuthError, ValueError) as e:
+            raise ProtocolError(f"{self.peer.name}: reply does not open: {e}") from None
+
+    async def _send(self, path: str, plaintext: bytes) -> tuple[int, bytes]:
+        body = seal_body(self.identity, self.peer.key, plaintext)
         headers = {HEADER: sign_request(self.identity, "POST", PREFIX + path, body), "Content-Type": CONTENT_TYPE}
         timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT, sock_connect=CONNECT_TIMEOUT, sock_read=READ_TIMEOUT)
         async with self.http.post(self.peer.url.rstrip("/") + PREFIX + path, data=body, headers=headers,
                                   timeout=timeout) as response:
             self.bytes_out += len(body)  # counted once delivered, as the peer counts what it receives
             try:
-                payload = await read_capped(response.content, MAX_MESSAGE_BYTES)
+                return response.status, await read_capped(response.content, MAX_MESSAGE_BYTES)
             except web.HTTPRequestEntityTooLarge:
                 raise ProtocolError(f"{self.peer.name}: reply over {MAX_MESSAGE_BYTES} bytes") from None
-            if response.status != 200:
-                raise ProtocolError(f"{self.peer.name}: HTTP {response.status}: {payload[:200].decode('utf-8', 'replace')}")
-        self.bytes_in += len(payload)
-        try:
-            return decode(open_body(self.identity, self.peer.key, payload))
-        except (AuthError, ValueError) as e:
-            raise ProtocolError(f"{self.peer.name}: reply does not open: {e}") from None
 
     async def changes(self, since: int, limit: int) -> Any:
         reply = await self.post("/changes", {"since": since, "limit": limit})
@@ -154,4 +192,4 @@ class HttpTransport:
         await self.post("/notify", {})
 
 
-__all__ = ["HttpTransport", "PeerProtocol", "read_capped"]
+__all__ = ["HttpTransport", "PeerProtocol", "node_identities", "read_capped"]

@@ -27,5 +27,7 @@ class NodeView(Protocol):
     and its current configuration (read at each use, so a reload takes effect)."""
 
     identity: Identity
+    retired_identities: tuple[Identity, ...]  # keys rotated away from, kept to talk to peers that
+    # have not yet pulled the rotation (decision 0010)
     store: Any
     config: Any  # node.config.NodeConfig: org_uuid, peers, blocked_events, blocked_orgs

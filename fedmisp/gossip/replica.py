@@ -22,6 +22,7 @@ from fedmisp.model.records import (
 from fedmisp.gossip.peers import PeerConfig
 from fedmisp.gossip.peers import NodeView
 from fedmisp.gossip.sharing_groups import accept as accept_sharing_group, current_groups
+from fedmisp.policy.orgs import signed_while_current
 from fedmisp.policy.reasons import Reason
 from fedmisp.policy.model import EventView, Holding, NodeState, PeerPolicy, event_view
 from fedmisp.policy.pipeline import EventPlan, Outcome, inbound, merge, origin_holding, outbound, plan
@@ -87,7 +88,19 @@ class Replica:
         """The configured peer; a peer configured without org_uuid gets it from its org record once
         one has arrived (until then it is in no sharing group and cannot be internal)."""
         peer = next((p for p in self.node.config.peers if p.name == name), None)
-        if peer is not None and not peer.policy.org_uuid:
+        return self._resolved(peer) if peer is not None else None
+
+    def peers(self) -> list[PeerConfig]:
+        """Every configured peer, resolved as `peer` does."""
+        return [self._resolved(p) for p in self.node.config.peers]
+
+    def _resolved(self, peer: PeerConfig) -> PeerConfig:
+        """The pinned key followed through the peer org's accepted rotations (decision 0010: the
+        configured key stays the trust anchor, the store knows what replaced it)."""
+        key = self.store.current_key(peer.key)
+        if key != peer.key:
+            peer = replace(peer, key=key)
+        if not peer.policy.org_uuid:
             org = self.store.org_for_key(peer.key)
             if org is not None:
                 peer = replace(peer, policy=replace(peer.policy, org_uuid=org))
@@ -258,10 +271,13 @@ class Replica:
 
     # --- receiver ------------------------------------------------------------------------------------
 
-    def author_known(self, key: bytes) -> bool:
-        if any(p.key == key for p in self.node.config.peers) or key == self.node.identity.public_key:
+    def author_known(self, key: bytes, created: int) -> bool:
+        state = self.store.key_state(key)
+        if not signed_while_current(state, created):
+            return False  # signed by a retired key after its rotation
+        if state.org is not None or key == self.node.identity.public_key:
             return True
-        return self.store.org_for_key(key) is not None
+        return any(p.key == key for p in self.node.config.peers)
 
     def held_digests(self, event_uuid: str) -> set[bytes]:
         return self.store.held_digests(event_uuid)
@@ -282,12 +298,23 @@ class Replica:
                 opened.append(open_record(wire))
             except Exception:  # noqa: BLE001 - counted, never stored
                 self._refuse(peer.name, report, Reason.MALFORMED.value)
-        org_records = [r for r in opened if r.kind == KIND_ORG and isinstance(r.body, dict)
-                       and r.body.get("key") == r.author]
-        for record in self.store.write_new_records(org_records) if org_records else ():
-            self._stored(peer.name, record)
+        org_records = [r for r in opened if r.kind == KIND_ORG]
+        if org_records:
+            # introductions and key rotations; the rules (policy/orgs.py) are checked in the store's
+            # write transaction
+            refused_orgs: list[tuple[Record, Reason]] = []
+            for record in self.store.write_new_records(org_records, refused_orgs):
+                self._stored(peer.name, record)
+            for record, reason in refused_orgs:
+                self._refuse(peer.name, report, reason.value, record.kind, record.id)
         attached = []
         for record in opened:
+            if record.kind == KIND_ORG:
+                continue
+            if not self.author_known(record.author, record.created):
+                # the session let it through on an org record of this page that was just refused
+                self._refuse(peer.name, report, Reason.UNKNOWN_AUTHOR.value, record.kind, record.id)
+                continue
             if record.kind in EVENT_EXTRA_KINDS:
                 if _extra_problem(record) is None:
                     attached.append(record)
@@ -316,7 +343,9 @@ class Replica:
             creator = self._creator(event_uuid)
             if creator is None:
                 self._refuse(peer.name, report, Reason.EVENT_NOT_HELD.value, record.kind, record.id, event_uuid)
-            elif record.kind == KIND_PROPOSAL_DECISION and record.author != creator:
+            elif record.kind == KIND_PROPOSAL_DECISION and record.author != creator \
+                    and self.store.current_key(record.author) != self.store.current_key(creator):
+                # (the creator's key, or the key it rotated to: decision 0010)
                 self._refuse(peer.name, report, Reason.DECISION_NOT_CREATOR.value, record.kind, record.id, event_uuid)
             else:
                 keep.append(record)
@@ -358,6 +387,9 @@ class Replica:
         """The write for one received event revision (None: refused), with the record and the
         elements it does not keep, by reason."""
         record = open_record(received.wire)
+        if not self.author_known(record.author, record.created):
+            report.refuse(Reason.UNKNOWN_AUTHOR.value)
+            return None
         header = record.body["event"]
         skeleton = set(record.body["elements"])
         # bodies already held that the new revision keeps, and the ones just fetched

@@ -119,10 +119,15 @@ class Gossiper:
             if peer.policy.mode in _SERVES:
                 self._spawn(self._notify(peer))
 
+    def _transport(self, peer: PeerConfig) -> HttpTransport:
+        assert self._http is not None
+        return HttpTransport(self._http, self.node.identity, peer, self.node.retired_identities)
+
     async def _notify(self, peer: PeerConfig) -> None:
-        if self._http is None:
+        resolved = self.replica.peer(peer.name)  # the peer's current key (after its rotations)
+        if self._http is None or resolved is None:
             return
-        transport = HttpTransport(self._http, self.node.identity, peer)
+        transport = self._transport(resolved)
         try:
             await transport.notify()
         except Exception as e:  # noqa: BLE001 - a notice is best effort; anti-entropy catches up
@@ -152,7 +157,7 @@ class Gossiper:
 
     async def _pull_locked(self, peer: PeerConfig, status: PeerStatus) -> None:
         peer_name = peer.name
-        transport = HttpTransport(self._http, self.node.identity, peer)
+        transport = self._transport(peer)
         started = time.monotonic()
         try:
             report = await pull_async(self.replica, peer, transport, self.run_blocking)

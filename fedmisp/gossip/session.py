@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from fedmisp.model import canonical
+from fedmisp.model.org import read_org
 from fedmisp.model.records import (
     KIND_EVENT, KIND_ORG, KIND_PROPOSAL, KIND_PROPOSAL_DECISION, KIND_SHARING_GROUP, KIND_SIGHTINGS, SALT_BYTES,
     RecordError, element_digest, check_element, open_record, revision_elements,
@@ -93,7 +94,9 @@ class Local(Protocol):
 
     def held_timestamp(self, event_uuid: str) -> int | None: ...
 
-    def author_known(self, key: bytes) -> bool: ...
+    def author_known(self, key: bytes, created: int) -> bool:
+        """The key is this node's, a configured peer's or introduced by an org record, and (if a
+        rotation retired it) `created` is not after its rotation."""
 
 
 @dataclass
@@ -187,15 +190,21 @@ class PullSession:
             self._refused.append(Refused(seq, "bad-signature" if "signature" in str(e) else "malformed", str(e)))
             return
         if record.kind == KIND_ORG:
-            # An org record introduces its own key (self-signed); it is what makes authors known.
-            if isinstance(record.body, dict) and record.body.get("key") == record.author:
-                self._records.append(wire)
-                self._introduced.add(record.author)
-            else:
-                self._refused.append(Refused(seq, "malformed", "org record not signed by its own key", record.kind,
-                                             record.id))
+            # An org record introduces its own key (self-signed) or a key that replaces one (signed
+            # by the old key); it is what makes authors known. Whether the node accepts it is
+            # decided when the batch is stored (policy/orgs.py); events by a key it refuses are
+            # refused there too.
+            try:
+                claim = read_org(record)
+            except RecordError as e:
+                self._refused.append(Refused(seq, "malformed", str(e), record.kind, record.id))
+                return
+            self._records.append(wire)
+            if claim.previous is None or claim.previous in self._introduced \
+                    or self.local.author_known(claim.previous, record.created):
+                self._introduced.add(claim.key)
             return
-        if record.author not in self._introduced and not self.local.author_known(record.author):
+        if record.author not in self._introduced and not self.local.author_known(record.author, record.created):
             self._refused.append(Refused(seq, "unknown-author", kind=record.kind, record_id=record.id))
             return
         if record.kind in (KIND_SHARING_GROUP, KIND_SIGHTINGS, KIND_PROPOSAL, KIND_PROPOSAL_DECISION):

@@ -304,9 +304,19 @@ def _rewrite_config(home: Path, change: "Callable[[str], str]") -> None:
         raise
 
 
+def _current_peer_keys(config: Any) -> dict[str, bytes]:
+    """Each peer's key after the rotations this node accepted (decision 0010); {} without a store."""
+    from fedmisp.store.store import Store
+    if not (config.store_path / "data.mdb").exists():
+        return {}
+    with Store(config.store_path, readonly=True) as store:
+        return {peer.name: store.current_key(peer.key) for peer in config.peers}
+
+
 def cmd_peer(args: argparse.Namespace) -> int:
     import tomllib
     import tomli_w
+    from fedmisp.model.identity import encode_key
     home = _home(args)
     if args.peer_cmd == "add":
         entry = {"name": args.name, "url": args.url, "key": args.key, "mode": args.mode}
@@ -320,9 +330,12 @@ def cmd_peer(args: argparse.Namespace) -> int:
     if args.peer_cmd == "list":
         if not config.peers:
             print("no peers configured (fedmisp peer add --home DIR --name NAME --url URL --key KEY)")
+        current = _current_peer_keys(config)
         for peer in config.peers:
             org = peer.policy.org_uuid or "(org learned on first contact)"
             print(f"{peer.name:20} {peer.policy.mode.value:16} {peer.url:32} {org}")
+            if current.get(peer.name, peer.key) != peer.key:
+                print(f"{'':20} key rotated: now {encode_key(current[peer.name])} (fedmisp.toml may keep the old one)")
         return 0
     # remove: rewrite the [[peer]] list without it, keeping the rest of the document
     if not any(p.name == args.name for p in config.peers):
@@ -352,6 +365,13 @@ def cmd_config_check(args: argparse.Namespace) -> int:
         config = load_config(home)
     except ConfigError as e:
         problems.extend(str(e).splitlines())
+    if config is not None:
+        from fedmisp.node.server import anti_entropy_seconds, max_request_bytes
+        for check in (max_request_bytes, anti_entropy_seconds):  # read when the node starts
+            try:
+                check(config)
+            except ConfigError as e:
+                problems.extend(str(e).splitlines())
     try:
         Identity.load(home / KEY_FILE)
     except (OSError, ValueError) as e:  # PermissionError (mode) is an OSError
@@ -368,24 +388,86 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 def cmd_reload(args: argparse.Namespace) -> int:
     """Ask the running node to read fedmisp.toml again (it keeps the old one if the new is invalid)."""
-    import os
-    import signal
     from fedmisp.node.config import load_config
-    from fedmisp.node.server import PID_FILE
     home = _home(args)
     try:
         load_config(home)
     except ConfigError as e:
         print(f"fedmisp reload: the configuration is invalid; the node keeps the old one:\n{e}", file=sys.stderr)
         return 2
-    try:
-        pid = int((home / PID_FILE).read_text().strip())
-        os.kill(pid, signal.SIGHUP)
-    except (OSError, ValueError):
+    pid = _signal_running_node(home)
+    if pid is None:
         print(f"fedmisp reload: no running node for {home} (start it with: fedmisp run --home {home})",
               file=sys.stderr)
         return 2
     print(f"asked the node (pid {pid}) to reload {home}/fedmisp.toml")
+    return 0
+
+
+def _signal_running_node(home: Path) -> int | None:
+    """SIGHUP to the node serving `home` (its pid file); its pid, or None if none runs."""
+    import os
+    import signal
+    from fedmisp.node.server import PID_FILE
+    try:
+        pid = int((home / PID_FILE).read_text().strip())
+        os.kill(pid, signal.SIGHUP)
+    except (OSError, ValueError):
+        return None
+    return pid
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    """A consistent compacted copy of the store, with the config and keys, while the node runs."""
+    from fedmisp.node.backup import BackupError, write_backup
+    try:
+        info = write_backup(_home(args), Path(args.out).expanduser())
+    except BackupError as e:
+        print(f"fedmisp backup: {e}", file=sys.stderr)
+        return 2
+    m = info.manifest
+    print(f"wrote {info.path}: store at log sequence {m['head_sequence']}, "
+          f"{m['files']['store/data.mdb']['bytes'] / 1e6:.1f} MB, checksum {m['checksum'][:16]}")
+    print("it holds the node's private key (file mode 0600): keep it as secret as the key itself")
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from fedmisp.node.backup import BackupError, restore_backup
+    home = _home(args)
+    try:
+        m = restore_backup(Path(args.source).expanduser(), home, force=args.force)
+    except BackupError as e:
+        print(f"fedmisp restore: {e}", file=sys.stderr)
+        return 2
+    print(f"restored {m['org_name']!r} ({m['org_uuid']}) from the backup of {m['created']} "
+          f"(log sequence {m['head_sequence']}) into {home}")
+    print("peers resume from their checkpoints: what this node stored after the backup comes back "
+          "from them only if they hold it")
+    return 0
+
+
+def cmd_key(args: argparse.Namespace) -> int:
+    """`fedmisp key rotate`: a new key, announced to peers signed by the old one (decision 0010)."""
+    from fedmisp.model.identity import encode_key
+    from fedmisp.node.keys import KeyRotationError, rotate_key
+    home = _home(args)
+    with _open(args) as node:
+        try:
+            record, kept = rotate_key(node)
+        except KeyRotationError as e:
+            print(f"fedmisp key rotate: {e}", file=sys.stderr)
+            return 2
+        print(f"new public key: {node.identity.public_key_text}")
+        print(f"old public key: {encode_key(record.author)} (kept in {kept}, mode 0600: "
+              "it proves what this node signed before; keep it as secret as the new one)")
+    pid = _signal_running_node(home)
+    if pid is not None:
+        print(f"asked the running node (pid {pid}) to sign with the new key")
+    else:
+        print("no node is running for this home: the new key is used from the next `fedmisp run`")
+    print("peers accept the new key when they pull the rotation; their fedmisp.toml may keep the old "
+          "key (or be updated to the new one at leisure)")
     return 0
 
 
@@ -534,6 +616,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = with_home(sub.add_parser("reload", help="make the running node read fedmisp.toml again"))
     p.set_defaults(func=cmd_reload)
+
+    p = with_home(sub.add_parser("backup", help="copy store, config and keys to one file while the node runs"))
+    p.add_argument("--out", required=True, help="the backup file to write (never overwritten)")
+    p.set_defaults(func=cmd_backup)
+
+    p = with_home(sub.add_parser("restore", help="replace a stopped node's home by a verified backup"))
+    p.add_argument("--from", dest="source", required=True, help="the backup file")
+    p.add_argument("--force", action="store_true", help="replace a store that holds records")
+    p.set_defaults(func=cmd_restore)
+
+    p = sub.add_parser("key", help="rotate the node's signing key")
+    key_cmds = p.add_subparsers(dest="key_cmd", required=True)
+    k = with_home(key_cmds.add_parser("rotate", help="a new key, announced to peers signed by the old one"))
+    k.set_defaults(func=cmd_key)
 
     p = sub.add_parser("peer", help="add, list or remove peers in fedmisp.toml")
     peers = p.add_subparsers(dest="peer_cmd", required=True)

@@ -11,7 +11,8 @@ from pathlib import Path
 from fedmisp.model import canonical
 from fedmisp.model.identity import Identity
 from fedmisp.model.misp import ImportDefaults
-from fedmisp.model.records import KIND_ORG, Record, seal
+from fedmisp.model.org import introduction
+from fedmisp.model.records import Record
 from fedmisp.node.config import KEY_FILE, NodeConfig, load_config, parse_listen, write_config
 from fedmisp.store.store import Store
 
@@ -35,8 +36,7 @@ def new_api_key() -> str:
 
 
 def org_record(identity: Identity, config: NodeConfig) -> Record:
-    body = {"key": identity.public_key, "name": config.org_name, "uuid": config.org_uuid}
-    return seal(identity, KIND_ORG, body, created=0)
+    return introduction(identity, config.org_name, config.org_uuid)
 
 
 @dataclass
@@ -44,15 +44,20 @@ class Node:
     config: NodeConfig
     identity: Identity
     store: Store
+    # keys this node rotated away from, newest first: used only to talk to peers that still pin them
+    retired_identities: tuple[Identity, ...] = ()
 
     @classmethod
     def open(cls, home: Path, *, readonly: bool = False) -> "Node":
+        from fedmisp.node.keys import finish_interrupted_rotation, retired_identities
         config = load_config(home)
-        identity = Identity.load(config.key_path)
+        Identity.load(config.key_path)  # a key file others can read is refused before anything opens
         if readonly and not (config.store_path / "data.mdb").exists():
             raise HomeError(f"{config.store_path}: no store yet")
         store = Store(config.store_path, map_size=config.map_size, readonly=readonly)
-        return cls(config, identity, store)
+        if not readonly:
+            finish_interrupted_rotation(home, store)
+        return cls(config, Identity.load(config.key_path), store, retired_identities(home))
 
     def close(self) -> None:
         self.store.close()

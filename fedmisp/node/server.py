@@ -24,8 +24,9 @@ from fedmisp.gossip.service import ANTI_ENTROPY_SECONDS, Gossiper
 from fedmisp.node.api import DEFAULT_MAX_REQUEST_BYTES, ApiContext, _role_of, make_app
 from fedmisp.node.feed_fetch import FeedFetcher
 from fedmisp.node.feeds import FeedServer
-from fedmisp.node.config import CONFIG_FILE, ConfigError, NodeConfig, load_config
+from fedmisp.node.config import CONFIG_FILE, KEY_FILE, ConfigError, NodeConfig, load_config
 from fedmisp.node.home import Node
+from fedmisp.node.keys import reload_identity
 from fedmisp.node.logs import AuditLog, configure_logging
 from fedmisp.node.metrics import PATH as METRICS_PATH, NodeMetrics
 from fedmisp.store.writer import Writer
@@ -108,7 +109,14 @@ async def serve(node: Node, *, host: str | None = None, port: int | None = None,
 
 async def reload(node: Node, gossiper: Gossiper, audit: AuditLog | None = None,
                  log_overrides: dict[str, str | None] | None = None, fetcher: FeedFetcher | None = None) -> None:
-    """SIGHUP: read fedmisp.toml again. An invalid file changes nothing, and the log says why."""
+    """SIGHUP: read identity.key and fedmisp.toml again. An invalid file changes nothing, and the
+    log says why. A new key (after `fedmisp key rotate`) is used at once and announced to peers."""
+    try:
+        if await asyncio.get_running_loop().run_in_executor(None, reload_identity, node):
+            log.info("reloaded %s: signing as %s from now on", KEY_FILE, node.identity.public_key_text)
+            gossiper.stored_something()  # peers pull the rotation at once
+    except (OSError, ValueError) as e:
+        log.error("reload of %s refused, keeping the running key: %s", KEY_FILE, e)
     try:
         config = await asyncio.get_running_loop().run_in_executor(None, load_config, node.config.home)
     except ConfigError as e:

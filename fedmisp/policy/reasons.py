@@ -60,6 +60,10 @@ class Reason(str, Enum):
     SG_REVISION_OWNER_CHANGED = "sg-revision-owner-changed"
     SG_REVISION_OWNER_REMOVED = "sg-revision-owner-removed"
     SG_REVISION_EXTEND_REMOVES = "sg-revision-extend-removes"
+    # org records (policy/orgs.py)
+    ORG_KEY_NOT_CURRENT = "org-key-not-current"  # a rotation not signed by a current key of the org
+    ORG_KEY_CONFLICT = "org-key-conflict"  # a key that already signs for another organisation
+    ORG_KEY_RETIRED = "org-key-retired"  # a retired key introduced again, or signing after its rotation
 
 
 # filter check name -> (push reason, pull reason)

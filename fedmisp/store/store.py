@@ -25,8 +25,10 @@ Named databases (key -> value):
                                                  that closed it
   extra_seqs   record id (32) of an event_extra record -> its log sequence (8), so it can be
                                                  logged again when its event is published
-  orgs         org uuid (16)                  -> record id (32) of the org record
+  orgs         org uuid (16)                  -> record id (32) of the org's latest org record
                b"key:" | public key (32)      -> org uuid (16): whose key signed a record
+               b"retired:" | public key (32)  -> retired at (8) | successor key (32): a rotated key
+                                                 (decision 0010)
                b"known:" | org uuid (16)      -> msgpack {uuid, name, key}: an organisation an admin
                                                  introduced by uuid, name and key (no record of its own)
   local        element or event uuid (16)     -> node-local annotations (local tags), msgpack; never
@@ -56,6 +58,7 @@ import uuid as _uuid
 from dataclasses import dataclass
 from enum import Enum
 from hashlib import blake2b
+from itertools import islice
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -65,12 +68,15 @@ import msgpack
 from fedmisp.correlate.keys import correlation_rows
 from fedmisp.model import canonical
 from fedmisp.model.misp import to_misp
+from fedmisp.model.org import read_org
 from fedmisp.model.records import (
-    KIND_PROPOSAL, KIND_PROPOSAL_DECISION, KIND_SIGHTINGS, Record, RecordError, check_element, open_element,
-    open_record, revision_elements,
+    KIND_ORG, KIND_PROPOSAL, KIND_PROPOSAL_DECISION, KIND_SIGHTINGS, Record, RecordError, check_element,
+    open_element, open_record, revision_elements,
 )
 from fedmisp.model.revision import SignedEvent
 from fedmisp.model.values import ValueFormatError, normalise
+from fedmisp.policy.orgs import KeyState, check_org_record
+from fedmisp.policy.reasons import Reason
 
 # The map is address space, not memory: LMDB grows the file as data arrives. 1 TiB leaves room for
 # tens of millions of attributes on a 64-bit machine without a resize.
@@ -90,6 +96,11 @@ _DUPSORT = frozenset({"event_extra", "ix_value", "ix_type", "ix_tag", "ix_event_
 _BE8 = struct.Struct(">Q")
 # Records attached to an event (event_extra): they follow it and are kept where it is held.
 EVENT_EXTRA_KINDS = frozenset({KIND_SIGHTINGS, KIND_PROPOSAL, KIND_PROPOSAL_DECISION})
+# Rows per write transaction of a compacted copy (bounds the copy's dirty pages, not its consistency:
+# every row is read in one read transaction of the source).
+_COPY_BATCH = 100_000
+# Rotations followed from a pinned key to the current one; a key rotated yearly never gets near.
+MAX_ROTATION_CHAIN = 1000
 
 
 class WriteOutcome(str, Enum):
@@ -312,22 +323,30 @@ class Store:
             txn.put(b"seq", _BE8.pack(seq), db=self.db["meta"])
         return outcomes
 
-    def write_records(self, records: list[Record]) -> int:
-        """Store standalone records (org records, ...); returns how many were new."""
-        return len(self.write_new_records(records))
+    def write_records(self, records: list[Record], refused: list[tuple[Record, Reason]] | None = None) -> int:
+        """Store standalone records (org records, ...); returns how many were new. An org record the
+        rules refuse (policy/orgs.py, checked in this transaction) is left out and, when `refused`
+        is given, listed there with its reason."""
+        return len(self.write_new_records(records, refused))
 
-    def write_new_records(self, records: list[Record]) -> list[Record]:
+    def write_new_records(self, records: list[Record],
+                          refused: list[tuple[Record, Reason]] | None = None) -> list[Record]:
         """`write_records`, returning the records that were new (the others were held already)."""
         new = []
         with self.env.begin(write=True) as txn:
             seq = self._seq(txn)
             for record in records:
+                if record.kind == KIND_ORG:
+                    reason = self._org_reason(txn, record)
+                    if reason is not Reason.ALLOWED:
+                        if refused is not None:
+                            refused.append((record, reason))
+                        continue
                 added, seq = self._put_record(txn, record, seq)
                 if added:
                     new.append(record)
-                if added and record.kind == "org":
-                    txn.put(uuid16(record.body["uuid"]), record.id, db=self.db["orgs"])
-                    txn.put(b"key:" + record.author, uuid16(record.body["uuid"]), db=self.db["orgs"])
+                if added and record.kind == KIND_ORG:
+                    self._put_org(txn, record)
                 elif added and record.kind in EVENT_EXTRA_KINDS:
                     # attached to their event (held now or arriving later) for views and exports
                     self._attach(txn, uuid16(record.body["event_uuid"]), record.id, record.kind, record.body, seq)
@@ -362,6 +381,48 @@ class Store:
             txn.put(_BE8.pack(seq), rid, db=self.db["log"])
             txn.put(rid, _BE8.pack(seq), db=self.db["extra_seqs"])
         return seq
+
+    def _org_reason(self, txn: lmdb.Transaction, record: Record) -> Reason:
+        if txn.get(record.id, db=self.db["records"]) is not None:
+            return Reason.ALLOWED  # held already: storing it again is a no-op
+        try:
+            claim = read_org(record)
+        except RecordError:
+            return Reason.MALFORMED
+        return check_org_record(claim, self._key_state(txn, record.author), self._key_state(txn, claim.key))
+
+    def _put_org(self, txn: lmdb.Transaction, record: Record) -> None:
+        claim = read_org(record)
+        org = uuid16(claim.uuid)
+        txn.put(org, record.id, db=self.db["orgs"])
+        txn.put(b"key:" + claim.key, org, db=self.db["orgs"])
+        if claim.previous is not None:
+            txn.put(b"retired:" + claim.previous, _BE8.pack(record.created) + claim.key, db=self.db["orgs"])
+
+    def _key_state(self, txn: lmdb.Transaction, key: bytes) -> KeyState:
+        org = txn.get(b"key:" + key, db=self.db["orgs"])
+        retired = txn.get(b"retired:" + key, db=self.db["orgs"])
+        return KeyState(
+            org=str(_uuid.UUID(bytes=bytes(org))) if org is not None else None,
+            retired_at=_BE8.unpack_from(retired)[0] if retired is not None else None,
+            successor=bytes(retired[8:]) if retired is not None else None,
+        )
+
+    def key_state(self, key: bytes) -> KeyState:
+        """Which organisation a key signs for, and whether (when, by which key) it was rotated."""
+        with self.env.begin() as txn:
+            return self._key_state(txn, key)
+
+    def current_key(self, key: bytes) -> bytes:
+        """The key that replaced `key` through its org's rotations (`key` itself if never rotated):
+        what a peer pinned by `key` now authenticates with."""
+        with self.env.begin() as txn:
+            for _ in range(MAX_ROTATION_CHAIN):
+                retired = txn.get(b"retired:" + key, db=self.db["orgs"])
+                if retired is None:
+                    return key
+                key = bytes(retired[8:])
+        raise RecordError(f"key rotation chain longer than {MAX_ROTATION_CHAIN}")
 
     def _seq(self, txn: lmdb.Transaction) -> int:
         raw = txn.get(b"seq", db=self.db["meta"])
@@ -858,6 +919,30 @@ class Store:
             raw = txn.get(record_id, db=self.db["records"])
         return open_record(raw) if raw is not None else None
 
+    def copy_compacted(self, dest: Path) -> int:
+        """Every database as of one read transaction, rewritten densely into a new environment in
+        the empty folder `dest`; returns the copy's head sequence. (LMDB's own compacting copy,
+        ``Environment.copy(compact=True)``, crashes on a dupfixed database holding many values
+        under one key, as ix_type does: decision 0011.) Written without writemap, so the copy's
+        file is as large as its pages, not the map size."""
+        out = lmdb.open(str(dest), map_size=self.env.info()["map_size"], max_dbs=len(_DB_NAMES) + 4,
+                        subdir=True, writemap=False, sync=False)
+        try:
+            with self.env.begin() as txn:
+                head = self._seq(txn)
+                for name in _DB_NAMES:
+                    dupsort = name in _DUPSORT
+                    target = out.open_db(name.encode(), dupsort=dupsort, dupfixed=dupsort)
+                    rows = txn.cursor(db=self.db[name]).iternext()
+                    while batch := list(islice(rows, _COPY_BATCH)):
+                        with out.begin(write=True) as w:
+                            # rows come sorted: appended at the end of each page, so pages fill up
+                            w.cursor(db=target).putmulti(batch, dupdata=dupsort, append=True)
+            out.sync(True)
+        finally:
+            out.close()
+        return head
+
     def check_integrity(self) -> list[str]:
         """Every held event whole and verified, and the indexes agreeing with the held revisions.
         Returns the problems found (empty when the store is sound)."""
@@ -914,7 +999,7 @@ class Store:
                 "elements": n("elements"),
                 "bodies": n("bodies"),
                 "records": n("records"),
-                "orgs": n("orgs") // 2,
+                "orgs": sum(1 for k in txn.cursor(db=self.db["orgs"]).iternext(values=False) if len(k) == 16),
                 "sequence": seq,
                 "store_bytes": self.env.info()["last_pgno"] * self.env.stat()["psize"],
             }
