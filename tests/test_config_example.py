@@ -10,6 +10,7 @@ import tomllib
 from pathlib import Path
 
 from fedmisp.node.config import _PEER_FIELDS
+from fedmisp.node.feed_config import _FEED_FIELDS, _SERVED_FIELDS, FEED_FILTER_FIELDS
 from fedmisp.node.home import init_home
 from fedmisp.policy.config import FILTER_FIELDS
 
@@ -18,17 +19,24 @@ SETTINGS = {
     "node": {"org_name", "org_uuid", "listen"},
     "sharing": {"default_distribution"},
     "limits": {"max_import_file_bytes", "max_request_bytes"},
-    "gossip": {"anti_entropy_seconds"},
+    "gossip": {"anti_entropy_seconds", "strip_sighting_org"},
+    "log": {"format", "level", "file", "max_bytes", "backups"},
+    "audit": {"enabled", "file", "max_bytes", "backups"},
+    "metrics": {"require_api_key"},
     "correlation": {"ssdeep_threshold", "max_matches", "exclusions"},
     "blocklist": {"events", "orgs"},
 }
 
 
-def with_peer_example(text: str) -> str:
-    """The example with its commented [[peer]] block switched on."""
-    start, end = text.index("# --- peer example ---"), text.index("# --- end of peer example ---")
+def with_example(text: str, name: str) -> str:
+    """The example with one of its commented blocks (peer, feed) switched on."""
+    start, end = text.index(f"# --- {name} example ---"), text.index(f"# --- end of {name} example ---")
     block = "\n".join(re.sub(r"^# ?", "", line) for line in text[start:end].splitlines()[1:])
     return text[:start] + block + "\n" + text[end:]
+
+
+def with_peer_example(text: str) -> str:
+    return with_example(text, "peer")
 
 
 def check(home: Path) -> subprocess.CompletedProcess:
@@ -46,6 +54,10 @@ def test_the_single_node_example_passes_config_check_as_shipped_and_with_its_pee
     config.write_text(with_peer_example(EXAMPLE.read_text()))
     peered = check(tmp_path / "n")
     assert peered.returncode == 0 and "ok (1 peer(s))" in peered.stdout, peered.stderr
+    # the feed example, switched on as it is
+    config.write_text(with_example(EXAMPLE.read_text(), "feed"))
+    fed = check(tmp_path / "n")
+    assert fed.returncode == 0, fed.stderr
     # and a broken value in it is reported with its field
     config.write_text(EXAMPLE.read_text().replace("max_request_bytes = 33554432", "max_request_bytes = 12"))
     broken = check(tmp_path / "n")
@@ -60,3 +72,7 @@ def test_the_single_node_example_names_every_setting():
     assert set(peer) == set(_PEER_FIELDS)
     assert set(peer["push"]) == set(FILTER_FIELDS) and set(peer["pull"]) == set(FILTER_FIELDS)
     assert set(document) == set(SETTINGS) | {"peer"}
+    feeds = tomllib.loads(with_example(EXAMPLE.read_text(), "feed"))
+    (served,), (fetched,) = feeds["served_feed"], feeds["feed"]
+    assert set(served) == set(_SERVED_FIELDS)
+    assert set(fetched) == set(_FEED_FIELDS) and set(fetched["filter"]) == set(FEED_FILTER_FIELDS)

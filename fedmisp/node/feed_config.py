@@ -124,6 +124,7 @@ def parse_feeds(raw: Any, home: Path, problems: list[str]) -> tuple[FeedSource, 
     for label, table in _tables(raw, "feed", problems):
         _unknown(table, label, _FEED_FIELDS, problems)
         url, path = table.get("url"), table.get("path")
+        url, path = (None if v == "" else v for v in (url, path))  # an empty one is not given
         folder: Path | None = None
         if (url is None) == (path is None):
             problems.append(f"{label}: give exactly one of url (http:// or https://) or path (a feed folder)")
