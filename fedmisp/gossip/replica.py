@@ -8,7 +8,11 @@ the highest level any path allowed) and stores the batch with the checkpoint in 
 """
 from __future__ import annotations
 
+import multiprocessing
+import threading
 from collections import OrderedDict
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -23,12 +27,19 @@ from fedmisp.gossip.sharing_groups import accept as accept_sharing_group, curren
 from fedmisp.policy.reasons import Reason
 from fedmisp.policy.model import EventView, Holding, NodeState, PeerPolicy, event_view
 from fedmisp.policy.pipeline import EventPlan, inbound, merge, origin_holding, outbound, plan
-from fedmisp.store.store import EventWrite, WriteOutcome, received_write
+from fedmisp.store.store import EventWrite, WriteOutcome, element_rows, received_write, unpack_element_rows, uuid16
 
 _VIEW_CACHE = 128  # event views kept between a changes page and its body requests
 # Elements offered per changes page. The receiver stores a page as one batch with its checkpoint,
 # so this bounds the work a crash can lose and the memory a batch holds (an event is never split).
 PAGE_ELEMENTS = 20_000
+# A received batch with at least this many bodies builds their store rows (decoding, value
+# normalisation, correlation keys: about half of what storing a received event costs) in worker
+# processes while this one runs the inbound policy and stores; below it, starting the workers and
+# moving the bodies costs more than it saves. Rows are built in chunks of ROWS_CHUNK bodies so
+# one big event keeps every worker busy.
+ROWS_POOL_MIN = 4_000
+ROWS_CHUNK = 2_500
 
 
 @dataclass
@@ -71,11 +82,33 @@ class _Held:
     plan: EventPlan  # the peer-independent part of the policy decision, made once per revision
 
 
+@dataclass(frozen=True)
+class _Accepted:
+    """What inbound policy lets in of one received revision: the element bodies kept (digest,
+    body, element, in the revision's order) and the merged holding, packed."""
+    record: Record
+    keep: list[tuple[bytes, bytes, dict[str, Any]]]
+    holding: bytes
+    correlation_only: bool
+
+
 class Replica:
-    def __init__(self, node: NodeView):
+    def __init__(self, node: NodeView, rows_workers: int = 0):
+        """`rows_workers`: worker processes that build the store rows of large received batches
+        (0: everything in this process, as tests and one-process tools do)."""
         self.node = node
         self.store = node.store
+        self.rows_workers = rows_workers
         self._views: OrderedDict[bytes, _Held] = OrderedDict()
+        self._pool: ProcessPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+
+    def close(self) -> None:
+        """Stop the row workers, if any were started."""
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def node_state(self) -> NodeState:
         return NodeState(org_uuid=self.node.config.org_uuid, sharing_groups=current_groups(self.store),
@@ -247,12 +280,15 @@ class Replica:
                                               self.node.identity.public_key)
                 if reason is not Reason.ALLOWED and reason is not Reason.SG_REVISION_NOT_NEWER:
                     report.refuse(reason.value)
-        writes = []
         state = self.node_state()
+        pool = self._rows_pool(sum(len(e.bodies) for e in batch.events))
+        accepted: list[tuple[_Accepted, list[Future[bytes]] | None]] = []
         for received in batch.events:
-            write = self._accept(received, peer, state, report)
-            if write is not None:
-                writes.append(write)
+            taken = self._accept(received, peer, state, report)
+            if taken is not None:
+                # the rows are built in the workers while the next event's policy runs here
+                accepted.append((taken, self._submit_rows(pool, taken) if pool is not None else None))
+        writes = [self._write(taken, jobs, peer.name) for taken, jobs in accepted]
         outcomes = self.store.write_events(writes, checkpoint=(peer.name, batch.checkpoint))
         # sightings and proposals of events this node may hold (now that the batch's events are in)
         keep = [r for r in attached if isinstance(r.body, dict) and isinstance(r.body.get("event_uuid"), str)
@@ -270,8 +306,48 @@ class Replica:
         self._views.clear()
         return report
 
+    def _rows_pool(self, bodies: int) -> ProcessPoolExecutor | None:
+        if self.rows_workers <= 0 or bodies < ROWS_POOL_MIN:
+            return None
+        with self._pool_lock:
+            if self._pool is None:
+                # spawn, not fork: a forked child would inherit this process's LMDB environment
+                # and event loop threads
+                self._pool = ProcessPoolExecutor(max_workers=self.rows_workers,
+                                                 mp_context=multiprocessing.get_context("spawn"))
+            return self._pool
+
+    def _submit_rows(self, pool: ProcessPoolExecutor, taken: _Accepted) -> list[Future[bytes]] | None:
+        header = taken.record.body["event"]
+        ev, disabled = uuid16(header["uuid"]), bool(header.get("disable_correlation"))
+        pairs = [(d, b) for d, b, _ in taken.keep]
+        try:
+            return [pool.submit(element_rows, ev, pairs[i:i + ROWS_CHUNK], disabled)
+                    for i in range(0, len(pairs), ROWS_CHUNK)]
+        except (BrokenProcessPool, RuntimeError):
+            self._drop_pool(pool)
+            return None  # built here instead
+
+    def _write(self, taken: _Accepted, jobs: list[Future[bytes]] | None, source: str) -> EventWrite:
+        built = None
+        if jobs is not None:
+            try:
+                built = unpack_element_rows([job.result() for job in jobs])
+            except BrokenProcessPool:  # a worker died (killed, out of memory): built here instead
+                self._drop_pool(None)
+        return received_write(taken.record, taken.keep, taken.holding, source, taken.correlation_only, built)
+
+    def _drop_pool(self, pool: ProcessPoolExecutor | None) -> None:
+        """Forget a broken pool (the next large batch starts a new one)."""
+        with self._pool_lock:
+            broken = self._pool if pool is None or pool is self._pool else None
+            if broken is not None:
+                self._pool = None
+        if broken is not None:
+            broken.shutdown(wait=False, cancel_futures=True)
+
     def _accept(self, received: ReceivedEvent, peer: PeerConfig, state: NodeState,
-                report: ApplyReport) -> EventWrite | None:
+                report: ApplyReport) -> _Accepted | None:
         record = open_record(received.wire)
         header = record.body["event"]
         skeleton = set(record.body["elements"])
@@ -302,7 +378,7 @@ class Replica:
                 if e["uuid"] in kept and (d not in received.bodies or e["uuid"] in outcome.levels)]
         order = {d: i for i, d in enumerate(record.body["elements"])}
         keep.sort(key=lambda x: order[x[0]])
-        return received_write(record, keep, pack_holding(holding), peer.name, holding.correlation_only)
+        return _Accepted(record, keep, pack_holding(holding), holding.correlation_only)
 
 
 __all__ = ["ApplyReport", "Refused", "Replica", "pack_holding", "unpack_holding"]

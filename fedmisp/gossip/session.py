@@ -258,6 +258,7 @@ class PullSession:
                 self._refused.append(Refused(pending.change["seq"], "bad-digest", "a body the offer did not list"))
                 del by_digest[stray]
             bodies = [by_digest.get(d) for d in asked]
+        hashed = self._everything  # each body was matched to its digest by hashing it: not again
         if not isinstance(bodies, list) or len(bodies) != len(asked):
             raise ProtocolError("bodies reply: expected one entry (body or nil) per digest asked")
         for digest, body in zip(asked, bodies):
@@ -268,7 +269,7 @@ class PullSession:
             if not isinstance(body, bytes):
                 raise ProtocolError("bodies reply: a body must be bytes")
             try:
-                element = check_element(digest, body)
+                element = check_element(digest, body, digest=digest if hashed else None)
             except RecordError as e:
                 self._refused.append(Refused(pending.change["seq"], "bad-digest", str(e)))
                 pending.need.remove(digest)
