@@ -374,10 +374,12 @@ class Replica:
         previous = self.store.holding(received.event_uuid)
         holding = merge(unpack_holding(previous) if previous is not None else None, outcome, peer.name)
         kept = holding.levels.keys() | holding.correlation_levels.keys()
-        keep = [(d, b, e) for d, (b, e) in entries.items()
-                if e["uuid"] in kept and (d not in received.bodies or e["uuid"] in outcome.levels)]
-        order = {d: i for i, d in enumerate(record.body["elements"])}
-        keep.sort(key=lambda x: order[x[0]])
+        allowed, fetched = outcome.levels, received.bodies
+        keep = []
+        for digest in record.body["elements"]:  # in the revision's order
+            entry = entries.get(digest)
+            if entry is not None and (u := entry[1]["uuid"]) in kept and (digest not in fetched or u in allowed):
+                keep.append((digest, entry[0], entry[1]))
         return _Accepted(record, keep, pack_holding(holding), holding.correlation_only)
 
 
