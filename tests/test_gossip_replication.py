@@ -196,3 +196,41 @@ def test_rows_built_in_worker_processes_are_the_rows_built_in_process(tmp_path, 
         by_workers.close()
         for node in nodes.values():
             node.close()
+
+
+_KILLED_NODE = """
+import os, signal, sys, types
+from fedmisp.gossip.replica import Replica
+if __name__ == "__main__":
+    replica = Replica(types.SimpleNamespace(store=None), rows_workers=1)
+    pool = replica._rows_pool(10 ** 9)
+    print(pool.submit(os.getpid).result(), flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_row_workers_exit_when_their_node_is_killed(tmp_path):
+    import subprocess
+    import sys
+    import time
+    script = tmp_path / "node.py"
+    script.write_text(_KILLED_NODE)
+    # stdout read line by line: an orphaned worker would keep the pipe open forever
+    node = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    worker = int(node.stdout.readline())
+    node.wait(timeout=60)
+    node.stdout.close()
+
+    def alive() -> bool:
+        try:
+            return Path(f"/proc/{worker}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+    deadline = time.monotonic() + 30
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if alive():
+        import os
+        import signal
+        os.kill(worker, signal.SIGKILL)
+        raise AssertionError(f"row worker {worker} outlived its killed node")

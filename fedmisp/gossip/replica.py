@@ -9,7 +9,9 @@ the highest level any path allowed) and stores the batch with the checkpoint in 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import threading
+import time
 from collections import OrderedDict
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -80,6 +82,16 @@ class _Held:
     holding: Holding
     digest_of: dict[str, bytes]  # element uuid -> digest
     plan: EventPlan  # the peer-independent part of the policy decision, made once per revision
+
+
+def _exit_with_parent(parent: int, interval: float = 1.0) -> None:
+    """In a row worker: exit when the node process is gone. A worker waits on a queue whose write
+    end it holds itself, so a node killed with SIGKILL would otherwise leave it waiting forever."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os._exit(0)
+    threading.Thread(target=watch, name="fedmisp-parent-watch", daemon=True).start()
 
 
 @dataclass(frozen=True)
@@ -314,7 +326,8 @@ class Replica:
                 # spawn, not fork: a forked child would inherit this process's LMDB environment
                 # and event loop threads
                 self._pool = ProcessPoolExecutor(max_workers=self.rows_workers,
-                                                 mp_context=multiprocessing.get_context("spawn"))
+                                                 mp_context=multiprocessing.get_context("spawn"),
+                                                 initializer=_exit_with_parent, initargs=(os.getpid(),))
             return self._pool
 
     def _submit_rows(self, pool: ProcessPoolExecutor, taken: _Accepted) -> list[Future[bytes]] | None:
