@@ -67,7 +67,7 @@ def pack_holding(h: Holding) -> bytes:
     # as canonical.pack without re-walking a map of one entry per element
     return canonical.pack_sorted({"c": h.correlation_only, "k": dict(sorted(h.correlation_levels.items())),
                                   "l": dict(sorted(h.levels.items())),
-                                  "s": {k: sorted(v) for k, v in sorted(h.sources.items())}})
+                                  "s": {k: list(v) if len(v) == 1 else sorted(v) for k, v in sorted(h.sources.items())}})
 
 
 def unpack_holding(raw: Any) -> Holding:
@@ -369,13 +369,15 @@ class Replica:
         entries: dict[bytes, tuple[bytes, dict[str, Any]]] = {}
         if held is not None:
             entries.update({d: (b, e) for d, b, e in held[1] if d in skeleton})
+        decoded = received.elements  # decoded when the session checked each body's digest
         for digest, body in received.bodies.items():
-            element = received.elements.get(digest)  # decoded when the session checked its digest
+            element = decoded.get(digest)
             entries[digest] = (body, element if element is not None else open_element(body))
         offered: dict[str, int] = {received.event_uuid: received.offered.get(received.event_uuid, -1)}
         for digest, level in received.offered.items():
-            if isinstance(digest, bytes) and digest in entries:
-                offered[entries[digest][1]["uuid"]] = level
+            entry = entries.get(digest) if isinstance(digest, bytes) else None
+            if entry is not None:
+                offered[entry[1]["uuid"]] = level
         view = event_view(header, [e for _, e in entries.values()])
         held_timestamp = self.held_timestamp(received.event_uuid)
         outcome = inbound(view, offered, peer.policy, state, held_timestamp)

@@ -216,9 +216,11 @@ def header_index(header: dict[str, Any]) -> tuple[bytes, bytes, tuple[bytes, ...
 
 def element_rows(ev: bytes, entries: list[tuple[bytes, bytes]], event_disabled: bool) -> bytes:
     """The rows of an event's elements (`entries`: digest, verified body), decoded here, as one
-    msgpack blob `[rows, attributes]`: what a worker process hands back (see gossip/replica.py)."""
+    msgpack blob `[rows, attributes]`: what a worker process hands back (see gossip/replica.py).
+    The bodies' own rows are left out: the caller has the bodies (`received_write` adds them)."""
     rows = new_rows()
     attributes = sum(add_element_rows(rows, ev, d, b, open_element(b), None, event_disabled) for d, b in entries)
+    rows[0].clear()
     return msgpack.packb([rows, attributes], use_bin_type=True)
 
 
@@ -246,6 +248,7 @@ def received_write(record: Record, entries: list[tuple[bytes, bytes, dict[str, A
         attributes = sum(add_element_rows(rows, ev, d, b, e, None, disabled) for d, b, e in entries)
     else:
         rows, attributes = built
+        rows[0].extend((ev + d, b) for d, b, _ in entries)  # `element_rows` leaves the bodies out
     return EventWrite(
         uuid=ev, timestamp=header["timestamp"], level=0, record_id=record.id, wire=record.wire(),
         header=header_index(header), rows=rows, attribute_count=attributes, extra=[], local=[],
