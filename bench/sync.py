@@ -21,7 +21,7 @@ the exit status only says whether the benchmark ran):
    printed beside it) and stops when the receiver's store, polled read-only every 50 ms, holds
    every event.  ``--repeat`` (3) rounds of ingest then replication, interleaved so load drifts hit
    both; the headline is best replication / best ingest, each round's own ratio is printed too,
-   with the CPU seconds the receiver and sender processes used (their sum close to the wall time
+   with the CPU seconds the receiver (with its row worker processes) and sender used (their sum close to the wall time
    means the pull is a serial ping-pong between the two).  ``--profile`` repeats the pull in one
    process over gossip/driver.py's in-memory transport: time per side, the echo cost (the
    receiver's changes feed read back for the sender) and a cProfile listing.
@@ -722,7 +722,7 @@ def print_report(report: Json) -> None:
                      f"first neighbour {spread['first_neighbour_seconds']:.2f} s",
                      f"{spread['all_seconds'] / spread['first_neighbour_seconds']:.1f}x",
                      "[info]", "-"))
-        rows.append((f"spread: bytes per payload per node",
+        rows.append(("spread: bytes per payload per node",
                      f"{_median([t['bytes'] for t in trials]) / 1e6:.2f} MB sent",
                      f"payload {payload:,.0f} B x {spread['nodes'] - 1} nodes",
                      f"{spread['ratio']:.2f}", f"<= {TARGET_SPREAD}", verdict(spread["ratio"] <= TARGET_SPREAD)))
@@ -751,7 +751,7 @@ def print_report(report: Json) -> None:
         for i, r in enumerate(bulk["rounds"], 1):
             cores = (f", {r['ingest_cpu_seconds'] / r['ingest_seconds']:.1f} cores"
                      if r.get("ingest_cpu_seconds") else "")
-            cpu = (f"; CPU receiver {r['receiver_cpu_seconds']:.1f} s, sender {r['sender_cpu_seconds']:.1f} s"
+            cpu = (f"; CPU receiver with its row workers {r['receiver_cpu_seconds']:.1f} s, sender {r['sender_cpu_seconds']:.1f} s"
                    if "receiver_cpu_seconds" in r else "")
             print(f"  round {i}: ingest {r['ingest_seconds']:.1f} s ({r['ingest_attrs_per_s']:,.0f} attrs/s{cores}), "
                   f"replication {r['seconds']:.1f} s ({r['attrs_per_s']:,.0f} attrs/s{cpu}): {r['round_ratio']:.2f}x")

@@ -119,14 +119,16 @@ class BenchNode:
             self._store = None
 
     def cpu_seconds(self) -> float | None:
-        """User + system CPU the node process has used so far (Linux /proc; None elsewhere)."""
+        """User + system CPU the node process and its running child processes (the row workers
+        of gossip/replica.py) have used so far (Linux /proc; None elsewhere)."""
         if self.proc is None:
             return None
-        try:
-            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except (OSError, ValueError, IndexError):
+        ticks = _process_ticks(self.proc.pid)
+        if ticks is None:
             return None
+        for child in _children(self.proc.pid):
+            ticks += _process_ticks(child) or 0
+        return ticks / os.sysconf("SC_CLK_TCK")
 
     def stats(self) -> dict[str, int]:
         return self.store().stats()
@@ -144,6 +146,28 @@ class BenchNode:
             "Authorization": self.api_key, "Accept": "application/json", "Content-Type": "application/json"})
         with _HTTP.open(request, timeout=timeout) as response:
             return json.loads(response.read())
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _process_ticks(pid: int) -> int | None:
+    fields = _stat_fields(pid)
+    return int(fields[11]) + int(fields[12]) if fields is not None else None
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat_fields(int(entry.name))
+            if fields is not None and fields[1] == str(pid):
+                out.append(int(entry.name))
+    return out
 
 
 def create_node(home: Path, name: str) -> BenchNode:

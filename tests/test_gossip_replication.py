@@ -155,3 +155,82 @@ def test_what_came_only_over_a_correlation_only_link_is_matched_but_never_shown_
     assert md5["uuid"] not in {a["uuid"] for a in nodes["y"].store.export_event(raw["uuid"])["Event"]["Attribute"]}
     for node in nodes.values():
         node.close()
+
+
+def _rows_of(node) -> dict[str, list]:
+    from fedmisp.store.store import ROW_DBS
+    with node.store.env.begin() as txn:
+        return {name: [(bytes(k), bytes(v)) for k, v in txn.cursor(db=node.store.db[name])]
+                for name in ROW_DBS + ("events", "holdings", "ix_org", "ix_event_time")}
+
+
+def test_rows_built_in_worker_processes_are_the_rows_built_in_process(tmp_path, monkeypatch):
+    """c builds the rows of what it pulls in worker processes (every batch, chunks of 2 bodies),
+    b in its own process: both stores end byte for byte the same; a worker that dies makes the
+    next batch build its rows in process, and the pull goes on."""
+    import fedmisp.gossip.replica as replica_module
+    from fedmisp.gossip.driver import InMemory, pull
+    from fedmisp.gossip.replica import Replica
+    monkeypatch.setattr(replica_module, "ROWS_POOL_MIN", 1)
+    monkeypatch.setattr(replica_module, "ROWS_CHUNK", 2)
+    nodes = make_federation(tmp_path, ["a", "b", "c"], [("a", "b"), ("a", "c")])
+    import_paths(nodes["a"], [_event_at_level(tmp_path, 200 + i, 3)[0] for i in range(3)])
+    a = Replica(nodes["a"])
+    by_workers = Replica(nodes["c"], rows_workers=1)
+    try:
+        pull(Replica(nodes["b"]), nodes["b"].config.peers[0], InMemory(a, "b"))
+        pull(by_workers, nodes["c"].config.peers[0], InMemory(a, "c"))
+        assert by_workers._pool is not None  # the rows really were built by a worker
+        assert _rows_of(nodes["c"]) == _rows_of(nodes["b"]) and len(held(nodes["c"])) == 3
+        killed = by_workers._pool
+        for process in list(killed._processes.values()):
+            process.kill()
+            process.join()
+        import_paths(nodes["a"], [_event_at_level(tmp_path, 210, 3)[0]])
+        pull(Replica(nodes["b"]), nodes["b"].config.peers[0], InMemory(a, "b"))
+        report = pull(by_workers, nodes["c"].config.peers[0], InMemory(a, "c"))
+        assert report.stored == 1 and _rows_of(nodes["c"]) == _rows_of(nodes["b"])
+        assert by_workers._pool is not killed  # the broken pool was let go
+        assert nodes["c"].store.check_integrity() == []
+    finally:
+        by_workers.close()
+        for node in nodes.values():
+            node.close()
+
+
+_KILLED_NODE = """
+import os, signal, sys, types
+from fedmisp.gossip.replica import Replica
+if __name__ == "__main__":
+    replica = Replica(types.SimpleNamespace(store=None), rows_workers=1)
+    pool = replica._rows_pool(10 ** 9)
+    print(pool.submit(os.getpid).result(), flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_row_workers_exit_when_their_node_is_killed(tmp_path):
+    import subprocess
+    import sys
+    import time
+    script = tmp_path / "node.py"
+    script.write_text(_KILLED_NODE)
+    # stdout read line by line: an orphaned worker would keep the pipe open forever
+    node = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    worker = int(node.stdout.readline())
+    node.wait(timeout=60)
+    node.stdout.close()
+
+    def alive() -> bool:
+        try:
+            return Path(f"/proc/{worker}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+    deadline = time.monotonic() + 30
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if alive():
+        import os
+        import signal
+        os.kill(worker, signal.SIGKILL)
+        raise AssertionError(f"row worker {worker} outlived its killed node")

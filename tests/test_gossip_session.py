@@ -5,7 +5,7 @@ import pytest
 
 import fedmisp.gossip.session as session_module
 from fedmisp.gossip.session import (
-    Done, ProtocolError, PullSession, SendBodies, SendChanges, StoreBatch,
+    Done, ProtocolError, PullSession, SendBodies, SendChanges, StoreBatch, WaitStored,
 )
 from fedmisp.model import canonical
 from fedmisp.model.identity import Identity
@@ -192,3 +192,39 @@ def test_one_level_for_every_element_may_be_sent_as_that_level_alone():
     received = [e for b in batches for e in b.events]
     assert [set(e.bodies) for e in received] == [{x.digest for x in s.elements} for s in events]
     assert all(e.offered[d] == 3 for e in received for d in e.bodies)
+
+
+def test_the_next_page_is_fetched_while_a_batch_is_stored_and_the_checkpoint_waits_for_it():
+    events = [signed(70 + i) for i in range(5)]
+    peer = FakePeer(*_feed(*events))  # pages of 2: batches end at 2, 4, 5
+    local = FakeLocal()
+    session = PullSession("p", 0, local)
+    out: list[StoreBatch] = []  # handed out; stored only when the session asks to wait
+    steps = []
+    while not isinstance(step := session.next_step(), Done):
+        steps.append(type(step).__name__)
+        if isinstance(step, SendChanges):
+            session.changes_received(peer.reply_changes(step.since))
+        elif isinstance(step, SendBodies):
+            session.bodies_received(step.event_uuid, [b for b in peer.reply_bodies(step.digests) if b is not None])
+        elif isinstance(step, StoreBatch):
+            out.append(step)
+        else:
+            assert isinstance(step, WaitStored) and step.checkpoint == out[-1].checkpoint
+            assert session.checkpoint == (out[-2].checkpoint if len(out) > 1 else 0)  # not moved yet
+            session.stored()
+            assert session.checkpoint == out[-1].checkpoint
+    # after the first batch is handed out, the second page is asked for before it is stored
+    assert steps[steps.index("StoreBatch") + 1] == "SendChanges"
+    assert [b.checkpoint for b in out] == [2, 4, 5] and session.checkpoint == 5
+    assert [e.event_uuid for b in out for e in b.events] == [s.uuid for s in events]
+    with pytest.raises(ProtocolError, match="not waiting for store"):
+        session.stored()
+
+
+def test_the_bodies_of_a_batch_come_with_their_decoded_elements():
+    s = signed(80)
+    local = FakeLocal()
+    batches, _ = run(PullSession("p", 0, local), FakePeer(*_feed(s)), local)
+    (received,) = [e for b in batches for e in b.events]
+    assert {d: e["uuid"] for d, e in received.elements.items()} == {x.digest: x.element["uuid"] for x in s.elements}

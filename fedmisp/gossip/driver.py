@@ -1,10 +1,11 @@
 """Driving a pull session: the same loop over any transport (HTTP between nodes, or in memory)."""
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Protocol
 
 from fedmisp.gossip.replica import ApplyReport, Replica
-from fedmisp.gossip.session import Done, PullSession, SendBodies, SendChanges, StoreBatch
+from fedmisp.gossip.session import Done, PullSession, SendBodies, SendChanges, StoreBatch, WaitStored
 from fedmisp.gossip.peers import PeerConfig
 
 
@@ -62,21 +63,35 @@ class AsyncTransport(Protocol):
 
 async def pull_async(replica: Replica, peer: PeerConfig, transport: AsyncTransport,
                      run_blocking: Any) -> ApplyReport:
-    """`pull` for the node process: network awaits, store work in `run_blocking` (an executor)."""
+    """`pull` for the node process: network awaits, store work in `run_blocking` (an executor).
+
+    A batch is stored in the background while the next page and its bodies are fetched (the peer
+    prepares them meanwhile), so the two nodes work at the same time instead of taking turns; the
+    session hands out one batch at a time and says when to wait for it (WaitStored)."""
     total = ApplyReport()
     checkpoint = await run_blocking(replica.store.checkpoint, peer.name)
     session = PullSession(peer.name, checkpoint, replica)
-    while True:
-        step = session.next_step()
-        if isinstance(step, SendChanges):
-            reply = await transport.changes(step.since, step.limit)
-            await run_blocking(session.changes_received, reply)  # reads the store (held digests)
-        elif isinstance(step, SendBodies):
-            session.bodies_received(step.event_uuid,
-                                    await transport.bodies(step.event_uuid, step.digests, step.everything))
-        elif isinstance(step, StoreBatch):
-            report = await run_blocking(replica.apply, peer, step)
-            session.stored()
-            total.add(report)
-        else:
-            return total
+    storing: asyncio.Future[ApplyReport] | None = None
+    try:
+        while True:
+            step = session.next_step()
+            if isinstance(step, SendChanges):
+                reply = await transport.changes(step.since, step.limit)
+                await run_blocking(session.changes_received, reply)  # reads the store (held digests)
+            elif isinstance(step, SendBodies):
+                session.bodies_received(step.event_uuid,
+                                        await transport.bodies(step.event_uuid, step.digests, step.everything))
+            elif isinstance(step, StoreBatch):
+                storing = asyncio.ensure_future(run_blocking(replica.apply, peer, step))
+            elif isinstance(step, WaitStored):
+                assert storing is not None
+                report, storing = await storing, None
+                session.stored()
+                total.add(report)
+            else:
+                return total
+    finally:
+        if storing is not None:
+            # a fetch failed meanwhile: the batch being stored is still stored whole (with its
+            # checkpoint) or not at all; wait for it so no store work outlives the pull
+            await asyncio.gather(storing, return_exceptions=True)

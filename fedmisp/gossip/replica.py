@@ -8,12 +8,18 @@ the highest level any path allowed) and stores the batch with the checkpoint in 
 """
 from __future__ import annotations
 
+import multiprocessing
+import os
+import threading
+import time
 from collections import OrderedDict
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fedmisp.gossip.observe import IN, NO_OBSERVER, OUT, REFUSED, SENT, STORED, WITHHELD, Decision, Observer, count_reasons
-from fedmisp.gossip.session import Refused, StoreBatch
+from fedmisp.gossip.session import ReceivedEvent, Refused, StoreBatch
 from fedmisp.model import canonical
 from fedmisp.model.records import (
     KIND_EVENT, KIND_ORG, KIND_PROPOSAL, KIND_PROPOSAL_DECISION, KIND_SHARING_GROUP, KIND_SIGHTINGS, Record,
@@ -27,12 +33,21 @@ from fedmisp.policy.reasons import Reason
 from fedmisp.policy.model import EventView, Holding, NodeState, PeerPolicy, event_view
 from fedmisp.policy.pipeline import EventPlan, Outcome, inbound, merge, origin_holding, outbound, plan
 from fedmisp.store.proposals import decision_shape_problem, proposal_shape_problem
-from fedmisp.store.store import EVENT_EXTRA_KINDS, WriteOutcome, received_write, uuid16
+from fedmisp.store.store import (
+    EVENT_EXTRA_KINDS, EventWrite, WriteOutcome, element_rows, received_write, unpack_element_rows, uuid16,
+)
 
 _VIEW_CACHE = 128  # event views kept between a changes page and its body requests
 # Elements offered per changes page. The receiver stores a page as one batch with its checkpoint,
 # so this bounds the work a crash can lose and the memory a batch holds (an event is never split).
-PAGE_ELEMENTS = 5_000
+PAGE_ELEMENTS = 20_000
+# A received batch with at least this many bodies builds their store rows (decoding, value
+# normalisation, correlation keys: about half of what storing a received event costs) in worker
+# processes while this one runs the inbound policy and stores; below it, starting the workers and
+# moving the bodies costs more than it saves. Rows are built in chunks of ROWS_CHUNK bodies so
+# one big event keeps every worker busy.
+ROWS_POOL_MIN = 4_000
+ROWS_CHUNK = 2_500
 
 
 @dataclass
@@ -54,8 +69,11 @@ class ApplyReport:
 
 
 def pack_holding(h: Holding) -> bytes:
-    return canonical.pack({"c": h.correlation_only, "k": dict(h.correlation_levels), "l": dict(h.levels),
-                           "s": {k: sorted(v) for k, v in h.sources.items()}})
+    # built in canonical key order (c, k, l, s; uuids sorted), so packed as it is: the same bytes
+    # as canonical.pack without re-walking a map of one entry per element
+    return canonical.pack_sorted({"c": h.correlation_only, "k": dict(sorted(h.correlation_levels.items())),
+                                  "l": dict(sorted(h.levels.items())),
+                                  "s": {k: list(v) if len(v) == 1 else sorted(v) for k, v in sorted(h.sources.items())}})
 
 
 def unpack_holding(raw: Any) -> Holding:
@@ -72,12 +90,46 @@ class _Held:
     plan: EventPlan  # the peer-independent part of the policy decision, made once per revision
 
 
+def _exit_with_parent(parent: int, interval: float = 1.0) -> None:
+    """In a row worker: exit when the node process is gone. A worker waits on a queue whose write
+    end it holds itself, so a node killed with SIGKILL would otherwise leave it waiting forever."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os._exit(0)
+    threading.Thread(target=watch, name="fedmisp-parent-watch", daemon=True).start()
+
+
+@dataclass(frozen=True)
+class _Accepted:
+    """What inbound policy lets in of one received revision: the element bodies kept (digest,
+    body, element, in the revision's order) and the merged holding, packed."""
+    record: Record
+    keep: list[tuple[bytes, bytes, dict[str, Any]]]
+    holding: bytes
+    correlation_only: bool
+    withheld: dict[str, int]  # elements not kept, by reason (for the observer)
+
+
 class Replica:
-    def __init__(self, node: NodeView, observer: Observer = NO_OBSERVER):
+    def __init__(self, node: NodeView, observer: Observer = NO_OBSERVER, rows_workers: int = 0):
+        """`observer`: told every decision about a record and a peer (gossip/observe.py).
+        `rows_workers`: worker processes that build the store rows of large received batches
+        (0: everything in this process, as tests and one-process tools do)."""
         self.node = node
         self.store = node.store
-        self.observer = observer  # told every decision about a record and a peer (gossip/observe.py)
+        self.observer = observer
+        self.rows_workers = rows_workers
         self._views: OrderedDict[bytes, _Held] = OrderedDict()
+        self._pool: ProcessPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+
+    def close(self) -> None:
+        """Stop the row workers, if any were started."""
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def node_state(self) -> NodeState:
         return NodeState(org_uuid=self.node.config.org_uuid, sharing_groups=current_groups(self.store),
@@ -327,14 +379,16 @@ class Replica:
                     self._stored(peer.name, record)
                 elif reason is not Reason.SG_REVISION_NOT_NEWER:
                     self._refuse(peer.name, report, reason.value, record.kind, record.id)
-        accepted = []
         state = self.node_state()
+        pool = self._rows_pool(sum(len(e.bodies) for e in batch.events))
+        accepted: list[tuple[_Accepted, list[Future[bytes]] | None]] = []
         for received in batch.events:
-            one = self._accept(received, peer, state, report)
-            if one is not None:
-                accepted.append(one)
-        outcomes = self.store.write_events([write for write, _, _ in accepted],
-                                           checkpoint=(peer.name, batch.checkpoint))
+            taken = self._accept(received, peer, state, report)
+            if taken is not None:
+                # the rows are built in the workers while the next event's policy runs here
+                accepted.append((taken, self._submit_rows(pool, taken) if pool is not None else None))
+        writes = [self._write(taken, jobs, peer.name) for taken, jobs in accepted]
+        outcomes = self.store.write_events(writes, checkpoint=(peer.name, batch.checkpoint))
         # sightings, proposals and decisions of events this node holds (now that the batch's events
         # are in); a decision counts only if the event's creator signed it
         keep = []
@@ -353,7 +407,8 @@ class Replica:
         report.stored_records = len(new_records)
         for record in new_records:
             self._stored(peer.name, record)
-        for (_, record, withheld), outcome in zip(accepted, outcomes):
+        for (taken, _), outcome in zip(accepted, outcomes):
+            record, withheld = taken.record, taken.withheld
             if outcome is WriteOutcome.STORED:
                 report.stored += 1
                 self._stored(peer.name, record, withheld)
@@ -382,10 +437,49 @@ class Replica:
         self.observer.decided(Decision(peer, IN, STORED, record.kind, record.id, event_uuid,
                                        elements=withheld or {}))
 
-    def _accept(self, received: Any, peer: PeerConfig, state: NodeState,
-                report: ApplyReport) -> tuple[Any, Record, dict[str, int]] | None:
-        """The write for one received event revision (None: refused), with the record and the
-        elements it does not keep, by reason."""
+    def _rows_pool(self, bodies: int) -> ProcessPoolExecutor | None:
+        if self.rows_workers <= 0 or bodies < ROWS_POOL_MIN:
+            return None
+        with self._pool_lock:
+            if self._pool is None:
+                # spawn, not fork: a forked child would inherit this process's LMDB environment
+                # and event loop threads
+                self._pool = ProcessPoolExecutor(max_workers=self.rows_workers,
+                                                 mp_context=multiprocessing.get_context("spawn"),
+                                                 initializer=_exit_with_parent, initargs=(os.getpid(),))
+            return self._pool
+
+    def _submit_rows(self, pool: ProcessPoolExecutor, taken: _Accepted) -> list[Future[bytes]] | None:
+        header = taken.record.body["event"]
+        ev, disabled = uuid16(header["uuid"]), bool(header.get("disable_correlation"))
+        pairs = [(d, b) for d, b, _ in taken.keep]
+        try:
+            return [pool.submit(element_rows, ev, pairs[i:i + ROWS_CHUNK], disabled)
+                    for i in range(0, len(pairs), ROWS_CHUNK)]
+        except (BrokenProcessPool, RuntimeError):
+            self._drop_pool(pool)
+            return None  # built here instead
+
+    def _write(self, taken: _Accepted, jobs: list[Future[bytes]] | None, source: str) -> EventWrite:
+        built = None
+        if jobs is not None:
+            try:
+                built = unpack_element_rows([job.result() for job in jobs])
+            except BrokenProcessPool:  # a worker died (killed, out of memory): built here instead
+                self._drop_pool(None)
+        return received_write(taken.record, taken.keep, taken.holding, source, taken.correlation_only, built)
+
+    def _drop_pool(self, pool: ProcessPoolExecutor | None) -> None:
+        """Forget a broken pool (the next large batch starts a new one)."""
+        with self._pool_lock:
+            broken = self._pool if pool is None or pool is self._pool else None
+            if broken is not None:
+                self._pool = None
+        if broken is not None:
+            broken.shutdown(wait=False, cancel_futures=True)
+
+    def _accept(self, received: ReceivedEvent, peer: PeerConfig, state: NodeState,
+                report: ApplyReport) -> _Accepted | None:
         record = open_record(received.wire)
         if not self.author_known(record.author, record.created):
             report.refuse(Reason.UNKNOWN_AUTHOR.value)
@@ -397,12 +491,15 @@ class Replica:
         entries: dict[bytes, tuple[bytes, dict[str, Any]]] = {}
         if held is not None:
             entries.update({d: (b, e) for d, b, e in held[1] if d in skeleton})
+        decoded = received.elements  # decoded when the session checked each body's digest
         for digest, body in received.bodies.items():
-            entries[digest] = (body, open_element(body))
+            element = decoded.get(digest)
+            entries[digest] = (body, element if element is not None else open_element(body))
         offered: dict[str, int] = {received.event_uuid: received.offered.get(received.event_uuid, -1)}
         for digest, level in received.offered.items():
-            if isinstance(digest, bytes) and digest in entries:
-                offered[entries[digest][1]["uuid"]] = level
+            entry = entries.get(digest) if isinstance(digest, bytes) else None
+            if entry is not None:
+                offered[entry[1]["uuid"]] = level
         view = event_view(header, [e for _, e in entries.values()])
         held_timestamp = self.held_timestamp(received.event_uuid)
         outcome = inbound(view, offered, peer.policy, state, held_timestamp)
@@ -414,12 +511,14 @@ class Replica:
         previous = self.store.holding(received.event_uuid)
         holding = merge(unpack_holding(previous) if previous is not None else None, outcome, peer.name)
         kept = holding.levels.keys() | holding.correlation_levels.keys()
-        keep = [(d, b, e) for d, (b, e) in entries.items()
-                if e["uuid"] in kept and (d not in received.bodies or e["uuid"] in outcome.levels)]
-        order = {d: i for i, d in enumerate(record.body["elements"])}
-        keep.sort(key=lambda x: order[x[0]])
-        return (received_write(record, keep, pack_holding(holding), peer.name, holding.correlation_only), record,
-                count_reasons(outcome.withheld))
+        allowed, fetched = outcome.levels, received.bodies
+        keep = []
+        for digest in record.body["elements"]:  # in the revision's order
+            entry = entries.get(digest)
+            if entry is not None and (u := entry[1]["uuid"]) in kept and (digest not in fetched or u in allowed):
+                keep.append((digest, entry[0], entry[1]))
+        return _Accepted(record, keep, pack_holding(holding), holding.correlation_only,
+                         count_reasons(outcome.withheld))
 
 
 def _extra_problem(record: Record) -> str | None:

@@ -31,6 +31,10 @@ ANTI_ENTROPY_SECONDS = 30.0
 JITTER_SECONDS = 5.0  # spreads the pulls of many nodes so they do not all hit a peer at once
 BACKOFF_BASE = 2.0
 BACKOFF_MAX = 600.0  # a peer down for long is tried every ten minutes
+# Worker processes that build the store rows of large pulled batches (started at the first one,
+# see gossip/replica.py ROWS_POOL_MIN): with this process storing and running policy, and the
+# peer preparing the next page, two keep a 2-core machine busy.
+ROWS_WORKERS = 2
 _TAKES = frozenset({PeerMode.FULL, PeerMode.PULL_ONLY, PeerMode.CORRELATION_ONLY, PeerMode.INTERNAL})
 _SERVES = frozenset({PeerMode.FULL, PeerMode.PUSH_ONLY, PeerMode.CORRELATION_ONLY, PeerMode.INTERNAL})
 
@@ -62,7 +66,7 @@ class Gossiper:
                  interval: float = ANTI_ENTROPY_SECONDS, observer: Observer = NO_OBSERVER):
         self.node = node
         self.observer = observer
-        self.replica = Replica(node, observer)
+        self.replica = Replica(node, observer, rows_workers=ROWS_WORKERS)
         self.run_blocking = run_blocking
         self.interval = interval
         self.protocol = PeerProtocol(self.replica, run_blocking, on_notify=self.pull_soon)
@@ -104,6 +108,7 @@ class Gossiper:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._http is not None:
             await self._http.close()
+        await self.run_blocking(self.replica.close)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)

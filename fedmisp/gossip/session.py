@@ -10,9 +10,14 @@ session with recorded or generated messages.
         SendChanges  -> POST /fed/v1/changes {since, limit}; session.changes_received(reply)
         SendBodies   -> POST /fed/v1/bodies {event, digests}; session.bodies_received(event, bodies)
         StoreBatch   -> write step.events and step.checkpoint in one transaction; session.stored()
+        WaitStored   -> the next batch is ready: finish storing the one handed out, session.stored()
 
-The checkpoint only moves past a change once everything of it that may be stored is stored, so a
-crash at any point resumes from the last stored checkpoint and re-sent data is a no-op.
+A driver may call `stored()` at once after each StoreBatch (the simple loop above), or store the
+batch in the background and keep calling `next_step()`: the session then fetches the next page
+while the previous one is stored (at most one batch is out at a time; WaitStored says when the
+driver must wait for it). The checkpoint only moves past a change once everything of it that may
+be stored is stored, so a crash at any point resumes from the last stored checkpoint and re-sent
+data is a no-op.
 """
 from __future__ import annotations
 
@@ -62,6 +67,8 @@ class ReceivedEvent:
     bodies: dict[bytes, bytes]
     offered: dict[bytes | str, int]  # event uuid -> header level; digest -> element level
     seq: int
+    # digest -> the decoded element of each body (decoded once, when its digest was checked)
+    elements: dict[bytes, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +87,12 @@ class StoreBatch:
     refused: tuple[Refused, ...]
     checkpoint: int
     records: tuple[bytes, ...] = ()  # org and sharing-group records, stored before the events
+
+
+@dataclass(frozen=True, slots=True)
+class WaitStored:
+    """The next batch (or the end) waits until the batch handed out is stored: call stored()."""
+    checkpoint: int  # what the batch being stored moves the checkpoint to
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +120,7 @@ class _Pending:
     need: list[bytes]
     record_id: bytes
     bodies: dict[bytes, bytes] = field(default_factory=dict)
+    elements: dict[bytes, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def offered(self) -> dict[bytes, int]:
@@ -120,7 +134,8 @@ class PullSession:
         self.local = local
         self._since = checkpoint
         self._more = True
-        self._waiting: str | None = None  # "changes", "bodies", "store"
+        self._waiting: str | None = None  # "changes", "bodies"
+        self._storing: int | None = None  # checkpoint of the batch handed out and not yet stored
         self._pending: list[_Pending] = []  # events whose bodies are being fetched, in seq order
         self._ready: list[ReceivedEvent] = []
         self._refused: list[Refused] = []
@@ -132,9 +147,7 @@ class PullSession:
 
     # --- what to do next ---------------------------------------------------------------------------
 
-    def next_step(self) -> SendChanges | SendBodies | StoreBatch | Done:
-        if self._waiting == "store":
-            raise ProtocolError("the previous batch is not stored yet: call stored() first")
+    def next_step(self) -> SendChanges | SendBodies | StoreBatch | WaitStored | Done:
         if self._waiting is not None:
             raise ProtocolError(f"waiting for {self._waiting}")
         for pending in self._pending:
@@ -145,17 +158,24 @@ class PullSession:
                 everything = len(missing) == len(pending.offered) <= BODIES_PAGE
                 self._everything = everything
                 return SendBodies(*self._asked, everything=everything)
-        if self._pending or self._ready or self._refused or self._records or self._page_last > self.checkpoint:
+        storing = self._storing is not None
+        if self._pending or self._ready or self._refused or self._records \
+                or self._page_last > (self._storing if storing else self.checkpoint):
+            if storing:
+                return WaitStored(self._storing)  # one batch out at a time
             for pending in self._pending:
                 self._ready.append(ReceivedEvent(pending.wire, pending.event_uuid, pending.bodies,
-                                                 _offered(pending.change, pending.event_uuid), pending.change["seq"]))
+                                                 _offered(pending.change, pending.event_uuid), pending.change["seq"],
+                                                 pending.elements))
             batch = StoreBatch(tuple(self._ready), tuple(self._refused), self._page_last, tuple(self._records))
             self._pending, self._ready, self._refused, self._records = [], [], [], []
-            self._waiting = "store"
+            self._storing = self._page_last
             return batch
         if self._more:
             self._waiting = "changes"
             return SendChanges(self._since)
+        if storing:
+            return WaitStored(self._storing)
         return Done(self.checkpoint)
 
     # --- what came back ------------------------------------------------------------------------------
@@ -255,6 +275,7 @@ class PullSession:
                                              "event", pending.record_id, pending.event_uuid))
                 del by_digest[stray]
             bodies = [by_digest.get(d) for d in asked]
+        hashed = self._everything  # each body was matched to its digest by hashing it: not again
         if not isinstance(bodies, list) or len(bodies) != len(asked):
             raise ProtocolError("bodies reply: expected one entry (body or nil) per digest asked")
         for digest, body in zip(asked, bodies):
@@ -265,17 +286,20 @@ class PullSession:
             if not isinstance(body, bytes):
                 raise ProtocolError("bodies reply: a body must be bytes")
             try:
-                check_element(digest, body)
+                element = check_element(digest, body, digest=digest if hashed else None)
             except RecordError as e:
                 self._refused.append(Refused(pending.change["seq"], "bad-digest", str(e), "event",
                                              pending.record_id, pending.event_uuid))
                 pending.need.remove(digest)
                 continue
             pending.bodies[digest] = body
+            pending.elements[digest] = element
 
     def stored(self) -> None:
-        self._expect("store")
-        self.checkpoint = self._page_last
+        """The batch handed out last is stored (with its checkpoint)."""
+        if self._storing is None:
+            raise ProtocolError(f"not waiting for store (waiting for {self._waiting or 'nothing'})")
+        self.checkpoint, self._storing = self._storing, None
 
     def _expect(self, what: str) -> None:
         if self._waiting != what:

@@ -147,11 +147,12 @@ def revision_elements(record: Record) -> list[bytes]:
     return elements
 
 
-def check_element(expected_digest: bytes, body: bytes) -> dict[str, Any]:
-    """Verify a body against the digest the signed skeleton carries; return the element."""
+def check_element(expected_digest: bytes, body: bytes, *, digest: bytes | None = None) -> dict[str, Any]:
+    """Verify a body against the digest the signed skeleton carries; return the element.
+    `digest`: the body's digest, when the caller has hashed it already."""
     if len(body) <= SALT_BYTES or len(body) > MAX_ELEMENT_BYTES + SALT_BYTES:
         raise RecordError("element: body size out of range")
-    if element_digest(body) != expected_digest:
+    if (element_digest(body) if digest is None else digest) != expected_digest:
         raise RecordError("element: body does not match its digest")
     return open_element(body)
 

@@ -355,6 +355,10 @@ def merge(held: Holding | None, outcome: Outcome, peer_name: str) -> Holding:
         if held is None:
             raise ValueError("nothing to merge: the outcome refused the event and nothing is held")
         return held
+    if held is None and not outcome.correlation_only:
+        # the first path an event arrives by (every bulk pull): held as allowed, all from this peer
+        only = frozenset((peer_name,))
+        return Holding(dict(outcome.levels), dict.fromkeys(outcome.levels, only))
     levels = dict(held.levels) if held else {}
     sources = {k: set(v) for k, v in held.sources.items()} if held else {}
     correlation = dict(held.correlation_levels) if held else {}

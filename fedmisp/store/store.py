@@ -239,15 +239,41 @@ def header_index(header: dict[str, Any]) -> tuple[bytes, bytes, tuple[bytes, ...
             tuple(index_key(t["name"]) for t in header.get("Tag", ())))
 
 
+def element_rows(ev: bytes, entries: list[tuple[bytes, bytes]], event_disabled: bool) -> bytes:
+    """The rows of an event's elements (`entries`: digest, verified body), decoded here, as one
+    msgpack blob `[rows, attributes]`: what a worker process hands back (see gossip/replica.py).
+    The bodies' own rows are left out: the caller has the bodies (`received_write` adds them)."""
+    rows = new_rows()
+    attributes = sum(add_element_rows(rows, ev, d, b, open_element(b), None, event_disabled) for d, b in entries)
+    rows[0].clear()
+    return msgpack.packb([rows, attributes], use_bin_type=True)
+
+
+def unpack_element_rows(blobs: list[bytes]) -> tuple[Rows, int]:
+    """The rows of `element_rows` blobs of one event, joined in order."""
+    rows, attributes = new_rows(), 0
+    for blob in blobs:
+        part, n = msgpack.unpackb(blob, raw=False, use_list=False)
+        for mine, theirs in zip(rows, part):
+            mine.extend(theirs)
+        attributes += n
+    return rows, attributes
+
+
 def received_write(record: Record, entries: list[tuple[bytes, bytes, dict[str, Any]]], holding: bytes,
-                   source: str, correlation_only: bool) -> EventWrite:
+                   source: str, correlation_only: bool, built: tuple[Rows, int] | None = None) -> EventWrite:
     """An EventWrite for a revision received from a peer: only the element bodies it may hold
-    (`entries`: digest, body, element), with the policy's holding."""
+    (`entries`: digest, body, element), with the policy's holding. `built`: the entries' rows and
+    attribute count when they were made elsewhere (`element_rows` in a worker process)."""
     header = record.body["event"]
     ev = uuid16(header["uuid"])
-    rows = new_rows()
     disabled = bool(header.get("disable_correlation"))
-    attributes = sum(add_element_rows(rows, ev, d, b, e, None, disabled) for d, b, e in entries)
+    if built is None:
+        rows = new_rows()
+        attributes = sum(add_element_rows(rows, ev, d, b, e, None, disabled) for d, b, e in entries)
+    else:
+        rows, attributes = built
+        rows[0].extend((ev + d, b) for d, b, _ in entries)  # `element_rows` leaves the bodies out
     return EventWrite(
         uuid=ev, timestamp=header["timestamp"], level=0, record_id=record.id, wire=record.wire(),
         header=header_index(header), rows=rows, attribute_count=attributes, extra=[], local=[],
