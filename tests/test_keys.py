@@ -1,4 +1,4 @@
-"""Key rotation: the org record rules, and a rotation between real peers (decision 0010)."""
+"""Key rotation: the org record rules, and a rotation between real peers (decision 0013)."""
 from __future__ import annotations
 
 import json

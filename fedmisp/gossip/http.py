@@ -81,7 +81,7 @@ class PeerProtocol:
 
     def _reply(self, peer: PeerConfig, identity: Identity, message: Any) -> web.Response:
         # boxed with the key the peer addressed: a peer that has not yet seen this node's key
-        # rotation still pins the old one (decision 0010)
+        # rotation still pins the old one (decision 0013)
         sealed = seal_body(identity, peer.key, encode(message))
         self._count(peer.name, "requests", 1)
         self._count(peer.name, "bytes_out", len(sealed))
@@ -115,7 +115,7 @@ class PeerProtocol:
 
 
 def node_identities(node: NodeView) -> tuple[Identity, ...]:
-    """This node's key, then the keys it rotated away from, newest first (decision 0010)."""
+    """This node's key, then the keys it rotated away from, newest first (decision 0013)."""
     return (node.identity, *node.retired_identities)
 
 

@@ -28,6 +28,6 @@ class NodeView(Protocol):
 
     identity: Identity
     retired_identities: tuple[Identity, ...]  # keys rotated away from, kept to talk to peers that
-    # have not yet pulled the rotation (decision 0010)
+    # have not yet pulled the rotation (decision 0013)
     store: Any
     config: Any  # node.config.NodeConfig: org_uuid, peers, blocked_events, blocked_orgs

@@ -147,7 +147,7 @@ class Replica:
         return [self._resolved(p) for p in self.node.config.peers]
 
     def _resolved(self, peer: PeerConfig) -> PeerConfig:
-        """The pinned key followed through the peer org's accepted rotations (decision 0010: the
+        """The pinned key followed through the peer org's accepted rotations (decision 0013: the
         configured key stays the trust anchor, the store knows what replaced it)."""
         key = self.store.current_key(peer.key)
         if key != peer.key:
@@ -399,7 +399,7 @@ class Replica:
                 self._refuse(peer.name, report, Reason.EVENT_NOT_HELD.value, record.kind, record.id, event_uuid)
             elif record.kind == KIND_PROPOSAL_DECISION and record.author != creator \
                     and self.store.current_key(record.author) != self.store.current_key(creator):
-                # (the creator's key, or the key it rotated to: decision 0010)
+                # (the creator's key, or the key it rotated to: decision 0013)
                 self._refuse(peer.name, report, Reason.DECISION_NOT_CREATOR.value, record.kind, record.id, event_uuid)
             else:
                 keep.append(record)

@@ -1,4 +1,4 @@
-"""Org records: an organisation introducing its signing key, and rotating it (decision 0010).
+"""Org records: an organisation introducing its signing key, and rotating it (decision 0013).
 
 An introduction is self-signed: body ``{key, name, uuid}`` with ``key`` the author. A rotation is
 signed by the key it retires and names it: body ``{key: new, previous: old, proof, name, uuid}``,

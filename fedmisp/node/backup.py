@@ -1,7 +1,7 @@
 """`fedmisp backup` and `fedmisp restore`: a node's home in one file, taken while the node runs.
 
 The store is copied database by database in one read transaction (`Store.copy_compacted`; LMDB's
-own compacting copy crashes on our dupfixed indexes, decision 0011): the copy is the store as of
+own compacting copy crashes on our dupfixed indexes, decision 0014): the copy is the store as of
 one commit, whatever the node writes meanwhile, and free pages are left out. Beside it go fedmisp.toml, the identity key and the retired
 keys, and a manifest (format version, creation time, the copy's log head sequence, a BLAKE2b-256
 checksum per file and over all of them). The file holds the private key: it is written with mode

@@ -305,7 +305,7 @@ def _rewrite_config(home: Path, change: "Callable[[str], str]") -> None:
 
 
 def _current_peer_keys(config: Any) -> dict[str, bytes]:
-    """Each peer's key after the rotations this node accepted (decision 0010); {} without a store."""
+    """Each peer's key after the rotations this node accepted (decision 0013); {} without a store."""
     from fedmisp.store.store import Store
     if not (config.store_path / "data.mdb").exists():
         return {}
@@ -448,7 +448,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 
 def cmd_key(args: argparse.Namespace) -> int:
-    """`fedmisp key rotate`: a new key, announced to peers signed by the old one (decision 0010)."""
+    """`fedmisp key rotate`: a new key, announced to peers signed by the old one (decision 0013)."""
     from fedmisp.model.identity import encode_key
     from fedmisp.node.keys import KeyRotationError, rotate_key
     home = _home(args)

@@ -1,4 +1,4 @@
-"""Key rotation for a node's home (`fedmisp key rotate`, decision 0010).
+"""Key rotation for a node's home (`fedmisp key rotate`, decision 0013).
 
 The new key is announced by an org record signed by the old key and countersigned by the new one
 (model/org.py); the node stores it in its log, so it replicates to peers like any org record. The

@@ -1,4 +1,4 @@
-"""Which org records a node accepts: key introductions and key rotations (decision 0010).
+"""Which org records a node accepts: key introductions and key rotations (decision 0013).
 
 Pure rules over what the receiving node knows of the keys involved; the store applies them inside
 its write transaction (store/store.py), the pull session uses them to know which keys a page
@@ -41,5 +41,5 @@ def check_org_record(claim: OrgClaim, author: KeyState, new_key: KeyState) -> Re
 
 def signed_while_current(state: KeyState, created: int) -> bool:
     """A record by a retired key is accepted only if it was signed before the rotation (its
-    `created`, which the key's holder sets: see decision 0010 on a stolen key)."""
+    `created`, which the key's holder sets: see decision 0013 on a stolen key)."""
     return state.retired_at is None or created <= state.retired_at

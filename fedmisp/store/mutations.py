@@ -84,7 +84,7 @@ def held_for_revision(store: Store, identity: Identity, event_uuid: str) -> tupl
     if held is None or revision is None or is_tombstone(revision[0].body["event"]):
         raise RevisionRefused(404, f"event {event_uuid} is not held by this node")
     record, elements = revision
-    # signed by this node's key, or by a key it rotated away from (decision 0010)
+    # signed by this node's key, or by a key it rotated away from (decision 0013)
     if record.author != identity.public_key and store.current_key(record.author) != identity.public_key:
         raise NotCreator.of(event_uuid, record.body["event"]["Orgc"]["name"])
     return dict(record.body["event"]), elements, held.timestamp

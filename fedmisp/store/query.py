@@ -135,7 +135,7 @@ def is_tombstone(header: dict[str, Any]) -> bool:
     return bool((header.get("extra") or {}).get("deleted"))
 
 
-# Verified revision heads kept per process, by record id (docs/decisions/0010-apibench-verified-heads.md).
+# Verified revision heads kept per process, by record id (docs/decisions/0012-verified-revision-heads.md).
 # A packed header is about 1 KiB, so this holds the heads of the events most searched for in a few MiB.
 VERIFIED_HEADS = 4096
 

@@ -28,7 +28,7 @@ Named databases (key -> value):
   orgs         org uuid (16)                  -> record id (32) of the org's latest org record
                b"key:" | public key (32)      -> org uuid (16): whose key signed a record
                b"retired:" | public key (32)  -> retired at (8) | successor key (32): a rotated key
-                                                 (decision 0010)
+                                                 (decision 0013)
                b"known:" | org uuid (16)      -> msgpack {uuid, name, key}: an organisation an admin
                                                  introduced by uuid, name and key (no record of its own)
   local        element or event uuid (16)     -> node-local annotations (local tags), msgpack; never
@@ -949,7 +949,7 @@ class Store:
         """Every database as of one read transaction, rewritten densely into a new environment in
         the empty folder `dest`; returns the copy's head sequence. (LMDB's own compacting copy,
         ``Environment.copy(compact=True)``, crashes on a dupfixed database holding many values
-        under one key, as ix_type does: decision 0011.) Written without writemap, so the copy's
+        under one key, as ix_type does: decision 0014.) Written without writemap, so the copy's
         file is as large as its pages, not the map size."""
         out = lmdb.open(str(dest), map_size=self.env.info()["map_size"], max_dbs=len(_DB_NAMES) + 4,
                         subdir=True, writemap=False, sync=False)
