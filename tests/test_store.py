@@ -134,6 +134,25 @@ def test_the_writer_groups_submissions_and_reports_each(store):
     assert [seq for seq, _ in log] == list(range(1, len(log) + 1))
 
 
+def test_the_writer_keeps_one_transaction_open_while_more_is_announced(store):
+    events = [signed(event(seed=200 + i, attributes=5)["Event"]) for i in range(6)]
+    commits = []
+    with Writer(store, on_commit=lambda: commits.append(store.stats()["events"])) as writer:
+        futures = [writer.submit([e], more=True) for e in events[:-1]]
+        futures.append(writer.submit(events[-1:]))
+        outcomes = [f.result() for f in futures]
+    assert outcomes == [[WriteOutcome.STORED]] * 6
+    assert commits == [6]  # one commit, after the last submission
+
+
+def test_closing_the_writer_commits_announced_submissions(store):
+    events = [signed(event(seed=220 + i, attributes=5)["Event"]) for i in range(3)]
+    with Writer(store) as writer:
+        futures = [writer.submit([e], more=True) for e in events]
+    assert [f.result() for f in futures] == [[WriteOutcome.STORED]] * 3
+    assert store.stats()["events"] == 3 and store.check_integrity() == []
+
+
 def test_the_log_keeps_only_the_current_revision_of_each_event(store):
     raw = event(seed=11, attributes=2)["Event"]
     store.write_events([signed(raw)])
@@ -160,4 +179,21 @@ def test_an_element_uuid_held_by_another_event_refuses_the_event_whole(store):
     outcomes = store.write_events([signed(first), signed(thief)])
     assert outcomes == [WriteOutcome.STORED, WriteOutcome.CONFLICT]
     assert store.write_events([signed(same_batch)]) == [WriteOutcome.CONFLICT]
+    assert store.held(thief["uuid"]) is None and store.check_integrity() == []
+    # the refused events' other element uuids are not left claimed
+    assert store.stats()["elements"] == len(signed(first).elements)
+    assert store.write_events([signed(event(seed=31, attributes=3)["Event"])]) == [WriteOutcome.STORED]
+
+
+def test_an_element_uuid_added_by_a_revision_earlier_in_the_batch_is_taken(store):
+    first = event(seed=33, attributes=2)["Event"]
+    store.write_events([signed(first)])
+    newer = dict(first, timestamp=str(int(first["timestamp"]) + 1),
+                 Attribute=first["Attribute"] + event(seed=34, attributes=1)["Event"]["Attribute"])
+    thief = event(seed=35, attributes=2)["Event"]
+    thief["Attribute"][0]["uuid"] = newer["Attribute"][-1]["uuid"]
+    previous = store.previous_elements(first["uuid"]).get
+    assert store.write_events([signed(newer, previous), signed(thief)]) == [WriteOutcome.STORED, WriteOutcome.CONFLICT]
+    assert store.find_value(newer["Attribute"][-1]["value"], newer["Attribute"][-1]["type"]) == \
+        [newer["Attribute"][-1]["uuid"]]
     assert store.held(thief["uuid"]) is None and store.check_integrity() == []

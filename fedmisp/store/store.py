@@ -133,6 +133,7 @@ def index_key(text: str) -> bytes:
 # The databases an element writes to, in this order, as (key, value) rows.
 ROW_DBS = ("bodies", "elements", "ix_value", "ix_type", "ix_time", "ix_tag", "ix_ip", "ix_net", "ix_ssdeep")
 _ROW_INDEX = {name: i for i, name in enumerate(ROW_DBS)}
+_ELEMENTS = _ROW_INDEX["elements"]
 Rows = tuple[list[tuple[bytes, bytes]], ...]
 
 
@@ -283,20 +284,19 @@ class Store:
                      checkpoint: tuple[str, int] | None = None) -> list[WriteOutcome]:
         """Store many event revisions in one transaction (each whole, or the batch not at all),
         with a peer's replication checkpoint when they came from that peer."""
-        with self.env.begin(write=True) as txn:
-            if checkpoint is not None:
-                txn.put(checkpoint[0].encode("utf-8"), _BE8.pack(checkpoint[1]), db=self.db["checkpoints"])
-            seq = self._seq(txn)
-            outcomes = []
-            puts = _Puts(self.db)
-            for event in events:
-                if isinstance(event, SignedEvent):
-                    event = event_write(event)
-                outcome, seq = self._write_event(txn, event, seq, puts)
-                outcomes.append(outcome)
-            puts.flush(txn)
-            txn.put(b"seq", _BE8.pack(seq), db=self.db["meta"])
+        batch = self.begin_events()
+        try:
+            outcomes = batch.write(events, checkpoint)
+        except BaseException:
+            batch.abort()
+            raise
+        batch.commit()
         return outcomes
+
+    def begin_events(self) -> "EventBatch":
+        """A write transaction that takes several `write` calls before one commit (the writer's:
+        fewer commits write far fewer pages, see docs/decisions/0004)."""
+        return EventBatch(self)
 
     def write_records(self, records: list[Record]) -> int:
         """Store standalone records (org records, ...); returns how many were new."""
@@ -334,9 +334,9 @@ class Store:
         rid = event.record_id
         raw = txn.get(ev, db=db["events"])
         if raw is None:
-            if self._uuid_conflict(txn, ev, event.rows[1], puts):
+            if not self._claim_elements(txn, ev, event.rows[1]):
                 return WriteOutcome.CONFLICT, seq
-            puts.extend(event.rows)
+            puts.extend(event.rows, skip=_ELEMENTS)  # elements: written by the claim
             last = txn.get(b"event_id", db=db["meta"])
             event_id = (_BE8.unpack(last)[0] if last else 0) + 1
             txn.put(b"event_id", _BE8.pack(event_id), db=db["meta"])
@@ -354,7 +354,7 @@ class Store:
             old_digests = {d for d in revision_elements(old) if txn.get(ev + d, db=db["bodies"]) is not None}
             bodies = event.rows[0]
             # checked before anything of this event is written, so a refusal leaves nothing behind
-            if self._uuid_conflict(txn, ev, [(u, v) for u, v in event.rows[1] if v[16:] not in old_digests], puts):
+            if self._uuid_conflict(txn, ev, [u for u, v in event.rows[1] if v[16:] not in old_digests]):
                 return WriteOutcome.CONFLICT, seq
             if same:
                 # The same revision again: a no-op unless the peer's policy now lets more or less in.
@@ -386,7 +386,9 @@ class Store:
                 if key[16:] not in shared:
                     add_element_rows(added, ev, key[16:], body, open_element(body),
                                      event_disabled=event.event_disabled)
-            puts.extend(added)
+            # elements now, not at the flush: a later event of this batch checks its uuids against them
+            txn.cursor(db=db["elements"]).putmulti(added[_ELEMENTS])
+            puts.extend(added, skip=_ELEMENTS)
         self._index_header(txn, ev, event.header)
         seq += 1
         txn.put(rid, event.wire, db=db["records"])
@@ -410,19 +412,35 @@ class Store:
             txn.put(ev, event.holding, db=db["holdings"])
         return WriteOutcome.STORED, seq
 
-    def _uuid_conflict(self, txn: lmdb.Transaction, ev: bytes, element_rows: Any, puts: "_Puts") -> bool:
-        """Whether any of these elements' uuids belongs to another event (held, or earlier in this
-        batch); if not, they are claimed for `ev`."""
+    def _claim_elements(self, txn: lmdb.Transaction, ev: bytes, element_rows: list[tuple[bytes, bytes]]) -> bool:
+        """Write a new event's element rows unless one of its uuids belongs to another event (held,
+        or earlier in this transaction); False, with nothing written, if one does.
+
+        The check is the put itself (no overwrite): one B-tree descent per element instead of a
+        get and then a put."""
         elements = self.db["elements"]
-        for u, _ in element_rows:
-            owner = puts.claimed.get(u)
-            if owner is None:
-                raw = txn.get(u, db=elements)
-                owner = bytes(raw[:16]) if raw is not None else None
-            if owner is not None and owner != ev:
+        consumed, added = txn.cursor(db=elements).putmulti(element_rows, overwrite=False)
+        if added == consumed:
+            return True
+        # Some uuid is taken. The event is new, so no row names it yet: whatever names it now was
+        # written just above.
+        if self._uuid_conflict(txn, ev, [u for u, _ in element_rows]):
+            for u, _ in element_rows:
+                held = txn.get(u, db=elements)
+                if held is not None and held[:16] == ev:
+                    txn.delete(u, db=elements)
+            return False
+        # Only repeats within this event (a peer's revision may carry them): the last one wins.
+        txn.cursor(db=elements).putmulti(element_rows)
+        return True
+
+    def _uuid_conflict(self, txn: lmdb.Transaction, ev: bytes, uuids: list[bytes]) -> bool:
+        """Whether any of these element uuids belongs to another event."""
+        elements = self.db["elements"]
+        for u in uuids:
+            raw = txn.get(u, db=elements)
+            if raw is not None and raw[:16] != ev:
                 return True
-        for u, _ in element_rows:
-            puts.claimed[u] = ev
         return False
 
     def _delete_rows(self, txn: lmdb.Transaction, ev: bytes, rows: Rows) -> None:
@@ -761,22 +779,59 @@ class _Puts:
     """Index and body rows of a batch, applied with one putmulti per database: one C-level loop
     instead of a Python call per put. (Sorting the rows first was measured slower: the sort costs
     more than the page locality it buys, see bench/ingest.py.)"""
-    __slots__ = ("db", "rows", "claimed")
+    __slots__ = ("db", "rows")
 
     def __init__(self, db: dict[str, Any]):
         self.db = db
         self.rows = new_rows()
-        self.claimed: dict[bytes, bytes] = {}  # element uuid -> event, for uuids written in this batch
 
-    def extend(self, rows: Rows) -> None:
-        for mine, theirs in zip(self.rows, rows):
-            mine.extend(theirs)
+    def extend(self, rows: Rows, skip: int = -1) -> None:
+        for i, (mine, theirs) in enumerate(zip(self.rows, rows)):
+            if i != skip:
+                mine.extend(theirs)
 
     def flush(self, txn: lmdb.Transaction) -> None:
         for name, items in zip(ROW_DBS, self.rows):
             if items:
                 txn.cursor(db=self.db[name]).putmulti(items, dupdata=name in _DUPSORT)
         self.rows = new_rows()
+
+
+class EventBatch:
+    """One write transaction over one or more `write` calls, then `commit` (or `abort`).
+
+    Rows are applied at the end of each `write`, so Python holds one submission's rows at a time
+    while the transaction grows in the map."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.txn = store.env.begin(write=True)
+        self.seq = self._first_seq = store._seq(self.txn)
+        self.elements = 0  # element rows written so far
+
+    def write(self, events: list[EventWrite | SignedEvent],
+              checkpoint: tuple[str, int] | None = None) -> list[WriteOutcome]:
+        store, txn = self.store, self.txn
+        if checkpoint is not None:
+            txn.put(checkpoint[0].encode("utf-8"), _BE8.pack(checkpoint[1]), db=store.db["checkpoints"])
+        outcomes = []
+        puts = _Puts(store.db)
+        for event in events:
+            if isinstance(event, SignedEvent):
+                event = event_write(event)
+            outcome, self.seq = store._write_event(txn, event, self.seq, puts)
+            outcomes.append(outcome)
+            self.elements += event.element_count
+        puts.flush(txn)
+        return outcomes
+
+    def commit(self) -> None:
+        if self.seq != self._first_seq:  # an unchanged page is not rewritten
+            self.txn.put(b"seq", _BE8.pack(self.seq), db=self.store.db["meta"])
+        self.txn.commit()
+
+    def abort(self) -> None:
+        self.txn.abort()
 
 
 def _normalised(element: dict[str, Any]) -> tuple[str, ...]:
