@@ -29,7 +29,7 @@ PRIMARY_ONLY_TYPES = frozenset({"ip-src|port", "ip-dst|port", "hostname|port"})
 # Types whose value (or one half) is an IP address or network, and which half.
 IP_PARTS = {"ip-src": 0, "ip-dst": 0, "ip-src|port": 0, "ip-dst|port": 0, "domain|ip": 1}
 SSDEEP_PARTS = {"ssdeep": 0, "filename|ssdeep": 1}
-_INDEXED_TYPES = IP_PARTS.keys() | SSDEEP_PARTS.keys()  # the types that have rows here at all
+CORRELATION_ROW_TYPES = frozenset(IP_PARTS) | frozenset(SSDEEP_PARTS)  # the only types with rows here
 
 ROLLING_WINDOW = 7  # ssdeep's: a shorter common substring scores 0
 V4, V6 = b"\x04", b"\x06"
@@ -137,7 +137,7 @@ def correlation_rows(element: dict[str, Any], keys: tuple[str, ...], ref: bytes,
                      event_disabled: bool = False) -> list[tuple[str, bytes, bytes]]:
     """(database, key, value) rows for the CIDR and ssdeep indexes; none for non-correlating data."""
     type_ = element.get("type")
-    if type_ not in _INDEXED_TYPES or not keys or not correlates(element, event_disabled):
+    if type_ not in CORRELATION_ROW_TYPES or not keys or not correlates(element, event_disabled):
         return []
     rows: list[tuple[str, bytes, bytes]] = []
     part = IP_PARTS.get(type_)

@@ -51,7 +51,7 @@ from typing import Any, Iterator
 import lmdb
 import msgpack
 
-from fedmisp.correlate.keys import correlation_rows
+from fedmisp.correlate.keys import CORRELATION_ROW_TYPES, correlation_rows
 from fedmisp.model import canonical
 from fedmisp.model.misp import to_misp
 from fedmisp.model.records import (
@@ -144,25 +144,30 @@ def new_rows() -> Rows:
 def add_element_rows(rows: Rows, ev: bytes, digest: bytes, body: bytes, element: dict[str, Any],
                      keys: tuple[str, ...] | None = None, event_disabled: bool = False) -> bool:
     """Append the rows one element writes; True if it is an attribute. The one place that says
-    what an element's index entries are (writes and removals both use it)."""
-    bodies, elements, ix_value, ix_type, ix_time, ix_tag = rows[:6]
+    what an element's index entries are (writes and removals both use it). Once per element on
+    import, so written for speed: rows[i] follows ROW_DBS."""
     u = uuid16(element["uuid"])
     key = ev + digest
-    bodies.append((key, body))
-    elements.append((u, key))
+    rows[0].append((key, body))
+    rows[1].append((u, key))
     if "value" not in element or "type" not in element:
         return False
     ref = ev + u
-    for value_key in _value_keys(element, keys):
-        ix_value.append((value_key, ref))
-    ix_type.append((element["type"].encode(), ref))
-    ix_time.append((_BE8.pack(element["timestamp"]) + u, b""))
-    for tag in element.get("Tag", ()):
-        ix_tag.append((index_key(tag["name"]), ref))
     if keys is None:
         keys = _normalised(element)
-    for name, key, value in correlation_rows(element, keys, ref, event_disabled):
-        rows[_ROW_INDEX[name]].append((key, value))
+    if len(keys) == 1:
+        rows[2].append((index_key(keys[0]), ref))
+    else:
+        rows[2].extend((index_key(k), ref) for k in dict.fromkeys(keys))
+    type_ = element["type"]
+    rows[3].append((type_.encode(), ref))
+    rows[4].append((_BE8.pack(element["timestamp"]) + u, b""))
+    tags = element.get("Tag")
+    if tags:
+        rows[5].extend((index_key(tag["name"]), ref) for tag in tags)
+    if type_ in CORRELATION_ROW_TYPES:
+        for name, key, value in correlation_rows(element, keys, ref, event_disabled):
+            rows[_ROW_INDEX[name]].append((key, value))
     return True
 
 
@@ -841,11 +846,3 @@ def _normalised(element: dict[str, Any]) -> tuple[str, ...]:
         # Elements from peers were validated by their author's node; a value this node's rules
         # reject is stored but not indexed by value rather than lost.
         return ()
-
-
-def _value_keys(element: dict[str, Any], known: tuple[str, ...] | None = None) -> list[bytes]:
-    if known is None:
-        known = _normalised(element)
-    if len(known) == 1:
-        return [index_key(known[0])]
-    return [index_key(p) for p in dict.fromkeys(known)]

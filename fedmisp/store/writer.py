@@ -18,10 +18,12 @@ from fedmisp.store.store import EventBatch, EventWrite, Store, WriteOutcome
 
 # Commit once a transaction holds this many elements. Each commit writes every page the
 # transaction touched, and random-keyed indexes (element uuid, value, ssdeep gram) touch most of
-# their leaf pages in any large transaction: importing 1,000,000 attributes wrote 9.5 GB at 50,000
-# elements per commit and 1.6 GB at 250,000 (docs/decisions/0004). Dirty pages live in the file
-# mapping (writemap), not the heap, so a larger transaction costs page cache, not private memory.
-MAX_ELEMENTS_PER_TXN = 250_000
+# their leaf pages in any large transaction: writing 1,000,000 attributes dirtied 9.5 GB of pages
+# at 50,000 elements per commit, 1.6 GB at 250,000 and 1.1 GB at 500,000 (docs/decisions/0004).
+# Dirty pages live in the file mapping (writemap), not the heap, so a larger transaction costs
+# page cache, not private memory. The price: another process's writes wait for the commit (a few
+# seconds), and a crash loses the open transaction (a re-import redoes it).
+MAX_ELEMENTS_PER_TXN = 500_000
 # Submissions waiting in the queue; a producer faster than the disk blocks here, which keeps the
 # importer's memory flat however many events it reads.
 MAX_QUEUED = 3
