@@ -7,7 +7,7 @@ from fedmisp.model.identity import Identity
 from fedmisp.model.misp import ImportDefaults, parse_event
 from fedmisp.model.records import RecordError
 from fedmisp.model.revision import sign_event
-from fedmisp.store.store import Store, WriteOutcome, uuid16
+from fedmisp.store.store import Store, WriteOutcome, event_write, uuid16
 from fedmisp.store.writer import Writer
 
 from factories import ORG, event
@@ -183,6 +183,16 @@ def test_an_element_uuid_held_by_another_event_refuses_the_event_whole(store):
     # the refused events' other element uuids are not left claimed
     assert store.stats()["elements"] == len(signed(first).elements)
     assert store.write_events([signed(event(seed=31, attributes=3)["Event"])]) == [WriteOutcome.STORED]
+
+
+def test_a_uuid_repeated_inside_one_event_is_no_conflict_and_the_last_element_keeps_it(store):
+    # parse_event refuses repeats; a peer's revision could still carry them (received_write)
+    write = event_write(signed(event(seed=36, attributes=3, objects=0)["Event"]))
+    (u, _), (_, second) = write.rows[1][0], write.rows[1][1]
+    write.rows[1][1] = (u, second)
+    assert store.write_events([write]) == [WriteOutcome.STORED]
+    with store.env.begin() as txn:
+        assert txn.get(u, db=store.db["elements"]) == second
 
 
 def test_an_element_uuid_added_by_a_revision_earlier_in_the_batch_is_taken(store):

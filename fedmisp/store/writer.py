@@ -1,9 +1,11 @@
 """The single writer: one thread owns LMDB writes and groups queued work into few transactions.
 
-LMDB allows one write transaction at a time and a commit costs an fsync, so many small commits are
-the slow path. Callers (the importer, later the API and replication) submit batches and get a
-future; the writer drains whatever is queued into one transaction, off the event loop, while readers
-keep reading the last committed state.
+LMDB allows one write transaction at a time and a commit costs an fsync plus a write of every page
+the transaction dirtied, so many small commits are the slow path. Callers (the importer, the API,
+replication) submit batches and get a future that resolves at the commit; the writer puts whatever
+is queued into one transaction, off the event loop, while readers keep reading the last committed
+state. An importer announces `more=True` and the transaction stays open across its batches, up to
+MAX_ELEMENTS_PER_TXN (docs/decisions/0004).
 """
 from __future__ import annotations
 
