@@ -32,7 +32,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from fedmisp.correlate.engine import Correlations, CorrelationConfig, Correlator
-from fedmisp.correlate.keys import NON_CORRELATING_TYPES, PRIMARY_ONLY_TYPES
+from fedmisp.correlate.keys import NON_CORRELATING_TYPES, PRIMARY_ONLY_TYPES, address_key, ip_key
 from fedmisp.model.identity import Identity
 from fedmisp.model.misp import ImportDefaults, parse_event
 from fedmisp.model.revision import sign_event
@@ -152,6 +152,22 @@ def brute_force_cidr(stored: list[dict[str, Any]], query: str) -> set[str]:
         if q.subnet_of(s) or s.subnet_of(q):
             out.add(a["uuid"])
     return out
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=st.one_of(ip_texts(), st.text(alphabet="0123456789abcdefABCDEF:./%x ", max_size=45)))
+def test_the_fast_address_key_agrees_with_ipaddress(text):
+    """The write path keys single addresses with inet_pton; the index must be what ipaddress says."""
+    key = address_key(text)
+    try:
+        network = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        network = None
+    if key is not None:
+        assert network is not None and network.prefixlen == network.max_prefixlen
+        assert key == ip_key(network.network_address)
+    elif "/" not in text and "%" not in text:
+        assert network is None
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -8,7 +8,7 @@ from fedmisp.model.misp import ImportDefaults, parse_event
 from fedmisp.model.records import RecordError
 from fedmisp.model.revision import sign_event
 from fedmisp.store import query
-from fedmisp.store.store import Store, WriteOutcome, uuid16
+from fedmisp.store.store import Store, WriteOutcome, event_write, uuid16
 from fedmisp.store.writer import Writer
 
 from factories import ORG, event
@@ -157,6 +157,25 @@ def test_the_writer_groups_submissions_and_reports_each(store):
     assert [seq for seq, _ in log] == list(range(1, len(log) + 1))
 
 
+def test_the_writer_keeps_one_transaction_open_while_more_is_announced(store):
+    events = [signed(event(seed=200 + i, attributes=5)["Event"]) for i in range(6)]
+    commits = []
+    with Writer(store, on_commit=lambda: commits.append(store.stats()["events"])) as writer:
+        futures = [writer.submit([e], more=True) for e in events[:-1]]
+        futures.append(writer.submit(events[-1:]))
+        outcomes = [f.result() for f in futures]
+    assert outcomes == [[WriteOutcome.STORED]] * 6
+    assert commits == [6]  # one commit, after the last submission
+
+
+def test_closing_the_writer_commits_announced_submissions(store):
+    events = [signed(event(seed=220 + i, attributes=5)["Event"]) for i in range(3)]
+    with Writer(store) as writer:
+        futures = [writer.submit([e], more=True) for e in events]
+    assert [f.result() for f in futures] == [[WriteOutcome.STORED]] * 3
+    assert store.stats()["events"] == 3 and store.check_integrity() == []
+
+
 def test_the_log_keeps_only_the_current_revision_of_each_event(store):
     raw = event(seed=11, attributes=2)["Event"]
     store.write_events([signed(raw)])
@@ -183,6 +202,33 @@ def test_an_element_uuid_held_by_another_event_refuses_the_event_whole(store):
     outcomes = store.write_events([signed(first), signed(thief)])
     assert outcomes == [WriteOutcome.STORED, WriteOutcome.CONFLICT]
     assert store.write_events([signed(same_batch)]) == [WriteOutcome.CONFLICT]
+    assert store.held(thief["uuid"]) is None and store.check_integrity() == []
+    # the refused events' other element uuids are not left claimed
+    assert store.stats()["elements"] == len(signed(first).elements)
+    assert store.write_events([signed(event(seed=31, attributes=3)["Event"])]) == [WriteOutcome.STORED]
+
+
+def test_a_uuid_repeated_inside_one_event_is_no_conflict_and_the_last_element_keeps_it(store):
+    # parse_event refuses repeats; a peer's revision could still carry them (received_write)
+    write = event_write(signed(event(seed=36, attributes=3, objects=0)["Event"]))
+    (u, _), (_, second) = write.rows[1][0], write.rows[1][1]
+    write.rows[1][1] = (u, second)
+    assert store.write_events([write]) == [WriteOutcome.STORED]
+    with store.env.begin() as txn:
+        assert txn.get(u, db=store.db["elements"]) == second
+
+
+def test_an_element_uuid_added_by_a_revision_earlier_in_the_batch_is_taken(store):
+    first = event(seed=33, attributes=2)["Event"]
+    store.write_events([signed(first)])
+    newer = dict(first, timestamp=str(int(first["timestamp"]) + 1),
+                 Attribute=first["Attribute"] + event(seed=34, attributes=1)["Event"]["Attribute"])
+    thief = event(seed=35, attributes=2)["Event"]
+    thief["Attribute"][0]["uuid"] = newer["Attribute"][-1]["uuid"]
+    previous = store.previous_elements(first["uuid"]).get
+    assert store.write_events([signed(newer, previous), signed(thief)]) == [WriteOutcome.STORED, WriteOutcome.CONFLICT]
+    assert store.find_value(newer["Attribute"][-1]["value"], newer["Attribute"][-1]["type"]) == \
+        [newer["Attribute"][-1]["uuid"]]
     assert store.held(thief["uuid"]) is None and store.check_integrity() == []
 
 

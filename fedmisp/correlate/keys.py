@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 import struct
+from socket import AF_INET, AF_INET6, inet_pton
 from typing import Any, Iterator
 
 # MISP's Attribute::NON_CORRELATING_TYPES
@@ -28,6 +29,7 @@ PRIMARY_ONLY_TYPES = frozenset({"ip-src|port", "ip-dst|port", "hostname|port"})
 # Types whose value (or one half) is an IP address or network, and which half.
 IP_PARTS = {"ip-src": 0, "ip-dst": 0, "ip-src|port": 0, "ip-dst|port": 0, "domain|ip": 1}
 SSDEEP_PARTS = {"ssdeep": 0, "filename|ssdeep": 1}
+CORRELATION_ROW_TYPES = frozenset(IP_PARTS) | frozenset(SSDEEP_PARTS)  # the only types with rows here
 
 ROLLING_WINDOW = 7  # ssdeep's: a shorter common substring scores 0
 V4, V6 = b"\x04", b"\x06"
@@ -61,6 +63,27 @@ def ip_key(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bytes:
     if address.version == 4:
         return V4 + b"\x00" * 12 + address.packed
     return V6 + address.packed
+
+
+_V4_PAD = V4 + b"\x00" * 12
+
+
+def address_key(text: str) -> bytes | None:
+    """`ip_key` of a single address written without a prefix length, else None.
+
+    inet_pton instead of ipaddress (about 1.5 against 10 us): both take exactly the dotted quad
+    without leading zeros for IPv4, and the forms of RFC 4291 for IPv6 (tests/test_correlate.py
+    compares them)."""
+    if "/" in text or "%" in text:
+        return None
+    try:
+        return _V4_PAD + inet_pton(AF_INET, text)
+    except (OSError, ValueError):  # ValueError: an embedded NUL
+        pass
+    try:
+        return V6 + inet_pton(AF_INET6, text)
+    except (OSError, ValueError):
+        return None
 
 
 def net_key(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bytes:
@@ -114,13 +137,16 @@ def correlation_rows(element: dict[str, Any], keys: tuple[str, ...], ref: bytes,
                      event_disabled: bool = False) -> list[tuple[str, bytes, bytes]]:
     """(database, key, value) rows for the CIDR and ssdeep indexes; none for non-correlating data."""
     type_ = element.get("type")
-    if not keys or not correlates(element, event_disabled):
+    if type_ not in CORRELATION_ROW_TYPES or not keys or not correlates(element, event_disabled):
         return []
     rows: list[tuple[str, bytes, bytes]] = []
     part = IP_PARTS.get(type_)
     if part is not None and part < len(keys):
-        network = parse_ip(keys[part])
-        if network is not None:
+        key = address_key(keys[part])
+        network = parse_ip(keys[part]) if key is None else None
+        if key is not None:
+            rows.append(("ix_ip", key, ref))
+        elif network is not None:
             if network.prefixlen == network.max_prefixlen:
                 rows.append(("ix_ip", ip_key(network.network_address), ref))
             else:

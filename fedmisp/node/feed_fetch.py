@@ -169,7 +169,7 @@ async def fetch_feed(node: Any, feed: FeedSource, submit: Submit, run_blocking: 
         report.events_older += result.older
         if result.events:
             for event, outcome in zip(result.events, await submit(result.events)):
-                report.count(event, outcome)
+                report.count(event.uuid, event.attribute_count, outcome)
         seen[event_uuid] = stamp
         done += 1
         if done % SAVE_STATE_EVERY == 0:

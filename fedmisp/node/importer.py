@@ -44,15 +44,15 @@ class ImportReport:
     attributes_stored: int = 0
     refused: list[str] = field(default_factory=list)
 
-    def count(self, event: EventWrite, outcome: WriteOutcome) -> None:
-        """What the writer did with one event."""
+    def count(self, event_uuid: bytes, attributes: int, outcome: WriteOutcome) -> None:
+        """What the writer did with one event (its uuid, 16 bytes, and attribute count)."""
         if outcome is WriteOutcome.STORED:
             self.events_stored += 1
-            self.attributes_stored += event.attribute_count
+            self.attributes_stored += attributes
         elif outcome is WriteOutcome.UNCHANGED:
             self.events_unchanged += 1
         elif outcome is WriteOutcome.CONFLICT:
-            self.refused.append(f"event {uuid_text(event.uuid)}: an attribute or object uuid is "
+            self.refused.append(f"event {uuid_text(event_uuid)}: an attribute or object uuid is "
                                 "already used by another event; element uuids must be unique")
         else:
             self.events_older += 1
@@ -236,13 +236,18 @@ def import_paths(node: Node, paths: list[Path], progress: Callable[[int, int], N
     workers = _default_workers(files) if workers is None else workers
     batch: list[EventWrite] = []
     batch_elements = 0
-    pending: deque[tuple[Future[list[WriteOutcome]], list[EventWrite]]] = deque()
+    # (future, [(event uuid, attribute count)]): only what the report needs waits for the commit,
+    # not the events' bodies and rows
+    pending: deque[tuple[Future[list[WriteOutcome]], list[tuple[bytes, int]]]] = deque()
+
+    def submit(more: bool) -> None:
+        pending.append((writer.submit(batch, more=more), [(e.uuid, e.attribute_count) for e in batch]))
 
     def settle(wait_all: bool) -> None:
         while pending and (wait_all or pending[0][0].done()):
             future, events = pending.popleft()
-            for event, outcome in zip(events, future.result()):
-                report.count(event, outcome)
+            for (event_uuid, attributes), outcome in zip(events, future.result()):
+                report.count(event_uuid, attributes, outcome)
 
     def take(result: FileResult) -> None:
         nonlocal batch, batch_elements
@@ -254,7 +259,7 @@ def import_paths(node: Node, paths: list[Path], progress: Callable[[int, int], N
             batch.append(event)
             batch_elements += event.element_count
             if batch_elements >= _BATCH_ELEMENTS or len(batch) >= _BATCH_EVENTS:
-                pending.append((writer.submit(batch), batch))
+                submit(more=True)  # the writer may keep one transaction open over many batches
                 batch, batch_elements = [], 0
                 settle(wait_all=False)
         if progress is not None:
@@ -283,8 +288,7 @@ def import_paths(node: Node, paths: list[Path], progress: Callable[[int, int], N
                         take_next()
                 while window:
                     take_next()
-        if batch:
-            pending.append((writer.submit(batch), batch))
+        submit(more=False)  # the last one, even empty: commit now
         settle(wait_all=True)
     return report
 

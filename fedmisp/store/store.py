@@ -65,7 +65,7 @@ from typing import Any, Iterator
 import lmdb
 import msgpack
 
-from fedmisp.correlate.keys import correlation_rows
+from fedmisp.correlate.keys import CORRELATION_ROW_TYPES, correlation_rows
 from fedmisp.model import canonical
 from fedmisp.model.misp import to_misp
 from fedmisp.model.org import read_org
@@ -158,6 +158,7 @@ def index_key(text: str) -> bytes:
 # The databases an element writes to, in this order, as (key, value) rows.
 ROW_DBS = ("bodies", "elements", "ix_value", "ix_type", "ix_time", "ix_tag", "ix_ip", "ix_net", "ix_ssdeep")
 _ROW_INDEX = {name: i for i, name in enumerate(ROW_DBS)}
+_ELEMENTS = _ROW_INDEX["elements"]
 Rows = tuple[list[tuple[bytes, bytes]], ...]
 
 
@@ -168,25 +169,30 @@ def new_rows() -> Rows:
 def add_element_rows(rows: Rows, ev: bytes, digest: bytes, body: bytes, element: dict[str, Any],
                      keys: tuple[str, ...] | None = None, event_disabled: bool = False) -> bool:
     """Append the rows one element writes; True if it is an attribute. The one place that says
-    what an element's index entries are (writes and removals both use it)."""
-    bodies, elements, ix_value, ix_type, ix_time, ix_tag = rows[:6]
+    what an element's index entries are (writes and removals both use it). Once per element on
+    import, so written for speed: rows[i] follows ROW_DBS."""
     u = uuid16(element["uuid"])
     key = ev + digest
-    bodies.append((key, body))
-    elements.append((u, key))
+    rows[0].append((key, body))
+    rows[1].append((u, key))
     if "value" not in element or "type" not in element:
         return False
     ref = ev + u
-    for value_key in _value_keys(element, keys):
-        ix_value.append((value_key, ref))
-    ix_type.append((element["type"].encode(), ref))
-    ix_time.append((_BE8.pack(element["timestamp"]) + u, b""))
-    for tag in element.get("Tag", ()):
-        ix_tag.append((index_key(tag["name"]), ref))
     if keys is None:
         keys = _normalised(element)
-    for name, key, value in correlation_rows(element, keys, ref, event_disabled):
-        rows[_ROW_INDEX[name]].append((key, value))
+    if len(keys) == 1:
+        rows[2].append((index_key(keys[0]), ref))
+    else:
+        rows[2].extend((index_key(k), ref) for k in dict.fromkeys(keys))
+    type_ = element["type"]
+    rows[3].append((type_.encode(), ref))
+    rows[4].append((_BE8.pack(element["timestamp"]) + u, b""))
+    tags = element.get("Tag")
+    if tags:
+        rows[5].extend((index_key(tag["name"]), ref) for tag in tags)
+    if type_ in CORRELATION_ROW_TYPES:
+        for name, key, value in correlation_rows(element, keys, ref, event_disabled):
+            rows[_ROW_INDEX[name]].append((key, value))
     return True
 
 
@@ -334,20 +340,19 @@ class Store:
                      checkpoint: tuple[str, int] | None = None) -> list[WriteOutcome]:
         """Store many event revisions in one transaction (each whole, or the batch not at all),
         with a peer's replication checkpoint when they came from that peer."""
-        with self.env.begin(write=True) as txn:
-            if checkpoint is not None:
-                txn.put(checkpoint[0].encode("utf-8"), _BE8.pack(checkpoint[1]), db=self.db["checkpoints"])
-            seq = self._seq(txn)
-            outcomes = []
-            puts = _Puts(self.db)
-            for event in events:
-                if isinstance(event, SignedEvent):
-                    event = event_write(event)
-                outcome, seq = self._write_event(txn, event, seq, puts)
-                outcomes.append(outcome)
-            puts.flush(txn)
-            txn.put(b"seq", _BE8.pack(seq), db=self.db["meta"])
+        batch = self.begin_events()
+        try:
+            outcomes = batch.write(events, checkpoint)
+        except BaseException:
+            batch.abort()
+            raise
+        batch.commit()
         return outcomes
+
+    def begin_events(self) -> "EventBatch":
+        """A write transaction that takes several `write` calls before one commit (the writer's:
+        fewer commits write far fewer pages, see docs/decisions/0004)."""
+        return EventBatch(self)
 
     def write_records(self, records: list[Record], refused: list[tuple[Record, Reason]] | None = None) -> int:
         """Store standalone records (org records, ...); returns how many were new. An org record the
@@ -469,9 +474,9 @@ class Store:
         rid = event.record_id
         raw = txn.get(ev, db=db["events"])
         if raw is None:
-            if self._uuid_conflict(txn, ev, event.rows[1], puts):
+            if not self._claim_elements(txn, ev, event.rows[1]):
                 return WriteOutcome.CONFLICT, seq
-            puts.extend(event.rows)
+            puts.extend(event.rows, skip=_ELEMENTS)  # elements: written by the claim
             last = txn.get(b"event_id", db=db["meta"])
             event_id = (_BE8.unpack(last)[0] if last else 0) + 1
             txn.put(b"event_id", _BE8.pack(event_id), db=db["meta"])
@@ -489,7 +494,7 @@ class Store:
             old_digests = {d for d in revision_elements(old) if txn.get(ev + d, db=db["bodies"]) is not None}
             bodies = event.rows[0]
             # checked before anything of this event is written, so a refusal leaves nothing behind
-            if self._uuid_conflict(txn, ev, [(u, v) for u, v in event.rows[1] if v[16:] not in old_digests], puts):
+            if self._uuid_conflict(txn, ev, [u for u, v in event.rows[1] if v[16:] not in old_digests]):
                 return WriteOutcome.CONFLICT, seq
             if same:
                 # The same revision again: a no-op unless the peer's policy now lets more or less in.
@@ -521,7 +526,9 @@ class Store:
                 if key[16:] not in shared:
                     add_element_rows(added, ev, key[16:], body, open_element(body),
                                      event_disabled=event.event_disabled)
-            puts.extend(added)
+            # elements now, not at the flush: a later event of this batch checks its uuids against them
+            txn.cursor(db=db["elements"]).putmulti(added[_ELEMENTS])
+            puts.extend(added, skip=_ELEMENTS)
         self._index_header(txn, ev, event.header)
         seq += 1
         txn.put(rid, event.wire, db=db["records"])
@@ -550,19 +557,35 @@ class Store:
             txn.put(ev, event.holding, db=db["holdings"])
         return WriteOutcome.STORED, seq
 
-    def _uuid_conflict(self, txn: lmdb.Transaction, ev: bytes, element_rows: Any, puts: "_Puts") -> bool:
-        """Whether any of these elements' uuids belongs to another event (held, or earlier in this
-        batch); if not, they are claimed for `ev`."""
+    def _claim_elements(self, txn: lmdb.Transaction, ev: bytes, element_rows: list[tuple[bytes, bytes]]) -> bool:
+        """Write a new event's element rows unless one of its uuids belongs to another event (held,
+        or earlier in this transaction); False, with nothing written, if one does.
+
+        The check is the put itself (no overwrite): one B-tree descent per element instead of a
+        get and then a put."""
         elements = self.db["elements"]
-        for u, _ in element_rows:
-            owner = puts.claimed.get(u)
-            if owner is None:
-                raw = txn.get(u, db=elements)
-                owner = bytes(raw[:16]) if raw is not None else None
-            if owner is not None and owner != ev:
+        consumed, added = txn.cursor(db=elements).putmulti(element_rows, overwrite=False)
+        if added == consumed:
+            return True
+        # Some uuid is taken. The event is new, so no row names it yet: whatever names it now was
+        # written just above.
+        if self._uuid_conflict(txn, ev, [u for u, _ in element_rows]):
+            for u, _ in element_rows:
+                held = txn.get(u, db=elements)
+                if held is not None and held[:16] == ev:
+                    txn.delete(u, db=elements)
+            return False
+        # Only repeats within this event (a peer's revision may carry them): the last one wins.
+        txn.cursor(db=elements).putmulti(element_rows)
+        return True
+
+    def _uuid_conflict(self, txn: lmdb.Transaction, ev: bytes, uuids: list[bytes]) -> bool:
+        """Whether any of these element uuids belongs to another event."""
+        elements = self.db["elements"]
+        for u in uuids:
+            raw = txn.get(u, db=elements)
+            if raw is not None and raw[:16] != ev:
                 return True
-        for u, _ in element_rows:
-            puts.claimed[u] = ev
         return False
 
     def _delete_rows(self, txn: lmdb.Transaction, ev: bytes, rows: Rows) -> None:
@@ -1035,16 +1058,16 @@ class _Puts:
     """Index and body rows of a batch, applied with one putmulti per database: one C-level loop
     instead of a Python call per put. (Sorting the rows first was measured slower: the sort costs
     more than the page locality it buys, see bench/ingest.py.)"""
-    __slots__ = ("db", "rows", "claimed")
+    __slots__ = ("db", "rows")
 
     def __init__(self, db: dict[str, Any]):
         self.db = db
         self.rows = new_rows()
-        self.claimed: dict[bytes, bytes] = {}  # element uuid -> event, for uuids written in this batch
 
-    def extend(self, rows: Rows) -> None:
-        for mine, theirs in zip(self.rows, rows):
-            mine.extend(theirs)
+    def extend(self, rows: Rows, skip: int = -1) -> None:
+        for i, (mine, theirs) in enumerate(zip(self.rows, rows)):
+            if i != skip:
+                mine.extend(theirs)
 
     def flush(self, txn: lmdb.Transaction) -> None:
         for name, items in zip(ROW_DBS, self.rows):
@@ -1074,6 +1097,43 @@ def _distinct_sightings(sightings: list[dict[str, Any]]) -> list[dict[str, Any]]
     return list(by_uuid.values())
 
 
+class EventBatch:
+    """One write transaction over one or more `write` calls, then `commit` (or `abort`).
+
+    Rows are applied at the end of each `write`, so Python holds one submission's rows at a time
+    while the transaction grows in the map."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.txn = store.env.begin(write=True)
+        self.seq = self._first_seq = store._seq(self.txn)
+        self.elements = 0  # element rows written so far
+
+    def write(self, events: list[EventWrite | SignedEvent],
+              checkpoint: tuple[str, int] | None = None) -> list[WriteOutcome]:
+        store, txn = self.store, self.txn
+        if checkpoint is not None:
+            txn.put(checkpoint[0].encode("utf-8"), _BE8.pack(checkpoint[1]), db=store.db["checkpoints"])
+        outcomes = []
+        puts = _Puts(store.db)
+        for event in events:
+            if isinstance(event, SignedEvent):
+                event = event_write(event)
+            outcome, self.seq = store._write_event(txn, event, self.seq, puts)
+            outcomes.append(outcome)
+            self.elements += event.element_count
+        puts.flush(txn)
+        return outcomes
+
+    def commit(self) -> None:
+        if self.seq != self._first_seq:  # an unchanged page is not rewritten
+            self.txn.put(b"seq", _BE8.pack(self.seq), db=self.store.db["meta"])
+        self.txn.commit()
+
+    def abort(self) -> None:
+        self.txn.abort()
+
+
 def _normalised(element: dict[str, Any]) -> tuple[str, ...]:
     try:
         return normalise(element["type"], element["value"])
@@ -1081,11 +1141,3 @@ def _normalised(element: dict[str, Any]) -> tuple[str, ...]:
         # Elements from peers were validated by their author's node; a value this node's rules
         # reject is stored but not indexed by value rather than lost.
         return ()
-
-
-def _value_keys(element: dict[str, Any], known: tuple[str, ...] | None = None) -> list[bytes]:
-    if known is None:
-        known = _normalised(element)
-    if len(known) == 1:
-        return [index_key(known[0])]
-    return [index_key(p) for p in dict.fromkeys(known)]

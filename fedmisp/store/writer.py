@@ -1,9 +1,11 @@
 """The single writer: one thread owns LMDB writes and groups queued work into few transactions.
 
-LMDB allows one write transaction at a time and a commit costs an fsync, so many small commits are
-the slow path. Callers (the importer, later the API and replication) submit batches and get a
-future; the writer drains whatever is queued into one transaction, off the event loop, while readers
-keep reading the last committed state.
+LMDB allows one write transaction at a time and a commit costs an fsync plus a write of every page
+the transaction dirtied, so many small commits are the slow path. Callers (the importer, the API,
+replication) submit batches and get a future that resolves at the commit; the writer puts whatever
+is queued into one transaction, off the event loop, while readers keep reading the last committed
+state. An importer announces `more=True` and the transaction stays open across its batches, up to
+MAX_ELEMENTS_PER_TXN (docs/decisions/0004).
 """
 from __future__ import annotations
 
@@ -14,11 +16,16 @@ from dataclasses import dataclass
 from typing import Callable
 
 from fedmisp.model.revision import SignedEvent
-from fedmisp.store.store import EventWrite, Store, WriteOutcome
+from fedmisp.store.store import EventBatch, EventWrite, Store, WriteOutcome
 
-# Group at most this many elements in one transaction: big enough that the commit's fsync is
-# amortised, small enough that a transaction's dirty pages stay a few hundred MB at most.
-MAX_ELEMENTS_PER_TXN = 50_000
+# Commit once a transaction holds this many elements. Each commit writes every page the
+# transaction touched, and random-keyed indexes (element uuid, value, ssdeep gram) touch most of
+# their leaf pages in any large transaction: writing 1,000,000 attributes dirtied 9.5 GB of pages
+# at 50,000 elements per commit, 1.6 GB at 250,000 and 1.1 GB at 500,000 (docs/decisions/0004).
+# Dirty pages live in the file mapping (writemap), not the heap, so a larger transaction costs
+# page cache, not private memory. The price: another process's writes wait for the commit (a few
+# seconds), and a crash loses the open transaction (a re-import redoes it).
+MAX_ELEMENTS_PER_TXN = 500_000
 # Submissions waiting in the queue; a producer faster than the disk blocks here, which keeps the
 # importer's memory flat however many events it reads.
 MAX_QUEUED = 3
@@ -28,6 +35,8 @@ MAX_QUEUED = 3
 class _Job:
     events: list[EventWrite | SignedEvent]
     future: "Future[list[WriteOutcome]]"
+    more: bool = False
+    outcomes: list[WriteOutcome] | None = None
 
 
 class Writer:
@@ -38,9 +47,14 @@ class Writer:
         self._thread = threading.Thread(target=self._run, name="fedmisp-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, events: list[EventWrite | SignedEvent]) -> "Future[list[WriteOutcome]]":
+    def submit(self, events: list[EventWrite | SignedEvent], *, more: bool = False) -> "Future[list[WriteOutcome]]":
+        """Queue events for storing; the future gives their outcomes once they are committed.
+
+        `more=True` says the caller will submit again soon (an import in progress): the writer
+        may then keep the transaction open for the next submission instead of committing, so the
+        future resolves with a later commit. The caller's last submission must leave it False."""
         future: Future[list[WriteOutcome]] = Future()
-        self._queue.put(_Job(events, future))
+        self._queue.put(_Job(events, future, more))
         return future
 
     def close(self) -> None:
@@ -55,40 +69,45 @@ class Writer:
         self.close()
 
     def _run(self) -> None:
-        stop = False
-        while not stop:
+        batch: EventBatch | None = None
+        jobs: list[_Job] = []
+        while True:
             job = self._queue.get()
             if job is None:
-                return
-            jobs = [job]
-            size = sum(_size(e) for e in job.events)
-            while size < MAX_ELEMENTS_PER_TXN:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stop = True
-                    break
-                jobs.append(more)
-                size += sum(_size(e) for e in more.events)
-            self._commit(jobs)
+                break
+            try:
+                if batch is None:
+                    batch = self.store.begin_events()
+                job.outcomes = batch.write(job.events)
+                job.events = []  # written into the transaction: no need to hold them till the commit
+            except BaseException as e:  # the transaction is aborted: nothing of it is stored
+                if batch is not None:
+                    batch.abort()
+                self._fail(jobs + [job], e)
+                batch, jobs = None, []
+                continue
+            jobs.append(job)
+            # Commit when the transaction is big enough, or when nothing more is coming: no
+            # submission waiting and the last one not announcing another.
+            if batch.elements >= MAX_ELEMENTS_PER_TXN or (not job.more and self._queue.empty()):
+                self._commit(batch, jobs)
+                batch, jobs = None, []
+        if batch is not None:
+            self._commit(batch, jobs)
 
-    def _commit(self, jobs: list[_Job]) -> None:
-        events = [e for job in jobs for e in job.events]
+    def _commit(self, batch: EventBatch, jobs: list[_Job]) -> None:
         try:
-            outcomes = self.store.write_events(events)
-        except BaseException as e:  # the transaction was aborted: nothing of it is stored
-            for job in jobs:
-                job.future.set_exception(e)
+            batch.commit()
+        except BaseException as e:
+            self._fail(jobs, e)
             return
-        i = 0
         for job in jobs:
-            job.future.set_result(outcomes[i:i + len(job.events)])
-            i += len(job.events)
-        if self.on_commit is not None and any(o is WriteOutcome.STORED for o in outcomes):
+            assert job.outcomes is not None
+            job.future.set_result(job.outcomes)
+        if self.on_commit is not None and any(o is WriteOutcome.STORED for job in jobs for o in job.outcomes or ()):
             self.on_commit()
 
-
-def _size(event: EventWrite | SignedEvent) -> int:
-    return event.element_count if isinstance(event, EventWrite) else len(event.elements)
+    @staticmethod
+    def _fail(jobs: list[_Job], error: BaseException) -> None:
+        for job in jobs:
+            job.future.set_exception(error)
