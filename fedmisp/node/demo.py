@@ -225,8 +225,9 @@ def report(nodes: dict[str, DemoNode], console: Console) -> dict[str, Any]:
                         continue
                     for match in correlator.attribute(uuid, element).matches:
                         if match.org != creator:
-                            related.add_row(name, element["value"], infos[uuid][0][:40], match.event_info[:40],
-                                            f"{match.org} ({match.kind})")
+                            # the matched attribute's type and value tell two matches in one event apart
+                            related.add_row(name, f'{element["value"]} ({element["type"]})', infos[uuid][0][:40],
+                                            match.event_info[:40], f"{match.org} ({match.kind}: {match.type} {match.value})")
                             result["correlations"].append((name, element["value"], match.event_uuid, match.kind))
         console.print(related)
     finally:
