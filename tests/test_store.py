@@ -272,3 +272,30 @@ def test_a_tag_search_finds_the_tagged_attributes_of_every_event(store):
         tagged.update((a["uuid"], raw["uuid"]) for a in raw["Attribute"] if a.get("Tag"))
     found = {b["uuid"] for _, b in query.search_attributes(store, query.parse_query({"tags": ["tlp:green"]}))}
     assert found == set(tagged) and len(set(tagged.values())) == 5
+
+
+def test_a_small_exact_search_is_a_few_refs_in_events_with_verified_heads(store, monkeypatch):
+    # small_exact_search decides whether the API may search on its event loop: only when the
+    # work is bounded by a few index refs and no signature needs checking.
+    raws = [event(seed=300 + seed, attributes=3, objects=1)["Event"] for seed in range(3)]
+    store.write_events([signed(raw) for raw in raws])
+    value = raws[0]["Attribute"][1]["value"]
+    q = query.parse_query({"value": value})
+    assert not query.small_exact_search(store, q)  # the event's head was never verified
+    found = [b["uuid"] for _, b in query.search_attributes(store, q)]  # verifies it
+    assert found == [raws[0]["Attribute"][1]["uuid"]]
+    assert query.small_exact_search(store, q)
+    assert query.small_exact_search(store, query.parse_query({"value": value, "to_ids": 1, "limit": 1}))
+    for params in ({"value": value[:3] + "%"}, {"value": value, "type": raws[0]["Attribute"][1]["type"]},
+                   {"value": value, "tags": ["tlp:green"]}, {"value": value, "eventid": raws[0]["uuid"]},
+                   {"value": {"AND": [value]}}, {"type": "ip-dst"}, {"value": value, "category": "Net%"}):
+        assert not query.small_exact_search(store, query.parse_query(params)), params
+    # "obj0.example": one ref in each of the three events
+    shared = query.parse_query({"value": "obj0.example"})
+    for raw in raws:
+        query.event_head(store, raw["uuid"])
+    monkeypatch.setattr(query, "INLINE_REFS", 2)
+    assert not query.small_exact_search(store, shared)
+    monkeypatch.setattr(query, "INLINE_REFS", 3)
+    assert query.small_exact_search(store, shared)
+    assert len(list(query.search_attributes(store, shared))) == 3

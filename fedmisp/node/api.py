@@ -352,9 +352,12 @@ def _attribute_view(ctx: ApiContext, element_uuid: str) -> dict[str, Any] | None
 
 # --- streaming ---------------------------------------------------------------------------------------
 
-async def stream(request: web.Request, pieces: Iterator[str], content_type: str) -> web.StreamResponse:
+async def stream(request: web.Request, pieces: Iterator[str], content_type: str, *,
+                 inline: bool = False) -> web.StreamResponse:
     """Write `pieces` (produced in the thread pool a chunk at a time) as the response body; an
-    answer shorter than one chunk is sent whole."""
+    answer shorter than one chunk is sent whole. `inline`: the first chunk is produced on the
+    event loop, for a search known to be a few point reads (query.small_exact_search), where the
+    hop to a worker thread and back would cost more than the search."""
     def batch() -> tuple[str, bool]:
         parts: list[str] = []
         size = 0
@@ -365,7 +368,7 @@ async def stream(request: web.Request, pieces: Iterator[str], content_type: str)
                 return "".join(parts), False
         return "".join(parts), True
 
-    first, done = await run(batch)  # errors in the first chunk still become a 4xx
+    first, done = batch() if inline else await run(batch)  # errors in the first chunk still become a 4xx
     if done:
         # The whole answer fits one chunk: one response with a Content-Length, written in one send,
         # instead of headers, a chunk and a terminator (most searches are small; bench/api.py).
@@ -732,6 +735,9 @@ async def attribute_search(request: web.Request) -> web.StreamResponse:
         correlator = (Correlator(ctx.store, ctx.node.config.correlation)
                       if _flag(params.get("includeCorrelations")) else None)
         warnings = _flag(params.get("includeWarninglistHits"))
+        # A lookup of a few exact values: cheaper on the loop than through a worker thread (bench/api.py)
+        inline = (correlator is None and not warnings and not _flag(params.get("enforceWarninglist"))
+                  and query.small_exact_search(ctx.store, q))
 
         def attributes() -> Iterator[dict[str, Any]]:
             for h, b in found:
@@ -745,7 +751,8 @@ async def attribute_search(request: web.Request) -> web.StreamResponse:
                     if hits:
                         a["warnings"] = [{"warninglist_name": name} for name in hits]
                 yield a
-        return await stream(request, _json_list('{"response": {"Attribute": [', attributes(), "]}}"), JSON)
+        return await stream(request, _json_list('{"response": {"Attribute": [', attributes(), "]}}"), JSON,
+                            inline=inline)
     if fmt == "csv":
         return await stream(request, csv_export.attributes_csv(ctx.store, found), "text/csv; charset=utf-8")
     if fmt == "text":

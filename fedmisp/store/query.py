@@ -163,6 +163,10 @@ class _VerifiedHeads:
             self._entries.move_to_end(record_id)
         return entry[0], canonical.unpack(entry[1])
 
+    def __contains__(self, record_id: bytes) -> bool:
+        with self._lock:
+            return record_id in self._entries
+
     def put(self, record_id: bytes, author: bytes, header: dict[str, Any]) -> None:
         entry = (author, canonical.pack_sorted(header))  # already canonical: it was just verified
         with self._lock:
@@ -794,6 +798,41 @@ def search_attributes(store: Store, q: Query) -> Iterator[tuple[EventHead, dict[
                 left -= 1
                 if left == 0:
                     return
+
+
+# A search bounded by this many value refs (and value terms) may run on the API's event loop
+# instead of the thread pool (small_exact_search): a few point reads and body checks, no signature.
+INLINE_REFS = 8
+
+
+def _has_wildcard(q: Query) -> bool:
+    return any("%" in t for terms in (q.value, q.type, q.category, q.org, q.tags, q.eventid, q.uuid)
+               for t in (*terms.any, *terms.all, *terms.none))
+
+
+def small_exact_search(store: Store, q: Query) -> bool:
+    """Whether search_attributes(q) is certain to be cheap: exact value terms (no wildcard
+    anywhere) with at most INLINE_REFS refs in all, no other term read from an index, and the
+    head of every event those refs are in already verified (in the cache). Its cost is then
+    bounded by the refs: a few point reads and digest checks, no scan and no signature check."""
+    if (not q.value.any or len(q.value.any) > INLINE_REFS or q.value.all or q.type.positive or q.tags.any
+            or q.org.any or q.eventid.any or q.uuid.any or _has_wildcard(q)):
+        return False
+    events: set[bytes] = set()
+    refs = 0
+    with store.env.begin() as txn:
+        cur = txn.cursor(db=store.db["ix_value"])
+        for key in dict.fromkeys(k for term in q.value.any for k in _index_keys(store, txn, "ix_value", term)):
+            if cur.set_key(key):
+                refs += cur.count()
+                if refs > INLINE_REFS:
+                    return False
+                events.update(bytes(ref[:16]) for ref in cur.iternext_dup())
+        for ev in events:
+            raw = txn.get(ev, db=store.db["events"])
+            if raw is not None and HeldEvent.decode(bytes(raw)).record_id not in _verified_heads:
+                return False
+    return True
 
 
 def search_events(store: Store, q: Query) -> Iterator[EventHead]:
