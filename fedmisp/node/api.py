@@ -383,10 +383,14 @@ async def stream(request: web.Request, pieces: Iterator[str], content_type: str,
     return response
 
 
+# json.dumps(item, ensure_ascii=False) without building an encoder per item: the same text.
+_encode_json = json.JSONEncoder(ensure_ascii=False).encode
+
+
 def _json_list(prefix: str, items: Iterator[Any], suffix: str) -> Iterator[str]:
     yield prefix
     for i, item in enumerate(items):
-        yield ("," if i else "") + json.dumps(item, ensure_ascii=False)
+        yield ("," if i else "") + _encode_json(item)
     yield suffix
 
 

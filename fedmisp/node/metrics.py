@@ -53,6 +53,8 @@ class NodeMetrics:
         self.api = Histogram("fedmisp_api_request_duration_seconds", "Latency of requests to the node's HTTP API",
                              ["route", "method", "status"], buckets=API_BUCKETS, registry=r)
         self._peers: Callable[[], dict[str, Any]] = dict
+        # the latency histogram's child per (route, method, status): labels() costs more than observe()
+        self._api_children: dict[tuple[str, str, int], Any] = {}
         r.register(_StateCollector(self))
 
     def track_peers(self, peers_json: Callable[[], dict[str, Any]]) -> None:
@@ -94,7 +96,11 @@ class NodeMetrics:
         finally:
             resource = request.match_info.route.resource
             route = resource.canonical if resource is not None else UNMATCHED_ROUTE
-            self.api.labels(route, request.method, str(status)).observe(time.perf_counter() - started)
+            labels = (route, request.method, status)
+            child = self._api_children.get(labels)
+            if child is None:  # bounded: routes x methods x statuses
+                child = self._api_children[labels] = self.api.labels(route, request.method, str(status))
+            child.observe(time.perf_counter() - started)
 
     async def handler(self, request: web.Request) -> web.Response:
         if self.node.config.metrics.require_api_key and await request_role(request) is None:

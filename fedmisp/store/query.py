@@ -276,9 +276,12 @@ def _scalar(value: Any, field_: str) -> str:
     return text
 
 
+NO_TERMS = Terms()
+
+
 def parse_terms(value: Any, field_: str) -> Terms:
     if value is None or value == "" or value == []:
-        return Terms()
+        return NO_TERMS
     any_: list[str] = []
     all_: list[str] = []
     none: list[str] = []
@@ -488,6 +491,9 @@ class _Matcher:
     def __init__(self, terms: Terms, fold: bool = True):
         self.terms = terms
         self.fold = fold
+        if not terms:  # most criteria of a search are not given
+            self._any = self._all = self._none = []
+            return
         self._any = [self._compile(t) for t in terms.any]
         self._all = [self._compile(t) for t in terms.all]
         self._none = [self._compile(t) for t in terms.none]
