@@ -359,6 +359,20 @@ def test_search_attributes_by_value_type_and_wildcard(server: Server, searchable
     assert misp.search(controller="attributes", value="ALPHA.search.example", pythonify=True)  # domains fold case
 
 
+def test_an_exact_value_lookup_answers_as_the_thread_pool_search_does(server: Server, searchable):
+    # A few exact values are looked up on the event loop once their events' heads are verified
+    # (decision 0016); with a type term the same search goes through the thread pool.
+    misp = server.misp("read-only")
+    for value, types in (("10.66.0.1", ["ip-dst"]), (["10.66.0.2", "alpha.search.example"], ["ip-dst", "domain"]),
+                         ("beta.search.example", ["domain"])):
+        for extra in ({}, {"to_ids": True, "limit": 1}, {"published": True}):
+            for _ in range(2):  # the first answer verifies the heads; the second may come from the loop
+                plain = misp.search(controller="attributes", value=value, **extra)
+            assert plain == misp.search(controller="attributes", value=value, type_attribute=types, **extra)
+            assert plain["Attribute"] or "published" in extra
+    assert misp.search(controller="attributes", value="10.66.0.1", published=True)["Attribute"] == []
+
+
 def test_search_tags_or_and_not_over_attribute_and_event_tags(server: Server, searchable):
     misp = server.misp("read-only")
     red = values(misp.search(controller="attributes", tags="tlp:red", pythonify=True))

@@ -5,8 +5,9 @@ the hashes in the store; the key's role (read-only < user < publisher < admin) m
 endpoint's. Errors have MISP's shape ``{"saved": false, "name", "message", "url", "errors"}`` with a
 4xx status for anything a client sent wrong; bad input is never a 5xx.
 
-Handlers never block the event loop: store reads and signing run in the default thread pool (the
-API key check alone reads on the loop: one point read of a small table), and writes go through the
+Handlers never block the event loop: store reads and signing run in the default thread pool (on
+the loop only the API key check, one point read of a small table, and a restSearch of a few exact
+values in events whose heads are verified already: decision 0016), and writes go through the
 node's single Writer (its futures wrapped with asyncio.wrap_future). Edits of one event are
 read-modify-write, so they run one at a time under one lock; reads never wait for it. Search
 results are streamed a chunk at a time (aiohttp StreamResponse); an answer shorter than one chunk
