@@ -90,7 +90,9 @@ def test_a_stopped_node_catches_up_when_it_comes_back(tmp_path):
 @pytest.mark.slow
 def test_sigkill_in_the_middle_of_a_large_pull_resumes_from_the_checkpoint(tmp_path):
     nodes = configure(tmp_path, ["src", "dst"], [("src", "dst")], anti_entropy=1.0)
-    ev = _events(tmp_path, {f"big{i}": 3 for i in range(20)}, attributes=1500)
+    # about 90,000 elements: several changes pages (about 20,000 elements each), so that a kill
+    # soon after the first stored page lands before the last one
+    ev = _events(tmp_path, {f"big{i}": 3 for i in range(60)}, attributes=1500)
     _import(nodes["src"].home, tmp_path / "events")
     rng = random.Random(7)
     held_at_kills = []
@@ -99,7 +101,7 @@ def test_sigkill_in_the_middle_of_a_large_pull_resumes_from_the_checkpoint(tmp_p
             # kill once the pull is under way: after its first event is stored, at a random moment
             wait_for(lambda: len(nodes["dst"].events()) > len(held_at_kills and held_at_kills[-1] or ()),
                      timeout=60, what="the pull to make progress")
-            time.sleep(rng.uniform(0.0, 0.3))
+            time.sleep(rng.uniform(0.0, 0.1))
             nodes["dst"].kill()
             held_at_kills.append(nodes["dst"].events())
             assert nodes["dst"].integrity() == []
