@@ -192,3 +192,12 @@ def test_an_event_filter_never_exports_deleted_attributes():
     event["Event"]["Attribute"][0]["deleted"] = True
     kept = filters.event(event)["Event"]["Attribute"]
     assert len(kept) == len(ATTRIBUTES) - 1
+
+
+def test_zeek_indicators_are_refanged_and_composites_split():
+    head = query.EventHead(EVENT_UUID, 1, None, b"", {"info": "Phishing", "Orgc": {"name": "CSIRT"}})
+    url = list(zeek.lines({"type": "url", "value": "hxxps://login-bank[.]example/verify.php"}, head, "fedmisp"))
+    assert [line.split("\t")[:2] for line in url] == [["login-bank.example/verify.php", "Intel::URL"]]
+    domain_ip = list(zeek.lines({"type": "domain|ip", "value": "Login-Bank[.]example|198.51.100.7"}, head, "fedmisp"))
+    assert [line.split("\t")[:2] for line in domain_ip] == [
+        ["login-bank.example", "Intel::DOMAIN"], ["198.51.100.7", "Intel::ADDR"]]

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Iterator
 
+from fedmisp.model.values import ValueFormatError, normalise
+
 from fedmisp.store import query
 
 HEADER = "#fields\tindicator\tindicator_type\tmeta.source\tmeta.desc\tmeta.url\tmeta.do_notice\tmeta.if_in\n"
@@ -41,7 +43,14 @@ def lines(a: dict[str, Any], head: query.EventHead, source: str) -> Iterator[str
     kinds = INTEL_TYPES.get(a["type"])
     if kinds is None:
         return
-    parts = a["value"].split("|", 1) if len(kinds) == 2 else [a["value"]]
+    # the normalised value: refanged (hxxps://x[.]example -> https://x.example) and split when
+    # composite, as a sensor must match it; the stored original is what MISP JSON keeps
+    try:
+        parts = list(normalise(a["type"], a["value"]))
+    except ValueFormatError:
+        parts = []
+    if len(parts) != len(kinds):
+        parts = a["value"].split("|", 1) if len(kinds) == 2 else [a["value"]]
     h = head.header
     origin = _field(f"{source} ({head.uuid}) - {h['Orgc']['name']}")
     comment = a.get("comment", "")
