@@ -98,7 +98,7 @@ events = ["nope"]
         "peer 'bank-soc'.push.tlp_ceiling: 'purple' is not a level; accepted: tlp:clear",
         "peer 'bank-soc'.push.max_distribution: 9; expected 0, 1, 2, 3 or 4",
         "peer 'bank-soc'.push.sneaky: unknown filter setting",
-        "peer 'bank-soc': name: used by another peer",
+        "peer 'bank-soc'.name: used by another peer",
         "peer 'bank-soc'.mode: internal is for this organisation's own other node",
         "blocklist.events[0]: 'nope' is not a UUID",
     ]

@@ -6,7 +6,6 @@ accepted, so an operator fixes a config in one pass.
 from __future__ import annotations
 
 import ipaddress
-import re
 import tomllib
 import uuid as _uuid
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from fedmisp.policy.config import parse_filter, parse_mode
 from fedmisp.correlate.engine import CorrelationConfig
 from fedmisp.gossip.peers import PeerConfig
 from fedmisp.policy.model import PeerMode, PeerPolicy
-from fedmisp.node.feed_config import FeedSource, ServedFeed, parse_feeds, parse_served_feeds
+from fedmisp.node.feed_config import FeedSource, ServedFeed, named_tables, parse_feeds, parse_served_feeds
 
 CONFIG_FILE = "fedmisp.toml"
 KEY_FILE = "identity.key"
@@ -30,7 +29,6 @@ DEFAULT_LISTEN = "127.0.0.1:8480"
 DEFAULT_MAX_IMPORT_FILE_BYTES = 256 * 1024 * 1024
 
 
-_PEER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 _PEER_FIELDS = ("name", "url", "key", "org_uuid", "mode", "push", "pull", "strip_sighting_org")
 
 
@@ -44,30 +42,8 @@ def _parse_bool(raw: Any, where: str, default: bool, problems: list[str]) -> boo
 
 
 def _parse_peers(raw: Any, problems: list[str], strip_sighting_org: bool = False) -> tuple[PeerConfig, ...]:
-    if raw is None:
-        return ()
-    if not isinstance(raw, list):
-        problems.append("peer: expected [[peer]] tables")
-        return ()
     peers = []
-    names: set[str] = set()
-    for i, table in enumerate(raw):
-        label = f"peer[{i}]"
-        if not isinstance(table, dict):
-            problems.append(f"{label}: expected a table")
-            continue
-        name = table.get("name")
-        if isinstance(name, str) and _PEER_NAME.match(name):
-            label = f"peer {name!r}"
-            if name in names:
-                problems.append(f"{label}: name: used by another peer; names must be unique")
-            names.add(name)
-        else:
-            problems.append(f"{label}.name: {name!r}; expected 1-64 letters, digits, '.', '_' or '-'")
-            name = f"peer{i}"
-        for key in table:
-            if key not in _PEER_FIELDS:
-                problems.append(f"{label}.{key}: unknown setting; accepted: {', '.join(_PEER_FIELDS)}")
+    for label, name, table in named_tables(raw, "peer", _PEER_FIELDS, problems):
         url = table.get("url")
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             problems.append(f"{label}.url: {url!r}; expected http://HOST:PORT or https://HOST:PORT")

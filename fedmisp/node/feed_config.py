@@ -65,8 +65,11 @@ class FeedSource:
         return self.url or str(self.path)
 
 
-def _tables(raw: Any, section: str, problems: list[str]) -> list[tuple[str, dict[str, Any]]]:
-    """(label, table) for each [[section]] entry, with names checked and unique."""
+def named_tables(raw: Any, section: str, known: tuple[str, ...],
+                 problems: list[str]) -> list[tuple[str, str, dict[str, Any]]]:
+    """The `[[section]]` tables of fedmisp.toml as (label, name, table): each needs a unique name
+    (1-64 letters, digits, '.', '_', '-'; a bad one is reported and replaced by `section<i>`),
+    and a setting not in `known` is reported. Shared by [[peer]], [[served_feed]] and [[feed]]."""
     if raw is None:
         return []
     if not isinstance(raw, list):
@@ -87,14 +90,12 @@ def _tables(raw: Any, section: str, problems: list[str]) -> list[tuple[str, dict
             names.add(name)
         else:
             problems.append(f"{label}.name: {name!r}; expected 1-64 letters, digits, '.', '_' or '-'")
-        out.append((label, table))
+            name = f"{section}{i}"
+        for key in table:
+            if key not in known:
+                problems.append(f"{label}.{key}: unknown setting; accepted: {', '.join(known)}")
+        out.append((label, name, table))
     return out
-
-
-def _unknown(table: dict[str, Any], label: str, known: tuple[str, ...], problems: list[str]) -> None:
-    for key in table:
-        if key not in known:
-            problems.append(f"{label}.{key}: unknown setting; accepted: {', '.join(known)}")
 
 
 def _int_setting(table: dict[str, Any], key: str, label: str, default: int, lo: int, hi: int,
@@ -108,21 +109,19 @@ def _int_setting(table: dict[str, Any], key: str, label: str, default: int, lo: 
 
 def parse_served_feeds(raw: Any, problems: list[str]) -> tuple[ServedFeed, ...]:
     feeds = []
-    for label, table in _tables(raw, "served_feed", problems):
-        _unknown(table, label, _SERVED_FIELDS, problems)
+    for label, name, table in named_tables(raw, "served_feed", _SERVED_FIELDS, problems):
         access = table.get("access", "apikey")
         if access not in ACCESS:
             problems.append(f"{label}.access: {access!r}; accepted: {', '.join(ACCESS)}")
         # A feed is a publication: the same defaults as a push filter (tlp:red stays home).
         f = parse_filter(table.get("filter"), f"{label}.filter", problems, push=True)
-        feeds.append(ServedFeed(str(table.get("name")), access == "open", f))
+        feeds.append(ServedFeed(name, access == "open", f))
     return tuple(feeds)
 
 
 def parse_feeds(raw: Any, home: Path, problems: list[str]) -> tuple[FeedSource, ...]:
     feeds = []
-    for label, table in _tables(raw, "feed", problems):
-        _unknown(table, label, _FEED_FIELDS, problems)
+    for label, name, table in named_tables(raw, "feed", _FEED_FIELDS, problems):
         url, path = table.get("url"), table.get("path")
         url, path = (None if v == "" else v for v in (url, path))  # an empty one is not given
         folder: Path | None = None
@@ -167,6 +166,6 @@ def parse_feeds(raw: Any, home: Path, problems: list[str]) -> tuple[FeedSource, 
                                     f"event); accepted: {', '.join(FEED_FILTER_FIELDS)}")
             raw_filter = {k: v for k, v in raw_filter.items() if k in FEED_FILTER_FIELDS}
         f = parse_filter(raw_filter, f"{label}.filter", problems, push=False)
-        feeds.append(FeedSource(str(table.get("name")), url, folder, float(interval), mode == "correlation-only",
+        feeds.append(FeedSource(name, url, folder, float(interval), mode == "correlation-only",
                                 manifest_max, event_max, tuple(sorted(headers.items())), f))
     return tuple(feeds)
