@@ -201,3 +201,12 @@ def test_zeek_indicators_are_refanged_and_composites_split():
     domain_ip = list(zeek.lines({"type": "domain|ip", "value": "Login-Bank[.]example|198.51.100.7"}, head, "fedmisp"))
     assert [line.split("\t")[:2] for line in domain_ip] == [
         ["login-bank.example", "Intel::DOMAIN"], ["198.51.100.7", "Intel::ADDR"]]
+
+
+def test_ids_rules_match_the_refanged_value():
+    from fedmisp.export import nids
+    head = query.EventHead(EVENT_UUID, 1, None, b"", {"info": "Phishing", "Orgc": {"name": "CSIRT"}})
+    dns = nids.rule({"type": "domain", "value": "Login-Bank[.]example"}, head, 1, "suricata")
+    assert 'content:"login-bank.example"' in dns and "[.]" not in dns
+    uri = nids.rule({"type": "url", "value": "hxxp://login-bank[.]example/a.php"}, head, 2, "snort")
+    assert 'content:"/a.php"' in uri and "hxxp" not in uri

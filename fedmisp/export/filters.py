@@ -6,13 +6,24 @@ from __future__ import annotations
 from typing import Any, Iterable, Iterator, TypeVar
 
 from fedmisp.correlate.warninglists import warninglist_hits
+from fedmisp.model.values import ValueFormatError, normalise
 
 T = TypeVar("T")
 
 
+def indicator_parts(attribute: dict[str, Any]) -> list[str]:
+    """The value as a sensor or a warninglist must see it: normalised (refanged, as
+    hxxps://x[.]example -> https://x.example; lower-case domains and hashes) and split when
+    composite (domain|ip -> [domain, ip]). The stored original is what MISP JSON keeps."""
+    try:
+        return list(normalise(attribute["type"], attribute["value"]))
+    except ValueFormatError:  # (stored values were validated; a type no longer known keeps its text)
+        return attribute["value"].split("|", 1)
+
+
 def warninglisted(attribute: dict[str, Any]) -> bool:
     # a composite (domain|ip, filename|md5) is judged by its first part, as MISP does
-    return bool(warninglist_hits(attribute["value"].split("|")[0]))
+    return bool(warninglist_hits(indicator_parts(attribute)[0]))
 
 
 def keep(attribute: dict[str, Any], *, to_ids: bool, enforce_warninglist: bool) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Iterator
 
+from fedmisp.export.filters import indicator_parts
 from fedmisp.store import query
 
 SID_BASE = 4_000_000  # MISP's default NIDS_sid
@@ -27,7 +28,7 @@ def _dns_labels(domain: str) -> str:
 
 
 def rule(a: dict[str, Any], head: query.EventHead, sid: int, flavour: str) -> str | None:
-    t, v = a["type"], a["value"]
+    t, v = a["type"], "|".join(indicator_parts(a)) if a["type"] in TYPES else a["value"]
     orgc = head.header["Orgc"]["name"].replace('"', "'").replace(";", ",")
     msg = f'MISP e{head.id} [{orgc}] {t}: {_content(v)}'
     tail = f'classtype:trojan-activity; sid:{sid}; rev:1; priority:1; reference:url,{head.uuid};'

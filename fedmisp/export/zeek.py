@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Iterator
 
-from fedmisp.model.values import ValueFormatError, normalise
+from fedmisp.export.filters import indicator_parts
 
 from fedmisp.store import query
 
@@ -43,12 +43,7 @@ def lines(a: dict[str, Any], head: query.EventHead, source: str) -> Iterator[str
     kinds = INTEL_TYPES.get(a["type"])
     if kinds is None:
         return
-    # the normalised value: refanged (hxxps://x[.]example -> https://x.example) and split when
-    # composite, as a sensor must match it; the stored original is what MISP JSON keeps
-    try:
-        parts = list(normalise(a["type"], a["value"]))
-    except ValueFormatError:
-        parts = []
+    parts = indicator_parts(a)
     if len(parts) != len(kinds):
         parts = a["value"].split("|", 1) if len(kinds) == 2 else [a["value"]]
     h = head.header
