@@ -189,7 +189,8 @@ class Correlator:
     def _ssdeep(self, txn: lmdb.Transaction, query: str, exclude_event: str | None, seen: set[str],
                 out: Correlations) -> None:
         candidates: dict[bytes, None] = {}
-        for key in ssdeep_keys(query):
+        # every position's gram of the query; the index holds every other position's (keys.py)
+        for key in ssdeep_keys(query, query=True, legacy=self.store.format < 2):
             for ref in self._dups(txn, "ix_ssdeep", key, query, out):
                 candidates[ref] = None
         for ref, element, meta in self._elements(txn, candidates, exclude_event, seen):

@@ -7,17 +7,22 @@ element; `correlate/engine.py` reads them). Exact correlation reads the store's 
   is one range scan.
 - Networks: `ix_net`, key = family (1) | prefix length (1) | network address (16), so "stored
   networks containing an IP" is one lookup per prefix length in use.
-- ssdeep: `ix_ssdeep`, key = block size (8) | 7-gram. Two ssdeep hashes score above 0 only if their
+- ssdeep: `ix_ssdeep`, key = block size (8) | 6-gram. Two ssdeep hashes score above 0 only if their
   compared halves share a 7-character substring (after runs of more than 3 identical characters are
   collapsed), at equal or doubled block size; so a hash is indexed under (bs, grams of its first
-  half) and (2 * bs, grams of its second half), and a query looks up the same two.
+  half) and (2 * bs, grams of its second half), and a query looks up the same two. Only the 6-grams
+  at even positions of a stored half are indexed, and a query looks up its 6-grams at every
+  position: a common 7-character substring holds two 6-grams of the stored half, at consecutive
+  positions, so one of them is indexed and the query has it too. Half the rows of indexing every
+  7-gram; candidates are scored with ppdeep either way (docs/decisions/0004). Store format 1 indexed
+  every 7-gram (`ssdeep_keys(..., legacy=True)`); opening such a store rebuilds the index.
 """
 from __future__ import annotations
 
 import ipaddress
 import struct
 from socket import AF_INET, AF_INET6, inet_pton
-from typing import Any, Iterator
+from typing import Any
 
 # MISP's Attribute::NON_CORRELATING_TYPES
 NON_CORRELATING_TYPES = frozenset({
@@ -32,6 +37,7 @@ SSDEEP_PARTS = {"ssdeep": 0, "filename|ssdeep": 1}
 CORRELATION_ROW_TYPES = frozenset(IP_PARTS) | frozenset(SSDEEP_PARTS)  # the only types with rows here
 
 ROLLING_WINDOW = 7  # ssdeep's: a shorter common substring scores 0
+GRAM = ROLLING_WINDOW - 1  # indexed at every other position, looked up at every position
 V4, V6 = b"\x04", b"\x06"
 _BE8 = struct.Struct(">Q")
 # ssdeep block sizes are 3 * 2**n; anything at or above this cannot come from a real input
@@ -108,28 +114,30 @@ def parse_ssdeep(text: str) -> tuple[int, str, str] | None:
     return int(parts[0]), strip_sequences(parts[1]), strip_sequences(parts[2])
 
 
-def _grams(s: str) -> Iterator[bytes]:
+def _grams(s: str, step: int, size: int = GRAM) -> list[bytes]:
+    """The distinct `size`-grams of `s` at every `step`-th position from 0; a half shorter than a
+    common substring can be (7) is its own key: identical short (even empty) halves score 100."""
     if len(s) < ROLLING_WINDOW:
-        yield b"=" + s.encode()  # identical short (even empty) halves still score 100
-        return
-    seen = set()
-    for i in range(len(s) - ROLLING_WINDOW + 1):
-        g = s[i:i + ROLLING_WINDOW]
-        if g not in seen:
-            seen.add(g)
-            yield g.encode()
+        return [b"=" + s.encode()]
+    return list(dict.fromkeys(s[i:i + size].encode() for i in range(0, len(s) - size + 1, step)))
 
 
-def ssdeep_keys(text: str) -> list[bytes]:
-    """The index keys of one ssdeep hash (also the keys a query for it looks up)."""
+def ssdeep_keys(text: str, *, query: bool = False, legacy: bool = False) -> list[bytes]:
+    """The index keys of one ssdeep hash; with `query`, the keys a query for it looks up (a superset:
+    every position's gram). `legacy`: store format 1's keys (every 7-gram, for index and query)."""
     parsed = parse_ssdeep(text)
     if parsed is None:
         return []
     bs, s1, s2 = parsed
     if bs >= MAX_BLOCK_SIZE:
         return []
-    keys = [_BE8.pack(bs) + g for g in _grams(s1)]
-    keys.extend(_BE8.pack(bs * 2) + g for g in _grams(s2))
+    if legacy:
+        step, size = 1, ROLLING_WINDOW
+    else:
+        step, size = (1 if query else 2), GRAM
+    first, second = _BE8.pack(bs), _BE8.pack(bs * 2)
+    keys = [first + g for g in _grams(s1, step, size)]
+    keys.extend(second + g for g in _grams(s2, step, size))
     return list(dict.fromkeys(keys))
 
 

@@ -15,7 +15,8 @@ Named databases (key -> value):
                                                  from; correlation-only events are matched, never shown
   ix_ip        family (1) | address (16), dupsort       -> event uuid | attribute uuid  (correlate/keys.py)
   ix_net       family | prefix length | network, dupsort -> event uuid | attribute uuid
-  ix_ssdeep    block size (8) | 7-gram, dupsort         -> event uuid | attribute uuid
+  ix_ssdeep    block size (8) | 6-gram, dupsort         -> event uuid | attribute uuid (6-grams at
+                                                            even positions; correlate/keys.py)
   elements     element uuid (16)              -> event uuid (16) | digest (32)
   event_extra  event uuid (16), dupsort       -> record id (32) of its sightings, proposals and
                                                  proposal decisions
@@ -36,7 +37,6 @@ Named databases (key -> value):
   ix_value     normalised value, dupsort      -> event uuid (16) | attribute uuid (16)
   ix_type      attribute type, dupsort        -> event uuid (16) | attribute uuid (16)
   ix_tag       tag name, dupsort              -> event uuid (16) | attribute uuid (16)
-  ix_time      timestamp (8) | attribute uuid -> b""
   ix_event_tag tag name, dupsort              -> event uuid (16)
   ix_org       Orgc uuid (16), dupsort        -> event uuid (16)
   ix_event_time timestamp (8) | event uuid    -> b""
@@ -45,7 +45,8 @@ Named databases (key -> value):
   holdings     event uuid (16)                -> msgpack {levels, sources, correlation_only}: the level
                                                  each item of a received event is held at (policy)
   apikeys      key hash (32)                  -> msgpack {role, comment, created}
-  meta         name                           -> value (b"seq": last sequence number; b"tag:" | name:
+  meta         name                           -> value (b"seq": last sequence number; b"format": the
+                                                 store format (8), see STORE_FORMAT; b"tag:" | name:
                                                  node-local tag settings from tags/add and tags/edit)
 
 Every write goes through `write_events` / `write_records` in one transaction: an event is stored
@@ -53,7 +54,9 @@ whole or not at all, and a crash leaves the last committed transaction.
 """
 from __future__ import annotations
 
+import logging
 import struct
+import time
 import uuid as _uuid
 from dataclasses import dataclass
 from enum import Enum
@@ -65,7 +68,7 @@ from typing import Any, Iterator
 import lmdb
 import msgpack
 
-from fedmisp.correlate.keys import CORRELATION_ROW_TYPES, correlation_rows
+from fedmisp.correlate.keys import CORRELATION_ROW_TYPES, SSDEEP_PARTS, correlation_rows
 from fedmisp.model import canonical
 from fedmisp.model.misp import to_misp
 from fedmisp.model.org import read_org
@@ -85,9 +88,18 @@ DEFAULT_MAP_SIZE = 1 << 40
 _MAX_KEY = 480
 _KEY_PREFIX = 448
 
+log = logging.getLogger("fedmisp.store")
+
+# The layout of the stored indexes, recorded in meta b"format" when a store is made. Opening an
+# older store (writable) brings it up to date (Store._upgrade):
+#   1  ix_ssdeep held every 7-gram of a hash; ix_time (timestamp | attribute uuid) existed
+#   2  ix_ssdeep holds the 6-grams at even positions; no ix_time (no query read it)
+STORE_FORMAT = 2
+_DROPPED_DBS = ("ix_time",)  # databases of older formats, removed by the upgrade
+
 _DB_NAMES = (
     "records", "bodies", "log", "events", "elements", "event_extra", "orgs", "local",
-    "ix_value", "ix_type", "ix_tag", "ix_time", "ix_event_tag", "ix_org", "ix_event_time",
+    "ix_value", "ix_type", "ix_tag", "ix_event_tag", "ix_org", "ix_event_time",
     "checkpoints", "apikeys", "meta", "event_ids", "event_meta", "ix_ip", "ix_net", "ix_ssdeep",
     "holdings", "sharing_groups", "proposals", "decisions", "extra_seqs",
 )
@@ -101,6 +113,10 @@ EVENT_EXTRA_KINDS = frozenset({KIND_SIGHTINGS, KIND_PROPOSAL, KIND_PROPOSAL_DECI
 _COPY_BATCH = 100_000
 # Rotations followed from a pinned key to the current one; a key rotated yearly never gets near.
 MAX_ROTATION_CHAIN = 1000
+
+
+class StoreFormatError(Exception):
+    """The store was written in a format this version cannot read."""
 
 
 class WriteOutcome(str, Enum):
@@ -156,7 +172,7 @@ def index_key(text: str) -> bytes:
 
 
 # The databases an element writes to, in this order, as (key, value) rows.
-ROW_DBS = ("bodies", "elements", "ix_value", "ix_type", "ix_time", "ix_tag", "ix_ip", "ix_net", "ix_ssdeep")
+ROW_DBS = ("bodies", "elements", "ix_value", "ix_type", "ix_tag", "ix_ip", "ix_net", "ix_ssdeep")
 _ROW_INDEX = {name: i for i, name in enumerate(ROW_DBS)}
 _ELEMENTS = _ROW_INDEX["elements"]
 Rows = tuple[list[tuple[bytes, bytes]], ...]
@@ -186,10 +202,9 @@ def add_element_rows(rows: Rows, ev: bytes, digest: bytes, body: bytes, element:
         rows[2].extend((index_key(k), ref) for k in dict.fromkeys(keys))
     type_ = element["type"]
     rows[3].append((type_.encode(), ref))
-    rows[4].append((_BE8.pack(element["timestamp"]) + u, b""))
     tags = element.get("Tag")
     if tags:
-        rows[5].extend((index_key(tag["name"]), ref) for tag in tags)
+        rows[4].extend((index_key(tag["name"]), ref) for tag in tags)
     if type_ in CORRELATION_ROW_TYPES:
         for name, key, value in correlation_rows(element, keys, ref, event_disabled):
             rows[_ROW_INDEX[name]].append((key, value))
@@ -324,6 +339,69 @@ class Store:
         for name in _DB_NAMES:
             self.db[name] = self.env.open_db(name.encode(), create=not readonly,
                                              dupsort=name in _DUPSORT, dupfixed=name in _DUPSORT)
+        try:
+            self.format = self._open_format(readonly)
+        except BaseException:
+            self.env.close()
+            raise
+
+    def _open_format(self, readonly: bool) -> int:
+        """The store's format (meta b"format"); a writable open records it in a new store and
+        brings an older store up to date. A store without the key is a new one if it holds no
+        record, else format 1 (written before formats were recorded). A read-only open of an older
+        store reads it as it is (correlation looks ssdeep up the old way: `Store.format`)."""
+        with self.env.begin() as txn:
+            raw = txn.get(b"format", db=self.db["meta"])
+            empty = txn.get(b"seq", db=self.db["meta"]) is None and txn.stat(self.db["records"])["entries"] == 0
+        found = _BE8.unpack(raw)[0] if raw is not None else (STORE_FORMAT if empty else 1)
+        if found > STORE_FORMAT:
+            raise StoreFormatError(f"{self.path}: store format {found} was written by a newer fedmisp; this one "
+                                   f"reads formats up to {STORE_FORMAT} (upgrade fedmisp, or restore a backup "
+                                   "made by this version)")
+        if readonly or (raw is not None and found == STORE_FORMAT):
+            return found
+        if found < STORE_FORMAT:
+            self._upgrade(found)
+        else:
+            with self.env.begin(write=True) as txn:
+                txn.put(b"format", _BE8.pack(STORE_FORMAT), db=self.db["meta"])
+        return STORE_FORMAT
+
+    def _upgrade(self, found: int) -> None:
+        """Bring a format-1 store to STORE_FORMAT in one transaction: drop ix_time, and rebuild
+        ix_ssdeep from the held element bodies (the rows `add_element_rows` writes today)."""
+        started = time.monotonic()
+        rebuilt = 0
+        with self.env.begin(write=True) as txn:
+            for name in _DROPPED_DBS:
+                try:
+                    dropped = self.env.open_db(name.encode(), txn=txn, create=False)
+                except lmdb.NotFoundError:
+                    continue
+                txn.drop(dropped, delete=True)
+            ssdeep = self.db["ix_ssdeep"]
+            txn.drop(ssdeep, delete=False)
+            meta, disabled = self.db["event_meta"], False
+            last_ev = None
+            rows: list[tuple[bytes, bytes]] = []
+            for key, body in txn.cursor(db=self.db["bodies"]):
+                if b"ssdeep" not in body:  # cheap: most bodies are not ssdeep attributes
+                    continue
+                element = open_element(body)
+                if element.get("type") not in SSDEEP_PARTS or "value" not in element or "uuid" not in element:
+                    continue
+                ev = key[:16]
+                if ev != last_ev:
+                    raw = txn.get(ev, db=meta)
+                    disabled, last_ev = bool(raw is not None and canonical.unpack(raw)[2]), ev
+                found_rows = correlation_rows(element, _normalised(element), ev + uuid16(element["uuid"]), disabled)
+                rows.extend((k, v) for name, k, v in found_rows if name == "ix_ssdeep")
+                rebuilt += 1
+            txn.cursor(db=ssdeep).putmulti(rows, dupdata=True)
+            txn.put(b"format", _BE8.pack(STORE_FORMAT), db=self.db["meta"])
+        log.warning("store %s: format %d upgraded to %d: ssdeep index rebuilt from %d attribute(s) "
+                    "(%d rows), time index dropped, in %.1f s", self.path, found, STORE_FORMAT, rebuilt,
+                    len(rows), time.monotonic() - started)
 
     def close(self) -> None:
         self.env.close()
@@ -1032,7 +1110,7 @@ class Store:
             bodies = txn.stat(self.db["bodies"])["entries"]
             if bodies != len(referenced):
                 problems.append(f"{bodies} element bodies stored, {len(referenced)} referenced")
-            indexed = txn.stat(self.db["ix_time"])["entries"]
+            indexed = txn.stat(self.db["ix_type"])["entries"]  # one row per attribute
             if indexed != attributes:
                 problems.append(f"{indexed} attributes indexed, {attributes} held")
         return problems
@@ -1044,7 +1122,7 @@ class Store:
             seq = self._seq(txn)
             return {
                 "events": n("events"),
-                "attributes": n("ix_time"),
+                "attributes": n("ix_type"),
                 "elements": n("elements"),
                 "bodies": n("bodies"),
                 "records": n("records"),

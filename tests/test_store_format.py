@@ -1,0 +1,206 @@
+"""Store format 2: half the ssdeep index rows, no time index, and the upgrade of a format-1 store.
+
+- The ssdeep index holds only the 6-grams at even positions of a stored half, and a query looks up
+  every 6-gram. Hypothesis holds it to the old scheme (every 7-gram, index and query, copied below
+  as it was): whenever the old keys of a stored hash and a query meet, the new ones meet too, so
+  the engine (which scores every candidate with ppdeep) finds everything it found before.
+- A format-1 store (written as the code before this change wrote it: legacy ssdeep keys, an
+  ix_time database, no b"format" in meta) is upgraded when opened writable: ix_ssdeep rebuilt from
+  the stored bodies, ix_time dropped, the format recorded, with a log line; a read-only open reads it
+  as it is and still correlates. A store from a newer fedmisp is refused.
+"""
+from __future__ import annotations
+
+import logging
+import struct
+from pathlib import Path
+
+import lmdb
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from fedmisp.correlate.engine import CorrelationConfig, Correlator
+from fedmisp.model import canonical
+from fedmisp.model.records import open_element
+from fedmisp.correlate.keys import SSDEEP_PARTS, correlation_rows, parse_ssdeep, ssdeep_keys
+from fedmisp.store.store import STORE_FORMAT, Store, StoreFormatError, _normalised, uuid16
+
+from test_correlate import attr, misp_event, ssdeep_corpus, uuids, write
+
+_BE8 = struct.Struct(">Q")
+
+
+# --- the old scheme, as store format 1 wrote and queried it ----------------------------------------
+
+def _old_grams(s: str):
+    if len(s) < 7:
+        yield b"=" + s.encode()
+        return
+    seen = set()
+    for i in range(len(s) - 7 + 1):
+        g = s[i:i + 7]
+        if g not in seen:
+            seen.add(g)
+            yield g.encode()
+
+
+def old_ssdeep_keys(text: str) -> list[bytes]:
+    """Format 1's index keys of one ssdeep hash, which were also its query keys."""
+    parsed = parse_ssdeep(text)
+    if parsed is None:
+        return []
+    bs, s1, s2 = parsed
+    if bs >= 2**62:
+        return []
+    keys = [_BE8.pack(bs) + g for g in _old_grams(s1)]
+    keys.extend(_BE8.pack(bs * 2) + g for g in _old_grams(s2))
+    return list(dict.fromkeys(keys))
+
+
+# --- no match lost -----------------------------------------------------------------------------------
+
+# A small alphabet makes shared substrings and runs (collapsed by ssdeep when longer than 3) common.
+_halves = st.text(alphabet="ABCab+/", max_size=40)
+
+
+@st.composite
+def related_pairs(draw):
+    """(stored, query): the query half shares a random piece of the stored half (or not), at the
+    same, double or half block size, so old-scheme key overlaps are frequent."""
+    bs = draw(st.sampled_from([3, 6, 12, 96, 3 * 2**40]))
+    s1, s2 = draw(_halves), draw(_halves)
+    stored = f"{bs}:{s1}:{s2}"
+    source = draw(st.sampled_from([s1, s2]))
+    start = draw(st.integers(0, max(0, len(source) - 1)))
+    piece = source[start:start + draw(st.integers(0, 12))]
+    q1 = draw(_halves) + piece + draw(_halves)
+    q2 = draw(_halves)
+    if draw(st.booleans()):
+        q1, q2 = q2, q1
+    qbs = draw(st.sampled_from([bs, bs * 2, max(3, bs // 2)]))
+    return stored, f"{qbs}:{q1}:{q2}"
+
+
+@settings(max_examples=3000, deadline=None)
+@given(related_pairs())
+def test_every_pair_the_old_ssdeep_keys_found_the_new_ones_find(pair):
+    stored, query = pair
+    old = set(old_ssdeep_keys(stored)) & set(old_ssdeep_keys(query))
+    new = set(ssdeep_keys(stored)) & set(ssdeep_keys(query, query=True))
+    if old:
+        assert new, (stored, query, old)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.builds(lambda bs, a, b: f"{bs}:{a}:{b}", st.sampled_from([3, 48, 1536]), _halves, _halves))
+def test_new_index_keys_are_a_subset_of_the_query_keys_and_about_half_the_old_ones(text):
+    index, query = ssdeep_keys(text), ssdeep_keys(text, query=True)
+    assert set(index) <= set(query)  # a hash always finds itself
+    assert ssdeep_keys(text, legacy=True) == ssdeep_keys(text, query=True, legacy=True) == old_ssdeep_keys(text)
+    _bs, s1, s2 = parse_ssdeep(text)
+    for half in (s1, s2):
+        if len(half) >= 7:  # every other 6-gram: at most half the 7-grams, plus one
+            assert len({g for g in index}) <= len(old_ssdeep_keys(text))
+
+
+def test_the_corpus_needs_half_the_rows():
+    stored, _extra = ssdeep_corpus()
+    old = sum(len(old_ssdeep_keys(h)) for h in stored)
+    new = sum(len(ssdeep_keys(h)) for h in stored)
+    assert new < 0.6 * old
+
+
+# --- upgrading a format-1 store -----------------------------------------------------------------------
+
+def _ssdeep_rows(store: Store) -> set[tuple[bytes, bytes]]:
+    with store.env.begin() as txn:
+        return {(bytes(k), bytes(v)) for k, v in txn.cursor(db=store.db["ix_ssdeep"])}
+
+
+def _make_format_1(store: Store) -> None:
+    """Rewrite a store as format 1 held it: every attribute in ix_time, every 7-gram of a correlating
+    ssdeep value in ix_ssdeep (the old function above), no format in meta."""
+    with store.env.begin(write=True) as txn:
+        ssdeep = store.db["ix_ssdeep"]
+        txn.drop(ssdeep, delete=False)
+        ix_time = store.env.open_db(b"ix_time", txn=txn)
+        for key, body in txn.cursor(db=store.db["bodies"]):
+            element = open_element(bytes(body))
+            if "value" not in element or "type" not in element:
+                continue
+            ev, u = bytes(key[:16]), uuid16(element["uuid"])
+            txn.put(_BE8.pack(element["timestamp"]) + u, b"", db=ix_time)
+            disabled = canonical.unpack(bytes(txn.get(ev, db=store.db["event_meta"])))[2]
+            keys = _normalised(element)
+            # the rows' database names say whether it correlates (deleted, disabled, ...)
+            if any(name == "ix_ssdeep" for name, _k, _v in correlation_rows(element, keys, ev + u, disabled)):
+                half = keys[SSDEEP_PARTS[element["type"]]]
+                txn.cursor(db=ssdeep).putmulti([(k, ev + u) for k in old_ssdeep_keys(half)], dupdata=True)
+        assert txn.delete(b"format", db=store.db["meta"])
+
+
+@pytest.fixture
+def corpus_events():
+    stored, extra = ssdeep_corpus()
+    attributes = [attr("ssdeep", h) if i % 5 else attr("filename|ssdeep", f"f{i}.exe|{h}")
+                  for i, h in enumerate(stored)]
+    # a disabled event and a deleted attribute keep no ssdeep rows, before and after
+    attributes.append(attr("ssdeep", stored[0], deleted=True))
+    events = [misp_event(attributes[i::3]) for i in range(3)]
+    events.append(misp_event([attr("ssdeep", stored[1]), attr("domain", "example.org")], disable_correlation=True))
+    return events, stored + extra
+
+
+def _correlations(store: Store, queries: list[str]) -> dict[str, set[str]]:
+    correlator = Correlator(store, CorrelationConfig(ssdeep_threshold=1, max_matches=10**6))
+    return {q: uuids(correlator.value(q, "ssdeep")) for q in queries}
+
+
+def test_a_format_1_store_is_upgraded_on_a_writable_open(tmp_path: Path, corpus_events, caplog):
+    events, queries = corpus_events
+    path = tmp_path / "store"
+    with Store(path, map_size=1 << 30) as store:
+        assert store.format == STORE_FORMAT
+        write(store, *events)
+        fresh_rows = _ssdeep_rows(store)
+        expected = _correlations(store, queries)
+        stats = {k: v for k, v in store.stats().items() if k != "store_bytes"}
+        _make_format_1(store)
+        assert _ssdeep_rows(store) != fresh_rows
+    assert any(expected.values())
+
+    # read-only: read as it is (nothing written), correlation queries the old way
+    with Store(path, map_size=1 << 30, readonly=True) as store:
+        assert store.format == 1
+        assert _correlations(store, queries) == expected
+    with Store(path, map_size=1 << 30, readonly=True) as store:
+        assert store.format == 1
+
+    caplog.set_level(logging.INFO, logger="fedmisp.store")
+    with Store(path, map_size=1 << 30) as store:
+        assert store.format == STORE_FORMAT
+        assert [r.getMessage() for r in caplog.records if "upgraded" in r.getMessage()], caplog.text
+        assert _ssdeep_rows(store) == fresh_rows  # exactly what a fresh write indexes
+        with store.env.begin(write=True) as txn, pytest.raises(lmdb.NotFoundError):
+            store.env.open_db(b"ix_time", txn=txn, create=False)
+        assert _correlations(store, queries) == expected
+        assert store.check_integrity() == []
+        assert {k: v for k, v in store.stats().items() if k != "store_bytes"} == stats
+    caplog.clear()
+    with Store(path, map_size=1 << 30) as store:  # once only
+        assert store.format == STORE_FORMAT
+    assert not [r for r in caplog.records if "upgraded" in r.getMessage()]
+
+
+def test_a_store_from_a_newer_fedmisp_is_refused(tmp_path: Path):
+    path = tmp_path / "store"
+    with Store(path, map_size=1 << 30) as store, store.env.begin(write=True) as txn:
+        txn.put(b"format", _BE8.pack(STORE_FORMAT + 1), db=store.db["meta"])
+    for readonly in (False, True):
+        with pytest.raises(StoreFormatError, match=f"store format {STORE_FORMAT + 1} was written by a newer fedmisp"):
+            Store(path, map_size=1 << 30, readonly=readonly)
+
+
+def test_a_new_store_records_its_format(tmp_path: Path):
+    with Store(tmp_path / "store", map_size=1 << 30) as store, store.env.begin() as txn:
+        assert _BE8.unpack(txn.get(b"format", db=store.db["meta"]))[0] == STORE_FORMAT
