@@ -9,12 +9,19 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
+from importlib.util import find_spec
+from pathlib import Path
 from typing import Any
 
 
-def _pymisp_data() -> Any:
-    return resources.files("pymisp") / "data"
+def _pymisp_data() -> Path:
+    """pymisp's data folder, found without importing pymisp (its package import pulls in requests
+    and more: a fifth of a second in every CLI command and import worker)."""
+    spec = find_spec("pymisp")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("pymisp is not installed; fedmisp reads describeTypes.json and the "
+                                  "object templates from it")
+    return Path(next(iter(spec.submodule_search_locations))) / "data"
 
 
 @dataclass(frozen=True, slots=True)

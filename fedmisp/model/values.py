@@ -29,9 +29,10 @@ import json
 import re
 from base64 import b64decode, b64encode
 from datetime import datetime, timezone
-from importlib import resources
 from socket import AF_INET6, inet_ntop, inet_pton
 from typing import Callable
+
+from fedmisp.model.describe import _pymisp_data
 
 __all__ = ["FALLBACK_TYPES", "MAX_VALUE_BYTES", "TYPES", "ValueFormatError", "normalise"]
 
@@ -52,7 +53,7 @@ Handler = Callable[[str, str], tuple]
 
 
 def _load_types() -> tuple[str, ...]:
-    data = (resources.files("pymisp") / "data" / "describeTypes.json").read_text("utf-8")
+    data = (_pymisp_data() / "describeTypes.json").read_text("utf-8")
     return tuple(json.loads(data)["result"]["types"])
 
 
