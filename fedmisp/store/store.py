@@ -184,31 +184,45 @@ def new_rows() -> Rows:
 
 def add_element_rows(rows: Rows, ev: bytes, digest: bytes, body: bytes, element: dict[str, Any],
                      keys: tuple[str, ...] | None = None, event_disabled: bool = False) -> bool:
-    """Append the rows one element writes; True if it is an attribute. The one place that says
-    what an element's index entries are (writes and removals both use it). Once per element on
-    import, so written for speed: rows[i] follows ROW_DBS."""
-    u = uuid16(element["uuid"])
-    key = ev + digest
-    rows[0].append((key, body))
-    rows[1].append((u, key))
-    if "value" not in element or "type" not in element:
-        return False
-    ref = ev + u
-    if keys is None:
-        keys = _normalised(element)
-    if len(keys) == 1:
-        rows[2].append((index_key(keys[0]), ref))
-    else:
-        rows[2].extend((index_key(k), ref) for k in dict.fromkeys(keys))
-    type_ = element["type"]
-    rows[3].append((type_.encode(), ref))
-    tags = element.get("Tag")
-    if tags:
-        rows[4].extend((index_key(tag["name"]), ref) for tag in tags)
-    if type_ in CORRELATION_ROW_TYPES:
-        for name, key, value in correlation_rows(element, keys, ref, event_disabled):
-            rows[_ROW_INDEX[name]].append((key, value))
-    return True
+    """Append the rows one element writes; True if it is an attribute (`add_elements_rows`)."""
+    return add_elements_rows(rows, ev, [digest], [body], [element], [keys], event_disabled) == 1
+
+
+def add_elements_rows(rows: Rows, ev: bytes, digests: list[bytes], bodies: list[bytes],
+                      elements: list[dict[str, Any]], keys: list[tuple[str, ...] | None] | None = None,
+                      event_disabled: bool = False) -> int:
+    """Append the rows of elements of the event `ev` (parallel lists: digest, body, decoded
+    element, and its normalised values when known, None to compute them); returns how many are
+    attributes. The one place that says what an element's index entries are (writes and removals
+    both use it). Once per element on import, so written for speed: rows[i] follows ROW_DBS, and
+    what every element has is built a list at a time."""
+    body_keys = [ev + d for d in digests]
+    rows[0].extend(zip(body_keys, bodies))
+    uuids = [uuid16(e["uuid"]) for e in elements]
+    rows[1].extend(zip(uuids, body_keys))
+    values, types, tag_rows = rows[2], rows[3], rows[4]
+    attributes = 0
+    for element, u, found in zip(elements, uuids, keys or [None] * len(elements)):
+        if "value" not in element or "type" not in element:
+            continue
+        attributes += 1
+        ref = ev + u
+        if found is None:
+            found = _normalised(element)
+        if len(found) == 1:
+            key = found[0].encode()
+            values.append((key if len(key) <= _MAX_KEY else index_key(found[0]), ref))
+        else:
+            values.extend((index_key(k), ref) for k in dict.fromkeys(found))
+        type_ = element["type"]
+        types.append((type_.encode(), ref))
+        tags = element.get("Tag")
+        if tags:
+            tag_rows.extend((index_key(tag["name"]), ref) for tag in tags)
+        if type_ in CORRELATION_ROW_TYPES:
+            for name, key, value in correlation_rows(element, found, ref, event_disabled):
+                rows[_ROW_INDEX[name]].append((key, value))
+    return attributes
 
 
 @dataclass(slots=True)
@@ -265,7 +279,8 @@ def element_rows(ev: bytes, entries: list[tuple[bytes, bytes]], event_disabled: 
     msgpack blob `[rows, attributes]`: what a worker process hands back (see gossip/replica.py).
     The bodies' own rows are left out: the caller has the bodies (`received_write` adds them)."""
     rows = new_rows()
-    attributes = sum(add_element_rows(rows, ev, d, b, open_element(b), None, event_disabled) for d, b in entries)
+    attributes = add_elements_rows(rows, ev, [d for d, _ in entries], [b for _, b in entries],
+                                   [open_element(b) for _, b in entries], None, event_disabled)
     rows[0].clear()
     return msgpack.packb([rows, attributes], use_bin_type=True)
 
@@ -291,7 +306,8 @@ def received_write(record: Record, entries: list[tuple[bytes, bytes, dict[str, A
     disabled = bool(header.get("disable_correlation"))
     if built is None:
         rows = new_rows()
-        attributes = sum(add_element_rows(rows, ev, d, b, e, None, disabled) for d, b, e in entries)
+        attributes = add_elements_rows(rows, ev, [d for d, _, _ in entries], [b for _, b, _ in entries],
+                                       [e for _, _, e in entries], None, disabled)
     else:
         rows, attributes = built
         rows[0].extend((ev + d, b) for d, b, _ in entries)  # `element_rows` leaves the bodies out
@@ -306,10 +322,10 @@ def received_write(record: Record, entries: list[tuple[bytes, bytes, dict[str, A
 def event_write(signed: SignedEvent, source: str = "", correlation_only: bool = False) -> EventWrite:
     ev = uuid16(signed.uuid)
     rows = new_rows()
-    attributes = 0
     disabled = bool(signed.record.body["event"].get("disable_correlation"))
-    for e in signed.elements:
-        attributes += add_element_rows(rows, ev, e.digest, e.body, e.element, e.keys, disabled)
+    elements = signed.elements
+    attributes = add_elements_rows(rows, ev, [e.digest for e in elements], [e.body for e in elements],
+                                   [e.element for e in elements], [e.keys for e in elements], disabled)
     return EventWrite(
         uuid=ev, timestamp=signed.timestamp, level=signed.level,
         record_id=signed.record.id, wire=signed.record.wire(),
