@@ -306,7 +306,7 @@ def import_paths(node: Node, paths: list[Path], progress: Callable[[int, int], N
                 for path in files:
                     window.append(pool.submit(_prepare_in_worker, path))
                     # A bounded window keeps memory flat: at most this many files' events in flight.
-                    if len(window) >= 2 * workers:
+                    if len(window) >= 4 * workers:
                         take_next()
                 while window:
                     take_next()
