@@ -415,7 +415,8 @@ class Replica:
             elif outcome is WriteOutcome.UNCHANGED:
                 report.unchanged += 1
             else:
-                reason = "uuid-conflict" if outcome is WriteOutcome.CONFLICT else Reason.OLDER.value
+                reason = {WriteOutcome.CONFLICT: "uuid-conflict",
+                          WriteOutcome.NOT_AUTHOR: Reason.NOT_AUTHOR.value}.get(outcome, Reason.OLDER.value)
                 self._refuse(peer.name, report, reason, record.kind, record.id, record.body["event"]["uuid"])
         self._views.clear()
         return report

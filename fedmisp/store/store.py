@@ -71,7 +71,7 @@ from fedmisp.model.misp import to_misp
 from fedmisp.model.org import read_org
 from fedmisp.model.records import (
     KIND_ORG, KIND_PROPOSAL, KIND_PROPOSAL_DECISION, KIND_SIGHTINGS, Record, RecordError, check_element,
-    open_element, open_record, revision_elements,
+    open_element, open_record, record_author, revision_elements,
 )
 from fedmisp.model.revision import SignedEvent
 from fedmisp.model.values import ValueFormatError, normalise
@@ -108,6 +108,7 @@ class WriteOutcome(str, Enum):
     UNCHANGED = "unchanged"  # this exact revision is held already
     OLDER = "older"  # a newer revision is held: never replaced by an older one
     CONFLICT = "uuid-conflict"  # an element uuid belongs to another held event (MISP keeps them unique)
+    NOT_AUTHOR = "not-author"  # the held revision was signed by another key: only its author revises it
 
 
 @dataclass(frozen=True, slots=True)
@@ -448,11 +449,14 @@ class Store:
         """The key that replaced `key` through its org's rotations (`key` itself if never rotated):
         what a peer pinned by `key` now authenticates with."""
         with self.env.begin() as txn:
-            for _ in range(MAX_ROTATION_CHAIN):
-                retired = txn.get(b"retired:" + key, db=self.db["orgs"])
-                if retired is None:
-                    return key
-                key = bytes(retired[8:])
+            return self._current_key(txn, key)
+
+    def _current_key(self, txn: lmdb.Transaction, key: bytes) -> bytes:
+        for _ in range(MAX_ROTATION_CHAIN):
+            retired = txn.get(b"retired:" + key, db=self.db["orgs"])
+            if retired is None:
+                return key
+            key = bytes(retired[8:])
         raise RecordError(f"key rotation chain longer than {MAX_ROTATION_CHAIN}")
 
     def _seq(self, txn: lmdb.Transaction) -> int:
@@ -490,6 +494,11 @@ class Store:
                 return WriteOutcome.OLDER, seq
             puts.flush(txn)  # the held revision's entries may still be queued in this batch
             old = open_record(txn.get(held.record_id, db=db["records"]))
+            # Only the event's author revises it (DESIGN: the creator org; decision 0001: the key
+            # that signed it, or the key that key rotated to). Any other key, however new its
+            # timestamp, would otherwise overwrite someone else's event at every node it reaches.
+            if not same and self._current_key(txn, record_author(event.wire)) != self._current_key(txn, old.author):
+                return WriteOutcome.NOT_AUTHOR, seq
             # The bodies held now: a received revision may hold only some of its skeleton's.
             old_digests = {d for d in revision_elements(old) if txn.get(ev + d, db=db["bodies"]) is not None}
             bodies = event.rows[0]
