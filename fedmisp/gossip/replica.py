@@ -31,7 +31,7 @@ from fedmisp.gossip.sharing_groups import accept as accept_sharing_group, curren
 from fedmisp.policy.orgs import signed_while_current
 from fedmisp.policy.reasons import Reason
 from fedmisp.policy.model import EventView, Holding, NodeState, PeerPolicy, event_view
-from fedmisp.policy.pipeline import EventPlan, Outcome, inbound, merge, origin_holding, outbound, plan
+from fedmisp.policy.pipeline import EventPlan, Outcome, inbound, merge, outbound, plan
 from fedmisp.store.proposals import decision_shape_problem, proposal_shape_problem
 from fedmisp.store.store import (
     EVENT_EXTRA_KINDS, EventWrite, WriteOutcome, element_rows, received_write, unpack_element_rows, uuid16,
@@ -88,6 +88,10 @@ class _Held:
     holding: Holding
     digest_of: dict[str, bytes]  # element uuid -> digest
     plan: EventPlan  # the peer-independent part of the policy decision, made once per revision
+    # peer name -> (its policy, the node state, the outbound outcome) last decided: a changes page
+    # and the bodies requests that follow it decide the same event for the same peer again, and
+    # the decision is reused only while the peer's policy and the node's state are equal
+    outcomes: dict[str, tuple[PeerPolicy, NodeState, Outcome]] = field(default_factory=dict, compare=False)
 
 
 def _exit_with_parent(parent: int, interval: float = 1.0) -> None:
@@ -174,10 +178,12 @@ class Replica:
             return None
         record, entries = found
         view = event_view(record.body["event"], [e for _, _, e in entries])
+        event_plan = plan(view)
         stored = self.store.holding(event_uuid)
-        holding = unpack_holding(stored) if stored is not None else origin_holding(view)
+        # made or imported here: held at the levels its author set (origin_holding, from the plan)
+        holding = unpack_holding(stored) if stored is not None else Holding(levels=dict(event_plan.authored))
         digest_of = {e["uuid"]: d for d, _, e in entries}
-        result = _Held(record, view, holding, digest_of, plan(view))
+        result = _Held(record, view, holding, digest_of, event_plan)
         self._views[held.record_id] = result
         if len(self._views) > _VIEW_CACHE:
             self._views.popitem(last=False)
@@ -200,7 +206,13 @@ class Replica:
         held = self.held_event(event_uuid)
         if held is None:
             return None, None
-        return held, outbound(held.view, held.holding, peer, state or self.node_state(), held.plan)
+        state = state or self.node_state()
+        cached = held.outcomes.get(peer.name)
+        if cached is not None and cached[0] == peer and cached[1] == state:
+            return held, cached[2]
+        outcome = outbound(held.view, held.holding, peer, state, held.plan)
+        held.outcomes[peer.name] = (peer, state, outcome)
+        return held, outcome
 
     def _all_from(self, event_uuid: str, peer_name: str) -> bool:
         raw = self.store.holding(event_uuid)
@@ -480,43 +492,57 @@ class Replica:
 
     def _accept(self, received: ReceivedEvent, peer: PeerConfig, state: NodeState,
                 report: ApplyReport) -> _Accepted | None:
-        record = open_record(received.wire)
+        record = received.record if received.record is not None else open_record(received.wire)
         if not self.author_known(record.author, record.created):
             report.refuse(Reason.UNKNOWN_AUTHOR.value)
             return None
         header = record.body["event"]
-        skeleton = set(record.body["elements"])
-        # bodies already held that the new revision keeps, and the ones just fetched
-        held = self.store.revision_entries(received.event_uuid)
-        entries: dict[bytes, tuple[bytes, dict[str, Any]]] = {}
+        event_uuid = received.event_uuid
+        # the bodies just fetched, decoded when the session checked each one's digest ...
+        fetched, decoded = received.bodies, received.elements
+        if len(decoded) != len(fetched):
+            decoded = {d: decoded.get(d) or open_element(b) for d, b in fetched.items()}
+        # ... and the ones already held that the new revision keeps (none on an event's first arrival)
+        kept_held: dict[bytes, tuple[bytes, dict[str, Any]]] = {}
+        held = self.store.revision_entries(event_uuid)
         if held is not None:
-            entries.update({d: (b, e) for d, b, e in held[1] if d in skeleton})
-        decoded = received.elements  # decoded when the session checked each body's digest
-        for digest, body in received.bodies.items():
-            element = decoded.get(digest)
-            entries[digest] = (body, element if element is not None else open_element(body))
-        offered: dict[str, int] = {received.event_uuid: received.offered.get(received.event_uuid, -1)}
+            skeleton = set(record.body["elements"])
+            kept_held = {d: (b, e) for d, b, e in held[1] if d in skeleton and d not in fetched}
+        offered: dict[str, int] = {event_uuid: received.offered.get(event_uuid, -1)}
         for digest, level in received.offered.items():
-            entry = entries.get(digest) if isinstance(digest, bytes) else None
-            if entry is not None:
-                offered[entry[1]["uuid"]] = level
-        view = event_view(header, [e for _, e in entries.values()])
-        held_timestamp = self.held_timestamp(received.event_uuid)
+            element = decoded.get(digest)
+            if element is None:
+                entry = kept_held.get(digest) if isinstance(digest, bytes) else None
+                if entry is None:
+                    continue
+                element = entry[1]
+            offered[element["uuid"]] = level
+        elements = list(decoded.values())
+        if kept_held:
+            elements[:0] = [e for _, e in kept_held.values()]
+        view = event_view(header, elements)
+        held_timestamp = self.held_timestamp(event_uuid)
         outcome = inbound(view, offered, peer.policy, state, held_timestamp)
         if not outcome.allowed:
-            self._refuse(peer.name, report, outcome.reason.value, record.kind, record.id, received.event_uuid)
+            self._refuse(peer.name, report, outcome.reason.value, record.kind, record.id, event_uuid)
             return None
         for reason in outcome.withheld.values():
             report.refuse(reason.value)
-        previous = self.store.holding(received.event_uuid)
+        previous = self.store.holding(event_uuid)
         holding = merge(unpack_holding(previous) if previous is not None else None, outcome, peer.name)
         kept = holding.levels.keys() | holding.correlation_levels.keys()
-        allowed, fetched = outcome.levels, received.bodies
+        allowed = outcome.levels
         keep = []
         for digest in record.body["elements"]:  # in the revision's order
-            entry = entries.get(digest)
-            if entry is not None and (u := entry[1]["uuid"]) in kept and (digest not in fetched or u in allowed):
-                keep.append((digest, entry[0], entry[1]))
+            element = decoded.get(digest)
+            if element is not None:  # fetched: kept if this path allowed it
+                u = element["uuid"]
+                if u in allowed and u in kept:
+                    keep.append((digest, fetched[digest], element))
+            else:
+                entry = kept_held.get(digest)
+                if entry is not None and entry[1]["uuid"] in kept:
+                    keep.append((digest, entry[0], entry[1]))
         return _Accepted(record, keep, pack_holding(holding), holding.correlation_only,
                          count_reasons(outcome.withheld))
 
