@@ -5,6 +5,7 @@ import copy
 import json
 from pathlib import Path
 
+from fedmisp.gossip.replica import unpack_holding
 from fedmisp.node.importer import import_paths
 
 from factories import event
@@ -36,8 +37,8 @@ def test_each_level_travels_exactly_as_far_as_the_table_says(tmp_path):
     assert held(nodes["c"]) == {events[2], events[3]}
     assert held(nodes["d"]) == {events[3]}
     # a level-2 event is held one hop away as 1 and two hops away as 0
-    assert nodes["b"].store.holding(events[2])["l"][events[2]] == 1
-    assert nodes["c"].store.holding(events[2])["l"][events[2]] == 0
+    assert unpack_holding(nodes["b"].store.holding(events[2])).levels[events[2]] == 1
+    assert unpack_holding(nodes["c"].store.holding(events[2])).levels[events[2]] == 0
     for node in nodes.values():
         assert node.store.check_integrity() == []
         node.close()
@@ -234,3 +235,42 @@ def test_row_workers_exit_when_their_node_is_killed(tmp_path):
         import signal
         os.kill(worker, signal.SIGKILL)
         raise AssertionError(f"row worker {worker} outlived its killed node")
+
+
+def test_a_holding_packs_grouped_and_reads_back_whole_and_the_earlier_form_still_reads():
+    from hypothesis import given, settings, strategies as st
+
+    from fedmisp.gossip.replica import holding_all_from, pack_holding
+    from fedmisp.model import canonical
+    from fedmisp.policy.model import Holding
+
+    uuids = st.sampled_from([f"u{i}" for i in range(12)])
+    peers = st.frozensets(st.sampled_from(["p", "q", "r"]), min_size=1, max_size=3)
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.dictionaries(uuids, st.tuples(st.integers(0, 4), st.none() | peers)),
+           st.dictionaries(uuids, st.integers(0, 4)), st.booleans())
+    def check(items, correlation, correlation_only):
+        holding = Holding(levels={u: lv for u, (lv, _) in items.items()},
+                          sources={u: src for u, (_, src) in items.items() if src is not None},
+                          correlation_only=correlation_only, correlation_levels=correlation)
+        packed = pack_holding(holding)
+        # the same holding built in another order packs to the same bytes
+        again = Holding(levels=dict(reversed(list(holding.levels.items()))),
+                        sources=dict(reversed(list(holding.sources.items()))),
+                        correlation_only=correlation_only, correlation_levels=correlation)
+        assert pack_holding(again) == packed
+        back = unpack_holding(canonical.unpack(packed))
+        assert dict(back.levels) == dict(holding.levels)
+        assert dict(back.sources) == dict(holding.sources)
+        assert back.correlation_only == correlation_only
+        assert dict(back.correlation_levels) == correlation
+        # the earlier per-element form (stores written before the grouped one) reads the same
+        earlier = {"c": correlation_only, "k": correlation, "l": dict(holding.levels),
+                   "s": {u: sorted(v) for u, v in holding.sources.items()}}
+        old = unpack_holding(earlier)
+        assert dict(old.levels) == dict(back.levels) and dict(old.sources) == dict(back.sources)
+        for peer in ("p", "q"):
+            assert holding_all_from(canonical.unpack(packed), peer) == holding_all_from(earlier, peer)
+
+    check()

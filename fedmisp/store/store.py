@@ -915,7 +915,9 @@ class Store:
         if raw is None:
             return set()
         holding = canonical.unpack(raw)
-        return set(holding.get("k", {})) - set(holding.get("l", {}))
+        # (gossip/replica.py pack_holding: items grouped by level and sources; earlier, one map "l")
+        held = {u for _, _, uuids in holding["g"] for u in uuids} if "g" in holding else holding.get("l", {})
+        return set(holding.get("k", {})) - set(held)
 
     def export_event(self, event_uuid: str) -> dict[str, Any] | None:
         """The event as MISP JSON ``{"Event": ...}``, with its sightings, proposals and local tags."""
