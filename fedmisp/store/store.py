@@ -71,7 +71,7 @@ from fedmisp.model.misp import to_misp
 from fedmisp.model.org import read_org
 from fedmisp.model.records import (
     KIND_ORG, KIND_PROPOSAL, KIND_PROPOSAL_DECISION, KIND_SIGHTINGS, Record, RecordError, check_element,
-    open_element, open_record, revision_elements,
+    SALT_BYTES, open_element, open_record, revision_elements,
 )
 from fedmisp.model.revision import SignedEvent
 from fedmisp.model.values import ValueFormatError, normalise
@@ -778,14 +778,20 @@ class Store:
         ev = uuid16(event_uuid)
         entries = []
         bodies = self.db["bodies"]
+        unpackb = msgpack.unpackb
         with self.env.begin() as txn:
             record = open_record(txn.get(held.record_id, db=self.db["records"]))
             get = txn.get
             for digest in revision_elements(record):
                 body = get(ev + digest, db=bodies)
                 if body is not None:
-                    body = bytes(body)
-                    entries.append((digest, body, open_element(body)))
+                    # open_element inlined (once per element of every event offered to a peer)
+                    try:
+                        element = unpackb(memoryview(body)[SALT_BYTES:], raw=False, strict_map_key=True,
+                                          use_list=True)
+                    except Exception:  # noqa: BLE001 - open_element below says what is wrong
+                        element = None
+                    entries.append((digest, body, element if element.__class__ is dict else open_element(body)))
         return record, entries
 
     def bodies(self, event_uuid: str, digests: list[bytes]) -> dict[bytes, bytes]:
