@@ -274,3 +274,21 @@ def test_a_holding_packs_grouped_and_reads_back_whole_and_the_earlier_form_still
             assert holding_all_from(canonical.unpack(packed), peer) == holding_all_from(earlier, peer)
 
     check()
+
+
+def test_a_large_pull_starts_the_row_workers_before_its_first_batch_and_a_small_one_never():
+    import types
+
+    from fedmisp.gossip.replica import ROWS_POOL_MIN, Replica
+    small = Replica(types.SimpleNamespace(store=None), rows_workers=2)
+    small.expect_bodies(ROWS_POOL_MIN - 1)
+    assert small._pool is None
+    large = Replica(types.SimpleNamespace(store=None), rows_workers=2)
+    try:
+        large.expect_bodies(ROWS_POOL_MIN)
+        pool = large._pool
+        assert pool is not None and len(pool._processes) == 2
+        large.expect_bodies(ROWS_POOL_MIN)  # started once
+        assert large._pool is pool and len(pool._processes) == 2
+    finally:
+        large.close()

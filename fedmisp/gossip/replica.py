@@ -479,6 +479,20 @@ class Replica:
         self.observer.decided(Decision(peer, IN, STORED, record.kind, record.id, event_uuid,
                                        elements=withheld or {}))
 
+    def expect_bodies(self, bodies: int) -> None:
+        """A pull is about to fetch this many bodies: start the row workers now if its batches will
+        use them, so they are ready (their imports done) when the first batch comes to be stored."""
+        if self._pool is not None or self.rows_workers <= 0 or bodies < ROWS_POOL_MIN:
+            return
+        pool = self._rows_pool(bodies)
+        if pool is None:
+            return
+        try:
+            for _ in range(self.rows_workers):  # each submit with no idle worker starts one
+                pool.submit(element_rows, b"", [], False)
+        except (BrokenProcessPool, RuntimeError):
+            self._drop_pool(pool)
+
     def _rows_pool(self, bodies: int) -> ProcessPoolExecutor | None:
         if self.rows_workers <= 0 or bodies < ROWS_POOL_MIN:
             return None

@@ -193,6 +193,11 @@ class PullSession:
             return WaitStored(self._storing)
         return Done(self.checkpoint)
 
+    @property
+    def bodies_wanted(self) -> int:
+        """Bodies still to fetch for the events of the pages taken so far."""
+        return sum(len(p.need) - len(p.bodies) for p in self._pending)
+
     # --- what came back ------------------------------------------------------------------------------
 
     def changes_received(self, reply: Any) -> None:
