@@ -292,3 +292,69 @@ def test_a_large_pull_starts_the_row_workers_before_its_first_batch_and_a_small_
         assert large._pool is pool and len(pool._processes) == 2
     finally:
         large.close()
+
+
+def test_the_next_changes_page_is_computed_ahead_and_served_only_while_nothing_it_depends_on_changed(
+        tmp_path, monkeypatch):
+    import asyncio
+
+    import fedmisp.gossip.replica as replica_module
+    from fedmisp.gossip.http import PeerProtocol
+    from fedmisp.gossip.observe import SENT
+    from fedmisp.gossip.replica import Replica
+
+    monkeypatch.setattr(replica_module, "PAGE_ELEMENTS", 1)  # one event per page
+    nodes = make_federation(tmp_path, ["a", "b"], [("a", "b")])
+    import_paths(nodes["a"], [_event_at_level(tmp_path, 300 + i, 3)[0] for i in range(4)])
+
+    class Recorder:
+        def __init__(self):
+            self.sent = []
+
+        def decided(self, decision):
+            if decision.action == SENT:
+                self.sent.append(decision.record_id)
+
+        def pulled(self, peer, seconds, ok):
+            pass
+
+    recorder = Recorder()
+    a = Replica(nodes["a"], recorder)
+    computed = []
+    original = a.changes_for
+
+    def counting(*args):
+        computed.append(args[1])
+        return original(*args)
+    monkeypatch.setattr(a, "changes_for", counting)
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+
+        async def run_blocking(fn, *args):
+            return await loop.run_in_executor(None, fn, *args)
+        protocol = PeerProtocol(a, run_blocking)
+        peer = a.peer("b")
+        first = await protocol._changes(peer, 0, 200)
+        await protocol._ahead["b"][2]
+        assert first["more"] and computed == [0, first["last_seq"]]  # this page, and the next ahead
+        assert len(recorder.sent) == len(first["changes"])  # the page ahead is not reported yet
+        second = await protocol._changes(peer, first["last_seq"], 200)
+        await protocol._ahead["b"][2]
+        assert computed == [0, first["last_seq"], second["last_seq"]]  # served as computed ahead
+        assert second == original(peer.policy, first["last_seq"], 200, [])
+        # something new is stored: the page computed ahead is computed again
+        import_paths(nodes["a"], [_event_at_level(tmp_path, 310, 3)[0]])
+        third = await protocol._changes(peer, second["last_seq"], 200)
+        await protocol._ahead["b"][2]
+        assert computed[-2:] == [second["last_seq"], third["last_seq"]]
+        assert computed.count(second["last_seq"]) == 2
+        assert third == original(peer.policy, second["last_seq"], 200, [])
+        # each record served was reported once
+        served = [c["record"] for page in (first, second, third) for c in page["changes"]]
+        assert len(recorder.sent) == len(served) == len(set(recorder.sent))
+    try:
+        asyncio.run(scenario())
+    finally:
+        for node in nodes.values():
+            node.close()

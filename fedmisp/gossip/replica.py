@@ -160,6 +160,9 @@ class Replica:
         self._views: OrderedDict[bytes, _Held] = OrderedDict()
         self._pool: ProcessPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+        # bumped whenever this replica stores what it pulled (holdings can change without a new
+        # log entry): a changes page computed before is not served after (gossip/http.py)
+        self.generation = 0
 
     def close(self) -> None:
         """Stop the row workers, if any were started."""
@@ -258,7 +261,12 @@ class Replica:
         everywhere = Holding(held.holding.levels, {}, held.holding.correlation_only)  # rule 5 aside
         return outbound(held.view, everywhere, peer, state, held.plan).reason
 
-    def changes_for(self, peer: PeerPolicy, since: int, limit: int) -> dict[str, Any]:
+    def changes_for(self, peer: PeerPolicy, since: int, limit: int,
+                    decisions: list[Decision] | None = None) -> dict[str, Any]:
+        """One changes page for `peer`. `decisions`: collect what it decided there instead of
+        telling the observer (a page computed ahead of the peer's request, gossip/http.py, is
+        reported only if it is served)."""
+        decided = self.observer.decided if decisions is None else decisions.append
         limit = max(1, min(limit, 1000))
         entries = self.store.log_since(since, limit=limit)
         changes: list[dict[str, Any]] = []
@@ -308,12 +316,10 @@ class Replica:
             elif record.kind != KIND_ORG:
                 continue  # other kinds replicate in a later version of the protocol
             if reason is not Reason.ALLOWED:
-                self.observer.decided(Decision(peer.name, OUT, WITHHELD, record.kind, record_id,
-                                               str(event_uuid), reason.value))
+                decided(Decision(peer.name, OUT, WITHHELD, record.kind, record_id, str(event_uuid), reason.value))
                 continue
             changes.append(change or {"seq": seq, "record": record.wire()})
-            self.observer.decided(Decision(peer.name, OUT, SENT, record.kind, record_id, str(event_uuid),
-                                           elements=withheld))
+            decided(Decision(peer.name, OUT, SENT, record.kind, record_id, str(event_uuid), elements=withheld))
         more = bool(self.store.log_since(last, limit=1))
         return {"changes": changes, "last_seq": last, "more": more, "head": self.store.head_sequence()}
 
@@ -382,6 +388,13 @@ class Replica:
 
     def apply(self, peer: PeerConfig, batch: StoreBatch) -> ApplyReport:
         """Keep what policy lets in from one batch, store it with the checkpoint in one transaction."""
+        self.generation += 1  # before and after: no page computed while this runs is served later
+        try:
+            return self._apply(peer, batch)
+        finally:
+            self.generation += 1
+
+    def _apply(self, peer: PeerConfig, batch: StoreBatch) -> ApplyReport:
         report = ApplyReport()
         for refused in batch.refused:
             self._refuse(peer.name, report, refused.reason, refused.kind, refused.record_id, refused.event_uuid,
