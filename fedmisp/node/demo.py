@@ -183,8 +183,8 @@ def report(nodes: dict[str, DemoNode], console: Console) -> dict[str, Any]:
                 record, elements = node.store.revision(uuid)
                 holding = node.store.holding(uuid)
                 if holding:
-                    held = unpack_holding(holding)
-                    level = held.levels.get(uuid, held.correlation_levels.get(uuid))
+                    kept = unpack_holding(holding)
+                    level = kept.levels.get(uuid, kept.correlation_levels.get(uuid))
                 else:
                     level = record.body["event"]["distribution"]
                 result["held"][name][uuid] = level
