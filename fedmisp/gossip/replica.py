@@ -48,6 +48,7 @@ PAGE_ELEMENTS = 20_000
 # one big event keeps every worker busy.
 ROWS_POOL_MIN = 4_000
 ROWS_CHUNK = 2_500
+ROWS_NICE = 5  # the row workers' lower CPU priority (see _start_row_worker)
 
 
 @dataclass
@@ -127,9 +128,18 @@ class _Held:
     outcomes: dict[str, tuple[PeerPolicy, NodeState, Outcome]] = field(default_factory=dict, compare=False)
 
 
-def _exit_with_parent(parent: int, interval: float = 1.0) -> None:
-    """In a row worker: exit when the node process is gone. A worker waits on a queue whose write
-    end it holds itself, so a node killed with SIGKILL would otherwise leave it waiting forever."""
+def _start_row_worker(parent: int, interval: float = 1.0) -> None:
+    """In a row worker: yield the CPU to the node process, and exit when it is gone.
+
+    The node process is a pull's critical path (policy, writes, every body's digest, all under one
+    GIL) and the workers run ahead of it, so on a busy machine they get what is left (nice +ROWS_NICE).
+    A worker waits on a queue whose write end it holds itself, so a node killed with SIGKILL would
+    otherwise leave it waiting forever."""
+    try:
+        os.nice(ROWS_NICE)
+    except OSError:
+        pass
+
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(interval)
@@ -515,7 +525,7 @@ class Replica:
                 # and event loop threads
                 self._pool = ProcessPoolExecutor(max_workers=self.rows_workers,
                                                  mp_context=multiprocessing.get_context("spawn"),
-                                                 initializer=_exit_with_parent, initargs=(os.getpid(),))
+                                                 initializer=_start_row_worker, initargs=(os.getpid(),))
             return self._pool
 
     def _submit_rows(self, pool: ProcessPoolExecutor, taken: _Accepted) -> list[Future[bytes]] | None:
