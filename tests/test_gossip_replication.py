@@ -238,7 +238,8 @@ def test_row_workers_exit_when_their_node_is_killed(tmp_path):
 
 
 def test_a_holding_packs_grouped_and_reads_back_whole_and_the_earlier_form_still_reads():
-    from hypothesis import given, settings, strategies as st
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
 
     from fedmisp.gossip.replica import holding_all_from, pack_holding
     from fedmisp.model import canonical
