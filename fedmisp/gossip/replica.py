@@ -48,7 +48,7 @@ PAGE_ELEMENTS = 20_000
 # one big event keeps every worker busy.
 ROWS_POOL_MIN = 4_000
 ROWS_CHUNK = 2_500
-ROWS_NICE = 5  # the row workers' lower CPU priority (see _start_row_worker)
+ROWS_NICE = 10  # the row workers' lower CPU priority (see _start_row_worker)
 
 
 @dataclass
