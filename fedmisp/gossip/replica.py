@@ -29,6 +29,7 @@ from fedmisp.gossip.peers import PeerConfig
 from fedmisp.gossip.peers import NodeView
 from fedmisp.gossip.sharing_groups import accept as accept_sharing_group, current_groups
 from fedmisp.policy.orgs import signed_while_current
+from fedmisp.runtime import tune_gc
 from fedmisp.policy.reasons import Reason
 from fedmisp.policy.model import EventView, Holding, NodeState, PeerPolicy, event_view
 from fedmisp.policy.pipeline import EventPlan, Outcome, inbound, merge, outbound, plan
@@ -139,6 +140,7 @@ def _start_row_worker(parent: int, interval: float = 1.0) -> None:
         os.nice(ROWS_NICE)
     except OSError:
         pass
+    tune_gc()
 
     def watch() -> None:
         while os.getppid() == parent:

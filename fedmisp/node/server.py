@@ -20,6 +20,7 @@ from aiohttp import web
 from typing import Any
 
 from fedmisp.gossip.auth import ReplayCache
+from fedmisp.runtime import tune_gc
 from fedmisp.gossip.observe import Fanout
 from fedmisp.gossip.service import ANTI_ENTROPY_SECONDS, Gossiper
 from fedmisp.node.api import DEFAULT_MAX_REQUEST_BYTES, ApiContext, _role_of, make_app
@@ -179,6 +180,7 @@ def run(home: Path, *, log_format: str | None = None, log_level: str | None = No
     with Node.open(home) as node:
         configure_logging(node.config.log, node.config.home, **overrides)
         try:
+            tune_gc()
             asyncio.run(serve(node, log_overrides=overrides))
         except OSError as e:  # the address is taken or not ours
             print(f"fedmisp run: cannot listen on {node.config.listen}: {e.strerror or e}", file=sys.stderr)
