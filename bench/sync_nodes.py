@@ -137,7 +137,8 @@ class BenchNode:
         return self.store().held(event_uuid) is not None
 
     def peers(self, timeout: float = 30) -> dict[str, Any]:
-        with _HTTP.open(self.url + "/node/v1/peers", timeout=timeout) as response:
+        with _HTTP.open(urllib.request.Request(self.url + "/node/v1/peers", headers={"Authorization": self.api_key}),
+                        timeout=timeout) as response:
             return json.loads(response.read())
 
     def post_event(self, event: dict[str, Any], timeout: float = 120) -> dict[str, Any]:

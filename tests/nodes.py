@@ -8,7 +8,7 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import tomli_w
 
@@ -56,6 +56,12 @@ class NodeProcess:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait()
             self.proc = None
+
+    def operator(self, path: str = "/node/v1/peers") -> Any:
+        """An operator endpoint's JSON, asked as `fedmisp status` asks: signed with the node's key."""
+        from fedmisp.node.config import load_config
+        from fedmisp.node.operator import operator_get
+        return operator_get(load_config(self.home), path, timeout=30)
 
     def events(self) -> set[str]:
         store = Store(self.home / "store", readonly=True)

@@ -101,6 +101,64 @@ def test_hard_delete_removes_the_object_from_the_revision(server: Server):
     assert_misp_error(server.get(f"/attributes/view/{added.attributes[0].uuid}"), 404)
 
 
+def test_update_object_changes_matched_attributes_adds_new_ones_and_soft_deletes_the_rest(server: Server):
+    misp = server.misp()
+    event = misp.add_event(new_event("edit object"), pythonify=True)
+    o = MISPObject("domain-ip")
+    o.add_attribute("domain", "edit.objects.example")
+    o.add_attribute("ip", "203.0.113.60")
+    o.add_attribute("ip", "203.0.113.61")
+    added = misp.add_object(event.id, o, pythonify=True)
+    by_value = {a.value: a for a in added.attributes}
+    # as a PyMISP script does: change one attribute, drop another, add a new one, comment the object
+    added.comment = "seen in campaign X"
+    by_value["203.0.113.60"].value = "203.0.113.70"
+    by_value["203.0.113.60"].to_ids = False
+    added.attributes = [a for a in added.attributes if a.value != "203.0.113.61"]
+    added.add_attribute("port", "8443")
+    updated = misp.update_object(added, pythonify=True)
+    assert updated.uuid == added.uuid and updated.comment == "seen in campaign X"
+    live = {a.uuid: a for a in updated.attributes if not a.deleted}
+    assert {a.value for a in live.values()} == {"edit.objects.example", "203.0.113.70", "8443"}
+    assert live[by_value["203.0.113.60"].uuid].to_ids is False  # the same attribute, changed
+    gone = next(a for a in updated.attributes if a.uuid == by_value["203.0.113.61"].uuid)
+    assert gone.deleted  # left out: soft-deleted, as MISP does
+    # untouched attributes keep their timestamp; the search index follows the edit
+    assert live[by_value["edit.objects.example"].uuid].timestamp == by_value["edit.objects.example"].timestamp
+    assert misp.search(controller="attributes", value="203.0.113.60", pythonify=True) == []
+    assert [a.uuid for a in misp.search(controller="attributes", value="203.0.113.70", pythonify=True)] == \
+        [by_value["203.0.113.60"].uuid]
+    assert misp.search(controller="attributes", value="203.0.113.61", pythonify=True) == []
+    # an edit with no attribute list changes only the object's fields
+    before = {a.uuid: a.timestamp for a in updated.attributes}
+    response = server.post(f"/objects/edit/{updated.id}", {"Object": {"comment": "retired"}})
+    assert response.status_code == 200, response.text
+    assert response.json()["Object"]["comment"] == "retired"
+    assert {a["uuid"]: int(a["timestamp"]) for a in response.json()["Object"]["Attribute"]} == \
+        {u: int(t.timestamp()) for u, t in before.items()}
+
+
+def test_update_object_refusals_change_nothing(server: Server):
+    misp = server.misp()
+    event = misp.add_event(new_event("edit object refusals"), pythonify=True)
+    added = misp.add_object(event.id, domain_ip("refuse.objects.example", "203.0.113.80"), pythonify=True)
+    domain = next(a for a in added.attributes if a.object_relation == "domain")
+    bad = {"Object": {"Attribute": [{"uuid": domain.uuid, "value": "not a domain!"},
+                                    *[{"uuid": a.uuid} for a in added.attributes if a.uuid != domain.uuid]]}}
+    assert_misp_error(server.post(f"/objects/edit/{added.id}", bad), 400, "domain")
+    assert_misp_error(server.post(f"/objects/edit/{added.id}", {"Object": {"Attribute": "x"}}), 400, "Attribute")
+    other = misp.add_event(new_event("edit object, other event"), pythonify=True)
+    elsewhere = misp.add_attribute(other.id, {"type": "domain", "value": "elsewhere.objects.example"}, pythonify=True)
+    taken = {"Object": {"Attribute": [{"uuid": a.uuid} for a in added.attributes] +
+                        [{"uuid": elsewhere.uuid, "type": "ip-dst", "object_relation": "ip", "value": "203.0.113.81"}]}}
+    assert_misp_error(server.post(f"/objects/edit/{added.id}", taken), 403, "already used")
+    assert_misp_error(server.post("/objects/edit/987654", {"Object": {"comment": "x"}}), 404, "Invalid object")
+    assert_misp_error(server.post(f"/objects/edit/{added.id}", {"Object": {"comment": "x"}}, role="read-only"), 403)
+    held = misp.get_object(added.id, pythonify=True)
+    assert {a.value for a in held.attributes} == {"refuse.objects.example", "203.0.113.80"}
+    assert not any(a.deleted for a in held.attributes) and not held.comment
+
+
 def test_object_references_add_and_delete(server: Server):
     misp = server.misp()
     event = misp.add_event(new_event("references"), pythonify=True)

@@ -203,6 +203,16 @@ def test_zeek_indicators_are_refanged_and_composites_split():
         ["login-bank.example", "Intel::DOMAIN"], ["198.51.100.7", "Intel::ADDR"]]
 
 
+def test_text_lists_carry_the_refanged_value_and_keep_composites_on_one_line():
+    from fedmisp.export import text
+    head = query.EventHead(EVENT_UUID, 1, None, b"", {"info": "Phishing", "Orgc": {"name": "CSIRT"}})
+    found = [(head, {"type": "url", "value": "hxxps://login-bank[.]example/verify.php"}),
+             (head, {"type": "domain|ip", "value": "Login-Bank[.]example|198.51.100.7"}),
+             (head, {"type": "text", "value": "two\nlines"})]
+    assert list(text.attributes_text(found)) == ["https://login-bank.example/verify.php\n",
+                                                 "login-bank.example|198.51.100.7\n", "two lines\n"]
+
+
 def test_ids_rules_match_the_refanged_value():
     from fedmisp.export import nids
     head = query.EventHead(EVENT_UUID, 1, None, b"", {"info": "Phishing", "Orgc": {"name": "CSIRT"}})

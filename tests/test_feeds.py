@@ -173,10 +173,10 @@ def test_a_feed_added_to_a_running_node_is_fetched_after_reload(tmp_path):
         wait_for(lambda: sub.events() == {docs["green"]["Event"]["uuid"], docs["community"]["Event"]["uuid"]},
                  what="sub to fetch the feed added by the reload")
         assert "feed pub: 2 listed" in sub.log.read_text()
-        status = json.loads(_get(f"http://127.0.0.1:{sub.port}/node/v1/feeds")[1])
+        status = sub.operator("/node/v1/feeds")
         assert status["fetched"]["pub"]["mode"] == "full" and "2 event(s) stored" in \
             status["fetched"]["pub"]["last_fetch"]["summary"]
-        assert json.loads(_get(f"http://127.0.0.1:{pub.port}/node/v1/feeds")[1]) == {"served": ["public"],
+        assert pub.operator("/node/v1/feeds") == {"served": ["public"],
                                                                                      "fetched": {}}
 
 def test_a_folder_feed_respects_its_size_limits_and_names_what_it_refused(tmp_path, node):

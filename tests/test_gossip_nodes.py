@@ -129,7 +129,7 @@ def test_reload_adds_a_peer_without_a_restart_and_keeps_the_old_config_when_the_
     with running(nodes):
         time.sleep(2.5)
         assert ev["shared"] not in nodes["c"].events()
-        status = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{nodes['c'].port}/node/v1/peers").read())
+        status = nodes["c"].operator()
         assert "403" in status["a"]["last_error"] and status["a"]["errors"] >= 1
         # a broken file: reload refuses it, the node keeps serving with the old configuration
         config.write_text(without_c + "\n[[peer]]\nname = 'c'\nurl = 'nowhere'\n")

@@ -5,6 +5,7 @@ import copy
 import json
 from pathlib import Path
 
+from fedmisp.gossip.replica import unpack_holding
 from fedmisp.node.importer import import_paths
 
 from factories import event
@@ -36,8 +37,8 @@ def test_each_level_travels_exactly_as_far_as_the_table_says(tmp_path):
     assert held(nodes["c"]) == {events[2], events[3]}
     assert held(nodes["d"]) == {events[3]}
     # a level-2 event is held one hop away as 1 and two hops away as 0
-    assert nodes["b"].store.holding(events[2])["l"][events[2]] == 1
-    assert nodes["c"].store.holding(events[2])["l"][events[2]] == 0
+    assert unpack_holding(nodes["b"].store.holding(events[2])).levels[events[2]] == 1
+    assert unpack_holding(nodes["c"].store.holding(events[2])).levels[events[2]] == 0
     for node in nodes.values():
         assert node.store.check_integrity() == []
         node.close()
@@ -234,3 +235,127 @@ def test_row_workers_exit_when_their_node_is_killed(tmp_path):
         import signal
         os.kill(worker, signal.SIGKILL)
         raise AssertionError(f"row worker {worker} outlived its killed node")
+
+
+def test_a_holding_packs_grouped_and_reads_back_whole_and_the_earlier_form_still_reads():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from fedmisp.gossip.replica import holding_all_from, pack_holding
+    from fedmisp.model import canonical
+    from fedmisp.policy.model import Holding
+
+    uuids = st.sampled_from([f"u{i}" for i in range(12)])
+    peers = st.frozensets(st.sampled_from(["p", "q", "r"]), min_size=1, max_size=3)
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.dictionaries(uuids, st.tuples(st.integers(0, 4), st.none() | peers)),
+           st.dictionaries(uuids, st.integers(0, 4)), st.booleans())
+    def check(items, correlation, correlation_only):
+        holding = Holding(levels={u: lv for u, (lv, _) in items.items()},
+                          sources={u: src for u, (_, src) in items.items() if src is not None},
+                          correlation_only=correlation_only, correlation_levels=correlation)
+        packed = pack_holding(holding)
+        # the same holding built in another order packs to the same bytes
+        again = Holding(levels=dict(reversed(list(holding.levels.items()))),
+                        sources=dict(reversed(list(holding.sources.items()))),
+                        correlation_only=correlation_only, correlation_levels=correlation)
+        assert pack_holding(again) == packed
+        back = unpack_holding(canonical.unpack(packed))
+        assert dict(back.levels) == dict(holding.levels)
+        assert dict(back.sources) == dict(holding.sources)
+        assert back.correlation_only == correlation_only
+        assert dict(back.correlation_levels) == correlation
+        # the earlier per-element form (stores written before the grouped one) reads the same
+        earlier = {"c": correlation_only, "k": correlation, "l": dict(holding.levels),
+                   "s": {u: sorted(v) for u, v in holding.sources.items()}}
+        old = unpack_holding(earlier)
+        assert dict(old.levels) == dict(back.levels) and dict(old.sources) == dict(back.sources)
+        for peer in ("p", "q"):
+            assert holding_all_from(canonical.unpack(packed), peer) == holding_all_from(earlier, peer)
+
+    check()
+
+
+def test_a_large_pull_starts_the_row_workers_before_its_first_batch_and_a_small_one_never():
+    import types
+
+    from fedmisp.gossip.replica import ROWS_POOL_MIN, Replica
+    small = Replica(types.SimpleNamespace(store=None), rows_workers=2)
+    small.expect_bodies(ROWS_POOL_MIN - 1)
+    assert small._pool is None
+    large = Replica(types.SimpleNamespace(store=None), rows_workers=2)
+    try:
+        large.expect_bodies(ROWS_POOL_MIN)
+        pool = large._pool
+        assert pool is not None and len(pool._processes) == 2
+        large.expect_bodies(ROWS_POOL_MIN)  # started once
+        assert large._pool is pool and len(pool._processes) == 2
+    finally:
+        large.close()
+
+
+def test_the_next_changes_page_is_computed_ahead_and_served_only_while_nothing_it_depends_on_changed(
+        tmp_path, monkeypatch):
+    import asyncio
+
+    import fedmisp.gossip.replica as replica_module
+    from fedmisp.gossip.http import PeerProtocol
+    from fedmisp.gossip.observe import SENT
+    from fedmisp.gossip.replica import Replica
+
+    monkeypatch.setattr(replica_module, "PAGE_ELEMENTS", 1)  # one event per page
+    nodes = make_federation(tmp_path, ["a", "b"], [("a", "b")])
+    import_paths(nodes["a"], [_event_at_level(tmp_path, 300 + i, 3)[0] for i in range(4)])
+
+    class Recorder:
+        def __init__(self):
+            self.sent = []
+
+        def decided(self, decision):
+            if decision.action == SENT:
+                self.sent.append(decision.record_id)
+
+        def pulled(self, peer, seconds, ok):
+            pass
+
+    recorder = Recorder()
+    a = Replica(nodes["a"], recorder)
+    computed = []
+    original = a.changes_for
+
+    def counting(*args):
+        computed.append(args[1])
+        return original(*args)
+    monkeypatch.setattr(a, "changes_for", counting)
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+
+        async def run_blocking(fn, *args):
+            return await loop.run_in_executor(None, fn, *args)
+        protocol = PeerProtocol(a, run_blocking)
+        peer = a.peer("b")
+        first = await protocol._changes(peer, 0, 200)
+        await protocol._ahead["b"][2]
+        assert first["more"] and computed == [0, first["last_seq"]]  # this page, and the next ahead
+        assert len(recorder.sent) == len(first["changes"])  # the page ahead is not reported yet
+        second = await protocol._changes(peer, first["last_seq"], 200)
+        await protocol._ahead["b"][2]
+        assert computed == [0, first["last_seq"], second["last_seq"]]  # served as computed ahead
+        assert second == original(peer.policy, first["last_seq"], 200, [])
+        # something new is stored: the page computed ahead is computed again
+        import_paths(nodes["a"], [_event_at_level(tmp_path, 310, 3)[0]])
+        third = await protocol._changes(peer, second["last_seq"], 200)
+        await protocol._ahead["b"][2]
+        assert computed[-2:] == [second["last_seq"], third["last_seq"]]
+        assert computed.count(second["last_seq"]) == 2
+        assert third == original(peer.policy, second["last_seq"], 200, [])
+        # each record served was reported once
+        served = [c["record"] for page in (first, second, third) for c in page["changes"]]
+        assert len(recorder.sent) == len(served) == len(set(recorder.sent))
+    try:
+        asyncio.run(scenario())
+    finally:
+        for node in nodes.values():
+            node.close()

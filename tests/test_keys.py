@@ -5,7 +5,6 @@ import json
 import os
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -170,7 +169,7 @@ def test_a_rotation_reaches_a_running_peer_and_a_forged_one_is_refused(tmp_path:
                 [forged_event])
 
         def refused_from_m() -> dict:
-            status = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{b.port}/node/v1/peers").read())
+            status = b.operator()
             return status["m"]["refused"]
         wait_for(lambda: refused_from_m().get("org-key-not-current") == 2, what="b to refuse both forgeries")
         assert refused_from_m().get("unknown-author", 0) >= 1

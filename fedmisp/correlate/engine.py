@@ -121,7 +121,7 @@ class Correlator:
 
     def _correlate(self, type_: str | None, keys: tuple[str, ...], exclude_event: str | None) -> Correlations:
         out = Correlations()
-        seen: set[str] = set()
+        seen: set[bytes] = set()  # attribute uuids (16 bytes) already matched
         excluded = [k for k in keys if self._is_excluded(k)]
         out.excluded.extend(excluded)
         keys = tuple(k for k in keys if k not in excluded)
@@ -155,9 +155,22 @@ class Correlator:
         networks inside it."""
         refs: list[bytes] = []
         net_db = self.store.db["ix_net"]
-        for prefix in range(network.prefixlen + 1):
-            key = net_key(network.supernet(new_prefix=prefix))
+        # Networks containing it: one lookup per prefix length the index holds at all (keys are
+        # family | prefix length | address), found by seeking, instead of computing all 33 (or
+        # 129) supernets; a store usually holds a handful of lengths.
+        family = net_key(network)[:1]
+        bits, address = network.max_prefixlen, int(network.network_address)
+        cursor = txn.cursor(db=net_db)
+        prefix = 0
+        while prefix <= network.prefixlen and cursor.set_range(family + bytes([prefix])):
+            found = cursor.key()
+            if found[:1] != family or found[1] > network.prefixlen:
+                break
+            prefix = found[1]
+            masked = (address >> (bits - prefix)) << (bits - prefix)
+            key = family + bytes([prefix]) + masked.to_bytes(bits // 8, "big").rjust(16, b"\x00")
             refs.extend(self._dups(txn, "ix_net", key, label, out))
+            prefix += 1
         if network.prefixlen < network.max_prefixlen:
             refs.extend(self._range(txn, self.store.db["ix_ip"], ip_key(network.network_address),
                                     ip_key(network.broadcast_address), label, out))
@@ -186,7 +199,7 @@ class Correlator:
                 return []
         return refs
 
-    def _ssdeep(self, txn: lmdb.Transaction, query: str, exclude_event: str | None, seen: set[str],
+    def _ssdeep(self, txn: lmdb.Transaction, query: str, exclude_event: str | None, seen: set[bytes],
                 out: Correlations) -> None:
         candidates: dict[bytes, None] = {}
         # every position's gram of the query; the index holds every other position's (keys.py)
@@ -203,29 +216,30 @@ class Correlator:
             except ValueError:
                 continue
             if score >= self.config.ssdeep_threshold:
-                seen.add(element["uuid"])
+                seen.add(ref[16:])
                 out.matches.append(_match("ssdeep", ref, element, meta, score))
 
     # --- reading matches ---------------------------------------------------------------------------
 
     def _collect(self, txn: lmdb.Transaction, kind: str, label: str, refs: list[bytes],
-                 exclude_event: str | None, seen: set[str], out: Correlations) -> None:
+                 exclude_event: str | None, seen: set[bytes], out: Correlations) -> None:
         for ref, element, meta in self._elements(txn, refs, exclude_event, seen):
             # The value index holds both halves of ip|port; only the address correlates (MISP's
             # PRIMARY_ONLY_CORRELATING_TYPES), so a match on the port half is no match.
-            if kind == "exact" and label not in correlation_values(element["type"], _keys_of(element)):
+            if kind == "exact" and "|" in element["type"] and \
+                    label not in correlation_values(element["type"], _keys_of(element)):
                 continue
-            seen.add(element["uuid"])
+            seen.add(ref[16:])
             out.matches.append(_match(kind, ref, element, meta, 100))
 
     def _elements(self, txn: lmdb.Transaction, refs: Any, exclude_event: str | None,
-                  seen: set[str]) -> Iterator[tuple[bytes, dict[str, Any], EventMeta]]:
+                  seen: set[bytes]) -> Iterator[tuple[bytes, dict[str, Any], EventMeta]]:
         db = self.store.db
         exclude = _uuid.UUID(exclude_event).bytes if exclude_event else None
         metas: dict[bytes, EventMeta | None] = {}
         for ref in refs:
             ev, attribute = ref[:16], ref[16:]
-            if ev == exclude or str(_uuid.UUID(bytes=attribute)) in seen:
+            if ev == exclude or attribute in seen:
                 continue
             located = txn.get(attribute, db=db["elements"])
             if located is None or bytes(located[:16]) != ev:
@@ -243,7 +257,7 @@ class Correlator:
             meta = metas[ev]
             if meta is None or not correlates(element, meta.correlation_disabled):
                 continue
-            if any(self._is_excluded(k) for k in _keys_of(element)):
+            if self.config.exclusions and any(self._is_excluded(k) for k in _keys_of(element)):
                 continue
             yield ref, element, meta
 

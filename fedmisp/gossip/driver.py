@@ -78,6 +78,9 @@ async def pull_async(replica: Replica, peer: PeerConfig, transport: AsyncTranspo
             if isinstance(step, SendChanges):
                 reply = await transport.changes(step.since, step.limit)
                 await run_blocking(session.changes_received, reply)  # reads the store (held digests)
+                # a large pull: the row workers start while the bodies are fetched, not when the
+                # first batch is stored (a worker takes a few hundred ms to start)
+                replica.expect_bodies(session.bodies_wanted)
             elif isinstance(step, SendBodies):
                 session.bodies_received(step.event_uuid,
                                         await transport.bodies(step.event_uuid, step.digests, step.everything))

@@ -239,6 +239,9 @@ async def _write(ctx: ApiContext, signed: SignedEvent) -> WriteOutcome:
     (outcome,) = await asyncio.wrap_future(future)
     if outcome is WriteOutcome.OLDER:
         raise ApiError(409, "a newer revision of this event arrived while this one was made; retry the request")
+    if outcome is WriteOutcome.NOT_AUTHOR:  # (an event a peer sent meanwhile, with the same uuid)
+        raise ApiError(403, "this node holds the event as signed by another organisation's key; only its "
+                       "author can revise it", {"Event": ["held as another organisation's event"]}, NOT_PERMITTED)
     return outcome
 
 

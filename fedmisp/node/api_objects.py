@@ -15,8 +15,8 @@ from aiohttp import web
 
 from fedmisp.model.misp import to_misp
 from fedmisp.node.api import (
-    CTX, ApiContext, ApiError, _ref, _resolve_element, _resolve_event, _revise, body_json, needs, number_event,
-    posted_object, run, sharing_group_uuids,
+    CTX, ApiContext, ApiError, _must_be_creator, _ref, _resolve_element, _resolve_event, _revise, body_json, needs,
+    number_event, posted_object, run, sharing_group_uuids,
 )
 from fedmisp.store import query
 from fedmisp.store.mutations import misp_element
@@ -119,6 +119,72 @@ async def object_add(request: web.Request) -> web.Response:
     await _revise(request, event_uuid, what, posted={"Object": [posted]})
     o = await run(_object_json, ctx, event_uuid, object_uuid)
     return web.json_response({"Object": o})
+
+
+# What objects/edit changes (MISP's MispObject::deltaMerge): these fields of the object, and of each
+# posted attribute that has the uuid of one of its attributes.
+_OBJECT_EDITABLE = ("comment", "template_version", "distribution", "sharing_group_uuid", "first_seen", "last_seen")
+_MEMBER_EDITABLE = ("category", "value", "to_ids", "distribution", "sharing_group_uuid", "comment",
+                    "disable_correlation", "first_seen", "last_seen")
+_NOT_COPIED = ("id", "event_id", "object_id", "timestamp")  # another instance's, or the server's to set
+
+
+@needs("user")
+async def object_edit(request: web.Request) -> web.Response:
+    """POST objects/edit/<id|uuid> with a MISP object (PyMISP update_object), as MISP merges it: the
+    object's comment, template version, distribution and seen times; each posted attribute with
+    the uuid of one of the object's attributes changes that attribute, any other is added to the
+    object, and the object's attributes the post leaves out are soft-deleted (only when the post
+    lists attributes at all). One new revision, validated against the template, or nothing."""
+    ctx = request.app[CTX]
+    event_uuid, body = await _resolve_object(ctx, _ref(request))
+    await _must_be_creator(ctx, event_uuid)
+    what, name = "edit Object", "Could not edit Object"
+    posted = await sharing_group_uuids(ctx, await posted_object(request, "Object", "edit Object"))
+    attributes = posted.get("Attribute", [])
+    if not isinstance(attributes, list) or not all(isinstance(a, dict) for a in attributes):
+        raise ApiError(400, f"{name}: Attribute: expected a list of attributes", {"Attribute": ["expected a list"]}, name)
+    if len(attributes) > MAX_OBJECT_ATTRIBUTES:
+        raise ApiError(400, f"{name}: {len(attributes)} attributes; at most {MAX_OBJECT_ATTRIBUTES}",
+                       {"Attribute": [f"at most {MAX_OBJECT_ATTRIBUTES} attributes"]}, name)
+    head = await run(query.event_head, ctx.store, event_uuid)
+    elements = await run(query.event_elements, ctx.store, event_uuid)
+    post = misp_element(head.header, elements, body["uuid"])
+    o = post["Object"][0]
+    o.update((k, posted[k]) for k in _OBJECT_EDITABLE if k in posted)
+    o.pop("timestamp", None)
+    if attributes:
+        held = {a["uuid"]: a for a in o["Attribute"]}
+        kept: set[str] = set()
+        added: list[dict[str, Any]] = []
+        for a in attributes:
+            u = str(a.get("uuid") or "").lower()
+            target = held.get(u)
+            if target is None:
+                if u and query.is_uuid(u) and await run(query.element_event, ctx.store, u) is not None:
+                    raise ApiError(403, f"{name}: attribute uuid {u} is already used outside this object",
+                                   {"uuid": ["already in use; leave uuid out to get a new one"]}, name)
+                added.append({k: v for k, v in a.items() if k not in _NOT_COPIED})
+                continue
+            kept.add(u)
+            changes = {k: a[k] for k in _MEMBER_EDITABLE if k in a and not _same(target.get(k), a[k])}
+            if changes:
+                target.update(changes)
+                target.pop("timestamp", None)
+        for u, a in held.items():
+            if u not in kept and not a.get("deleted"):
+                a["deleted"] = True
+                a.pop("timestamp", None)
+        o["Attribute"] = [*held.values(), *added]
+    await _revise(request, event_uuid, what, posted=post)
+    return web.json_response({"Object": await run(_object_json, ctx, event_uuid, body["uuid"])})
+
+
+def _same(held: Any, posted: Any) -> bool:
+    """MISP compares posted fields loosely: True and "1", 5 and "5" are the same."""
+    def plain(v: Any) -> str:
+        return str(int(v)) if isinstance(v, bool) else "" if v is None else str(v)
+    return plain(held) == plain(posted)
 
 
 def _has_duplicate(ctx: ApiContext, event_uuid: str, posted: dict[str, Any]) -> bool:
@@ -224,6 +290,7 @@ def add_routes(r: web.UrlDispatcher) -> None:
     for path in ("/objects/view/{ref}",):
         r.add_get(path, object_view)
     r.add_post("/objects/add/{ref}{tail:(/.*)?}", object_add)
+    r.add_post("/objects/edit/{ref}", object_edit)
     r.add_post("/objects/delete/{ref}{hard:(/1|/true|/0|/false)?}", object_delete)
     r.add_route("DELETE", "/objects/delete/{ref}", object_delete)
     r.add_post("/objectReferences/add", reference_add)

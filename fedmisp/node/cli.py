@@ -232,21 +232,21 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def _print_peers(args: argparse.Namespace) -> None:
     """Per-peer status from the running node, or the stored checkpoints when it is not running."""
-    import urllib.request
     from fedmisp.node.config import load_config
+    from fedmisp.node.operator import operator_get
     from fedmisp.store.store import Store
     config = load_config(_home(args))
     if not config.peers:
         print("  peers        none configured")
         return
-    host = "127.0.0.1" if config.listen_host in ("0.0.0.0", "::") else config.listen_host
-    host = f"[{host}]" if ":" in host else host
+    refusal = ""
     try:
-        with urllib.request.urlopen(f"http://{host}:{config.listen_port}/node/v1/peers", timeout=2) as r:
-            peers = json.loads(r.read())
-    except (OSError, ValueError):
-        peers = None
-    print("  peers" + ("" if peers is not None else " (node not running: stored checkpoints only)"))
+        peers = operator_get(config, "/node/v1/peers")
+    except OSError:
+        peers = None  # not running
+    except ValueError as e:
+        peers, refusal = None, f" (the running node refused the status request: {e})"
+    print("  peers" + ("" if peers is not None else refusal or " (node not running: stored checkpoints only)"))
     if peers is None:
         with Store(config.store_path, readonly=True) as store:
             for peer in config.peers:

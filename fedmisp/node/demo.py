@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fedmisp.correlate.engine import Correlator
-from fedmisp.gossip.replica import Replica
+from fedmisp.gossip.replica import Replica, unpack_holding
 from fedmisp.node.config import CONFIG_FILE
 from fedmisp.node.home import Node, init_home
 from fedmisp.node.importer import import_paths
@@ -182,8 +182,11 @@ def report(nodes: dict[str, DemoNode], console: Console) -> dict[str, Any]:
             for uuid in sorted(node.store.event_uuids(), key=lambda u: infos[u][0]):
                 record, elements = node.store.revision(uuid)
                 holding = node.store.holding(uuid)
-                level = (holding["l"].get(uuid, holding.get("k", {}).get(uuid)) if holding
-                         else record.body["event"]["distribution"])
+                if holding:
+                    kept = unpack_holding(holding)
+                    level = kept.levels.get(uuid, kept.correlation_levels.get(uuid))
+                else:
+                    level = record.body["event"]["distribution"]
                 result["held"][name][uuid] = level
                 attributes = sum(1 for e in elements if "type" in e and "value" in e)
                 held.add_row(name, infos[uuid][0][:60], infos[uuid][1], str(level), str(attributes))

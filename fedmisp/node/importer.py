@@ -56,6 +56,9 @@ class ImportReport:
         elif outcome is WriteOutcome.CONFLICT:
             self.refused.append(f"event {uuid_text(event_uuid)}: an attribute or object uuid is "
                                 "already used by another event; element uuids must be unique")
+        elif outcome is WriteOutcome.NOT_AUTHOR:
+            self.refused.append(f"event {uuid_text(event_uuid)}: this node holds it as signed by another "
+                                "organisation's key (received from a peer); only its author can revise it")
         else:
             self.events_older += 1
 

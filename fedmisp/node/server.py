@@ -19,6 +19,8 @@ from aiohttp import web
 
 from typing import Any
 
+from fedmisp.gossip.auth import ReplayCache
+from fedmisp.runtime import tune_gc
 from fedmisp.gossip.observe import Fanout
 from fedmisp.gossip.service import ANTI_ENTROPY_SECONDS, Gossiper
 from fedmisp.node.api import DEFAULT_MAX_REQUEST_BYTES, ApiContext, _role_of, make_app
@@ -29,6 +31,7 @@ from fedmisp.node.home import Node
 from fedmisp.node.keys import reload_identity
 from fedmisp.node.logs import AuditLog, configure_logging
 from fedmisp.node.metrics import PATH as METRICS_PATH, NodeMetrics
+from fedmisp.node.operator import operator_only
 from fedmisp.store.writer import Writer
 
 log = logging.getLogger("fedmisp.server")
@@ -74,9 +77,12 @@ async def serve(node: Node, *, host: str | None = None, port: int | None = None,
     app.add_routes(gossiper.protocol.routes())
     app.add_routes(FeedServer(node, run_blocking, lambda key: _role_of(ctx, key)).routes())
     fetcher = FeedFetcher(node, lambda events: asyncio.wrap_future(writer.submit(events)), run_blocking)
-    app.add_routes([web.get("/node/v1/peers", _peers_handler(gossiper)),
+    replays = ReplayCache()
+    def own_key() -> bytes:
+        return node.identity.public_key
+    app.add_routes([web.get("/node/v1/peers", operator_only(_peers_handler(gossiper), own_key, replays)),
                     web.get("/node/v1/health", _health),
-                    web.get("/node/v1/feeds", _feeds_handler(node, fetcher)),
+                    web.get("/node/v1/feeds", operator_only(_feeds_handler(node, fetcher), own_key, replays)),
                     web.get(METRICS_PATH, metrics.handler)])
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE)
     try:
@@ -147,15 +153,14 @@ def anti_entropy_seconds(config: NodeConfig) -> float:
 
 def _peers_handler(gossiper: Gossiper) -> Any:
     async def peers(request: web.Request) -> web.Response:
-        # Status is for operators on the node's own machine or network: it names peers and their
-        # addresses but no keys or data.
+        # For operators (node/operator.py): it names peers and their addresses, no keys or data.
         return web.json_response(await asyncio.get_running_loop().run_in_executor(None, gossiper.peers_json))
     return peers
 
 
 def _feeds_handler(node: Node, fetcher: FeedFetcher) -> Any:
     async def feeds(request: web.Request) -> web.Response:
-        # Like /node/v1/peers: for operators; feed locations and outcomes, no keys or headers.
+        # Like /node/v1/peers, for operators: feed locations and outcomes, no keys or headers.
         return web.json_response({"served": [f.name for f in node.config.served_feeds],
                                   "fetched": fetcher.status_json()})
     return feeds
@@ -175,6 +180,7 @@ def run(home: Path, *, log_format: str | None = None, log_level: str | None = No
     with Node.open(home) as node:
         configure_logging(node.config.log, node.config.home, **overrides)
         try:
+            tune_gc()
             asyncio.run(serve(node, log_overrides=overrides))
         except OSError as e:  # the address is taken or not ours
             print(f"fedmisp run: cannot listen on {node.config.listen}: {e.strerror or e}", file=sys.stderr)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 # --- distribution levels (MISP's numbers) ------------------------------------------------------
 ORG_ONLY = 0  # your organisation only
@@ -31,8 +31,10 @@ class PeerMode(str, Enum):
     INTERNAL = "internal"  # the same organisation's other node: no downgrade, level 0 and local tags pass
 
 
-@dataclass(frozen=True, slots=True)
-class ElementView:
+class ElementView(NamedTuple):
+    """One element as the policy sees it. A named tuple rather than a frozen dataclass: one is
+    built for every element a node sends or receives, and a frozen dataclass's __init__ (a
+    guarded setattr per field) cost about 4x as much (a fifth of a bulk pull's policy time)."""
     uuid: str
     kind: str  # attribute, object or reference
     distribution: int  # as its author signed it, 0-5 (references carry none: 5)

@@ -113,7 +113,12 @@ class EventPlan:
 def plan(event: EventView) -> EventPlan:
     objects = {e.uuid: e for e in event.elements if e.kind == KIND_OBJECT}
     ordered = tuple(objects.values()) + tuple(e for e in event.elements if e.kind != KIND_OBJECT)
-    groups = {e.uuid: sharing_group_of(event, e, objects) for e in event.elements}
+    # sharing_group_of for each element, without a call per element (an element outside an
+    # object takes the event's group unless it names its own)
+    event_group = event.sharing_group
+    groups = {e.uuid: e.sharing_group if e.distribution == SHARING_GROUP else
+              event_group if e.object_uuid is None else sharing_group_of(event, e, objects)
+              for e in event.elements}
     parents = {e.uuid: e.object_uuid for e in event.elements if e.object_uuid is not None}
     return EventPlan(event, ordered, authored_levels(event), groups, parents)
 
@@ -259,6 +264,10 @@ def _elements(event_plan: EventPlan, held_levels: Mapping[str, int], peer: PeerP
     groups = event_plan.groups
     # Without per-element rules in the filter, an untagged element cannot fail it.
     element_rules = bool(f.types_exclude or f.to_ids_only or f.templates_exclude)
+    # The level and cap functions are pure over a handful of levels: computed once per distinct
+    # input instead of twice per element (this loop runs for every element sent or received).
+    hops: dict[Any, int | None] = {}
+    caps: dict[int, int | None] = {}
     for element in event_plan.ordered:
         uuid = element.uuid
         held = held_levels.get(uuid)
@@ -267,7 +276,12 @@ def _elements(event_plan: EventPlan, held_levels: Mapping[str, int], peer: PeerP
         if element.object_uuid is not None and element.object_uuid not in levels:
             withheld[uuid] = Reason.PARENT_WITHHELD
             continue
-        level = received_level(held, authored[uuid], internal) if inbound else next_hop_level(held, internal)
+        key = (held, authored[uuid]) if inbound else held
+        if key in hops:
+            level = hops[key]
+        else:
+            level = hops[key] = received_level(held, authored[uuid], internal) if inbound \
+                else next_hop_level(held, internal)
         if level is None:
             withheld[uuid] = Reason.HOP_BUDGET
             continue
@@ -277,7 +291,10 @@ def _elements(event_plan: EventPlan, held_levels: Mapping[str, int], peer: PeerP
                 withheld[uuid] = reason
                 continue
         check = element_check(f, element) if (element_rules or element.tags) else None
-        capped = _cap(level, f) if check is None else None
+        if check is None:
+            capped = caps[level] if level in caps else caps.setdefault(level, _cap(level, f))
+        else:
+            capped = None
         if capped is None:
             withheld[uuid] = FILTER_REASONS[check or "distribution"][direction]
             continue

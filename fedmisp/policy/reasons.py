@@ -54,6 +54,7 @@ class Reason(str, Enum):
     DECISION_NOT_CREATOR = "decision-not-creator"  # a proposal decision not signed by the event's creator
     # inbound 4
     OLDER = "older"
+    NOT_AUTHOR = "not-author"  # a revision of a held event signed by a key other than its author's
     # sharing group revisions
     SG_REVISION_NOT_NEWER = "sg-revision-not-newer"
     SG_REVISION_AUTHOR = "sg-revision-author"

@@ -74,7 +74,7 @@ from fedmisp.model.misp import to_misp
 from fedmisp.model.org import read_org
 from fedmisp.model.records import (
     KIND_ORG, KIND_PROPOSAL, KIND_PROPOSAL_DECISION, KIND_SIGHTINGS, Record, RecordError, check_element,
-    open_element, open_record, revision_elements,
+    SALT_BYTES, open_element, open_record, record_author, revision_elements,
 )
 from fedmisp.model.revision import SignedEvent
 from fedmisp.model.values import ValueFormatError, normalise
@@ -124,6 +124,7 @@ class WriteOutcome(str, Enum):
     UNCHANGED = "unchanged"  # this exact revision is held already
     OLDER = "older"  # a newer revision is held: never replaced by an older one
     CONFLICT = "uuid-conflict"  # an element uuid belongs to another held event (MISP keeps them unique)
+    NOT_AUTHOR = "not-author"  # the held revision was signed by another key: only its author revises it
 
 
 @dataclass(frozen=True, slots=True)
@@ -542,11 +543,14 @@ class Store:
         """The key that replaced `key` through its org's rotations (`key` itself if never rotated):
         what a peer pinned by `key` now authenticates with."""
         with self.env.begin() as txn:
-            for _ in range(MAX_ROTATION_CHAIN):
-                retired = txn.get(b"retired:" + key, db=self.db["orgs"])
-                if retired is None:
-                    return key
-                key = bytes(retired[8:])
+            return self._current_key(txn, key)
+
+    def _current_key(self, txn: lmdb.Transaction, key: bytes) -> bytes:
+        for _ in range(MAX_ROTATION_CHAIN):
+            retired = txn.get(b"retired:" + key, db=self.db["orgs"])
+            if retired is None:
+                return key
+            key = bytes(retired[8:])
         raise RecordError(f"key rotation chain longer than {MAX_ROTATION_CHAIN}")
 
     def _seq(self, txn: lmdb.Transaction) -> int:
@@ -584,6 +588,11 @@ class Store:
                 return WriteOutcome.OLDER, seq
             puts.flush(txn)  # the held revision's entries may still be queued in this batch
             old = open_record(txn.get(held.record_id, db=db["records"]))
+            # Only the event's author revises it (DESIGN: the creator org; decision 0001: the key
+            # that signed it, or the key that key rotated to). Any other key, however new its
+            # timestamp, would otherwise overwrite someone else's event at every node it reaches.
+            if not same and self._current_key(txn, record_author(event.wire)) != self._current_key(txn, old.author):
+                return WriteOutcome.NOT_AUTHOR, seq
             # The bodies held now: a received revision may hold only some of its skeleton's.
             old_digests = {d for d in revision_elements(old) if txn.get(ev + d, db=db["bodies"]) is not None}
             bodies = event.rows[0]
@@ -859,19 +868,33 @@ class Store:
         return canonical.unpack(raw) if raw is not None else None
 
     def revision_entries(self, event_uuid: str) -> tuple[Record, list[tuple[bytes, bytes, dict[str, Any]]]] | None:
-        """The held revision and, in its order, (digest, body, element) for each body held."""
+        """The held revision and, in its order, (digest, body, element) for each body held.
+
+        The bodies are decoded, not hashed again: each was checked against its digest before it
+        was stored (the importer computed the digest; a receiver verified it), and what is sent
+        from them is verified by its receiver. (The replica builds a policy view of every event
+        it offers from these: re-hashing its own store cost a third of a bulk pull's sender time.)
+        `check_integrity` is the place that re-verifies what is held."""
         held = self.held(event_uuid)
         if held is None:
             return None
         ev = uuid16(event_uuid)
         entries = []
+        bodies = self.db["bodies"]
+        unpackb = msgpack.unpackb
         with self.env.begin() as txn:
             record = open_record(txn.get(held.record_id, db=self.db["records"]))
+            get = txn.get
             for digest in revision_elements(record):
-                body = txn.get(ev + digest, db=self.db["bodies"])
+                body = get(ev + digest, db=bodies)
                 if body is not None:
-                    body = bytes(body)
-                    entries.append((digest, body, check_element(digest, body)))
+                    # open_element inlined (once per element of every event offered to a peer)
+                    try:
+                        element = unpackb(memoryview(body)[SALT_BYTES:], raw=False, strict_map_key=True,
+                                          use_list=True)
+                    except Exception:  # noqa: BLE001 - open_element below says what is wrong
+                        element = None
+                    entries.append((digest, body, element if element.__class__ is dict else open_element(body)))
         return record, entries
 
     def bodies(self, event_uuid: str, digests: list[bytes]) -> dict[bytes, bytes]:
@@ -1001,7 +1024,9 @@ class Store:
         if raw is None:
             return set()
         holding = canonical.unpack(raw)
-        return set(holding.get("k", {})) - set(holding.get("l", {}))
+        # (gossip/replica.py pack_holding: items grouped by level and sources; earlier, one map "l")
+        held = {u for _, _, uuids in holding["g"] for u in uuids} if "g" in holding else holding.get("l", {})
+        return set(holding.get("k", {})) - set(held)
 
     def export_event(self, event_uuid: str) -> dict[str, Any] | None:
         """The event as MISP JSON ``{"Event": ...}``, with its sightings, proposals and local tags."""
