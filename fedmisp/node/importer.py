@@ -242,16 +242,15 @@ def _default_workers(files: list[Path]) -> int:
 @contextmanager
 def _collector_paused() -> Iterator[None]:
     """The cyclic garbage collector off for an import. Its passes, triggered by the millions of row
-    tuples allocated, walked every tracked object in flight (and, unfrozen, everything the process
-    held before) again and again; the import makes no reference cycles, refcounting frees it all.
-    Restored, and whatever cycle appeared meanwhile collected, when the import ends."""
+    tuples allocated, walked every tracked object in flight (and everything the process held
+    before) again and again; the import makes no reference cycles, refcounting frees it all.
+    Switched back on when the import ends (nothing frozen or unfrozen: a node process keeps its
+    own frozen start-up objects, fedmisp/runtime.py)."""
     enabled = gc.isenabled()
-    gc.freeze()
     gc.disable()
     try:
         yield
     finally:
-        gc.unfreeze()
         if enabled:
             gc.enable()
 
