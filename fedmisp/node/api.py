@@ -34,6 +34,7 @@ from fedmisp.correlate.engine import Correlator, related_attribute
 from fedmisp.correlate.warninglists import warninglist_hits
 from fedmisp.model.revision import SignedEvent, sign_event
 from fedmisp.node.api_ids import UnknownSharingGroup, with_sharing_group_uuids
+from fedmisp.node.api_index import index_heads, parse_index
 from fedmisp.node.home import ROLES, Node, hash_api_key
 from fedmisp.store import query
 from fedmisp.store.mutations import NotCreator, RevisionRefused, check_uuids_free, misp_element, revise, tombstone
@@ -456,11 +457,24 @@ async def event_view(request: web.Request) -> web.Response:
 
 @needs("read-only")
 async def event_index(request: web.Request) -> web.StreamResponse:
+    """events/index, filtered as MISP filters it (PyMISP search_index; node/api_index.py)."""
     ctx = request.app[CTX]
+    if request.method == "POST":
+        params = await body_json(request, required=False)
+    else:
+        params = dict(request.query)
+    try:
+        wanted = parse_index(params)
+    except QueryError as e:
+        raise ApiError(400, f"events/index: {e}", {e.field: [str(e)]}, "Invalid filter") from None
 
     def rows() -> Iterator[dict[str, Any]]:
-        for head in query.search_events(ctx.store, query.Query(deleted=(False, True))):
+        for head in index_heads(ctx.store, wanted):
             h = head.header
+            if wanted.minimal:
+                yield {"id": str(head.id), "timestamp": str(h["timestamp"]), "published": h["published"],
+                       "uuid": head.uuid, "orgc_uuid": h["Orgc"]["uuid"]}
+                continue
             row = {k: v for k, v in h.items() if k not in ("extra", "Tag")}
             for key in ("distribution", "threat_level_id", "analysis", "timestamp", "publish_timestamp"):
                 row[key] = str(h[key])
