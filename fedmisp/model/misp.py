@@ -145,7 +145,9 @@ def _uuid(value: Any, where: str, field_: str, p: _Problems, *, required: bool =
 def _int(value: Any, where: str, field_: str, p: _Problems, lo: int, hi: int, default: int) -> int:
     if value is None or value == "":
         return default
-    if isinstance(value, bool) or not isinstance(value, (int, str)):
+    # (Python's int() also reads other scripts' digits, "1_000" and surrounding spaces; MISP does not)
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or \
+            (isinstance(value, str) and not (value.isascii() and value.lstrip("-").isdigit())):
         p.add(where, field_, f"{_show(value)} is not an integer; expected {lo} to {hi}")
         return default
     try:
@@ -281,95 +283,6 @@ _ATTRIBUTE_KNOWN = frozenset({
 })
 
 
-def _plain_attribute(raw: Any, parsed: ParsedEvent, object_uuid: str | None = None) -> ParsedElement | None:
-    """The ingest hot path (once per attribute): an attribute as MISP exports it (no unknown fields,
-    sightings, proposals, attachments, sharing group or seen times; every field well-formed) to the
-    element `_attribute` makes of it; None for anything else, which `_attribute` then checks in
-    full and names what is wrong. No problem is reported from here: a value that fails a check is
-    simply left to the general path (tests/test_validation.py holds the two equal)."""
-    if raw.__class__ is not dict or not raw.keys() <= _ATTRIBUTE_FAST:
-        return None
-    get = raw.get
-    uuid, type_, value = get("uuid"), get("type"), get("value")
-    if uuid.__class__ is not str or len(uuid) != 36 or not _UUID_RE.match(uuid) \
-            or type_.__class__ is not str or value.__class__ is not str:
-        return None
-    dt = describe_types()
-    if type_ not in dt.types:
-        return None
-    category = get("category")
-    if category is None or category == "":
-        category = dt.sane_defaults[type_].default_category
-    elif category.__class__ is not str or type_ not in dt.category_types.get(category, ()):
-        return None
-    distribution = get("distribution")
-    if distribution.__class__ is str and len(distribution) == 1 and "0" <= distribution <= "5":
-        distribution = ord(distribution) - 48
-    elif distribution is None or distribution == "":
-        distribution = 5  # MISP's default for an attribute: the event's
-    elif distribution.__class__ is not int or not 0 <= distribution <= 5:
-        return None
-    if distribution == 4:
-        return None  # a sharing group: the general path checks it
-    timestamp = get("timestamp")
-    if timestamp.__class__ is str and len(timestamp) < 12 and timestamp.isascii() and timestamp.isdigit():
-        timestamp = int(timestamp)
-    elif timestamp is None or timestamp == "":
-        timestamp = parsed.header["timestamp"]
-    elif timestamp.__class__ is not int or not 0 <= timestamp <= _MAX_TIMESTAMP:
-        return None
-    to_ids = get("to_ids")
-    deleted = get("deleted", False)
-    no_correlation = get("disable_correlation", False)
-    if (to_ids is not True and to_ids is not False) or (deleted is not True and deleted is not False) \
-            or (no_correlation is not True and no_correlation is not False):
-        return None
-    comment = get("comment")
-    if comment is None:
-        comment = ""
-    elif comment.__class__ is not str or len(comment) > MAX_TEXT_BYTES // 4:
-        return None
-    if get("first_seen") is not None or get("last_seen") is not None:
-        return None
-    try:
-        keys = normalise(type_, value)
-    except ValueFormatError:
-        return None
-    uuid = uuid.lower()
-    body: dict[str, Any] = {
-        "category": category,
-        "comment": comment,
-        "deleted": deleted,
-        "disable_correlation": no_correlation,
-        "distribution": distribution,
-        "timestamp": timestamp,
-        "to_ids": to_ids,
-        "type": type_,
-        "uuid": uuid,
-        "value": value,
-    }
-    if object_uuid is not None:
-        relation = get("object_relation")
-        if relation.__class__ is not str or not relation.strip() or len(relation) > 255 // 4:
-            return None
-        body["object_uuid"] = object_uuid
-        body["object_relation"] = relation
-    tags = get("Tag")
-    local: list[dict[str, Any]] = []
-    if tags:
-        problems = _Problems()
-        tags = _tags(tags, "", problems, local)
-        if problems.items:
-            return None
-        if tags:
-            body["Tag"] = tags
-    if len(body) > 10:
-        body = {k: body[k] for k in sorted(body)}
-    if local:
-        parsed.local_tags[uuid] = local
-    return ParsedElement(KIND_ATTRIBUTE, uuid, body, keys)
-
-
 def _attribute(raw: Any, where: str, p: _Problems, defaults: ImportDefaults, parsed: ParsedEvent,
                object_uuid: str | None = None) -> ParsedElement | None:
     # The ingest hot path (once per attribute): common well-formed fields take a fast path; anything
@@ -493,8 +406,6 @@ def _attribute(raw: Any, where: str, p: _Problems, defaults: ImportDefaults, par
 
 # An attribute with only these keys needs no look for extras, sightings or proposals.
 _ATTRIBUTE_PLAIN = _ATTRIBUTE_KNOWN | _LOCAL_FIELDS - {"Sighting", "ShadowAttribute"}
-# The keys `_plain_attribute` takes: the plain ones but a sharing group or attachment.
-_ATTRIBUTE_FAST = _ATTRIBUTE_PLAIN - {"sharing_group_uuid", "SharingGroup", "data", "malware_binary"}
 
 
 def _complete_malware_sample(filename: str, data: str) -> str:
@@ -559,8 +470,7 @@ def _object(raw: Any, where: str, p: _Problems, defaults: ImportDefaults, parsed
         attributes = []
     relations: list[tuple[str, str]] = []
     for i, a in enumerate(attributes):
-        element = _plain_attribute(a, parsed, uuid) or \
-            _attribute(a, f"{where}.Attribute[{i}]", p, defaults, parsed, object_uuid=uuid)
+        element = _attribute(a, f"{where}.Attribute[{i}]", p, defaults, parsed, object_uuid=uuid)
         if element is not None:
             parsed.elements.append(element)
             if not element.body["deleted"]:
@@ -813,7 +723,7 @@ def parse_event(raw: Any, defaults: ImportDefaults) -> ParsedEvent:
         p.add("event", "Object", "expected a list of objects")
         objects = []
     for i, a in enumerate(attributes):
-        element = _plain_attribute(a, parsed) or _attribute(a, f"Attribute[{i}]", p, defaults, parsed)
+        element = _attribute(a, f"Attribute[{i}]", p, defaults, parsed)
         if element is not None:
             parsed.elements.append(element)
     for i, o in enumerate(objects):
