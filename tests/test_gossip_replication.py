@@ -5,6 +5,8 @@ import copy
 import json
 from pathlib import Path
 
+import pytest
+
 from fedmisp.gossip.replica import unpack_holding
 from fedmisp.node.importer import import_paths
 
@@ -193,6 +195,72 @@ def test_rows_built_in_worker_processes_are_the_rows_built_in_process(tmp_path, 
         assert report.stored == 1 and _rows_of(nodes["c"]) == _rows_of(nodes["b"])
         assert by_workers._pool is not killed  # the broken pool was let go
         assert nodes["c"].store.check_integrity() == []
+    finally:
+        by_workers.close()
+        for node in nodes.values():
+            node.close()
+
+
+@pytest.mark.parametrize("ahead_cap", [None, 1])
+def test_rows_built_ahead_as_bodies_arrive_are_used_only_for_what_policy_keeps(tmp_path, monkeypatch, ahead_cap):
+    """c's workers start on each event's rows as its bodies arrive. c and b both refuse md5 on
+    pull: events with an md5 have their rows built anew for what is kept, the others use the rows
+    built ahead; a later revision adds the rows of the bodies it keeps from the held one. With the
+    ahead cap at one body, an event's first body is built ahead and the rest with its batch. c's
+    store ends byte for byte the same as b's, which builds every row in process."""
+    import fedmisp.gossip.replica as replica_module
+    from fedmisp.gossip.driver import InMemory, pull
+    from fedmisp.gossip.replica import Replica
+    monkeypatch.setattr(replica_module, "ROWS_POOL_MIN", 1)
+    monkeypatch.setattr(replica_module, "ROWS_CHUNK", 2 if ahead_cap is None else 1)
+    if ahead_cap is not None:
+        monkeypatch.setattr(replica_module, "AHEAD_BODIES", ahead_cap)
+    no_md5 = {"pull": {"types_exclude": ["md5"]}}
+    nodes = make_federation(tmp_path, ["a", "b", "c"], [("a", "b"), ("a", "c")],
+                            {("b", "a"): no_md5, ("c", "a"): no_md5})
+    paths = [_event_at_level(tmp_path, 300 + i, 3)[0] for i in range(6)]
+    for path in paths[::2]:  # half the events without an md5
+        doc = json.loads(path.read_text())
+        doc["Event"]["Attribute"] = [x for x in doc["Event"]["Attribute"] if x["type"] != "md5"]
+        path.write_text(json.dumps(doc))
+    docs = [json.loads(p.read_text())["Event"] for p in paths]
+    with_md5 = {d["uuid"] for d in docs if any(a["type"] == "md5" for a in d["Attribute"])}
+    assert 0 < len(with_md5) < len(docs)  # both cases are exercised
+    import_paths(nodes["a"], paths)
+    a = Replica(nodes["a"])
+    by_workers = Replica(nodes["c"], rows_workers=1)
+    built_anew: list[str] = []
+    submit = Replica._submit_rows
+
+    def counting(self, pool, taken, entries=None):
+        if entries is None:
+            built_anew.append(taken.record.body["event"]["uuid"])
+        return submit(self, pool, taken, entries)
+    monkeypatch.setattr(Replica, "_submit_rows", counting)
+    try:
+        pull(Replica(nodes["b"]), nodes["b"].config.peers[0], InMemory(a, "b"))
+        report = pull(by_workers, nodes["c"].config.peers[0], InMemory(a, "c"))
+        assert report.stored == len(docs) and report.refused == {"pull-filter-type": len(with_md5)}
+        if ahead_cap is None:
+            assert set(built_anew) == with_md5  # the rest used the rows built ahead
+        assert by_workers._ahead == {} and by_workers._ahead_bodies == 0
+        assert _rows_of(nodes["c"]) == _rows_of(nodes["b"])
+        # a new revision changes one attribute: one body is fetched, the others kept from the held one
+        plain = next(p for p, d in zip(paths, docs) if d["uuid"] not in with_md5)
+        doc = json.loads(plain.read_text())
+        doc["Event"]["timestamp"] = str(int(doc["Event"]["timestamp"]) + 10)
+        doc["Event"]["Attribute"][0]["comment"] = "changed"
+        doc["Event"]["Attribute"][0]["timestamp"] = doc["Event"]["timestamp"]
+        plain.write_text(json.dumps(doc))
+        import_paths(nodes["a"], [plain])
+        built_anew.clear()
+        pull(Replica(nodes["b"]), nodes["b"].config.peers[0], InMemory(a, "b"))
+        assert pull(by_workers, nodes["c"].config.peers[0], InMemory(a, "c")).stored == 1
+        assert built_anew == [] or ahead_cap is not None
+        shown = nodes["c"].store.export_event(doc["Event"]["uuid"])["Event"]
+        assert shown["Attribute"][0]["comment"] == "changed"
+        assert len(shown["Attribute"]) == len(doc["Event"]["Attribute"]) > 1
+        assert _rows_of(nodes["c"]) == _rows_of(nodes["b"]) and nodes["c"].store.check_integrity() == []
     finally:
         by_workers.close()
         for node in nodes.values():

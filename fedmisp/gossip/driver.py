@@ -21,19 +21,32 @@ def pull(replica: Replica, peer: PeerConfig, transport: Transport) -> ApplyRepor
     """Pull everything new from one peer, storing batch by batch with the checkpoint."""
     total = ApplyReport()
     session = PullSession(peer.name, replica.store.checkpoint(peer.name), replica)
-    while True:
-        step = session.next_step()
-        if isinstance(step, SendChanges):
-            session.changes_received(transport.changes(step.since, step.limit))
-        elif isinstance(step, SendBodies):
-            session.bodies_received(step.event_uuid, transport.bodies(step.event_uuid, step.digests, step.everything))
-        elif isinstance(step, StoreBatch):
-            report = replica.apply(peer, step)
-            session.stored()
-            total.add(report)
-        else:
-            assert isinstance(step, Done)
-            return total
+    try:
+        while True:
+            step = session.next_step()
+            if isinstance(step, SendChanges):
+                session.changes_received(transport.changes(step.since, step.limit))
+                replica.expect_bodies(session.bodies_wanted)
+            elif isinstance(step, SendBodies):
+                _arrived(replica, session, step.event_uuid,
+                         transport.bodies(step.event_uuid, step.digests, step.everything))
+            elif isinstance(step, StoreBatch):
+                report = replica.apply(peer, step)
+                session.stored()
+                total.add(report)
+            else:
+                assert isinstance(step, Done)
+                return total
+    finally:
+        replica.drop_ahead()
+
+
+def _arrived(replica: Replica, session: PullSession, event_uuid: str, reply: Any) -> None:
+    """A bodies reply: the session verifies it; the row workers (if running) start on what it took."""
+    accepted = session.bodies_received(event_uuid, reply)
+    record = session.pending_record(event_uuid) if accepted else None
+    if record is not None:
+        replica.rows_ahead(record, accepted)
 
 
 class InMemory:
@@ -82,8 +95,8 @@ async def pull_async(replica: Replica, peer: PeerConfig, transport: AsyncTranspo
                 # first batch is stored (a worker takes a few hundred ms to start)
                 replica.expect_bodies(session.bodies_wanted)
             elif isinstance(step, SendBodies):
-                session.bodies_received(step.event_uuid,
-                                        await transport.bodies(step.event_uuid, step.digests, step.everything))
+                _arrived(replica, session, step.event_uuid,
+                         await transport.bodies(step.event_uuid, step.digests, step.everything))
             elif isinstance(step, StoreBatch):
                 storing = asyncio.ensure_future(run_blocking(replica.apply, peer, step))
             elif isinstance(step, WaitStored):
@@ -98,3 +111,4 @@ async def pull_async(replica: Replica, peer: PeerConfig, transport: AsyncTranspo
             # a fetch failed meanwhile: the batch being stored is still stored whole (with its
             # checkpoint) or not at all; wait for it so no store work outlives the pull
             await asyncio.gather(storing, return_exceptions=True)
+        replica.drop_ahead()

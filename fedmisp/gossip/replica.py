@@ -50,6 +50,8 @@ PAGE_ELEMENTS = 20_000
 ROWS_POOL_MIN = 4_000
 ROWS_CHUNK = 2_500
 ROWS_NICE = 10  # the row workers' lower CPU priority (see _start_row_worker)
+# Bodies whose rows may be built ahead of their batch (rows_ahead): about two pages.
+AHEAD_BODIES = 2 * PAGE_ELEMENTS + 10_000
 
 
 @dataclass
@@ -172,6 +174,10 @@ class Replica:
         self._views: OrderedDict[bytes, _Held] = OrderedDict()
         self._pool: ProcessPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+        # record id -> rows being built for its bodies as they arrived (rows_ahead), each job with
+        # the digests it covers; taken by the batch that stores the record
+        self._ahead: dict[bytes, list[tuple[list[bytes], Future[bytes]]]] = {}
+        self._ahead_bodies = 0
         # bumped whenever this replica stores what it pulled (holdings can change without a new
         # log entry): a changes page computed before is not served after (gossip/http.py)
         self.generation = 0
@@ -180,6 +186,7 @@ class Replica:
         """Stop the row workers, if any were started."""
         with self._pool_lock:
             pool, self._pool = self._pool, None
+        self.drop_ahead()
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
 
@@ -453,7 +460,10 @@ class Replica:
             taken = self._accept(received, peer, state, report)
             if taken is not None:
                 # the rows are built in the workers while the next event's policy runs here
-                accepted.append((taken, self._submit_rows(pool, taken) if pool is not None else None))
+                accepted.append((taken, self._rows_jobs(pool, taken)))
+        for received in batch.events:  # rows built ahead for a revision policy refused
+            if received.record is not None and received.record.id in self._ahead:
+                self._rows_jobs(None, _Accepted(received.record, [], b"", False, {}))
         writes = [self._write(taken, jobs, peer.name) for taken, jobs in accepted]
         outcomes = self.store.write_events(writes, checkpoint=(peer.name, batch.checkpoint))
         # sightings, proposals and decisions of events this node holds (now that the batch's events
@@ -519,6 +529,55 @@ class Replica:
         except (BrokenProcessPool, RuntimeError):
             self._drop_pool(pool)
 
+    def rows_ahead(self, record: Record, entries: list[tuple[bytes, bytes]]) -> None:
+        """Bodies of `record` just fetched and verified: while row workers run (a large pull), start
+        building their rows now, as the rest of the page is fetched, instead of when the page is
+        stored (that made the rows a serial step of every page: about a third of storing one).
+
+        Speculative: the batch uses these rows only if inbound policy keeps every body they cover
+        (the usual case; otherwise they are dropped and the kept bodies' rows built anew). At most
+        AHEAD_BODIES bodies are ahead at a time."""
+        pool = self._pool
+        if pool is None or not entries or record.kind != KIND_EVENT:
+            return
+        header = record.body["event"]
+        ev, disabled = uuid16(header["uuid"]), bool(header.get("disable_correlation"))
+        jobs = self._ahead.setdefault(record.id, [])
+        try:
+            for i in range(0, len(entries), ROWS_CHUNK):
+                part = entries[i:i + ROWS_CHUNK]
+                if self._ahead_bodies + len(part) > AHEAD_BODIES:
+                    break  # the rest with their batch
+                jobs.append(([d for d, _ in part], pool.submit(element_rows, ev, part, disabled)))
+                self._ahead_bodies += len(part)
+        except (BrokenProcessPool, RuntimeError):
+            self._drop_pool(pool)
+
+    def drop_ahead(self) -> None:
+        """Forget rows built ahead for records no batch took (the pull ended or failed)."""
+        for jobs in self._ahead.values():
+            for _, job in jobs:
+                job.cancel()
+        self._ahead.clear()
+        self._ahead_bodies = 0
+
+    def _rows_jobs(self, pool: ProcessPoolExecutor | None, taken: _Accepted) -> list[Future[bytes]] | None:
+        """The row jobs of an accepted revision: those started ahead when they cover only kept
+        bodies, plus jobs for the kept bodies they do not cover (None: build them in this process)."""
+        ahead = self._ahead.pop(taken.record.id, None)
+        if ahead:
+            self._ahead_bodies -= sum(len(digests) for digests, _ in ahead)
+            covered = {d for digests, _ in ahead for d in digests}
+            kept = {d for d, _, _ in taken.keep}
+            if covered <= kept:
+                rest = [entry for entry in taken.keep if entry[0] not in covered]
+                more = self._submit_rows(self._pool, taken, rest) if rest and self._pool is not None else []
+                if more is not None:
+                    return [job for _, job in ahead] + more
+            for _, job in ahead:  # built for bodies policy did not keep: not usable
+                job.cancel()
+        return self._submit_rows(pool, taken) if pool is not None else None
+
     def _rows_pool(self, bodies: int) -> ProcessPoolExecutor | None:
         if self.rows_workers <= 0 or bodies < ROWS_POOL_MIN:
             return None
@@ -531,10 +590,11 @@ class Replica:
                                                  initializer=_start_row_worker, initargs=(os.getpid(),))
             return self._pool
 
-    def _submit_rows(self, pool: ProcessPoolExecutor, taken: _Accepted) -> list[Future[bytes]] | None:
+    def _submit_rows(self, pool: ProcessPoolExecutor, taken: _Accepted,
+                     entries: list[tuple[bytes, bytes, dict[str, Any]]] | None = None) -> list[Future[bytes]] | None:
         header = taken.record.body["event"]
         ev, disabled = uuid16(header["uuid"]), bool(header.get("disable_correlation"))
-        pairs = [(d, b) for d, b, _ in taken.keep]
+        pairs = [(d, b) for d, b, _ in (taken.keep if entries is None else entries)]
         try:
             return [pool.submit(element_rows, ev, pairs[i:i + ROWS_CHUNK], disabled)
                     for i in range(0, len(pairs), ROWS_CHUNK)]

@@ -278,7 +278,9 @@ class PullSession:
         need = sorted(d for d in offered if d not in have)
         self._pending.append(_Pending(change, event_uuid, wire, need, record.id, record))
 
-    def bodies_received(self, event_uuid: str, bodies: Any) -> None:
+    def bodies_received(self, event_uuid: str, bodies: Any) -> list[tuple[bytes, bytes]]:
+        """Take a bodies reply; returns the (digest, body) pairs it accepted (verified), which a
+        driver may start working on before the batch is handed out (gossip/replica.py rows_ahead)."""
         self._expect("bodies")
         assert self._asked is not None
         asked_event, asked = self._asked
@@ -299,6 +301,7 @@ class PullSession:
         if not isinstance(bodies, list) or len(bodies) != len(asked):
             raise ProtocolError("bodies reply: expected one entry (body or nil) per digest asked")
         got, elements = pending.bodies, pending.elements
+        accepted: list[tuple[bytes, bytes]] = []
         for digest, body in zip(asked, bodies):
             if body is None:
                 # The sender no longer offers it (its policy changed, or the revision moved on).
@@ -326,6 +329,12 @@ class PullSession:
                     continue
             got[digest] = body
             elements[digest] = element
+            accepted.append((digest, body))
+        return accepted
+
+    def pending_record(self, event_uuid: str) -> Record | None:
+        """The record of an event whose bodies are being fetched (None: no such event pending)."""
+        return next((p.record for p in self._pending if p.event_uuid == event_uuid), None)
 
     def stored(self) -> None:
         """The batch handed out last is stored (with its checkpoint)."""
