@@ -222,9 +222,17 @@ def test_the_next_page_is_fetched_while_a_batch_is_stored_and_the_checkpoint_wai
         session.stored()
 
 
-def test_the_bodies_of_a_batch_come_with_their_decoded_elements():
-    s = signed(80)
+def test_a_revision_with_a_malformed_header_is_refused_naming_the_field_and_the_rest_goes_on():
+    from fedmisp.model.records import KIND_EVENT, seal
+    good = signed(81)
+    header = dict(signed(82).record.body["event"], timestamp="1700000000")  # signed, but a string
+    bad = seal(AUTHOR, KIND_EVENT, {"event": header, "elements": []})
+    changes, bodies = _feed(good)
+    changes.insert(0, {"seq": 1, "record": bad.wire(), "event_level": 3, "elements": 3})
+    changes[1]["seq"] = 2
     local = FakeLocal()
-    batches, _ = run(PullSession("p", 0, local), FakePeer(*_feed(s)), local)
-    (received,) = [e for b in batches for e in b.events]
-    assert {d: e["uuid"] for d, e in received.elements.items()} == {x.digest: x.element["uuid"] for x in s.elements}
+    batches, _ = run(PullSession("p", 0, local), FakePeer(changes, bodies), local)
+    assert [e.event_uuid for b in batches for e in b.events] == [good.uuid]
+    (refused,) = [r for b in batches for r in b.refused]
+    assert (refused.seq, refused.reason, refused.event_uuid) == (1, "malformed", header["uuid"])
+    assert "event.timestamp" in refused.detail and "integer" in refused.detail

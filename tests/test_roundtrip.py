@@ -181,3 +181,19 @@ def test_pymisp_loads_our_export(node, pymisp_tests: Path):
     event.load(json.loads(json.dumps(exported)))  # pymisp consumes the dict it loads
     assert event.uuid == "57c4445b-c548-4654-af0b-4be3950d210f"
     assert len(event.attributes) == len(exported["Event"]["Attribute"])
+
+
+def test_every_revision_a_node_writes_passes_the_checks_on_what_arrives_from_a_peer(pymisp_tests: Path):
+    """A peer checks the header and element bodies it receives (model/misp.py received_problem);
+    everything parse_event writes, for MISP's own test events, passes them, so no genuine data is
+    refused on the way."""
+    from fedmisp.model.misp import ImportDefaults, parse_event, received_problem
+    defaults = ImportDefaults(org_uuid="11111111-2222-4333-8444-555555555555", org_name="Round Trip", now=1_700_000_000)
+    checked = 0
+    for path in _event_files(pymisp_tests):
+        parsed = parse_event(unwrap_events(json.loads(path.read_text()))[0], defaults)
+        assert received_problem(parsed.header, header=True) is None, path.name
+        for element in parsed.elements:
+            assert received_problem(element.body) is None, (path.name, element.body)
+            checked += 1
+    assert checked > 100

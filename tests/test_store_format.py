@@ -204,3 +204,80 @@ def test_a_store_from_a_newer_fedmisp_is_refused(tmp_path: Path):
 def test_a_new_store_records_its_format(tmp_path: Path):
     with Store(tmp_path / "store", map_size=1 << 30) as store, store.env.begin() as txn:
         assert _BE8.unpack(txn.get(b"format", db=store.db["meta"]))[0] == STORE_FORMAT
+
+
+def _mixed_event(seed: int) -> dict:
+    """An event whose elements differ in what policy reads: levels, a group, tags, objects, to_ids."""
+    import copy
+
+    from factories import event
+    raw = copy.deepcopy(event(seed=seed, attributes=6, objects=2))["Event"]
+    raw["Attribute"][0]["distribution"] = "0"
+    raw["Attribute"][1]["Tag"] = [{"name": "tlp:red"}, {"name": "Internal:Only"}]
+    raw["Attribute"][2]["to_ids"] = False
+    raw["Object"][0]["distribution"] = "1"
+    return {"Event": raw}
+
+
+def _in_order(view):
+    import dataclasses
+    return dataclasses.replace(view, elements=tuple(sorted(view.elements, key=lambda e: e.uuid)))
+
+
+def test_the_policy_views_kept_with_a_revision_are_the_views_of_its_bodies(tmp_path: Path):
+    """A sender decides from the views kept beside each revision, not from its decoded bodies:
+    they give the same event view and digests, imported or received; a store without them (an
+    earlier version's), or whose views do not cover exactly the bodies held, falls back to the
+    bodies; the integrity check finds a view that does not match its body."""
+    import json
+
+    from fedmisp.gossip.replica import Replica
+    from fedmisp.node.importer import import_paths
+    from fedmisp.policy.model import event_view, pack_views
+
+    from federation import make_federation, settle
+    nodes = make_federation(tmp_path, ["a", "b"], [("a", "b")])
+    path = tmp_path / "mixed.json"
+    path.write_text(json.dumps(_mixed_event(5)))
+    import_paths(nodes["a"], [path])
+    settle(nodes)
+    event_uuid = json.loads(path.read_text())["Event"]["uuid"]
+    for name in ("a", "b"):
+        store = nodes[name].store
+        record, entries = store.revision_entries(event_uuid)
+        kept = store.revision_views(event_uuid)
+        assert kept is not None and kept[0].id == record.id
+        decoded = event_view(record.body["event"], [e for _, _, e in entries])
+        held = Replica(nodes[name]).held_event(event_uuid)
+        assert _in_order(held.view) == _in_order(decoded)  # (kept in no particular order)
+        assert held.digest_of == {e["uuid"]: d for d, _, e in entries}
+        assert store.check_integrity() == []
+    # b holds the event without what a withheld (the org-only and the tlp:red attribute): its
+    # views are of what it holds
+    b_views, a_views = nodes["b"].store.revision_views(event_uuid)[1], nodes["a"].store.revision_views(event_uuid)[1]
+    assert len(b_views) == len(nodes["b"].store.revision_entries(event_uuid)[1]) < len(a_views)
+    store = nodes["a"].store
+    record, entries = store.revision_entries(event_uuid)
+    views = store.revision_views(event_uuid)[1]
+    with store.env.begin(write=True) as txn:  # one view fewer than bodies held: not used
+        txn.put(record.id, pack_views(views[1:]), db=store.db["views"])
+    assert store.revision_views(event_uuid) is None
+    assert Replica(nodes["a"]).held_event(event_uuid).view == event_view(record.body["event"], [e for _, _, e in entries])
+    assert Replica(nodes["a"]).held_event(event_uuid).view.elements != ()
+    forged = [(d, v._replace(distribution=3)) if i == 0 else (d, v) for i, (d, v) in enumerate(views)]
+    with store.env.begin(write=True) as txn:  # a view that does not match its body: reported
+        txn.put(record.id, pack_views(forged), db=store.db["views"])
+    assert any("does not match its body" in p for p in store.check_integrity())
+    home = store.path
+    for node in nodes.values():
+        node.close()
+    env = lmdb.open(str(home), max_dbs=64)  # as an earlier version left it: no views database
+    with env.begin(write=True) as txn:
+        txn.drop(env.open_db(b"views", txn=txn), delete=True)
+    env.close()
+    old = Store(home, readonly=True)
+    try:
+        assert old.db["views"] is None and old.revision_views(event_uuid) is None
+        assert old.revision_entries(event_uuid) is not None and old.check_integrity() == []
+    finally:
+        old.close()

@@ -13,17 +13,20 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import msgpack
+
 from fedmisp.gossip.observe import IN, NO_OBSERVER, OUT, REFUSED, SENT, STORED, WITHHELD, Decision, Observer, count_reasons
 from fedmisp.gossip.session import ReceivedEvent, Refused, StoreBatch
 from fedmisp.model import canonical
+from fedmisp.model.misp import received_problem
 from fedmisp.model.records import (
     KIND_EVENT, KIND_ORG, KIND_PROPOSAL, KIND_PROPOSAL_DECISION, KIND_SHARING_GROUP, KIND_SIGHTINGS, Record,
-    open_element, open_record, seal,
+    RecordError, open_element, open_record, seal,
 )
 from fedmisp.gossip.peers import PeerConfig
 from fedmisp.gossip.peers import NodeView
@@ -31,11 +34,15 @@ from fedmisp.gossip.sharing_groups import accept as accept_sharing_group, curren
 from fedmisp.policy.orgs import signed_while_current
 from fedmisp.runtime import tune_gc
 from fedmisp.policy.reasons import Reason
-from fedmisp.policy.model import EventView, Holding, NodeState, PeerPolicy, event_view
+from fedmisp.policy.model import (
+    ElementView, EventView, Holding, NodeState, PeerPolicy, element_view, event_view, header_view, pack_views,
+    unpack_views,
+)
 from fedmisp.policy.pipeline import EventPlan, Outcome, inbound, merge, outbound, plan
 from fedmisp.store.proposals import decision_shape_problem, proposal_shape_problem
 from fedmisp.store.store import (
-    EVENT_EXTRA_KINDS, EventWrite, WriteOutcome, element_rows, received_write, unpack_element_rows, uuid16,
+    EVENT_EXTRA_KINDS, EventWrite, Rows, WriteOutcome, element_rows, elements_rows, join_rows, received_write,
+    unpack_element_rows, uuid16,
 )
 
 _VIEW_CACHE = 128  # event views kept between a changes page and its body requests
@@ -151,15 +158,71 @@ def _start_row_worker(parent: int, interval: float = 1.0) -> None:
     threading.Thread(target=watch, name="fedmisp-parent-watch", daemon=True).start()
 
 
+def _received_view(element: Any) -> ElementView:
+    """The policy's view of a received element, its fields checked first (ValueError naming the
+    field: the element is refused, the rest of its event goes on)."""
+    problem = received_problem(element)
+    if problem is not None:
+        raise ValueError(problem)
+    return element_view(element)
+
+
+def open_rows(ev: bytes, entries: list[tuple[bytes, bytes]], event_disabled: bool) -> bytes:
+    """In a row worker: open received bodies (`entries`: digest, body, their digests checked by
+    the session) as policy and the store read them. One msgpack blob `[rows, attributes, views,
+    bad]`: the store rows of the bodies that open (without the bodies' own rows), the views of
+    those bodies as the store keeps them (pack_views: the receiver stores them as they are when it
+    keeps every body) and `[index, what is wrong]` of each bad one."""
+    views: list[tuple[bytes, ElementView]] = []
+    good: list[tuple[bytes, bytes, dict[str, Any]]] = []
+    bad: list[tuple[int, str]] = []
+    for i, (digest, body) in enumerate(entries):
+        try:
+            element = open_element(body)
+            view = _received_view(element)
+        except (RecordError, ValueError) as e:
+            bad.append((i, str(e)))
+            continue
+        views.append((digest, view))
+        good.append((digest, body, element))
+    rows, attributes = elements_rows(ev, good, event_disabled)
+    return msgpack.packb([rows, attributes, pack_views(views), bad], use_bin_type=True)
+
+
+
+
+@dataclass
+class _Opened:
+    """The bodies of one received revision, opened: each good one's view, the elements opened in
+    this process (not those a worker opened), what is wrong with each bad one, and the rows the
+    workers built ahead as `(digests covered, rows, attributes)`."""
+    views: dict[bytes, ElementView] = field(default_factory=dict)
+    elements: dict[bytes, dict[str, Any]] = field(default_factory=dict)
+    bad: dict[bytes, str] = field(default_factory=dict)
+    rows: list[tuple[list[bytes], Rows, int]] = field(default_factory=list)
+    packed: list[bytes] = field(default_factory=list)  # the workers' views of their bodies (pack_views)
+    packed_count: int = 0  # views in `packed`
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """An accepted revision's element rows: parts built ahead, and the kept bodies they do not
+    cover (`todo`), built by `jobs` in the workers or, with no jobs, in this process."""
+    ready: list[tuple[Rows, int]]
+    jobs: list[Future[bytes]] | None
+    todo: list[tuple[bytes, bytes, dict[str, Any] | None]]
+
+
 @dataclass(frozen=True)
 class _Accepted:
     """What inbound policy lets in of one received revision: the element bodies kept (digest,
-    body, element, in the revision's order) and the merged holding, packed."""
+    body, element when opened in this process, in the revision's order) and the merged holding."""
     record: Record
-    keep: list[tuple[bytes, bytes, dict[str, Any]]]
+    keep: list[tuple[bytes, bytes, dict[str, Any] | None]]
     holding: bytes
     correlation_only: bool
     withheld: dict[str, int]  # elements not kept, by reason (for the observer)
+    views: bytes  # the kept bodies' policy views (pack_views), stored with the revision
 
 
 class Replica:
@@ -228,16 +291,22 @@ class Replica:
         if cached is not None:
             self._views.move_to_end(held.record_id)
             return cached
-        found = self.store.revision_entries(event_uuid)
-        if found is None:
-            return None
-        record, entries = found
-        view = event_view(record.body["event"], [e for _, _, e in entries])
+        kept = self.store.revision_views(event_uuid)
+        if kept is not None:  # the views kept with the revision: no body decoded
+            record, views = kept
+            view = header_view(record.body["event"], [v for _, v in views])
+            digest_of = {v.uuid: d for d, v in views}
+        else:
+            found = self.store.revision_entries(event_uuid)
+            if found is None:
+                return None
+            record, entries = found
+            view = event_view(record.body["event"], [e for _, _, e in entries])
+            digest_of = {e["uuid"]: d for d, _, e in entries}
         event_plan = plan(view)
         stored = self.store.holding(event_uuid)
         # made or imported here: held at the levels its author set (origin_holding, from the plan)
         holding = unpack_holding(stored) if stored is not None else Holding(levels=dict(event_plan.authored))
-        digest_of = {e["uuid"]: d for d, _, e in entries}
         result = _Held(record, view, holding, digest_of, event_plan)
         self._views[held.record_id] = result
         if len(self._views) > _VIEW_CACHE:
@@ -455,16 +524,18 @@ class Replica:
                     self._refuse(peer.name, report, reason.value, record.kind, record.id)
         state = self.node_state()
         pool = self._rows_pool(sum(len(e.bodies) for e in batch.events))
-        accepted: list[tuple[_Accepted, list[Future[bytes]] | None]] = []
+        accepted: list[tuple[_Accepted, _Rows]] = []
         for received in batch.events:
-            taken = self._accept(received, peer, state, report)
+            record = received.record if received.record is not None else open_record(received.wire)
+            opened = self._open(record, received.bodies, pool)
+            for digest, problem in opened.bad.items():
+                self._refuse(peer.name, report, Reason.MALFORMED.value, record.kind, record.id,
+                             received.event_uuid, problem)
+            taken = self._accept(received, record, opened, peer, state, report)
             if taken is not None:
-                # the rows are built in the workers while the next event's policy runs here
-                accepted.append((taken, self._rows_jobs(pool, taken)))
-        for received in batch.events:  # rows built ahead for a revision policy refused
-            if received.record is not None and received.record.id in self._ahead:
-                self._rows_jobs(None, _Accepted(received.record, [], b"", False, {}))
-        writes = [self._write(taken, jobs, peer.name) for taken, jobs in accepted]
+                # the rows not built ahead are built in the workers while the next event's policy runs here
+                accepted.append((taken, self._rows(pool, taken, opened)))
+        writes = [self._write(taken, rows, peer.name) for taken, rows in accepted]
         outcomes = self.store.write_events(writes, checkpoint=(peer.name, batch.checkpoint))
         # sightings, proposals and decisions of events this node holds (now that the batch's events
         # are in); a decision counts only if the event's creator signed it
@@ -530,13 +601,14 @@ class Replica:
             self._drop_pool(pool)
 
     def rows_ahead(self, record: Record, entries: list[tuple[bytes, bytes]]) -> None:
-        """Bodies of `record` just fetched and verified: while row workers run (a large pull), start
-        building their rows now, as the rest of the page is fetched, instead of when the page is
-        stored (that made the rows a serial step of every page: about a third of storing one).
+        """Bodies of `record` just fetched (their digests checked): while row workers run (a large
+        pull), start opening them and building their rows now, as the rest of the page is fetched,
+        instead of when the page is stored (that made them a serial step of every page: about a
+        third of storing one, and opening every body here a third of this process's work).
 
-        Speculative: the batch uses these rows only if inbound policy keeps every body they cover
-        (the usual case; otherwise they are dropped and the kept bodies' rows built anew). At most
-        AHEAD_BODIES bodies are ahead at a time."""
+        The views are used as they are; the rows only if inbound policy keeps every body they cover
+        (the usual case; otherwise the kept bodies' rows are built anew). At most AHEAD_BODIES
+        bodies are ahead at a time; the rest are opened when their batch is stored."""
         pool = self._pool
         if pool is None or not entries or record.kind != KIND_EVENT:
             return
@@ -548,35 +620,63 @@ class Replica:
                 part = entries[i:i + ROWS_CHUNK]
                 if self._ahead_bodies + len(part) > AHEAD_BODIES:
                     break  # the rest with their batch
-                jobs.append(([d for d, _ in part], pool.submit(element_rows, ev, part, disabled)))
+                jobs.append(([d for d, _ in part], pool.submit(open_rows, ev, part, disabled)))
                 self._ahead_bodies += len(part)
         except (BrokenProcessPool, RuntimeError):
             self._drop_pool(pool)
 
     def drop_ahead(self) -> None:
-        """Forget rows built ahead for records no batch took (the pull ended or failed)."""
+        """Forget work started ahead for records no batch took (the pull ended or failed)."""
         for jobs in self._ahead.values():
             for _, job in jobs:
                 job.cancel()
         self._ahead.clear()
         self._ahead_bodies = 0
 
-    def _rows_jobs(self, pool: ProcessPoolExecutor | None, taken: _Accepted) -> list[Future[bytes]] | None:
-        """The row jobs of an accepted revision: those started ahead when they cover only kept
-        bodies, plus jobs for the kept bodies they do not cover (None: build them in this process)."""
-        ahead = self._ahead.pop(taken.record.id, None)
-        if ahead:
-            self._ahead_bodies -= sum(len(digests) for digests, _ in ahead)
-            covered = {d for digests, _ in ahead for d in digests}
+    def _open(self, record: Record, bodies: dict[bytes, bytes], pool: ProcessPoolExecutor | None) -> _Opened:
+        """The fetched bodies of one revision opened: by the workers ahead (rows_ahead), and here
+        for any they did not take (a small pull, the ahead cap, a worker that died)."""
+        opened = _Opened()
+        views, bad = opened.views, opened.bad
+        for digests, job in self._ahead.pop(record.id, ()):
+            self._ahead_bodies -= len(digests)
+            try:
+                rows, attributes, packed, problems = msgpack.unpackb(job.result(), raw=False, use_list=False)
+            except (BrokenProcessPool, CancelledError):
+                self._drop_pool(None)
+                continue  # opened here below
+            chunk = unpack_views(packed)
+            views.update(chunk)
+            for i, problem in problems:
+                bad[digests[i]] = problem
+            opened.rows.append((digests, rows, attributes))
+            opened.packed.append(packed)
+            opened.packed_count += len(chunk)
+        for digest, body in bodies.items():
+            if digest in views or digest in bad:
+                continue
+            try:
+                element = open_element(body)
+                views[digest] = _received_view(element)
+            except (RecordError, ValueError) as e:
+                bad[digest] = str(e)
+                continue
+            opened.elements[digest] = element
+        return opened
+
+    def _rows(self, pool: ProcessPoolExecutor | None, taken: _Accepted, opened: _Opened) -> _Rows:
+        """How an accepted revision's element rows are made: those built ahead when every body
+        they cover is kept, the rest in the workers (a large batch) or here."""
+        ready: list[tuple[Rows, int]] = []
+        todo = taken.keep
+        if opened.rows:
             kept = {d for d, _, _ in taken.keep}
-            if covered <= kept:
-                rest = [entry for entry in taken.keep if entry[0] not in covered]
-                more = self._submit_rows(self._pool, taken, rest) if rest and self._pool is not None else []
-                if more is not None:
-                    return [job for _, job in ahead] + more
-            for _, job in ahead:  # built for bodies policy did not keep: not usable
-                job.cancel()
-        return self._submit_rows(pool, taken) if pool is not None else None
+            if all(d in kept or d in opened.bad for digests, _, _ in opened.rows for d in digests):
+                ready = [(rows, n) for _, rows, n in opened.rows]
+                covered = {d for digests, _, _ in opened.rows for d in digests}
+                todo = [entry for entry in taken.keep if entry[0] not in covered]
+        jobs = self._submit_rows(pool, taken, todo) if pool is not None and todo else None
+        return _Rows(ready, jobs, todo)
 
     def _rows_pool(self, bodies: int) -> ProcessPoolExecutor | None:
         if self.rows_workers <= 0 or bodies < ROWS_POOL_MIN:
@@ -591,10 +691,10 @@ class Replica:
             return self._pool
 
     def _submit_rows(self, pool: ProcessPoolExecutor, taken: _Accepted,
-                     entries: list[tuple[bytes, bytes, dict[str, Any]]] | None = None) -> list[Future[bytes]] | None:
+                     entries: list[tuple[bytes, bytes, dict[str, Any] | None]]) -> list[Future[bytes]] | None:
         header = taken.record.body["event"]
         ev, disabled = uuid16(header["uuid"]), bool(header.get("disable_correlation"))
-        pairs = [(d, b) for d, b, _ in (taken.keep if entries is None else entries)]
+        pairs = [(d, b) for d, b, _ in entries]
         try:
             return [pool.submit(element_rows, ev, pairs[i:i + ROWS_CHUNK], disabled)
                     for i in range(0, len(pairs), ROWS_CHUNK)]
@@ -602,14 +702,22 @@ class Replica:
             self._drop_pool(pool)
             return None  # built here instead
 
-    def _write(self, taken: _Accepted, jobs: list[Future[bytes]] | None, source: str) -> EventWrite:
-        built = None
-        if jobs is not None:
+    def _write(self, taken: _Accepted, rows: _Rows, source: str) -> EventWrite:
+        parts = list(rows.ready)
+        here = rows.todo
+        if rows.jobs is not None:
             try:
-                built = unpack_element_rows([job.result() for job in jobs])
-            except BrokenProcessPool:  # a worker died (killed, out of memory): built here instead
+                parts.append(unpack_element_rows([job.result() for job in rows.jobs]))
+                here = []
+            except (BrokenProcessPool, CancelledError):  # a worker died (killed, out of memory): built here instead
                 self._drop_pool(None)
-        return received_write(taken.record, taken.keep, taken.holding, source, taken.correlation_only, built)
+        if here:
+            header = taken.record.body["event"]
+            parts.append(elements_rows(uuid16(header["uuid"]),
+                                       [(d, b, e if e is not None else open_element(b)) for d, b, e in here],
+                                       bool(header.get("disable_correlation"))))
+        return received_write(taken.record, taken.keep, taken.holding, source, taken.correlation_only,
+                              join_rows(parts), taken.views)
 
     def _drop_pool(self, pool: ProcessPoolExecutor | None) -> None:
         """Forget a broken pool (the next large batch starts a new one)."""
@@ -620,39 +728,36 @@ class Replica:
         if broken is not None:
             broken.shutdown(wait=False, cancel_futures=True)
 
-    def _accept(self, received: ReceivedEvent, peer: PeerConfig, state: NodeState,
-                report: ApplyReport) -> _Accepted | None:
-        record = received.record if received.record is not None else open_record(received.wire)
+    def _accept(self, received: ReceivedEvent, record: Record, opened: _Opened, peer: PeerConfig,
+                state: NodeState, report: ApplyReport) -> _Accepted | None:
         if not self.author_known(record.author, record.created):
             report.refuse(Reason.UNKNOWN_AUTHOR.value)
             return None
         header = record.body["event"]
         event_uuid = received.event_uuid
-        # the bodies just fetched, decoded when the session checked each one's digest ...
-        fetched, decoded = received.bodies, received.elements
-        if len(decoded) != len(fetched):
-            decoded = {d: decoded.get(d) or open_element(b) for d, b in fetched.items()}
+        # the bodies just fetched (bad ones left out: refused by the caller) ...
+        fetched, views = received.bodies, opened.views
         # ... and the ones already held that the new revision keeps (none on an event's first arrival)
-        kept_held: dict[bytes, tuple[bytes, dict[str, Any]]] = {}
+        kept_held: dict[bytes, tuple[bytes, dict[str, Any], ElementView]] = {}
         held = self.store.revision_entries(event_uuid)
         if held is not None:
             skeleton = set(record.body["elements"])
-            kept_held = {d: (b, e) for d, b, e in held[1] if d in skeleton and d not in fetched}
+            kept_held = {d: (b, e, element_view(e)) for d, b, e in held[1] if d in skeleton and d not in fetched}
         offered: dict[str, int] = {event_uuid: received.offered.get(event_uuid, -1)}
         for digest, level in received.offered.items():
-            element = decoded.get(digest)
-            if element is None:
+            view = views.get(digest)
+            if view is None:
                 entry = kept_held.get(digest) if isinstance(digest, bytes) else None
                 if entry is None:
                     continue
-                element = entry[1]
-            offered[element["uuid"]] = level
-        elements = list(decoded.values())
+                view = entry[2]
+            offered[view.uuid] = level
+        elements = list(views.values())
         if kept_held:
-            elements[:0] = [e for _, e in kept_held.values()]
-        view = event_view(header, elements)
+            elements[:0] = [v for _, _, v in kept_held.values()]
+        event = header_view(header, elements)
         held_timestamp = self.held_timestamp(event_uuid)
-        outcome = inbound(view, offered, peer.policy, state, held_timestamp)
+        outcome = inbound(event, offered, peer.policy, state, held_timestamp)
         if not outcome.allowed:
             self._refuse(peer.name, report, outcome.reason.value, record.kind, record.id, event_uuid)
             return None
@@ -664,19 +769,27 @@ class Replica:
         # what the holding keeps: on an event's first path (every bulk pull) exactly what this one allowed
         kept = allowed if previous is None and not outcome.correlation_only else \
             holding.levels.keys() | holding.correlation_levels.keys()
-        keep = []
+        keep: list[tuple[bytes, bytes, dict[str, Any] | None]] = []
+        kept_views: list[tuple[bytes, ElementView]] = []
+        elements_here = opened.elements
         for digest in record.body["elements"]:  # in the revision's order
-            element = decoded.get(digest)
-            if element is not None:  # fetched: kept if this path allowed it
-                u = element["uuid"]
+            view = views.get(digest)
+            if view is not None:  # fetched: kept if this path allowed it
+                u = view.uuid
                 if u in allowed and u in kept:
-                    keep.append((digest, fetched[digest], element))
+                    keep.append((digest, fetched[digest], elements_here.get(digest)))
+                    kept_views.append((digest, view))
             else:
                 entry = kept_held.get(digest)
-                if entry is not None and entry[1]["uuid"] in kept:
+                if entry is not None and entry[2].uuid in kept:
                     keep.append((digest, entry[0], entry[1]))
+                    kept_views.append((digest, entry[2]))
+        if not kept_held and len(kept_views) == opened.packed_count == len(views):
+            packed = b"".join(opened.packed)  # every body kept, the workers opened all of them
+        else:
+            packed = pack_views(kept_views)
         return _Accepted(record, keep, pack_holding(holding), holding.correlation_only,
-                         count_reasons(outcome.withheld))
+                         count_reasons(outcome.withheld), packed)
 
 
 def _extra_problem(record: Record) -> str | None:

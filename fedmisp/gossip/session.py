@@ -25,18 +25,16 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import msgpack
-
 from fedmisp.model import canonical
 from fedmisp.model.org import read_org
+from fedmisp.model.misp import received_problem
 from fedmisp.model.records import (
     KIND_EVENT, KIND_ORG, KIND_PROPOSAL, KIND_PROPOSAL_DECISION, KIND_SHARING_GROUP, KIND_SIGHTINGS, SALT_BYTES,
-    DIGEST_BYTES, MAX_ELEMENT_BYTES, Record, RecordError, element_digest, check_element, open_record,
+    DIGEST_BYTES, MAX_ELEMENT_BYTES, Record, RecordError, body_problem, element_digest, open_record,
     revision_elements,
 )
 
 _blake2b = hashlib.blake2b
-_unpackb = msgpack.unpackb
 _MAX_BODY = MAX_ELEMENT_BYTES + SALT_BYTES
 
 # One changes page: enough to amortise a round trip, small enough to keep a page's skeletons in
@@ -75,8 +73,6 @@ class ReceivedEvent:
     bodies: dict[bytes, bytes]
     offered: dict[bytes | str, int]  # event uuid -> header level; digest -> element level
     seq: int
-    # digest -> the decoded element of each body (decoded once, when its digest was checked)
-    elements: dict[bytes, dict[str, Any]] = field(default_factory=dict)
     record: Record | None = None  # the record opened (signature verified) from `wire`
 
 
@@ -130,7 +126,6 @@ class _Pending:
     record_id: bytes
     record: Record
     bodies: dict[bytes, bytes] = field(default_factory=dict)
-    elements: dict[bytes, dict[str, Any]] = field(default_factory=dict)
     complete: bool = False  # every body needed has arrived (or is no longer offered): not scanned again
 
     @property
@@ -181,7 +176,7 @@ class PullSession:
             for pending in self._pending:
                 self._ready.append(ReceivedEvent(pending.wire, pending.event_uuid, pending.bodies,
                                                  _offered(pending.change, pending.event_uuid), pending.change["seq"],
-                                                 pending.elements, pending.record))
+                                                 pending.record))
             batch = StoreBatch(tuple(self._ready), tuple(self._refused), self._page_last, tuple(self._records))
             self._pending, self._ready, self._refused, self._records = [], [], [], []
             self._storing = self._page_last
@@ -260,12 +255,17 @@ class PullSession:
         except RecordError as e:
             self._refused.append(Refused(seq, "malformed", str(e), record.kind, record.id))
             return
-        event_uuid = record.body["event"].get("uuid")
+        problem = received_problem(record.body["event"], header=True)
+        if problem is not None:
+            self._refused.append(Refused(seq, "malformed", problem, record.kind, record.id,
+                                         str(record.body["event"].get("uuid", ""))))
+            return
+        event_uuid = record.body["event"]["uuid"]
         offered = change.get("elements")
         if isinstance(offered, int) and not isinstance(offered, bool):
             # one level for every element of the revision (the sender's compact form)
             offered = change["elements"] = {d: offered for d in digests}
-        if not isinstance(event_uuid, str) or not isinstance(offered, dict) \
+        if not isinstance(offered, dict) \
                 or not all(isinstance(d, bytes) and d in digests and v.__class__ is int for d, v in offered.items()):
             self._refused.append(Refused(seq, "malformed", "offered elements must be digests of the revision",
                                          record.kind, record.id, str(event_uuid)))
@@ -300,7 +300,7 @@ class PullSession:
         hashed = self._everything  # each body was matched to its digest by hashing it: not again
         if not isinstance(bodies, list) or len(bodies) != len(asked):
             raise ProtocolError("bodies reply: expected one entry (body or nil) per digest asked")
-        got, elements = pending.bodies, pending.elements
+        got = pending.bodies
         accepted: list[tuple[bytes, bytes]] = []
         for digest, body in zip(asked, bodies):
             if body is None:
@@ -309,26 +309,18 @@ class PullSession:
                 continue
             if body.__class__ is not bytes:
                 raise ProtocolError("bodies reply: a body must be bytes")
-            # check_element, inlined (it runs for every body pulled): the size, the digest (unless
-            # matched by it above), a map; anything else goes through check_element for its error
-            element = None
-            packed = memoryview(body)[SALT_BYTES:]
-            if SALT_BYTES < len(body) <= _MAX_BODY and (
-                    hashed or _blake2b(packed, key=body[:SALT_BYTES], digest_size=DIGEST_BYTES).digest() == digest):
-                try:
-                    element = _unpackb(packed, raw=False, strict_map_key=True, use_list=True)
-                except Exception:  # noqa: BLE001 - check_element below names what is wrong
-                    element = None
-            if element.__class__ is not dict:
-                try:
-                    element = check_element(digest, body, digest=digest if hashed else None)
-                except RecordError as e:
-                    self._refused.append(Refused(pending.change["seq"], "bad-digest", str(e), "event",
-                                                 pending.record_id, pending.event_uuid))
-                    pending.need.remove(digest)
-                    continue
+            # The body is what the author signed (its size and digest; body_problem, inlined: it
+            # runs for every body pulled). Its content is opened and checked when the batch is
+            # stored, by the row workers of a large pull (gossip/replica.py).
+            if not (SALT_BYTES < len(body) <= _MAX_BODY and (
+                    hashed or _blake2b(memoryview(body)[SALT_BYTES:], key=body[:SALT_BYTES],
+                                       digest_size=DIGEST_BYTES).digest() == digest)):
+                problem = body_problem(digest, body, digest=digest if hashed else None)
+                self._refused.append(Refused(pending.change["seq"], "bad-digest", str(problem), "event",
+                                             pending.record_id, pending.event_uuid))
+                pending.need.remove(digest)
+                continue
             got[digest] = body
-            elements[digest] = element
             accepted.append((digest, body))
         return accepted
 

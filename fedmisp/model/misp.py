@@ -995,6 +995,81 @@ class Event:
         )
 
 
+# --- what arrives from a peer ------------------------------------------------------------------
+# A revision from a peer was validated by its author's node (parse_event above), and its signature
+# says who made it, not that it is well-formed: a peer's bug or a hostile key could sign anything.
+# Before policy, the store or the API read a received header or element, its fields are checked
+# against the form parse_event writes (types and ranges, not every MISP rule: a peer's data stays
+# its author's). A field this node reads that is the wrong type refuses the element (or the event).
+
+_RECEIVED_RULES: dict[str, Any] = {
+    **{name: str for name in ("type", "value", "category", "comment", "name", "object_relation", "relationship_type",
+                              "meta-category", "template_version", "description", "first_seen", "last_seen", "info",
+                              "date", "sharing_group_uuid", "object_uuid", "referenced_uuid", "template_uuid")},
+    **{name: bool for name in ("to_ids", "deleted", "disable_correlation", "published")},
+    "timestamp": (0, _MAX_TIMESTAMP), "publish_timestamp": (0, _MAX_TIMESTAMP), "distribution": (0, 5),
+    "threat_level_id": (1, 4), "analysis": (0, 2),
+}
+
+
+def received_problem(body: Any, *, header: bool = False) -> str | None:
+    """What is wrong with a received element (or, `header`, an event header) in the fields this
+    node reads, naming the field and what is accepted; None if nothing. (Once per element pulled:
+    one pass over the body's own fields.)"""
+    what = "event" if header else "element"
+    if body.__class__ is not dict:
+        return f"{what}: expected a map"
+    rules = _RECEIVED_RULES
+    for name, value in body.items():
+        rule = rules.get(name)
+        if rule is None or value is None:
+            continue
+        if rule is str:
+            if value.__class__ is not str:
+                return f"{what}.{name}: expected a string, got {type(value).__name__}"
+        elif rule is bool:
+            if value.__class__ is not bool:
+                return f"{what}.{name}: expected true or false, got {_show(value)}"
+        elif value.__class__ is not int or not rule[0] <= value <= rule[1]:
+            return f"{what}.{name}: {_show(value)} is not an integer {rule[0]} to {rule[1]}"
+    get = body.get
+    u = get("uuid")
+    if not (u.__class__ is str and _UUID_RE.match(u)):
+        return f"{what}.uuid: {_show(u)} is not a UUID"
+    tags = get("Tag")
+    if tags is not None and not (tags.__class__ is list and all(
+            t.__class__ is dict and t.get("name").__class__ is str for t in tags)):
+        return f"{what}.Tag: expected a list of {{name: string}}"
+    extra = get("extra")
+    if extra is not None and extra.__class__ is not dict:
+        return f"{what}.extra: expected a map"
+    if header:
+        required = _RECEIVED_HEADER
+        if get("distribution") is not None and get("distribution") > 4:
+            return f"event.distribution: {get('distribution')} is not an integer 0 to 4"
+        orgc = get("Orgc")
+        if not (isinstance(orgc, dict) and isinstance(orgc.get("name"), str)
+                and isinstance(orgc.get("uuid"), str) and _UUID_RE.match(orgc["uuid"])):
+            return "event.Orgc: expected {uuid: a UUID, name: string}"
+    elif "value" in body or "type" in body:
+        required = _RECEIVED_ATTRIBUTE
+    elif "relationship_type" in body:
+        required = _RECEIVED_REFERENCE
+    else:
+        required = _RECEIVED_OBJECT
+    for name in required:
+        if name not in body:
+            return f"{what}.{name}: missing"
+    return None
+
+
+# what every node writes (and the export reads) in each kind of body
+_RECEIVED_HEADER = ("info", "distribution", "threat_level_id", "analysis", "timestamp", "publish_timestamp")
+_RECEIVED_ATTRIBUTE = ("type", "value", "distribution", "timestamp")
+_RECEIVED_REFERENCE = ("object_uuid", "referenced_uuid", "timestamp")
+_RECEIVED_OBJECT = ("name", "distribution", "timestamp")
+
+
 def element_kind(body: dict[str, Any]) -> str:
     if "type" in body and "value" in body:
         return KIND_ATTRIBUTE
@@ -1006,6 +1081,7 @@ def element_kind(body: dict[str, Any]) -> str:
 __all__ = [
     "Attribute", "Event", "EventError", "ImportDefaults", "MispObject", "ObjectReference",
     "Organisation", "ParsedElement", "ParsedEvent", "Problem", "Proposal", "SharingGroup",
-    "SharingGroupMember", "Sighting", "Tag", "element_kind", "misp_attribute", "parse_event", "to_misp", "unwrap_events",
+    "SharingGroupMember", "Sighting", "Tag", "element_kind", "misp_attribute", "parse_event", "received_problem",
+    "to_misp", "unwrap_events",
     "MAX_VALUE_BYTES",
 ]

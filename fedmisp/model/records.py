@@ -161,13 +161,21 @@ def revision_elements(record: Record) -> list[bytes]:
     return elements
 
 
-def check_element(expected_digest: bytes, body: bytes, *, digest: bytes | None = None) -> dict[str, Any]:
-    """Verify a body against the digest the signed skeleton carries; return the element.
-    `digest`: the body's digest, when the caller has hashed it already."""
+def body_problem(expected_digest: bytes, body: bytes, *, digest: bytes | None = None) -> str | None:
+    """What is wrong with a body as the content of the digest the signed skeleton carries (None:
+    nothing; it is not decoded). `digest`: the body's digest, when the caller has hashed it already."""
     if len(body) <= SALT_BYTES or len(body) > MAX_ELEMENT_BYTES + SALT_BYTES:
-        raise RecordError("element: body size out of range")
+        return "element: body size out of range"
     if (element_digest(body) if digest is None else digest) != expected_digest:
-        raise RecordError("element: body does not match its digest")
+        return "element: body does not match its digest"
+    return None
+
+
+def check_element(expected_digest: bytes, body: bytes, *, digest: bytes | None = None) -> dict[str, Any]:
+    """Verify a body against the digest the signed skeleton carries; return the element."""
+    problem = body_problem(expected_digest, body, digest=digest)
+    if problem is not None:
+        raise RecordError(problem)
     return open_element(body)
 
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Mapping, NamedTuple
+from typing import Any, Iterable, Mapping, NamedTuple
+
+import msgpack
 
 # --- distribution levels (MISP's numbers) ------------------------------------------------------
 ORG_ONLY = 0  # your organisation only
@@ -142,32 +144,62 @@ class NodeState:
 _NO_TAGS: frozenset[str] = frozenset()
 
 
-def event_view(header: dict[str, Any], elements: list[dict[str, Any]]) -> EventView:
-    """The policy's view of an event from its signed header and element bodies (model/misp.py).
+def element_view(body: dict[str, Any]) -> ElementView:
+    """The policy's view of one element body (model/misp.py). Built for every element a node sends
+    or receives, so positional and with one shared empty tag set (half the cost of keyword
+    construction)."""
+    get = body.get
+    tags = get("Tag")
+    names = frozenset([t["name"].lower() for t in tags]) if tags else _NO_TAGS
+    # ElementView(uuid, kind, distribution, sharing_group, object_uuid, type, template,
+    #             template_uuid, tags, to_ids)
+    if "type" in body and "value" in body:
+        return ElementView(body["uuid"], KIND_ATTRIBUTE, get("distribution", INHERIT), get("sharing_group_uuid"),
+                           get("object_uuid"), body["type"], None, None, names, bool(get("to_ids", False)))
+    if "relationship_type" in body:
+        return ElementView(body["uuid"], KIND_REFERENCE, get("distribution", INHERIT), get("sharing_group_uuid"),
+                           get("object_uuid"), None, None, None, names, bool(get("to_ids", False)))
+    return ElementView(body["uuid"], KIND_OBJECT, get("distribution", INHERIT), get("sharing_group_uuid"),
+                       get("object_uuid"), None, get("name"), get("template_uuid"), names,
+                       bool(get("to_ids", False)))
 
-    Built for every element a node sends or receives, so positional and with one shared empty tag
-    set (half the cost of keyword construction)."""
-    views = []
-    append = views.append
-    for body in elements:
-        get = body.get
-        tags = get("Tag")
-        names = frozenset([t["name"].lower() for t in tags]) if tags else _NO_TAGS
-        # ElementView(uuid, kind, distribution, sharing_group, object_uuid, type, template,
-        #             template_uuid, tags, to_ids)
-        if "type" in body and "value" in body:
-            append(ElementView(body["uuid"], KIND_ATTRIBUTE, get("distribution", INHERIT), get("sharing_group_uuid"),
-                               get("object_uuid"), body["type"], None, None, names, bool(get("to_ids", False))))
-        elif "relationship_type" in body:
-            append(ElementView(body["uuid"], KIND_REFERENCE, get("distribution", INHERIT), get("sharing_group_uuid"),
-                               get("object_uuid"), None, None, None, names, bool(get("to_ids", False))))
-        else:
-            append(ElementView(body["uuid"], KIND_OBJECT, get("distribution", INHERIT), get("sharing_group_uuid"),
-                               get("object_uuid"), None, get("name"), get("template_uuid"), names,
-                               bool(get("to_ids", False))))
+
+def event_view(header: dict[str, Any], elements: list[dict[str, Any]]) -> EventView:
+    """The policy's view of an event from its signed header and element bodies (model/misp.py)."""
+    return header_view(header, [element_view(body) for body in elements])
+
+
+def header_view(header: dict[str, Any], elements: list[ElementView]) -> EventView:
+    """The policy's view of an event from its signed header and its elements' views."""
     return EventView(
         uuid=header["uuid"], orgc_uuid=header["Orgc"]["uuid"], orgc_name=header["Orgc"]["name"],
         distribution=header["distribution"], sharing_group=header.get("sharing_group_uuid"),
         published=bool(header.get("published")), timestamp=header["timestamp"],
-        tags=frozenset(t["name"].lower() for t in header.get("Tag", ())), elements=tuple(views),
+        tags=frozenset(t["name"].lower() for t in header.get("Tag", ())), elements=tuple(elements),
     )
+
+
+def view_fields(view: ElementView) -> list[Any]:
+    """An element view as plain msgpack-able fields (tags as a sorted list)."""
+    return [*view[:8], sorted(view.tags), view.to_ids]
+
+
+def view_from_fields(fields: list[Any] | tuple[Any, ...]) -> ElementView:
+    """The element view `view_fields` gave."""
+    return ElementView(*fields[:8], frozenset(fields[8]) if fields[8] else _NO_TAGS, fields[9])
+
+
+def pack_views(items: Iterable[tuple[bytes, ElementView]]) -> bytes:
+    """The views of an event's held elements, each with its body's digest, as the store keeps them
+    beside the revision (a sender then decides what a peer may have without decoding every body):
+    a msgpack stream of `[digest, *view_fields]`, in no particular order. A stream, not one array,
+    so parts packed in different processes join by concatenation."""
+    pack = msgpack.Packer(use_bin_type=True).pack
+    return b"".join([pack([digest, *view_fields(view)]) for digest, view in items])
+
+
+def unpack_views(blob: bytes) -> list[tuple[bytes, ElementView]]:
+    """`pack_views`'s items."""
+    unpacker = msgpack.Unpacker(raw=False, use_list=False, max_buffer_size=max(len(blob), 1))
+    unpacker.feed(blob)
+    return [(item[0], view_from_fields(item[1:])) for item in unpacker]

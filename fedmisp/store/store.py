@@ -63,7 +63,7 @@ from enum import Enum
 from hashlib import blake2b
 from itertools import islice
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import lmdb
 import msgpack
@@ -78,6 +78,7 @@ from fedmisp.model.records import (
 )
 from fedmisp.model.revision import SignedEvent
 from fedmisp.model.values import ValueFormatError, normalise
+from fedmisp.policy.model import element_view, pack_views, unpack_views
 from fedmisp.policy.orgs import KeyState, check_org_record
 from fedmisp.policy.reasons import Reason
 
@@ -101,8 +102,10 @@ _DB_NAMES = (
     "records", "bodies", "log", "events", "elements", "event_extra", "orgs", "local",
     "ix_value", "ix_type", "ix_tag", "ix_event_tag", "ix_org", "ix_event_time",
     "checkpoints", "apikeys", "meta", "event_ids", "event_meta", "ix_ip", "ix_net", "ix_ssdeep",
-    "holdings", "sharing_groups", "proposals", "decisions", "extra_seqs",
+    "holdings", "sharing_groups", "proposals", "decisions", "extra_seqs", "views",
 )
+# Databases a store written by an earlier version may lack: a read-only open reads it without them.
+_LATER_DBS = frozenset({"views"})
 _DUPSORT = frozenset({"event_extra", "ix_value", "ix_type", "ix_tag", "ix_event_tag", "ix_org",
                       "ix_ip", "ix_net", "ix_ssdeep"})
 _BE8 = struct.Struct(">Q")
@@ -250,6 +253,9 @@ class EventWrite:
     event_info: str | None = None  # the event's info and creator, kept for correlation results
     orgc_name: str | None = None
     holding: bytes | None = None  # packed policy holding of a received event (None: made here)
+    # policy views of the bodies written (policy/model.py pack_views), kept beside the revision so
+    # a sender decides what a peer may have without decoding them (None: none kept)
+    views: bytes | None = None
 
     @property
     def element_count(self) -> int:
@@ -260,14 +266,14 @@ def pack_writes(events: list[EventWrite]) -> bytes:
     """Events ready for the writer as one blob (msgpack: far cheaper than pickling objects)."""
     return msgpack.packb([[e.uuid, e.timestamp, e.level, e.record_id, e.wire, e.header, e.rows,
                            e.attribute_count, e.extra, e.local, e.source, e.correlation_only,
-                           e.event_disabled, e.event_info, e.orgc_name] for e in events], use_bin_type=True)
+                           e.event_disabled, e.event_info, e.orgc_name, e.views] for e in events], use_bin_type=True)
 
 
 def unpack_writes(blob: bytes) -> list[EventWrite]:
     return [EventWrite(u, ts, level, rid, wire, header, tuple(list(r) for r in rows), n, list(extra), list(local),
-                       source, correlation_only, disabled, info, orgc)
-            for u, ts, level, rid, wire, header, rows, n, extra, local, source, correlation_only, disabled, info, orgc
-            in msgpack.unpackb(blob, raw=False, use_list=False)]
+                       source, correlation_only, disabled, info, orgc, views=views)
+            for u, ts, level, rid, wire, header, rows, n, extra, local, source, correlation_only, disabled, info, orgc,
+            views in msgpack.unpackb(blob, raw=False, use_list=False)]
 
 
 def header_index(header: dict[str, Any]) -> tuple[bytes, bytes, tuple[bytes, ...]]:
@@ -275,33 +281,46 @@ def header_index(header: dict[str, Any]) -> tuple[bytes, bytes, tuple[bytes, ...
             tuple(index_key(t["name"]) for t in header.get("Tag", ())))
 
 
-def element_rows(ev: bytes, entries: list[tuple[bytes, bytes]], event_disabled: bool) -> bytes:
-    """The rows of an event's elements (`entries`: digest, verified body), decoded here, as one
-    msgpack blob `[rows, attributes]`: what a worker process hands back (see gossip/replica.py).
-    The bodies' own rows are left out: the caller has the bodies (`received_write` adds them)."""
+def elements_rows(ev: bytes, entries: list[tuple[bytes, bytes, dict[str, Any]]],
+                  event_disabled: bool) -> tuple[Rows, int]:
+    """The index rows of elements of the event `ev` (`entries`: digest, body, element) and how
+    many are attributes, without the bodies' own rows (`received_write` adds those)."""
     rows = new_rows()
-    attributes = add_elements_rows(rows, ev, [d for d, _ in entries], [b for _, b in entries],
-                                   [open_element(b) for _, b in entries], None, event_disabled)
+    attributes = add_elements_rows(rows, ev, [d for d, _, _ in entries], [b for _, b, _ in entries],
+                                   [e for _, _, e in entries], None, event_disabled)
     rows[0].clear()
-    return msgpack.packb([rows, attributes], use_bin_type=True)
+    return rows, attributes
 
 
-def unpack_element_rows(blobs: list[bytes]) -> tuple[Rows, int]:
-    """The rows of `element_rows` blobs of one event, joined in order."""
+def element_rows(ev: bytes, entries: list[tuple[bytes, bytes]], event_disabled: bool) -> bytes:
+    """`elements_rows` of verified bodies (`entries`: digest, body), decoded here, as one msgpack
+    blob `[rows, attributes]`: what a worker process hands back (see gossip/replica.py)."""
+    return msgpack.packb(elements_rows(ev, [(d, b, open_element(b)) for d, b in entries], event_disabled),
+                         use_bin_type=True)
+
+
+def join_rows(parts: Iterable[tuple[Rows, int]]) -> tuple[Rows, int]:
+    """Rows built in parts (and their attribute counts) as one."""
     rows, attributes = new_rows(), 0
-    for blob in blobs:
-        part, n = msgpack.unpackb(blob, raw=False, use_list=False)
+    for part, n in parts:
         for mine, theirs in zip(rows, part):
             mine.extend(theirs)
         attributes += n
     return rows, attributes
 
 
+def unpack_element_rows(blobs: list[bytes]) -> tuple[Rows, int]:
+    """The rows of `element_rows` blobs of one event, joined in order."""
+    return join_rows(msgpack.unpackb(blob, raw=False, use_list=False) for blob in blobs)
+
+
 def received_write(record: Record, entries: list[tuple[bytes, bytes, dict[str, Any]]], holding: bytes,
-                   source: str, correlation_only: bool, built: tuple[Rows, int] | None = None) -> EventWrite:
+                   source: str, correlation_only: bool, built: tuple[Rows, int] | None = None,
+                   views: bytes | None = None) -> EventWrite:
     """An EventWrite for a revision received from a peer: only the element bodies it may hold
     (`entries`: digest, body, element), with the policy's holding. `built`: the entries' rows and
-    attribute count when they were made elsewhere (`element_rows` in a worker process)."""
+    attribute count when they were made elsewhere (`element_rows` in a worker process); `views`:
+    the entries' policy views (pack_views)."""
     header = record.body["event"]
     ev = uuid16(header["uuid"])
     disabled = bool(header.get("disable_correlation"))
@@ -316,7 +335,7 @@ def received_write(record: Record, entries: list[tuple[bytes, bytes, dict[str, A
         uuid=ev, timestamp=header["timestamp"], level=0, record_id=record.id, wire=record.wire(),
         header=header_index(header), rows=rows, attribute_count=attributes, extra=[], local=[],
         source=source, correlation_only=correlation_only, event_disabled=disabled,
-        event_info=header["info"], orgc_name=header["Orgc"]["name"], holding=holding,
+        event_info=header["info"], orgc_name=header["Orgc"]["name"], holding=holding, views=views,
     )
 
 
@@ -335,6 +354,7 @@ def event_write(signed: SignedEvent, source: str = "", correlation_only: bool = 
         local=[(uuid16(u), canonical.pack(tags)) for u, tags in signed.local_tags.items()],
         source=source, correlation_only=correlation_only, event_disabled=disabled,
         event_info=signed.record.body["event"]["info"], orgc_name=signed.record.body["event"]["Orgc"]["name"],
+        views=pack_views([(e.digest, element_view(e.element)) for e in elements]),
     )
 
 
@@ -354,8 +374,14 @@ class Store:
         )
         self.db: dict[str, Any] = {}
         for name in _DB_NAMES:
-            self.db[name] = self.env.open_db(name.encode(), create=not readonly,
-                                             dupsort=name in _DUPSORT, dupfixed=name in _DUPSORT)
+            try:
+                self.db[name] = self.env.open_db(name.encode(), create=not readonly,
+                                                 dupsort=name in _DUPSORT, dupfixed=name in _DUPSORT)
+            except lmdb.NotFoundError:
+                if name not in _LATER_DBS:
+                    self.env.close()
+                    raise
+                self.db[name] = None
         try:
             self.format = self._open_format(readonly)
         except BaseException:
@@ -606,6 +632,8 @@ class Store:
                         txn.put(ev, event.holding, db=db["holdings"])
                     return WriteOutcome.UNCHANGED, seq
             self._unindex_header(txn, ev, header_index(old.body["event"]))
+            if db["views"] is not None:  # (a same revision's views are put again below, or dropped)
+                txn.delete(held.record_id, db=db["views"])
             txn.delete(held.record_id, db=db["records"])
             txn.delete(_BE8.pack(held.seq), db=db["log"])
             # Only what changed is touched: bodies the new revision dropped go (with their index
@@ -635,6 +663,8 @@ class Store:
         self._index_header(txn, ev, event.header)
         seq += 1
         txn.put(rid, event.wire, db=db["records"])
+        if event.views is not None:
+            txn.put(rid, event.views, db=db["views"])
         txn.put(_BE8.pack(seq), rid, db=db["log"])
         txn.put(ev, HeldEvent(rid, event.level, event.timestamp, seq, event_id).encode(), db=db["events"])
         if raw is not None and _published(event.wire):
@@ -897,6 +927,27 @@ class Store:
                     entries.append((digest, body, element if element.__class__ is dict else open_element(body)))
         return record, entries
 
+    def revision_views(self, event_uuid: str) -> tuple[Record, list[tuple[bytes, Any]]] | None:
+        """The held revision and the policy views (policy/model.py) of the bodies held for it, as
+        written with it, without decoding a body; None when the store kept none for exactly the
+        bodies it holds (a revision written by another path or version: `revision_entries`)."""
+        held = self.held(event_uuid)
+        views_db = self.db["views"]
+        if held is None or views_db is None:
+            return None
+        ev = uuid16(event_uuid)
+        with self.env.begin() as txn:
+            blob = txn.get(held.record_id, db=views_db)
+            if blob is None:
+                return None
+            record = open_record(txn.get(held.record_id, db=self.db["records"]))
+            get, bodies = txn.get, self.db["bodies"]
+            held_digests = {d for d in revision_elements(record) if get(ev + d, db=bodies) is not None}
+        views = unpack_views(blob)
+        if len(views) != len(held_digests) or any(d not in held_digests for d, _ in views):
+            return None
+        return record, views
+
     def bodies(self, event_uuid: str, digests: list[bytes]) -> dict[bytes, bytes]:
         """The held bodies among `digests` (unverified: what is sent is checked by its receiver)."""
         ev = uuid16(event_uuid)
@@ -1101,6 +1152,8 @@ class Store:
                 for name in _DB_NAMES:
                     dupsort = name in _DUPSORT
                     target = out.open_db(name.encode(), dupsort=dupsort, dupfixed=dupsort)
+                    if self.db[name] is None:
+                        continue  # (an earlier version's store, opened read-only)
                     rows = txn.cursor(db=self.db[name]).iternext()
                     while batch := list(islice(rows, _COPY_BATCH)):
                         with out.begin(write=True) as w:
@@ -1134,6 +1187,9 @@ class Store:
                 if txn.get(_BE8.pack(held.seq), db=self.db["log"]) != held.record_id:
                     problems.append(f"event {event}: log entry {held.seq} does not point at its revision")
                 stripped_allowed = txn.get(bytes(key), db=self.db["holdings"]) is not None
+                blob = txn.get(held.record_id, db=self.db["views"]) if self.db["views"] is not None else None
+                kept_views = dict(unpack_views(blob)) if blob is not None else None
+                seen_views = 0
                 for digest in digests:
                     body = txn.get(bytes(key) + digest, db=self.db["bodies"])
                     if body is None:
@@ -1148,6 +1204,13 @@ class Store:
                         continue
                     referenced.add(bytes(key) + digest)
                     attributes += "value" in element and "type" in element
+                    if kept_views is not None:
+                        seen_views += 1
+                        if kept_views.get(digest) != element_view(element):
+                            problems.append(f"event {event}: the kept view of element {digest.hex()[:16]} "
+                                            "does not match its body")
+                if kept_views is not None and seen_views != len(kept_views):
+                    problems.append(f"event {event}: {len(kept_views)} element views kept for {seen_views} bodies")
             bodies = txn.stat(self.db["bodies"])["entries"]
             if bodies != len(referenced):
                 problems.append(f"{bodies} element bodies stored, {len(referenced)} referenced")
