@@ -35,8 +35,8 @@ from fedmisp.policy.orgs import signed_while_current
 from fedmisp.runtime import tune_gc
 from fedmisp.policy.reasons import Reason
 from fedmisp.policy.model import (
-    ElementView, EventView, Holding, NodeState, PeerPolicy, element_view, event_view, header_view, pack_views,
-    unpack_views,
+    ElementView, EventView, Holding, NodeState, PeerPolicy, element_view, event_view, header_view, join_views,
+    pack_views, unpack_views, views_of,
 )
 from fedmisp.policy.pipeline import EventPlan, Outcome, inbound, merge, outbound, plan
 from fedmisp.store.proposals import decision_shape_problem, proposal_shape_problem
@@ -171,22 +171,24 @@ def open_rows(ev: bytes, entries: list[tuple[bytes, bytes]], event_disabled: boo
     """In a row worker: open received bodies (`entries`: digest, body, their digests checked by
     the session) as policy and the store read them. One msgpack blob `[rows, attributes, views,
     bad]`: the store rows of the bodies that open (without the bodies' own rows), the views of
-    those bodies as the store keeps them (pack_views: the receiver stores them as they are when it
+    those bodies as the store keeps them (views_of: the receiver stores them, joined, when it
     keeps every body) and `[index, what is wrong]` of each bad one."""
-    views: list[tuple[bytes, ElementView]] = []
     good: list[tuple[bytes, bytes, dict[str, Any]]] = []
     bad: list[tuple[int, str]] = []
     for i, (digest, body) in enumerate(entries):
         try:
             element = open_element(body)
-            view = _received_view(element)
-        except (RecordError, ValueError) as e:
+        except RecordError as e:
             bad.append((i, str(e)))
             continue
-        views.append((digest, view))
+        problem = received_problem(element)
+        if problem is not None:
+            bad.append((i, problem))
+            continue
         good.append((digest, body, element))
     rows, attributes = elements_rows(ev, good, event_disabled)
-    return msgpack.packb([rows, attributes, pack_views(views), bad], use_bin_type=True)
+    views = views_of([(digest, element) for digest, _, element in good])
+    return msgpack.packb([rows, attributes, views, bad], use_bin_type=True)
 
 
 
@@ -200,7 +202,7 @@ class _Opened:
     elements: dict[bytes, dict[str, Any]] = field(default_factory=dict)
     bad: dict[bytes, str] = field(default_factory=dict)
     rows: list[tuple[list[bytes], Rows, int]] = field(default_factory=list)
-    packed: list[bytes] = field(default_factory=list)  # the workers' views of their bodies (pack_views)
+    packed: list[bytes] = field(default_factory=list)  # the workers' views of their bodies (views_of)
     packed_count: int = 0  # views in `packed`
 
 
@@ -785,7 +787,7 @@ class Replica:
                     keep.append((digest, entry[0], entry[1]))
                     kept_views.append((digest, entry[2]))
         if not kept_held and len(kept_views) == opened.packed_count == len(views):
-            packed = b"".join(opened.packed)  # every body kept, the workers opened all of them
+            packed = join_views(opened.packed)  # every body kept, the workers opened all of them
         else:
             packed = pack_views(kept_views)
         return _Accepted(record, keep, pack_holding(holding), holding.correlation_only,

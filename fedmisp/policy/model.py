@@ -144,24 +144,33 @@ class NodeState:
 _NO_TAGS: frozenset[str] = frozenset()
 
 
-def element_view(body: dict[str, Any]) -> ElementView:
-    """The policy's view of one element body (model/misp.py). Built for every element a node sends
-    or receives, so positional and with one shared empty tag set (half the cost of keyword
-    construction)."""
+def element_view_fields(body: dict[str, Any]) -> list[Any]:
+    """The policy's view of one element body (model/misp.py) as plain fields, in ElementView's
+    order with the tags as a sorted list: what the store keeps beside a revision (`views_of`).
+    The one place that says how an element body reads as a view; `element_view` builds on it."""
     get = body.get
     tags = get("Tag")
-    names = frozenset([t["name"].lower() for t in tags]) if tags else _NO_TAGS
-    # ElementView(uuid, kind, distribution, sharing_group, object_uuid, type, template,
-    #             template_uuid, tags, to_ids)
+    names = sorted({t["name"].lower() for t in tags}) if tags else []
+    # (uuid, kind, distribution, sharing_group, object_uuid, type, template, template_uuid, tags, to_ids)
     if "type" in body and "value" in body:
-        return ElementView(body["uuid"], KIND_ATTRIBUTE, get("distribution", INHERIT), get("sharing_group_uuid"),
-                           get("object_uuid"), body["type"], None, None, names, bool(get("to_ids", False)))
+        return [body["uuid"], KIND_ATTRIBUTE, get("distribution", INHERIT), get("sharing_group_uuid"),
+                get("object_uuid"), body["type"], None, None, names, bool(get("to_ids", False))]
     if "relationship_type" in body:
-        return ElementView(body["uuid"], KIND_REFERENCE, get("distribution", INHERIT), get("sharing_group_uuid"),
-                           get("object_uuid"), None, None, None, names, bool(get("to_ids", False)))
-    return ElementView(body["uuid"], KIND_OBJECT, get("distribution", INHERIT), get("sharing_group_uuid"),
-                       get("object_uuid"), None, get("name"), get("template_uuid"), names,
-                       bool(get("to_ids", False)))
+        return [body["uuid"], KIND_REFERENCE, get("distribution", INHERIT), get("sharing_group_uuid"),
+                get("object_uuid"), None, None, None, names, bool(get("to_ids", False))]
+    return [body["uuid"], KIND_OBJECT, get("distribution", INHERIT), get("sharing_group_uuid"),
+            get("object_uuid"), None, get("name"), get("template_uuid"), names, bool(get("to_ids", False))]
+
+
+def view_from_fields(fields: list[Any] | tuple[Any, ...]) -> ElementView:
+    """The ElementView of `element_view_fields` (positional, one shared empty tag set: built for
+    every element a node sends or receives)."""
+    return ElementView(*fields[:8], frozenset(fields[8]) if fields[8] else _NO_TAGS, fields[9])
+
+
+def element_view(body: dict[str, Any]) -> ElementView:
+    """The policy's view of one element body."""
+    return view_from_fields(element_view_fields(body))
 
 
 def event_view(header: dict[str, Any], elements: list[dict[str, Any]]) -> EventView:
@@ -180,26 +189,44 @@ def header_view(header: dict[str, Any], elements: list[ElementView]) -> EventVie
 
 
 def view_fields(view: ElementView) -> list[Any]:
-    """An element view as plain msgpack-able fields (tags as a sorted list)."""
+    """An element view as `element_view_fields` gives it."""
     return [*view[:8], sorted(view.tags), view.to_ids]
 
 
-def view_from_fields(fields: list[Any] | tuple[Any, ...]) -> ElementView:
-    """The element view `view_fields` gave."""
-    return ElementView(*fields[:8], frozenset(fields[8]) if fields[8] else _NO_TAGS, fields[9])
+# The views of an event's held elements, as the store keeps them beside the revision (a sender
+# then decides what a peer may have without decoding every body): one msgpack array of
+# `[digest, fields]`, in no particular order.
+
+def views_of(items: Iterable[tuple[bytes, dict[str, Any]]]) -> bytes:
+    """The kept views of (digest, element body) pairs."""
+    return msgpack.packb([[digest, element_view_fields(body)] for digest, body in items], use_bin_type=True)
 
 
 def pack_views(items: Iterable[tuple[bytes, ElementView]]) -> bytes:
-    """The views of an event's held elements, each with its body's digest, as the store keeps them
-    beside the revision (a sender then decides what a peer may have without decoding every body):
-    a msgpack stream of `[digest, *view_fields]`, in no particular order. A stream, not one array,
-    so parts packed in different processes join by concatenation."""
-    pack = msgpack.Packer(use_bin_type=True).pack
-    return b"".join([pack([digest, *view_fields(view)]) for digest, view in items])
+    """The kept views of (digest, view) pairs."""
+    return msgpack.packb([[digest, view_fields(view)] for digest, view in items], use_bin_type=True)
 
 
 def unpack_views(blob: bytes) -> list[tuple[bytes, ElementView]]:
-    """`pack_views`'s items."""
-    unpacker = msgpack.Unpacker(raw=False, use_list=False, max_buffer_size=max(len(blob), 1))
-    unpacker.feed(blob)
-    return [(item[0], view_from_fields(item[1:])) for item in unpacker]
+    return [(digest, view_from_fields(fields)) for digest, fields in msgpack.unpackb(blob, raw=False, use_list=False)]
+
+
+def join_views(blobs: list[bytes]) -> bytes:
+    """Kept views packed in parts (by different processes) as one: their arrays' items under one
+    array header (msgpack: fixarray, array 16 or array 32)."""
+    count, items = 0, []
+    for blob in blobs:
+        first = blob[0]
+        if first & 0xF0 == 0x90:
+            n, skip = first & 0x0F, 1
+        elif first == 0xDC:
+            n, skip = int.from_bytes(blob[1:3], "big"), 3
+        elif first == 0xDD:
+            n, skip = int.from_bytes(blob[1:5], "big"), 5
+        else:
+            raise ValueError("kept views: expected a msgpack array")
+        count += n
+        items.append(memoryview(blob)[skip:])
+    header = bytes([0x90 | count]) if count < 16 else (b"\xdc" + count.to_bytes(2, "big") if count < 1 << 16
+                                                       else b"\xdd" + count.to_bytes(4, "big"))
+    return header + b"".join(items)

@@ -78,7 +78,7 @@ from fedmisp.model.records import (
 )
 from fedmisp.model.revision import SignedEvent
 from fedmisp.model.values import ValueFormatError, normalise
-from fedmisp.policy.model import element_view, pack_views, unpack_views
+from fedmisp.policy.model import element_view, unpack_views, views_of
 from fedmisp.policy.orgs import KeyState, check_org_record
 from fedmisp.policy.reasons import Reason
 
@@ -253,7 +253,7 @@ class EventWrite:
     event_info: str | None = None  # the event's info and creator, kept for correlation results
     orgc_name: str | None = None
     holding: bytes | None = None  # packed policy holding of a received event (None: made here)
-    # policy views of the bodies written (policy/model.py pack_views), kept beside the revision so
+    # policy views of the bodies written (policy/model.py views_of), kept beside the revision so
     # a sender decides what a peer may have without decoding them (None: none kept)
     views: bytes | None = None
 
@@ -320,7 +320,7 @@ def received_write(record: Record, entries: list[tuple[bytes, bytes, dict[str, A
     """An EventWrite for a revision received from a peer: only the element bodies it may hold
     (`entries`: digest, body, element), with the policy's holding. `built`: the entries' rows and
     attribute count when they were made elsewhere (`element_rows` in a worker process); `views`:
-    the entries' policy views (pack_views)."""
+    the entries' policy views (views_of)."""
     header = record.body["event"]
     ev = uuid16(header["uuid"])
     disabled = bool(header.get("disable_correlation"))
@@ -354,7 +354,7 @@ def event_write(signed: SignedEvent, source: str = "", correlation_only: bool = 
         local=[(uuid16(u), canonical.pack(tags)) for u, tags in signed.local_tags.items()],
         source=source, correlation_only=correlation_only, event_disabled=disabled,
         event_info=signed.record.body["event"]["info"], orgc_name=signed.record.body["event"]["Orgc"]["name"],
-        views=pack_views([(e.digest, element_view(e.element)) for e in elements]),
+        views=views_of([(e.digest, e.element) for e in elements]),
     )
 
 
