@@ -161,6 +161,9 @@ def test_a_rotation_reaches_a_running_peer_and_a_forged_one_is_refused(tmp_path:
         # b -> a still works: a's requests are signed with the new key, which b now pins
         _fedmisp("import", "--home", str(b.home), str(third))
         wait_for(lambda: third_uuid in a.events(), what="b's event at a")
+        # the retired key is revoked for the peer protocol: b answers a request it signs with 403
+        assert _peer_request(b, k1) == (403, "unknown-key")
+        assert _peer_request(b, k2)[0] == 200
         # forged rotations served by m: by a key that is not a's, and by a's retired key
         mallory, taken = Identity.generate(), Identity.generate()
         forged_event = sign_event(mallory, parse_event(event(seed=9, attributes=2, objects=0)["Event"],
@@ -191,6 +194,28 @@ def test_a_rotation_reaches_a_running_peer_and_a_forged_one_is_refused(tmp_path:
         assert store.revision(second_uuid)[0].author == k2.public_key
     finally:
         store.close()
+
+
+def _peer_request(node, identity: Identity) -> tuple[int, str]:
+    """One changes request to a running node's peer protocol, signed and boxed by `identity`: the
+    HTTP status and the start of the answer (the refusal's reason code)."""
+    import urllib.error
+    import urllib.request
+
+    from fedmisp.gossip.auth import HEADER, seal_body, sign_request
+    from fedmisp.gossip.session import encode
+    served = Node.open(node.home, readonly=True)
+    key = served.identity.public_key
+    served.close()
+    body = seal_body(identity, key, encode({"since": 0, "limit": 1}))
+    request = urllib.request.Request(f"http://127.0.0.1:{node.port}/fed/v1/changes", data=body, method="POST",
+                                     headers={HEADER: sign_request(identity, "POST", "/fed/v1/changes", body)})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=30) as reply:
+            return reply.status, ""
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode("utf-8", "replace").split(":", 1)[0]
 
 
 def test_events_signed_before_a_rotation_stay_editable_here_and_are_revised_with_the_new_key(node: Node):
