@@ -237,13 +237,14 @@ KEYS = [Identity.generate() for _ in range(8)]  # generating keys is slow: a fix
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(chain=st.integers(1, 4), forgeries=st.lists(st.tuples(st.sampled_from(["unknown", "retired"]),
+@given(chain=st.integers(1, 4), forgeries=st.lists(st.tuples(st.sampled_from(["unknown", "retired", "squat"]),
                                                              st.integers(0, 3)), max_size=6),
        data=st.data())
 def test_whatever_the_forgeries_only_the_genuine_chain_moves_an_org_key(tmp_path_factory, chain, forgeries, data):
     """A genuine chain k0 -> k1 -> ... delivered in order, forged rotations (by keys of no org, or by
-    keys already retired) slipped in anywhere: the org ends at the chain's last key, no forged key
-    signs for the org, and every forgery is refused."""
+    keys already retired) and unvouched introductions of other keys as the org's slipped in
+    anywhere after its first key: the org ends at the chain's last key, no forged key signs for the
+    org, and every forgery is refused."""
     keys = KEYS[: chain + 1]
     genuine = [rotation(keys[i], keys[i + 1], "A", ORG_A, created=100 + 10 * i) for i in range(chain)]
     deliveries: list = [("genuine", r) for r in genuine]
@@ -251,6 +252,9 @@ def test_whatever_the_forgeries_only_the_genuine_chain_moves_an_org_key(tmp_path
         target = KEYS[chain + 1 + which % (len(KEYS) - chain - 1)]
         if kind == "unknown":
             forged = rotation(target, Identity.generate(), "A", ORG_A, created=500)
+            at = data.draw(st.integers(0, len(deliveries)))
+        elif kind == "squat":
+            forged = introduction(target, "A", ORG_A, created=500 + which)
             at = data.draw(st.integers(0, len(deliveries)))
         else:
             # a key that was current once, rotating after its own rotation is known here
@@ -270,7 +274,7 @@ def test_whatever_the_forgeries_only_the_genuine_chain_moves_an_org_key(tmp_path
                 assert store.key_state(record.body["key"]).org is None
 
 
-@given(body=st.dictionaries(st.sampled_from(["key", "name", "uuid", "previous", "proof", "x"]),
+@given(body=st.dictionaries(st.sampled_from(["key", "name", "uuid", "previous", "proof", "voucher", "vouch", "x"]),
                             st.one_of(st.binary(max_size=70), st.text(max_size=40), st.integers(-2**31, 2**31), st.none()),
                             max_size=6))
 def test_read_org_refuses_any_malformed_body_with_a_record_error(body):

@@ -266,6 +266,13 @@ class Replica:
         peer = next((p for p in self.node.config.peers if p.name == name), None)
         return self._resolved(peer) if peer is not None else None
 
+    def pinned_keys(self) -> dict[bytes, str]:
+        """Key -> org uuid as this node's configuration pins them: its own key, and each peer's key
+        configured with an org_uuid (an operator's word, which an org record cannot override)."""
+        pinned = {p.key: p.policy.org_uuid for p in self.node.config.peers if p.policy.org_uuid}
+        pinned[self.node.identity.public_key] = self.node.config.org_uuid
+        return pinned
+
     def peers(self) -> list[PeerConfig]:
         """Every configured peer, resolved as `peer` does."""
         return [self._resolved(p) for p in self.node.config.peers]
@@ -500,7 +507,7 @@ class Replica:
             # introductions and key rotations; the rules (policy/orgs.py) are checked in the store's
             # write transaction
             refused_orgs: list[tuple[Record, Reason]] = []
-            for record in self.store.write_new_records(org_records, refused_orgs):
+            for record in self.store.write_new_records(org_records, refused_orgs, self.pinned_keys()):
                 self._stored(peer.name, record)
             for record, reason in refused_orgs:
                 self._refuse(peer.name, report, reason.value, record.kind, record.id)

@@ -1,10 +1,13 @@
-"""Org records: an organisation introducing its signing key, and rotating it (decision 0013).
+"""Org records: an organisation introducing its signing key, and rotating it (decisions 0013, 0019).
 
-An introduction is self-signed: body ``{key, name, uuid}`` with ``key`` the author. A rotation is
-signed by the key it retires and names it: body ``{key: new, previous: old, proof, name, uuid}``,
-where ``proof`` is the new key's signature over (context, org uuid, old key, new key), so the
-announcement proves possession of both keys and cannot hand someone else's key to the org.
-Whether the old key is the org's *current* key is the receiver's question (policy/orgs.py).
+An introduction is self-signed: body ``{key, name, uuid}`` with ``key`` the author. It may carry a
+vouch, ``{..., voucher, vouch}``: ``vouch`` is the voucher key's signature over (context, org uuid,
+key), so a current key of the organisation says the new key is the organisation's too (its other
+node). A rotation is signed by the key it retires and names it: body ``{key: new, previous: old,
+proof, name, uuid}``, where ``proof`` is the new key's signature over (context, org uuid, old key,
+new key), so the announcement proves possession of both keys and cannot hand someone else's key to
+the org. Whether the old key (or the voucher) is the org's *current* key is the receiver's
+question (policy/orgs.py).
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from fedmisp.model.identity import Identity, verify
 from fedmisp.model.records import KIND_ORG, Record, RecordError, seal
 
 _ROTATION_CONTEXT = b"fedmisp-key-rotation-v1"
+_VOUCH_CONTEXT = b"fedmisp-key-vouch-v1"
 MAX_ORG_NAME = 255  # MISP's organisations.name is varchar(255)
 
 
@@ -26,15 +30,30 @@ class OrgClaim:
     name: str
     key: bytes
     previous: bytes | None  # the key this one replaces (a rotation, signed by it); None: an introduction
+    voucher: bytes | None = None  # an introduction's voucher: the key whose signature `vouch` verified
 
 
 def _proof_message(org_uuid: str, previous: bytes, new: bytes) -> bytes:
     return canonical.pack([_ROTATION_CONTEXT, org_uuid, previous, new])
 
 
-def introduction(identity: Identity, org_name: str, org_uuid: str, created: int = 0) -> Record:
-    """The self-signed record that makes `identity`'s key known as `org_uuid`'s."""
-    return seal(identity, KIND_ORG, {"key": identity.public_key, "name": org_name, "uuid": org_uuid}, created)
+def _vouch_message(org_uuid: str, key: bytes) -> bytes:
+    return canonical.pack([_VOUCH_CONTEXT, org_uuid, key])
+
+
+def vouch(voucher: Identity, org_uuid: str, key: bytes) -> bytes:
+    """`voucher`'s signature saying `key` signs for `org_uuid` too (for the new key's introduction)."""
+    return voucher.sign(_vouch_message(org_uuid, key))
+
+
+def introduction(identity: Identity, org_name: str, org_uuid: str, created: int = 0,
+                 vouched: tuple[bytes, bytes] | None = None) -> Record:
+    """The self-signed record that makes `identity`'s key known as `org_uuid`'s; `vouched`: (voucher
+    key, its `vouch` signature) when the organisation already has a key that vouches for this one."""
+    body: dict[str, object] = {"key": identity.public_key, "name": org_name, "uuid": org_uuid}
+    if vouched is not None:
+        body["voucher"], body["vouch"] = vouched
+    return seal(identity, KIND_ORG, body, created)
 
 
 def rotation(old: Identity, new: Identity, org_name: str, org_uuid: str, created: int | None = None) -> Record:
@@ -64,7 +83,16 @@ def read_org(record: Record) -> OrgClaim:
     if previous is None:
         if key != record.author:
             raise RecordError("org record: an introduction must be signed by its own key")
-        return OrgClaim(org_uuid, name, key, None)
+        voucher = body.get("voucher")
+        if voucher is None and "vouch" not in body:
+            return OrgClaim(org_uuid, name, key, None)
+        signature = body.get("vouch")
+        if not (isinstance(voucher, bytes) and len(voucher) == 32 and voucher != key and isinstance(signature, bytes)
+                and verify(voucher, _vouch_message(org_uuid, key), signature)):
+            raise RecordError("org record: the introduction's vouch does not verify with its voucher key")
+        return OrgClaim(org_uuid, name, key, None, voucher)
+    if "voucher" in body or "vouch" in body:
+        raise RecordError("org record: a key rotation carries no vouch")
     if previous != record.author:
         raise RecordError("org record: a key rotation must be signed by the key it retires (previous)")
     if key == previous:

@@ -19,7 +19,11 @@ def _home(args: argparse.Namespace) -> Path:
 
 def cmd_init(args: argparse.Namespace) -> int:
     from fedmisp.node.home import init_home
-    node, api_key = init_home(_home(args), args.org, args.listen)
+    try:
+        node, api_key = init_home(_home(args), args.org, args.listen, args.org_uuid)
+    except ValueError as e:
+        print(f"fedmisp init: {e}", file=sys.stderr)
+        return 2
     with node:
         print(f"Initialised node for {node.config.org_name!r} in {node.config.home}")
         print(f"  org uuid:    {node.config.org_uuid}")
@@ -471,6 +475,38 @@ def cmd_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_key_vouch(args: argparse.Namespace) -> int:
+    """`fedmisp key vouch --key KEY`: this node vouches that KEY (the organisation's other node)
+    signs for its organisation too; prints the token that node installs (decision 0019)."""
+    from fedmisp.node.keys import KeyRotationError, vouch_token
+    with _open(args) as node:
+        try:
+            token = vouch_token(node, args.key)
+        except (KeyRotationError, ValueError) as e:
+            print(f"fedmisp key vouch: {e}", file=sys.stderr)
+            return 2
+    print(token)
+    print("on the other node: fedmisp key introduce --home DIR --vouch <the line above>", file=sys.stderr)
+    return 0
+
+
+def cmd_key_introduce(args: argparse.Namespace) -> int:
+    """`fedmisp key introduce --vouch TOKEN`: this node's key introduced again, with the vouch of a
+    key its organisation already has, so peers that know the organisation accept it."""
+    from fedmisp.model.identity import encode_key
+    from fedmisp.node.keys import KeyRotationError, introduce_vouched
+    with _open(args) as node:
+        try:
+            record = introduce_vouched(node, args.vouch)
+        except KeyRotationError as e:
+            print(f"fedmisp key introduce: {e}", file=sys.stderr)
+            return 2
+        print(f"stored the introduction of {node.identity.public_key_text} for org {node.config.org_uuid}, "
+              f"vouched by {encode_key(record.body['voucher'])}")
+    print("peers take it at their next pull from this node")
+    return 0
+
+
 def cmd_sharing_group(args: argparse.Namespace) -> int:
     from fedmisp.gossip import sharing_groups as sg
 
@@ -551,6 +587,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = with_home(sub.add_parser("init", help="create a node: identity key, config, store, admin API key"))
     p.add_argument("--org", required=True, help="the organisation's name")
     p.add_argument("--listen", default=DEFAULT_LISTEN, help=f"API address HOST:PORT (default {DEFAULT_LISTEN})")
+    p.add_argument("--org-uuid", help="the organisation's uuid, for its further node (default: a new one); "
+                                      "the first node then vouches for this one: `fedmisp key vouch`")
     p.set_defaults(func=cmd_init)
 
     p = with_home(sub.add_parser("info", help="org uuid, name, public key, listen address"))
@@ -626,10 +664,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace a store that holds records")
     p.set_defaults(func=cmd_restore)
 
-    p = sub.add_parser("key", help="rotate the node's signing key")
+    p = sub.add_parser("key", help="rotate the node's signing key, or vouch for the organisation's other node")
     key_cmds = p.add_subparsers(dest="key_cmd", required=True)
     k = with_home(key_cmds.add_parser("rotate", help="a new key, announced to peers signed by the old one"))
     k.set_defaults(func=cmd_key)
+    k = with_home(key_cmds.add_parser(
+        "vouch", help="vouch that another node's key signs for this organisation too; prints a token for it"))
+    k.add_argument("--key", required=True, help="the other node's public key (its `fedmisp info`)")
+    k.set_defaults(func=cmd_key_vouch)
+    k = with_home(key_cmds.add_parser(
+        "introduce", help="introduce this node's key again with a vouch from `fedmisp key vouch`"))
+    k.add_argument("--vouch", required=True, help="the token `fedmisp key vouch` printed on the other node")
+    k.set_defaults(func=cmd_key_introduce)
 
     p = sub.add_parser("peer", help="add, list or remove peers in fedmisp.toml")
     peers = p.add_subparsers(dest="peer_cmd", required=True)

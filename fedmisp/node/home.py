@@ -82,17 +82,23 @@ class Node:
         return key
 
 
-def init_home(home: Path, org_name: str, listen: str) -> tuple[Node, str]:
-    """Create a node: identity key (0600), config, store with its own org record, an admin API key."""
+def init_home(home: Path, org_name: str, listen: str, org_uuid: str | None = None) -> tuple[Node, str]:
+    """Create a node: identity key (0600), config, store with its own org record, an admin API key.
+    `org_uuid`: the organisation's, when this is a further node of it (default: a new organisation)."""
     if not org_name.strip():
         raise HomeError("--org: expected the organisation's name")
     parse_listen(listen)  # raises ValueError naming what is accepted
+    if org_uuid is not None:
+        try:
+            org_uuid = str(_uuid.UUID(org_uuid))
+        except ValueError:
+            raise HomeError(f"--org-uuid: {org_uuid!r} is not a uuid (expected 8-4-4-4-12 hex digits)") from None
     home.mkdir(parents=True, exist_ok=True)
     if (home / KEY_FILE).exists():
         raise HomeError(f"{home}: a node already lives here (found {KEY_FILE}); choose another --home")
     identity = Identity.generate()
     identity.save(home / KEY_FILE)
-    write_config(home, org_name.strip(), str(_uuid.uuid4()), listen)
+    write_config(home, org_name.strip(), org_uuid or str(_uuid.uuid4()), listen)
     node = Node.open(home)
     node.store.write_records([org_record(identity, node.config)])
     return node, node.create_api_key("admin", "created by fedmisp init")

@@ -20,17 +20,26 @@ class KeyState:
     successor: bytes | None = None  # the key that replaced it
 
 
-def check_org_record(claim: OrgClaim, author: KeyState, new_key: KeyState) -> Reason:
+def check_org_record(claim: OrgClaim, author: KeyState, new_key: KeyState, *, org_known: bool = False,
+                     voucher: KeyState | None = None, pinned: bool = False) -> Reason:
     """1. An introduction (self-signed) makes an unknown key known; it cannot move a key to another
           organisation, nor bring back a retired key.
        2. A rotation must be signed by a current key of the organisation it names: a retired key, a
           key of another organisation or an unknown key is refused (a forged announcement).
-       3. The new key of a rotation must be unknown: it cannot take over a key already in use."""
+       3. The new key of a rotation must be unknown: it cannot take over a key already in use.
+       4. An organisation this node knows a key of (`org_known`) gets a further key only with its
+          consent: the introduction carries a vouch by a current key of it (`voucher`: what this
+          node knows of the vouching key), or this node's configuration pins the key to it
+          (`pinned`: an operator's word). Otherwise any key could speak as any organisation, its
+          sharing groups' owner included (decision 0019)."""
     if claim.previous is None:
         if author.retired_at is not None:
             return Reason.ORG_KEY_RETIRED
-        if author.org is not None and author.org != claim.uuid:
-            return Reason.ORG_KEY_CONFLICT
+        if author.org is not None:
+            return Reason.ALLOWED if author.org == claim.uuid else Reason.ORG_KEY_CONFLICT
+        if org_known and not pinned and not (
+                voucher is not None and voucher.org == claim.uuid and voucher.retired_at is None):
+            return Reason.ORG_KEY_NOT_VOUCHED
         return Reason.ALLOWED
     if author.org != claim.uuid or author.retired_at is not None:
         return Reason.ORG_KEY_NOT_CURRENT

@@ -65,6 +65,8 @@ class Reason(str, Enum):
     ORG_KEY_NOT_CURRENT = "org-key-not-current"  # a rotation not signed by a current key of the org
     ORG_KEY_CONFLICT = "org-key-conflict"  # a key that already signs for another organisation
     ORG_KEY_RETIRED = "org-key-retired"  # a retired key introduced again, or signing after its rotation
+    # a new key introducing itself for an organisation that has a key already, without that key's vouch
+    ORG_KEY_NOT_VOUCHED = "org-key-not-vouched"
 
 
 # filter check name -> (push reason, pull reason)

@@ -63,7 +63,7 @@ from enum import Enum
 from hashlib import blake2b
 from itertools import islice
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 import lmdb
 import msgpack
@@ -475,21 +475,23 @@ class Store:
         fewer commits write far fewer pages, see docs/decisions/0004)."""
         return EventBatch(self)
 
-    def write_records(self, records: list[Record], refused: list[tuple[Record, Reason]] | None = None) -> int:
+    def write_records(self, records: list[Record], refused: list[tuple[Record, Reason]] | None = None,
+                      pinned: Mapping[bytes, str] | None = None) -> int:
         """Store standalone records (org records, ...); returns how many were new. An org record the
         rules refuse (policy/orgs.py, checked in this transaction) is left out and, when `refused`
-        is given, listed there with its reason."""
-        return len(self.write_new_records(records, refused))
+        is given, listed there with its reason. `pinned`: key -> org uuid as this node's
+        configuration pins them (its own key, its peers' keys with their org)."""
+        return len(self.write_new_records(records, refused, pinned))
 
-    def write_new_records(self, records: list[Record],
-                          refused: list[tuple[Record, Reason]] | None = None) -> list[Record]:
+    def write_new_records(self, records: list[Record], refused: list[tuple[Record, Reason]] | None = None,
+                          pinned: Mapping[bytes, str] | None = None) -> list[Record]:
         """`write_records`, returning the records that were new (the others were held already)."""
         new = []
         with self.env.begin(write=True) as txn:
             seq = self._seq(txn)
             for record in records:
                 if record.kind == KIND_ORG:
-                    reason = self._org_reason(txn, record)
+                    reason = self._org_reason(txn, record, pinned or {})
                     if reason is not Reason.ALLOWED:
                         if refused is not None:
                             refused.append((record, reason))
@@ -534,14 +536,18 @@ class Store:
             txn.put(rid, _BE8.pack(seq), db=self.db["extra_seqs"])
         return seq
 
-    def _org_reason(self, txn: lmdb.Transaction, record: Record) -> Reason:
+    def _org_reason(self, txn: lmdb.Transaction, record: Record, pinned: Mapping[bytes, str]) -> Reason:
         if txn.get(record.id, db=self.db["records"]) is not None:
             return Reason.ALLOWED  # held already: storing it again is a no-op
         try:
             claim = read_org(record)
         except RecordError:
             return Reason.MALFORMED
-        return check_org_record(claim, self._key_state(txn, record.author), self._key_state(txn, claim.key))
+        return check_org_record(
+            claim, self._key_state(txn, record.author), self._key_state(txn, claim.key),
+            org_known=txn.get(uuid16(claim.uuid), db=self.db["orgs"]) is not None,
+            voucher=self._key_state(txn, claim.voucher) if claim.voucher is not None else None,
+            pinned=pinned.get(claim.key) == claim.uuid)
 
     def _put_org(self, txn: lmdb.Transaction, record: Record) -> None:
         claim = read_org(record)
