@@ -1,4 +1,9 @@
-from fedmisp.node.cli import main
+def _main() -> int:
+    from fedmisp.node.cli import main
+    return main()
 
-if __name__ == "__main__":  # import paths started by multiprocessing (spawn) must not run the CLI
-    raise SystemExit(main())
+
+# Processes that multiprocessing starts with "spawn" (the row workers) import this module as
+# __mp_main__: the CLI (aiohttp, the API, configuration) is imported only when it is run.
+if __name__ == "__main__":
+    raise SystemExit(_main())
