@@ -29,12 +29,14 @@ class NodeProcess:
         self.log = home / "node.log"
 
     def start(self, timeout: float = 30) -> None:
+        # the log is appended to across restarts: only this start's lines say it is serving
+        offset = self.log.stat().st_size if self.log.exists() else 0
         log = open(self.log, "a")
         self.proc = subprocess.Popen([sys.executable, "-m", "fedmisp", "run", "--home", str(self.home)],
                                      stdout=log, stderr=subprocess.STDOUT, text=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if "serving" in self.log.read_text():
+            if "serving" in self.log.read_text()[offset:]:
                 return
             if self.proc.poll() is not None:
                 raise RuntimeError(f"node {self.name} exited: {self.log.read_text()[-2000:]}")

@@ -24,7 +24,7 @@ SETTINGS = {
     "audit": {"enabled", "file", "max_bytes", "backups"},
     "metrics": {"require_api_key"},
     "correlation": {"ssdeep_threshold", "max_matches", "exclusions"},
-    "blocklist": {"events", "orgs"},
+    "blocklist": {"events", "orgs", "keys"},
 }
 
 

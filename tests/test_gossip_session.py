@@ -31,6 +31,7 @@ def change(seq: int, s, level: int = 3) -> dict:
 class FakeLocal:
     def __init__(self, known=(AUTHOR.public_key,)):
         self.known = set(known)
+        self.blocked: set[bytes] = set()
         self.digests: dict[str, set[bytes]] = {}
         self.timestamps: dict[str, int] = {}
 
@@ -42,6 +43,9 @@ class FakeLocal:
 
     def author_known(self, key, created):
         return key in self.known
+
+    def key_blocked(self, key):
+        return key in self.blocked
 
 
 class FakePeer:

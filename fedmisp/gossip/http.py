@@ -14,7 +14,7 @@ from aiohttp import web
 from fedmisp.gossip.auth import HEADER, AuthError, ReplayCache, open_body, seal_body, sign_request, verify_request
 from fedmisp.gossip.replica import Replica
 from fedmisp.gossip.session import MAX_MESSAGE_BYTES, ProtocolError, decode, encode
-from fedmisp.model.identity import Identity
+from fedmisp.model.identity import Identity, encode_key
 from fedmisp.gossip.peers import NodeView, PeerConfig
 from fedmisp.policy.model import PeerMode
 
@@ -64,6 +64,8 @@ class PeerProtocol:
         peers = {p.key: p.name for p in self.replica.peers()}
         try:
             who = verify_request(request.headers.get(HEADER), request.method, request.path, body, peers, self.replays)
+            if self.replica.key_blocked(who.key):
+                raise web.HTTPForbidden(text=f"key-blocked: key {encode_key(who.key)} is in this node's [blocklist] keys")
             peer = self.replica.peer(who.peer)
             assert peer is not None
             identity, plaintext = _open_with_any(node_identities(self.replica.node), peer.key, body)

@@ -468,7 +468,12 @@ class Replica:
 
     # --- receiver ------------------------------------------------------------------------------------
 
+    def key_blocked(self, key: bytes) -> bool:
+        return key in self.node.config.blocked_keys
+
     def author_known(self, key: bytes, created: int) -> bool:
+        if key in self.node.config.blocked_keys:
+            return False  # revoked here (the session refuses it as key-blocked first)
         state = self.store.key_state(key)
         if not signed_while_current(state, created):
             return False  # signed by a retired key after its rotation

@@ -116,6 +116,9 @@ class Local(Protocol):
         """The key is this node's, a configured peer's or introduced by an org record, and (if a
         rotation retired it) `created` is not after its rotation."""
 
+    def key_blocked(self, key: bytes) -> bool:
+        """The operator revoked the key here ([blocklist] keys): nothing it signs is taken."""
+
 
 @dataclass
 class _Pending:
@@ -224,6 +227,9 @@ class PullSession:
         except RecordError as e:
             self._refused.append(Refused(seq, "bad-signature" if "signature" in str(e) else "malformed", str(e)))
             return
+        if self.local.key_blocked(record.author):
+            self._refused.append(Refused(seq, "key-blocked", kind=record.kind, record_id=record.id))
+            return
         if record.kind == KIND_ORG:
             # An org record introduces its own key (self-signed) or a key that replaces one (signed
             # by the old key); it is what makes authors known. Whether the node accepts it is
@@ -233,6 +239,9 @@ class PullSession:
                 claim = read_org(record)
             except RecordError as e:
                 self._refused.append(Refused(seq, "malformed", str(e), record.kind, record.id))
+                return
+            if self.local.key_blocked(claim.key) or (claim.voucher is not None and self.local.key_blocked(claim.voucher)):
+                self._refused.append(Refused(seq, "key-blocked", kind=record.kind, record_id=record.id))
                 return
             self._records.append(wire)
             if claim.previous is None or claim.previous in self._introduced \

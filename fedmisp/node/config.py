@@ -86,6 +86,21 @@ def _parse_uuid_list(raw: Any, where: str, problems: list[str]) -> frozenset[str
     return frozenset(out)
 
 
+def _parse_key_list(raw: Any, where: str, problems: list[str]) -> frozenset[bytes]:
+    if raw is None:
+        return frozenset()
+    if not isinstance(raw, list):
+        problems.append(f"{where}: expected a list of public keys")
+        return frozenset()
+    out = set()
+    for i, value in enumerate(raw):
+        try:
+            out.add(decode_key(value if isinstance(value, str) else ""))
+        except ValueError as e:
+            problems.append(f"{where}[{i}]: {value!r}: {e}")
+    return frozenset(out)
+
+
 def _parse_correlation(raw: Any, problems: list[str]) -> CorrelationConfig:
     default = CorrelationConfig()
     if raw is None:
@@ -233,6 +248,7 @@ class NodeConfig:
     correlation: CorrelationConfig = field(default_factory=CorrelationConfig)
     blocked_events: frozenset[str] = frozenset()
     blocked_orgs: frozenset[str] = frozenset()
+    blocked_keys: frozenset[bytes] = frozenset()  # revoked by this node: whatever they sign is refused
     log: LogConfig = field(default_factory=LogConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
@@ -345,10 +361,11 @@ def load_config(home: Path) -> NodeConfig:
                             f"node, but org_uuid is {peer.policy.org_uuid!r}, not {org_uuid!r}")
     blocklist = raw.get("blocklist", {})
     if not isinstance(blocklist, dict):
-        problems.append("[blocklist]: expected a table with events and orgs")
+        problems.append("[blocklist]: expected a table with events, orgs and keys")
         blocklist = {}
     blocked_events = _parse_uuid_list(blocklist.get("events"), "blocklist.events", problems)
     blocked_orgs = _parse_uuid_list(blocklist.get("orgs"), "blocklist.orgs", problems)
+    blocked_keys = _parse_key_list(blocklist.get("keys"), "blocklist.keys", problems)
     correlation = _parse_correlation(raw.get("correlation"), problems)
     log, audit, metrics = _parse_observability(raw, problems)
     served_feeds = parse_served_feeds(raw.get("served_feed"), problems)
@@ -357,5 +374,6 @@ def load_config(home: Path) -> NodeConfig:
         raise ConfigError(path, problems)
     return NodeConfig(correlation=correlation, home=home, org_name=org_name, org_uuid=org_uuid, listen_host=host, listen_port=port,
                       default_distribution=distribution, max_import_file_bytes=max_file, peers=peers,
-                      blocked_events=blocked_events, blocked_orgs=blocked_orgs, log=log, audit=audit,
+                      blocked_events=blocked_events, blocked_orgs=blocked_orgs, blocked_keys=blocked_keys,
+                      log=log, audit=audit,
                       metrics=metrics, served_feeds=served_feeds, feeds=feeds, raw=raw)

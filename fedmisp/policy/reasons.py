@@ -51,6 +51,7 @@ class Reason(str, Enum):
     BAD_SIGNATURE = "bad-signature"
     BAD_DIGEST = "bad-digest"
     UNKNOWN_AUTHOR = "unknown-author"
+    KEY_BLOCKED = "key-blocked"  # signed by (or introducing, or vouched by) a key in [blocklist] keys
     DECISION_NOT_CREATOR = "decision-not-creator"  # a proposal decision not signed by the event's creator
     # inbound 4
     OLDER = "older"
