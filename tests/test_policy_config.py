@@ -102,7 +102,7 @@ keys = ["short"]
         "peer 'bank-soc'.name: used by another peer",
         "peer 'bank-soc'.mode: internal is for this organisation's own other node",
         "blocklist.events[0]: 'nope' is not a UUID",
-        "blocklist.keys[0]: 'short': expected an Ed25519 public key in url-safe base64",
+        "blocklist.keys[0]: 'short' is not a public key: expected an Ed25519 public key in url-safe base64",
     ]
     for line in expected:
         assert line in text, f"missing: {line}\n---\n{text}"

@@ -10,7 +10,7 @@ import tomllib
 import uuid as _uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import tomli_w
 
@@ -71,34 +71,34 @@ def _parse_peers(raw: Any, problems: list[str], strip_sighting_org: bool = False
     return tuple(peers)
 
 
-def _parse_uuid_list(raw: Any, where: str, problems: list[str]) -> frozenset[str]:
+def _parse_list(raw: Any, where: str, problems: list[str], what: str, parse: Callable[[Any], Any]) -> frozenset[Any]:
+    """A list setting whose every item `parse` reads (ValueError: the item is named as not `what`)."""
     if raw is None:
         return frozenset()
     if not isinstance(raw, list):
-        problems.append(f"{where}: expected a list of UUIDs")
+        problems.append(f"{where}: expected a list of {what}s")
         return frozenset()
     out = set()
     for i, value in enumerate(raw):
         try:
-            out.add(str(_uuid.UUID(str(value))))
-        except ValueError:
-            problems.append(f"{where}[{i}]: {value!r} is not a UUID")
+            out.add(parse(value))
+        except ValueError as e:
+            problems.append(f"{where}[{i}]: {value!r} is not a {what}" + (f": {e}" if str(e) else ""))
     return frozenset(out)
+
+
+def _parse_uuid_list(raw: Any, where: str, problems: list[str]) -> frozenset[str]:
+    def parse(value: Any) -> str:
+        try:
+            return str(_uuid.UUID(str(value)))
+        except ValueError:
+            raise ValueError() from None
+    return _parse_list(raw, where, problems, "UUID", parse)
 
 
 def _parse_key_list(raw: Any, where: str, problems: list[str]) -> frozenset[bytes]:
-    if raw is None:
-        return frozenset()
-    if not isinstance(raw, list):
-        problems.append(f"{where}: expected a list of public keys")
-        return frozenset()
-    out = set()
-    for i, value in enumerate(raw):
-        try:
-            out.add(decode_key(value if isinstance(value, str) else ""))
-        except ValueError as e:
-            problems.append(f"{where}[{i}]: {value!r}: {e}")
-    return frozenset(out)
+    return _parse_list(raw, where, problems, "public key",
+                       lambda value: decode_key(value if isinstance(value, str) else ""))
 
 
 def _parse_correlation(raw: Any, problems: list[str]) -> CorrelationConfig:
