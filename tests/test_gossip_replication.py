@@ -510,3 +510,16 @@ def test_a_known_peers_signed_but_malformed_revision_is_refused_and_the_pull_goe
     assert nodes["b"].store.checkpoint("a") == 2 and nodes["b"].store.check_integrity() == []
     for node in nodes.values():
         node.close()
+
+
+@pytest.mark.parametrize("body, field", [
+    (dict(_GOOD_ELEMENT, distribution=None), "element.distribution: missing"),
+    (dict(_GOOD_ELEMENT, timestamp=None), "element.timestamp: missing"),
+    ({"uuid": _GOOD_ELEMENT["uuid"], "name": "domain-ip", "distribution": 5, "timestamp": None}, "element.timestamp"),
+    ({"uuid": _GOOD_ELEMENT["uuid"], "relationship_type": "related-to", "object_uuid": None,
+      "referenced_uuid": _GOOD_ELEMENT["uuid"], "timestamp": 1}, "element.object_uuid: missing"),
+])
+def test_a_required_field_written_as_null_is_missing(body, field):
+    """A null is no value: policy and the export would read None where they need a level or a time."""
+    from fedmisp.model.misp import received_problem
+    assert field in (received_problem(body) or "")

@@ -121,7 +121,7 @@ def test_vouch_and_introduce_from_the_command_line(tmp_path: Path):
     token = made.stdout.strip()
     assert token.startswith(org + ".")
     wrong = _fedmisp("key", "introduce", "--home", str(second), "--vouch", token.replace(org, str(uuid.uuid4())))
-    assert wrong.returncode == 2 and "org_uuid" in wrong.stderr
+    assert wrong.returncode == 2 and "fedmisp init --org-uuid" in wrong.stderr
     mine = json.loads(_fedmisp("info", "--home", str(first), "--json").stdout)["public_key"]
     own = _fedmisp("key", "vouch", "--home", str(first), "--key", mine)
     assert own.returncode == 2 and "own key" in own.stderr

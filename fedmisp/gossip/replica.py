@@ -158,39 +158,32 @@ def _start_row_worker(parent: int, interval: float = 1.0) -> None:
     threading.Thread(target=watch, name="fedmisp-parent-watch", daemon=True).start()
 
 
-def _received_view(element: Any) -> ElementView:
-    """The policy's view of a received element, its fields checked first (ValueError naming the
-    field: the element is refused, the rest of its event goes on)."""
+def open_received(body: bytes) -> dict[str, Any]:
+    """A received body (its digest checked by the session) opened as policy and the store read it:
+    decoded and its fields checked (`received_problem`). RecordError names what is wrong: the
+    element is refused, the rest of its event goes on. The one place for it, in a row worker or here."""
+    element = open_element(body)
     problem = received_problem(element)
     if problem is not None:
-        raise ValueError(problem)
-    return element_view(element)
+        raise RecordError(problem)
+    return element
 
 
 def open_rows(ev: bytes, entries: list[tuple[bytes, bytes]], event_disabled: bool) -> bytes:
-    """In a row worker: open received bodies (`entries`: digest, body, their digests checked by
-    the session) as policy and the store read them. One msgpack blob `[rows, attributes, views,
-    bad]`: the store rows of the bodies that open (without the bodies' own rows), the views of
-    those bodies as the store keeps them (views_of: the receiver stores them, joined, when it
-    keeps every body) and `[index, what is wrong]` of each bad one."""
+    """In a row worker: `open_received` each body (`entries`: digest, body). One msgpack blob
+    `[rows, attributes, views, bad]`: the store rows of the bodies that open (without the bodies'
+    own rows), their views as the store keeps them (views_of: the receiver stores them, joined,
+    when it keeps every body) and `[index, what is wrong]` of each bad one."""
     good: list[tuple[bytes, bytes, dict[str, Any]]] = []
     bad: list[tuple[int, str]] = []
     for i, (digest, body) in enumerate(entries):
         try:
-            element = open_element(body)
+            good.append((digest, body, open_received(body)))
         except RecordError as e:
             bad.append((i, str(e)))
-            continue
-        problem = received_problem(element)
-        if problem is not None:
-            bad.append((i, problem))
-            continue
-        good.append((digest, body, element))
     rows, attributes = elements_rows(ev, good, event_disabled)
     views = views_of([(digest, element) for digest, _, element in good])
     return msgpack.packb([rows, attributes, views, bad], use_bin_type=True)
-
-
 
 
 @dataclass
@@ -224,7 +217,7 @@ class _Accepted:
     holding: bytes
     correlation_only: bool
     withheld: dict[str, int]  # elements not kept, by reason (for the observer)
-    views: bytes  # the kept bodies' policy views (pack_views), stored with the revision
+    views: bytes  # the kept bodies' policy views (views_of / pack_views), stored with the revision
 
 
 class Replica:
@@ -541,7 +534,7 @@ class Replica:
         accepted: list[tuple[_Accepted, _Rows]] = []
         for received in batch.events:
             record = received.record if received.record is not None else open_record(received.wire)
-            opened = self._open(record, received.bodies, pool)
+            opened = self._open(record, received.bodies)
             for digest, problem in opened.bad.items():
                 self._refuse(peer.name, report, Reason.MALFORMED.value, record.kind, record.id,
                              received.event_uuid, problem)
@@ -647,7 +640,7 @@ class Replica:
         self._ahead.clear()
         self._ahead_bodies = 0
 
-    def _open(self, record: Record, bodies: dict[bytes, bytes], pool: ProcessPoolExecutor | None) -> _Opened:
+    def _open(self, record: Record, bodies: dict[bytes, bytes]) -> _Opened:
         """The fetched bodies of one revision opened: by the workers ahead (rows_ahead), and here
         for any they did not take (a small pull, the ahead cap, a worker that died)."""
         opened = _Opened()
@@ -670,11 +663,11 @@ class Replica:
             if digest in views or digest in bad:
                 continue
             try:
-                element = open_element(body)
-                views[digest] = _received_view(element)
-            except (RecordError, ValueError) as e:
+                element = open_received(body)
+            except RecordError as e:
                 bad[digest] = str(e)
                 continue
+            views[digest] = element_view(element)
             opened.elements[digest] = element
         return opened
 

@@ -21,7 +21,6 @@ data is a no-op.
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -30,12 +29,10 @@ from fedmisp.model.org import read_org
 from fedmisp.model.misp import received_problem
 from fedmisp.model.records import (
     KIND_EVENT, KIND_ORG, KIND_PROPOSAL, KIND_PROPOSAL_DECISION, KIND_SHARING_GROUP, KIND_SIGHTINGS, SALT_BYTES,
-    DIGEST_BYTES, MAX_ELEMENT_BYTES, Record, RecordError, body_problem, element_digest, open_record,
+    Record, RecordError, body_problem, element_digest, open_record,
     revision_elements,
 )
 
-_blake2b = hashlib.blake2b
-_MAX_BODY = MAX_ELEMENT_BYTES + SALT_BYTES
 
 # One changes page: enough to amortise a round trip, small enough to keep a page's skeletons in
 # memory (an event skeleton is 32 bytes per element).
@@ -318,14 +315,11 @@ class PullSession:
                 continue
             if body.__class__ is not bytes:
                 raise ProtocolError("bodies reply: a body must be bytes")
-            # The body is what the author signed (its size and digest; body_problem, inlined: it
-            # runs for every body pulled). Its content is opened and checked when the batch is
-            # stored, by the row workers of a large pull (gossip/replica.py).
-            if not (SALT_BYTES < len(body) <= _MAX_BODY and (
-                    hashed or _blake2b(memoryview(body)[SALT_BYTES:], key=body[:SALT_BYTES],
-                                       digest_size=DIGEST_BYTES).digest() == digest)):
-                problem = body_problem(digest, body, digest=digest if hashed else None)
-                self._refused.append(Refused(pending.change["seq"], "bad-digest", str(problem), "event",
+            # The body is what the author signed (its size and digest). Its content is opened and
+            # checked when the batch is stored, by the row workers of a large pull (gossip/replica.py).
+            problem = body_problem(digest, body, digest=digest if hashed else None)
+            if problem is not None:
+                self._refused.append(Refused(pending.change["seq"], "bad-digest", problem, "event",
                                              pending.record_id, pending.event_uuid))
                 pending.need.remove(digest)
                 continue

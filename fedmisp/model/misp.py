@@ -1012,6 +1012,13 @@ _RECEIVED_RULES: dict[str, Any] = {
 }
 
 
+# what every node writes (and the export reads) in each kind of body
+_RECEIVED_HEADER = ("info", "distribution", "threat_level_id", "analysis", "timestamp", "publish_timestamp")
+_RECEIVED_ATTRIBUTE = ("type", "value", "distribution", "timestamp")
+_RECEIVED_REFERENCE = ("object_uuid", "referenced_uuid", "timestamp")
+_RECEIVED_OBJECT = ("name", "distribution", "timestamp")
+
+
 def received_problem(body: Any, *, header: bool = False) -> str | None:
     """What is wrong with a received element (or, `header`, an event header) in the fields this
     node reads, naming the field and what is accepted; None if nothing. (Once per element pulled:
@@ -1058,16 +1065,9 @@ def received_problem(body: Any, *, header: bool = False) -> str | None:
     else:
         required = _RECEIVED_OBJECT
     for name in required:
-        if name not in body:
+        if get(name) is None:
             return f"{what}.{name}: missing"
     return None
-
-
-# what every node writes (and the export reads) in each kind of body
-_RECEIVED_HEADER = ("info", "distribution", "threat_level_id", "analysis", "timestamp", "publish_timestamp")
-_RECEIVED_ATTRIBUTE = ("type", "value", "distribution", "timestamp")
-_RECEIVED_REFERENCE = ("object_uuid", "referenced_uuid", "timestamp")
-_RECEIVED_OBJECT = ("name", "distribution", "timestamp")
 
 
 def element_kind(body: dict[str, Any]) -> str:

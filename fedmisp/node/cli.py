@@ -19,11 +19,7 @@ def _home(args: argparse.Namespace) -> Path:
 
 def cmd_init(args: argparse.Namespace) -> int:
     from fedmisp.node.home import init_home
-    try:
-        node, api_key = init_home(_home(args), args.org, args.listen, args.org_uuid)
-    except ValueError as e:
-        print(f"fedmisp init: {e}", file=sys.stderr)
-        return 2
+    node, api_key = init_home(_home(args), args.org, args.listen, args.org_uuid)
     with node:
         print(f"Initialised node for {node.config.org_name!r} in {node.config.home}")
         print(f"  org uuid:    {node.config.org_uuid}")
@@ -478,11 +474,11 @@ def cmd_key(args: argparse.Namespace) -> int:
 def cmd_key_vouch(args: argparse.Namespace) -> int:
     """`fedmisp key vouch --key KEY`: this node vouches that KEY (the organisation's other node)
     signs for its organisation too; prints the token that node installs (decision 0019)."""
-    from fedmisp.node.keys import KeyRotationError, vouch_token
+    from fedmisp.node.keys import VouchError, vouch_token
     with _open(args) as node:
         try:
             token = vouch_token(node, args.key)
-        except (KeyRotationError, ValueError) as e:
+        except (VouchError, ValueError) as e:
             print(f"fedmisp key vouch: {e}", file=sys.stderr)
             return 2
     print(token)
@@ -494,11 +490,11 @@ def cmd_key_introduce(args: argparse.Namespace) -> int:
     """`fedmisp key introduce --vouch TOKEN`: this node's key introduced again, with the vouch of a
     key its organisation already has, so peers that know the organisation accept it."""
     from fedmisp.model.identity import encode_key
-    from fedmisp.node.keys import KeyRotationError, introduce_vouched
+    from fedmisp.node.keys import VouchError, introduce_vouched
     with _open(args) as node:
         try:
             record = introduce_vouched(node, args.vouch)
-        except KeyRotationError as e:
+        except VouchError as e:
             print(f"fedmisp key introduce: {e}", file=sys.stderr)
             return 2
         print(f"stored the introduction of {node.identity.public_key_text} for org {node.config.org_uuid}, "

@@ -132,43 +132,47 @@ def reload_identity(node: "Node") -> bool:
 
 # --- an organisation's further node (decision 0019) ---------------------------------------------
 
+class VouchError(Exception):
+    """A vouch cannot be made or taken; the message says why."""
+
+
 def vouch_token(node: "Node", key_text: str) -> str:
     """What this node's operator hands the operator of the organisation's other node, whose public
     key is `key_text`: `<org uuid>.<this node's key>.<signature>` (none of it secret)."""
     key = decode_key(key_text)
     if key == node.identity.public_key:
-        raise KeyRotationError("that is this node's own key: vouch for the other node's key (its `fedmisp info`)")
+        raise VouchError("that is this node's own key: vouch for the other node's key (its `fedmisp info`)")
     state = node.store.key_state(node.identity.public_key)
     if state.org is not None and state.org != node.config.org_uuid:
-        raise KeyRotationError(f"this node's key signs for org {state.org}, not {node.config.org_uuid}")
+        raise VouchError(f"this node's key signs for org {state.org}, not {node.config.org_uuid}")
     signature = vouch(node.identity, node.config.org_uuid, key)
     return f"{node.config.org_uuid}.{node.identity.public_key_text}.{encode_key(signature)}"
 
 
 def introduce_vouched(node: "Node", token: str) -> Record:
     """Store this node's introduction carrying the vouch of `token` (from `fedmisp key vouch` on a
-    node of the same organisation); peers take it when they pull. Raises KeyRotationError naming
+    node of the same organisation); peers take it when they pull. Raises VouchError naming
     what is wrong."""
     parts = token.strip().split(".")
     if len(parts) != 3:
-        raise KeyRotationError("--vouch: expected <org uuid>.<key>.<signature>, as `fedmisp key vouch` prints it")
+        raise VouchError("--vouch: expected <org uuid>.<key>.<signature>, as `fedmisp key vouch` prints it")
     org_uuid, voucher_text, signature_text = parts
     if org_uuid != node.config.org_uuid:
-        raise KeyRotationError(f"--vouch: the vouch is for org {org_uuid}, this node's org_uuid is "
-                               f"{node.config.org_uuid}: set org_uuid in fedmisp.toml to the organisation's")
+        raise VouchError(f"--vouch: the vouch is for org {org_uuid}, this node's org is {node.config.org_uuid}: "
+                         "a further node of an organisation is created with `fedmisp init --org-uuid`")
     try:
         voucher = decode_key(voucher_text)
         signature = base64.urlsafe_b64decode(signature_text + "=" * (-len(signature_text) % 4))
     except ValueError as e:
-        raise KeyRotationError(f"--vouch: {e}") from None
+        raise VouchError(f"--vouch: {e}") from None
     record = introduction(node.identity, node.config.org_name, org_uuid, int(time.time()), (voucher, signature))
     try:
         read_org(record)
     except RecordError:
-        raise KeyRotationError("--vouch: the signature does not vouch for this node's key "
+        raise VouchError("--vouch: the signature does not vouch for this node's key "
                                "(was it made for another key?)") from None
     refused: list[tuple[Record, Reason]] = []
     node.store.write_records([record], refused, {node.identity.public_key: node.config.org_uuid})
     if refused:
-        raise KeyRotationError(f"the store refused the introduction ({refused[0][1].value})")
+        raise VouchError(f"the store refused the introduction ({refused[0][1].value})")
     return record
