@@ -401,18 +401,29 @@ def _retyped(draw: st.DrawFn, value: Any) -> Any:
     return draw(st.sampled_from([[value], {"name": value}, [], {}, [[value]], None, True, 2**64, float("inf")]))
 
 
+def _places(document: Any) -> Iterator[tuple[Any, Any]]:
+    """(parent, key) of every value in `document`, the document itself as (None, None)."""
+    stack: list[tuple[Any, Any]] = [(None, None)]
+    while stack:
+        parent, key = stack.pop()
+        yield parent, key
+        node = document if parent is None else parent[key]
+        if isinstance(node, dict):
+            stack.extend((node, k) for k in node)
+        elif isinstance(node, list):
+            stack.extend((node, i) for i in range(len(node)))
+
+
 @st.composite
 def mutated(draw: st.DrawFn, document: Any) -> Any:
     """`document` with one to three places changed: a value replaced by junk or by another JSON
     type, a lone surrogate put into a string, a field removed or added, a value wrapped."""
     document = json.loads(json.dumps(document))
     for _ in range(draw(st.integers(1, 3))):
-        parent, key = None, None
-        node = document
-        while isinstance(node, (dict, list)) and node and draw(st.integers(0, 3)):
-            keys = list(node) if isinstance(node, dict) else list(range(len(node)))
-            parent, key = node, draw(st.sampled_from(keys))
-            node = node[key]
+        # every place of the document is as likely as any other: a field three levels down
+        # (an attribute's type in an event) is reached as often as a top-level one
+        parent, key = draw(st.sampled_from(list(_places(document))))
+        node = document if parent is None else parent[key]
         action = draw(st.sampled_from(["junk", "retype", "retype", "surrogate", "surrogate", "remove", "add"]))
         if action == "add" and isinstance(node, dict):
             node[draw(st.sampled_from(FIELDS) | st.sampled_from(SURROGATES) | text)] = draw(junk)
@@ -525,6 +536,68 @@ def test_the_fuzzed_routes_are_all_the_routes_the_api_serves(fuzzed: Fuzzed):
     assert len(ROUTES) == len(api_routes()) and len(ROUTES) > 100
     assert {r.handler.split(".")[-1] for r in ROUTES} >= {"event_add", "attribute_add", "tag_add", "sighting_add",
                                                            "object_add", "proposal_add", "sharing_group_add"}
+
+
+# --- the malformed requests of issue 13 that answered 500, each pinned ---------------------------------------
+
+LONE = "\ud800"
+# (route, body): a lone surrogate in one stored string field of each endpoint that stores text, and
+# the field the 400 must name.
+NOT_TEXT = [
+    ("/events/add", {"Event": {"info": LONE, "distribution": 0}}, "Event.info"),
+    ("/events/add", {"Event": {"info": "ok", "Attribute": [_attr(comment="a" + LONE)]}}, "Event.Attribute[0].comment"),
+    ("/events/edit/{event_id}", {"Event": {"info": LONE}}, "Event.info"),
+    ("/attributes/add/{event_id}", _attr(comment=LONE), "comment"),
+    ("/attributes/edit/{attribute_id}", {"Attribute": {"comment": LONE}}, "Attribute.comment"),
+    ("/objects/add/{event_id}", {"Object": {"name": "domain-ip", "comment": LONE, "Attribute": [
+        {"object_relation": "domain", "type": "domain", "value": "lone.fuzz.example"}]}}, "Object.comment"),
+    ("/objects/edit/{object_id}", {"Object": {"comment": LONE}}, "Object.comment"),
+    ("/objectReferences/add", {"object_uuid": "{object_uuid}", "referenced_uuid": "{event_uuid}",
+                               "relationship_type": "related-to", "comment": LONE}, "comment"),
+    ("/shadowAttributes/add/{event_id}", {"type": "comment", "value": "v", "comment": LONE}, "comment"),
+    ("/shadowAttributes/edit/{attribute_id}", {"ShadowAttribute": {"value": LONE}}, "ShadowAttribute.value"),
+    ("/sightings/add", {"values": ["{attribute_value}"], "source": LONE}, "source"),
+    ("/tags/add", {"Tag": {"name": "fuzz:" + LONE}}, "Tag.name"),
+    ("/tags/attachTagToObject", {"uuid": "{event_uuid}", "tag": LONE, "local": 1}, "tag"),
+    ("/sharingGroups/add", {"SharingGroup": {"name": LONE, "releasability": "r"}}, "SharingGroup.name"),
+    ("/sharingGroups/edit/{sg_id}", {"SharingGroup": {"releasability": LONE}}, "SharingGroup.releasability"),
+    ("/admin/organisations/add", {"Organisation": {"name": LONE, "uuid": str(_uuid.uuid4()),
+                                                   "public_key": "A" * 43}}, "Organisation.name"),
+    ("/events/add", {"Event": {"info": "key", "Tag": [{LONE: "x"}]}}, "Event.Tag[0].\\ud800"),
+]
+# (route, body, field): values of a JSON type the handler read before anything checked them.
+WRONG_TYPE = [
+    ("/attributes/add/{event_id}", _attr(type=["ip-dst"]), "Attribute[0].type"),
+    ("/attributes/add/{event_id}", _attr(category={"a": 1}), "Attribute[0].category"),
+    ("/attributes/add/{event_id}", _attr(value=["192.0.2.1"]), "Attribute[0].value"),
+    ("/attributes/add/{event_id}", [_attr(value={"v": 1})], "Attribute[0].value"),
+    ("/events/index", {"sort": ["timestamp"]}, "sort"),
+    ("/events/index", {"sort": {"timestamp": 1}}, "sort"),
+    ("/sharingGroups/add", None, "body"),  # a number of 5,000 digits
+]
+
+
+def _refused(fuzzed: Fuzzed, path: str, data: bytes, field: str) -> None:
+    before = fuzzed.snapshot()
+    response = fuzzed.send("POST", _fill(path, fuzzed.targets), data, "application/json", "admin")
+    assert response.status_code == 400, response.text
+    answer = response.json()
+    assert answer["saved"] is False and field in answer["errors"], answer
+    said = " ".join(answer["errors"][field])
+    assert "expected" in said or "accepted" in said, answer  # says what would be accepted
+    assert fuzzed.snapshot() == before
+
+
+@pytest.mark.parametrize("path, body, field", NOT_TEXT, ids=[f"{p} {f}" for p, _b, f in NOT_TEXT])
+def test_a_lone_surrogate_in_a_stored_field_is_a_400_naming_the_field(fuzzed: Fuzzed, path: str, body: Any,
+                                                                     field: str):
+    _refused(fuzzed, path, encode_json(_fill(body, fuzzed.targets)), field)
+
+
+@pytest.mark.parametrize("path, body, field", WRONG_TYPE, ids=[f"{p} {f}" for p, _b, f in WRONG_TYPE])
+def test_a_field_of_the_wrong_json_type_is_a_400_naming_the_field(fuzzed: Fuzzed, path: str, body: Any, field: str):
+    data = b'{"SharingGroup": {"name": ' + b"9" * 5000 + b"}}" if body is None else encode_json(body)
+    _refused(fuzzed, path, data, field)
 
 
 def test_zz_the_node_kept_serving_and_logged_no_internal_error(fuzzed: Fuzzed):
