@@ -747,6 +747,14 @@ class Replica:
         # ... and the ones already held that the new revision keeps (none on an event's first arrival)
         kept_held: dict[bytes, tuple[bytes, dict[str, Any], ElementView]] = {}
         held = self.store.revision_entries(event_uuid)
+        previous = self.store.holding(event_uuid) if held is not None else None
+        same = held is not None and held[0].id == record.id
+        if same and previous is None:
+            # Made or imported here: this node holds every element of its own revision, and a copy
+            # that comes back from a peer (stripped to what that peer may hold) adds nothing and
+            # removes nothing (DESIGN "The pipeline at each hop").
+            report.unchanged += 1
+            return None
         if held is not None:
             skeleton = set(record.body["elements"])
             kept_held = {d: (b, e, element_view(e)) for d, b, e in held[1] if d in skeleton and d not in fetched}
@@ -770,11 +778,14 @@ class Replica:
             return None
         for reason in outcome.withheld.values():
             report.refuse(reason.value)
-        previous = self.store.holding(event_uuid)
-        holding = merge(unpack_holding(previous) if previous is not None else None, outcome, peer.name)
+        # The same revision by another path: its items at the highest level any path allowed. A
+        # newer revision starts a holding of its own: the levels earlier revisions were held at
+        # say nothing of this one (its author may have lowered them), and merging them would let
+        # a later path lift an element it offers lower back to the old level.
+        holding = merge(unpack_holding(previous) if same and previous is not None else None, outcome, peer.name)
         allowed = outcome.levels
         # what the holding keeps: on an event's first path (every bulk pull) exactly what this one allowed
-        kept = allowed if previous is None and not outcome.correlation_only else \
+        kept = allowed if not same and not outcome.correlation_only else \
             holding.levels.keys() | holding.correlation_levels.keys()
         keep: list[tuple[bytes, bytes, dict[str, Any] | None]] = []
         kept_views: list[tuple[bytes, ElementView]] = []
@@ -786,7 +797,7 @@ class Replica:
                 if u in allowed and u in kept:
                     keep.append((digest, fetched[digest], elements_here.get(digest)))
                     kept_views.append((digest, view))
-            else:
+            elif not same:  # (the same revision: held bodies stay as they are, the store only adds)
                 entry = kept_held.get(digest)
                 if entry is not None and entry[2].uuid in kept:
                     keep.append((digest, entry[0], entry[1]))

@@ -78,7 +78,7 @@ from fedmisp.model.records import (
 )
 from fedmisp.model.revision import SignedEvent
 from fedmisp.model.values import ValueFormatError, normalise
-from fedmisp.policy.model import element_view, unpack_views, views_of
+from fedmisp.policy.model import element_view, pack_views, unpack_views, views_of
 from fedmisp.policy.orgs import KeyState, check_org_record
 from fedmisp.policy.reasons import Reason
 
@@ -632,11 +632,7 @@ class Store:
             if self._uuid_conflict(txn, ev, [u for u, v in event.rows[1] if v[16:] not in old_digests]):
                 return WriteOutcome.CONFLICT, seq
             if same:
-                # The same revision again: a no-op unless the peer's policy now lets more or less in.
-                if {key[16:] for key, _ in bodies} == old_digests:
-                    if event.holding is not None:
-                        txn.put(ev, event.holding, db=db["holdings"])
-                    return WriteOutcome.UNCHANGED, seq
+                return self._add_bodies(txn, event, held, old_digests, seq, puts)
             self._unindex_header(txn, ev, header_index(old.body["event"]))
             if db["views"] is not None:  # (a same revision's views are put again below, or dropped)
                 txn.delete(held.record_id, db=db["views"])
@@ -694,6 +690,50 @@ class Store:
                 db=db["event_meta"])
         if event.holding is not None:
             txn.put(ev, event.holding, db=db["holdings"])
+        return WriteOutcome.STORED, seq
+
+    def _add_bodies(self, txn: lmdb.Transaction, event: EventWrite, held: HeldEvent, old_digests: set[bytes],
+                    seq: int, puts: "_Puts") -> tuple[WriteOutcome, int]:
+        """The revision held, again (by another path): only bodies it lacks are added, nothing held
+        is removed (DESIGN: a copy of the same revision with fewer bodies adds nothing and removes
+        nothing). A revision made or imported here (no holding) holds every body already."""
+        db, ev = self.db, event.uuid
+        if txn.get(ev, db=db["holdings"]) is None:
+            return WriteOutcome.UNCHANGED, seq
+        bodies = event.rows[0]
+        fresh = [(key, body) for key, body in bodies if key[16:] not in old_digests]
+        if event.holding is not None:
+            txn.put(ev, event.holding, db=db["holdings"])
+            raw = txn.get(ev, db=db["event_meta"])
+            if raw is not None:  # what one path held for correlation only may now be shown
+                meta = list(canonical.unpack(raw))
+                meta[1] = event.correlation_only
+                txn.put(ev, canonical.pack(meta), db=db["event_meta"])
+        if not fresh:
+            return WriteOutcome.UNCHANGED, seq
+        if len(fresh) == len(bodies):
+            added = event.rows  # every body given is new: its rows are the ones given
+        else:
+            added = new_rows()
+            for key, body in fresh:
+                add_element_rows(added, ev, key[16:], body, open_element(body), event_disabled=event.event_disabled)
+        txn.cursor(db=db["elements"]).putmulti(added[_ELEMENTS])
+        puts.extend(added, skip=_ELEMENTS)
+        views_db = db["views"]
+        if views_db is not None:
+            old_views = txn.get(held.record_id, db=views_db)
+            if old_views is not None and event.views is not None:
+                new_views = [(d, v) for d, v in unpack_views(event.views) if d not in old_digests]
+                txn.put(held.record_id, pack_views(unpack_views(bytes(old_views)) + new_views), db=views_db)
+            else:
+                txn.delete(held.record_id, db=views_db)  # read by decoding the bodies instead
+        # logged again at the end: what arrived may now go on to peers that had less of it
+        txn.delete(_BE8.pack(held.seq), db=db["log"])
+        seq += 1
+        txn.put(_BE8.pack(seq), held.record_id, db=db["log"])
+        txn.put(ev, HeldEvent(held.record_id, held.level, held.timestamp, seq, held.id).encode(), db=db["events"])
+        if _published(event.wire):
+            seq = self._relog_extras(txn, ev, seq)
         return WriteOutcome.STORED, seq
 
     def _claim_elements(self, txn: lmdb.Transaction, ev: bytes, element_rows: list[tuple[bytes, bytes]]) -> bool:
