@@ -106,3 +106,74 @@ def test_the_store_only_adds_bodies_when_the_same_revision_arrives_with_fewer(tm
     for node in nodes.values():
         node.close()
 
+
+
+def _event_doc(seed: int, level: int, attributes: int = 3) -> dict:
+    raw = copy.deepcopy(event(seed=seed, attributes=attributes, objects=0))
+    raw["Event"]["distribution"] = str(level)
+    for a in raw["Event"]["Attribute"]:
+        a["distribution"] = "5"
+        a.pop("Tag", None)
+    return raw
+
+
+def _import_version(node, tmp_path: Path, raw: dict, name: str, timestamp: int | None = None, **header) -> None:
+    doc = copy.deepcopy(raw)
+    if timestamp is not None:
+        doc["Event"]["timestamp"] = doc["Event"]["publish_timestamp"] = str(timestamp)
+    doc["Event"].update(header)
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(doc))
+    import_paths(node, [path])
+
+
+def test_lowering_an_events_distribution_retracts_it_from_nodes_no_longer_entitled(tmp_path):
+    nodes = make_federation(tmp_path, ["a", "b", "c", "d"], [("a", "b"), ("b", "c"), ("c", "d")])
+    raw = _event_doc(5, 3)
+    uuid = raw["Event"]["uuid"]
+    _import_version(nodes["a"], tmp_path, raw, "v1")
+    settle(nodes)
+    assert all(uuid in held(n) for n in nodes.values())
+    _import_version(nodes["a"], tmp_path, raw, "v2", int(raw["Event"]["timestamp"]) + 10, distribution="1")
+    settle(nodes)
+    assert uuid in held(nodes["a"]) and uuid in held(nodes["b"])
+    assert uuid not in held(nodes["c"]) and uuid not in held(nodes["d"])
+    # and a stale copy of the first revision is refused where it was retracted
+    for node in nodes.values():
+        assert node.store.check_integrity() == []
+        node.close()
+
+
+def held(node) -> set[str]:
+    return set(node.store.event_uuids())
+
+
+def test_a_member_removed_from_a_sharing_group_drops_what_it_holds_of_the_group(tmp_path):
+    from fedmisp.gossip.sharing_groups import create, revise
+    nodes = make_federation(tmp_path, ["a", "b", "c"], [("a", "b"), ("b", "c")])
+    orgs = {n: node.config.org_uuid for n, node in nodes.items()}
+    settle(nodes)
+    group = create(nodes["a"].store, nodes["a"].identity, orgs["a"], "LE-CSIRT",
+                   {orgs["b"]: False, orgs["c"]: False})
+    whole = _event_doc(11, 4)
+    whole["Event"]["sharing_group_uuid"] = group.uuid
+    part = _event_doc(12, 3)  # one attribute of it in the group, the rest for everyone
+    part["Event"]["Attribute"][0].update(distribution="4", sharing_group_uuid=group.uuid)
+    _import_version(nodes["a"], tmp_path, whole, "whole")
+    _import_version(nodes["a"], tmp_path, part, "part")
+    settle(nodes)
+    in_group = part["Event"]["Attribute"][0]["uuid"]
+
+    def attributes(node, raw):
+        return {a["uuid"] for a in node.store.export_event(raw["Event"]["uuid"])["Event"]["Attribute"]}
+    assert whole["Event"]["uuid"] in held(nodes["c"]) and in_group in attributes(nodes["c"], part)
+    revise(nodes["a"].store, nodes["a"].identity, orgs["a"], group.uuid, remove=(orgs["c"],))
+    settle(nodes)
+    assert whole["Event"]["uuid"] not in held(nodes["c"])
+    assert attributes(nodes["c"], part) == {a["uuid"] for a in part["Event"]["Attribute"]} - {in_group}
+    # b, still a member, and a, the origin, keep everything
+    assert whole["Event"]["uuid"] in held(nodes["b"]) and in_group in attributes(nodes["b"], part)
+    assert in_group in attributes(nodes["a"], part)
+    for node in nodes.values():
+        assert node.store.check_integrity() == []
+        node.close()

@@ -44,6 +44,11 @@ Named databases (key -> value):
   sharing_groups group uuid (16)              -> record id (32) of its current revision
   holdings     event uuid (16)                -> msgpack {levels, sources, correlation_only}: the level
                                                  each item of a received event is held at (policy)
+  retractions  event uuid (16)                -> msgpack [record id, level, source, seq] of the latest
+                                                 retraction of the event held (model/retraction.py):
+                                                 the level it is held at (-1: through its groups
+                                                 only), the peer it came from ("" made here), its
+                                                 log sequence
   apikeys      key hash (32)                  -> msgpack {role, comment, created}
   meta         name                           -> value (b"seq": last sequence number; b"format": the
                                                  store format (8), see STORE_FORMAT; b"tag:" | name:
@@ -71,11 +76,13 @@ import msgpack
 from fedmisp.correlate.keys import CORRELATION_ROW_TYPES, SSDEEP_PARTS, correlation_rows
 from fedmisp.model import canonical
 from fedmisp.model.misp import to_misp
+from fedmisp.model.identity import Identity
 from fedmisp.model.org import read_org
 from fedmisp.model.records import (
-    KIND_ORG, KIND_PROPOSAL, KIND_PROPOSAL_DECISION, KIND_SIGHTINGS, Record, RecordError, check_element,
-    SALT_BYTES, open_element, open_record, record_author, revision_elements,
+    KIND_ORG, KIND_PROPOSAL, KIND_PROPOSAL_DECISION, KIND_RETRACTION, KIND_SIGHTINGS, Record, RecordError,
+    check_element, SALT_BYTES, open_element, open_record, record_author, revision_elements, seal,
 )
+from fedmisp.model.retraction import Reach, Retraction, read_retraction, retraction_body
 from fedmisp.model.revision import SignedEvent
 from fedmisp.model.values import ValueFormatError, normalise
 from fedmisp.policy.model import element_view, pack_views, unpack_views, views_of
@@ -102,10 +109,10 @@ _DB_NAMES = (
     "records", "bodies", "log", "events", "elements", "event_extra", "orgs", "local",
     "ix_value", "ix_type", "ix_tag", "ix_event_tag", "ix_org", "ix_event_time",
     "checkpoints", "apikeys", "meta", "event_ids", "event_meta", "ix_ip", "ix_net", "ix_ssdeep",
-    "holdings", "sharing_groups", "proposals", "decisions", "extra_seqs", "views",
+    "holdings", "sharing_groups", "proposals", "decisions", "extra_seqs", "views", "retractions",
 )
 # Databases a store written by an earlier version may lack: a read-only open reads it without them.
-_LATER_DBS = frozenset({"views"})
+_LATER_DBS = frozenset({"views", "retractions"})
 _DUPSORT = frozenset({"event_extra", "ix_value", "ix_type", "ix_tag", "ix_event_tag", "ix_org",
                       "ix_ip", "ix_net", "ix_ssdeep"})
 _BE8 = struct.Struct(">Q")
@@ -372,6 +379,9 @@ class Store:
             # through a wild pointer could corrupt the map; there is no C code of ours here.)
             writemap=not readonly,
         )
+        # The node's signing identity (Node.open sets it): a revision made here that replaces a
+        # published one is stored with its retraction, signed by it. None (a bare store): none.
+        self.signer: Identity | None = None
         self.db: dict[str, Any] = {}
         for name in _DB_NAMES:
             try:
@@ -602,6 +612,10 @@ class Store:
         db = self.db
         ev = event.uuid
         rid = event.record_id
+        retracted = self._retraction(txn, ev)
+        if retracted is not None and retracted[0].supersedes(event.timestamp, rid) and \
+                self._current_key(txn, record_author(event.wire)) == self._current_key(txn, retracted[1].author):
+            return WriteOutcome.OLDER, seq  # its author has retracted it (a stale copy from a slow path)
         raw = txn.get(ev, db=db["events"])
         if raw is None:
             if not self._claim_elements(txn, ev, event.rows[1]):
@@ -690,7 +704,177 @@ class Store:
                 db=db["event_meta"])
         if event.holding is not None:
             txn.put(ev, event.holding, db=db["holdings"])
+        elif raw is not None and self.signer is not None:
+            seq = self._retract_older(txn, ev, old, event, retracted, seq)
         return WriteOutcome.STORED, seq
+
+    # --- retractions (model/retraction.py) --------------------------------------------------------
+
+    def _retraction(self, txn: lmdb.Transaction, ev: bytes) -> tuple[Retraction, Record, int, str, int] | None:
+        """The latest retraction held for an event: what it says, its record, the level it is held
+        at, the peer it came from, its log sequence."""
+        db = self.db["retractions"]
+        raw = txn.get(ev, db=db) if db is not None else None
+        if raw is None:
+            return None
+        rid, level, source, seq = canonical.unpack(raw)
+        record = open_record(txn.get(rid, db=self.db["records"]))
+        return read_retraction(record), record, level, source, seq
+
+    def _put_retraction(self, txn: lmdb.Transaction, ev: bytes, record: Record, level: int, source: str,
+                        previous: tuple[Retraction, Record, int, str, int] | None, seq: int) -> int:
+        """Hold `record` as the event's retraction (in the log, replacing the one held before)."""
+        if previous is not None:
+            txn.delete(previous[1].id, db=self.db["records"])
+            if txn.get(_BE8.pack(previous[4]), db=self.db["log"]) == previous[1].id:
+                txn.delete(_BE8.pack(previous[4]), db=self.db["log"])
+        seq += 1
+        txn.put(record.id, record.wire(), db=self.db["records"])
+        txn.put(_BE8.pack(seq), record.id, db=self.db["log"])
+        txn.put(ev, canonical.pack([record.id, level, source, seq]), db=self.db["retractions"])
+        return seq
+
+    def _retract_older(self, txn: lmdb.Transaction, ev: bytes, old: Record, event: EventWrite,
+                       previous: tuple[Retraction, Record, int, str, int] | None, seq: int) -> int:
+        """A revision made here replaced `old`: sign the retraction of every revision before it,
+        reaching wherever the published ones could have gone (the one held before, widened by
+        `old` if it was published). Nothing to retract while nothing was published."""
+        assert self.signer is not None
+        reach = previous[0].reach if previous is not None else Reach()
+        header = old.body["event"]
+        if header.get("published"):
+            reach = reach.widened(header["distribution"], header.get("sharing_group_uuid"))
+        if not reach:
+            return seq
+        event_uuid = str(_uuid.UUID(bytes=ev))
+        record = seal(self.signer, KIND_RETRACTION, retraction_body(event_uuid, event.timestamp, event.record_id, reach),
+                      created=event.timestamp)
+        return self._put_retraction(txn, ev, record, reach.level, "", previous, seq)
+
+    def write_retraction(self, record: Record, level: int, source: str) -> Reason:
+        """Take a retraction a peer sent (policy/retractions.py decided `level`): ALLOWED when it
+        was stored (a held revision it supersedes is dropped, unless made here: the origin keeps
+        what it created); OLDER when this one or a later one is held (nothing to do);
+        EVENT_NOT_HELD when neither a revision of the event nor a retraction of it is held (the
+        node has nothing to drop); NOT_AUTHOR when another key than the event's author signed it."""
+        retraction = read_retraction(record)
+        ev = uuid16(retraction.event_uuid)
+        with self.env.begin(write=True) as txn:
+            previous = self._retraction(txn, ev)
+            raw = txn.get(ev, db=self.db["events"])
+            held = HeldEvent.decode(raw) if raw is not None else None
+            if held is None and previous is None:
+                return Reason.EVENT_NOT_HELD
+            author = record_author(txn.get(held.record_id, db=self.db["records"])) if held is not None \
+                else previous[1].author  # type: ignore[index]
+            if self._current_key(txn, record.author) != self._current_key(txn, author):
+                return Reason.NOT_AUTHOR
+            if previous is not None and not previous[0].before < retraction.before:
+                return Reason.OLDER
+            seq = self._seq(txn)
+            if held is not None and retraction.supersedes(held.timestamp, held.record_id) \
+                    and txn.get(ev, db=self.db["holdings"]) is not None:
+                seq = self._drop_event(txn, ev, held, seq)
+            seq = self._put_retraction(txn, ev, record, level, source, previous, seq)
+            txn.put(b"seq", _BE8.pack(seq), db=self.db["meta"])
+        return Reason.ALLOWED
+
+    def retraction(self, event_uuid: str) -> tuple[Retraction, Record, int, str] | None:
+        """The latest retraction held for an event: what it says, its record, the level it is held
+        at and the peer it came from."""
+        with self.env.begin() as txn:
+            found = self._retraction(txn, uuid16(event_uuid))
+        return found[:4] if found is not None else None
+
+    def _drop_event(self, txn: lmdb.Transaction, ev: bytes, held: HeldEvent, seq: int) -> int:
+        """Remove a received event whole: its revision, bodies and their index rows, its header
+        index, holding, views, API id and the records attached to it (its author retracted it, or
+        this node may no longer hold it). Local annotations stay (they are this node's own)."""
+        db = self.db
+        record = open_record(txn.get(held.record_id, db=db["records"]))
+        disabled = bool(record.body["event"].get("disable_correlation"))
+        gone = new_rows()
+        for digest in revision_elements(record):
+            body = txn.pop(ev + digest, db=db["bodies"])
+            if body is not None:
+                body = bytes(body)
+                add_element_rows(gone, ev, digest, body, open_element(body), event_disabled=disabled)
+        gone[0].clear()
+        self._delete_rows(txn, ev, gone)
+        self._unindex_header(txn, ev, header_index(record.body["event"]))
+        for name in ("events", "holdings", "event_meta"):
+            txn.delete(ev, db=db[name])
+        if db["views"] is not None:
+            txn.delete(held.record_id, db=db["views"])
+        txn.delete(held.record_id, db=db["records"])
+        txn.delete(_BE8.pack(held.seq), db=db["log"])
+        txn.delete(_BE8.pack(held.id), db=db["event_ids"])
+        cur = txn.cursor(db=db["event_extra"])
+        extras = [bytes(rid) for rid in cur.iternext_dup()] if cur.set_key(ev) else []
+        for rid in extras:
+            logged = txn.pop(rid, db=db["extra_seqs"])
+            if logged is not None and txn.get(bytes(logged), db=db["log"]) == rid:
+                txn.delete(bytes(logged), db=db["log"])
+            txn.delete(rid, db=db["records"])
+            txn.delete(rid, db=db["proposals"])
+            txn.delete(rid, db=db["decisions"])  # (a decision is an extra of the event too)
+        txn.delete(ev, db=db["event_extra"])
+        return seq
+
+    def drop_received(self, event_uuid: str) -> bool:
+        """Remove a received event whole (this node may no longer hold it); False if it is not
+        held or was made here (the origin keeps what it created)."""
+        ev = uuid16(event_uuid)
+        with self.env.begin(write=True) as txn:
+            raw = txn.get(ev, db=self.db["events"])
+            if raw is None or txn.get(ev, db=self.db["holdings"]) is None:
+                return False
+            self._drop_event(txn, ev, HeldEvent.decode(raw), 0)
+        return True
+
+    def drop_elements(self, event_uuid: str, digests: Iterable[bytes], holding: bytes) -> int:
+        """Remove some bodies of a received event (this node may no longer hold them), with their
+        index rows and kept views, and store the holding without them. Returns how many went."""
+        ev = uuid16(event_uuid)
+        db = self.db
+        dropped = 0
+        with self.env.begin(write=True) as txn:
+            raw = txn.get(ev, db=db["events"])
+            if raw is None or txn.get(ev, db=db["holdings"]) is None:
+                return 0
+            held = HeldEvent.decode(raw)
+            record = open_record(txn.get(held.record_id, db=db["records"]))
+            disabled = bool(record.body["event"].get("disable_correlation"))
+            gone = new_rows()
+            removed: set[bytes] = set()
+            for digest in digests:
+                body = txn.pop(ev + digest, db=db["bodies"])
+                if body is not None:
+                    body = bytes(body)
+                    add_element_rows(gone, ev, digest, body, open_element(body), event_disabled=disabled)
+                    removed.add(digest)
+            gone[0].clear()
+            self._delete_rows(txn, ev, gone)
+            views_db = db["views"]
+            blob = txn.get(held.record_id, db=views_db) if views_db is not None else None
+            if blob is not None:
+                kept = [(d, v) for d, v in unpack_views(bytes(blob)) if d not in removed]
+                txn.put(held.record_id, pack_views(kept), db=views_db)
+            txn.put(ev, holding, db=db["holdings"])
+            dropped = len(removed)
+        return dropped
+
+    def events_with_group_items(self) -> list[str]:
+        """Received events holding an item at level 4 (sharing group), for a node that leaves a
+        group (their holdings say so without opening the revisions)."""
+        out = []
+        with self.env.begin() as txn:
+            for key, raw in txn.cursor(db=self.db["holdings"]):
+                h = canonical.unpack(raw)
+                levels = [g[0] for g in h["g"]] if "g" in h else list(h["l"].values())
+                if 4 in levels or 4 in h.get("k", {}).values():
+                    out.append(str(_uuid.UUID(bytes=bytes(key))))
+        return out
 
     def _add_bodies(self, txn: lmdb.Transaction, event: EventWrite, held: HeldEvent, old_digests: set[bytes],
                     seq: int, puts: "_Puts") -> tuple[WriteOutcome, int]:
