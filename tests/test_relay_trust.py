@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
+
+import pytest
 
 from fedmisp.node.importer import import_paths
 
 from factories import event
 from federation import make_federation, settle
+from nodes import configure, running, wait_for
 
 
 def _mixed_event(tmp_path: Path, seed: int) -> dict:
@@ -177,3 +183,79 @@ def test_a_member_removed_from_a_sharing_group_drops_what_it_holds_of_the_group(
     for node in nodes.values():
         assert node.store.check_integrity() == []
         node.close()
+
+
+def test_check_integrity_reports_a_held_revision_with_fewer_bodies_than_the_node_is_entitled_to(tmp_path):
+    """The state the origin-loss bug left (a peer's stripped copy written over the origin's), and a
+    received event missing a body its holding lists, made by hand: both are reported."""
+    from fedmisp.model import canonical
+    from fedmisp.store.store import uuid16
+    nodes = make_federation(tmp_path, ["a", "b"], [("a", "b")])
+    ev = _mixed_event(tmp_path, 4)
+    import_paths(nodes["a"], [tmp_path / "ev4.json"])
+    settle(nodes)
+    a, b = nodes["a"].store, nodes["b"].store
+    assert a.check_integrity() == [] and b.check_integrity() == []
+    ev16 = uuid16(ev["uuid"])
+    # a: a received holding over its own event, one body gone (what the old code did)
+    record, entries = a.revision_entries(ev["uuid"])
+    with a.env.begin(write=True) as txn:
+        txn.put(ev16, canonical.pack_sorted(b.holding(ev["uuid"])), db=a.db["holdings"])
+        txn.delete(ev16 + entries[0][0], db=a.db["bodies"])
+    problems = a.check_integrity()
+    assert any("made here, but held as a copy received from a peer" in p for p in problems)
+    assert any("missing" in p for p in problems)
+    # b: its holding lists an element whose body is gone
+    _, held_entries = b.revision_entries(ev["uuid"])
+    with b.env.begin(write=True) as txn:
+        txn.delete(ev16 + held_entries[0][0], db=b.db["bodies"])
+    assert any("held at a level without their body" in p for p in b.check_integrity())
+    for node in nodes.values():
+        node.close()
+
+
+def _attributes_of(home: Path, event_uuid: str) -> set[str]:
+    from fedmisp.store.store import Store
+    with Store(home / "store", readonly=True) as store:
+        exported = store.export_event(event_uuid)
+    return {a["uuid"] for a in exported["Event"]["Attribute"]} if exported else set()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("c_to_a", ["push-only", "full"])
+def test_real_nodes_in_a_triangle_keep_every_element_at_the_origin_over_three_edits(tmp_path, c_to_a):
+    """a-b-c-a as real processes; each round a adds four attributes (levels 0, 1, 2 and a tlp:red
+    one at 3) in a new revision. Its own revision comes back to it from c carrying only what c may
+    hold; after every round a still holds every attribute, and `fedmisp check` (run while the
+    nodes serve) finds nothing wrong."""
+    settings = {("c", "a"): {"mode": c_to_a}, ("a", "c"): {"mode": "pull-only" if c_to_a == "push-only" else "full"}}
+    nodes = configure(tmp_path, ["a", "b", "c"], [("a", "b"), ("b", "c"), ("c", "a")], settings)
+    raw = copy.deepcopy(event(seed=20, attributes=0, objects=0))
+    base_ts = int(raw["Event"]["timestamp"])
+    created: set[str] = set()
+    with running(nodes):
+        for round_ in range(3):
+            extra = copy.deepcopy(event(seed=30 + round_, attributes=4, objects=0))["Event"]["Attribute"]
+            for a, level in zip(extra, (0, 1, 2, 3)):
+                a["distribution"] = str(level)
+                a.pop("Tag", None)
+            extra[3]["Tag"] = [{"name": "tlp:red"}]
+            raw["Event"]["Attribute"] += extra
+            created |= {a["uuid"] for a in extra}
+            raw["Event"]["timestamp"] = raw["Event"]["publish_timestamp"] = str(base_ts + 10 * (round_ + 1))
+            path = tmp_path / f"round{round_}.json"
+            path.write_text(json.dumps(raw))
+            subprocess.run([sys.executable, "-m", "fedmisp", "import", "--home", str(nodes["a"].home), str(path)],
+                           check=True, capture_output=True, timeout=120)
+            # b holds the levels 1-2 it may (a's push filter keeps tlp:red from it), c the level 2 one
+            want_b = {a["uuid"] for a in raw["Event"]["Attribute"] if a["distribution"] in ("1", "2")}
+            wait_for(lambda: _attributes_of(nodes["b"].home, raw["Event"]["uuid"]) == want_b, what="b to settle")
+            wait_for(lambda: len(_attributes_of(nodes["c"].home, raw["Event"]["uuid"])) >= round_ + 1,
+                     what="c to settle")
+            time.sleep(2.5)  # another anti-entropy round: c's copy reaches a again
+            assert _attributes_of(nodes["a"].home, raw["Event"]["uuid"]) == created
+            check = subprocess.run([sys.executable, "-m", "fedmisp", "check", "--home", str(nodes["a"].home)],
+                                   capture_output=True, text=True, timeout=120)
+            assert check.returncode == 0, check.stderr
+    for node in nodes.values():
+        assert node.integrity() == []

@@ -1394,13 +1394,18 @@ class Store:
             out.close()
         return head
 
-    def check_integrity(self) -> list[str]:
-        """Every held event whole and verified, and the indexes agreeing with the held revisions.
-        Returns the problems found (empty when the store is sound)."""
+    def check_integrity(self, own_keys: Iterable[bytes] = ()) -> list[str]:
+        """Every held event whole and verified, the indexes agreeing with the held revisions, and
+        every event holding what the node is entitled to: one made here (signed by `own_keys`, or
+        by the store's signer, or a key they rotated from) every body of its revision, a received
+        one every element its holding lists. Returns the problems found (empty when sound)."""
         problems: list[str] = []
         referenced: set[bytes] = set()
         attributes = 0
         with self.env.begin() as txn:
+            own = {self._current_key(txn, k) for k in own_keys}
+            if self.signer is not None:
+                own.add(self._current_key(txn, self.signer.public_key))
             for key, raw in txn.cursor(db=self.db["events"]):
                 held = HeldEvent.decode(bytes(raw))
                 event = str(_uuid.UUID(bytes=bytes(key)))
@@ -1416,10 +1421,19 @@ class Store:
                     continue
                 if txn.get(_BE8.pack(held.seq), db=self.db["log"]) != held.record_id:
                     problems.append(f"event {event}: log entry {held.seq} does not point at its revision")
-                stripped_allowed = txn.get(bytes(key), db=self.db["holdings"]) is not None
+                holding = txn.get(bytes(key), db=self.db["holdings"])
+                made_here = self._current_key(txn, record.author) in own
+                if made_here and holding is not None:
+                    problems.append(f"event {event}: made here, but held as a copy received from a peer")
+                stripped_allowed = holding is not None and not made_here
+                retracted = self._retraction(txn, bytes(key))
+                if stripped_allowed and retracted is not None and retracted[0].supersedes(held.timestamp, held.record_id):
+                    problems.append(f"event {event}: its revision is superseded by its author's retraction, "
+                                    "yet held")
                 blob = txn.get(held.record_id, db=self.db["views"]) if self.db["views"] is not None else None
                 kept_views = dict(unpack_views(blob)) if blob is not None else None
                 seen_views = 0
+                held_uuids: set[str] = set()
                 for digest in digests:
                     body = txn.get(bytes(key) + digest, db=self.db["bodies"])
                     if body is None:
@@ -1432,6 +1446,7 @@ class Store:
                     except RecordError as e:
                         problems.append(f"event {event}: {e}")
                         continue
+                    held_uuids.add(str(element.get("uuid")))
                     referenced.add(bytes(key) + digest)
                     attributes += "value" in element and "type" in element
                     if kept_views is not None:
@@ -1441,6 +1456,14 @@ class Store:
                                             "does not match its body")
                 if kept_views is not None and seen_views != len(kept_views):
                     problems.append(f"event {event}: {len(kept_views)} element views kept for {seen_views} bodies")
+                if stripped_allowed:
+                    listed = _holding_items(canonical.unpack(holding)) - {event}
+                    if listed - held_uuids:
+                        problems.append(f"event {event}: {len(listed - held_uuids)} element(s) held at a level "
+                                        f"without their body (e.g. {sorted(listed - held_uuids)[0]})")
+                    if held_uuids - listed:
+                        problems.append(f"event {event}: {len(held_uuids - listed)} element bod(ies) held "
+                                        f"without a level (e.g. {sorted(held_uuids - listed)[0]})")
             bodies = txn.stat(self.db["bodies"])["entries"]
             if bodies != len(referenced):
                 problems.append(f"{bodies} element bodies stored, {len(referenced)} referenced")
@@ -1464,6 +1487,12 @@ class Store:
                 "sequence": seq,
                 "store_bytes": self.env.info()["last_pgno"] * self.env.stat()["psize"],
             }
+
+
+def _holding_items(raw: Any) -> set[str]:
+    """Every uuid a stored holding gives a level (gossip/replica.py pack_holding, either form)."""
+    items = {u for _, _, uuids in raw["g"] for u in uuids} if "g" in raw else set(raw["l"])
+    return items | set(raw.get("k", {}))
 
 
 class _Puts:
