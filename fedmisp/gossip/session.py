@@ -28,10 +28,11 @@ from fedmisp.model import canonical
 from fedmisp.model.org import read_org
 from fedmisp.model.misp import received_problem
 from fedmisp.model.records import (
-    KIND_EVENT, KIND_ORG, KIND_PROPOSAL, KIND_PROPOSAL_DECISION, KIND_SHARING_GROUP, KIND_SIGHTINGS, SALT_BYTES,
-    Record, RecordError, body_problem, element_digest, open_record,
+    KIND_EVENT, KIND_ORG, KIND_PROPOSAL, KIND_PROPOSAL_DECISION, KIND_RETRACTION, KIND_SHARING_GROUP,
+    KIND_SIGHTINGS, SALT_BYTES, Record, RecordError, body_problem, element_digest, open_record,
     revision_elements,
 )
+from fedmisp.model.retraction import NO_LEVEL, read_retraction
 
 
 # One changes page: enough to amortise a round trip, small enough to keep a page's skeletons in
@@ -136,6 +137,8 @@ class StoreBatch:
     refused: tuple[Refused, ...]
     checkpoint: int
     records: tuple[bytes, ...] = ()  # org and sharing-group records, stored before the events
+    # record id -> the level the sender offered a retraction at (-1: through a sharing group)
+    retraction_levels: dict[bytes, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +196,11 @@ class PullSession:
         self._ready: list[ReceivedEvent] = []
         self._refused: list[Refused] = []
         self._records: list[bytes] = []
+        self._retraction_levels: dict[bytes, int] = {}
+        # events the batch handed out (and not yet stored) revises or retracts: what is held of
+        # them may be about to go, so their bodies are not taken as held (fetched again instead)
+        self._storing_events: set[str] = set()
+        self._retracting: set[str] = set()  # events of the retractions taken since the last batch
         self._introduced: set[bytes] = set()  # keys of org records seen in this session (stored with the batch)
         self._page_last = checkpoint
         self._asked: tuple[str, tuple[bytes, ...]] | None = None
@@ -233,8 +241,11 @@ class PullSession:
                 self._ready.append(ReceivedEvent(pending.wire, pending.event_uuid, pending.bodies,
                                                  _offered(pending.change, pending.event_uuid), pending.change["seq"],
                                                  pending.record))
-            batch = StoreBatch(tuple(self._ready), tuple(self._refused), self._page_last, tuple(self._records))
+            batch = StoreBatch(tuple(self._ready), tuple(self._refused), self._page_last, tuple(self._records),
+                               self._retraction_levels)
+            self._storing_events = {e.event_uuid for e in self._ready} | self._retracting
             self._pending, self._ready, self._refused, self._records = [], [], [], []
+            self._retraction_levels, self._retracting = {}, set()
             self._storing = self._page_last
             self._unstored_pages = 0
             return batch
@@ -310,6 +321,21 @@ class PullSession:
             # the event's creator signed it)
             self._records.append(wire)
             return
+        if record.kind == KIND_RETRACTION:
+            # where it may go is decided when the batch is stored (policy/retractions.py), from the
+            # level it is offered at
+            level = change.get("level")
+            try:
+                read_retraction(record)
+                if level.__class__ is not int or not NO_LEVEL <= level <= 3:
+                    raise RecordError("retraction: the level offered must be an integer from -1 to 3")
+            except RecordError as e:
+                self._refused.append(Refused(seq, "malformed", str(e), record.kind, record.id))
+                return
+            self._records.append(wire)
+            self._retraction_levels[record.id] = level
+            self._retracting.add(record.body["event_uuid"])
+            return
         if record.kind != KIND_EVENT:
             return  # other kinds replicate in a later version of the protocol
         try:
@@ -352,7 +378,7 @@ class PullSession:
             del self._pending[twin]
             self._refused.append(Refused(other.change["seq"], "older", "a newer revision of the event is in the same page",
                                          record.kind, other.record_id, event_uuid))
-        have = self.local.held_digests(event_uuid)
+        have = set() if event_uuid in self._storing_events else self.local.held_digests(event_uuid)
         need = sorted(d for d in offered if d not in have)
         self._pending.append(_Pending(change, event_uuid, wire, need, record.id, record))
 
@@ -411,6 +437,7 @@ class PullSession:
         if self._storing > self.checkpoint:
             self.progress += 1
         self.checkpoint, self._storing = self._storing, None
+        self._storing_events = set()
 
     def _expect(self, what: str) -> None:
         if self._waiting != what:
