@@ -29,11 +29,12 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from fedmisp.gossip.driver import PullStopped, PullWatch, pull_async
 from fedmisp.gossip.http import HttpTransport, PeerProtocol
 from fedmisp.gossip.session import PullLimits, RefusedReply
-from fedmisp.gossip.observe import NO_OBSERVER, Observer
+from fedmisp.gossip.observe import IN, NO_OBSERVER, REFUSED, Decision, Observer
 from fedmisp.gossip.replica import ApplyReport, Replica
 from fedmisp.gossip.peers import PeerConfig
 from fedmisp.gossip.peers import NodeView
 from fedmisp.policy.model import PeerMode
+from fedmisp.policy.reasons import Reason
 
 log = logging.getLogger("fedmisp.gossip")
 
@@ -266,9 +267,12 @@ class Gossiper:
             self._count(status, watch.report)  # the batches stored before it stopped
             status.errors += 1
             status.failures_in_a_row += 1
-            status.stopped = e.rule if isinstance(e, PullStopped) else "refused-reply" \
+            status.stopped = e.rule if isinstance(e, PullStopped) else Reason.REFUSED_REPLY.value \
                 if isinstance(e, RefusedReply) else ""
             status.last_error = str(e) if status.stopped else f"{type(e).__name__}: {e}"
+            if status.stopped:  # the peer broke a rule: the audit log says which (a line per pull)
+                self.observer.decided(Decision(peer_name, IN, REFUSED, reason=status.stopped,
+                                               detail=status.last_error[:500]))
             delay = min(BACKOFF_MAX, BACKOFF_BASE ** status.failures_in_a_row)
             status.next_try = time.time() + delay * random.uniform(0.5, 1.0)
             log.warning("pull from %s failed (%s); retrying in about %.0fs", peer_name, status.last_error, delay,

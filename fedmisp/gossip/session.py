@@ -33,6 +33,7 @@ from fedmisp.model.records import (
     revision_elements,
 )
 from fedmisp.model.retraction import NO_LEVEL, read_retraction
+from fedmisp.policy.reasons import Reason
 
 
 # One changes page: enough to amortise a round trip, small enough to keep a page's skeletons in
@@ -75,7 +76,7 @@ NO_PROGRESS_SECONDS = 60.0
 #   which the peer may receive nothing. A real sender can do that (a log full of what this node
 #   may not have); its pull then ends and the next one goes on from the checkpoint reached.
 NO_PROGRESS_PAGES = 1_000
-DEADLINE, NO_PROGRESS = "deadline", "no-progress"  # why a pull was stopped (status, log)
+DEADLINE, NO_PROGRESS = Reason.PULL_DEADLINE.value, Reason.PULL_NO_PROGRESS.value  # why a pull was stopped
 
 
 class ProtocolError(Exception):
