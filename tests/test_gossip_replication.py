@@ -435,7 +435,7 @@ class _Crafted:
     def changes(self, since, limit):
         changes = [{"seq": i + 1, "record": rec.wire(), "event_level": 3, "elements": 3}
                    for i, (rec, _) in enumerate(self.records) if i + 1 > since]
-        return {"changes": changes, "last_seq": len(self.records), "more": False}
+        return {"changes": changes, "last_seq": len(self.records), "more": False, "head": len(self.records)}
 
     def bodies(self, event_uuid, digests, everything=False):
         bodies = next(b for rec, b in self.records if rec.body["event"]["uuid"] == event_uuid)
@@ -457,6 +457,8 @@ _GOOD_ELEMENT = {"uuid": "22222222-2222-4222-8222-222222222222", "type": "ip-dst
     ("header", {"timestamp": "1700000000"}, "event.timestamp"),
     ("header", {"Orgc": None}, "event.Orgc"),
     ("header", {"distribution": 9}, "event.distribution"),
+    # 0-4 is a header's range: 5 "inherit" is only for elements (issue 21 item 12)
+    ("header", {"distribution": 5}, "event.distribution"),
     ("header", {"Tag": [{"name": 7}]}, "event.Tag"),
 ])
 def test_a_known_peers_signed_but_malformed_revision_is_refused_and_the_pull_goes_on(

@@ -236,10 +236,12 @@ class Replica:
         self._views: OrderedDict[bytes, _Held] = OrderedDict()
         self._pool: ProcessPoolExecutor | None = None
         self._pool_lock = threading.Lock()
-        # record id -> rows being built for its bodies as they arrived (rows_ahead), each job with
-        # the digests it covers; taken by the batch that stores the record
-        self._ahead: dict[bytes, list[tuple[list[bytes], Future[bytes]]]] = {}
-        self._ahead_bodies = 0
+        # (peer, record id) -> rows being built for its bodies as they arrived (rows_ahead), each
+        # job with the digests it covers; taken by the batch that stores the record. Per peer:
+        # pulls from two peers run at once (gossip/service.py) and may fetch the same revision.
+        self._ahead: dict[tuple[str, bytes], list[tuple[list[bytes], Future[bytes]]]] = {}
+        self._ahead_bodies = 0  # over every pull (the event loop adds, the store thread takes)
+        self._ahead_lock = threading.Lock()
         # bumped whenever this replica stores what it pulled (holdings can change without a new
         # log entry): a changes page computed before is not served after (gossip/http.py)
         self.generation = 0
@@ -567,7 +569,7 @@ class Replica:
         accepted: list[tuple[_Accepted, _Rows]] = []
         for received in batch.events:
             record = received.record if received.record is not None else open_record(received.wire)
-            opened = self._open(record, received.bodies)
+            opened = self._open(record, received.bodies, peer.name)
             for digest, problem in opened.bad.items():
                 self._refuse(peer.name, report, Reason.MALFORMED.value, record.kind, record.id,
                              received.event_uuid, problem)
@@ -690,7 +692,7 @@ class Replica:
         except (BrokenProcessPool, RuntimeError):
             self._drop_pool(pool)
 
-    def rows_ahead(self, record: Record, entries: list[tuple[bytes, bytes]]) -> None:
+    def rows_ahead(self, record: Record, entries: list[tuple[bytes, bytes]], source: str = "") -> None:
         """Bodies of `record` just fetched (their digests checked): while row workers run (a large
         pull), start opening them and building their rows now, as the rest of the page is fetched,
         instead of when the page is stored (that made them a serial step of every page: about a
@@ -704,32 +706,37 @@ class Replica:
             return
         header = record.body["event"]
         ev, disabled = uuid16(header["uuid"]), bool(header.get("disable_correlation"))
-        jobs = self._ahead.setdefault(record.id, [])
         try:
-            for i in range(0, len(entries), ROWS_CHUNK):
-                part = entries[i:i + ROWS_CHUNK]
-                if self._ahead_bodies + len(part) > AHEAD_BODIES:
-                    break  # the rest with their batch
-                jobs.append(([d for d, _ in part], pool.submit(open_rows, ev, part, disabled)))
-                self._ahead_bodies += len(part)
+            with self._ahead_lock:  # (the batch that takes them may be stored meanwhile: _open)
+                jobs = self._ahead.setdefault((source, record.id), [])
+                for i in range(0, len(entries), ROWS_CHUNK):
+                    part = entries[i:i + ROWS_CHUNK]
+                    if self._ahead_bodies + len(part) > AHEAD_BODIES:
+                        break  # the rest with their batch
+                    jobs.append(([d for d, _ in part], pool.submit(open_rows, ev, part, disabled)))
+                    self._ahead_bodies += len(part)
         except (BrokenProcessPool, RuntimeError):
             self._drop_pool(pool)
 
-    def drop_ahead(self) -> None:
-        """Forget work started ahead for records no batch took (the pull ended or failed)."""
-        for jobs in self._ahead.values():
+    def drop_ahead(self, source: str | None = None) -> None:
+        """Forget work started ahead for records no batch took (the pull from `source` ended or
+        failed; None: every pull's)."""
+        with self._ahead_lock:
+            dropped = [self._ahead.pop(k) for k in list(self._ahead) if source is None or k[0] == source]
+            self._ahead_bodies -= sum(len(digests) for jobs in dropped for digests, _ in jobs)
+        for jobs in dropped:
             for _, job in jobs:
                 job.cancel()
-        self._ahead.clear()
-        self._ahead_bodies = 0
 
-    def _open(self, record: Record, bodies: dict[bytes, bytes]) -> _Opened:
+    def _open(self, record: Record, bodies: dict[bytes, bytes], source: str = "") -> _Opened:
         """The fetched bodies of one revision opened: by the workers ahead (rows_ahead), and here
         for any they did not take (a small pull, the ahead cap, a worker that died)."""
         opened = _Opened()
         views, bad = opened.views, opened.bad
-        for digests, job in self._ahead.pop(record.id, ()):
-            self._ahead_bodies -= len(digests)
+        with self._ahead_lock:
+            ahead = self._ahead.pop((source, record.id), [])
+            self._ahead_bodies -= sum(len(digests) for digests, _ in ahead)
+        for digests, job in ahead:
             try:
                 rows, attributes, packed, problems = msgpack.unpackb(job.result(), raw=False, use_list=False)
             except (BrokenProcessPool, CancelledError):
