@@ -19,7 +19,7 @@ SETTINGS = {
     "node": {"org_name", "org_uuid", "listen"},
     "sharing": {"default_distribution"},
     "limits": {"max_import_file_bytes", "max_request_bytes"},
-    "gossip": {"anti_entropy_seconds", "strip_sighting_org"},
+    "gossip": {"anti_entropy_seconds", "strip_sighting_org", "pull_deadline_seconds"},
     "log": {"format", "level", "file", "max_bytes", "backups"},
     "audit": {"enabled", "file", "max_bytes", "backups"},
     "metrics": {"require_api_key"},

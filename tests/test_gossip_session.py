@@ -58,7 +58,8 @@ class FakePeer:
     def reply_changes(self, since):
         after = [c for c in self.changes if c["seq"] > since][: self.page]
         last = after[-1]["seq"] if after else since
-        return {"changes": after, "last_seq": last, "more": any(c["seq"] > last for c in self.changes)}
+        head = max((c["seq"] for c in self.changes), default=0)
+        return {"changes": after, "last_seq": last, "more": any(c["seq"] > last for c in self.changes), "head": head}
 
     def reply_bodies(self, digests):
         self.body_requests += 1
@@ -177,7 +178,7 @@ def test_protocol_violations_stop_the_session():
     session = PullSession("p", 5, FakeLocal())
     assert session.next_step() == SendChanges(5)
     with pytest.raises(ProtocolError, match="increase"):
-        session.changes_received({"changes": [{"seq": 5, "record": b""}], "last_seq": 9, "more": False})
+        session.changes_received({"changes": [{"seq": 5, "record": b""}], "last_seq": 9, "more": False, "head": 9})
     session = PullSession("p", 5, FakeLocal())
     with pytest.raises(ProtocolError, match="not waiting"):
         session.bodies_received("x", [])

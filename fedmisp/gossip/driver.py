@@ -2,11 +2,35 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Protocol
+import time
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Protocol, TypeVar
 
 from fedmisp.gossip.replica import ApplyReport, Replica
-from fedmisp.gossip.session import Done, PullSession, SendBodies, SendChanges, StoreBatch, WaitStored
+from fedmisp.gossip.session import (
+    Done, PullLimits, PullSession, SendBodies, SendChanges, StoreBatch, WaitStored, stop_rule,
+)
 from fedmisp.gossip.peers import PeerConfig
+
+T = TypeVar("T")
+
+
+class PullStopped(Exception):
+    """A pull rule ended the pull (session.stop_rule: its deadline, or no progress); what it stored
+    stays stored. `rule` is DEADLINE or NO_PROGRESS, the message says what was measured."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.rule = message.split(":", 1)[0]
+
+
+@dataclass
+class PullWatch:
+    """What a running pull has learnt, for the status, also when it ends by an error: the peer's
+    log head as its last page said it (checked: a sequence number, not before the pull's earlier
+    pages), and what the batches stored so far stored and refused."""
+    head: int | None = None
+    report: ApplyReport = field(default_factory=ApplyReport)
 
 
 class Transport(Protocol):
@@ -38,7 +62,7 @@ def pull(replica: Replica, peer: PeerConfig, transport: Transport) -> ApplyRepor
                 assert isinstance(step, Done)
                 return total
     finally:
-        replica.drop_ahead()
+        replica.drop_ahead(peer.name)
 
 
 def _arrived(replica: Replica, session: PullSession, event_uuid: str, reply: Any) -> None:
@@ -46,7 +70,7 @@ def _arrived(replica: Replica, session: PullSession, event_uuid: str, reply: Any
     accepted = session.bodies_received(event_uuid, reply)
     record = session.pending_record(event_uuid) if accepted else None
     if record is not None:
-        replica.rows_ahead(record, accepted)
+        replica.rows_ahead(record, accepted, session.peer)
 
 
 class InMemory:
@@ -75,35 +99,73 @@ class AsyncTransport(Protocol):
 
 
 async def pull_async(replica: Replica, peer: PeerConfig, transport: AsyncTransport,
-                     run_blocking: Any) -> ApplyReport:
-    """`pull` for the node process: network awaits, store work in `run_blocking` (an executor).
+                     run_blocking: Any, *, run_store: Any = None, limits: PullLimits = PullLimits(),
+                     watch: PullWatch | None = None, clock: Callable[[], float] = time.monotonic) -> ApplyReport:
+    """`pull` for the node process: network awaits, store reads in `run_blocking` (an executor),
+    each batch stored in `run_store` (default `run_blocking`; the gossiper gives one thread for
+    every pull's batches: `replica.apply` merges holdings read-modify-write).
 
     A batch is stored in the background while the next page and its bodies are fetched (the peer
     prepares them meanwhile), so the two nodes work at the same time instead of taking turns; the
-    session hands out one batch at a time and says when to wait for it (WaitStored)."""
-    total = ApplyReport()
+    session hands out one batch at a time and says when to wait for it (WaitStored).
+
+    Every wait for the peer is bounded by `limits` (session.stop_rule): the pull's deadline, and
+    no progress for `no_progress_seconds` or `no_progress_pages` empty pages; one that is reached
+    raises PullStopped. The batch being stored is stored first (it is this node's work, not the
+    peer's), and the checkpoint stays where the last stored batch put it."""
+    run_store = run_store or run_blocking
+    total = watch.report if watch is not None else ApplyReport()
     checkpoint = await run_blocking(replica.store.checkpoint, peer.name)
     session = PullSession(peer.name, checkpoint, replica)
+    started = progressed = clock()
+    seen = session.progress
     storing: asyncio.Future[ApplyReport] | None = None
+
+    def check(now: float | None = None) -> None:
+        nonlocal seen, progressed
+        if session.progress != seen:
+            seen, progressed = session.progress, clock()
+        now = clock() if now is None else now
+        stop = stop_rule(session, now - started, now - progressed, limits)
+        if stop is not None:
+            raise PullStopped(stop)
+
+    async def from_peer(request: Awaitable[T]) -> T:
+        """The peer's reply, or PullStopped once the first limit is reached while waiting."""
+        limit_at = min(started + limits.deadline, progressed + limits.no_progress_seconds)
+        try:
+            async with asyncio.timeout(max(limit_at - clock(), 0)) as scope:
+                return await request
+        except TimeoutError:
+            if not scope.expired():
+                raise  # the transport's own timeout (a silent peer)
+        check(max(clock(), limit_at))  # which limit it was (the loop may wake a little early)
+        raise AssertionError("a pull limit was reached but no rule says which")  # pragma: no cover
+
     try:
         while True:
+            check()
             step = session.next_step()
             if isinstance(step, SendChanges):
-                reply = await transport.changes(step.since, step.limit)
+                reply = await from_peer(transport.changes(step.since, step.limit))
                 await run_blocking(session.changes_received, reply)  # reads the store (held digests)
+                if watch is not None:
+                    watch.head = session.head
                 # a large pull: the row workers start while the bodies are fetched, not when the
                 # first batch is stored (a worker takes a few hundred ms to start)
                 replica.expect_bodies(session.bodies_wanted)
             elif isinstance(step, SendBodies):
                 _arrived(replica, session, step.event_uuid,
-                         await transport.bodies(step.event_uuid, step.digests, step.everything))
+                         await from_peer(transport.bodies(step.event_uuid, step.digests, step.everything)))
             elif isinstance(step, StoreBatch):
-                storing = asyncio.ensure_future(run_blocking(replica.apply, peer, step))
+                storing = asyncio.ensure_future(run_store(replica.apply, peer, step))
             elif isinstance(step, WaitStored):
                 assert storing is not None
                 report, storing = await storing, None
                 session.stored()
                 total.add(report)
+                # time spent storing is this node's, not the peer's: it does not count against it
+                seen, progressed = session.progress, clock()
             else:
                 return total
     finally:
@@ -111,4 +173,4 @@ async def pull_async(replica: Replica, peer: PeerConfig, transport: AsyncTranspo
             # a fetch failed meanwhile: the batch being stored is still stored whole (with its
             # checkpoint) or not at all; wait for it so no store work outlives the pull
             await asyncio.gather(storing, return_exceptions=True)
-        replica.drop_ahead()
+        replica.drop_ahead(peer.name)

@@ -25,17 +25,21 @@ from fedmisp.gossip.session import ReceivedEvent, Refused, StoreBatch
 from fedmisp.model import canonical
 from fedmisp.model.misp import received_problem
 from fedmisp.model.records import (
-    KIND_EVENT, KIND_ORG, KIND_PROPOSAL, KIND_PROPOSAL_DECISION, KIND_SHARING_GROUP, KIND_SIGHTINGS, Record,
-    RecordError, open_element, open_record, seal,
+    KIND_EVENT, KIND_ORG, KIND_PROPOSAL, KIND_PROPOSAL_DECISION, KIND_RETRACTION, KIND_SHARING_GROUP,
+    KIND_SIGHTINGS, Record, RecordError, open_element, open_record, seal,
 )
+from fedmisp.model.retraction import NO_LEVEL, read_retraction
+from fedmisp.policy.retractions import retraction_inbound, retraction_outbound
 from fedmisp.gossip.peers import PeerConfig
 from fedmisp.gossip.peers import NodeView
-from fedmisp.gossip.sharing_groups import accept as accept_sharing_group, current_groups
+from fedmisp.gossip.sharing_groups import (
+    accept as accept_sharing_group, current_groups, from_record as sharing_group_from_record,
+)
 from fedmisp.policy.orgs import signed_while_current
 from fedmisp.runtime import tune_gc
 from fedmisp.policy.reasons import Reason
 from fedmisp.policy.model import (
-    ElementView, EventView, Holding, NodeState, PeerPolicy, element_view, event_view, header_view, join_views,
+    SHARING_GROUP, ElementView, EventView, Holding, NodeState, PeerPolicy, element_view, event_view, header_view, join_views,
     pack_views, unpack_views, views_of,
 )
 from fedmisp.policy.pipeline import EventPlan, Outcome, inbound, merge, outbound, plan
@@ -232,10 +236,12 @@ class Replica:
         self._views: OrderedDict[bytes, _Held] = OrderedDict()
         self._pool: ProcessPoolExecutor | None = None
         self._pool_lock = threading.Lock()
-        # record id -> rows being built for its bodies as they arrived (rows_ahead), each job with
-        # the digests it covers; taken by the batch that stores the record
-        self._ahead: dict[bytes, list[tuple[list[bytes], Future[bytes]]]] = {}
-        self._ahead_bodies = 0
+        # (peer, record id) -> rows being built for its bodies as they arrived (rows_ahead), each
+        # job with the digests it covers; taken by the batch that stores the record. Per peer:
+        # pulls from two peers run at once (gossip/service.py) and may fetch the same revision.
+        self._ahead: dict[tuple[str, bytes], list[tuple[list[bytes], Future[bytes]]]] = {}
+        self._ahead_bodies = 0  # over every pull (the event loop adds, the store thread takes)
+        self._ahead_lock = threading.Lock()
         # bumped whenever this replica stores what it pulled (holdings can change without a new
         # log entry): a changes page computed before is not served after (gossip/http.py)
         self.generation = 0
@@ -403,6 +409,13 @@ class Replica:
                     withheld = count_reasons(outcome.withheld)
                     change, offered = self._event_change(seq, record, held, dict(outcome.levels))
                     budget -= offered
+            elif record.kind == KIND_RETRACTION:
+                event_uuid = record.body["event_uuid"]
+                reason, offered_level = self._retraction_outbound(record, peer, state)
+                if reason is Reason.ALLOWED:
+                    change = {"seq": seq, "record": record.wire(), "level": offered_level}
+                elif reason is Reason.EVENT_NOT_HELD:
+                    continue  # replaced by a later one meanwhile
             elif record.kind != KIND_ORG:
                 continue  # other kinds replicate in a later version of the protocol
             if reason is not Reason.ALLOWED:
@@ -412,6 +425,22 @@ class Replica:
             decided(Decision(peer.name, OUT, SENT, record.kind, record_id, str(event_uuid), elements=withheld))
         more = bool(self.store.log_since(last, limit=1))
         return {"changes": changes, "last_seq": last, "more": more, "head": self.store.head_sequence()}
+
+    def _retraction_outbound(self, record: Record, peer: PeerPolicy, state: NodeState) -> tuple[Reason, int]:
+        """Whether `peer` gets a retraction held here, and at which level (policy/retractions.py).
+        Held back while the revision it announces is unpublished here (its maker has not shared it
+        yet: peers keep what they have until it is)."""
+        event_uuid = record.body["event_uuid"]
+        found = self.store.retraction(event_uuid)
+        if found is None or found[1].id != record.id:
+            return Reason.EVENT_NOT_HELD, NO_LEVEL
+        retraction, _, level, source = found
+        held = self.store.held(event_uuid)
+        if held is not None:
+            wire = self.store.record(held.record_id)
+            if wire is not None and not wire.body["event"].get("published"):
+                return Reason.LOCAL_UNPUBLISHED, NO_LEVEL
+        return retraction_outbound(level, retraction.reach, source, peer, state)
 
     def anonymised_sightings(self, record: Record) -> Record:
         """A sightings record without who reported them (MISP's "anonymise sightings"), for a peer
@@ -510,6 +539,7 @@ class Replica:
             for record, reason in refused_orgs:
                 self._refuse(peer.name, report, reason.value, record.kind, record.id)
         attached = []
+        retractions = []
         for record in opened:
             if record.kind == KIND_ORG:
                 continue
@@ -522,11 +552,16 @@ class Replica:
                     attached.append(record)
                 else:
                     self._refuse(peer.name, report, Reason.MALFORMED.value, record.kind, record.id)
+            if record.kind == KIND_RETRACTION:
+                retractions.append(record)  # after the batch's revisions: one of them may be the new one
             if record.kind == KIND_SHARING_GROUP:
                 reason = accept_sharing_group(self.store, record, self.node.config.org_uuid,
                                               self.node.identity.public_key)
                 if reason is Reason.ALLOWED:
                     self._stored(peer.name, record)
+                    group = sharing_group_from_record(record)
+                    if not group.is_member(self.node.config.org_uuid):
+                        self.leave_group(group.uuid)
                 elif reason is not Reason.SG_REVISION_NOT_NEWER:
                     self._refuse(peer.name, report, reason.value, record.kind, record.id)
         state = self.node_state()
@@ -534,7 +569,7 @@ class Replica:
         accepted: list[tuple[_Accepted, _Rows]] = []
         for received in batch.events:
             record = received.record if received.record is not None else open_record(received.wire)
-            opened = self._open(record, received.bodies)
+            opened = self._open(record, received.bodies, peer.name)
             for digest, problem in opened.bad.items():
                 self._refuse(peer.name, report, Reason.MALFORMED.value, record.kind, record.id,
                              received.event_uuid, problem)
@@ -562,6 +597,8 @@ class Replica:
         report.stored_records = len(new_records)
         for record in new_records:
             self._stored(peer.name, record)
+        for record in retractions:
+            self._take_retraction(peer, record, batch.retraction_levels.get(record.id, NO_LEVEL), state, report)
         for (taken, _), outcome in zip(accepted, outcomes):
             record, withheld = taken.record, taken.withheld
             if outcome is WriteOutcome.STORED:
@@ -575,6 +612,54 @@ class Replica:
                 self._refuse(peer.name, report, reason, record.kind, record.id, record.body["event"]["uuid"])
         self._views.clear()
         return report
+
+    def leave_group(self, group_uuid: str) -> int:
+        """This node's organisation is no longer a member of a sharing group (a revision removed
+        it, or deleted the group): drop what it received bound to the group, and what only passed
+        with it (an object's members, an event whose header is the group's). Events made here are
+        kept. Returns how many items went. (DESIGN: a removed member must not keep the group's data.)"""
+        dropped = 0
+        for event_uuid in self.store.events_with_group_items():
+            held = self.held_event(event_uuid)
+            if held is None:
+                continue
+            h, event_plan = held.holding, held.plan
+            header_level = h.levels.get(event_uuid, h.correlation_levels.get(event_uuid))
+            if header_level == SHARING_GROUP and held.view.sharing_group == group_uuid:
+                dropped += self.store.drop_received(event_uuid)
+                continue
+            at = {**h.correlation_levels, **h.levels}
+            gone = {u for u, level in at.items()
+                    if level == SHARING_GROUP and u != event_uuid and event_plan.groups.get(u) == group_uuid}
+            gone |= {u for u, parent in event_plan.parents.items() if parent in gone}
+            if not gone:
+                continue
+            kept = Holding({u: v for u, v in h.levels.items() if u not in gone},
+                           {u: v for u, v in h.sources.items() if u not in gone}, h.correlation_only,
+                           {u: v for u, v in h.correlation_levels.items() if u not in gone})
+            dropped += self.store.drop_elements(event_uuid, [held.digest_of[u] for u in gone if u in held.digest_of],
+                                                pack_holding(kept))
+        if dropped:
+            self._views.clear()
+        return dropped
+
+    def _take_retraction(self, peer: PeerConfig, record: Record, offered: int, state: NodeState,
+                         report: ApplyReport) -> None:
+        """A retraction from `peer` (shape checked by the session): stored where policy lets it in
+        and this node holds the event or an earlier retraction of it; a revision it supersedes is
+        dropped (model/retraction.py)."""
+        retraction = read_retraction(record)
+        event_uuid = retraction.event_uuid
+        reason, level = retraction_inbound(offered, retraction.reach, peer.policy, state)
+        if reason is Reason.ALLOWED:
+            reason = self.store.write_retraction(record, level, peer.name)
+        if reason is Reason.ALLOWED:
+            report.stored_records += 1
+            self._stored(peer.name, record)
+        elif reason is Reason.OLDER:
+            report.unchanged += 1  # held already, or a later one
+        else:
+            self._refuse(peer.name, report, reason.value, record.kind, record.id, event_uuid)
 
     def _creator(self, event_uuid: str) -> bytes | None:
         """The key that signed the held event (its creator), None if the event is not held."""
@@ -607,7 +692,7 @@ class Replica:
         except (BrokenProcessPool, RuntimeError):
             self._drop_pool(pool)
 
-    def rows_ahead(self, record: Record, entries: list[tuple[bytes, bytes]]) -> None:
+    def rows_ahead(self, record: Record, entries: list[tuple[bytes, bytes]], source: str = "") -> None:
         """Bodies of `record` just fetched (their digests checked): while row workers run (a large
         pull), start opening them and building their rows now, as the rest of the page is fetched,
         instead of when the page is stored (that made them a serial step of every page: about a
@@ -621,32 +706,37 @@ class Replica:
             return
         header = record.body["event"]
         ev, disabled = uuid16(header["uuid"]), bool(header.get("disable_correlation"))
-        jobs = self._ahead.setdefault(record.id, [])
         try:
-            for i in range(0, len(entries), ROWS_CHUNK):
-                part = entries[i:i + ROWS_CHUNK]
-                if self._ahead_bodies + len(part) > AHEAD_BODIES:
-                    break  # the rest with their batch
-                jobs.append(([d for d, _ in part], pool.submit(open_rows, ev, part, disabled)))
-                self._ahead_bodies += len(part)
+            with self._ahead_lock:  # (the batch that takes them may be stored meanwhile: _open)
+                jobs = self._ahead.setdefault((source, record.id), [])
+                for i in range(0, len(entries), ROWS_CHUNK):
+                    part = entries[i:i + ROWS_CHUNK]
+                    if self._ahead_bodies + len(part) > AHEAD_BODIES:
+                        break  # the rest with their batch
+                    jobs.append(([d for d, _ in part], pool.submit(open_rows, ev, part, disabled)))
+                    self._ahead_bodies += len(part)
         except (BrokenProcessPool, RuntimeError):
             self._drop_pool(pool)
 
-    def drop_ahead(self) -> None:
-        """Forget work started ahead for records no batch took (the pull ended or failed)."""
-        for jobs in self._ahead.values():
+    def drop_ahead(self, source: str | None = None) -> None:
+        """Forget work started ahead for records no batch took (the pull from `source` ended or
+        failed; None: every pull's)."""
+        with self._ahead_lock:
+            dropped = [self._ahead.pop(k) for k in list(self._ahead) if source is None or k[0] == source]
+            self._ahead_bodies -= sum(len(digests) for jobs in dropped for digests, _ in jobs)
+        for jobs in dropped:
             for _, job in jobs:
                 job.cancel()
-        self._ahead.clear()
-        self._ahead_bodies = 0
 
-    def _open(self, record: Record, bodies: dict[bytes, bytes]) -> _Opened:
+    def _open(self, record: Record, bodies: dict[bytes, bytes], source: str = "") -> _Opened:
         """The fetched bodies of one revision opened: by the workers ahead (rows_ahead), and here
         for any they did not take (a small pull, the ahead cap, a worker that died)."""
         opened = _Opened()
         views, bad = opened.views, opened.bad
-        for digests, job in self._ahead.pop(record.id, ()):
-            self._ahead_bodies -= len(digests)
+        with self._ahead_lock:
+            ahead = self._ahead.pop((source, record.id), [])
+            self._ahead_bodies -= sum(len(digests) for digests, _ in ahead)
+        for digests, job in ahead:
             try:
                 rows, attributes, packed, problems = msgpack.unpackb(job.result(), raw=False, use_list=False)
             except (BrokenProcessPool, CancelledError):
@@ -747,6 +837,14 @@ class Replica:
         # ... and the ones already held that the new revision keeps (none on an event's first arrival)
         kept_held: dict[bytes, tuple[bytes, dict[str, Any], ElementView]] = {}
         held = self.store.revision_entries(event_uuid)
+        previous = self.store.holding(event_uuid) if held is not None else None
+        same = held is not None and held[0].id == record.id
+        if same and previous is None:
+            # Made or imported here: this node holds every element of its own revision, and a copy
+            # that comes back from a peer (stripped to what that peer may hold) adds nothing and
+            # removes nothing (DESIGN "The pipeline at each hop").
+            report.unchanged += 1
+            return None
         if held is not None:
             skeleton = set(record.body["elements"])
             kept_held = {d: (b, e, element_view(e)) for d, b, e in held[1] if d in skeleton and d not in fetched}
@@ -770,11 +868,14 @@ class Replica:
             return None
         for reason in outcome.withheld.values():
             report.refuse(reason.value)
-        previous = self.store.holding(event_uuid)
-        holding = merge(unpack_holding(previous) if previous is not None else None, outcome, peer.name)
+        # The same revision by another path: its items at the highest level any path allowed. A
+        # newer revision starts a holding of its own: the levels earlier revisions were held at
+        # say nothing of this one (its author may have lowered them), and merging them would let
+        # a later path lift an element it offers lower back to the old level.
+        holding = merge(unpack_holding(previous) if same and previous is not None else None, outcome, peer.name)
         allowed = outcome.levels
         # what the holding keeps: on an event's first path (every bulk pull) exactly what this one allowed
-        kept = allowed if previous is None and not outcome.correlation_only else \
+        kept = allowed if not same and not outcome.correlation_only else \
             holding.levels.keys() | holding.correlation_levels.keys()
         keep: list[tuple[bytes, bytes, dict[str, Any] | None]] = []
         kept_views: list[tuple[bytes, ElementView]] = []
@@ -786,7 +887,7 @@ class Replica:
                 if u in allowed and u in kept:
                     keep.append((digest, fetched[digest], elements_here.get(digest)))
                     kept_views.append((digest, view))
-            else:
+            elif not same:  # (the same revision: held bodies stay as they are, the store only adds)
                 entry = kept_held.get(digest)
                 if entry is not None and entry[2].uuid in kept:
                     keep.append((digest, entry[0], entry[1]))

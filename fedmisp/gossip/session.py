@@ -28,10 +28,12 @@ from fedmisp.model import canonical
 from fedmisp.model.org import read_org
 from fedmisp.model.misp import received_problem
 from fedmisp.model.records import (
-    KIND_EVENT, KIND_ORG, KIND_PROPOSAL, KIND_PROPOSAL_DECISION, KIND_SHARING_GROUP, KIND_SIGHTINGS, SALT_BYTES,
-    Record, RecordError, body_problem, element_digest, open_record,
+    KIND_EVENT, KIND_ORG, KIND_PROPOSAL, KIND_PROPOSAL_DECISION, KIND_RETRACTION, KIND_SHARING_GROUP,
+    KIND_SIGHTINGS, SALT_BYTES, Record, RecordError, body_problem, element_digest, open_record,
     revision_elements,
 )
+from fedmisp.model.retraction import NO_LEVEL, read_retraction
+from fedmisp.policy.reasons import Reason
 
 
 # One changes page: enough to amortise a round trip, small enough to keep a page's skeletons in
@@ -41,9 +43,56 @@ CHANGES_PAGE = 200
 BODIES_PAGE = 5_000
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
+# What a peer says is checked against its domain (docs DESIGN: "what a peer claims ... can only
+# narrow, never widen"):
+# - a level an item is offered at is the level the receiver holds it at (docs/policy.md's table:
+#   0 your organisation only .. 4 sharing group); 5 "inherit" is only for what an author signs, and
+#   a sender resolves it before it offers. -1 would pass every max_distribution cap and be relayed.
+OFFERED_LEVELS = range(0, 5)
+# - a log sequence number (since, seq, last_seq, head): the store packs them as unsigned 64-bit
+#   keys and its log counts up by one per record stored, so no real log gets near 2^63; above it a
+#   checkpoint would not fit the signed 64-bit integers msgpack and the exporters use.
+SEQ_LIMIT = 2 ** 63
+# A page that carries no change still moves the checkpoint (the peer may receive none of the log
+# entries it covers), and storing a checkpoint is one LMDB commit with its fsync: such pages are
+# stored together, this many at a time. At CHANGES_PAGE log entries a page, a crash re-reads at
+# most 10,000 entries the peer may not have (seconds), and a peer that sends empty pages costs
+# this node one commit per 50 of them.
+EMPTY_PAGES_PER_CHECKPOINT = 50
+
+# Limits of one pull (the driver enforces them with a clock, `stop_rule` decides): a pull that
+# breaks one ends, what it stored stays stored, the peer is backed off and the status says why.
+# - The whole pull: ten minutes, the longest backoff (gossip/service.py BACKOFF_MAX). At the
+#   measured 20,000-30,000 attributes a second of a bulk pull on a 2-core machine (bench/sync.py)
+#   that is more than ten million attributes; a larger first pull goes on from its checkpoint in
+#   the next one. A peer that moves its log forward a little at a time holds its pull no longer.
+PULL_DEADLINE_SECONDS = 600.0
+# - No progress (no batch stored, no body accepted) for this long: four times the read timeout of
+#   one request (gossip/http.py READ_TIMEOUT, 15 s). A sender computes a page of 20,000 offered
+#   elements in under a second and serves 5,000 bodies in less (bench/sync.py); a peer that
+#   answers each page just before the read timeout with nothing in it is stopped here.
+NO_PROGRESS_SECONDS = 60.0
+# - Pages in a row that carry no change: 1,000 pages are 200,000 log entries (CHANGES_PAGE) of
+#   which the peer may receive nothing. A real sender can do that (a log full of what this node
+#   may not have); its pull then ends and the next one goes on from the checkpoint reached.
+NO_PROGRESS_PAGES = 1_000
+DEADLINE, NO_PROGRESS = Reason.PULL_DEADLINE.value, Reason.PULL_NO_PROGRESS.value  # why a pull was stopped
+
 
 class ProtocolError(Exception):
     """The peer sent something this protocol does not allow; the session stops, nothing is stored."""
+
+
+class RefusedReply(ProtocolError):
+    """A reply of the peer that is wrong as a whole (its page-level fields, or its shape): refused
+    once, the pull ends and the peer is backed off (gossip/service.py), nothing of it is stored."""
+
+
+@dataclass(frozen=True, slots=True)
+class PullLimits:
+    deadline: float = PULL_DEADLINE_SECONDS
+    no_progress_seconds: float = NO_PROGRESS_SECONDS
+    no_progress_pages: int = NO_PROGRESS_PAGES
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +138,8 @@ class StoreBatch:
     refused: tuple[Refused, ...]
     checkpoint: int
     records: tuple[bytes, ...] = ()  # org and sharing-group records, stored before the events
+    # record id -> the level the sender offered a retraction at (-1: through a sharing group)
+    retraction_levels: dict[bytes, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,10 +197,23 @@ class PullSession:
         self._ready: list[ReceivedEvent] = []
         self._refused: list[Refused] = []
         self._records: list[bytes] = []
+        self._retraction_levels: dict[bytes, int] = {}
+        # events the batch handed out (and not yet stored) revises or retracts: what is held of
+        # them may be about to go, so their bodies are not taken as held (fetched again instead)
+        self._storing_events: set[str] = set()
+        self._retracting: set[str] = set()  # events of the retractions taken since the last batch
         self._introduced: set[bytes] = set()  # keys of org records seen in this session (stored with the batch)
         self._page_last = checkpoint
         self._asked: tuple[str, tuple[bytes, ...]] | None = None
         self._everything = False
+        self._limit = CHANGES_PAGE  # of the changes request in flight
+        self._unstored_pages = 0  # pages taken since the last batch was handed out
+        # what the pull rules read (`stop_rule`): the peer's log head as its last page said it,
+        # a counter that moves whenever the pull gets somewhere (a batch stored, a body accepted),
+        # and the changes pages in a row that carried no change
+        self.head: int | None = None
+        self.progress = 0
+        self.empty_pages = 0
 
     # --- what to do next ---------------------------------------------------------------------------
 
@@ -169,21 +233,27 @@ class PullSession:
                 self._everything = everything
                 return SendBodies(*self._asked, everything=everything)
         storing = self._storing is not None
-        if self._pending or self._ready or self._refused or self._records \
-                or self._page_last > (self._storing if storing else self.checkpoint):
+        moved = self._page_last > (self._storing if storing else self.checkpoint)
+        if self._pending or self._ready or self._refused or self._records or moved and (
+                not self._more or self._unstored_pages >= EMPTY_PAGES_PER_CHECKPOINT):
             if storing:
                 return WaitStored(self._storing)  # one batch out at a time
             for pending in self._pending:
                 self._ready.append(ReceivedEvent(pending.wire, pending.event_uuid, pending.bodies,
                                                  _offered(pending.change, pending.event_uuid), pending.change["seq"],
                                                  pending.record))
-            batch = StoreBatch(tuple(self._ready), tuple(self._refused), self._page_last, tuple(self._records))
+            batch = StoreBatch(tuple(self._ready), tuple(self._refused), self._page_last, tuple(self._records),
+                               self._retraction_levels)
+            self._storing_events = {e.event_uuid for e in self._ready} | self._retracting
             self._pending, self._ready, self._refused, self._records = [], [], [], []
+            self._retraction_levels, self._retracting = {}, set()
             self._storing = self._page_last
+            self._unstored_pages = 0
             return batch
         if self._more:
             self._waiting = "changes"
-            return SendChanges(self._since)
+            self._limit = CHANGES_PAGE
+            return SendChanges(self._since, self._limit)
         if storing:
             return WaitStored(self._storing)
         return Done(self.checkpoint)
@@ -196,22 +266,20 @@ class PullSession:
     # --- what came back ------------------------------------------------------------------------------
 
     def changes_received(self, reply: Any) -> None:
+        """Take a changes page. A page whose own fields are wrong (`page_problem`) is refused whole
+        (RefusedReply: nothing of it is stored, the checkpoint does not move); a change whose
+        record, levels or digests are wrong is refused alone (`malformed`) and the page goes on."""
         self._expect("changes")
-        if not isinstance(reply, dict) or not isinstance(reply.get("changes"), list) \
-                or not isinstance(reply.get("last_seq"), int) or not isinstance(reply.get("more"), bool):
-            raise ProtocolError("changes reply: expected {changes: [...], last_seq: int, more: bool}")
-        if reply["last_seq"] < self._since:
-            raise ProtocolError("changes reply: last_seq went backwards")
-        previous = self._since
+        problem = page_problem(reply, self._since, self._limit, self.head)
+        if problem is not None:
+            raise RefusedReply(f"changes reply: {problem}")
         for change in reply["changes"]:
-            seq = change.get("seq") if isinstance(change, dict) else None
-            if not isinstance(seq, int) or not previous < seq <= reply["last_seq"]:
-                raise ProtocolError("changes reply: sequence numbers must increase within (since, last_seq]")
-            previous = seq
             self._take(change)
-        self._since = reply["last_seq"]
-        self._page_last = reply["last_seq"]
+        self._since = self._page_last = reply["last_seq"]
         self._more = reply["more"]
+        self.head = reply["head"]
+        self._unstored_pages += 1
+        self.empty_pages = 0 if reply["changes"] else self.empty_pages + 1
 
     def _take(self, change: dict[str, Any]) -> None:
         seq = change["seq"]
@@ -254,6 +322,21 @@ class PullSession:
             # the event's creator signed it)
             self._records.append(wire)
             return
+        if record.kind == KIND_RETRACTION:
+            # where it may go is decided when the batch is stored (policy/retractions.py), from the
+            # level it is offered at
+            level = change.get("level")
+            try:
+                read_retraction(record)
+                if level.__class__ is not int or not NO_LEVEL <= level <= 3:
+                    raise RecordError("retraction: the level offered must be an integer from -1 to 3")
+            except RecordError as e:
+                self._refused.append(Refused(seq, "malformed", str(e), record.kind, record.id))
+                return
+            self._records.append(wire)
+            self._retraction_levels[record.id] = level
+            self._retracting.add(record.body["event_uuid"])
+            return
         if record.kind != KIND_EVENT:
             return  # other kinds replicate in a later version of the protocol
         try:
@@ -267,20 +350,36 @@ class PullSession:
                                          str(record.body["event"].get("uuid", ""))))
             return
         event_uuid = record.body["event"]["uuid"]
-        offered = change.get("elements")
-        if isinstance(offered, int) and not isinstance(offered, bool):
-            # one level for every element of the revision (the sender's compact form)
-            offered = change["elements"] = {d: offered for d in digests}
-        if not isinstance(offered, dict) \
-                or not all(isinstance(d, bytes) and d in digests and v.__class__ is int for d, v in offered.items()):
-            self._refused.append(Refused(seq, "malformed", "offered elements must be digests of the revision",
-                                         record.kind, record.id, str(event_uuid)))
+        problem = offer_problem(change, digests)
+        if problem is not None:
+            self._refused.append(Refused(seq, "malformed", problem, record.kind, record.id, event_uuid))
             return
+        offered = change.get("elements")
+        if offered.__class__ is int:
+            # one level for every element of the revision (the sender's compact form)
+            offered = change["elements"] = dict.fromkeys(digests, offered)
         held = self.local.held_timestamp(event_uuid)
-        if held is not None and record.body["event"].get("timestamp", 0) < held:
+        if held is not None and record.body["event"]["timestamp"] < held:
             self._refused.append(Refused(seq, "older", kind=record.kind, record_id=record.id, event_uuid=event_uuid))
             return
-        have = self.local.held_digests(event_uuid)
+        # One revision of an event per page: the page is one batch, and its bodies are fetched and
+        # stored per event. Of two, the one the store would keep (timestamp, then record id: docs
+        # DESIGN) goes on and the other is refused as older; the same revision twice is malformed.
+        twin = next((i for i, p in enumerate(self._pending) if p.event_uuid == event_uuid), None)
+        if twin is not None:
+            other = self._pending[twin]
+            if other.record_id == record.id:
+                self._refused.append(Refused(seq, "malformed", "the same revision is listed twice in one page",
+                                             record.kind, record.id, event_uuid))
+                return
+            if _revision_order(record) < _revision_order(other.record):
+                self._refused.append(Refused(seq, "older", "a newer revision of the event is in the same page",
+                                             record.kind, record.id, event_uuid))
+                return
+            del self._pending[twin]
+            self._refused.append(Refused(other.change["seq"], "older", "a newer revision of the event is in the same page",
+                                         record.kind, other.record_id, event_uuid))
+        have = set() if event_uuid in self._storing_events else self.local.held_digests(event_uuid)
         need = sorted(d for d in offered if d not in have)
         self._pending.append(_Pending(change, event_uuid, wire, need, record.id, record))
 
@@ -296,7 +395,7 @@ class PullSession:
         if self._everything:
             if not isinstance(bodies, list) or len(bodies) > len(asked) \
                     or not all(isinstance(b, bytes) and len(b) > SALT_BYTES for b in bodies):
-                raise ProtocolError("bodies reply: expected at most one body per element offered")
+                raise RefusedReply("bodies reply: expected at most one body per element offered")
             by_digest = {element_digest(b): b for b in bodies}
             for stray in set(by_digest) - set(asked):
                 self._refused.append(Refused(pending.change["seq"], "bad-digest", "a body the offer did not list",
@@ -305,7 +404,7 @@ class PullSession:
             bodies = [by_digest.get(d) for d in asked]
         hashed = self._everything  # each body was matched to its digest by hashing it: not again
         if not isinstance(bodies, list) or len(bodies) != len(asked):
-            raise ProtocolError("bodies reply: expected one entry (body or nil) per digest asked")
+            raise RefusedReply("bodies reply: expected one entry (body or nil) per digest asked")
         got = pending.bodies
         accepted: list[tuple[bytes, bytes]] = []
         for digest, body in zip(asked, bodies):
@@ -314,7 +413,7 @@ class PullSession:
                 pending.need.remove(digest)
                 continue
             if body.__class__ is not bytes:
-                raise ProtocolError("bodies reply: a body must be bytes")
+                raise RefusedReply("bodies reply: a body must be bytes")
             # The body is what the author signed (its size and digest). Its content is opened and
             # checked when the batch is stored, by the row workers of a large pull (gossip/replica.py).
             problem = body_problem(digest, body, digest=digest if hashed else None)
@@ -325,6 +424,7 @@ class PullSession:
                 continue
             got[digest] = body
             accepted.append((digest, body))
+        self.progress += len(accepted)
         return accepted
 
     def pending_record(self, event_uuid: str) -> Record | None:
@@ -335,7 +435,10 @@ class PullSession:
         """The batch handed out last is stored (with its checkpoint)."""
         if self._storing is None:
             raise ProtocolError(f"not waiting for store (waiting for {self._waiting or 'nothing'})")
+        if self._storing > self.checkpoint:
+            self.progress += 1
         self.checkpoint, self._storing = self._storing, None
+        self._storing_events = set()
 
     def _expect(self, what: str) -> None:
         if self._waiting != what:
@@ -345,10 +448,92 @@ class PullSession:
 
 def _offered(change: dict[str, Any], event_uuid: str) -> dict[bytes | str, int]:
     offered: dict[bytes | str, int] = dict(change["elements"])
-    level = change.get("event_level")
-    if isinstance(level, int):
-        offered[event_uuid] = level
+    offered[event_uuid] = change["event_level"]  # (checked by offer_problem)
     return offered
+
+
+def _revision_order(record: Record) -> tuple[int, bytes]:
+    return record.body["event"]["timestamp"], record.id
+
+
+def _is_seq(value: Any) -> bool:
+    return value.__class__ is int and 0 <= value < SEQ_LIMIT
+
+
+def _is_level(value: Any) -> bool:
+    return value.__class__ is int and value in OFFERED_LEVELS  # (a bool is not a level)
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def page_problem(reply: Any, since: int, limit: int, head: int | None) -> str | None:
+    """What is wrong with a changes reply as a whole (None: nothing), for a request from `since`
+    for at most `limit` changes, after earlier pages of the pull said `head` (None: the first).
+    A log only grows: last_seq is not before `since`, nor past the head, and the head does not go
+    back; a sender that says `more` has moved past `since` (a real one always does)."""
+    if reply.__class__ is not dict:
+        return "expected {changes: [...], last_seq: int, more: bool, head: int}"
+    changes, last, more, new_head = (reply.get(k) for k in ("changes", "last_seq", "more", "head"))
+    if changes.__class__ is not list:
+        return "changes: expected a list"
+    if len(changes) > limit:
+        return f"changes: {len(changes)} listed; at most {limit} were asked for"
+    for name, value in (("last_seq", last), ("head", new_head)):
+        if not _is_seq(value):
+            return f"{name}: {_show(value)} is not an integer 0 to 2^63-1"
+    if more.__class__ is not bool:
+        return f"more: {_show(more)} is not true or false"
+    if last < since:
+        return f"last_seq: {last} is before since {since} (went backwards)"
+    if last > new_head:
+        return f"last_seq: {last} is past head {new_head}"
+    if head is not None and new_head < head:
+        return f"head: {new_head} is before {head}, which an earlier page of this pull said (went backwards)"
+    if more and last == since:
+        return f"more: true, but last_seq did not move past since {since}"
+    previous = since
+    for change in changes:
+        seq = change.get("seq") if change.__class__ is dict else None
+        if not _is_seq(seq) or not previous < seq <= last:
+            return f"seq: {_show(seq)}; sequence numbers must increase within (since {since}, last_seq {last}]"
+        previous = seq
+    return None
+
+
+def offer_problem(change: dict[str, Any], digests: set[bytes]) -> str | None:
+    """What is wrong with the levels an event revision is offered at (None: nothing): the header's
+    `event_level` and, per element, `elements` (one level for all, or {digest: level} for digests
+    the signed revision carries: a body it does not carry is never asked for)."""
+    level = change.get("event_level")
+    if not _is_level(level):
+        return f"event_level: {_show(level)} is not an integer 0 to 4"
+    offered = change.get("elements")
+    if offered.__class__ is int:
+        return None if _is_level(offered) else f"elements: {_show(offered)} is not an integer 0 to 4"
+    if offered.__class__ is not dict:
+        return "elements: expected a level 0 to 4 or {digest: level}"
+    for digest, level in offered.items():
+        if digest not in digests:  # (a digest the revision carries is bytes)
+            return f"elements: {_show(digest)} is not a digest of the signed revision"
+        if not _is_level(level):
+            return f"elements: {level!r} for digest {digest.hex()[:16]} is not an integer 0 to 4"
+    return None
+
+
+def stop_rule(session: PullSession, elapsed: float, since_progress: float, limits: PullLimits) -> str | None:
+    """Why the pull must end now (None: it goes on), with `elapsed` seconds since it started and
+    `since_progress` since `session.progress` last moved; the driver reads the clock."""
+    if elapsed >= limits.deadline:
+        return f"{DEADLINE}: the pull ran {elapsed:.0f} s (at most {limits.deadline:.0f} s)"
+    if since_progress >= limits.no_progress_seconds:
+        return (f"{NO_PROGRESS}: nothing stored and no body accepted for {since_progress:.0f} s "
+                f"(at most {limits.no_progress_seconds:.0f} s)")
+    if session.empty_pages >= limits.no_progress_pages:
+        return f"{NO_PROGRESS}: {session.empty_pages} changes pages in a row carried no change (at most {limits.no_progress_pages})"
+    return None
 
 
 def encode(message: Any) -> bytes:

@@ -57,7 +57,10 @@ class Node:
         store = Store(config.store_path, map_size=config.map_size, readonly=readonly)
         if not readonly:
             finish_interrupted_rotation(home, store)
-        return cls(config, Identity.load(config.key_path), store, retired_identities(home))
+        identity = Identity.load(config.key_path)
+        if not readonly:
+            store.signer = identity  # signs the retractions of revisions made here (model/retraction.py)
+        return cls(config, identity, store, retired_identities(home))
 
     def close(self) -> None:
         self.store.close()

@@ -114,7 +114,7 @@ def _rotate(node: "Node", now: int | None) -> tuple[Record, Path]:
         raise KeyRotationError(f"the store refused the rotation ({refused[0][1].value}): "
                                f"{old.public_key_text} is not a current key of org {node.config.org_uuid}")
     os.replace(pending, home / KEY_FILE)
-    node.identity = new
+    node.identity = node.store.signer = new
     node.retired_identities = (old, *node.retired_identities)
     return record, kept
 
@@ -125,7 +125,7 @@ def reload_identity(node: "Node") -> bool:
     current = Identity.load(home / KEY_FILE)
     if current.public_key == node.identity.public_key:
         return False
-    node.identity = current
+    node.identity = node.store.signer = current
     node.retired_identities = retired_identities(home)
     return True
 

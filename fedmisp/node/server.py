@@ -23,6 +23,7 @@ from fedmisp.gossip.auth import ReplayCache
 from fedmisp.runtime import tune_gc
 from fedmisp.gossip.observe import Fanout
 from fedmisp.gossip.service import ANTI_ENTROPY_SECONDS, Gossiper
+from fedmisp.gossip.session import PULL_DEADLINE_SECONDS, PullLimits
 from fedmisp.node.api import DEFAULT_MAX_REQUEST_BYTES, ApiContext, _role_of, make_app
 from fedmisp.node.feed_fetch import FeedFetcher
 from fedmisp.node.feeds import FeedServer
@@ -68,7 +69,8 @@ async def serve(node: Node, *, host: str | None = None, port: int | None = None,
     metrics = NodeMetrics(node)
     audit = AuditLog(node.config.audit, node.config.home)
     gossiper = Gossiper(node, run_blocking, interval=anti_entropy_seconds(node.config),
-                        observer=Fanout((metrics, audit)))
+                        observer=Fanout((metrics, audit)),
+                        limits=PullLimits(deadline=pull_deadline_seconds(node.config)))
     metrics.track_peers(gossiper.peers_json)
     # Something stored locally (API, import through the API) is announced to peers at once.
     writer = Writer(node.store, on_commit=lambda: loop.call_soon_threadsafe(gossiper.stored_something))
@@ -141,14 +143,24 @@ async def reload(node: Node, gossiper: Gossiper, audit: AuditLog | None = None,
     log.info("reloaded %s: %d peer(s)", CONFIG_FILE, len(config.peers), extra={"peers": len(config.peers)})
 
 
-def anti_entropy_seconds(config: NodeConfig) -> float:
-    """`gossip.anti_entropy_seconds` from fedmisp.toml (default 30), validated."""
+def _gossip_seconds(config: NodeConfig, name: str, default: float, low: float, high: float) -> float:
+    """`gossip.<name>` from fedmisp.toml, a number of seconds from `low` to `high`, validated."""
     gossip = config.raw.get("gossip", {})
-    value = gossip.get("anti_entropy_seconds", ANTI_ENTROPY_SECONDS) if isinstance(gossip, dict) else None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value <= 86400:
+    value = gossip.get(name, default) if isinstance(gossip, dict) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
         raise ConfigError(config.home / CONFIG_FILE, [
-            f"gossip.anti_entropy_seconds: {value!r}; expected a number of seconds from 1 to 86400"])
+            f"gossip.{name}: {value!r}; expected a number of seconds from {low:g} to {high:g}"])
     return float(value)
+
+
+def anti_entropy_seconds(config: NodeConfig) -> float:
+    """`gossip.anti_entropy_seconds` (default 30)."""
+    return _gossip_seconds(config, "anti_entropy_seconds", ANTI_ENTROPY_SECONDS, 1, 86400)
+
+
+def pull_deadline_seconds(config: NodeConfig) -> float:
+    """`gossip.pull_deadline_seconds` (default 600): how long one pull from one peer may run."""
+    return _gossip_seconds(config, "pull_deadline_seconds", PULL_DEADLINE_SECONDS, 5, 86400)
 
 
 def _peers_handler(gossiper: Gossiper) -> Any:

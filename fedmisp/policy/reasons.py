@@ -68,6 +68,10 @@ class Reason(str, Enum):
     ORG_KEY_RETIRED = "org-key-retired"  # a retired key introduced again, or signing after its rotation
     # a new key introducing itself for an organisation that has a key already, without that key's vouch
     ORG_KEY_NOT_VOUCHED = "org-key-not-vouched"
+    # a whole pull ended by its peer (gossip/session.py: the pull's limits, a reply refused whole)
+    PULL_DEADLINE = "deadline"
+    PULL_NO_PROGRESS = "no-progress"
+    REFUSED_REPLY = "refused-reply"
 
 
 # filter check name -> (push reason, pull reason)

@@ -44,6 +44,11 @@ Named databases (key -> value):
   sharing_groups group uuid (16)              -> record id (32) of its current revision
   holdings     event uuid (16)                -> msgpack {levels, sources, correlation_only}: the level
                                                  each item of a received event is held at (policy)
+  retractions  event uuid (16)                -> msgpack [record id, level, source, seq] of the latest
+                                                 retraction of the event held (model/retraction.py):
+                                                 the level it is held at (-1: through its groups
+                                                 only), the peer it came from ("" made here), its
+                                                 log sequence
   apikeys      key hash (32)                  -> msgpack {role, comment, created}
   meta         name                           -> value (b"seq": last sequence number; b"format": the
                                                  store format (8), see STORE_FORMAT; b"tag:" | name:
@@ -71,14 +76,16 @@ import msgpack
 from fedmisp.correlate.keys import CORRELATION_ROW_TYPES, SSDEEP_PARTS, correlation_rows
 from fedmisp.model import canonical
 from fedmisp.model.misp import to_misp
+from fedmisp.model.identity import Identity
 from fedmisp.model.org import read_org
 from fedmisp.model.records import (
-    KIND_ORG, KIND_PROPOSAL, KIND_PROPOSAL_DECISION, KIND_SIGHTINGS, Record, RecordError, check_element,
-    SALT_BYTES, open_element, open_record, record_author, revision_elements,
+    KIND_ORG, KIND_PROPOSAL, KIND_PROPOSAL_DECISION, KIND_RETRACTION, KIND_SIGHTINGS, Record, RecordError,
+    check_element, SALT_BYTES, open_element, open_record, record_author, revision_elements, seal,
 )
+from fedmisp.model.retraction import Reach, Retraction, read_retraction, retraction_body
 from fedmisp.model.revision import SignedEvent
 from fedmisp.model.values import ValueFormatError, normalise
-from fedmisp.policy.model import element_view, unpack_views, views_of
+from fedmisp.policy.model import element_view, pack_views, unpack_views, views_of
 from fedmisp.policy.orgs import KeyState, check_org_record
 from fedmisp.policy.reasons import Reason
 
@@ -102,10 +109,10 @@ _DB_NAMES = (
     "records", "bodies", "log", "events", "elements", "event_extra", "orgs", "local",
     "ix_value", "ix_type", "ix_tag", "ix_event_tag", "ix_org", "ix_event_time",
     "checkpoints", "apikeys", "meta", "event_ids", "event_meta", "ix_ip", "ix_net", "ix_ssdeep",
-    "holdings", "sharing_groups", "proposals", "decisions", "extra_seqs", "views",
+    "holdings", "sharing_groups", "proposals", "decisions", "extra_seqs", "views", "retractions",
 )
 # Databases a store written by an earlier version may lack: a read-only open reads it without them.
-_LATER_DBS = frozenset({"views"})
+_LATER_DBS = frozenset({"views", "retractions"})
 _DUPSORT = frozenset({"event_extra", "ix_value", "ix_type", "ix_tag", "ix_event_tag", "ix_org",
                       "ix_ip", "ix_net", "ix_ssdeep"})
 _BE8 = struct.Struct(">Q")
@@ -372,6 +379,9 @@ class Store:
             # through a wild pointer could corrupt the map; there is no C code of ours here.)
             writemap=not readonly,
         )
+        # The node's signing identity (Node.open sets it): a revision made here that replaces a
+        # published one is stored with its retraction, signed by it. None (a bare store): none.
+        self.signer: Identity | None = None
         self.db: dict[str, Any] = {}
         for name in _DB_NAMES:
             try:
@@ -602,6 +612,10 @@ class Store:
         db = self.db
         ev = event.uuid
         rid = event.record_id
+        retracted = self._retraction(txn, ev)
+        if retracted is not None and retracted[0].supersedes(event.timestamp, rid) and \
+                self._current_key(txn, record_author(event.wire)) == self._current_key(txn, retracted[1].author):
+            return WriteOutcome.OLDER, seq  # its author has retracted it (a stale copy from a slow path)
         raw = txn.get(ev, db=db["events"])
         if raw is None:
             if not self._claim_elements(txn, ev, event.rows[1]):
@@ -632,11 +646,7 @@ class Store:
             if self._uuid_conflict(txn, ev, [u for u, v in event.rows[1] if v[16:] not in old_digests]):
                 return WriteOutcome.CONFLICT, seq
             if same:
-                # The same revision again: a no-op unless the peer's policy now lets more or less in.
-                if {key[16:] for key, _ in bodies} == old_digests:
-                    if event.holding is not None:
-                        txn.put(ev, event.holding, db=db["holdings"])
-                    return WriteOutcome.UNCHANGED, seq
+                return self._add_bodies(txn, event, held, old_digests, seq, puts)
             self._unindex_header(txn, ev, header_index(old.body["event"]))
             if db["views"] is not None:  # (a same revision's views are put again below, or dropped)
                 txn.delete(held.record_id, db=db["views"])
@@ -694,6 +704,220 @@ class Store:
                 db=db["event_meta"])
         if event.holding is not None:
             txn.put(ev, event.holding, db=db["holdings"])
+        elif raw is not None and self.signer is not None:
+            seq = self._retract_older(txn, ev, old, event, retracted, seq)
+        return WriteOutcome.STORED, seq
+
+    # --- retractions (model/retraction.py) --------------------------------------------------------
+
+    def _retraction(self, txn: lmdb.Transaction, ev: bytes) -> tuple[Retraction, Record, int, str, int] | None:
+        """The latest retraction held for an event: what it says, its record, the level it is held
+        at, the peer it came from, its log sequence."""
+        db = self.db["retractions"]
+        raw = txn.get(ev, db=db) if db is not None else None
+        if raw is None:
+            return None
+        rid, level, source, seq = canonical.unpack(raw)
+        record = open_record(txn.get(rid, db=self.db["records"]))
+        return read_retraction(record), record, level, source, seq
+
+    def _put_retraction(self, txn: lmdb.Transaction, ev: bytes, record: Record, level: int, source: str,
+                        previous: tuple[Retraction, Record, int, str, int] | None, seq: int) -> int:
+        """Hold `record` as the event's retraction (in the log, replacing the one held before)."""
+        if previous is not None:
+            txn.delete(previous[1].id, db=self.db["records"])
+            if txn.get(_BE8.pack(previous[4]), db=self.db["log"]) == previous[1].id:
+                txn.delete(_BE8.pack(previous[4]), db=self.db["log"])
+        seq += 1
+        txn.put(record.id, record.wire(), db=self.db["records"])
+        txn.put(_BE8.pack(seq), record.id, db=self.db["log"])
+        txn.put(ev, canonical.pack([record.id, level, source, seq]), db=self.db["retractions"])
+        return seq
+
+    def _retract_older(self, txn: lmdb.Transaction, ev: bytes, old: Record, event: EventWrite,
+                       previous: tuple[Retraction, Record, int, str, int] | None, seq: int) -> int:
+        """A revision made here replaced `old`: sign the retraction of every revision before it,
+        reaching wherever the published ones could have gone (the one held before, widened by
+        `old` if it was published). Nothing to retract while nothing was published."""
+        assert self.signer is not None
+        reach = previous[0].reach if previous is not None else Reach()
+        header = old.body["event"]
+        if header.get("published"):
+            reach = reach.widened(header["distribution"], header.get("sharing_group_uuid"))
+        if not reach:
+            return seq
+        event_uuid = str(_uuid.UUID(bytes=ev))
+        record = seal(self.signer, KIND_RETRACTION, retraction_body(event_uuid, event.timestamp, event.record_id, reach),
+                      created=event.timestamp)
+        return self._put_retraction(txn, ev, record, reach.level, "", previous, seq)
+
+    def write_retraction(self, record: Record, level: int, source: str) -> Reason:
+        """Take a retraction a peer sent (policy/retractions.py decided `level`): ALLOWED when it
+        was stored (a held revision it supersedes is dropped, unless made here: the origin keeps
+        what it created); OLDER when this one or a later one is held (nothing to do);
+        EVENT_NOT_HELD when neither a revision of the event nor a retraction of it is held (the
+        node has nothing to drop); NOT_AUTHOR when another key than the event's author signed it."""
+        retraction = read_retraction(record)
+        ev = uuid16(retraction.event_uuid)
+        with self.env.begin(write=True) as txn:
+            previous = self._retraction(txn, ev)
+            raw = txn.get(ev, db=self.db["events"])
+            held = HeldEvent.decode(raw) if raw is not None else None
+            if held is None and previous is None:
+                return Reason.EVENT_NOT_HELD
+            author = record_author(txn.get(held.record_id, db=self.db["records"])) if held is not None \
+                else previous[1].author  # type: ignore[index]
+            if self._current_key(txn, record.author) != self._current_key(txn, author):
+                return Reason.NOT_AUTHOR
+            if previous is not None and not previous[0].before < retraction.before:
+                return Reason.OLDER
+            seq = self._seq(txn)
+            if held is not None and retraction.supersedes(held.timestamp, held.record_id) \
+                    and txn.get(ev, db=self.db["holdings"]) is not None:
+                seq = self._drop_event(txn, ev, held, seq)
+            seq = self._put_retraction(txn, ev, record, level, source, previous, seq)
+            txn.put(b"seq", _BE8.pack(seq), db=self.db["meta"])
+        return Reason.ALLOWED
+
+    def retraction(self, event_uuid: str) -> tuple[Retraction, Record, int, str] | None:
+        """The latest retraction held for an event: what it says, its record, the level it is held
+        at and the peer it came from."""
+        with self.env.begin() as txn:
+            found = self._retraction(txn, uuid16(event_uuid))
+        return found[:4] if found is not None else None
+
+    def _drop_event(self, txn: lmdb.Transaction, ev: bytes, held: HeldEvent, seq: int) -> int:
+        """Remove a received event whole: its revision, bodies and their index rows, its header
+        index, holding, views, API id and the records attached to it (its author retracted it, or
+        this node may no longer hold it). Local annotations stay (they are this node's own)."""
+        db = self.db
+        record = open_record(txn.get(held.record_id, db=db["records"]))
+        disabled = bool(record.body["event"].get("disable_correlation"))
+        gone = new_rows()
+        for digest in revision_elements(record):
+            body = txn.pop(ev + digest, db=db["bodies"])
+            if body is not None:
+                body = bytes(body)
+                add_element_rows(gone, ev, digest, body, open_element(body), event_disabled=disabled)
+        gone[0].clear()
+        self._delete_rows(txn, ev, gone)
+        self._unindex_header(txn, ev, header_index(record.body["event"]))
+        for name in ("events", "holdings", "event_meta"):
+            txn.delete(ev, db=db[name])
+        if db["views"] is not None:
+            txn.delete(held.record_id, db=db["views"])
+        txn.delete(held.record_id, db=db["records"])
+        txn.delete(_BE8.pack(held.seq), db=db["log"])
+        txn.delete(_BE8.pack(held.id), db=db["event_ids"])
+        cur = txn.cursor(db=db["event_extra"])
+        extras = [bytes(rid) for rid in cur.iternext_dup()] if cur.set_key(ev) else []
+        for rid in extras:
+            logged = txn.pop(rid, db=db["extra_seqs"])
+            if logged is not None and txn.get(bytes(logged), db=db["log"]) == rid:
+                txn.delete(bytes(logged), db=db["log"])
+            txn.delete(rid, db=db["records"])
+            txn.delete(rid, db=db["proposals"])
+            txn.delete(rid, db=db["decisions"])  # (a decision is an extra of the event too)
+        txn.delete(ev, db=db["event_extra"])
+        return seq
+
+    def drop_received(self, event_uuid: str) -> bool:
+        """Remove a received event whole (this node may no longer hold it); False if it is not
+        held or was made here (the origin keeps what it created)."""
+        ev = uuid16(event_uuid)
+        with self.env.begin(write=True) as txn:
+            raw = txn.get(ev, db=self.db["events"])
+            if raw is None or txn.get(ev, db=self.db["holdings"]) is None:
+                return False
+            self._drop_event(txn, ev, HeldEvent.decode(raw), 0)
+        return True
+
+    def drop_elements(self, event_uuid: str, digests: Iterable[bytes], holding: bytes) -> int:
+        """Remove some bodies of a received event (this node may no longer hold them), with their
+        index rows and kept views, and store the holding without them. Returns how many went."""
+        ev = uuid16(event_uuid)
+        db = self.db
+        dropped = 0
+        with self.env.begin(write=True) as txn:
+            raw = txn.get(ev, db=db["events"])
+            if raw is None or txn.get(ev, db=db["holdings"]) is None:
+                return 0
+            held = HeldEvent.decode(raw)
+            record = open_record(txn.get(held.record_id, db=db["records"]))
+            disabled = bool(record.body["event"].get("disable_correlation"))
+            gone = new_rows()
+            removed: set[bytes] = set()
+            for digest in digests:
+                body = txn.pop(ev + digest, db=db["bodies"])
+                if body is not None:
+                    body = bytes(body)
+                    add_element_rows(gone, ev, digest, body, open_element(body), event_disabled=disabled)
+                    removed.add(digest)
+            gone[0].clear()
+            self._delete_rows(txn, ev, gone)
+            views_db = db["views"]
+            blob = txn.get(held.record_id, db=views_db) if views_db is not None else None
+            if blob is not None:
+                kept = [(d, v) for d, v in unpack_views(bytes(blob)) if d not in removed]
+                txn.put(held.record_id, pack_views(kept), db=views_db)
+            txn.put(ev, holding, db=db["holdings"])
+            dropped = len(removed)
+        return dropped
+
+    def events_with_group_items(self) -> list[str]:
+        """Received events holding an item at level 4 (sharing group), for a node that leaves a
+        group (their holdings say so without opening the revisions)."""
+        out = []
+        with self.env.begin() as txn:
+            for key, raw in txn.cursor(db=self.db["holdings"]):
+                h = canonical.unpack(raw)
+                levels = [g[0] for g in h["g"]] if "g" in h else list(h["l"].values())
+                if 4 in levels or 4 in h.get("k", {}).values():
+                    out.append(str(_uuid.UUID(bytes=bytes(key))))
+        return out
+
+    def _add_bodies(self, txn: lmdb.Transaction, event: EventWrite, held: HeldEvent, old_digests: set[bytes],
+                    seq: int, puts: "_Puts") -> tuple[WriteOutcome, int]:
+        """The revision held, again (by another path): only bodies it lacks are added, nothing held
+        is removed (DESIGN: a copy of the same revision with fewer bodies adds nothing and removes
+        nothing). A revision made or imported here (no holding) holds every body already."""
+        db, ev = self.db, event.uuid
+        if txn.get(ev, db=db["holdings"]) is None:
+            return WriteOutcome.UNCHANGED, seq
+        bodies = event.rows[0]
+        fresh = [(key, body) for key, body in bodies if key[16:] not in old_digests]
+        if event.holding is not None:
+            txn.put(ev, event.holding, db=db["holdings"])
+            raw = txn.get(ev, db=db["event_meta"])
+            if raw is not None:  # what one path held for correlation only may now be shown
+                meta = list(canonical.unpack(raw))
+                meta[1] = event.correlation_only
+                txn.put(ev, canonical.pack(meta), db=db["event_meta"])
+        if not fresh:
+            return WriteOutcome.UNCHANGED, seq
+        if len(fresh) == len(bodies):
+            added = event.rows  # every body given is new: its rows are the ones given
+        else:
+            added = new_rows()
+            for key, body in fresh:
+                add_element_rows(added, ev, key[16:], body, open_element(body), event_disabled=event.event_disabled)
+        txn.cursor(db=db["elements"]).putmulti(added[_ELEMENTS])
+        puts.extend(added, skip=_ELEMENTS)
+        views_db = db["views"]
+        if views_db is not None:
+            old_views = txn.get(held.record_id, db=views_db)
+            if old_views is not None and event.views is not None:
+                new_views = [(d, v) for d, v in unpack_views(event.views) if d not in old_digests]
+                txn.put(held.record_id, pack_views(unpack_views(bytes(old_views)) + new_views), db=views_db)
+            else:
+                txn.delete(held.record_id, db=views_db)  # read by decoding the bodies instead
+        # logged again at the end: what arrived may now go on to peers that had less of it
+        txn.delete(_BE8.pack(held.seq), db=db["log"])
+        seq += 1
+        txn.put(_BE8.pack(seq), held.record_id, db=db["log"])
+        txn.put(ev, HeldEvent(held.record_id, held.level, held.timestamp, seq, held.id).encode(), db=db["events"])
+        if _published(event.wire):
+            seq = self._relog_extras(txn, ev, seq)
         return WriteOutcome.STORED, seq
 
     def _claim_elements(self, txn: lmdb.Transaction, ev: bytes, element_rows: list[tuple[bytes, bytes]]) -> bool:
@@ -1170,13 +1394,18 @@ class Store:
             out.close()
         return head
 
-    def check_integrity(self) -> list[str]:
-        """Every held event whole and verified, and the indexes agreeing with the held revisions.
-        Returns the problems found (empty when the store is sound)."""
+    def check_integrity(self, own_keys: Iterable[bytes] = ()) -> list[str]:
+        """Every held event whole and verified, the indexes agreeing with the held revisions, and
+        every event holding what the node is entitled to: one made here (signed by `own_keys`, or
+        by the store's signer, or a key they rotated from) every body of its revision, a received
+        one every element its holding lists. Returns the problems found (empty when sound)."""
         problems: list[str] = []
         referenced: set[bytes] = set()
         attributes = 0
         with self.env.begin() as txn:
+            own = {self._current_key(txn, k) for k in own_keys}
+            if self.signer is not None:
+                own.add(self._current_key(txn, self.signer.public_key))
             for key, raw in txn.cursor(db=self.db["events"]):
                 held = HeldEvent.decode(bytes(raw))
                 event = str(_uuid.UUID(bytes=bytes(key)))
@@ -1192,10 +1421,19 @@ class Store:
                     continue
                 if txn.get(_BE8.pack(held.seq), db=self.db["log"]) != held.record_id:
                     problems.append(f"event {event}: log entry {held.seq} does not point at its revision")
-                stripped_allowed = txn.get(bytes(key), db=self.db["holdings"]) is not None
+                holding = txn.get(bytes(key), db=self.db["holdings"])
+                made_here = self._current_key(txn, record.author) in own
+                if made_here and holding is not None:
+                    problems.append(f"event {event}: made here, but held as a copy received from a peer")
+                stripped_allowed = holding is not None and not made_here
+                retracted = self._retraction(txn, bytes(key))
+                if stripped_allowed and retracted is not None and retracted[0].supersedes(held.timestamp, held.record_id):
+                    problems.append(f"event {event}: its revision is superseded by its author's retraction, "
+                                    "yet held")
                 blob = txn.get(held.record_id, db=self.db["views"]) if self.db["views"] is not None else None
                 kept_views = dict(unpack_views(blob)) if blob is not None else None
                 seen_views = 0
+                held_uuids: set[str] = set()
                 for digest in digests:
                     body = txn.get(bytes(key) + digest, db=self.db["bodies"])
                     if body is None:
@@ -1208,6 +1446,7 @@ class Store:
                     except RecordError as e:
                         problems.append(f"event {event}: {e}")
                         continue
+                    held_uuids.add(str(element.get("uuid")))
                     referenced.add(bytes(key) + digest)
                     attributes += "value" in element and "type" in element
                     if kept_views is not None:
@@ -1217,6 +1456,14 @@ class Store:
                                             "does not match its body")
                 if kept_views is not None and seen_views != len(kept_views):
                     problems.append(f"event {event}: {len(kept_views)} element views kept for {seen_views} bodies")
+                if stripped_allowed:
+                    listed = _holding_items(canonical.unpack(holding)) - {event}
+                    if listed - held_uuids:
+                        problems.append(f"event {event}: {len(listed - held_uuids)} element(s) held at a level "
+                                        f"without their body (e.g. {sorted(listed - held_uuids)[0]})")
+                    if held_uuids - listed:
+                        problems.append(f"event {event}: {len(held_uuids - listed)} element bod(ies) held "
+                                        f"without a level (e.g. {sorted(held_uuids - listed)[0]})")
             bodies = txn.stat(self.db["bodies"])["entries"]
             if bodies != len(referenced):
                 problems.append(f"{bodies} element bodies stored, {len(referenced)} referenced")
@@ -1240,6 +1487,12 @@ class Store:
                 "sequence": seq,
                 "store_bytes": self.env.info()["last_pgno"] * self.env.stat()["psize"],
             }
+
+
+def _holding_items(raw: Any) -> set[str]:
+    """Every uuid a stored holding gives a level (gossip/replica.py pack_holding, either form)."""
+    items = {u for _, _, uuids in raw["g"] for u in uuids} if "g" in raw else set(raw["l"])
+    return items | set(raw.get("k", {}))
 
 
 class _Puts:

@@ -1,0 +1,457 @@
+"""Replication between real stores, against the oracle written from DESIGN's tables (issue 13).
+
+tests/test_policy_property.py checks the pipeline in memory. This test runs what production runs:
+real nodes (real LMDB stores, keys and fedmisp.toml configs, tests/federation.py), events imported
+at their origin as an analyst would (MISP JSON through the importer, signed), pulled through the
+real Replica and PullSession (gossip/driver.py's in-memory transport, the protocol's encoding),
+in a random order of single pulls with random node restarts (a node is closed and opened again
+from its home), then pulled until nothing moves. Topologies are random graphs with cycles whose
+links are full, push-only, pull-only or correlation-only on either side, with random push and pull
+filters (NOT tags with wildcards, TLP ceilings, types, templates, to_ids only, max_distribution);
+events mix distributions 0-5 per element, a sharing group and tags.
+
+Checked after settling, for every node and every item (header, object, attribute, reference):
+it holds it at exactly the level the oracle (test_policy_property.Oracle, which never calls the
+pipeline) finds, correlation-only exactly when the oracle says so, and the origin holds every
+element of what it created, body and all. Then one of two narrowing steps, and the same again:
+- an edit at the origin: a newer revision with other distributions, some attributes deleted;
+  every node must then hold exactly what the oracle finds for the new revision alone (a node that
+  held the older copy and is no longer entitled to it drops it: the author's retraction);
+- the sharing group's owner removes members: each removed node drops every item bound to the
+  group (and what hangs from a dropped object or header), the rest stays as it was.
+
+The origin-loss defect of issue 13 (the origin replacing its full copy with a peer's stripped copy
+of the same revision) is found by this test within its CI examples with the fix reverted. Checked
+by reverting, in a worktree, Replica._accept's early return for a held same revision and
+Store._write_event's add-only body write back to the replace-unless-identical write, then running
+this test with 12 different Hypothesis seeds: 80 examples found the loss in 12 of 12 runs (40
+examples: 9 of 10), hence 80. On the code before issue 13 it fails in both narrowing phases too.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import random
+import uuid as _uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from fedmisp.gossip.driver import InMemory, pull
+from fedmisp.gossip.replica import Replica, unpack_holding
+from fedmisp.gossip.sharing_groups import create, revise
+from fedmisp.node.home import Node
+from fedmisp.node.importer import import_paths
+from fedmisp.policy.model import ElementView, EventView, SharingGroup
+
+from federation import make_federation
+from test_policy_property import Item, Oracle, Phase, Scenario, items_of
+
+MODES = ("full", "full", "full", "push-only", "pull-only", "correlation-only")
+TAGS = ("tlp:clear", "tlp:green", "tlp:amber", "tlp:red", "osint:source-type=\"blog\"", "malware:emotet")
+EXCLUDE_TAGS = ("osint:*", "*emotet*", "tlp:red", "*:red")
+CEILINGS = ("tlp:clear", "tlp:green", "tlp:amber", "tlp:amber+strict", "tlp:red")
+TYPES = {"ip-dst": "Network activity", "domain": "Network activity", "md5": "Payload delivery", "text": "Other"}
+TEMPLATE = ("domain-ip", "43b3b146-77eb-4931-b4cc-b66c60f28734", "11")
+T0 = 1_700_000_000
+
+
+# --- what is drawn -----------------------------------------------------------------------------
+
+@dataclass
+class Elem:
+    """One element of an event as its origin's analyst wrote it."""
+    uuid: str
+    kind: str  # attribute, object, reference
+    distribution: int
+    tags: tuple[str, ...] = ()
+    type: str | None = None
+    to_ids: bool = False
+    object_uuid: str | None = None
+    relation: str | None = None
+    value: str = ""
+
+
+@dataclass
+class Ev:
+    uuid: str
+    origin: str
+    distribution: int
+    tags: tuple[str, ...]
+    elements: list[Elem]
+    grouped: bool = False  # whether its distribution-4 items use the sharing group
+
+
+@dataclass(repr=False)
+class Plan:
+    names: list[str]
+    edges: list[tuple[str, str]]
+    settings: dict[tuple[str, str], dict[str, Any]]  # (u, v) -> u's [[peer]] v additions
+    group_owner: str
+    group_members: list[str]  # node names besides the owner
+    events: list[Ev]
+    edit: bool  # phase 2: an edit at the origin of events[0] (else: members removed from the group)
+    new_levels: dict[str, int] = field(default_factory=dict)  # phase 2 edit: uuid -> distribution
+    deleted: frozenset[str] = frozenset()  # phase 2 edit: attribute uuids left out of the new revision
+    removed: list[str] = field(default_factory=list)  # phase 2 removal: member node names
+    seed: int = 0
+
+    def __repr__(self) -> str:
+        lines = [f"nodes {self.names}, edges {self.edges}"]
+        lines += [f"  {u} configures {v}: {s}" for (u, v), s in sorted(self.settings.items()) if s]
+        lines.append(f"group owner {self.group_owner} members {self.group_members}")
+        for ev in self.events:
+            lines.append(f"event {ev.uuid[:8]} at {ev.origin} d={ev.distribution} tags={ev.tags}")
+            lines += [f"    {e.kind} {e.uuid[:8]} d={e.distribution} type={e.type} ids={e.to_ids} "
+                      f"tags={e.tags}{' in ' + e.object_uuid[:8] if e.object_uuid else ''}" for e in ev.elements]
+        if self.edit:
+            lines.append(f"edit: levels {({k[:8]: v for k, v in self.new_levels.items()})} "
+                         f"deleted {[d[:8] for d in self.deleted]}")
+        else:
+            lines.append(f"remove members {self.removed}")
+        return "\n".join(lines) + f"\nseed {self.seed}"
+
+
+class Uuids:
+    """Distinct uuids for one plan (drawn ones could repeat while hypothesis shrinks)."""
+
+    def __init__(self, base: int):
+        self.base, self.count = base, 0
+
+    def __call__(self) -> str:
+        self.count += 1
+        return str(_uuid.UUID(int=(self.base << 16) + self.count, version=4))
+
+
+@st.composite
+def filters(draw) -> dict[str, Any]:
+    f: dict[str, Any] = {}
+    if draw(st.integers(0, 2)) == 0:
+        f["tags_exclude"] = draw(st.lists(st.sampled_from(EXCLUDE_TAGS), min_size=1, max_size=2, unique=True))
+    if draw(st.integers(0, 3)) == 0:
+        f["tlp_ceiling"] = draw(st.sampled_from(CEILINGS))
+    if draw(st.integers(0, 4)) == 0:
+        f["types_exclude"] = [draw(st.sampled_from(sorted(TYPES)))]
+    if draw(st.integers(0, 6)) == 0:
+        f["templates_exclude"] = [TEMPLATE[0]]
+    if draw(st.integers(0, 5)) == 0:
+        f["to_ids_only"] = True
+    if draw(st.integers(0, 3)) == 0:
+        f["max_distribution"] = draw(st.integers(0, 3))
+    return f
+
+
+@st.composite
+def plans(draw) -> Plan:
+    n = draw(st.sampled_from([3, 4, 5, 2]))
+    new_uuid = Uuids(draw(st.integers(0, 2**100)))
+    names = [f"n{i}" for i in range(n)]
+    edges = {(names[draw(st.integers(0, i - 1))], names[i]) for i in range(1, n)}  # a spanning tree
+    for j in range(n):  # and cycles
+        for i in range(j):
+            if draw(st.integers(0, 2)) == 0:  # most plans of 3 or more nodes have a cycle
+                edges.add((names[i], names[j]))
+    triangle = n >= 3 and draw(st.integers(0, 2)) > 0
+    if triangle:  # a ring through the first event's origin (n0), the way its revision comes back to it
+        edges |= {("n0", "n1"), ("n1", "n2"), ("n0", "n2")}
+    settings: dict[tuple[str, str], dict[str, Any]] = {}
+    for a, b in sorted(edges):
+        for u, v in ((a, b), (b, a)):
+            s: dict[str, Any] = {"mode": draw(st.sampled_from(MODES))}
+            push, pull_ = draw(filters()), draw(filters())
+            if push or draw(st.booleans()):  # absent: the default push filter (TLP ceiling amber+strict)
+                s["push"] = push
+            if pull_:
+                s["pull"] = pull_
+            settings[(u, v)] = s
+    owner = draw(st.sampled_from(names))
+    members = [m for m in names if m != owner and draw(st.booleans())]
+
+    def level(header: bool) -> int:
+        return draw(st.sampled_from([3, 2, 1, 0, 4, 3, 2] if header else [5, 3, 2, 1, 0, 4, 5, 3, 2]))
+
+    def tags() -> tuple[str, ...]:
+        return tuple(draw(st.lists(st.sampled_from(TAGS), max_size=2, unique=True))) if draw(st.booleans()) else ()
+
+    events = []
+    for k in range(draw(st.integers(1, 2))):
+        origin = "n0" if triangle and k == 0 else draw(st.sampled_from(names))
+        grouped = origin == owner or origin in members  # only a member knows the group
+        elements: list[Elem] = []
+        for i in range(draw(st.integers(1, 4))):
+            t = draw(st.sampled_from(sorted(TYPES)))
+            elements.append(Elem(new_uuid(), "attribute", level(False), tags(), t, draw(st.booleans())))
+        for j in range(draw(st.integers(0, 1))):
+            o = Elem(new_uuid(), "object", level(False))
+            elements.append(o)
+            for relation, t in (("domain", "domain"), ("ip", "ip-dst")):
+                elements.append(Elem(new_uuid(), "attribute", level(False), tags(), t, draw(st.booleans()),
+                                     o.uuid, relation))
+            if draw(st.booleans()):
+                elements.append(Elem(new_uuid(), "reference", 5, object_uuid=o.uuid))
+        events.append(Ev(new_uuid(), origin, level(True), tags(), elements, grouped))
+    for ev in events:
+        for i, e in enumerate(ev.elements):
+            e.value = _value(e.type, ev.uuid, i)
+        if not ev.grouped:  # the origin cannot use a group it does not know: 4 becomes 3
+            ev.distribution = 3 if ev.distribution == 4 else ev.distribution
+            for e in ev.elements:
+                e.distribution = 3 if e.distribution == 4 else e.distribution
+    edit = not members or draw(st.booleans())
+    plan = Plan(names, sorted(edges), settings, owner, members, events, edit, seed=draw(st.integers(0, 2**32)))
+    if edit:
+        ev = events[0]
+        choices = [3, 2, 1, 0, 4, 5] if ev.grouped else [3, 2, 1, 0, 5]
+        for e in ev.elements:
+            if e.kind != "reference" and draw(st.booleans()):
+                plan.new_levels[e.uuid] = draw(st.sampled_from(choices))
+        if draw(st.booleans()):
+            plan.new_levels[ev.uuid] = draw(st.sampled_from([c for c in choices if c != 5]))
+        plan.deleted = frozenset(e.uuid for e in ev.elements
+                                 if e.kind == "attribute" and e.object_uuid is None and draw(st.integers(0, 3)) == 0)
+    else:
+        plan.removed = draw(st.lists(st.sampled_from(members), min_size=1, unique=True))
+    return plan
+
+
+def _value(type_: str | None, event_uuid: str, i: int) -> str:
+    n = int(event_uuid[:8], 16) + i
+    return {"ip-dst": f"198.51.{n % 251}.{(n >> 8) % 251 + 1}", "domain": f"h{n}-{i}.example",
+            "md5": f"{(n * 2654435761 + i) % 2**128:032x}", "text": f"note {event_uuid} {i}"}.get(type_ or "", "")
+
+
+# --- MISP JSON for the importer, and the oracle's view of the same event ----------------------
+
+def _dist(raw: dict[str, Any], level: int, group: str) -> dict[str, Any]:
+    raw["distribution"] = str(level)
+    if level == 4:
+        raw["sharing_group_uuid"] = group
+    return raw
+
+
+def misp_json(ev: Ev, group: str, timestamp: int, levels: dict[str, int], deleted: frozenset[str]) -> dict:
+    def level(uuid: str, default: int) -> int:
+        return levels.get(uuid, default)
+
+    out: dict[str, Any] = _dist({
+        "uuid": ev.uuid, "info": f"event {ev.uuid[:8]}", "date": "2024-01-02", "threat_level_id": "2",
+        "analysis": "1", "published": True, "timestamp": str(timestamp), "publish_timestamp": str(timestamp),
+        "Tag": [{"name": t} for t in ev.tags], "Attribute": [], "Object": [],
+    }, level(ev.uuid, ev.distribution), group)
+    objects: dict[str, dict[str, Any]] = {}
+    for e in ev.elements:
+        if e.uuid in deleted:
+            continue
+        if e.kind == "attribute":
+            a = _dist({"uuid": e.uuid, "type": e.type, "category": TYPES[e.type], "value": e.value,
+                       "to_ids": e.to_ids, "timestamp": str(timestamp), "Tag": [{"name": t} for t in e.tags]},
+                      level(e.uuid, e.distribution), group)
+            if e.object_uuid is None:
+                out["Attribute"].append(a)
+            else:
+                objects[e.object_uuid]["Attribute"].append({**a, "object_relation": e.relation})
+        elif e.kind == "object":
+            objects[e.uuid] = _dist({"uuid": e.uuid, "name": TEMPLATE[0], "meta-category": "network",
+                                     "template_uuid": TEMPLATE[1], "template_version": TEMPLATE[2],
+                                     "timestamp": str(timestamp), "Attribute": [], "ObjectReference": []},
+                                    level(e.uuid, e.distribution), group)
+            out["Object"].append(objects[e.uuid])
+        else:
+            target = next(x.uuid for x in ev.elements if x.kind == "attribute" and x.object_uuid is None
+                          and x.uuid not in deleted) if any(
+                x.kind == "attribute" and x.object_uuid is None and x.uuid not in deleted for x in ev.elements) \
+                else objects[e.object_uuid]["Attribute"][0]["uuid"]
+            objects[e.object_uuid]["ObjectReference"].append(
+                {"uuid": e.uuid, "referenced_uuid": target, "relationship_type": "related-to",
+                 "timestamp": str(timestamp)})
+    return {"Event": out}
+
+
+def event_view(ev: Ev, org: str, group: str, timestamp: int, levels: dict[str, int],
+               deleted: frozenset[str]) -> EventView:
+    def lower(tags: tuple[str, ...]) -> frozenset[str]:
+        return frozenset(t.lower() for t in tags)
+
+    elements = []
+    for e in ev.elements:
+        if e.uuid in deleted:
+            continue
+        d = levels.get(e.uuid, e.distribution)
+        elements.append(ElementView(
+            uuid=e.uuid, kind=e.kind, distribution=d, sharing_group=group if d == 4 else None,
+            object_uuid=e.object_uuid, type=e.type, template=TEMPLATE[0] if e.kind == "object" else None,
+            tags=lower(e.tags), to_ids=e.to_ids))
+    d = levels.get(ev.uuid, ev.distribution)
+    return EventView(uuid=ev.uuid, orgc_uuid=org, orgc_name="", distribution=d,
+                     sharing_group=group if d == 4 else None, published=True, timestamp=timestamp,
+                     tags=lower(ev.tags), elements=tuple(elements))
+
+
+# --- running it --------------------------------------------------------------------------------
+
+class Federation:
+    """The nodes of a plan, pulled in a random order with random restarts, then settled."""
+
+    def __init__(self, tmp: Path, plan: Plan):
+        self.tmp = tmp
+        self.nodes = make_federation(tmp, plan.names, plan.edges, plan.settings)
+        self.homes = {name: node.config.home for name, node in self.nodes.items()}
+        self.replicas = {name: Replica(node) for name, node in self.nodes.items()}
+        self.rnd = random.Random(plan.seed)
+
+    def pull(self, name: str, peer_name: str) -> int:
+        peer = next(p for p in self.nodes[name].config.peers if p.name == peer_name)
+        report = pull(self.replicas[name], peer, InMemory(self.replicas[peer_name], name))
+        return report.stored + report.stored_records
+
+    def restart(self, name: str) -> None:
+        self.nodes[name].close()
+        self.nodes[name] = Node.open(self.homes[name])
+        self.replicas[name] = Replica(self.nodes[name])
+
+    def shuffle_then_settle(self) -> None:
+        pairs = [(u, p.name) for u, node in self.nodes.items() for p in node.config.peers]
+        for _ in range(2 * len(pairs)):
+            if self.rnd.random() < 0.1:
+                self.restart(self.rnd.choice(sorted(self.nodes)))
+            self.pull(*self.rnd.choice(pairs))
+        for _ in range(3 * len(self.nodes) + 5):
+            self.rnd.shuffle(pairs)
+            if not sum(self.pull(u, v) for u, v in pairs):
+                return
+        raise AssertionError("replication did not settle")
+
+    def close(self) -> None:
+        for node in self.nodes.values():
+            node.close()
+
+
+def scenario(fed: Federation, events: list[tuple[str, EventView]], group: SharingGroup | None) -> Scenario:
+    policies = {(name, p.name): p.policy for name, node in fed.nodes.items() for p in node.config.peers}
+    orgs = {name: node.config.org_uuid for name, node in fed.nodes.items()}
+    return Scenario(orgs, policies, [Phase((group,) if group else (), tuple(events))])
+
+
+def holdings(fed: Federation, event_uuids: list[str]) -> dict[str, dict[str, tuple[int | None, bool]]]:
+    """node -> item uuid -> (level held, whether only for correlation), for every item held."""
+    out: dict[str, dict[str, tuple[int | None, bool]]] = {}
+    for name, node in fed.nodes.items():
+        held: dict[str, tuple[int | None, bool]] = {}
+        for uuid in event_uuids:
+            raw = node.store.holding(uuid)
+            if raw is None:
+                continue
+            h = unpack_holding(raw)
+            for item in {*h.levels, *h.correlation_levels}:
+                held[item] = (h.held_level(item), item not in h.levels)
+        out[name] = held
+    return out
+
+
+def origin_problems(fed: Federation, origin: str, view: EventView) -> list[str]:
+    """The origin holds the revision it made, every element's body with it."""
+    node = fed.nodes[origin]
+    entries = node.store.revision_entries(view.uuid)
+    if entries is None:
+        return [f"{origin} (origin): lost {view.uuid[:8]}"]
+    record, bodies = entries
+    if node.store.holding(view.uuid) is not None:
+        return [f"{origin} (origin): holds its own {view.uuid[:8]} as a received copy"]
+    have = {element.get("uuid") for _, _, element in bodies}
+    lost = {e.uuid for e in view.elements} - have
+    return [f"{origin} (origin): lost {sorted(u[:8] for u in lost)} of {view.uuid[:8]}"] if lost else []
+
+
+def expected_from(oracle: Oracle, names: list[str]) -> dict[str, dict[str, tuple[int | None, bool]]]:
+    """What the oracle says each node holds, in holdings()'s shape (origins excluded: they hold
+    their own revision whole, checked by origin_problems)."""
+    out: dict[str, dict[str, tuple[int | None, bool]]] = {n: {} for n in names}
+    for name in names:
+        for uuid, item in oracle.items.items():
+            if oracle.origins[item.event.uuid] == name:
+                continue
+            want = oracle.expected(name, uuid)
+            if want.level is not None:
+                r = oracle.relayable[name].get(uuid)
+                out[name][uuid] = (want.level, r is None or r < want.level)
+    return out
+
+
+def differences(want: dict, got: dict, oracle: Oracle) -> list[str]:
+    problems = []
+    for name in want:
+        for uuid in sorted(set(want[name]) | set(got.get(name, {}))):
+            w, g = want[name].get(uuid), got.get(name, {}).get(uuid)
+            if w != g:
+                why = "" if w is not None else \
+                    f" ({oracle.why_not(name, uuid) if uuid in oracle.items else 'not in the revision'})"
+                problems.append(f"{name}: {uuid[:8]} held (level, correlation-only) {g}, expected {w}{why}")
+    return problems
+
+
+def without_group(expected: dict[str, dict[str, tuple[int | None, bool]]], items: dict[str, Item],
+                  node: str, group: str) -> None:
+    """What a node removed from `group` keeps: nothing bound to the group, nor anything whose
+    object or event header it dropped."""
+    held = expected[node]
+    for depth in (0, 1, 2):
+        for uuid in list(held):
+            item = items[uuid]
+            if item.depth == depth and (item.group == group or (item.parent is not None and item.parent not in held)):
+                del held[uuid]
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(plan=plans())
+def test_real_stores_hold_what_the_design_allows_and_the_origin_keeps_everything(tmp_path_factory, plan):
+    tmp = tmp_path_factory.mktemp("fed")
+    fed = Federation(tmp, plan)
+    try:
+        fed.shuffle_then_settle()  # org records everywhere
+        orgs = {n: node.config.org_uuid for n, node in fed.nodes.items()}
+        group = create(fed.nodes[plan.group_owner].store, fed.nodes[plan.group_owner].identity,
+                       orgs[plan.group_owner], "group", {orgs[m]: False for m in plan.group_members})
+        fed.shuffle_then_settle()  # the group to its members
+        views = []
+        for i, ev in enumerate(plan.events):
+            path = tmp / f"ev{i}.json"
+            path.write_text(json.dumps(misp_json(ev, group.uuid, T0, {}, frozenset())))
+            import_paths(fed.nodes[ev.origin], [path])
+            views.append((ev.origin, event_view(ev, orgs[ev.origin], group.uuid, T0, {}, frozenset())))
+        fed.shuffle_then_settle()
+
+        oracle = Oracle(scenario(fed, views, group))
+        problems = [p for origin, view in views for p in origin_problems(fed, origin, view)]
+        want = expected_from(oracle, plan.names)
+        problems += differences(want, holdings(fed, [v.uuid for _, v in views]), oracle)
+        problems += [f"{n}: {p}" for n, node in fed.nodes.items() for p in node.store.check_integrity()]
+        assert not problems, "after the first spread:\n" + "\n".join(problems) + f"\n\n{plan!r}"
+
+        if plan.edit:  # an edit at the origin: only the new revision's spread is held anywhere
+            ev = plan.events[0]
+            path = tmp / "edit.json"
+            path.write_text(json.dumps(misp_json(ev, group.uuid, T0 + 100, plan.new_levels, plan.deleted)))
+            import_paths(fed.nodes[ev.origin], [path])
+            views[0] = (ev.origin, event_view(ev, orgs[ev.origin], group.uuid, T0 + 100, plan.new_levels,
+                                              plan.deleted))
+            fed.shuffle_then_settle()
+            oracle = Oracle(scenario(fed, views, group))
+            want = expected_from(oracle, plan.names)
+            stage = "after the edit"
+        else:  # members removed: each drops what it held of the group, nothing else changes
+            removed = tuple(orgs[m] for m in plan.removed)
+            revise(fed.nodes[plan.group_owner].store, fed.nodes[plan.group_owner].identity,
+                   orgs[plan.group_owner], group.uuid, remove=removed)
+            fed.shuffle_then_settle()
+            for m in plan.removed:
+                without_group(want, oracle.items, m, group.uuid)
+            stage = "after removing members"
+        problems = [p for origin, view in views for p in origin_problems(fed, origin, view)]
+        problems += differences(want, holdings(fed, [v.uuid for _, v in views]), oracle)
+        problems += [f"{n}: {p}" for n, node in fed.nodes.items() for p in node.store.check_integrity()]
+        assert not problems, f"{stage}:\n" + "\n".join(problems) + f"\n\n{plan!r}"
+    finally:
+        fed.close()
