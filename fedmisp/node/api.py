@@ -19,6 +19,8 @@ import asyncio
 import functools
 import json
 import logging
+import re
+import sys
 import time
 import uuid as _uuid
 from dataclasses import dataclass, field
@@ -176,20 +178,82 @@ def may(request: web.Request, role: str) -> bool:
 # --- request helpers -----------------------------------------------------------------------------
 
 async def body_json(request: web.Request, *, required: bool = True) -> Any:
+    """The request's JSON body; 400 naming `body` if it is empty (when required), not UTF-8 JSON,
+    nested too deeply or holds a number Python will not read, and 400 naming the field if a key
+    or string in it is not text (see `not_text`)."""
     raw = await request.read()  # bounded by client_max_size: 413 beyond it
     if not raw.strip():
         if required:
-            raise ApiError(400, "the request body is empty; expected JSON")
+            raise ApiError(400, "the request body is empty; expected JSON", {"body": ["empty; expected JSON"]})
         return {}
     try:
-        return json.loads(raw)
+        document = json.loads(raw)
     except UnicodeDecodeError:
-        raise ApiError(400, "the request body is not UTF-8 JSON") from None
+        raise ApiError(400, "the request body is not UTF-8 JSON", {"body": ["not UTF-8; expected UTF-8 JSON"]}) from None
     except json.JSONDecodeError as e:
         raise ApiError(400, f"the request body is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}",
                        {"body": [e.msg]}) from None
     except RecursionError:
-        raise ApiError(400, "the request body is nested too deeply") from None
+        raise ApiError(400, "the request body is nested too deeply", {"body": ["nested too deeply"]}) from None
+    except ValueError:  # an integer of more digits than Python converts (sys.get_int_max_str_digits)
+        limit = sys.get_int_max_str_digits()
+        message = f"a number of more than {limit} digits; expected numbers of at most {limit} digits"
+        raise ApiError(400, f"the request body holds {message}", {"body": [message]}) from None
+    if _MAY_HOLD_SURROGATE.search(raw):
+        place = not_text(document)
+        if place is not None:
+            message = (f"{place}: holds a lone surrogate (such as \\ud800), which is not text; "
+                       "expected UTF-8 text (a surrogate only as half of a pair)")
+            raise ApiError(400, message, {place: [message[len(place) + 2:]]}, "Invalid text")
+    return document
+
+
+# A lone surrogate reaches a parsed body only as a \ud800-\udfff escape or as the bytes ED A0-BF
+# (json.loads decodes bytes with surrogatepass); only a body holding either is walked.
+_MAY_HOLD_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
+
+
+def not_text(document: Any, place: str = "") -> str | None:
+    """Where the first key or string of a parsed JSON document is not Unicode text, as the field
+    path a client reads (`Event.Attribute[0].value`; `body` for the document itself), or None.
+    A string with a lone surrogate cannot be encoded as UTF-8, so no record or store could keep it."""
+    if isinstance(document, str):
+        return None if _is_text(document) else place or "body"
+    if isinstance(document, dict):
+        for key, value in document.items():
+            name = str(key).encode("utf-8", "backslashreplace").decode("utf-8")
+            inner = f"{place}.{name}" if place else name
+            if not _is_text(key):
+                return inner
+            found = not_text(value, inner)
+            if found is not None:
+                return found
+    elif isinstance(document, list):
+        for i, value in enumerate(document):
+            found = not_text(value, f"{place or 'body'}[{i}]")
+            if found is not None:
+                return found
+    return None
+
+
+def _is_text(value: Any) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def expect(value: Any, field_: str, accepted: str, what: str, kinds: tuple[type, ...] = (str,)) -> Any:
+    """`value` of a posted field if it is absent (None) or of one of `kinds` (never a bool unless
+    asked for); a 400 naming the field and what would be accepted otherwise. For the fields a
+    handler reads itself before the model's parser sees the body."""
+    if value is None or (isinstance(value, kinds) and (bool in kinds or not isinstance(value, bool))):
+        return value
+    shown = repr(value)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    message = f"{shown}; expected {accepted}"
+    raise ApiError(400, f"Could not {what}: {field_}: {message}", {field_: [message]}, f"Could not {what}")
 
 
 async def posted_object(request: web.Request, key: str, what: str) -> dict[str, Any]:
@@ -629,6 +693,11 @@ async def attribute_add(request: web.Request) -> web.Response:
         a = {k: v for k, v in (await sharing_group_uuids(ctx, a)).items()
              if k not in ("id", "event_id", "object_id", "object_uuid")}
         a.setdefault("uuid", str(_uuid.uuid4()))
+        # read here for the similar-attribute check, before the parser sees them
+        expect(a.get("type"), f"Attribute[{i}].type", "a MISP attribute type (describeTypes)", "add Attribute")
+        expect(a.get("category"), f"Attribute[{i}].category", "a MISP category (describeTypes)", "add Attribute")
+        expect(a.get("value"), f"Attribute[{i}].value", "the attribute's value as a string", "add Attribute",
+               (str, int, float))
         if str(a["uuid"]).lower() in held:
             raise ApiError(403, f"Could not add Attribute: uuid {a['uuid']} is already used in this event",
                            {"uuid": ["already in use"]}, "Could not add Attribute")

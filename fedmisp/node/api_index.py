@@ -93,7 +93,7 @@ def parse_index(params: Any, now: int | None = None) -> IndexFilter:
         name = renamed.get(e.field, e.field)
         raise QueryError(name, str(e)[len(e.field) + 2:]) from None
     sort = get("sort")
-    if sort not in (None, "") and sort not in SORTS:
+    if sort not in (None, "") and (not isinstance(sort, str) or sort not in SORTS):
         raise QueryError("sort", f"{sort!r}; accepted: {', '.join(sorted(SORTS))}")
     direction = get("direction")
     if direction not in (None, "", "asc", "desc"):
