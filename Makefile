@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO ?= demo
 
-.PHONY: install demo test bench bench-api clean
+.PHONY: install demo test bench bench-api mutants clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,12 @@ bench: install
 # restSearch and events/view on a node holding 1M attributes, as ratios to a trivial aiohttp handler.
 bench-api: install
 	$(PY) bench/api.py
+
+# Mutation testing of the security rules (tools/mutants.py): breaks one rule at a time and runs the
+# tests mapped to its module. Hours for every target, so not part of `make test`; niced, one core.
+# MUTANTS="--module policy/filters --sample 40" narrows it.
+mutants: install
+	nice -n 19 $(PY) tools/mutants.py $(MUTANTS)
 
 clean:
 	rm -rf $(VENV) $(DEMO) .pytest_cache .hypothesis

@@ -10,11 +10,27 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+from hypothesis.internal.charmap import charmap
 
 from fedmisp.node.home import init_home
 from fedmisp.store.store import Store
 
 CACHE = Path(__file__).parent / ".cache"
+
+# No timing is an assertion here (docs/architecture.md, Benchmarks): Hypothesis's per-example
+# deadline (200 ms) fails a test whose example merely waited for a core that five other processes
+# share, so no test has one. Health checks stay on.
+settings.register_profile("fedmisp", deadline=None)
+settings.load_profile("fedmisp")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Hypothesis builds its table of Unicode categories on the first st.text() draw and caches it
+    in .hypothesis/: on a fresh clone that first draw took 5 s under load, and the too_slow health
+    check failed whichever test drew it (test_keys.py's read_org property, in a run of that file).
+    Built here, before any test is timed; a cached table loads in milliseconds."""
+    charmap()
 
 
 @pytest.fixture
