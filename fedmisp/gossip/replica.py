@@ -828,7 +828,8 @@ class Replica:
     def _accept(self, received: ReceivedEvent, record: Record, opened: _Opened, peer: PeerConfig,
                 state: NodeState, report: ApplyReport) -> _Accepted | None:
         if not self.author_known(record.author, record.created):
-            report.refuse(Reason.UNKNOWN_AUTHOR.value)
+            # (a key this batch's org records just retired or refused: reported like every refusal)
+            self._refuse(peer.name, report, Reason.UNKNOWN_AUTHOR.value, record.kind, record.id, received.event_uuid)
             return None
         header = record.body["event"]
         event_uuid = received.event_uuid
