@@ -92,3 +92,58 @@ def test_a_record_a_retired_key_signs_after_its_rotation_is_refused_as_unknown_a
     assert set(b.store.event_uuids()) == {before.uuid}
     assert decisions.refused("event") == ["unknown-author"]
     _close(nodes)
+
+
+# --- 7. an introduction never moves a key to another organisation ----------------------------------
+
+def test_a_self_signed_introduction_never_moves_a_key_known_to_another_organisation(tmp_path: Path):
+    """m's key signs for m's organisation at b. m then introduces the same key, self-signed, as
+    another organisation's: one b has never heard of (nothing else would stop it: an unknown
+    organisation's first key is taken on its own word) and a's, which b knows. Both are refused as
+    org-key-conflict and the key still signs for m's organisation only: were it moved, m could sign
+    as that organisation (its events' Orgc, its sharing groups' owner)."""
+    nodes = make_federation(tmp_path, ["a", "b", "m"], [("a", "b"), ("b", "m")])
+    a, b, m = nodes["a"], nodes["b"], nodes["m"]
+    _pull(b, a)
+    _pull(b, m)
+    assert b.store.key_state(m.identity.public_key).org == m.config.org_uuid
+    unknown_org = "0c0c0c0c-0000-4000-8000-00000000000c"
+    hostile_log(m, records=[introduction(m.identity, "Org c", unknown_org, created=1_700_000_100),
+                            introduction(m.identity, a.config.org_name, a.config.org_uuid, created=1_700_000_101)])
+    decisions = _pull(b, m)
+    assert decisions.refused("org") == ["org-key-conflict", "org-key-conflict"]
+    assert b.store.key_state(m.identity.public_key).org == m.config.org_uuid
+    assert b.store.org_for_key(m.identity.public_key) == m.config.org_uuid
+    _close(nodes)
+
+
+# --- 8. an extend member only adds members ---------------------------------------------------------
+
+def test_an_extend_member_can_add_members_but_neither_remove_one_nor_change_an_extend_flag(tmp_path: Path):
+    """a owns a sharing group with b, c (extend) and d. c signs revisions of it and serves them to
+    b: one without d, one that makes b an extend member, one that adds e. b refuses the first two
+    (sg-revision-extend-removes) and takes the third: the extend flag lets a member widen the group
+    (MISP's "extend": add organisations), never cut someone out of the owner's audience nor hand out
+    the right to extend; only the owner's revisions do that (docs/policy.md, Sharing groups)."""
+    nodes = make_federation(tmp_path, ["a", "b", "c", "d"], [("a", "b"), ("a", "c"), ("a", "d"), ("b", "c")])
+    a, b, c, d = (nodes[n] for n in "abcd")
+    org_a, org_b, org_c, org_d = (n.config.org_uuid for n in (a, b, c, d))
+    org_e = "0e0e0e0e-0000-4000-8000-00000000000e"
+    group = sg.create(a.store, a.identity, org_a, "banks", {org_b: False, org_c: True, org_d: False})
+    for puller in (b, c):
+        _pull(puller, a)
+    assert sg.from_record(b.store.sharing_group(group.uuid)) == group
+
+    def by_c(revision: int, members: dict[str, bool]):
+        revised = SharingGroup(group.uuid, group.name, org_a, revision, members, group.releasability)
+        return seal(c.identity, KIND_SHARING_GROUP, sg.to_body(revised), created=1_700_000_000 + revision)
+
+    without_d = {org: extend for org, extend in group.members.items() if org != org_d}
+    b_extends = {**group.members, org_b: True}
+    with_e = {**group.members, org_e: False}
+    hostile_log(c, records=[by_c(2, without_d), by_c(3, b_extends), by_c(4, with_e)])
+    decisions = _pull(b, c)
+    assert decisions.refused("sharing-group") == ["sg-revision-extend-removes"] * 2
+    held = sg.from_record(b.store.sharing_group(group.uuid))
+    assert (held.revision, held.members) == (4, with_e)
+    _close(nodes)
