@@ -147,3 +147,30 @@ def test_an_extend_member_can_add_members_but_neither_remove_one_nor_change_an_e
     held = sg.from_record(b.store.sharing_group(group.uuid))
     assert (held.revision, held.members) == (4, with_e)
     _close(nodes)
+
+
+# --- 11. revisions with one timestamp: the same one everywhere ------------------------------------
+
+def test_two_revisions_with_one_timestamp_end_as_the_same_revision_whatever_the_delivery_order(tmp_path: Path):
+    """a signs two revisions of one event with the same timestamp (two edits within a second). b
+    receives them from two relays in one order, c in the other: both keep the one with the higher
+    record id (revisions are ordered by timestamp, then id: docs DESIGN), so the federation agrees
+    on the event instead of each node keeping whichever came first or last."""
+    nodes = make_federation(tmp_path, ["a", "x", "y", "b", "c"],
+                            [("a", "b"), ("a", "c"), ("x", "b"), ("x", "c"), ("y", "b"), ("y", "c")])
+    a, x, y, b, c = (nodes[n] for n in "axybc")
+    misp = event(seed=111, attributes=2, objects=0)
+    first = _signed(a, misp)
+    misp["Event"]["info"] = "the same event, edited within the second"
+    second = _signed(a, misp)
+    assert first.timestamp == second.timestamp and first.uuid == second.uuid
+    lower, higher = sorted((first, second), key=lambda s: s.record.id)
+    hostile_log(x, events=[lower])  # each relay holds one of them
+    hostile_log(y, events=[higher])
+    for receiver, order in ((b, (x, y)), (c, (y, x))):
+        _pull(receiver, a)  # a's key
+        refused = [reason for relay in order for reason in _pull(receiver, relay).refused("event")]
+        assert receiver.store.held(first.uuid).record_id == higher.record.id
+        assert refused == ([] if order == (x, y) else ["older"])
+    assert b.store.record(b.store.held(first.uuid).record_id).body == c.store.record(c.store.held(first.uuid).record_id).body
+    _close(nodes)
