@@ -13,7 +13,7 @@ from fedmisp.gossip import sharing_groups as sg
 from fedmisp.model.identity import Identity
 from fedmisp.model.misp import ImportDefaults, parse_event
 from fedmisp.model.org import introduction, rotation
-from fedmisp.model.records import KIND_SHARING_GROUP, seal
+from fedmisp.model.records import KIND_SHARING_GROUP, KIND_SIGHTINGS, seal
 from fedmisp.model.revision import sign_event
 from fedmisp.node.home import Node
 from fedmisp.node.importer import import_paths
@@ -173,4 +173,33 @@ def test_two_revisions_with_one_timestamp_end_as_the_same_revision_whatever_the_
         assert receiver.store.held(first.uuid).record_id == higher.record.id
         assert refused == ([] if order == (x, y) else ["older"])
     assert b.store.record(b.store.held(first.uuid).record_id).body == c.store.record(c.store.held(first.uuid).record_id).body
+    _close(nodes)
+
+
+# --- sightings follow their event (docs/policy.md: event-not-held) --------------------------------
+
+def test_a_sighting_of_an_event_the_node_does_not_hold_is_not_kept(tmp_path: Path):
+    """b's pull filter keeps a's tlp:amber events out. a serves b an amber event, which b refuses,
+    and a sighting of it, which b must not keep either (event-not-held): sightings are kept where
+    their event is; the sighting of the event b does hold is kept."""
+    nodes = make_federation(tmp_path, ["a", "b"], [("a", "b")],
+                            {("b", "a"): {"pull": {"tags_exclude": ["tlp:amber"]}}})
+    a, b = nodes["a"], nodes["b"]
+    amber = event(seed=121, attributes=1, objects=0)  # (factories tag events tlp:amber)
+    green = event(seed=122, attributes=1, objects=0)
+    green["Event"]["Tag"] = [{"name": "tlp:green"}]
+    for misp in (amber, green):
+        _import(a, tmp_path, misp)
+        sighting = {"Organisation": {"name": a.config.org_name, "uuid": a.config.org_uuid},
+                    "attribute_uuid": misp["Event"]["Attribute"][0]["uuid"], "date_sighting": 1_700_000_600,
+                    "source": "ids", "type": 0, "uuid": misp["Event"]["uuid"][:-4] + "5151"}
+        a.store.write_records([seal(a.identity, KIND_SIGHTINGS,
+                                    {"event_uuid": misp["Event"]["uuid"], "sightings": [sighting]})])
+    decisions = _pull(b, a)
+    assert decisions.refused("event") == ["pull-filter-tag"]
+    assert decisions.refused("sightings") == ["event-not-held"]
+    assert set(b.store.event_uuids()) == {green["Event"]["uuid"]}
+    seen = [s["attribute_uuid"] for at in b.store.export_event(green["Event"]["uuid"])["Event"]["Attribute"]
+            for s in at.get("Sighting", [])]
+    assert seen == [green["Event"]["Attribute"][0]["uuid"]]
     _close(nodes)
