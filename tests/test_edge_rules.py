@@ -203,3 +203,23 @@ def test_a_sighting_of_an_event_the_node_does_not_hold_is_not_kept(tmp_path: Pat
             for s in at.get("Sighting", [])]
     assert seen == [green["Event"]["Attribute"][0]["uuid"]]
     _close(nodes)
+
+
+# --- the push filter's default TLP ceiling, and "none" ---------------------------------------------
+
+def test_tlp_red_goes_only_to_a_peer_whose_push_filter_lifts_the_ceiling_with_none(tmp_path: Path):
+    """Push filters default to tlp_ceiling = "amber+strict" (docs/policy.md): a's tlp:red event
+    reaches c, whose [peer.push] says tlp_ceiling = "none", and not b, which has no push filter."""
+    nodes = make_federation(tmp_path, ["a", "b", "c"], [("a", "b"), ("a", "c")],
+                            {("a", "c"): {"push": {"tlp_ceiling": "none"}}})
+    a, b, c = nodes["a"], nodes["b"], nodes["c"]
+    red = event(seed=131, attributes=1, objects=0)
+    red["Event"]["Tag"] = [{"name": "tlp:red"}]
+    amber = event(seed=132, attributes=1, objects=0)
+    _import(a, tmp_path, red)
+    _import(a, tmp_path, amber)
+    _pull(b, a)
+    _pull(c, a)
+    assert set(b.store.event_uuids()) == {amber["Event"]["uuid"]}
+    assert set(c.store.event_uuids()) == {red["Event"]["uuid"], amber["Event"]["uuid"]}
+    _close(nodes)
