@@ -21,10 +21,22 @@ from fedmisp.policy.model import SharingGroup
 from peer_protocol import Decisions, hostile_log, pull_over_http
 
 
-def _pull(puller: Node, served: Node) -> Decisions:
+def _pull(puller: Node, served: Node, craft=None) -> Decisions:
     decisions = Decisions()
-    asyncio.run(pull_over_http(puller, served, decisions))
+    asyncio.run(pull_over_http(puller, served, decisions, craft))
     return decisions
+
+
+def _offering(*changes: dict):
+    """A craft (peer_protocol.py) that adds `changes` to the replies a node's own policy computed:
+    what a hostile node offers that its policy withheld."""
+    sent: set[int] = set()
+
+    def craft(reply: dict) -> dict:
+        extra = [c for c in changes if c["seq"] <= reply["last_seq"] and c["seq"] not in sent]
+        sent.update(c["seq"] for c in extra)
+        return {**reply, "changes": sorted(reply["changes"] + extra, key=lambda c: c["seq"])}
+    return craft
 
 
 def _import(node: Node, tmp_path: Path, misp: dict) -> str:
@@ -222,4 +234,51 @@ def test_tlp_red_goes_only_to_a_peer_whose_push_filter_lifts_the_ceiling_with_no
     _pull(c, a)
     assert set(b.store.event_uuids()) == {amber["Event"]["uuid"]}
     assert set(c.store.event_uuids()) == {red["Event"]["uuid"], amber["Event"]["uuid"]}
+    _close(nodes)
+
+
+# --- inbound 2: the sender was allowed to send it ---------------------------------------------------
+
+def test_an_unpublished_revision_a_peer_offers_is_refused_and_not_held(tmp_path: Path):
+    """Only published events move (publishing is what shares): a's node offers b a draft its
+    policy withheld; b refuses it as local-unpublished and keeps a's published event."""
+    nodes = make_federation(tmp_path, ["a", "b"], [("a", "b")])
+    a, b = nodes["a"], nodes["b"]
+    published = _import(a, tmp_path, event(seed=141, attributes=1, objects=0))
+    misp = event(seed=142, attributes=0, objects=0)
+    misp["Event"]["published"] = False
+    draft = _signed(a, misp)
+    hostile_log(a, events=[draft])
+    offer = {"seq": a.store.head_sequence(), "record": draft.record.wire(), "event_level": 3, "elements": 3}
+    decisions = _pull(b, a, _offering(offer))
+    assert decisions.refused("event") == ["local-unpublished"]
+    assert set(b.store.event_uuids()) == {published}
+    _close(nodes)
+
+
+def test_a_removed_member_takes_nothing_new_of_the_group_even_when_a_peer_offers_it(tmp_path: Path):
+    """a's sharing group listed b, then a removed b (b learned it: revision 2). a's node offers b
+    an event of the group anyway; b refuses it (sg-not-member: a node that is not a member holds
+    none of the group's data)."""
+    nodes = make_federation(tmp_path, ["a", "b", "c"], [("a", "b"), ("a", "c")])
+    a, b, c = nodes["a"], nodes["b"], nodes["c"]
+    org_a, org_b, org_c = (n.config.org_uuid for n in (a, b, c))
+    group = sg.create(a.store, a.identity, org_a, "banks", {org_b: False, org_c: False})
+
+    def of_group(seed: int) -> dict:
+        misp = event(seed=seed, attributes=1, objects=0)
+        misp["Event"]["distribution"] = "4"
+        misp["Event"]["SharingGroup"] = {"uuid": group.uuid}
+        return misp
+    before = _import(a, tmp_path, of_group(151))
+    _pull(b, a)
+    assert set(b.store.event_uuids()) == {before}
+    sg.revise(a.store, a.identity, org_a, group.uuid, remove=(org_b,))
+    after = _signed(a, of_group(152))
+    hostile_log(a, events=[after])
+    offer = {"seq": a.store.head_sequence(), "record": after.record.wire(), "event_level": 4, "elements": 4}
+    decisions = _pull(b, a, _offering(offer))
+    assert sg.from_record(b.store.sharing_group(group.uuid)).revision == 2
+    assert decisions.refused("event") == ["sg-not-member"]
+    assert after.uuid not in set(b.store.event_uuids())
     _close(nodes)
