@@ -10,6 +10,7 @@ from pathlib import Path
 from factories import event
 from federation import make_federation
 from fedmisp.gossip import sharing_groups as sg
+from fedmisp.gossip.replica import unpack_holding
 from fedmisp.model.identity import Identity
 from fedmisp.model.misp import ImportDefaults, parse_event
 from fedmisp.model.org import introduction, rotation
@@ -281,4 +282,30 @@ def test_a_removed_member_takes_nothing_new_of_the_group_even_when_a_peer_offers
     assert sg.from_record(b.store.sharing_group(group.uuid)).revision == 2
     assert decisions.refused("event") == ["sg-not-member"]
     assert after.uuid not in set(b.store.event_uuids())
+    _close(nodes)
+
+
+# --- several paths: held, and relayed, at the highest level any allows -----------------------------
+
+def test_a_level_raised_by_a_second_path_reaches_the_peers_it_was_withheld_from(tmp_path: Path):
+    """b pulls a's level-3 event capped at 0 (b's pull filter for a: max_distribution 0), so d,
+    pulling from b, is withheld it. Then c's copy of it reaches b at 3: b holds it at 3 now (the
+    highest level any path allows) and d, pulling b again, gets it. Before, b's raised holding was
+    not logged again and d, whose checkpoint had passed it, never got it (found by
+    test_replication_property on a fresh clone)."""
+    nodes = make_federation(tmp_path, ["a", "b", "c", "d"], [("a", "b"), ("a", "c"), ("b", "c"), ("b", "d")],
+                            {("b", "a"): {"pull": {"max_distribution": 0}}})
+    a, b, c, d = (nodes[n] for n in "abcd")
+    misp = event(seed=161, attributes=1, objects=0)
+    misp["Event"]["Tag"] = [{"name": "tlp:green"}]
+    uuid = _import(a, tmp_path, misp)
+    _pull(b, a)
+    _pull(d, b)
+    assert d.store.holding(uuid) is None  # held at 0 by b: it goes no further
+    _pull(c, a)
+    _pull(b, c)
+    _pull(d, b)
+    assert unpack_holding(b.store.holding(uuid)).levels[uuid] == 3
+    assert [e["uuid"] for e in d.store.export_event(uuid)["Event"]["Attribute"]] == \
+        [misp["Event"]["Attribute"][0]["uuid"]]
     _close(nodes)

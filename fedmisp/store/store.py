@@ -263,6 +263,9 @@ class EventWrite:
     # policy views of the bodies written (policy/model.py views_of), kept beside the revision so
     # a sender decides what a peer may have without decoding them (None: none kept)
     views: bytes | None = None
+    # the same revision again, its holding raised (a higher level, or now shown): logged again so
+    # peers it was withheld from before see it anew, though it brings no body (received only)
+    relog: bool = False
 
     @property
     def element_count(self) -> int:
@@ -323,7 +326,7 @@ def unpack_element_rows(blobs: list[bytes]) -> tuple[Rows, int]:
 
 def received_write(record: Record, entries: list[tuple[bytes, bytes, dict[str, Any]]], holding: bytes,
                    source: str, correlation_only: bool, built: tuple[Rows, int] | None = None,
-                   views: bytes | None = None) -> EventWrite:
+                   views: bytes | None = None, relog: bool = False) -> EventWrite:
     """An EventWrite for a revision received from a peer: only the element bodies it may hold
     (`entries`: digest, body, element), with the policy's holding. `built`: the entries' rows and
     attribute count when they were made elsewhere (`element_rows` in a worker process); `views`:
@@ -342,7 +345,7 @@ def received_write(record: Record, entries: list[tuple[bytes, bytes, dict[str, A
         uuid=ev, timestamp=header["timestamp"], level=0, record_id=record.id, wire=record.wire(),
         header=header_index(header), rows=rows, attribute_count=attributes, extra=[], local=[],
         source=source, correlation_only=correlation_only, event_disabled=disabled,
-        event_info=header["info"], orgc_name=header["Orgc"]["name"], holding=holding, views=views,
+        event_info=header["info"], orgc_name=header["Orgc"]["name"], holding=holding, views=views, relog=relog,
     )
 
 
@@ -894,7 +897,7 @@ class Store:
                 meta[1] = event.correlation_only
                 txn.put(ev, canonical.pack(meta), db=db["event_meta"])
         if not fresh:
-            return WriteOutcome.UNCHANGED, seq
+            return (self._log_again(txn, ev, held, event, seq) if event.relog else (WriteOutcome.UNCHANGED, seq))
         if len(fresh) == len(bodies):
             added = event.rows  # every body given is new: its rows are the ones given
         else:
@@ -911,7 +914,13 @@ class Store:
                 txn.put(held.record_id, pack_views(unpack_views(bytes(old_views)) + new_views), db=views_db)
             else:
                 txn.delete(held.record_id, db=views_db)  # read by decoding the bodies instead
-        # logged again at the end: what arrived may now go on to peers that had less of it
+        return self._log_again(txn, ev, held, event, seq)
+
+    def _log_again(self, txn: lmdb.Transaction, ev: bytes, held: "HeldEvent", event: EventWrite,
+                   seq: int) -> tuple[WriteOutcome, int]:
+        """Logged again at the end: what arrived may now go on to peers that had less of it (DESIGN:
+        a change re-evaluates what a peer may receive)."""
+        db = self.db
         txn.delete(_BE8.pack(held.seq), db=db["log"])
         seq += 1
         txn.put(_BE8.pack(seq), held.record_id, db=db["log"])
