@@ -309,3 +309,30 @@ def test_a_level_raised_by_a_second_path_reaches_the_peers_it_was_withheld_from(
     assert [e["uuid"] for e in d.store.export_event(uuid)["Event"]["Attribute"]] == \
         [misp["Event"]["Attribute"][0]["uuid"]]
     _close(nodes)
+
+
+def test_a_retraction_raised_by_a_second_path_reaches_the_peers_the_first_could_not(tmp_path: Path):
+    """a shares an event at level 3 with b, and b with d; then a lowers it to 1, which retracts it
+    from d (no longer entitled). The retraction first reaches b through c, whose link from a is
+    capped at 1 (a's push filter for c), so b holds it at 0 and could not pass it on; then straight
+    from a at 3: b holds it at 3 now and d, pulling b, drops the event. Before, b kept the first
+    level and d held the event the author had withdrawn from it (found by test_replication_property)."""
+    nodes = make_federation(tmp_path, ["a", "b", "c", "d"], [("a", "b"), ("a", "c"), ("b", "c"), ("b", "d")],
+                            {("a", "c"): {"push": {"max_distribution": 1}}})
+    a, b, c, d = (nodes[n] for n in "abcd")
+    misp = event(seed=171, attributes=1, objects=0)
+    misp["Event"]["Tag"] = [{"name": "tlp:green"}]
+    uuid = _import(a, tmp_path, misp)
+    for puller, served in ((b, a), (d, b), (c, a)):
+        _pull(puller, served)
+    assert d.store.held(uuid) is not None
+    misp["Event"]["distribution"] = "1"
+    misp["Event"]["timestamp"] = misp["Event"]["publish_timestamp"] = str(int(misp["Event"]["timestamp"]) + 100)
+    path = tmp_path / "lowered.json"
+    path.write_text(json.dumps(misp))
+    import_paths(a, [path], workers=0)
+    for puller, served in ((c, a), (b, c), (b, a), (d, b)):
+        _pull(puller, served)
+    assert b.store.retraction(uuid)[2] == 3  # the level b holds the retraction at
+    assert d.store.held(uuid) is None and d.store.retraction(uuid) is not None
+    _close(nodes)
