@@ -1,6 +1,9 @@
-"""Edges of the security rules (issue 21 items 6, 7, 8, 10 and 11), each pinned through the peer
-protocol: a real pull over /fed/v1 (requests signed and boxed by a configured peer's key, the real
-PeerProtocol handlers serving a real node's store), so what is checked is what a peer can do."""
+"""Edges of the security rules, each pinned through the peer protocol: a real pull over /fed/v1
+(requests signed and boxed by a configured peer's key, the real PeerProtocol handlers serving a
+real node's store), so what is checked is what a peer can do. Issue 21 items 6, 7, 8, 10 and 11,
+and the rules of docs/policy.md that no test failed without: event-not-held, the default TLP
+ceiling and "none", inbound rule 2 for drafts and removed members, and a level raised by a second
+path being passed on (for a revision and for its retraction)."""
 from __future__ import annotations
 
 import asyncio
