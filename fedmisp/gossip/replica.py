@@ -222,7 +222,6 @@ class _Accepted:
     correlation_only: bool
     withheld: dict[str, int]  # elements not kept, by reason (for the observer)
     views: bytes  # the kept bodies' policy views (views_of / pack_views), stored with the revision
-    raised: bool = False  # the same revision held already, now at a higher level or shown: log it again
 
 
 class Replica:
@@ -815,7 +814,7 @@ class Replica:
                                        [(d, b, e if e is not None else open_element(b)) for d, b, e in here],
                                        bool(header.get("disable_correlation"))))
         return received_write(taken.record, taken.keep, taken.holding, source, taken.correlation_only,
-                              join_rows(parts), taken.views, taken.raised)
+                              join_rows(parts), taken.views)
 
     def _drop_pool(self, pool: ProcessPoolExecutor | None) -> None:
         """Forget a broken pool (the next large batch starts a new one)."""
@@ -874,13 +873,7 @@ class Replica:
         # newer revision starts a holding of its own: the levels earlier revisions were held at
         # say nothing of this one (its author may have lowered them), and merging them would let
         # a later path lift an element it offers lower back to the old level.
-        before = unpack_holding(previous) if same and previous is not None else None
-        holding = merge(before, outcome, peer.name)
-        # a higher level by this path (or shown now, not only correlated): peers that were withheld
-        # it, or sent it lower, must be offered it again, so the store logs it again (DESIGN: held at
-        # the highest level any path allows, and so relayed)
-        raised = before is not None and (holding.levels != before.levels
-                                         or holding.correlation_only != before.correlation_only)
+        holding = merge(unpack_holding(previous) if same and previous is not None else None, outcome, peer.name)
         allowed = outcome.levels
         # what the holding keeps: on an event's first path (every bulk pull) exactly what this one allowed
         kept = allowed if not same and not outcome.correlation_only else \
@@ -905,7 +898,7 @@ class Replica:
         else:
             packed = pack_views(kept_views)
         return _Accepted(record, keep, pack_holding(holding), holding.correlation_only,
-                         count_reasons(outcome.withheld), packed, raised)
+                         count_reasons(outcome.withheld), packed)
 
 
 def _extra_problem(record: Record) -> str | None:

@@ -263,9 +263,6 @@ class EventWrite:
     # policy views of the bodies written (policy/model.py views_of), kept beside the revision so
     # a sender decides what a peer may have without decoding them (None: none kept)
     views: bytes | None = None
-    # the same revision again, its holding raised (a higher level, or now shown): logged again so
-    # peers it was withheld from before see it anew, though it brings no body (received only)
-    relog: bool = False
 
     @property
     def element_count(self) -> int:
@@ -326,7 +323,7 @@ def unpack_element_rows(blobs: list[bytes]) -> tuple[Rows, int]:
 
 def received_write(record: Record, entries: list[tuple[bytes, bytes, dict[str, Any]]], holding: bytes,
                    source: str, correlation_only: bool, built: tuple[Rows, int] | None = None,
-                   views: bytes | None = None, relog: bool = False) -> EventWrite:
+                   views: bytes | None = None) -> EventWrite:
     """An EventWrite for a revision received from a peer: only the element bodies it may hold
     (`entries`: digest, body, element), with the policy's holding. `built`: the entries' rows and
     attribute count when they were made elsewhere (`element_rows` in a worker process); `views`:
@@ -345,7 +342,7 @@ def received_write(record: Record, entries: list[tuple[bytes, bytes, dict[str, A
         uuid=ev, timestamp=header["timestamp"], level=0, record_id=record.id, wire=record.wire(),
         header=header_index(header), rows=rows, attribute_count=attributes, extra=[], local=[],
         source=source, correlation_only=correlation_only, event_disabled=disabled,
-        event_info=header["info"], orgc_name=header["Orgc"]["name"], holding=holding, views=views, relog=relog,
+        event_info=header["info"], orgc_name=header["Orgc"]["name"], holding=holding, views=views,
     )
 
 
@@ -776,7 +773,7 @@ class Store:
                 if previous[1].id == record.id and level > previous[2]:
                     # the same retraction by a path that lets it go further: held at the higher
                     # level and logged again, so it reaches the peers the lower one could not (as a
-                    # revision's raised holding does; DESIGN: held at the highest level any path allows)
+                    # revision's widened holding does; DESIGN: held at the highest level any path allows)
                     seq = self._put_retraction(txn, ev, record, level, source, previous, self._seq(txn))
                     txn.put(b"seq", _BE8.pack(seq), db=self.db["meta"])
                     return Reason.ALLOWED
@@ -896,16 +893,18 @@ class Store:
             return WriteOutcome.UNCHANGED, seq
         bodies = event.rows[0]
         fresh = [(key, body) for key, body in bodies if key[16:] not in old_digests]
-        if event.holding is not None:
+        widened = False  # the holding changed: a level went up, or what was held for correlation is shown
+        if event.holding is not None and event.holding != bytes(txn.get(ev, db=db["holdings"])):
+            widened = True
             txn.put(ev, event.holding, db=db["holdings"])
             raw = txn.get(ev, db=db["event_meta"])
             if raw is not None:  # what one path held for correlation only may now be shown
                 meta = list(canonical.unpack(raw))
                 meta[1] = event.correlation_only
                 txn.put(ev, canonical.pack(meta), db=db["event_meta"])
-        if not fresh:
-            return (self._log_again(txn, ev, held, event, seq) if event.relog else (WriteOutcome.UNCHANGED, seq))
-        if len(fresh) == len(bodies):
+        if not fresh and not widened:
+            return WriteOutcome.UNCHANGED, seq
+        if fresh and len(fresh) == len(bodies):
             added = event.rows  # every body given is new: its rows are the ones given
         else:
             added = new_rows()
@@ -914,20 +913,14 @@ class Store:
         txn.cursor(db=db["elements"]).putmulti(added[_ELEMENTS])
         puts.extend(added, skip=_ELEMENTS)
         views_db = db["views"]
-        if views_db is not None:
+        if views_db is not None and fresh:
             old_views = txn.get(held.record_id, db=views_db)
             if old_views is not None and event.views is not None:
                 new_views = [(d, v) for d, v in unpack_views(event.views) if d not in old_digests]
                 txn.put(held.record_id, pack_views(unpack_views(bytes(old_views)) + new_views), db=views_db)
             else:
                 txn.delete(held.record_id, db=views_db)  # read by decoding the bodies instead
-        return self._log_again(txn, ev, held, event, seq)
-
-    def _log_again(self, txn: lmdb.Transaction, ev: bytes, held: "HeldEvent", event: EventWrite,
-                   seq: int) -> tuple[WriteOutcome, int]:
-        """Logged again at the end: what arrived may now go on to peers that had less of it (DESIGN:
-        a change re-evaluates what a peer may receive)."""
-        db = self.db
+        # logged again at the end: what arrived may now go on to peers that had less of it
         txn.delete(_BE8.pack(held.seq), db=db["log"])
         seq += 1
         txn.put(_BE8.pack(seq), held.record_id, db=db["log"])
