@@ -290,18 +290,23 @@ def test_a_removed_member_takes_nothing_new_of_the_group_even_when_a_peer_offers
 
 # --- several paths: held, and relayed, at the highest level any allows -----------------------------
 
+def _diamond(tmp_path: Path, link: tuple[str, str], filters: dict, seed: int) -> tuple[dict[str, Node], dict, str]:
+    """a-b, a-c, b-c, b-d, with `filters` on `link`, and a level-3 event made at a."""
+    nodes = make_federation(tmp_path, ["a", "b", "c", "d"], [("a", "b"), ("a", "c"), ("b", "c"), ("b", "d")],
+                            {link: filters})
+    misp = event(seed=seed, attributes=1, objects=0)
+    misp["Event"]["Tag"] = [{"name": "tlp:green"}]
+    return nodes, misp, _import(nodes["a"], tmp_path, misp)
+
+
 def test_a_level_raised_by_a_second_path_reaches_the_peers_it_was_withheld_from(tmp_path: Path):
     """b pulls a's level-3 event capped at 0 (b's pull filter for a: max_distribution 0), so d,
     pulling from b, is withheld it. Then c's copy of it reaches b at 3: b holds it at 3 now (the
     highest level any path allows) and d, pulling b again, gets it. Before, b's raised holding was
     not logged again and d, whose checkpoint had passed it, never got it (found by
     test_replication_property on a fresh clone)."""
-    nodes = make_federation(tmp_path, ["a", "b", "c", "d"], [("a", "b"), ("a", "c"), ("b", "c"), ("b", "d")],
-                            {("b", "a"): {"pull": {"max_distribution": 0}}})
+    nodes, misp, uuid = _diamond(tmp_path, ("b", "a"), {"pull": {"max_distribution": 0}}, seed=161)
     a, b, c, d = (nodes[n] for n in "abcd")
-    misp = event(seed=161, attributes=1, objects=0)
-    misp["Event"]["Tag"] = [{"name": "tlp:green"}]
-    uuid = _import(a, tmp_path, misp)
     _pull(b, a)
     _pull(d, b)
     assert d.store.holding(uuid) is None  # held at 0 by b: it goes no further
@@ -320,12 +325,8 @@ def test_a_retraction_raised_by_a_second_path_reaches_the_peers_the_first_could_
     capped at 1 (a's push filter for c), so b holds it at 0 and could not pass it on; then straight
     from a at 3: b holds it at 3 now and d, pulling b, drops the event. Before, b kept the first
     level and d held the event the author had withdrawn from it (found by test_replication_property)."""
-    nodes = make_federation(tmp_path, ["a", "b", "c", "d"], [("a", "b"), ("a", "c"), ("b", "c"), ("b", "d")],
-                            {("a", "c"): {"push": {"max_distribution": 1}}})
+    nodes, misp, uuid = _diamond(tmp_path, ("a", "c"), {"push": {"max_distribution": 1}}, seed=171)
     a, b, c, d = (nodes[n] for n in "abcd")
-    misp = event(seed=171, attributes=1, objects=0)
-    misp["Event"]["Tag"] = [{"name": "tlp:green"}]
-    uuid = _import(a, tmp_path, misp)
     for puller, served in ((b, a), (d, b), (c, a)):
         _pull(puller, served)
     assert d.store.held(uuid) is not None
