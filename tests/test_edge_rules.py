@@ -188,7 +188,8 @@ def test_two_revisions_with_one_timestamp_end_as_the_same_revision_whatever_the_
         refused = [reason for relay in order for reason in _pull(receiver, relay).refused("event")]
         assert receiver.store.held(first.uuid).record_id == higher.record.id
         assert refused == ([] if order == (x, y) else ["older"])
-    assert b.store.record(b.store.held(first.uuid).record_id).body == c.store.record(c.store.held(first.uuid).record_id).body
+    kept = [node.store.record(node.store.held(first.uuid).record_id).body for node in (b, c)]
+    assert kept[0] == kept[1]
     _close(nodes)
 
 
@@ -339,4 +340,23 @@ def test_a_retraction_raised_by_a_second_path_reaches_the_peers_the_first_could_
         _pull(puller, served)
     assert b.store.retraction(uuid)[2] == 3  # the level b holds the retraction at
     assert d.store.held(uuid) is None and d.store.retraction(uuid) is not None
+    _close(nodes)
+
+
+# --- what a pull stored is counted, whatever its kind ---------------------------------------------
+
+def test_a_pull_counts_the_org_records_and_sharing_group_revisions_it_stored(tmp_path: Path):
+    """A pull's report (the status page's and the log's "other records", and what tells a settle
+    loop that something moved) counts org records and sharing-group revisions too. Before, a pull
+    that brought only a group revision said it stored nothing, and test_replication_property's
+    settle stopped before a member two hops away had it (found on a fresh clone)."""
+    from federation import settle
+    nodes = make_federation(tmp_path, ["a", "c", "b"], [("a", "b"), ("b", "c")])
+    a, b, c = nodes["a"], nodes["b"], nodes["c"]
+    assert asyncio.run(pull_over_http(b, a)).stored_records == 1  # a's org record
+    group = sg.create(a.store, a.identity, a.config.org_uuid, "banks",
+                      {b.config.org_uuid: False, c.config.org_uuid: False})
+    assert asyncio.run(pull_over_http(b, a)).stored_records == 1
+    settle(nodes)  # c pulls b before b pulls a in each round: it takes a second round to reach c
+    assert c.store.sharing_group(group.uuid) is not None
     _close(nodes)
