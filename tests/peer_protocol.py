@@ -1,13 +1,14 @@
 """A node's peer protocol (/fed/v1) served by the real PeerProtocol handlers on 127.0.0.1 in this
 process, and its peers talking to it as they do in production: requests signed and boxed by a
 configured peer's key (gossip/http.py's HttpTransport), pulls through gossip/driver.py. What a
-hostile node serves is written straight into its log (`hostile_log`), past every check of its own."""
+hostile node serves is written straight into its log (`hostile_log`), past every check of its own,
+or added to the changes replies its own policy computed (`craft`)."""
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Iterable
+from typing import Any, AsyncIterator, Callable, Iterable
 
 import aiohttp
 from aiohttp import web
@@ -23,16 +24,31 @@ from fedmisp.node.home import Node
 from fedmisp.store.store import event_write
 
 
+# the changes reply the node's own policy computed -> the reply sent
+Craft = Callable[[dict[str, Any]], dict[str, Any]]
+
+
 async def run_blocking(fn: Any, *args: Any) -> Any:
     return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
 
+class _Crafting(PeerProtocol):
+    def __init__(self, replica: Replica, run_blocking: Any, craft: Craft):
+        super().__init__(replica, run_blocking)
+        self.craft = craft
+
+    async def _changes(self, peer: PeerConfig, since: int, limit: int) -> dict[str, Any]:
+        return self.craft(await super()._changes(peer, since, limit))
+
+
 @asynccontextmanager
-async def served(node: Node) -> AsyncIterator[str]:
-    """`node`'s /fed/v1 on a free 127.0.0.1 port; yields its base URL."""
+async def served(node: Node, craft: Craft | None = None) -> AsyncIterator[str]:
+    """`node`'s /fed/v1 on a free 127.0.0.1 port; yields its base URL. `craft` rewrites each
+    changes reply (a hostile node offering what its policy withheld)."""
     replica = Replica(node)
     app = web.Application()
-    app.add_routes(PeerProtocol(replica, run_blocking).routes())
+    protocol = PeerProtocol(replica, run_blocking) if craft is None else _Crafting(replica, run_blocking, craft)
+    app.add_routes(protocol.routes())
     runner = web.AppRunner(app)
     await runner.setup()
     try:
@@ -72,11 +88,12 @@ class Decisions:
         return [d.reason for d in self.all if d.action == "refused" and d.kind == kind]
 
 
-async def pull_over_http(puller: Node, served_node: Node, observer: Decisions | None = None) -> ApplyReport:
+async def pull_over_http(puller: Node, served_node: Node, observer: Decisions | None = None,
+                         craft: Craft | None = None) -> ApplyReport:
     """One pull of `puller` from `served_node`, over HTTP as the node's gossip service makes it."""
     replica = Replica(puller, observer or Decisions())
     try:
-        async with served(served_node) as url, as_peer(puller, served_node, url) as transport:
+        async with served(served_node, craft) as url, as_peer(puller, served_node, url) as transport:
             return await pull_async(replica, transport.peer, transport, run_blocking)
     finally:
         replica.close()

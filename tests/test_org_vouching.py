@@ -116,14 +116,14 @@ def test_vouch_and_introduce_from_the_command_line(tmp_path: Path):
     made = _fedmisp("init", "--home", str(second), "--org", "Org A", "--org-uuid", org, "--listen", "127.0.0.1:0")
     assert made.returncode == 0, made.stderr
     key = json.loads(_fedmisp("info", "--home", str(second), "--json").stdout)["public_key"]
-    made = _fedmisp("key", "vouch", "--home", str(first), "--key", key)
+    made = _fedmisp("key", "vouch", "--home", str(first), f"--key={key}")  # (a key may begin with '-')
     assert made.returncode == 0, made.stderr
     token = made.stdout.strip()
     assert token.startswith(org + ".")
     wrong = _fedmisp("key", "introduce", "--home", str(second), "--vouch", token.replace(org, str(uuid.uuid4())))
     assert wrong.returncode == 2 and "fedmisp init --org-uuid" in wrong.stderr
     mine = json.loads(_fedmisp("info", "--home", str(first), "--json").stdout)["public_key"]
-    own = _fedmisp("key", "vouch", "--home", str(first), "--key", mine)
+    own = _fedmisp("key", "vouch", "--home", str(first), f"--key={mine}")
     assert own.returncode == 2 and "own key" in own.stderr
     done = _fedmisp("key", "introduce", "--home", str(second), "--vouch", token)
     assert done.returncode == 0, done.stderr
@@ -142,6 +142,25 @@ def test_vouch_and_introduce_from_the_command_line(tmp_path: Path):
         assert _write(third, vouched) is Reason.ALLOWED and third.key_state(vouched.author).org == org
     finally:
         third.close()
+
+
+# a public key that begins with '-' (one in 64 does): the seed bytes([41]) + 31 zero bytes
+DASH_KEY = "-RZFNUe-jV2MIiFzc4dRnFQ06PbxbsAhob77eY-mIMo"
+
+
+def test_a_key_that_begins_with_a_dash_is_given_as_key_equals_and_the_other_form_says_so(tmp_path: Path):
+    """argparse reads `--key -RZF...` as two options; `--key=-RZF...` is the form that takes such a
+    key, for `key vouch` and `peer add` alike, and the error for the other form names it."""
+    home = tmp_path / "n"
+    assert _fedmisp("init", "--home", str(home), "--org", "Org A", "--listen", "127.0.0.1:0").returncode == 0
+    for command in (("key", "vouch"), ("peer", "add", "--name", "p", "--url", "http://127.0.0.1:1")):
+        ambiguous = _fedmisp(*command, "--home", str(home), "--key", DASH_KEY)
+        assert ambiguous.returncode == 2 and "given as --key=VALUE" in ambiguous.stderr
+        done = _fedmisp(*command, "--home", str(home), f"--key={DASH_KEY}")
+        assert done.returncode == 0, done.stderr
+    token = _fedmisp("key", "vouch", "--home", str(home), f"--key={DASH_KEY}").stdout.strip()
+    assert token.startswith(json.loads(_fedmisp("info", "--home", str(home), "--json").stdout)["org_uuid"] + ".")
+    assert DASH_KEY in (home / "fedmisp.toml").read_text()
 
 
 def _org_records(store: Store) -> list:

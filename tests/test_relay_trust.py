@@ -221,6 +221,16 @@ def _attributes_of(home: Path, event_uuid: str) -> set[str]:
     return {a["uuid"] for a in exported["Event"]["Attribute"]} if exported else set()
 
 
+def _settled(nodes, condition, what: str) -> None:
+    """wait_for, and when it times out the nodes' logs say why (it timed out once, on a fresh clone
+    under load, with nothing else to go on)."""
+    try:
+        wait_for(condition, what=what)
+    except AssertionError as e:
+        logs = "\n".join(f"--- {n.name}'s log:\n" + n.log.read_text()[-3000:] for n in nodes.values() if n.log.exists())
+        raise AssertionError(f"{e}\n{logs}") from None
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("c_to_a", ["push-only", "full"])
 def test_real_nodes_in_a_triangle_keep_every_element_at_the_origin_over_three_edits(tmp_path, c_to_a):
@@ -249,9 +259,10 @@ def test_real_nodes_in_a_triangle_keep_every_element_at_the_origin_over_three_ed
                            check=True, capture_output=True, timeout=120)
             # b holds the levels 1-2 it may (a's push filter keeps tlp:red from it), c the level 2 one
             want_b = {a["uuid"] for a in raw["Event"]["Attribute"] if a["distribution"] in ("1", "2")}
-            wait_for(lambda: _attributes_of(nodes["b"].home, raw["Event"]["uuid"]) == want_b, what="b to settle")
-            wait_for(lambda: len(_attributes_of(nodes["c"].home, raw["Event"]["uuid"])) >= round_ + 1,
-                     what="c to settle")
+            _settled(nodes, lambda: _attributes_of(nodes["b"].home, raw["Event"]["uuid"]) == want_b,
+                     f"b to settle in round {round_}")
+            _settled(nodes, lambda: len(_attributes_of(nodes["c"].home, raw["Event"]["uuid"])) >= round_ + 1,
+                     f"c to settle in round {round_}")
             time.sleep(2.5)  # another anti-entropy round: c's copy reaches a again
             assert _attributes_of(nodes["a"].home, raw["Event"]["uuid"]) == created
             check = subprocess.run([sys.executable, "-m", "fedmisp", "check", "--home", str(nodes["a"].home)],

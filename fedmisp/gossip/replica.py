@@ -68,7 +68,7 @@ AHEAD_BODIES = 2 * PAGE_ELEMENTS + 10_000
 @dataclass
 class ApplyReport:
     stored: int = 0
-    stored_records: int = 0  # sightings, proposals and proposal decisions
+    stored_records: int = 0  # org records, sharing-group revisions, sightings, proposals, decisions, retractions
     unchanged: int = 0
     refused: dict[str, int] = field(default_factory=dict)  # reason -> count
 
@@ -535,6 +535,7 @@ class Replica:
             # write transaction
             refused_orgs: list[tuple[Record, Reason]] = []
             for record in self.store.write_new_records(org_records, refused_orgs, self.pinned_keys()):
+                report.stored_records += 1
                 self._stored(peer.name, record)
             for record, reason in refused_orgs:
                 self._refuse(peer.name, report, reason.value, record.kind, record.id)
@@ -558,6 +559,7 @@ class Replica:
                 reason = accept_sharing_group(self.store, record, self.node.config.org_uuid,
                                               self.node.identity.public_key)
                 if reason is Reason.ALLOWED:
+                    report.stored_records += 1
                     self._stored(peer.name, record)
                     group = sharing_group_from_record(record)
                     if not group.is_member(self.node.config.org_uuid):
@@ -594,7 +596,7 @@ class Replica:
             else:
                 keep.append(record)
         new_records = self.store.write_new_records(keep) if keep else []
-        report.stored_records = len(new_records)
+        report.stored_records += len(new_records)
         for record in new_records:
             self._stored(peer.name, record)
         for record in retractions:
@@ -828,7 +830,8 @@ class Replica:
     def _accept(self, received: ReceivedEvent, record: Record, opened: _Opened, peer: PeerConfig,
                 state: NodeState, report: ApplyReport) -> _Accepted | None:
         if not self.author_known(record.author, record.created):
-            report.refuse(Reason.UNKNOWN_AUTHOR.value)
+            # (a key this batch's org records just retired or refused: reported like every refusal)
+            self._refuse(peer.name, report, Reason.UNKNOWN_AUTHOR.value, record.kind, record.id, received.event_uuid)
             return None
         header = record.body["event"]
         event_uuid = received.event_uuid

@@ -4,9 +4,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 from fedmisp import __version__
 from fedmisp.node.config import DEFAULT_LISTEN, LOG_FORMATS, LOG_LEVELS, ConfigError
@@ -347,7 +348,7 @@ def cmd_peer(args: argparse.Namespace) -> int:
     config = load_config(home)
     if args.peer_cmd == "list":
         if not config.peers:
-            print("no peers configured (fedmisp peer add --home DIR --name NAME --url URL --key KEY)")
+            print("no peers configured (fedmisp peer add --home DIR --name NAME --url URL --key=KEY)")
         current = _current_peer_keys(config)
         for peer in config.peers:
             org = peer.policy.org_uuid or "(org learned on first contact)"
@@ -490,7 +491,7 @@ def cmd_key(args: argparse.Namespace) -> int:
 
 
 def cmd_key_vouch(args: argparse.Namespace) -> int:
-    """`fedmisp key vouch --key KEY`: this node vouches that KEY (the organisation's other node)
+    """`fedmisp key vouch --key=KEY`: this node vouches that KEY (the organisation's other node)
     signs for its organisation too; prints the token that node installs (decision 0019)."""
     from fedmisp.node.keys import VouchError, vouch_token
     with _open(args) as node:
@@ -589,8 +590,23 @@ def cmd_apikey(args: argparse.Namespace) -> int:
         return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse reads a separate value that begins with '-' as an option, and a public key (url-safe
+    base64) begins with '-' one time in 64: such a value is given as `--key=VALUE` (a positional one
+    after `--`), and the error for the other form says so. (Subparsers are made of this class too.)"""
+
+    def error(self, message: str) -> NoReturn:
+        option = re.match(r"argument (--[\w-]+)(?:/-\w)?: expected one argument", message)
+        if option:
+            message += f" (a value that begins with '-' is given as {option[1]}=VALUE)"
+        elif message.startswith("unrecognized arguments: -") or re.match(
+                r"the following arguments are required: (?!-)", message):
+            message += " (a value that begins with '-' goes after `--`, e.g. `-- -VALUE`)"
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fedmisp", description="Federated MISP sync node")
+    parser = _Parser(prog="fedmisp", description="Federated MISP sync node")
     parser.add_argument("--version", action="version", version=f"fedmisp {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -689,7 +705,8 @@ def build_parser() -> argparse.ArgumentParser:
     k.set_defaults(func=cmd_key)
     k = with_home(key_cmds.add_parser(
         "vouch", help="vouch that another node's key signs for this organisation too; prints a token for it"))
-    k.add_argument("--key", required=True, help="the other node's public key (its `fedmisp info`)")
+    k.add_argument("--key", required=True, metavar="KEY",
+                   help="the other node's public key (its `fedmisp info`); one that begins with '-' as --key=KEY")
     k.set_defaults(func=cmd_key_vouch)
     k = with_home(key_cmds.add_parser(
         "introduce", help="introduce this node's key again with a vouch from `fedmisp key vouch`"))
@@ -701,7 +718,8 @@ def build_parser() -> argparse.ArgumentParser:
     k = with_home(peers.add_parser("add"))
     k.add_argument("--name", required=True)
     k.add_argument("--url", required=True, help="the peer's address, e.g. http://127.0.0.1:8481")
-    k.add_argument("--key", required=True, help="the peer's public key (its `fedmisp info`)")
+    k.add_argument("--key", required=True, metavar="KEY",
+                   help="the peer's public key (its `fedmisp info`); one that begins with '-' as --key=KEY")
     k.add_argument("--org-uuid", help="the peer's organisation uuid (default: learned from its org record)")
     k.add_argument("--mode", default="full",
                    choices=["full", "push-only", "pull-only", "correlation-only", "internal"])

@@ -770,6 +770,13 @@ class Store:
             if self._current_key(txn, record.author) != self._current_key(txn, author):
                 return Reason.NOT_AUTHOR
             if previous is not None and not previous[0].before < retraction.before:
+                if previous[1].id == record.id and level > previous[2]:
+                    # the same retraction by a path that lets it go further: held at the higher
+                    # level and logged again, so it reaches the peers the lower one could not (as a
+                    # revision's widened holding does; DESIGN: held at the highest level any path allows)
+                    seq = self._put_retraction(txn, ev, record, level, source, previous, self._seq(txn))
+                    txn.put(b"seq", _BE8.pack(seq), db=self.db["meta"])
+                    return Reason.ALLOWED
                 return Reason.OLDER
             seq = self._seq(txn)
             if held is not None and retraction.supersedes(held.timestamp, held.record_id) \
