@@ -1,0 +1,190 @@
+"""Rules that mutation testing (tools/mutants.py) found unpinned: each test is named after the rule it
+pins and fails when that rule is broken. Table rules are called directly (policy/ is pure); see
+tools/mutants-report.md for the mutants each test kills."""
+from __future__ import annotations
+
+import pytest
+
+from fedmisp.model.org import OrgClaim
+from fedmisp.policy.config import MAX_FILTER_ENTRIES, parse_filter
+from fedmisp.policy.model import SharingGroup
+from fedmisp.policy.orgs import KeyState, check_org_record, signed_while_current
+from fedmisp.policy.reasons import Reason
+from fedmisp.policy.sharing_groups import apply_revision, check_revision
+
+ORG, OTHER = "org-a", "org-b"
+KEY, NEW_KEY = b"k" * 32, b"n" * 32
+UNKNOWN = KeyState()
+CURRENT = KeyState(org=ORG)
+RETIRED = KeyState(org=ORG, retired_at=100, successor=NEW_KEY)
+
+
+def introduction(voucher: bytes | None = None) -> OrgClaim:
+    return OrgClaim(uuid=ORG, name="Org A", key=KEY, previous=None, voucher=voucher)
+
+
+def rotation() -> OrgClaim:
+    return OrgClaim(uuid=ORG, name="Org A", key=NEW_KEY, previous=KEY)
+
+
+# --- policy/orgs.py: introductions and rotations (decision 0013, 0019) -------------------------------
+
+@pytest.mark.parametrize("voucher, pinned, expected", [
+    (None, False, Reason.ORG_KEY_NOT_VOUCHED),
+    (None, True, Reason.ALLOWED),  # the operator pinned the key to the org
+    (CURRENT, False, Reason.ALLOWED),  # vouched by a current key of the org
+    (KeyState(org=OTHER), False, Reason.ORG_KEY_NOT_VOUCHED),  # vouched by another org's key
+    (RETIRED, False, Reason.ORG_KEY_NOT_VOUCHED),  # vouched by a retired key of the org
+    (UNKNOWN, False, Reason.ORG_KEY_NOT_VOUCHED),  # vouched by a key nobody knows
+])
+def test_rule_4_a_known_org_gets_a_further_key_only_vouched_by_a_current_key_of_it_or_pinned(voucher, pinned, expected):
+    assert check_org_record(introduction(), UNKNOWN, UNKNOWN, org_known=True, voucher=voucher, pinned=pinned) is expected
+
+
+def test_rule_1_an_unknown_key_of_an_unknown_org_is_introduced_without_a_vouch():
+    assert check_org_record(introduction(), UNKNOWN, UNKNOWN) is Reason.ALLOWED
+    # a vouch is not asked of an org nobody knows yet, whatever it is
+    assert check_org_record(introduction(), UNKNOWN, UNKNOWN, voucher=KeyState(org=OTHER)) is Reason.ALLOWED
+
+
+@pytest.mark.parametrize("author, expected", [
+    (CURRENT, Reason.ALLOWED),  # the same introduction again
+    (KeyState(org=OTHER), Reason.ORG_KEY_CONFLICT),  # it cannot move a key to another org
+    (RETIRED, Reason.ORG_KEY_RETIRED),  # nor bring back a retired key
+    (KeyState(org=OTHER, retired_at=5), Reason.ORG_KEY_RETIRED),
+])
+def test_rule_1_an_introduction_never_moves_a_known_key_nor_revives_a_retired_one(author, expected):
+    assert check_org_record(introduction(), author, UNKNOWN) is expected
+    # what the org is known for does not change the answer for a key already known
+    assert check_org_record(introduction(), author, UNKNOWN, org_known=True) is expected
+
+
+@pytest.mark.parametrize("author, expected", [
+    (CURRENT, Reason.ALLOWED),
+    (RETIRED, Reason.ORG_KEY_NOT_CURRENT),  # a retired key cannot rotate again
+    (KeyState(org=OTHER), Reason.ORG_KEY_NOT_CURRENT),  # another org's key
+    (UNKNOWN, Reason.ORG_KEY_NOT_CURRENT),  # a forged announcement
+])
+def test_rule_2_a_rotation_is_signed_by_a_current_key_of_the_org_it_names(author, expected):
+    assert check_org_record(rotation(), author, UNKNOWN) is expected
+
+
+@pytest.mark.parametrize("new_key", [CURRENT, KeyState(org=OTHER), RETIRED])
+def test_rule_3_a_rotation_never_takes_over_a_key_already_in_use(new_key):
+    assert check_org_record(rotation(), CURRENT, new_key) is Reason.ORG_KEY_CONFLICT
+
+
+@pytest.mark.parametrize("state, created, accepted", [
+    (CURRENT, 10**9, True),
+    (RETIRED, 99, True),
+    (RETIRED, 100, True),  # signed at the rotation itself
+    (RETIRED, 101, False),  # after the rotation: a stolen key's record
+])
+def test_a_retired_keys_record_is_accepted_only_if_signed_before_its_rotation(state, created, accepted):
+    assert signed_while_current(state, created) is accepted
+
+
+# --- policy/sharing_groups.py: revisions (docs/policy.md's sharing group rules) ---------------------
+
+GROUP = SharingGroup(uuid="sg", name="LE", owner=ORG, revision=1, members={ORG: False, OTHER: True, "org-c": False})
+
+
+def revised(**changes) -> SharingGroup:
+    fields = dict(uuid=GROUP.uuid, name=GROUP.name, owner=GROUP.owner, revision=GROUP.revision + 1,
+                  members=dict(GROUP.members), releasability=GROUP.releasability, description=GROUP.description,
+                  deleted=GROUP.deleted)
+    fields.update(changes)
+    return SharingGroup(**fields)
+
+
+def test_sg_rule_1_the_first_revision_is_signed_by_its_owner_who_is_a_member():
+    first = revised(revision=1)
+    assert check_revision(None, first, ORG) is Reason.ALLOWED
+    assert check_revision(None, first, OTHER) is Reason.SG_REVISION_AUTHOR
+    assert check_revision(None, revised(revision=1, members={OTHER: True}), ORG) is Reason.SG_REVISION_OWNER_REMOVED
+
+
+@pytest.mark.parametrize("change", [
+    dict(name="renamed"), dict(releasability="anyone"), dict(description="changed"), dict(deleted=True),
+    dict(members={ORG: False, OTHER: True}),  # removes a non-owner member
+    dict(members={ORG: False, OTHER: True, "org-c": True}),  # changes someone's extend flag
+    dict(members={ORG: False, OTHER: False, "org-c": False}),  # even its own
+])
+def test_sg_rule_5_an_extend_member_may_add_members_and_do_nothing_else(change):
+    assert check_revision(GROUP, revised(**change), OTHER) is Reason.SG_REVISION_EXTEND_REMOVES
+    # the owner may change any of it (rule 4)
+    assert check_revision(GROUP, revised(**change), ORG) is Reason.ALLOWED
+
+
+def test_sg_rule_5_an_extend_member_adding_a_member_is_allowed_and_applied():
+    groups = {GROUP.uuid: GROUP}
+    added = revised(members={**GROUP.members, "org-d": False})
+    assert apply_revision(groups, added, OTHER) is Reason.ALLOWED
+    assert groups[GROUP.uuid] is added
+    # a member without extend may not
+    assert check_revision(GROUP, added, "org-c") is Reason.SG_REVISION_AUTHOR
+    assert check_revision(GROUP, added, "org-z") is Reason.SG_REVISION_AUTHOR
+
+
+def test_sg_a_refused_revision_is_not_applied():
+    groups = {GROUP.uuid: GROUP}
+    assert apply_revision(groups, revised(name="renamed"), OTHER) is Reason.SG_REVISION_EXTEND_REMOVES
+    assert groups[GROUP.uuid] is GROUP
+    assert apply_revision(groups, revised(revision=1, name="same number"), ORG) is Reason.SG_REVISION_NOT_NEWER
+    assert groups[GROUP.uuid] is GROUP
+
+
+def test_sg_rule_3_the_owner_never_changes_and_is_never_removed():
+    assert check_revision(GROUP, revised(owner=OTHER), ORG) is Reason.SG_REVISION_OWNER_CHANGED
+    assert check_revision(GROUP, revised(members={OTHER: True}), ORG) is Reason.SG_REVISION_OWNER_REMOVED
+
+
+# --- policy/config.py: filters from TOML --------------------------------------------------------------
+
+def parsed(table: dict, push: bool = True):
+    problems: list[str] = []
+    return parse_filter(table, "peer.x.push", problems, push=push), problems
+
+
+@pytest.mark.parametrize("name", ["tags_include", "tags_exclude", "orgs_include", "orgs_exclude", "types_exclude",
+                                  "templates_exclude"])
+def test_every_filter_list_is_read_and_checked_as_a_list(name):
+    f, problems = parsed({name: [" osint:* ", "x"]})
+    assert problems == [] and getattr(f, name) == ("osint:*", "x")
+    _, problems = parsed({name: "tlp:red"})
+    assert problems and problems[0].startswith(f"peer.x.push.{name}:")
+    _, problems = parsed({name: ["ok", "  "]})
+    assert problems and "non-empty strings" in problems[0]
+
+
+def test_a_filter_list_holds_at_most_max_filter_entries():
+    _, problems = parsed({"tags_exclude": [f"t{i}" for i in range(MAX_FILTER_ENTRIES)]})
+    assert problems == []
+    _, problems = parsed({"tags_exclude": [f"t{i}" for i in range(MAX_FILTER_ENTRIES + 1)]})
+    assert problems and f"at most {MAX_FILTER_ENTRIES}" in problems[0]
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("tlp_ceiling", "amber", "tlp:amber"), ("tlp_ceiling", "TLP:Green", "tlp:green"), ("tlp_ceiling", "none", None),
+    ("pap_ceiling", "red", "pap:red"), ("pap_ceiling", "pap:white", "pap:white"),
+])
+def test_a_ceiling_is_read_with_or_without_its_prefix(key, value, expected):
+    f, problems = parsed({key: value})
+    assert problems == [] and getattr(f, key) == expected
+
+
+@pytest.mark.parametrize("key, value", [
+    ("tlp_ceiling", "pap:red"), ("pap_ceiling", "tlp:red"), ("tlp_ceiling", 3), ("tlp_ceiling", "crimson"),
+    ("to_ids_only", 1), ("max_distribution", True), ("max_distribution", 5), ("max_distribution", -1),
+    ("max_distribution", "4"), ("not_before", -1), ("not_before", False), ("not_before", "yesterday"),
+])
+def test_a_bad_filter_value_is_refused_naming_the_field(key, value):
+    _, problems = parsed({key: value})
+    assert len(problems) == 1 and problems[0].startswith(f"peer.x.push.{key}:")
+
+
+@pytest.mark.parametrize("key, value", [("max_distribution", 0), ("max_distribution", 4), ("not_before", 0),
+                                        ("to_ids_only", True), ("to_ids_only", False)])
+def test_a_good_filter_value_is_kept(key, value):
+    f, problems = parsed({key: value})
+    assert problems == [] and getattr(f, key) == value
