@@ -188,3 +188,50 @@ def test_a_bad_filter_value_is_refused_naming_the_field(key, value):
 def test_a_good_filter_value_is_kept(key, value):
     f, problems = parsed({key: value})
     assert problems == [] and getattr(f, key) == value
+
+
+# --- policy/pipeline.py: step 3, sharing groups, both ways -----------------------------------------
+
+from fedmisp.policy.model import ElementView, EventView, Holding, NodeState, PeerMode, PeerPolicy, SyncFilter  # noqa: E402
+from fedmisp.policy.pipeline import inbound, outbound  # noqa: E402
+
+SG_A, SG_B, SG_C = "org-a", "org-b", "org-c"  # A owns the group, B a member, C not
+SG_GROUP = SharingGroup(uuid="sg-1", name="LE-CSIRT", owner=SG_A, revision=1, members={SG_A: True, SG_B: False})
+
+
+def sg_node(org: str, *, knows_group: bool = True) -> NodeState:
+    return NodeState(org_uuid=org, sharing_groups={SG_GROUP.uuid: SG_GROUP} if knows_group else {})
+
+
+def sg_peer(org: str) -> PeerPolicy:
+    return PeerPolicy(name=org, org_uuid=org, mode=PeerMode.FULL, push=SyncFilter(), pull=SyncFilter())
+
+
+def sg_event() -> EventView:
+    element = ElementView(uuid="x", kind="attribute", distribution=5, type="ip-dst")
+    return EventView(uuid="ev", orgc_uuid=SG_A, orgc_name="Org A", distribution=4, sharing_group=SG_GROUP.uuid,
+                     published=True, timestamp=100, tags=frozenset(), elements=(element,))
+
+
+@pytest.mark.parametrize("receiver, sender, expected", [
+    (SG_B, SG_A, Reason.ALLOWED),
+    (SG_C, SG_A, Reason.SG_NOT_MEMBER),  # this node is not a member: it never stores the group's data
+    (SG_B, SG_C, Reason.SG_SENDER_NOT_MEMBER),  # the sender is not a member: it should never have had it
+])
+def test_step_3_inbound_a_sharing_group_event_is_kept_only_by_a_member_from_a_member(receiver, sender, expected):
+    assert inbound(sg_event(), {"ev": 4, "x": 4}, sg_peer(sender), sg_node(receiver)).reason is expected
+
+
+def test_step_3_inbound_a_sharing_group_this_node_does_not_know_is_refused():
+    assert inbound(sg_event(), {"ev": 4, "x": 4}, sg_peer(SG_A), sg_node(SG_B, knows_group=False)).reason \
+        is Reason.SG_UNKNOWN
+
+
+@pytest.mark.parametrize("holder, receiver, expected", [
+    (SG_A, SG_B, Reason.ALLOWED),
+    (SG_A, SG_C, Reason.SG_NOT_MEMBER),  # the peer is not a member
+    (SG_C, SG_B, Reason.SG_RELAY_NOT_MEMBER),  # this node is not a member: it never relays the group's data
+])
+def test_step_3_outbound_a_sharing_group_event_goes_only_from_a_member_to_a_member(holder, receiver, expected):
+    holding = Holding(levels={"ev": 4, "x": 4})
+    assert outbound(sg_event(), holding, sg_peer(receiver), sg_node(holder)).reason is expected
