@@ -235,3 +235,17 @@ def test_step_3_inbound_a_sharing_group_this_node_does_not_know_is_refused():
 def test_step_3_outbound_a_sharing_group_event_goes_only_from_a_member_to_a_member(holder, receiver, expected):
     holding = Holding(levels={"ev": 4, "x": 4})
     assert outbound(sg_event(), holding, sg_peer(receiver), sg_node(holder)).reason is expected
+
+
+# --- policy/pipeline.py: merge -----------------------------------------------------------------------
+
+from fedmisp.policy.pipeline import merge  # noqa: E402
+
+
+def test_merging_a_refused_event_keeps_what_is_held_unchanged():
+    held = Holding(levels={"ev": 3, "x": 3}, sources={"ev": frozenset({"p"}), "x": frozenset({"p"})})
+    refused = inbound(sg_event(), {"ev": 4, "x": 4}, sg_peer(SG_A), sg_node(SG_C))
+    assert not refused.allowed
+    assert merge(held, refused, SG_A) is held
+    with pytest.raises(ValueError):
+        merge(None, refused, SG_A)  # nothing to store and nothing held: a caller's bug, not a silent no-op
