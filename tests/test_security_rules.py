@@ -249,3 +249,108 @@ def test_merging_a_refused_event_keeps_what_is_held_unchanged():
     assert merge(held, refused, SG_A) is held
     with pytest.raises(ValueError):
         merge(None, refused, SG_A)  # nothing to store and nothing held: a caller's bug, not a silent no-op
+
+
+# --- gossip/auth.py: who is authenticated (docs/gossip.md, "Authentication") ------------------------
+
+from nacl.signing import SigningKey  # noqa: E402
+
+from fedmisp.gossip import auth  # noqa: E402
+from fedmisp.model.identity import Identity  # noqa: E402
+
+ALICE = Identity(SigningKey(b"\x01" * 32))
+MALLORY = Identity(SigningKey(b"\x02" * 32))
+NOW = 1_700_000_000
+NONCE = b"\x07" * auth.NONCE_BYTES
+
+
+def signed(identity: Identity = ALICE, *, at: int = NOW, nonce: bytes = NONCE, method: str = "POST",
+           path: str = "/fed/v1/changes", body: bytes = b"body") -> str:
+    return auth.sign_request(identity, method, path, body, now=at, nonce=nonce)
+
+
+def verified(header: str | None, *, now: int = NOW, replays: auth.ReplayCache | None = None,
+             method: str = "POST", path: str = "/fed/v1/changes", body: bytes = b"body") -> auth.Authenticated:
+    return auth.verify_request(header, method, path, body, {ALICE.public_key: "alice"},
+                               replays or auth.ReplayCache(), now=now)
+
+
+def refusal(header: str | None, **kw) -> str:
+    with pytest.raises(auth.AuthError) as caught:
+        verified(header, **kw)
+    return caught.value.reason
+
+
+def test_a_request_header_is_signed_over_method_path_time_nonce_and_body_as_the_wire_format_says():
+    # a known answer: a change to what is signed, or how, stops old and new nodes understanding each other
+    key, timestamp, nonce, signature = signed().split(".")
+    assert (timestamp, nonce) == (str(NOW), "BwcHBwcHBwcHBwcHBwcHBw")
+    expected = ALICE.sign(auth.canonical.pack([b"fedmisp-peer-request-v1", "POST", "/fed/v1/changes", NOW, NONCE,
+                                               auth.blake2b(b"body", digest_size=32).digest()]))
+    assert auth._unb64(signature) == expected
+    assert signed(method="post") == signed(method="POST")  # the method is signed upper-case
+
+
+@pytest.mark.parametrize("skew, accepted", [(0, True), (300, True), (-300, True), (301, False), (-301, False)])
+def test_a_request_is_accepted_only_within_max_clock_skew_of_the_receivers_clock(skew, accepted):
+    header = signed(at=NOW + skew)
+    if accepted:
+        assert verified(header) == auth.Authenticated("alice", ALICE.public_key)
+    else:
+        assert refusal(header) == "stale"
+
+
+@pytest.mark.parametrize("header, reason", [
+    (None, "missing"), ("", "missing"), ("a.b.c", "malformed"), ("a.b.c.d.e", "malformed"),
+    (signed().replace(f".{NOW}.", ".soon."), "malformed"),
+    (signed(MALLORY), "unknown-key"),
+    (signed(nonce=b"\x07" * (auth.NONCE_BYTES - 1)), "malformed"),  # a short nonce
+    (signed(nonce=b"\x07" * (auth.NONCE_BYTES + 1)), "malformed"),
+    (signed().rsplit(".", 1)[0] + "." + auth._b64(b"\x00" * 63), "malformed"),  # a short signature
+    (signed().rsplit(".", 1)[0] + "." + auth._b64(b"\x00" * 64), "bad-signature"),
+])
+def test_a_request_header_is_refused_with_its_reason(header, reason):
+    assert refusal(header) == reason
+
+
+@pytest.mark.parametrize("change", [dict(method="GET"), dict(path="/fed/v1/bodies"), dict(body=b"other")])
+def test_a_request_changed_after_signing_is_refused(change):
+    assert refusal(signed(), **change) == "bad-signature"
+
+
+def test_a_signature_by_another_key_in_a_pinned_keys_name_is_refused():
+    key = signed().split(".")[0]
+    forged = signed(MALLORY).split(".")
+    assert refusal(".".join([key, *forged[1:]])) == "bad-signature"
+
+
+def test_a_nonce_is_accepted_once_per_key_within_the_window():
+    replays = auth.ReplayCache()
+    verified(signed(), replays=replays)
+    assert refusal(signed(), replays=replays) == "replay"
+    # a nonce seen more than two windows ago is forgotten (a request that old is stale anyway)
+    later = NOW + 2 * auth.MAX_CLOCK_SKEW + 1
+    assert replays.check_and_remember(ALICE.public_key, NONCE, later, later)
+    assert not replays.check_and_remember(ALICE.public_key, NONCE, later, later)
+    # another key's same nonce is another request
+    assert replays.check_and_remember(MALLORY.public_key, NONCE, later, later)
+
+
+def test_the_replay_cache_forgets_the_oldest_nonce_first_at_its_limit():
+    replays = auth.ReplayCache(limit=2)
+    for n in (b"1", b"2", b"3"):
+        assert replays.check_and_remember(ALICE.public_key, n, NOW, NOW)
+    assert not replays.check_and_remember(ALICE.public_key, b"3", NOW, NOW)  # the newest is remembered
+    assert replays.check_and_remember(ALICE.public_key, b"1", NOW, NOW)  # the oldest was forgotten
+    assert len(replays._seen) <= 2
+
+
+def test_a_body_opens_only_between_the_two_keys_and_is_refused_as_bad_box_otherwise():
+    sealed = auth.seal_body(ALICE, MALLORY.public_key, b"secret")
+    assert auth.open_body(MALLORY, ALICE.public_key, sealed) == b"secret"
+    third = Identity(SigningKey(b"\x03" * 32))
+    for who, key, box in ((third, ALICE.public_key, sealed), (MALLORY, ALICE.public_key, sealed[:-1] + b"\x00"),
+                          (MALLORY, ALICE.public_key, b"short")):
+        with pytest.raises(auth.AuthError) as caught:
+            auth.open_body(who, key, box)
+        assert caught.value.reason == "bad-box"
