@@ -354,3 +354,82 @@ def test_a_body_opens_only_between_the_two_keys_and_is_refused_as_bad_box_otherw
         with pytest.raises(auth.AuthError) as caught:
             auth.open_body(who, key, box)
         assert caught.value.reason == "bad-box"
+
+
+# --- model/misp.py: the shape of what arrives from a peer (received_problem) ------------------------
+
+from fedmisp.model.misp import _MAX_TIMESTAMP, received_problem  # noqa: E402
+
+U1, U2 = "11111111-1111-4111-8111-111111111111", "22222222-2222-4222-8222-222222222222"
+HEADER = {"uuid": U1, "info": "x", "distribution": 1, "threat_level_id": 2, "analysis": 0, "timestamp": 5,
+          "publish_timestamp": 5, "Orgc": {"uuid": U2, "name": "Org"}, "Tag": [{"name": "tlp:green"}]}
+ATTRIBUTE = {"uuid": U1, "type": "ip-dst", "value": "1.2.3.4", "distribution": 5, "timestamp": 5, "to_ids": True}
+OBJECT = {"uuid": U1, "name": "file", "distribution": 5, "timestamp": 5}
+REFERENCE = {"uuid": U1, "object_uuid": U1, "referenced_uuid": U2, "relationship_type": "rel", "timestamp": 5}
+
+
+def test_received_well_formed_bodies_pass():
+    assert received_problem(HEADER, header=True) is None
+    for body in (ATTRIBUTE, OBJECT, REFERENCE):
+        assert received_problem(body) is None
+
+
+@pytest.mark.parametrize("field, good, bad", [
+    ("timestamp", [0, _MAX_TIMESTAMP], [-1, _MAX_TIMESTAMP + 1, "5", 5.0, True]),
+    ("publish_timestamp", [0, _MAX_TIMESTAMP], [-1, _MAX_TIMESTAMP + 1]),
+    ("distribution", [0, 4], [-1, 5, 6, "1"]),  # 5 (inherit) is no level for an event
+    ("threat_level_id", [1, 4], [0, 5]),
+    ("analysis", [0, 2], [-1, 3]),
+    ("published", [True, False], [1, "true"]),
+    ("info", ["", "x"], [1, b"x", ["x"]]),
+    ("Tag", [[], [{"name": "a"}]], [{"name": "a"}, ["a"], [{"name": 1}], [{}]]),
+    ("uuid", [U2, U2.upper()], ["not-a-uuid", U2 + "0", None, 1]),
+    ("Orgc", [{"uuid": U1, "name": ""}], [None, {"uuid": U1}, {"name": "x"}, {"uuid": "x", "name": "x"}, "Org"]),
+    ("extra", [{}], [[], "x"]),
+])
+def test_received_event_header_fields_are_checked_against_their_range(field, good, bad):
+    for value in good:
+        assert received_problem({**HEADER, field: value}, header=True) is None, value
+    for value in bad:
+        problem = received_problem({**HEADER, field: value}, header=True)
+        assert problem is not None and problem.startswith(f"event.{field}"), value
+
+
+@pytest.mark.parametrize("field", ["info", "distribution", "threat_level_id", "analysis", "timestamp",
+                                   "publish_timestamp", "Orgc", "uuid"])
+def test_received_event_header_without_a_field_it_must_carry_is_refused(field):
+    body = {k: v for k, v in HEADER.items() if k != field}
+    assert received_problem(body, header=True).startswith(f"event.{field}")
+
+
+@pytest.mark.parametrize("body, missing", [
+    (ATTRIBUTE, ("type", "value", "distribution", "timestamp")),
+    (OBJECT, ("name", "distribution", "timestamp")),
+    (REFERENCE, ("object_uuid", "referenced_uuid", "timestamp")),
+])
+def test_received_element_without_a_field_its_kind_must_carry_is_refused(body, missing):
+    for field in missing:
+        rest = {k: v for k, v in body.items() if k != field}
+        if field in ("type", "value"):
+            rest = {**rest, "type" if field == "value" else "value": "x"}
+        assert received_problem(rest) == f"element.{field}: missing"
+
+
+@pytest.mark.parametrize("field, good, bad", [
+    ("distribution", [0, 5], [-1, 6]),  # an element may inherit (5)
+    ("to_ids", [False], [0, "yes"]),
+    ("value", ["x"], [1, 1.5]),
+    ("timestamp", [0], [-1, True]),
+])
+def test_received_attribute_fields_are_checked_against_their_range(field, good, bad):
+    for value in good:
+        assert received_problem({**ATTRIBUTE, field: value}) is None, value
+    for value in bad:
+        problem = received_problem({**ATTRIBUTE, field: value})
+        assert problem is not None and problem.startswith(f"element.{field}"), value
+
+
+def test_received_body_that_is_not_a_map_is_refused():
+    for body in ([], "x", None, 1):
+        assert received_problem(body) == "element: expected a map"
+        assert received_problem(body, header=True) == "event: expected a map"
