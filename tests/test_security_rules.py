@@ -433,3 +433,26 @@ def test_received_body_that_is_not_a_map_is_refused():
     for body in ([], "x", None, 1):
         assert received_problem(body) == "element: expected a map"
         assert received_problem(body, header=True) == "event: expected a map"
+
+
+# --- gossip/session.py: what a pull takes ([blocklist] keys) ------------------------------------------
+
+from fedmisp.gossip.session import PullSession  # noqa: E402
+from fedmisp.model.org import introduction as org_introduction, vouch  # noqa: E402
+
+from test_gossip_session import FakeLocal, FakePeer, run as run_pull  # noqa: E402
+
+
+@pytest.mark.parametrize("blocked", ["voucher", "key", "nobody"])
+def test_a_pull_refuses_an_introduction_whose_key_or_voucher_is_blocked(blocked):
+    voucher, newcomer = ALICE, Identity(SigningKey(b"\x04" * 32))
+    record = org_introduction(newcomer, "Org A", U1, 5, (voucher.public_key, vouch(voucher, U1, newcomer.public_key)))
+    local = FakeLocal(known=(voucher.public_key,))
+    local.blocked = {"voucher": {voucher.public_key}, "key": {newcomer.public_key}, "nobody": set()}[blocked]
+    batches, _ = run_pull(PullSession("p", 0, local), FakePeer([{"seq": 1, "record": record.wire()}], {}), local)
+    refused = [(r.seq, r.reason) for b in batches for r in b.refused]
+    taken = [w for b in batches for w in b.records]
+    if blocked == "nobody":
+        assert refused == [] and taken == [record.wire()]
+    else:
+        assert refused == [(1, "key-blocked")] and taken == []
