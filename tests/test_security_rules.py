@@ -456,3 +456,21 @@ def test_a_pull_refuses_an_introduction_whose_key_or_voucher_is_blocked(blocked)
         assert refused == [] and taken == [record.wire()]
     else:
         assert refused == [(1, "key-blocked")] and taken == []
+
+
+# --- policy/model.py: how an element body reads as the policy's view ----------------------------------
+
+from fedmisp.policy.model import INHERIT, element_view  # noqa: E402
+
+
+@pytest.mark.parametrize("body", [
+    {**ATTRIBUTE, "object_uuid": U2, "sharing_group_uuid": "sg-1", "Tag": [{"name": "TLP:RED"}]},
+    {**REFERENCE, "sharing_group_uuid": "sg-1", "Tag": [{"name": "TLP:RED"}]},
+    {**OBJECT, "object_uuid": U2, "sharing_group_uuid": "sg-1", "Tag": [{"name": "TLP:RED"}]},
+])
+def test_an_element_view_keeps_what_the_rules_decide_by_its_object_sharing_group_and_tags(body):
+    # an attribute's object decides its level and sharing group (an element passes only with its object)
+    view = element_view(body)
+    assert view.uuid == U1 and view.sharing_group == "sg-1" and view.tags == frozenset({"tlp:red"})
+    assert view.object_uuid == body.get("object_uuid")
+    assert view.distribution == body.get("distribution", INHERIT)
