@@ -11,6 +11,14 @@ an equivalent change (tools/mutants-harmless.txt says which, and why).
     .venv/bin/python tools/mutants.py --list       # the mutants, without running anything
     .venv/bin/python tools/mutants.py --module policy/filters --module policy/orgs
     .venv/bin/python tools/mutants.py --sample 60 --seed 1 --json /tmp/mutants.json
+    .venv/bin/python tools/mutants.py --sample 5 --sample-for policy/=8 --seed 21   # the report's sample
+    .venv/bin/python tools/mutants.py --at fedmisp/policy/filters.py:42            # the mutants of one line
+    .venv/bin/python tools/mutants.py --at fedmisp/policy/filters.py#17            # one, by its --list index
+    .venv/bin/python tools/mutants.py --survivors /tmp/mutants.json                # rerun a run's survivors
+
+The sample is drawn per module from a random generator seeded by (seed, module), so one module's
+sample does not depend on which other modules are selected: `--module X --seed S` reruns exactly
+the mutants of X that the full run with seed S drew.
 
 The worktree is copied once to a temporary folder and mutated there (PYTHONPATH puts the copy
 first, node processes the tests start inherit it), so the checkout is never touched. One mutant
@@ -479,20 +487,65 @@ def _harmless() -> dict[str, str]:
     return out
 
 
+def _sample_size(module: str, sample: int | None, per_module: dict[str, int]) -> int | None:
+    for pattern, size in per_module.items():
+        if pattern in module:
+            return size
+    return sample
+
+
+def _select(module: str, mutants: list[Mutant], at: list[str]) -> list[Mutant]:
+    """`path:line` (every mutant of that line) or `path#index` (the --list index, from 0)."""
+    chosen: list[Mutant] = []
+    for spec in at:
+        if "#" in spec:
+            where, index = spec.rsplit("#", 1)
+            if where in module and int(index) < len(mutants):
+                chosen.append(mutants[int(index)])
+        else:
+            where, _, line = spec.rpartition(":")
+            if where in module:
+                chosen.extend(m for m in mutants if m.line == int(line))
+    return sorted(set(chosen), key=lambda m: (m.start, m.end, m.replacement))
+
+
+def _survivor_keys(paths: list[Path]) -> set[tuple[str, int, int, str]]:
+    """The survivors of earlier runs (their --json), by position: rerun after tests were added."""
+    keys: set[tuple[str, int, int, str]] = set()
+    for path in paths:
+        for report in json.loads(path.read_text()):
+            keys.update((x["path"], x["start"], x["end"], x["replacement"])
+                        for x in report["results"] if x["outcome"] == "survived")
+    return keys
+
+
 def run(modules: list[str], sample: int | None, seed: int, timeout_factor: float, json_out: Path | None,
-        listing: bool) -> int:
-    rng = random.Random(seed)
+        listing: bool, *, per_module: dict[str, int] | None = None, at: list[str] | None = None,
+        survivors: list[Path] | None = None, timeout: float | None = None) -> int:
     plan: dict[str, list[Mutant]] = {}
+    again = _survivor_keys(survivors) if survivors else None
     for module in modules:
-        mutants = find_mutants(module, TARGETS[module])
-        if sample is not None and len(mutants) > sample:
-            mutants = sorted(rng.sample(mutants, sample), key=lambda m: m.start)
-        plan[module] = mutants
+        every = find_mutants(module, TARGETS[module])
+        if at:
+            mutants = _select(module, every, at)
+        elif again is not None:
+            mutants = [m for m in every if (m.path, m.start, m.end, m.replacement) in again]
+        else:
+            mutants = every
+            size = _sample_size(module, sample, per_module or {})
+            if size is not None and len(mutants) > size:
+                rng = random.Random(f"{seed}:{module}")
+                mutants = sorted(rng.sample(mutants, size), key=lambda m: m.start)
+        if mutants:
+            plan[module] = mutants
     if listing:
         for module, mutants in plan.items():
+            every = find_mutants(module, TARGETS[module])
+            index = {(m.start, m.end, m.replacement): i for i, m in enumerate(every)}
             print(f"# {module}: {len(mutants)} mutants")
             for m in mutants:
-                print(f"{m.path}:{m.line}  {m.function}  {m.description}")
+                print(f"{m.path}#{index[(m.start, m.end, m.replacement)]}  :{m.line}  {m.function}  {m.description}")
+        print(f"# all: {sum(len(m) for m in plan.values())} mutants")
         return 0
     harmless = _harmless()
     reports: list[Report] = []
@@ -503,13 +556,17 @@ def run(modules: list[str], sample: int | None, seed: int, timeout_factor: float
             if not any((copy / t).exists() for t in target.tests):
                 print(f"{module}: none of its tests exist ({', '.join(target.tests)}): skipped", file=sys.stderr)
                 continue
-            outcome, baseline, failed = _pytest(copy, target.tests, timeout=3600)
-            if outcome != "survived":
-                print(f"{module}: the tests fail without any mutant ({failed}); fix them first", file=sys.stderr)
-                return 2
-            timeout = baseline * timeout_factor + 30
-            print(f"== {module}: {len(mutants)} mutants, tests take {baseline:.0f} s unmutated "
-                  f"(timeout {timeout:.0f} s)", flush=True)
+            if timeout is None:
+                outcome, baseline, failed = _pytest(copy, target.tests, timeout=3600)
+                if outcome != "survived":
+                    print(f"{module}: the tests fail without any mutant ({failed}); fix them first", file=sys.stderr)
+                    return 2
+                limit = baseline * timeout_factor + 30
+                print(f"== {module}: {len(mutants)} mutants, tests take {baseline:.0f} s unmutated "
+                      f"(timeout {limit:.0f} s)", flush=True)
+            else:
+                limit = timeout  # the unmutated run is skipped: a quick rerun of a few mutants
+                print(f"== {module}: {len(mutants)} mutants (timeout {limit:.0f} s)", flush=True)
             report = Report(module)
             reports.append(report)
             path = copy / module
@@ -518,7 +575,7 @@ def run(modules: list[str], sample: int | None, seed: int, timeout_factor: float
                 for i, mutant in enumerate(mutants, 1):
                     path.write_bytes(apply(original, mutant))
                     _touch(path)  # a new mtime: no stale bytecode of another mutant is reused
-                    outcome, seconds, failed = _pytest(copy, target.tests, timeout)
+                    outcome, seconds, failed = _pytest(copy, target.tests, limit)
                     report.results.append(Result(mutant, outcome, seconds, failed))
                     shutil.rmtree(copy / ".hypothesis" / "examples", ignore_errors=True)  # each mutant alone
                     mark = {"killed": ".", "timeout": "t", "survived": "S"}[outcome]
@@ -527,13 +584,13 @@ def run(modules: list[str], sample: int | None, seed: int, timeout_factor: float
             finally:
                 path.write_bytes(original)
                 _touch(path)
-    _summary(reports, harmless)
+    real = _summary(reports, harmless)
     if json_out is not None:
         json_out.write_text(json.dumps([{"module": r.module, "results": [
             {**asdict(x.mutant), "description": x.mutant.description, "outcome": x.outcome,
              "seconds": round(x.seconds, 1), "failed": x.failed, "harmless": harmless.get(x.mutant.key)}
             for x in r.results]} for r in reports], indent=1))
-    return 0
+    return 1 if real else 0
 
 
 _clock = [time.time()]
@@ -544,7 +601,8 @@ def _touch(path: Path) -> None:
     os.utime(path, (_clock[0], _clock[0]))
 
 
-def _summary(reports: list[Report], harmless: dict[str, str]) -> None:
+def _summary(reports: list[Report], harmless: dict[str, str]) -> int:
+    """Prints the kill rates, then the real survivors apart from the harmless ones; returns how many are real."""
     print("\n== kill rate per module (killed / mutants; harmless survivors in brackets)")
     total = killed = judged = 0
     for r in reports:
@@ -557,11 +615,16 @@ def _summary(reports: list[Report], harmless: dict[str, str]) -> None:
     if total:
         print(f"  {'all':36} {killed:4}/{total:<4} {100 * killed / total:6.1f}%  "
               f"[{judged} harmless: {100 * (killed + judged) / total:.1f}% accounted for]")
-    for r in reports:
-        for x in r.survivors():
-            why = harmless.get(x.mutant.key)
-            label = f"harmless ({why})" if why else "SURVIVED"
-            print(f"{label}: {x.mutant.path}:{x.mutant.line}  {x.mutant.function}  {x.mutant.description}")
+    survivors = [x for r in reports for x in r.survivors()]
+    real = [x for x in survivors if x.mutant.key not in harmless]
+    print(f"\n== {len(real)} survivors no test notices and none judged harmless")
+    for x in real:
+        print(f"SURVIVED: {x.mutant.path}:{x.mutant.line}  {x.mutant.key}")
+    print(f"\n== {len(survivors) - len(real)} survivors judged harmless (tools/mutants-harmless.txt)")
+    for x in survivors:
+        if x.mutant.key in harmless:
+            print(f"harmless: {x.mutant.path}:{x.mutant.line}  {x.mutant.key}  ({harmless[x.mutant.key]})")
+    return len(real)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -573,12 +636,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout-factor", type=float, default=3.0,
                         help="a mutant's tests may take this many times the unmutated run (plus 30 s)")
     parser.add_argument("--json", type=Path, help="write every result here")
+    parser.add_argument("--sample-for", action="append", default=[], metavar="PATTERN=N",
+                        help="another sample size for the targets whose path contains PATTERN (repeatable)")
+    parser.add_argument("--at", action="append", default=[], metavar="PATH:LINE|PATH#INDEX",
+                        help="only the mutants of this line, or the one of this --list index (repeatable)")
+    parser.add_argument("--survivors", action="append", type=Path, default=[], metavar="JSON",
+                        help="only the survivors of an earlier run's --json (repeatable)")
+    parser.add_argument("--timeout", type=float,
+                        help="seconds per mutant; skips the unmutated run that otherwise sets the timeout")
     parser.add_argument("--list", action="store_true", help="list the mutants and stop")
     args = parser.parse_args(argv)
+    per_module = {}
+    for spec in args.sample_for:
+        pattern, _, size = spec.rpartition("=")
+        if not pattern or not size.isdigit():
+            parser.error(f"--sample-for wants PATTERN=N, got {spec!r}")
+        per_module[pattern] = int(size)
     modules = [m for m in TARGETS if not args.module or any(p in m for p in args.module)]
     if not modules:
         parser.error(f"no target matches {args.module}; targets: {', '.join(TARGETS)}")
-    return run(modules, args.sample, args.seed, args.timeout_factor, args.json, args.list)
+    return run(modules, args.sample, args.seed, args.timeout_factor, args.json, args.list, per_module=per_module,
+               at=[a for a in args.at], survivors=args.survivors, timeout=args.timeout)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,134 @@
+"""Every route of the REST API states who may call it (docs/api.md, "Authentication and roles"), and
+the API refuses a key of a lower role, and a request with no key, before the handler runs.
+
+ROLES_OF is docs/api.md's role table by handler, written out here so that a route whose role is
+lowered, or whose `needs` is dropped, fails a test; a route added without an entry fails too.
+The requests go to the real application (make_app over a real node's store) in process."""
+from __future__ import annotations
+
+import asyncio
+import re
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from fedmisp.node.api import ApiContext, make_app
+from fedmisp.node.home import ROLES, init_home
+from fedmisp.store.writer import Writer
+
+READ_ONLY, USER, PUBLISHER, ADMIN = ROLES
+
+# docs/api.md: read-only views, index, search; user adds, edits, deletes, tags, sights, proposes;
+# publisher publishes; admin manages tags, sharing groups and organisations.
+ROLES_OF = {
+    "api.get_version": READ_ONLY, "api.user_me": READ_ONLY, "api.describe": READ_ONLY,
+    "api.event_index": READ_ONLY, "api.event_view": READ_ONLY, "api.event_search": READ_ONLY,
+    "api.attribute_view": READ_ONLY, "api.attribute_search": READ_ONLY,
+    "api.event_add": USER, "api.event_edit": USER, "api.event_delete": USER,
+    "api.attribute_add": USER, "api.attribute_edit": USER, "api.attribute_delete": USER,
+    "api.event_publish": PUBLISHER, "api.event_unpublish": PUBLISHER,
+    "api_objects.object_view": READ_ONLY,
+    "api_objects.object_add": USER, "api_objects.object_edit": USER, "api_objects.object_delete": USER,
+    "api_objects.reference_add": USER, "api_objects.reference_delete": USER,
+    "api_orgs.org_index": READ_ONLY, "api_orgs.org_view": READ_ONLY, "api_orgs.org_add": ADMIN,
+    "api_orgs.sharing_group_index": READ_ONLY, "api_orgs.sharing_group_view": READ_ONLY,
+    "api_orgs.sharing_group_add": ADMIN, "api_orgs.sharing_group_edit": ADMIN,
+    "api_orgs.sharing_group_delete": ADMIN, "api_orgs.sharing_group_add_org": ADMIN,
+    "api_orgs.sharing_group_remove_org": ADMIN,
+    "api_proposals.proposal_view": READ_ONLY, "api_proposals.proposal_index": READ_ONLY,
+    "api_proposals.proposal_add": USER, "api_proposals.proposal_edit": USER,
+    "api_proposals.proposal_delete": USER, "api_proposals.proposal_accept": USER,
+    "api_proposals.proposal_discard": USER,
+    "api_sightings.list_sightings": READ_ONLY, "api_sightings.search_sightings": READ_ONLY,
+    "api_sightings.sighting_add": USER,
+    "api_tags.tag_index": READ_ONLY, "api_tags.tag_view": READ_ONLY,
+    "api_tags.tag_attach": USER, "api_tags.tag_remove": USER,
+    "api_tags.tag_add": ADMIN, "api_tags.tag_edit": ADMIN, "api_tags.tag_delete": ADMIN,
+}
+
+
+def _handler_name(handler) -> str:
+    return f"{handler.__module__.rsplit('.', 1)[-1]}.{handler.__name__}"
+
+
+def _routes() -> list[tuple[str, str, str]]:
+    """(method, a concrete path, handler name) of every route, placeholders filled in."""
+    app = make_app(ApiContext(node=None, writer=None))  # type: ignore[arg-type]  (only its router is read)
+    out = []
+    for r in app.router.routes():
+        if r.method == "HEAD":
+            continue
+        path = re.sub(r"\{(\w+)(:[^{}]*)?\}", lambda m: "" if m.group(1) in ("tail", "hard", "opts") else "1",
+                      r.resource.canonical)
+        out.append((r.method, path, _handler_name(r.handler)))
+    return out
+
+
+ROUTES = _routes()
+
+
+def test_every_route_states_the_role_docs_api_md_gives_it():
+    app = make_app(ApiContext(node=None, writer=None))  # type: ignore[arg-type]
+    declared = {_handler_name(r.handler): getattr(r.handler, "role", None) for r in app.router.routes()}
+    assert {h: r for h, r in declared.items() if ROLES_OF.get(h) != r} == {}, \
+        "a route's role differs from docs/api.md's table (None: the route is public)"
+
+
+@pytest.fixture(scope="module")
+def client_keys(tmp_path_factory):
+    node, admin = init_home(tmp_path_factory.mktemp("roles") / "node", "Roles CSIRT", "127.0.0.1:0")
+    keys = {role: node.create_api_key(role, f"test {role}") for role in ROLES}
+    keys[ADMIN] = admin
+    writer = Writer(node.store)
+    yield node, writer, keys
+    writer.close()
+    node.close()
+
+
+async def _answers(node, writer, requests: list[tuple[str, str, dict]]) -> list[tuple[int, str]]:
+    async with TestClient(TestServer(make_app(ApiContext(node, writer)))) as client:
+        out = []
+        for method, path, headers in requests:
+            async with client.request(method, path, headers={"Accept": "application/json", **headers},
+                                      data=b"{}") as response:
+                out.append((response.status, await response.text()))
+        return out
+
+
+def test_a_key_below_a_routes_role_is_refused_before_the_handler_runs(client_keys):
+    node, writer, keys = client_keys
+    cases = [(m, p, h, ROLES[ROLES.index(ROLES_OF[h]) - 1]) for m, p, h in ROUTES if ROLES_OF.get(h, READ_ONLY) != READ_ONLY]
+    answers = asyncio.run(_answers(node, writer, [(m, p, {"Authorization": keys[below]}) for m, p, _h, below in cases]))
+    wrong = [(m, p, below, status) for (m, p, h, below), (status, text) in zip(cases, answers)
+             if status != 403 or f"needs {ROLES_OF[h]}" not in text]
+    assert wrong == [], "a lower role was let through"
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": ""}, {"Authorization": "not-a-key"},
+                                     {"X-MISP-AUTH": "not-a-key"}, {"Authorization": "Bearer not-a-key"}])
+def test_a_request_without_a_valid_api_key_is_refused_on_every_route(client_keys, headers):
+    node, writer, _keys = client_keys
+    answers = asyncio.run(_answers(node, writer, [(m, p, headers) for m, p, _h in ROUTES]))
+    wrong = [(m, p, status) for (m, p, _h), (status, text) in zip(ROUTES, answers)
+             if status != 403 or "Authentication failed" not in text]
+    assert wrong == []
+
+
+@pytest.mark.parametrize("header", ["Authorization", "X-MISP-AUTH", "Bearer"])
+def test_a_valid_key_is_read_from_each_header_misp_clients_use(client_keys, header):
+    node, writer, keys = client_keys
+    headers = {"Authorization": f"Bearer {keys[READ_ONLY]}"} if header == "Bearer" else {header: keys[READ_ONLY]}
+    [(status, text)] = asyncio.run(_answers(node, writer, [("GET", "/users/view/me", headers)]))
+    assert status == 200 and READ_ONLY in text
+    # a read-only key is still read-only however it is sent
+    [(status, text)] = asyncio.run(_answers(node, writer, [("POST", "/events/add", headers)]))
+    assert status == 403 and "needs user" in text
+
+
+def test_a_key_of_exactly_a_routes_role_gets_past_the_role_check(client_keys):
+    node, writer, keys = client_keys
+    answers = asyncio.run(_answers(node, writer, [(m, p, {"Authorization": keys[ROLES_OF.get(h, ADMIN)]})
+                                                  for m, p, h in ROUTES]))
+    refused = [(m, p, status) for (m, p, _h), (status, text) in zip(ROUTES, answers)
+               if status == 403 and ("needs" in text or "Authentication failed" in text)]
+    assert refused == []
