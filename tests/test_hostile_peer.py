@@ -176,3 +176,8 @@ def test_a_peer_that_answers_each_page_slowly_holds_only_its_own_pull_until_its_
         status = _status(nodes["n"], "h")
         assert status["stopped"] == "deadline" and status["last_error"].startswith("deadline: the pull ran")
         assert status["retry_in"] > 0
+        # the audit log has a line for the stopped pull, of kind "pull", naming the rule
+        stopped = [line for line in map(json.loads, (nodes["n"].home / "audit.log").read_text().splitlines())
+                   if line["peer"] == "h" and line.get("reason") == "deadline"]
+        assert stopped and {line["kind"] for line in stopped} == {"pull"}
+        assert {line["action"] for line in stopped} == {"refused"}
