@@ -18,6 +18,9 @@ from typing import Mapping, Protocol
 
 OUT, IN = "out", "in"
 SENT, WITHHELD, STORED, REFUSED = "sent", "withheld", "stored", "refused"
+# The kind of the one decision that is about a whole pull, not a record: ``in/refused`` with kind
+# "pull" when a pull rule (deadline, no progress) or a refused reply ended a pull from the peer.
+PULL = "pull"
 
 
 @dataclass(frozen=True, slots=True)

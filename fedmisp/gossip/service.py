@@ -29,7 +29,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from fedmisp.gossip.driver import PullStopped, PullWatch, pull_async
 from fedmisp.gossip.http import HttpTransport, PeerProtocol
 from fedmisp.gossip.session import PullLimits, RefusedReply
-from fedmisp.gossip.observe import IN, NO_OBSERVER, REFUSED, Decision, Observer
+from fedmisp.gossip.observe import IN, NO_OBSERVER, PULL, REFUSED, Decision, Observer
 from fedmisp.gossip.replica import ApplyReport, Replica
 from fedmisp.gossip.peers import PeerConfig
 from fedmisp.gossip.peers import NodeView
@@ -271,7 +271,7 @@ class Gossiper:
                 if isinstance(e, RefusedReply) else ""
             status.last_error = str(e) if status.stopped else f"{type(e).__name__}: {e}"
             if status.stopped:  # the peer broke a rule: the audit log says which (a line per pull)
-                self.observer.decided(Decision(peer_name, IN, REFUSED, reason=status.stopped,
+                self.observer.decided(Decision(peer_name, IN, REFUSED, kind=PULL, reason=status.stopped,
                                                detail=status.last_error[:500]))
             delay = min(BACKOFF_MAX, BACKOFF_BASE ** status.failures_in_a_row)
             status.next_try = time.time() + delay * random.uniform(0.5, 1.0)
