@@ -189,3 +189,24 @@ def test_a_peer_that_answers_each_page_slowly_holds_only_its_own_pull_until_its_
                    if line["peer"] == "h" and line.get("reason") == "deadline"]
         assert stopped and {line["kind"] for line in stopped} == {"pull"}
         assert {line["action"] for line in stopped} == {"refused"}
+
+
+@pytest.mark.slow
+def test_a_peer_whose_pull_failed_is_pulled_again_when_its_backoff_ends_not_an_anti_entropy_period_later(tmp_path):
+    # h's first reply is malformed, then it answers as a real node would, and never sends a
+    # notice: only the retry at the end of the backoff (2 s at the first failure) can bring its
+    # event to n within the wait; anti-entropy is 600 s
+    nodes = configure(tmp_path, ["n", "h"], [("n", "h")], anti_entropy=600)
+    h = nodes.pop("h")
+    wanted = _event_file(tmp_path / "h", "h", 7, 3)
+    _import(h.home, tmp_path / "h")
+    seen = []
+
+    def craft(since, limit, reply):
+        seen.append(since)
+        return {"changes": [], "last_seq": since, "more": "yes", "head": since} if len(seen) == 1 else reply
+    with HostilePeer(h.home, h.port, craft=craft) as hostile, running(nodes):
+        wait_for(lambda: _status(nodes["n"], "h")["errors"] >= 1, timeout=30, what="the first pull to fail")
+        wait_for(lambda: wanted in nodes["n"].events(), timeout=60, what="h's event at n after the backoff")
+        assert hostile.changes_requests >= 2
+        assert _status(nodes["n"], "h")["stopped"] == ""

@@ -153,6 +153,12 @@ class Gossiper:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def _retry(self, peer_name: str, wait: float) -> None:
+        """Pull from a peer whose pull failed once its backoff is over (a pull that ran meanwhile,
+        by a notice or anti-entropy, leaves this one nothing to do or backs it off again)."""
+        await asyncio.sleep(wait + 0.05)
+        await self.pull(peer_name)
+
     def pull_soon(self, peer_name: str) -> None:
         self._spawn(self.pull(peer_name, eager=True))
 
@@ -274,7 +280,10 @@ class Gossiper:
                 self.observer.decided(Decision(peer_name, IN, REFUSED, kind=PULL, reason=status.stopped,
                                                detail=status.last_error[:500]))
             delay = min(BACKOFF_MAX, BACKOFF_BASE ** status.failures_in_a_row)
-            status.next_try = time.time() + delay * random.uniform(0.5, 1.0)
+            wait = delay * random.uniform(0.5, 1.0)
+            status.next_try = time.time() + wait
+            if wait < self.interval:  # retried when its backoff ends, not at the next anti-entropy tick
+                self._spawn(self._retry(peer_name, wait))
             log.warning("pull from %s failed (%s); retrying in about %.0fs", peer_name, status.last_error, delay,
                         extra={"peer": peer_name, "error": status.last_error, "stopped": status.stopped,
                                "retry_in": round(delay)})
