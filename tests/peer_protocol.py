@@ -28,12 +28,13 @@ async def run_blocking(fn: Any, *args: Any) -> Any:
 
 
 @asynccontextmanager
-async def served(node: Node) -> AsyncIterator[str]:
-    """`node`'s /fed/v1 on a free 127.0.0.1 port; yields its base URL."""
+async def served(node: Node, **server: Any) -> AsyncIterator[str]:
+    """`node`'s /fed/v1 on a free 127.0.0.1 port; yields its base URL. `server`: aiohttp server
+    settings (node/server.py's, such as lingering_time)."""
     replica = Replica(node)
     app = web.Application()
     app.add_routes(PeerProtocol(replica, run_blocking).routes())
-    runner = web.AppRunner(app)
+    runner = web.AppRunner(app, **server)
     await runner.setup()
     try:
         await web.TCPSite(runner, "127.0.0.1", 0).start()

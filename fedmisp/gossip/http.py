@@ -104,7 +104,7 @@ class ReadBudget:
 
 
 def _bad(field: str, accepted: str, value: Any = None) -> web.HTTPBadRequest:
-    shown = "" if value is None else f" {str(value)[:80]!r};"
+    shown = "" if value is None else f" {value!r}"[:81] + ";"
     return web.HTTPBadRequest(text=f"malformed: {field}:{shown} expected {accepted}")
 
 

@@ -40,6 +40,11 @@ log = logging.getLogger("fedmisp.server")
 PID_FILE = "fedmisp.pid"  # written while `fedmisp run` serves; `fedmisp reload` signals it
 # Seconds requests in flight get to finish after a stop signal.
 SHUTDOWN_GRACE = 10.0
+# aiohttp reads and drops what a client still sends after its request was answered early (a body
+# refused by its header or its size, docs/operations.md "Limits") so that the client reads the answer
+# before the connection closes; its default is 10 s of reading garbage per refused request. A second
+# is many round trips on any network a peer or an API client sits on.
+LINGERING_SECONDS = 1.0
 # The most a configured request body limit may be: the largest event a node accepts is about this.
 MAX_REQUEST_BYTES_CEILING = 1024 * 1024 * 1024
 
@@ -86,7 +91,7 @@ async def serve(node: Node, *, host: str | None = None, port: int | None = None,
                     web.get("/node/v1/health", _health),
                     web.get("/node/v1/feeds", operator_only(_feeds_handler(node, fetcher), own_key, replays)),
                     web.get(METRICS_PATH, metrics.handler)])
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE, lingering_time=LINGERING_SECONDS)
     try:
         await runner.setup()
         site = web.TCPSite(runner, host or node.config.listen_host,
