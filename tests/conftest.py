@@ -7,10 +7,12 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import warnings
 from pathlib import Path
 
 import pytest
 from hypothesis import settings
+from hypothesis.errors import HypothesisSideeffectWarning
 from hypothesis.internal.charmap import charmap
 
 from fedmisp.node.home import init_home
@@ -29,8 +31,11 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     """Hypothesis builds its table of Unicode categories on the first st.text() draw and caches it
     in .hypothesis/: on a fresh clone that first draw took 5 s under load, and the too_slow health
     check failed whichever test drew it (test_keys.py's read_org property, in a run of that file).
-    Built here, before any test is timed; a cached table loads in milliseconds."""
-    charmap()
+    Built here, before any test is timed; a cached table loads in milliseconds. (Hypothesis warns
+    about storage read while plugins load: that read is the point here.)"""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", HypothesisSideeffectWarning)
+        charmap()
 
 
 @pytest.fixture

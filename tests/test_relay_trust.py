@@ -259,3 +259,44 @@ def test_real_nodes_in_a_triangle_keep_every_element_at_the_origin_over_three_ed
             assert check.returncode == 0, check.stderr
     for node in nodes.values():
         assert node.integrity() == []
+
+
+def test_a_held_revision_that_a_later_path_lets_be_shown_goes_on_to_peers_that_had_nothing_of_it(tmp_path):
+    # o-c, o-x, x-c, c-d. c takes o's event for correlation only (c's side of o-c), so d, which
+    # pulls from c, is sent nothing and its checkpoint moves past the event. Then the same
+    # revision reaches c through x on a full link: c now shows it and may relay it, so it must
+    # be offered to d again (logged anew), or d would never get it (no new revision comes).
+    from fedmisp.gossip.driver import InMemory, pull
+    from fedmisp.gossip.replica import Replica
+
+    nodes = make_federation(tmp_path, ["o", "c", "x", "d"], [("o", "c"), ("o", "x"), ("x", "c"), ("c", "d")],
+                            {("c", "o"): {"mode": "correlation-only"}})
+    raw = copy.deepcopy(event(seed=5, attributes=2, objects=0))
+    for a in raw["Event"]["Attribute"]:
+        a["distribution"] = "5"
+        a.pop("Tag", None)
+    raw["Event"]["distribution"] = "3"
+    raw["Event"].pop("Tag", None)
+    (tmp_path / "ev.json").write_text(json.dumps(raw))
+    import_paths(nodes["o"], [tmp_path / "ev.json"])
+    uuid = raw["Event"]["uuid"]
+    replicas = {n: Replica(node) for n, node in nodes.items()}
+
+    def one_pull(to: str, frm: str) -> None:
+        peer = next(p for p in nodes[to].config.peers if p.name == frm)
+        pull(replicas[to], peer, InMemory(replicas[frm], to))
+
+    one_pull("c", "o")
+    assert nodes["c"].store.event_meta(uuid).correlation_only
+    one_pull("d", "c")
+    assert nodes["d"].store.held(uuid) is None  # held for correlation only at c: not relayed
+    one_pull("x", "o")
+    one_pull("c", "x")
+    assert not nodes["c"].store.event_meta(uuid).correlation_only  # the same revision, now shown
+    one_pull("d", "c")
+    exported = nodes["d"].store.export_event(uuid)
+    assert exported is not None, "the revision c may now relay never reached d"
+    assert {a["uuid"] for a in exported["Event"]["Attribute"]} == {a["uuid"] for a in raw["Event"]["Attribute"]}
+    for node in nodes.values():
+        assert node.store.check_integrity() == []
+        node.close()

@@ -103,12 +103,12 @@ class Plan:
         lines += [f"  {u} configures {v}: {s}" for (u, v), s in sorted(self.settings.items()) if s]
         lines.append(f"group owner {self.group_owner} members {self.group_members}")
         for ev in self.events:
-            lines.append(f"event {ev.uuid[:8]} at {ev.origin} d={ev.distribution} tags={ev.tags}")
-            lines += [f"    {e.kind} {e.uuid[:8]} d={e.distribution} type={e.type} ids={e.to_ids} "
-                      f"tags={e.tags}{' in ' + e.object_uuid[:8] if e.object_uuid else ''}" for e in ev.elements]
+            lines.append(f"event {ev.uuid[-4:]} at {ev.origin} d={ev.distribution} tags={ev.tags}")
+            lines += [f"    {e.kind} {e.uuid[-4:]} d={e.distribution} type={e.type} ids={e.to_ids} "
+                      f"tags={e.tags}{' in ' + e.object_uuid[-4:] if e.object_uuid else ''}" for e in ev.elements]
         if self.edit:
-            lines.append(f"edit: levels {({k[:8]: v for k, v in self.new_levels.items()})} "
-                         f"deleted {[d[:8] for d in self.deleted]}")
+            lines.append(f"edit: levels {({k[-4:]: v for k, v in self.new_levels.items()})} "
+                         f"deleted {[d[-4:] for d in sorted(self.deleted)]}")
         else:
             lines.append(f"remove members {self.removed}")
         return "\n".join(lines) + f"\nseed {self.seed}"
@@ -345,7 +345,10 @@ def holdings(fed: Federation, event_uuids: list[str]) -> dict[str, dict[str, tup
                 continue
             h = unpack_holding(raw)
             for item in {*h.levels, *h.correlation_levels}:
-                held[item] = (h.held_level(item), item not in h.levels)
+                # correlation-only: its highest level came over a correlation-only link (a path
+                # that lets it be shown may still have brought it lower, as the oracle counts it)
+                level = h.held_level(item)
+                held[item] = (level, item not in h.levels or h.levels[item] < level)
         out[name] = held
     return out
 
@@ -355,13 +358,13 @@ def origin_problems(fed: Federation, origin: str, view: EventView) -> list[str]:
     node = fed.nodes[origin]
     entries = node.store.revision_entries(view.uuid)
     if entries is None:
-        return [f"{origin} (origin): lost {view.uuid[:8]}"]
+        return [f"{origin} (origin): lost {view.uuid[-4:]}"]
     record, bodies = entries
     if node.store.holding(view.uuid) is not None:
-        return [f"{origin} (origin): holds its own {view.uuid[:8]} as a received copy"]
+        return [f"{origin} (origin): holds its own {view.uuid[-4:]} as a received copy"]
     have = {element.get("uuid") for _, _, element in bodies}
     lost = {e.uuid for e in view.elements} - have
-    return [f"{origin} (origin): lost {sorted(u[:8] for u in lost)} of {view.uuid[:8]}"] if lost else []
+    return [f"{origin} (origin): lost {sorted(u[-4:] for u in lost)} of {view.uuid[-4:]}"] if lost else []
 
 
 def expected_from(oracle: Oracle, names: list[str]) -> dict[str, dict[str, tuple[int | None, bool]]]:
@@ -387,7 +390,7 @@ def differences(want: dict, got: dict, oracle: Oracle) -> list[str]:
             if w != g:
                 why = "" if w is not None else \
                     f" ({oracle.why_not(name, uuid) if uuid in oracle.items else 'not in the revision'})"
-                problems.append(f"{name}: {uuid[:8]} held (level, correlation-only) {g}, expected {w}{why}")
+                problems.append(f"{name}: {uuid[-4:]} held (level, correlation-only) {g}, expected {w}{why}")
     return problems
 
 

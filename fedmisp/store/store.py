@@ -886,16 +886,18 @@ class Store:
             return WriteOutcome.UNCHANGED, seq
         bodies = event.rows[0]
         fresh = [(key, body) for key, body in bodies if key[16:] not in old_digests]
-        if event.holding is not None:
+        widened = False  # the holding changed: a level went up, or what was held for correlation is shown
+        if event.holding is not None and event.holding != bytes(txn.get(ev, db=db["holdings"])):
+            widened = True
             txn.put(ev, event.holding, db=db["holdings"])
             raw = txn.get(ev, db=db["event_meta"])
             if raw is not None:  # what one path held for correlation only may now be shown
                 meta = list(canonical.unpack(raw))
                 meta[1] = event.correlation_only
                 txn.put(ev, canonical.pack(meta), db=db["event_meta"])
-        if not fresh:
+        if not fresh and not widened:
             return WriteOutcome.UNCHANGED, seq
-        if len(fresh) == len(bodies):
+        if fresh and len(fresh) == len(bodies):
             added = event.rows  # every body given is new: its rows are the ones given
         else:
             added = new_rows()
@@ -904,7 +906,7 @@ class Store:
         txn.cursor(db=db["elements"]).putmulti(added[_ELEMENTS])
         puts.extend(added, skip=_ELEMENTS)
         views_db = db["views"]
-        if views_db is not None:
+        if views_db is not None and fresh:
             old_views = txn.get(held.record_id, db=views_db)
             if old_views is not None and event.views is not None:
                 new_views = [(d, v) for d, v in unpack_views(event.views) if d not in old_digests]
