@@ -9,6 +9,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from fedmisp.gossip.auth import HEADER, sign_request
 from fedmisp.model.identity import Identity
 from fedmisp.node.config import CONFIG_FILE
 
@@ -28,10 +29,12 @@ def _limits(home: Path) -> None:
                     else text + "\n[limits]\n" + settings)
 
 
-def _half_sent(port: int, body: bool) -> socket.socket:
+def _half_sent(port: int, body: bool, identity: Identity | None = None) -> socket.socket:
     s = socket.create_connection(("127.0.0.1", port), timeout=30)
-    if body:  # headers whole, then only part of the body
-        s.sendall(b"POST /events/add HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n{\"Event\": ")
+    if body:  # a configured peer's header, whole, then only part of the body: the node reads it
+        header = sign_request(identity, "POST", "/fed/v1/changes", b"")
+        s.sendall(f"POST /fed/v1/changes HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n{HEADER}: {header}\r\n\r\n"
+                  .encode() + b"x" * 10)
     else:  # a request line and half a header, never finished
         s.sendall(b"GET /node/v1/health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
     return s
@@ -65,7 +68,7 @@ def test_half_sent_requests_are_closed_by_the_timeouts_and_the_node_keeps_servin
         try:
             log_before = b.log.stat().st_size
             for i in range(3 * CAP):  # more than the cap: the ones beyond it are closed at once
-                sockets.append(_half_sent(b.port, body=i % 2 == 1))
+                sockets.append(_half_sent(b.port, body=i % 2 == 1, identity=identity))
             wait_for(lambda: all(_closed(s) for s in sockets), timeout=60,
                      what="every half-sent connection closed by the header or body timeout or the cap")
             # the node still answers: the API, and a signed request of a configured peer
