@@ -67,9 +67,8 @@ def _limit(config: NodeConfig, name: str, default: float, low: float, high: floa
     value = limits.get(name, default) if isinstance(limits, dict) else None
     kinds = int if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kinds) or not low <= value <= high:
-        what = "an integer" if integer else "a number of seconds"
-        raise ConfigError(config.home / CONFIG_FILE, [
-            f"limits.{name}: {value!r}; expected {what} from {low:g} to {high:g}"])
+        what = f"an integer from {low} to {high}" if integer else f"a number of seconds from {low:g} to {high:g}"
+        raise ConfigError(config.home / CONFIG_FILE, [f"limits.{name}: {value!r}; expected {what}"])
     return value
 
 
