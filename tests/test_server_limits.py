@@ -106,3 +106,28 @@ def test_connections_beyond_the_cap_are_closed_at_once(tmp_path: Path):
         finally:
             for s in sockets:
                 s.close()
+
+
+def test_accept_errors_are_logged_once_per_interval_with_a_count_not_a_traceback_each(caplog):
+    """What asyncio's event loop reports when accept() fails for want of file descriptors (it
+    retries every second, and by default logs a traceback each time)."""
+    import asyncio
+    import errno
+    import logging
+
+    from fedmisp.node.connections import ConnectionLimits, throttle_accept_errors
+
+    limits = ConnectionLimits()
+    loop = asyncio.new_event_loop()
+    try:
+        throttle_accept_errors(loop, limits)
+        with caplog.at_level(logging.DEBUG):
+            for _ in range(1000):
+                error = OSError(errno.EMFILE, "Too many open files")
+                loop.call_exception_handler({"message": "socket.accept() out of system resource",
+                                             "exception": error})
+    finally:
+        loop.close()
+    lines = [r for r in caplog.records if "accept" in r.getMessage()]
+    assert len(lines) == 1 and "Too many open files" in lines[0].getMessage() and not lines[0].exc_info
+    assert limits.accept_errors == 1000
