@@ -77,8 +77,9 @@ async def read_capped(stream: aiohttp.StreamReader, limit: int) -> bytes:
 
 
 def _closing(response: web.HTTPException) -> web.HTTPException:
-    """A refusal sent before the body is read: the connection closes after it, so the server does
-    not go on reading (aiohttp's lingering close) what it refused."""
+    """A refusal sent before the body is read: the connection is not kept alive after it. What the
+    client still sends is read and dropped for at most aiohttp's lingering_time (node/server.py
+    LINGERING_SECONDS), never kept, and the connection closed."""
     response.force_close()
     return response
 
