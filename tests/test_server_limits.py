@@ -12,6 +12,7 @@ from pathlib import Path
 from fedmisp.gossip.auth import HEADER, sign_request
 from fedmisp.model.identity import Identity
 from fedmisp.node.config import CONFIG_FILE
+from fedmisp.node.home import Node
 
 from nodes import configure, running, wait_for
 
@@ -29,9 +30,12 @@ def _limits(home: Path) -> None:
                     else text + "\n[limits]\n" + settings)
 
 
-def _half_sent(port: int, body: bool, identity: Identity | None = None) -> socket.socket:
+def _half_sent(port: int, body: bool, identity: Identity | None = None, api_key: str | None = None) -> socket.socket:
     s = socket.create_connection(("127.0.0.1", port), timeout=30)
-    if body:  # a configured peer's header, whole, then only part of the body: the node reads it
+    if api_key is not None:  # an API client with a valid key that stops halfway through its body
+        s.sendall(f"POST /events/add HTTP/1.1\r\nHost: x\r\nAuthorization: {api_key}\r\n"
+                  f"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n".encode() + b'{"Event": ')
+    elif body:  # a configured peer's header, whole, then only part of the body: the node reads it
         header = sign_request(identity, "POST", "/fed/v1/changes", b"")
         s.sendall(f"POST /fed/v1/changes HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n{HEADER}: {header}\r\n\r\n"
                   .encode() + b"x" * 10)
@@ -63,12 +67,16 @@ def test_half_sent_requests_are_closed_by_the_timeouts_and_the_node_keeps_servin
     _limits(nodes["b"].home)
     b = nodes["b"]
     identity = Identity.load(nodes["a"].home / "identity.key")  # a's key, a configured peer of b
+    node = Node.open(b.home)
+    api_key = node.create_api_key("admin", "slow client")
+    node.close()
     sockets: list[socket.socket] = []
     with running({"b": b}):
         try:
             log_before = b.log.stat().st_size
             for i in range(3 * CAP):  # more than the cap: the ones beyond it are closed at once
-                sockets.append(_half_sent(b.port, body=i % 2 == 1, identity=identity))
+                sockets.append(_half_sent(b.port, body=i % 2 == 1, identity=identity,
+                                          api_key=api_key if i % 3 == 0 else None))
             wait_for(lambda: all(_closed(s) for s in sockets), timeout=60,
                      what="every half-sent connection closed by the header or body timeout or the cap")
             # the node still answers: the API, and a signed request of a configured peer
