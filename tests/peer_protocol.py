@@ -42,14 +42,15 @@ class _Crafting(PeerProtocol):
 
 
 @asynccontextmanager
-async def served(node: Node, craft: Craft | None = None) -> AsyncIterator[str]:
+async def served(node: Node, craft: Craft | None = None, **server: Any) -> AsyncIterator[str]:
     """`node`'s /fed/v1 on a free 127.0.0.1 port; yields its base URL. `craft` rewrites each
-    changes reply (a hostile node offering what its policy withheld)."""
+    changes reply (a hostile node offering what its policy withheld); `server`: aiohttp server
+    settings (node/server.py's, such as lingering_time)."""
     replica = Replica(node)
     app = web.Application()
     protocol = PeerProtocol(replica, run_blocking) if craft is None else _Crafting(replica, run_blocking, craft)
     app.add_routes(protocol.routes())
-    runner = web.AppRunner(app)
+    runner = web.AppRunner(app, **server)
     await runner.setup()
     try:
         await web.TCPSite(runner, "127.0.0.1", 0).start()

@@ -18,7 +18,8 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "configs" / "single-node.toml
 SETTINGS = {
     "node": {"org_name", "org_uuid", "listen"},
     "sharing": {"default_distribution"},
-    "limits": {"max_import_file_bytes", "max_request_bytes"},
+    "limits": {"max_import_file_bytes", "max_request_bytes", "header_timeout_seconds", "body_timeout_seconds",
+               "max_connections"},
     "gossip": {"anti_entropy_seconds", "strip_sighting_org", "pull_deadline_seconds"},
     "log": {"format", "level", "file", "max_bytes", "backups"},
     "audit": {"enabled", "file", "max_bytes", "backups"},

@@ -52,11 +52,32 @@ def test_a_replayed_request_is_refused():
     assert info.value.reason == "replay"
 
 
-def test_the_replay_cache_is_bounded():
-    replays = ReplayCache(limit=10)
-    for i in range(100):
+def test_the_replay_cache_is_bounded_per_key_and_a_full_key_is_refused_not_forgotten():
+    replays = ReplayCache(per_key=10)
+    for i in range(10):
         assert replays.check_and_remember(b"k", i.to_bytes(16, "big"), NOW, NOW)
-    assert len(replays._seen) <= 10
+    with pytest.raises(AuthError) as info:
+        replays.check(b"k", (99).to_bytes(16, "big"), NOW)
+    assert info.value.reason == "too-many"
+    assert replays.remembered(b"k") == 10
+    # once the window has passed, the key's nonces age out and it may ask again
+    assert replays.check_and_remember(b"k", (99).to_bytes(16, "big"), NOW, NOW + MAX_CLOCK_SKEW + 1)
+    assert replays.remembered(b"k") == 1
+
+
+def test_one_keys_flood_never_evicts_another_keys_nonces():
+    replays = ReplayCache(per_key=10)
+    assert replays.check_and_remember(b"y", b"n" * 16, NOW, NOW)
+    for i in range(1000):
+        replays.check_and_remember(b"x", i.to_bytes(16, "big"), NOW, NOW)
+    assert not replays.check_and_remember(b"y", b"n" * 16, NOW, NOW)
+
+
+def test_the_replay_cache_keeps_only_pinned_keys():
+    replays = ReplayCache(per_key=10)
+    replays.remember(b"gone", b"n" * 16, NOW, NOW, pinned={b"gone": "a"})
+    replays.remember(b"new", b"n" * 16, NOW, NOW, pinned={b"new": "b"})
+    assert replays.keys() == 1
 
 
 def test_a_signature_by_another_key_under_a_pinned_key_is_refused():

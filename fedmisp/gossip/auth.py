@@ -30,9 +30,13 @@ HEADER = "Fedmisp-Auth"
 # Clocks of peers drift; five minutes is the usual allowance (Kerberos, AWS SigV4 use 5 and 15).
 MAX_CLOCK_SKEW = 300
 NONCE_BYTES = 16
-# Nonces remembered per window: a peer sending more requests than this in ten minutes is refused
-# replays only within the most recent ones. Bounded so a flood cannot grow memory.
-MAX_REMEMBERED_NONCES = 100_000
+# Nonces remembered per peer key: every nonce is kept until its request's time is out of the
+# clock-skew window (a replay of it would be refused as stale by then), so a key may make at most
+# this many requests per 2 * MAX_CLOCK_SKEW (10 minutes: about 166 a second, well above what one
+# pull makes: a 1,000,000-element event is 200 bodies requests). Past it the key is refused
+# ("too-many") until its oldest nonces age out, rather than a nonce being forgotten early: one peer's
+# flood never makes anyone's captured request replayable. About 150 bytes each: 15 MB per key at most.
+MAX_NONCES_PER_KEY = 100_000
 _CONTEXT = b"fedmisp-peer-request-v1"
 
 
@@ -67,24 +71,59 @@ def sign_request(identity: Identity, method: str, path: str, body: bytes, now: f
 
 
 class ReplayCache:
-    """Nonces seen within the clock-skew window, oldest forgotten first."""
+    """Nonces seen within the clock-skew window, kept per key: one key's requests never evict
+    another's. Keys are those of configured peers (the caller passes the pinned keys; keys no
+    longer pinned are forgotten when a new one is remembered), each holding at most `per_key`."""
 
-    def __init__(self, limit: int = MAX_REMEMBERED_NONCES):
-        self.limit = limit
-        self._seen: OrderedDict[tuple[bytes, bytes], int] = OrderedDict()
+    def __init__(self, per_key: int = MAX_NONCES_PER_KEY):
+        self.per_key = per_key
+        self._seen: dict[bytes, OrderedDict[bytes, int]] = {}
+
+    def _window(self, key: bytes, now: int) -> OrderedDict[bytes, int] | None:
+        nonces = self._seen.get(key)
+        while nonces:
+            oldest = next(iter(nonces.values()))
+            if oldest >= now - MAX_CLOCK_SKEW:
+                break  # (in arrival order: a later nonce with an older time waits behind it, kept longer)
+            nonces.popitem(last=False)  # its request is stale now: a replay is refused as such
+        return nonces
+
+    def check(self, key: bytes, nonce: bytes, now: int) -> None:
+        """AuthError if this key's nonce was seen within the window, or the key's window is full."""
+        nonces = self._window(key, now)
+        if nonces is None:
+            return
+        if nonce in nonces:
+            raise AuthError("replay", "request nonce already seen")
+        if len(nonces) >= self.per_key:
+            raise AuthError("too-many", f"more than {self.per_key} requests from this key within "
+                                        f"{2 * MAX_CLOCK_SKEW}s; try again later")
+
+    def remember(self, key: bytes, nonce: bytes, timestamp: int, now: int,
+                 pinned: Mapping[bytes, object] | None = None) -> None:
+        """Remember a nonce of a verified request (check() first)."""
+        if key not in self._seen:
+            if pinned is not None:
+                for gone in [k for k in self._seen if k not in pinned]:
+                    del self._seen[gone]  # a peer removed from the configuration
+            self._seen[key] = OrderedDict()
+        self._window(key, now)
+        self._seen[key][nonce] = timestamp
 
     def check_and_remember(self, key: bytes, nonce: bytes, timestamp: int, now: int) -> bool:
-        """False if this (key, nonce) was seen within the window."""
-        while self._seen:
-            oldest = next(iter(self._seen.values()))
-            if oldest < now - 2 * MAX_CLOCK_SKEW or len(self._seen) >= self.limit:
-                self._seen.popitem(last=False)  # outside any window a fresh request can claim
-            else:
-                break
-        if (key, nonce) in self._seen:
+        """False if this (key, nonce) was seen within the window (or the key's window is full)."""
+        try:
+            self.check(key, nonce, now)
+        except AuthError:
             return False
-        self._seen[(key, nonce)] = timestamp
+        self.remember(key, nonce, timestamp, now)
         return True
+
+    def keys(self) -> int:
+        return len(self._seen)
+
+    def remembered(self, key: bytes) -> int:
+        return len(self._seen.get(key, ()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,9 +132,22 @@ class Authenticated:
     key: bytes
 
 
-def verify_request(header: str | None, method: str, path: str, body: bytes, pinned: Mapping[bytes, str],
-                   replays: ReplayCache, now: float | None = None) -> Authenticated:
-    """Check a Fedmisp-Auth header; raise AuthError (unknown key -> reason 'unknown-key', etc.)."""
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What a Fedmisp-Auth header claims, checked for everything but the signature (which covers
+    the body, so it is verified once the body is read)."""
+    peer: str
+    key: bytes
+    timestamp: int
+    nonce: bytes
+    signature: bytes
+
+
+def check_header(header: str | None, pinned: Mapping[bytes, str], replays: ReplayCache,
+                 now: float | None = None) -> Claim:
+    """Everything about a request that needs no body: the header well-formed, the key a configured
+    peer's, the time within MAX_CLOCK_SKEW, the nonce not seen for that key. Raises AuthError.
+    Checked before a body is read, so an unauthenticated client costs no body bytes."""
     if not header:
         raise AuthError("missing", f"no {HEADER} header")
     parts = header.split(".")
@@ -116,11 +168,26 @@ def verify_request(header: str | None, method: str, path: str, body: bytes, pinn
         raise AuthError("stale", f"request time {timestamp} is more than {MAX_CLOCK_SKEW}s from {current}")
     if len(nonce) != NONCE_BYTES or len(signature) != 64:
         raise AuthError("malformed", f"{HEADER}: nonce or signature has the wrong length")
-    if not verify(key, _signed_bytes(method, path, timestamp, nonce, body), signature):
+    replays.check(key, nonce, current)
+    return Claim(peer, key, timestamp, nonce, signature)
+
+
+def verify_claim(claim: Claim, method: str, path: str, body: bytes, pinned: Mapping[bytes, str],
+                 replays: ReplayCache, now: float | None = None) -> Authenticated:
+    """The signature over method, path, time, nonce and body; the nonce is remembered only once it
+    verifies (a forged header cannot use up a peer's nonces)."""
+    if not verify(claim.key, _signed_bytes(method, path, claim.timestamp, claim.nonce, body), claim.signature):
         raise AuthError("bad-signature", "request signature does not verify")
-    if not replays.check_and_remember(key, nonce, timestamp, current):
-        raise AuthError("replay", "request nonce already seen")
-    return Authenticated(peer, key)
+    current = int(time.time() if now is None else now)
+    replays.check(claim.key, claim.nonce, current)  # (again: a twin request may have verified meanwhile)
+    replays.remember(claim.key, claim.nonce, claim.timestamp, current, pinned)
+    return Authenticated(claim.peer, claim.key)
+
+
+def verify_request(header: str | None, method: str, path: str, body: bytes, pinned: Mapping[bytes, str],
+                   replays: ReplayCache, now: float | None = None) -> Authenticated:
+    """Check a Fedmisp-Auth header; raise AuthError (unknown key -> reason 'unknown-key', etc.)."""
+    return verify_claim(check_header(header, pinned, replays, now), method, path, body, pinned, replays, now)
 
 
 def _box(identity: Identity, peer_key: bytes) -> Box:

@@ -26,7 +26,7 @@ import uuid as _uuid
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Iterator
 
-from aiohttp import web
+from aiohttp import ClientPayloadError, web
 
 from fedmisp import __version__
 from fedmisp.model import canonical
@@ -118,6 +118,11 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         limit = request.app[CTX].max_request_bytes
         return misp_error(413, "Request too large", f"request bodies up to {limit} bytes are accepted "
                           "(limits.max_request_bytes)", url, {"body": [f"larger than {limit} bytes"]})
+    except (ConnectionResetError, ClientPayloadError) as e:
+        # a client that went away mid-body (or whose connection the body timeout closed): its business
+        log.debug("%s %s: the client went away while sending its body: %s", request.method, url, e)
+        return misp_error(400, "Incomplete request", "the request body was not sent whole", url,
+                          {"body": ["incomplete"]})
     except web.HTTPException as e:
         if e.status == 404:
             return misp_error(404, "Not Found", f"{request.method} {url}: no such endpoint on this node "

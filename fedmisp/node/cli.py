@@ -385,8 +385,8 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     except ConfigError as e:
         problems.extend(str(e).splitlines())
     if config is not None:
-        from fedmisp.node.server import anti_entropy_seconds, max_request_bytes, pull_deadline_seconds
-        for check in (max_request_bytes, anti_entropy_seconds, pull_deadline_seconds):  # read when the node starts
+        from fedmisp.node.server import anti_entropy_seconds, connection_limits, max_request_bytes, pull_deadline_seconds
+        for check in (max_request_bytes, connection_limits, anti_entropy_seconds, pull_deadline_seconds):  # read when the node starts
             try:
                 check(config)
             except ConfigError as e:

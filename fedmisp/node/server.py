@@ -27,6 +27,8 @@ from fedmisp.gossip.session import PULL_DEADLINE_SECONDS, PullLimits
 from fedmisp.node.api import DEFAULT_MAX_REQUEST_BYTES, ApiContext, _role_of, make_app
 from fedmisp.node.feed_fetch import FeedFetcher
 from fedmisp.node.feeds import FeedServer
+from fedmisp.node.connections import (BODY_TIMEOUT, FD_RESERVE, HEADER_TIMEOUT, MAX_CONNECTIONS, ConnectionLimits,
+                                      GuardedRunner, raise_fd_limit, throttle_accept_errors)
 from fedmisp.node.config import CONFIG_FILE, KEY_FILE, ConfigError, NodeConfig, load_config
 from fedmisp.node.home import Node
 from fedmisp.node.keys import reload_identity
@@ -40,6 +42,11 @@ log = logging.getLogger("fedmisp.server")
 PID_FILE = "fedmisp.pid"  # written while `fedmisp run` serves; `fedmisp reload` signals it
 # Seconds requests in flight get to finish after a stop signal.
 SHUTDOWN_GRACE = 10.0
+# aiohttp reads and drops what a client still sends after its request was answered early (a body
+# refused by its header or its size, docs/operations.md "Limits") so that the client reads the answer
+# before the connection closes; its default is 10 s of reading garbage per refused request. A second
+# is many round trips on any network a peer or an API client sits on.
+LINGERING_SECONDS = 1.0
 # The most a configured request body limit may be: the largest event a node accepts is about this.
 MAX_REQUEST_BYTES_CEILING = 1024 * 1024 * 1024
 
@@ -54,12 +61,36 @@ def max_request_bytes(config: NodeConfig) -> int:
     return value
 
 
+def _limit(config: NodeConfig, name: str, default: float, low: float, high: float, integer: bool = False) -> Any:
+    """`limits.<name>` from fedmisp.toml, a number from `low` to `high`, validated."""
+    limits = config.raw.get("limits", {})
+    value = limits.get(name, default) if isinstance(limits, dict) else None
+    kinds = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not low <= value <= high:
+        what = f"an integer from {low} to {high}" if integer else f"a number of seconds from {low:g} to {high:g}"
+        raise ConfigError(config.home / CONFIG_FILE, [f"limits.{name}: {value!r}; expected {what}"])
+    return value
+
+
+def connection_limits(config: NodeConfig, fd_limit: int | None = None) -> ConnectionLimits:
+    """`limits.header_timeout_seconds` (default 15), `limits.body_timeout_seconds` (60) and
+    `limits.max_connections` (1024, and at most the open files limit less FD_RESERVE)."""
+    cap = _limit(config, "max_connections", MAX_CONNECTIONS, 1, 1_000_000, integer=True)
+    if fd_limit is not None:
+        cap = max(1, min(cap, fd_limit - FD_RESERVE))
+    return ConnectionLimits(header_timeout=float(_limit(config, "header_timeout_seconds", HEADER_TIMEOUT, 0.1, 3600)),
+                            body_timeout=float(_limit(config, "body_timeout_seconds", BODY_TIMEOUT, 0.1, 3600)),
+                            max_connections=cap)
+
+
 async def serve(node: Node, *, host: str | None = None, port: int | None = None,
                 log_overrides: dict[str, str | None] | None = None) -> None:
     """Serve the API until SIGTERM or SIGINT."""
     limit = max_request_bytes(node.config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    connections = connection_limits(node.config, raise_fd_limit())
+    throttle_accept_errors(loop, connections)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     pid_file = node.config.home / PID_FILE
@@ -86,7 +117,8 @@ async def serve(node: Node, *, host: str | None = None, port: int | None = None,
                     web.get("/node/v1/health", _health),
                     web.get("/node/v1/feeds", operator_only(_feeds_handler(node, fetcher), own_key, replays)),
                     web.get(METRICS_PATH, metrics.handler)])
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE)
+    runner = GuardedRunner(app, connections, access_log=None, shutdown_timeout=SHUTDOWN_GRACE,
+                           lingering_time=LINGERING_SECONDS)
     try:
         await runner.setup()
         site = web.TCPSite(runner, host or node.config.listen_host,
