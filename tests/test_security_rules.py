@@ -336,13 +336,21 @@ def test_a_nonce_is_accepted_once_per_key_within_the_window():
     assert replays.check_and_remember(MALLORY.public_key, NONCE, later, later)
 
 
-def test_the_replay_cache_forgets_the_oldest_nonce_first_at_its_limit():
-    replays = auth.ReplayCache(limit=2)
-    for n in (b"1", b"2", b"3"):
+def test_a_full_replay_window_refuses_new_nonces_rather_than_forgetting_one_that_could_be_replayed():
+    replays = auth.ReplayCache(per_key=2)
+    for n in (b"1", b"2"):
         assert replays.check_and_remember(ALICE.public_key, n, NOW, NOW)
-    assert not replays.check_and_remember(ALICE.public_key, b"3", NOW, NOW)  # the newest is remembered
-    assert replays.check_and_remember(ALICE.public_key, b"1", NOW, NOW)  # the oldest was forgotten
-    assert len(replays._seen) <= 2
+    with pytest.raises(auth.AuthError) as caught:
+        replays.check(ALICE.public_key, b"3", NOW)
+    assert caught.value.reason == "too-many"
+    for n in (b"1", b"2"):  # nothing was forgotten to make room: both are still refused as replays
+        with pytest.raises(auth.AuthError) as caught:
+            replays.check(ALICE.public_key, n, NOW)
+        assert caught.value.reason == "replay"
+    assert replays.check_and_remember(MALLORY.public_key, b"3", NOW, NOW)  # another key has its own window
+    later = NOW + auth.MAX_CLOCK_SKEW + 1  # once the window has passed, the key is served again
+    assert replays.check_and_remember(ALICE.public_key, b"3", later, later)
+    assert replays.remembered(ALICE.public_key) == 1
 
 
 def test_a_body_opens_only_between_the_two_keys_and_is_refused_as_bad_box_otherwise():
