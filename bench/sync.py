@@ -4,7 +4,7 @@ Run (from the repository root):
 
     .venv/bin/python bench/sync.py                 # the real figures (about 4-6 minutes on 2 cores)
     .venv/bin/python bench/sync.py --quick         # small run (about 2 minutes)
-    .venv/bin/python bench/sync.py --only spread   # one part: bulk, spread or idle (comma-separated)
+    .venv/bin/python bench/sync.py --only spread   # one part: bulk, spread, idle or liveness (comma-separated)
     .venv/bin/python bench/sync.py --profile       # also profile the bulk pull in-process (where time goes)
     .venv/bin/python bench/sync.py --json          # machine-readable
     .venv/bin/python bench/sync.py --keep          # keep the node homes (and their node.log) for inspection
@@ -45,6 +45,16 @@ the exit status only says whether the benchmark ran):
    to show the real wire size with HTTP and Fedmisp-Auth headers (the node counters count
    sealed bodies only).  Target: < 1 KB per peer per round, independent of the data held (the
    large/small ratio is the headline).
+4. liveness -- five fresh nodes in a line A-B-C-D with E on B, anti-entropy every
+   ``--liveness-anti-entropy`` s (30, the node's default), started together, ``--liveness-rounds``
+   (3) times.  Measured from the moment the last of them prints "serving": (a) until every node
+   holds every organisation's own signed org record; then an event (distribution 3) is POSTed to
+   D's MISP API and (b) is the time until A, three hops away, holds it; then a sighting of its
+   attribute is POSTed to D's /sightings/add and (c) is the time until A holds that sighting.
+   Each as a ratio to the anti-entropy period (the baseline: what the scheduled pass alone would
+   need is about one period per hop).  Target: under 0.1 each, i.e. the eager paths (a pull and
+   notices at start, a notice when a log head moves) deliver, not the scheduled pass.  The CPU
+   seconds the five node processes used over the round are printed beside the wall time.
 
 Node processes (bench/sync_nodes.py) are started and stopped by this script (SIGTERM); homes live
 under ``<data-dir>/sync-runs/`` and are removed at the end unless --keep (or a part failed).
@@ -82,6 +92,8 @@ DEFAULT_DATA_DIR = BENCH_DIR / ".data"
 TARGET_BULK = 0.5  # replication rate / local ingest rate, at least
 TARGET_SPREAD = 1.3  # bytes sent / (payload x receiving nodes), at most
 TARGET_IDLE = 1024  # bytes per peer per anti-entropy round, under
+TARGET_LIVENESS = 0.1  # seconds to converge / anti-entropy period, under
+LINE = [("a", "b"), ("b", "c"), ("c", "d"), ("e", "b")]  # liveness: A is three hops from D
 BOX_OVERHEAD = 40  # NaCl box: 24-byte nonce + 16-byte MAC on every message
 Json = dict[str, Any]
 
@@ -696,6 +708,79 @@ def run_idle(args: argparse.Namespace, work: Path, bulk_pair: dict[str, sn.Bench
 
 
 # ==================================================================================================
+# 4. liveness
+
+
+def _own_org_records(node: sn.BenchNode) -> set[str]:
+    return {org["uuid"] for org in node.store().orgs() if not org["introduced"]}
+
+
+def _sighting_sources(node: sn.BenchNode, event_uuid: str) -> set[str]:
+    from fedmisp.model.records import KIND_SIGHTINGS
+    return {s.get("source", "") for r in node.store().event_records(event_uuid) if r.kind == KIND_SIGHTINGS
+            for s in r.body["sightings"]}
+
+
+def liveness_round(args: argparse.Namespace, work: Path, r: int) -> Json:
+    nodes = {name: sn.create_node(work / f"round{r}" / name, name) for name in "abcde"}
+    every = list(nodes.values())
+    a, d = nodes["a"], nodes["d"]
+    orgs = {n.org_uuid for n in every}
+    wait = args.liveness_timeout
+    out: Json = {"load_before": round(os.getloadavg()[0], 2)}
+    with running(every):
+        start_mesh(nodes, LINE, args.liveness_anti_entropy, args.timeout)
+        t0 = max(n.serving_at for n in every)  # type: ignore[type-var]
+        out["start_spread_seconds"] = t0 - min(n.started_at for n in every)  # type: ignore[type-var]
+        cpu0 = sum(n.cpu_seconds() or 0.0 for n in every)
+        try:
+            out["orgs_seconds"] = sn.wait_for(lambda: all(_own_org_records(n) == orgs for n in every), wait,
+                                              "every org record at every node", interval=0.05) - t0
+            event = _distribution_3(synth.make_event(args.seed, 9_500_000 + r, 1))
+            value = f"liveness-{r}-{event['uuid'][:8]}.example"
+            event["Attribute"], event["Object"] = [{"type": "domain", "value": value, "distribution": "5"}], []
+            t1 = time.perf_counter()
+            d.post_event(event)
+            out["event_seconds"] = sn.wait_for(lambda: a.holds(event["uuid"]), wait, "D's event at A",
+                                               interval=0.02) - t1
+            t2 = time.perf_counter()
+            answer = d.post("/sightings/add", {"value": value, "source": f"bench-{r}"})
+            if "Sighting" not in answer:
+                raise RuntimeError(f"D did not add the sighting: {answer}")
+            out["sighting_seconds"] = sn.wait_for(lambda: f"bench-{r}" in _sighting_sources(a, event["uuid"]), wait,
+                                                  "D's sighting at A", interval=0.02) - t2
+        except TimeoutError as e:
+            raise TimeoutError(f"{e}; {describe_peers(every)}") from None
+        out["wall_seconds"] = time.perf_counter() - t0
+        out["cpu_seconds"] = sum(n.cpu_seconds() or 0.0 for n in every) - cpu0
+    out["load_after"] = round(os.getloadavg()[0], 2)
+    return out
+
+
+def run_liveness(args: argparse.Namespace, work: Path) -> Json:
+    period = args.liveness_anti_entropy
+    log(f"liveness: five nodes A-B-C-D, E-B, anti-entropy {period:g} s, {args.liveness_rounds} round(s) "
+        "of a simultaneous start")
+    rounds = []
+    for r in range(args.liveness_rounds):
+        one = liveness_round(args, work, r)
+        rounds.append(one)
+        log(f"    round {r + 1}: org records everywhere {one['orgs_seconds']:.2f} s, event D->A "
+            f"{one['event_seconds']:.2f} s, sighting D->A {one['sighting_seconds']:.2f} s; "
+            f"CPU of the five nodes {one['cpu_seconds']:.1f} s in {one['wall_seconds']:.1f} s wall; "
+            f"load {one['load_before']} -> {one['load_after']}")
+        if not args.keep:
+            shutil.rmtree(work / f"round{r}", ignore_errors=True)
+    out: Json = {"anti_entropy_seconds": period, "rounds": rounds}
+    for figure in ("orgs_seconds", "event_seconds", "sighting_seconds"):
+        worst = max(x[figure] for x in rounds)
+        out[figure] = _median([x[figure] for x in rounds])
+        out[figure.replace("_seconds", "_worst_seconds")] = worst
+        out[figure.replace("_seconds", "_ratio")] = worst / period
+    return out
+
+
+# ==================================================================================================
 # Report
 
 
@@ -734,6 +819,15 @@ def print_report(report: Json) -> None:
                          f"one pull: {v['one_pull_body_bytes']} B counted, {v['one_pull_wire_bytes']} B wire",
                          f"{v['bytes_per_pull'] / idle['variants'][0]['bytes_per_pull']:.2f}x",
                          f"< {TARGET_IDLE} B", verdict(max(v["bytes_per_pull"], v["one_pull_wire_bytes"]) < TARGET_IDLE)))
+    live = report.get("liveness")
+    if live:
+        period = live["anti_entropy_seconds"]
+        for figure, label in (("orgs", "liveness: every org record at all 5"), ("event", "liveness: event D->A, 3 hops"),
+                              ("sighting", "liveness: sighting D->A, 3 hops")):
+            ratio = live[f"{figure}_ratio"]
+            rows.append((label, f"{live[f'{figure}_seconds']:.2f} s (worst {live[f'{figure}_worst_seconds']:.2f} s)",
+                         f"anti-entropy period {period:g} s", f"{ratio:.3f}", f"< {TARGET_LIVENESS}",
+                         verdict(ratio < TARGET_LIVENESS)))
     header = ("figure", "measured", "baseline (same run)", "ratio", "target", "")
     widths = [max(len(r[i]) for r in rows + [header]) for i in range(6)]
     line = "  ".join(f"{{:<{w}}}" for w in widths)
@@ -786,13 +880,21 @@ def print_report(report: Json) -> None:
         print(f"idle: bytes per pull = what one node and one peer exchange when the node pulls (request + reply "
               f"bodies, as the nodes count them); the relay figure adds HTTP and Fedmisp-Auth headers. "
               f"Largest/smallest store: {idle['largest_vs_smallest']:.2f}x")
+    if live:
+        print(f"liveness: median of {len(live['rounds'])} simultaneous start(s), the ratio from the worst; per round "
+              "(from the last node serving; CPU = the five node processes):")
+        for i, r in enumerate(live["rounds"], 1):
+            print(f"  round {i}: orgs {r['orgs_seconds']:.2f} s, event {r['event_seconds']:.2f} s, sighting "
+                  f"{r['sighting_seconds']:.2f} s; {r['cpu_seconds']:.1f} CPU s in {r['wall_seconds']:.1f} s wall; "
+                  f"starts spread over {r['start_spread_seconds']:.1f} s; load {r['load_before']} -> {r['load_after']}")
     print("[ratios only; nothing is asserted]")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="fedmisp replication benchmark (real node processes; ratios vs same-run baselines)")
     p.add_argument("--quick", action="store_true", help="small run: 20,000 attributes, 8 nodes, 2 trials")
-    p.add_argument("--only", default="bulk,spread,idle", help="parts to run: bulk, spread, idle (comma-separated)")
+    p.add_argument("--only", default="bulk,spread,idle,liveness",
+                   help="parts to run: bulk, spread, idle, liveness (comma-separated)")
     p.add_argument("--attributes", type=int, help="bulk: attributes to replicate (default 200,000; quick 20,000)")
     p.add_argument("--nodes", type=int, help="spread: nodes in the mesh (default 20; quick 8)")
     p.add_argument("--degree", type=int, default=4, help="spread: peers per node (default 4)")
@@ -804,6 +906,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--idle-anti-entropy", type=float, default=2.0, help="idle: anti-entropy seconds (default 2)")
     p.add_argument("--idle-rounds", type=int, default=8, help="idle: rounds per measuring window (default 8)")
     p.add_argument("--idle-many", type=int, help="idle: small events in the many-events pair (default 2,000; quick 200)")
+    p.add_argument("--liveness-anti-entropy", type=float, default=30.0,
+                   help="liveness: anti-entropy seconds (default 30, the node's default)")
+    p.add_argument("--liveness-rounds", type=int, help="liveness: simultaneous starts (default 3; quick 1)")
+    p.add_argument("--liveness-timeout", type=float, default=300,
+                   help="liveness: seconds each figure may take before the part fails (default 300)")
     p.add_argument("--repeat", type=int, help="bulk: rounds of ingest + replication, best of each (default 3; quick 1)")
     p.add_argument("--seed", type=int, default=1, help="data and mesh seed (default 1)")
     p.add_argument("--timeout", type=float, default=600, help="seconds any one wait may take (default 600)")
@@ -819,9 +926,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.trials = args.trials or (2 if args.quick else 3)
     args.repeat = args.repeat or (1 if args.quick else 3)
     args.idle_many = args.idle_many or (200 if args.quick else 2_000)
+    args.liveness_rounds = args.liveness_rounds or (1 if args.quick else 3)
+    known = {"bulk", "spread", "idle", "liveness"}
     parts = set(args.only.split(","))
-    if parts - {"bulk", "spread", "idle"}:
-        p.error(f"--only: unknown part(s) {', '.join(sorted(parts - {'bulk', 'spread', 'idle'}))}")
+    if parts - known:
+        p.error(f"--only: unknown part(s) {', '.join(sorted(parts - known))}")
     args.parts = parts
     return args
 
@@ -847,20 +956,19 @@ def main(argv: list[str] | None = None) -> int:
                 failed = True
                 report["bulk_error"] = f"{type(e).__name__}: {e}"
                 log(f"bulk FAILED: {report['bulk_error']}")
-        if "spread" in args.parts:
+        parts: dict[str, Callable[[], Json]] = {
+            "spread": lambda: run_spread(args, work / "spread"),
+            "idle": lambda: run_idle(args, work / "idle", bulk_pair),
+            "liveness": lambda: run_liveness(args, work / "liveness")}
+        for part, run in parts.items():
+            if part not in args.parts:
+                continue
             try:
-                report["spread"] = run_spread(args, work / "spread")
-            except Exception as e:
+                report[part] = run()
+            except Exception as e:  # report what ran; the other parts still run
                 failed = True
-                report["spread_error"] = f"{type(e).__name__}: {e}"
-                log(f"spread FAILED: {report['spread_error']}")
-        if "idle" in args.parts:
-            try:
-                report["idle"] = run_idle(args, work / "idle", bulk_pair)
-            except Exception as e:
-                failed = True
-                report["idle_error"] = f"{type(e).__name__}: {e}"
-                log(f"idle FAILED: {report['idle_error']}")
+                report[f"{part}_error"] = f"{type(e).__name__}: {e}"
+                log(f"{part} FAILED: {report[part + '_error']}")
     finally:
         report["seconds"] = time.perf_counter() - started
         if args.keep or failed:
@@ -876,7 +984,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.profile and report.get("bulk", {}).get("profile"):
             print()
             print(report["bulk"]["profile"]["cprofile"])
-        for part in ("bulk", "spread", "idle"):
+        for part in ("bulk", "spread", "idle", "liveness"):
             if f"{part}_error" in report:
                 print(f"{part}: FAILED: {report[part + '_error']}")
         print(f"(whole run {report['seconds']:.0f} s)")

@@ -141,12 +141,15 @@ class BenchNode:
                         timeout=timeout) as response:
             return json.loads(response.read())
 
-    def post_event(self, event: dict[str, Any], timeout: float = 120) -> dict[str, Any]:
-        body = json.dumps({"Event": event}).encode()
-        request = urllib.request.Request(self.url + "/events/add", data=body, method="POST", headers={
+    def post(self, path: str, document: dict[str, Any], timeout: float = 120) -> dict[str, Any]:
+        """POST JSON to the node's MISP API with its admin key; the decoded answer."""
+        request = urllib.request.Request(self.url + path, data=json.dumps(document).encode(), method="POST", headers={
             "Authorization": self.api_key, "Accept": "application/json", "Content-Type": "application/json"})
         with _HTTP.open(request, timeout=timeout) as response:
             return json.loads(response.read())
+
+    def post_event(self, event: dict[str, Any], timeout: float = 120) -> dict[str, Any]:
+        return self.post("/events/add", {"Event": event}, timeout)
 
 
 def _stat_fields(pid: int) -> list[str] | None:
