@@ -311,3 +311,53 @@ def test_a_held_revision_that_a_later_path_lets_be_shown_goes_on_to_peers_that_h
     for node in nodes.values():
         assert node.store.check_integrity() == []
         node.close()
+
+
+def test_a_pull_that_took_bodies_as_held_fetches_them_when_another_pull_replaced_them_meanwhile(tmp_path):
+    # The triangle a-b-c, every link full. a's first revision has attributes at 1 and 2: b and c
+    # hold them all. a's second revision keeps them and adds one. b's pull from a takes the new
+    # revision and does not fetch the bodies b already holds; before it stores, b's pull from c
+    # stores the same revision with only what c may pass on (the level 2 one: level 1 stops at
+    # c), which drops the held bodies c's copy does not carry. b's pull from a must then fetch
+    # what it took as held: otherwise b keeps the revision without them until a's next edit
+    # (the real-node triangle test timed out on exactly this, under load).
+    from fedmisp.gossip.driver import InMemory, pull
+    from fedmisp.gossip.replica import Replica
+    nodes = make_federation(tmp_path, ["a", "b", "c"], [("a", "b"), ("b", "c"), ("a", "c")])
+    raw = copy.deepcopy(event(seed=9, attributes=4, objects=0))
+    for a, level in zip(raw["Event"]["Attribute"], (1, 1, 2, 2)):
+        a["distribution"] = str(level)
+        a.pop("Tag", None)
+    ev = raw["Event"]
+    (tmp_path / "v1.json").write_text(json.dumps(raw))
+    import_paths(nodes["a"], [tmp_path / "v1.json"])
+    settle(nodes)
+    every = {a["uuid"] for a in ev["Attribute"]}
+    assert {a["uuid"] for a in nodes["b"].store.export_event(ev["uuid"])["Event"]["Attribute"]} == every
+    v2 = _revise(tmp_path, ev, "v2", int(ev["timestamp"]) + 10, a3=2)
+    import_paths(nodes["a"], [v2])
+    replicas = {n: Replica(node) for n, node in nodes.items()}
+
+    def peer(receiver: str, sender: str):
+        return next(p for p in nodes[receiver].config.peers if p.name == sender)
+    pull(replicas["c"], peer("c", "a"), InMemory(replicas["a"], "c"))
+
+    class CAtTheWrongMoment(InMemory):
+        """a's transport for b: its first bodies reply comes after b has stored c's copy."""
+        raced = False
+
+        def bodies(self, event_uuid, digests, everything=False):
+            if not self.raced:
+                self.raced = True
+                pull(replicas["b"], peer("b", "c"), InMemory(replicas["c"], "b"))
+            return super().bodies(event_uuid, digests, everything)
+    transport = CAtTheWrongMoment(replicas["a"], "b")
+    pull(replicas["b"], peer("b", "a"), transport)
+    assert transport.raced
+    at_b = {a["uuid"] for a in nodes["b"].store.export_event(ev["uuid"])["Event"]["Attribute"]}
+    assert at_b == every
+    for replica in replicas.values():
+        replica.close()
+    for node in nodes.values():
+        assert node.store.check_integrity() == []
+        node.close()

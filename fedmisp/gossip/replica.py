@@ -71,6 +71,9 @@ class ApplyReport:
     stored_records: int = 0  # org records, sharing-group revisions, sightings, proposals, decisions, retractions
     unchanged: int = 0
     refused: dict[str, int] = field(default_factory=dict)  # reason -> count
+    # event uuid -> bodies the pull took as held, replaced by another pull's batch before this
+    # one was stored: the session fetches them (PullSession.stored). Per batch, not added up.
+    lacking: dict[str, list[bytes]] = field(default_factory=dict)
 
     def refuse(self, reason: str, count: int = 1) -> None:
         self.refused[reason] = self.refused.get(reason, 0) + count
@@ -871,6 +874,11 @@ class Replica:
             return None
         for reason in outcome.withheld.values():
             report.refuse(reason.value)
+        if received.assumed_held:
+            held_now = {d for d, _, _ in held[1]} if held is not None else set()
+            lacking = sorted(d for d in received.assumed_held if d not in fetched and d not in held_now)
+            if lacking:
+                report.lacking[event_uuid] = lacking
         # The same revision by another path: its items at the highest level any path allowed. A
         # newer revision starts a holding of its own: the levels earlier revisions were held at
         # say nothing of this one (its author may have lowered them), and merging them would let

@@ -26,7 +26,7 @@ from typing import Any, Awaitable, Callable
 import aiohttp
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from fedmisp.gossip.driver import PullStopped, PullWatch, pull_async
+from fedmisp.gossip.driver import PullStopped, PullWatch, SharedFetches, pull_async
 from fedmisp.gossip.http import HttpTransport, PeerProtocol
 from fedmisp.gossip.session import PullLimits, RefusedReply
 from fedmisp.gossip.observe import IN, NO_OBSERVER, PULL, REFUSED, Decision, Observer
@@ -102,6 +102,7 @@ class Gossiper:
         self._http: aiohttp.ClientSession | None = None
         self._scheduler: AsyncIOScheduler | None = None
         self._slots = asyncio.Semaphore(MAX_CONCURRENT_PULLS)
+        self._fetches = SharedFetches()  # one revision's bodies fetched once, whichever peers offer it
         self._pulling: set[str] = set()  # peers with a pull running or waiting for a slot
         self._again: set[str] = set()  # ... and asked for again meanwhile (runs right after)
         self._notifying: set[str] = set()  # peers with a notice in flight
@@ -267,7 +268,7 @@ class Gossiper:
         started = time.monotonic()
         try:
             report = await pull_async(self.replica, peer, transport, self.run_blocking, run_store=self._run_store,
-                                      limits=self.limits, watch=watch)
+                                      limits=self.limits, watch=watch, fetches=self._fetches)
         except Exception as e:  # noqa: BLE001 - one peer's failure never stops the others
             self.observer.pulled(peer_name, time.monotonic() - started, ok=False)
             self._count(status, watch.report)  # the batches stored before it stopped

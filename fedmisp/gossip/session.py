@@ -22,7 +22,7 @@ data is a no-op.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Iterable, Mapping, Protocol
 
 from fedmisp.model import canonical
 from fedmisp.model.org import read_org
@@ -120,6 +120,9 @@ class ReceivedEvent:
     offered: dict[bytes | str, int]  # event uuid -> header level; digest -> element level
     seq: int
     record: Record | None = None  # the record opened (signature verified) from `wire`
+    # offered digests not fetched because this node held their bodies when the offer was taken:
+    # another pull may have replaced them since (the replica reports those still lacking)
+    assumed_held: frozenset[bytes] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +181,7 @@ class _Pending:
     record: Record
     bodies: dict[bytes, bytes] = field(default_factory=dict)
     complete: bool = False  # every body needed has arrived (or is no longer offered): not scanned again
+    assumed: set[bytes] = field(default_factory=set)  # offered, not fetched: held when taken
 
     @property
     def offered(self) -> dict[bytes, int]:
@@ -205,6 +209,8 @@ class PullSession:
         self._introduced: set[bytes] = set()  # keys of org records seen in this session (stored with the batch)
         self._page_last = checkpoint
         self._asked: tuple[str, tuple[bytes, ...]] | None = None
+        self._handed: dict[str, _Pending] = {}  # the events of the batch handed out, by uuid
+        self._repaired: set[bytes] = set()  # revisions fetched again once (see stored)
         self._everything = False
         self._limit = CHANGES_PAGE  # of the changes request in flight
         self._unstored_pages = 0  # pages taken since the last batch was handed out
@@ -241,7 +247,8 @@ class PullSession:
             for pending in self._pending:
                 self._ready.append(ReceivedEvent(pending.wire, pending.event_uuid, pending.bodies,
                                                  _offered(pending.change, pending.event_uuid), pending.change["seq"],
-                                                 pending.record))
+                                                 pending.record, frozenset(pending.assumed)))
+            self._handed = {p.event_uuid: p for p in self._pending}
             batch = StoreBatch(tuple(self._ready), tuple(self._refused), self._page_last, tuple(self._records),
                                self._retraction_levels)
             self._storing_events = {e.event_uuid for e in self._ready} | self._retracting
@@ -381,7 +388,8 @@ class PullSession:
                                          record.kind, other.record_id, event_uuid))
         have = set() if event_uuid in self._storing_events else self.local.held_digests(event_uuid)
         need = sorted(d for d in offered if d not in have)
-        self._pending.append(_Pending(change, event_uuid, wire, need, record.id, record))
+        self._pending.append(_Pending(change, event_uuid, wire, need, record.id, record,
+                                      assumed={d for d in offered if d in have}))
 
     def bodies_received(self, event_uuid: str, bodies: Any) -> list[tuple[bytes, bytes]]:
         """Take a bodies reply; returns the (digest, body) pairs it accepted (verified), which a
@@ -427,14 +435,41 @@ class PullSession:
         self.progress += len(accepted)
         return accepted
 
+    def bodies_held(self, event_uuid: str, held: set[bytes]) -> None:
+        """Instead of a bodies reply: another pull stored this revision meanwhile, and `held` are
+        the event's bodies this node holds now; they are not asked of the peer, what is still
+        lacking is (next_step). Held bodies of an event whose copy a batch of this pull is about
+        to replace are not counted (what is held of it may go)."""
+        self._expect("bodies")
+        assert self._asked is not None and self._asked[0] == event_uuid, "not the event asked for"
+        self._asked = None
+        if event_uuid in self._storing_events:
+            return
+        pending = next(p for p in self._pending if p.event_uuid == event_uuid)
+        pending.assumed |= {d for d in pending.need if d not in pending.bodies and d in held}
+        pending.need = [d for d in pending.need if d in pending.bodies or d not in held]
+
     def pending_record(self, event_uuid: str) -> Record | None:
         """The record of an event whose bodies are being fetched (None: no such event pending)."""
         return next((p.record for p in self._pending if p.event_uuid == event_uuid), None)
 
-    def stored(self) -> None:
-        """The batch handed out last is stored (with its checkpoint)."""
+    def stored(self, lacking: Mapping[str, Iterable[bytes]] | None = None) -> None:
+        """The batch handed out last is stored (with its checkpoint). `lacking`: per event, bodies
+        it took as held that another pull's batch replaced before this one was stored (the store
+        said so, replica.apply): they are fetched from this peer and stored with the next batch,
+        once per revision (a revision that keeps losing them is left to the next revision)."""
         if self._storing is None:
             raise ProtocolError(f"not waiting for store (waiting for {self._waiting or 'nothing'})")
+        for event_uuid, digests in (lacking or {}).items():
+            pending = self._handed.get(event_uuid)
+            need = sorted(set(digests) & pending.offered.keys()) if pending is not None else []
+            if pending is None or not need or pending.record_id in self._repaired \
+                    or any(p.event_uuid == event_uuid for p in self._pending):
+                continue  # (a newer revision of it is pending already: that one is stored instead)
+            self._repaired.add(pending.record_id)
+            self._pending.append(_Pending(pending.change, event_uuid, pending.wire, need, pending.record_id,
+                                          pending.record))
+        self._handed = {}
         if self._storing > self.checkpoint:
             self.progress += 1
         self.checkpoint, self._storing = self._storing, None
