@@ -893,9 +893,12 @@ class Store:
             return WriteOutcome.UNCHANGED, seq
         bodies = event.rows[0]
         fresh = [(key, body) for key, body in bodies if key[16:] not in old_digests]
-        widened = False  # the holding changed: a level went up, or what was held for correlation is shown
-        if event.holding is not None and event.holding != bytes(txn.get(ev, db=db["holdings"])):
-            widened = True
+        widened = False  # a level went up, or what was held for correlation is shown: logged again
+        stored_holding = bytes(txn.get(ev, db=db["holdings"]))
+        if event.holding is not None and event.holding != stored_holding:
+            # A second path at the same levels only adds itself to the sources (what is not sent
+            # back to it): nobody may receive more, so the event is not offered to every peer again.
+            widened = _holding_levels(event.holding) != _holding_levels(stored_holding)
             txn.put(ev, event.holding, db=db["holdings"])
             raw = txn.get(ev, db=db["event_meta"])
             if raw is not None:  # what one path held for correlation only may now be shown
@@ -1533,6 +1536,14 @@ def _published(wire: bytes) -> bool:
     """The published flag of an event revision's wire form (read without verifying: it was)."""
     _version, _kind, _author, _created, body = canonical.unpack(canonical.unpack(wire)[0])
     return bool(body["event"].get("published"))
+
+
+def _holding_levels(raw: bytes) -> tuple[Any, ...]:
+    """What a stored holding says each item is held at (levels, correlation only, correlation
+    levels), without the sources each level came from."""
+    h = canonical.unpack(raw)
+    levels = {u: g[0] for g in h["g"] for u in g[2]} if "g" in h else dict(h["l"])
+    return bool(h.get("c")), levels, dict(h.get("k", {}))
 
 
 def _distinct_sightings(sightings: list[dict[str, Any]]) -> list[dict[str, Any]]:
