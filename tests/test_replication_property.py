@@ -302,10 +302,28 @@ class Federation:
         self.replicas = {name: Replica(node) for name, node in self.nodes.items()}
         self.rnd = random.Random(plan.seed)
 
-    def pull(self, name: str, peer_name: str) -> int:
+    def pull(self, name: str, peer_name: str, meanwhile: str | None = None) -> int:
+        """One pull of `name` from `peer_name`; with `meanwhile`, a whole pull of `name` from that
+        peer runs between the first's changes page and its first bodies reply (as two concurrent
+        pulls of a node interleave at worst: the first took bodies as held that the second's batch
+        may replace)."""
         peer = next(p for p in self.nodes[name].config.peers if p.name == peer_name)
-        report = pull(self.replicas[name], peer, InMemory(self.replicas[peer_name], name))
-        return report.stored + report.stored_records
+        transport = InMemory(self.replicas[peer_name], name)
+        if meanwhile is not None:
+            fetch, ran = transport.bodies, []
+
+            def bodies(*args: Any, **kwargs: Any) -> Any:
+                if not ran:
+                    ran.append(self.pull(name, meanwhile))
+                return fetch(*args, **kwargs)
+            transport.bodies = bodies  # type: ignore[method-assign]
+        report = pull(self.replicas[name], peer, transport)
+        return report.stored + report.stored_records + (sum(ran) if meanwhile is not None else 0)
+
+    def pull_some(self, name: str, peer_name: str, pairs: list[tuple[str, str]]) -> int:
+        """A pull, a third of the time with another pull of the same node in its middle."""
+        others = [p for u, p in pairs if u == name and p != peer_name]
+        return self.pull(name, peer_name, self.rnd.choice(others) if others and self.rnd.random() < 0.33 else None)
 
     def restart(self, name: str) -> None:
         self.nodes[name].close()
@@ -317,10 +335,10 @@ class Federation:
         for _ in range(2 * len(pairs)):
             if self.rnd.random() < 0.1:
                 self.restart(self.rnd.choice(sorted(self.nodes)))
-            self.pull(*self.rnd.choice(pairs))
+            self.pull_some(*self.rnd.choice(pairs), pairs)
         for _ in range(3 * len(self.nodes) + 5):
             self.rnd.shuffle(pairs)
-            if not sum(self.pull(u, v) for u, v in pairs):
+            if not sum(self.pull_some(u, v, pairs) for u, v in pairs):
                 return
         raise AssertionError("replication did not settle")
 
