@@ -73,7 +73,12 @@ TARGETS: dict[str, Target] = {
                                         "tests/test_config_example.py"), constants=frozenset({"_LIST_FIELDS"})),
     "fedmisp/gossip/auth.py": Target(("tests/test_gossip_auth.py", "tests/test_security_rules.py",
                                       "tests/test_blocked_keys.py", "tests/test_keys.py"),
-                                     constants=frozenset({"MAX_CLOCK_SKEW", "NONCE_BYTES", "MAX_REMEMBERED_NONCES"})),
+                                     constants=frozenset({"MAX_CLOCK_SKEW", "NONCE_BYTES", "MAX_NONCES_PER_KEY"})),
+    "fedmisp/policy/retractions.py": Target(("tests/test_edge_rules.py", "tests/test_relay_trust.py",
+                                             "tests/test_policy_property.py", "tests/test_replication_property.py")),
+    # the peer protocol's server and client: body limits, request domains, reply caps, replays
+    "fedmisp/gossip/http.py": Target(("tests/test_peer_http.py", "tests/test_server_limits.py",
+                                      "tests/test_gossip_auth.py", "tests/test_hostile_peer.py")),
     "fedmisp/gossip/session.py": Target(("tests/test_gossip_session.py", "tests/test_pull_domains.py",
                                          "tests/test_security_rules.py",
                                          "tests/test_gossip_replication.py", "tests/test_author_rule.py",
