@@ -201,6 +201,22 @@ def test_a_revision_whose_digest_list_repeats_a_digest_is_refused_as_malformed_a
     assert checkpoint == 1
 
 
+def test_a_revision_with_more_elements_than_an_event_may_hold_is_malformed_and_never_fetched(monkeypatch):
+    # MAX_ELEMENTS_PER_EVENT (a million) bounds what one skeleton makes a node fetch and index; the
+    # limit is lowered here so the revision stays small
+    from fedmisp.model import records
+    base = signed(360)
+    monkeypatch.setattr(records, "MAX_ELEMENTS_PER_EVENT", len(base.elements) - 1)
+    changes = [{"seq": 1, "record": base.record.wire(), "event_level": 3, "elements": 3}]
+    local = FakeLocal()
+    peer = FakePeer(changes, {e.digest: e.body for e in base.elements})
+    batches, checkpoint = run(PullSession("p", 0, local), peer, local)
+    assert _received(batches) == [] and peer.body_requests == 0
+    (refused,) = _refused(batches)
+    assert refused.reason == "malformed" and "at most" in refused.detail
+    assert checkpoint == 1
+
+
 def test_empty_pages_that_say_more_end_the_pull_by_the_progress_rule():
     limits = PullLimits(deadline=600, no_progress_seconds=60, no_progress_pages=5)
     session = PullSession("p", 0, FakeLocal())
