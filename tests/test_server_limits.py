@@ -139,3 +139,41 @@ def test_accept_errors_are_logged_once_per_interval_with_a_count_not_a_traceback
     lines = [r for r in caplog.records if "accept" in r.getMessage()]
     assert len(lines) == 1 and "Too many open files" in lines[0].getMessage() and not lines[0].exc_info
     assert limits.accept_errors == 1000
+
+
+def _open_files_limit(pid: int) -> tuple[int, int]:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            soft, hard = line.split()[3:5]
+            return int(soft), int(hard)
+    raise AssertionError("no open files line in /proc/<pid>/limits")
+
+
+def test_a_node_raises_its_open_files_limit_and_a_client_that_drops_mid_body_is_no_error(tmp_path: Path):
+    import resource
+    nodes = configure(tmp_path, ["b"], [], anti_entropy=600)
+    b = nodes["b"]
+    node = Node.open(b.home)
+    api_key = node.create_api_key("admin", "careless client")
+    node.close()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    low = min(256, hard)
+    if low >= hard:
+        import pytest
+        pytest.skip("the hard open files limit is too low to tell a raise")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard))  # the node process starts with it
+    try:
+        with running({"b": b}):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+            assert _open_files_limit(b.proc.pid) == (hard, hard)  # raised to the hard limit at start
+            log_before = b.log.stat().st_size
+            for _ in range(3):  # API clients that send half a body, wait, then go away
+                s = _half_sent(b.port, body=False, api_key=api_key)
+                time.sleep(0.3)  # (the handler is reading the body by then)
+                s.close()
+            time.sleep(0.3)
+            assert _health(b.port) == 200
+            log = b.log.read_text()[log_before:]
+            assert "Traceback" not in log and " ERROR " not in log, log[-2000:]
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
