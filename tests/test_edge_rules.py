@@ -360,6 +360,44 @@ def test_a_retraction_raised_by_a_second_path_reaches_the_peers_the_first_could_
     _close(nodes)
 
 
+def _hostile_retraction(node: Node, event_uuid: str, signer: Identity | None = None) -> dict:
+    """A retraction of `event_uuid` signed by `signer` (default the node's key), put in the node's
+    log past its checks and offered at 3: what a hostile node serves."""
+    from fedmisp.model.records import KIND_RETRACTION
+    from fedmisp.model.retraction import Reach, retraction_body
+    record = seal(signer or node.identity, KIND_RETRACTION,
+                  retraction_body(event_uuid, 2 ** 40, b"\xff" * 32, Reach(3)))
+    hostile_log(node, records=[record])
+    return {"seq": node.store.head_sequence(), "record": record.wire(), "level": 3}
+
+
+def test_a_retraction_not_signed_by_the_events_author_is_refused_and_drops_nothing(tmp_path: Path):
+    """c's node offers b a retraction of a's event, signed by c: only the author withdraws its
+    event (not-author); b keeps a's event."""
+    nodes = make_federation(tmp_path, ["a", "b", "c"], [("a", "b"), ("b", "c")])
+    a, b, c = nodes["a"], nodes["b"], nodes["c"]
+    uuid = _import(a, tmp_path, event(seed=181, attributes=1, objects=0))
+    _pull(b, a)
+    _pull(b, c)  # c's org record: c is a known author
+    decisions = _pull(b, c, _offering(_hostile_retraction(c, uuid)))
+    assert decisions.refused("retraction") == ["not-author"]
+    assert b.store.held(uuid) is not None and b.store.retraction(uuid) is None
+    _close(nodes)
+
+
+def test_a_retraction_of_an_event_never_held_is_refused_and_not_kept(tmp_path: Path):
+    """a's node offers b a retraction of an event b never held: b has nothing to drop and is not
+    told the event exists (event-not-held); nothing of it is stored."""
+    nodes = make_federation(tmp_path, ["a", "b"], [("a", "b")])
+    a, b = nodes["a"], nodes["b"]
+    _pull(b, a)
+    unknown = "5a1b2c3d-0000-4000-8000-0000000000ff"
+    decisions = _pull(b, a, _offering(_hostile_retraction(a, unknown)))
+    assert decisions.refused("retraction") == ["event-not-held"]
+    assert b.store.retraction(unknown) is None
+    _close(nodes)
+
+
 # --- what a pull stored is counted, whatever its kind ---------------------------------------------
 
 def test_a_pull_counts_the_org_records_and_sharing_group_revisions_it_stored(tmp_path: Path):
