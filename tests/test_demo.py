@@ -36,3 +36,11 @@ def test_the_demo_federation_follows_the_design(tmp_path):
     assert any(value.startswith("203.0.113.77") for _node, value, _event, _kind in result["correlations"])
     text = out.getvalue()
     assert "What each node holds" in text and "not sent, and why" in text and "Correlations across" in text
+
+
+def test_free_port_never_hands_out_one_port_twice_in_a_process():
+    # nothing holds a port between free_port's check and a node's bind: the nodes of one test
+    # federation must still get distinct ports (a liveness test failed on "address already in use")
+    from fedmisp.node.demo import free_port
+    ports = [free_port() for _ in range(2000)]
+    assert len(set(ports)) == len(ports)

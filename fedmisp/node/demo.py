@@ -49,9 +49,14 @@ class DemoNode:
     process: subprocess.Popen[bytes] | None = None
 
 
+_HANDED_OUT: set[int] = set()  # ports this process gave out: never twice (their nodes may not be bound yet)
+
+
 def free_port() -> int:
     """A free port below the kernel's ephemeral range, so that no outgoing connection of another
-    node can take it as its source port between this check and the node's own bind."""
+    node can take it as its source port between this check and the node's own bind, and not one
+    this process gave out before: nothing holds a port between this check and the bind, so a
+    second call could otherwise return it again (two nodes of one federation on one port)."""
     try:
         low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     except (OSError, ValueError, IndexError):
@@ -59,11 +64,14 @@ def free_port() -> int:
     rng = random.Random()
     for _ in range(1000):
         port = rng.randrange(20000, low) if low > 20000 else rng.randrange(1024, 65536)
+        if port in _HANDED_OUT:
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
+            _HANDED_OUT.add(port)
             return port
     raise RuntimeError("no free port found on 127.0.0.1")
 
