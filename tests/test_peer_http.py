@@ -438,3 +438,92 @@ def test_a_reply_that_is_not_a_map_is_a_refused_reply(pair, reply):
             await runner.cleanup()
     for message in _run(go()):
         assert "expected a map" in message
+
+
+# --- a changes page computed ahead ----------------------------------------------------------------
+
+def test_a_changes_page_computed_ahead_is_not_served_once_the_peers_policy_changed(tmp_path: Path):
+    """The server computes the next changes page while the peer fetches bodies (gossip/http.py
+    _changes). An operator then narrows what b may have (a push filter NOT tag, reloaded as SIGHUP
+    does): the page b asks for next is computed anew under the new policy, not served as it was
+    computed before."""
+    import tomllib
+
+    import tomli_w
+
+    from fedmisp.model.records import KIND_EVENT, open_record
+    from fedmisp.node.config import CONFIG_FILE, load_config
+    nodes = make_federation(tmp_path, ["a", "b"], [("a", "b")])
+    a, b = nodes["a"], nodes["b"]
+    secret = []
+    for seed, tagged in ((401, False), (402, True), (403, True), (404, False)):
+        raw = event(seed=seed, attributes=1, objects=0)
+        raw["Event"]["Tag"] = [{"name": "secret"}] if tagged else []
+        path = tmp_path / f"{seed}.json"
+        path.write_text(json.dumps(raw))
+        import_paths(a, [path])
+        if tagged:
+            secret.append(raw["Event"]["uuid"])
+
+    def narrow() -> None:
+        path = a.config.home / CONFIG_FILE
+        document = tomllib.loads(path.read_text())
+        for peer in document["peer"]:
+            peer.setdefault("push", {})["tags_exclude"] = ["secret"]
+        path.write_text(tomli_w.dumps(document))
+        a.config = load_config(a.config.home)  # what reload() does on SIGHUP
+
+    async def go() -> list[str]:
+        async with served(a) as url, as_peer(b, a, url) as transport:
+            first = await transport.changes(0, 2)
+            assert first["more"]
+            await asyncio.sleep(0.5)  # the next page is computed ahead meanwhile
+            narrow()
+            rest, since = [], first["last_seq"]
+            while True:
+                page = await transport.changes(since, 2)
+                rest += page["changes"]
+                if not page["more"]:
+                    return [r.body["event"]["uuid"] for r in (open_record(c["record"]) for c in rest)
+                            if r.kind == KIND_EVENT]
+                since = page["last_seq"]
+    try:
+        offered = _run(go())
+        assert offered and not set(secret) & set(offered), "a page computed before the change was served"
+    finally:
+        for node in nodes.values():
+            node.close()
+
+
+def test_a_refused_request_is_reported_with_its_status_and_the_servers_reason(pair):
+    """A key the peer does not know (403 unknown-key), and no earlier key to try: the pull ends
+    with a ProtocolError naming the status and the reason, not with a failure to open the reply."""
+    from nacl.signing import SigningKey
+    a, b = pair
+
+    async def go() -> str:
+        async with served(a) as url, aiohttp.ClientSession() as http:
+            stranger = HttpTransport(http, Identity(SigningKey(b"\x07" * 32)), peer_at(b, a, url))
+            with pytest.raises(ProtocolError) as refused:
+                await stranger.changes(0, 10)
+            return str(refused.value)
+    message = _run(go())
+    assert "HTTP 403" in message and "unknown-key" in message
+
+
+def test_a_peer_that_has_not_seen_this_nodes_key_rotation_is_asked_again_with_the_previous_key(pair):
+    """b rotated its key; a still pins the old one and answers 403 unknown-key to the new: b's
+    transport asks again with its previous key, once, and keeps using it."""
+    from nacl.signing import SigningKey
+    a, b = pair
+
+    async def go() -> tuple[Any, tuple[Identity, ...]]:
+        async with served(a) as url, aiohttp.ClientSession() as http:
+            rotated = Identity(SigningKey(b"\x08" * 32))
+            transport = HttpTransport(http, rotated, peer_at(b, a, url), previous=(b.identity,))
+            first = await asyncio.wait_for(transport.changes(0, 10), timeout=10)
+            again = await asyncio.wait_for(transport.changes(0, 10), timeout=10)
+            assert again["changes"] == first["changes"]
+            return first, transport.identities
+    reply, identities = _run(go())
+    assert reply["changes"] and [i.public_key for i in identities] == [b.identity.public_key]
