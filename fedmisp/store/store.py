@@ -7,7 +7,7 @@
   reads.py      reads of held events; `IndexView` for correlation
   log.py        the changes feed, records, checkpoints
   orgs.py       organisations and their keys        groups.py   sharing groups
-  local.py      local tags, tag settings
+  local.py      local tags, tag settings            apikeys.py  the API-key table
   integrity.py  the store's check of what it holds
   query.py      search (restSearch and the views)   proposals.py  open proposals
 
@@ -28,6 +28,7 @@ from fedmisp.model.revision import SignedEvent
 from fedmisp.policy.orgs import KeyState
 from fedmisp.policy.reasons import Reason
 from fedmisp.store import events, groups, integrity, local, log, orgs, reads
+from fedmisp.store.apikeys import ApiKeys
 from fedmisp.store.db import DEFAULT_MAP_SIZE, STORE_FORMAT, Database, StoreFormatError, Txn, sequence
 # The names callers import from here (the facade's public surface; their homes are the modules).
 from fedmisp.store.events import EVENT_EXTRA_KINDS, EventBatch, WriteOutcome
@@ -54,6 +55,7 @@ class Store:
         # The node's signing identity (Node.open sets it): a revision made here that replaces a
         # published one is stored with its retraction, signed by it. None (a bare store): none.
         self.signer: Identity | None = None
+        self.api_keys = ApiKeys(self.database)
 
     def close(self) -> None:
         self.database.close()
