@@ -66,16 +66,6 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # Transitional: callers outside the store still reach LMDB through these (until they ask the
-    # store for facts instead; then they go).
-    @property
-    def env(self) -> Any:
-        return self.database.env
-
-    @property
-    def db(self) -> dict[str, Any]:
-        return self.database.db
-
     def read(self) -> Txn:
         """A read transaction, for the store's own modules (query.py, proposals.py)."""
         return self.database.read()
