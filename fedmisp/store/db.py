@@ -146,7 +146,8 @@ class Txn:
 
     def getter(self, table: str) -> Callable[[bytes], Any]:
         """`get` of one table as a C-level callable, for loops over many keys (once per element)."""
-        return partial(self._txn.get, db=self._dbs[table])
+        db = self._dbs[table]
+        return partial(self._txn.get, db=db) if db is not None else (lambda key: None)
 
     def put(self, table: str, key: bytes, value: bytes, overwrite: bool = True) -> bool:
         return self._txn.put(key, value, db=self._dbs[table], overwrite=overwrite)
@@ -166,6 +167,11 @@ class Txn:
 
     def cursor(self, table: str) -> lmdb.Cursor:
         return self._txn.cursor(db=self._dbs[table])
+
+    def items_from(self, table: str, key: bytes, limit: int) -> list[tuple[bytes, bytes]]:
+        """Up to `limit` (key, value) rows from `key` on, in key order (a page of a table)."""
+        cur = self._txn.cursor(db=self._dbs[table])
+        return list(islice(cur.iternext(), limit)) if cur.set_range(key) else []
 
     def entries(self, table: str) -> int:
         db = self._dbs[table]

@@ -21,15 +21,9 @@ def put_record(t: Txn, record: Record, seq: int) -> tuple[bool, int]:
 
 
 def log_since(t: Txn, seq: int, limit: int = 1000) -> list[tuple[int, bytes]]:
-    """(sequence, record id) of the log entries after `seq`, at most `limit`."""
-    cur = t.cursor("log")
-    out = []
-    if cur.set_range(BE8.pack(seq + 1)):
-        for key, rid in cur:
-            out.append((BE8.unpack(key)[0], bytes(rid)))
-            if len(out) >= limit:
-                break
-    return out
+    """(sequence, record id) of the log entries after `seq`, at most `limit` (at least one)."""
+    page = t.items_from("log", BE8.pack(seq + 1), max(limit, 1))
+    return [(BE8.unpack(key)[0], bytes(rid)) for key, rid in page]
 
 
 def record(t: Txn, record_id: bytes) -> Record | None:

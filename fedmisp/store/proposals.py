@@ -15,7 +15,8 @@ import uuid as _uuid
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from fedmisp.model.records import KIND_PROPOSAL, Record, open_record
+from fedmisp.model.records import KIND_PROPOSAL, Record
+from fedmisp.store import log
 from fedmisp.store.db import Txn
 from fedmisp.store.events import attached_ids
 from fedmisp.store.rows import uuid16
@@ -50,11 +51,8 @@ def proposal_id(record_id: bytes) -> int:
 def _open(txn: Txn, store: Store, record_id: bytes, ev: bytes) -> HeldProposal | None:
     if txn.get("decisions", record_id) is not None:
         return None  # accepted or discarded
-    raw = txn.get("records", record_id)
-    if raw is None:
-        return None
-    record = open_record(bytes(raw))
-    if record.kind != KIND_PROPOSAL:
+    record = log.record(txn, record_id)
+    if record is None or record.kind != KIND_PROPOSAL:
         return None
     return HeldProposal(record, str(_uuid.UUID(bytes=bytes(ev))))
 
@@ -108,8 +106,7 @@ def decision_for(store: Store, proposal_record_id: bytes) -> Record | None:
     """The decision that closed a proposal, if this node holds one."""
     with store.read() as txn:
         rid = txn.get("decisions", proposal_record_id)
-        raw = txn.get("records", bytes(rid)) if rid is not None else None
-    return open_record(bytes(raw)) if raw is not None else None
+        return log.record(txn, bytes(rid)) if rid is not None else None
 
 
 def decision_body(event_uuid: str, proposal: Record, decision: str) -> dict[str, Any]:

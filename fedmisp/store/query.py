@@ -1,6 +1,7 @@
 """Read-side search over the store's indexes: what the REST API's views and restSearch ask.
 
-It reads through the store's transactions (`Store.read`, store/db.py `Txn`) and never writes. Each search
+It reads through the store's transactions (`Store.read`, store/db.py `Txn`) and never writes: held
+events and elements by key through store/reads.py, the indexes it plans with by cursor. Each search
 narrows candidates with the indexes (value, type, tag, event tag, Orgc, event ids, element uuids)
 and then checks every candidate against every criterion on the element body itself, so an index
 only ever prunes and the body decides. A broad term (more than GATHERED_REFS refs, e.g. a common
@@ -25,10 +26,10 @@ from typing import Any, Iterable, Iterator
 
 from fedmisp.model import canonical
 from fedmisp.model.misp import element_kind
-from fedmisp.model.records import check_element, open_record, revision_elements
 from fedmisp.model.values import ValueFormatError, normalise
+from fedmisp.store import reads
 from fedmisp.store.db import Txn
-from fedmisp.store.rows import EventMeta, HeldEvent, index_key, uuid16
+from fedmisp.store.rows import HeldEvent, index_key, uuid16
 from fedmisp.store.store import Store
 
 # 7 bytes of a random (v4) uuid: 2^56 ids, so a clash needs ~2^28 elements on one node (birthday
@@ -67,15 +68,8 @@ def element_uuid_for_id(store: Store, number: int) -> str | None:
     """The element whose uuid starts with `number`'s 7 bytes; None if none or (a clash) several."""
     if not 0 < number <= MAX_ELEMENT_ID:
         return None
-    prefix = number.to_bytes(ELEMENT_ID_BYTES, "big")
-    found = []
     with store.read() as txn:
-        cur = txn.cursor("elements")
-        if cur.set_range(prefix):
-            for key in cur.iternext(values=False):
-                if not bytes(key).startswith(prefix) or len(found) > 1:
-                    break
-                found.append(bytes(key))
+        found = reads.elements_from(txn, number.to_bytes(ELEMENT_ID_BYTES, "big"), 2)
     return str(_uuid.UUID(bytes=found[0])) if len(found) == 1 else None
 
 
@@ -101,21 +95,16 @@ def resolve_element(store: Store, ref: str) -> str | None:
 
 def element_event(store: Store, element_uuid: str) -> str | None:
     with store.read() as txn:
-        raw = txn.get("elements", uuid16(element_uuid))
-    return str(_uuid.UUID(bytes=bytes(raw[:16]))) if raw is not None else None
+        location = reads.element_at(txn, uuid16(element_uuid))
+    return str(_uuid.UUID(bytes=location[:16])) if location is not None else None
 
 
 def find_element(store: Store, element_uuid: str) -> tuple[str, dict[str, Any]] | None:
     """(event uuid, element body) of a held attribute, object or reference."""
     with store.read() as txn:
-        raw = txn.get("elements", uuid16(element_uuid))
-        if raw is None:
-            return None
-        raw = bytes(raw)
-        body = txn.get("bodies", raw)
-        if body is None:
-            return None
-        return str(_uuid.UUID(bytes=raw[:16])), check_element(raw[16:], bytes(body))
+        location = reads.element_at(txn, uuid16(element_uuid))
+        element = reads.element_body(txn, location) if location is not None else None
+    return (str(_uuid.UUID(bytes=location[:16])), element) if location is not None and element is not None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,17 +173,15 @@ _verified_heads = _VerifiedHeads(VERIFIED_HEADS)
 def event_head(store: Store, event_uuid: str) -> EventHead | None:
     ev = uuid16(event_uuid)
     with store.read() as txn:
-        raw = txn.get("events", ev)
-        if raw is None:
+        held = reads.held_at(txn, ev)
+        if held is None:
             return None
-        held = HeldEvent.decode(bytes(raw))
         verified = _verified_heads.get(held.record_id)
         if verified is None:
-            record = open_record(txn.get("records", held.record_id))
+            record = reads.revision_record(txn, held)
             verified = record.author, record.body["event"]
             _verified_heads.put(held.record_id, *verified)
-        raw_meta = txn.get("event_meta", ev)
-    meta = EventMeta(*canonical.unpack(raw_meta)) if raw_meta is not None else None
+        meta = reads.event_meta_at(txn, ev)
     if meta is not None and (meta.correlation_only or meta.deleted):
         return None  # matched by correlation only, or deleted: never shown
     return EventHead(event_uuid, held.id, held, verified[0], verified[1])
@@ -204,17 +191,11 @@ def event_ids(store: Store) -> Iterator[tuple[int, str]]:
     """(event id, uuid) of every held event in id order, read a page at a time."""
     last = 0
     while True:
-        page = []
         with store.read() as txn:
-            cur = txn.cursor("event_ids")
-            if cur.set_range((last + 1).to_bytes(8, "big")):
-                for key, value in cur:
-                    page.append((int.from_bytes(key, "big"), str(_uuid.UUID(bytes=bytes(value)))))
-                    if len(page) >= 1000:
-                        break
+            page = reads.event_ids_after(txn, last, 1000)
         if not page:
             return
-        yield from page
+        yield from ((n, str(_uuid.UUID(bytes=ev))) for n, ev in page)
         last = page[-1][0]
 
 
@@ -228,27 +209,11 @@ def event_elements(store: Store, event_uuid: str, only: Iterable[bytes] | None =
 
 
 def _event_elements(store: Store, event_uuid: str, only: Iterable[bytes] | None = None) -> list[dict[str, Any]]:
-    ev = uuid16(event_uuid)
-    out = []
     with store.read() as txn:
         if only is not None:
-            for u in only:
-                raw = txn.get("elements", u)
-                if raw is None or bytes(raw[:16]) != ev:
-                    continue
-                body = txn.get("bodies", bytes(raw))
-                if body is not None:
-                    out.append(check_element(bytes(raw[16:]), bytes(body)))
-            return out
-        held = txn.get("events", ev)
-        if held is None:
-            return out
-        record = open_record(txn.get("records", HeldEvent.decode(bytes(held)).record_id))
-        for digest in revision_elements(record):
-            body = txn.get("bodies", ev + digest)
-            if body is not None:
-                out.append(check_element(digest, bytes(body)))
-    return out
+            return reads.elements_of(txn, uuid16(event_uuid), only)
+        found = reads.revision(txn, event_uuid)
+    return found[1] if found is not None else []
 
 
 # --- search parameters -----------------------------------------------------------------------------
@@ -680,9 +645,9 @@ def _plan(store: Store, q: Query) -> _Plan:
             events = set()
             for term in q.eventid.any:
                 if term.isdigit() and len(term) < 20:
-                    raw = txn.get("event_ids", int(term).to_bytes(8, "big")) if 0 < int(term) < 2**63 else None
-                    if raw is not None:
-                        events.add(bytes(raw))
+                    ev = reads.event_for_id(txn, int(term))
+                    if ev is not None:
+                        events.add(ev)
                 elif is_uuid(term):
                     events.add(uuid16(str(_uuid.UUID(term))))
             plan.narrow_events(events)
@@ -693,12 +658,12 @@ def _plan(store: Store, q: Query) -> _Plan:
                 if not is_uuid(term):
                     continue
                 u = uuid16(str(_uuid.UUID(term)))
-                if txn.get("events", u) is not None:
+                if reads.held_at(txn, u) is not None:
                     events.add(u)
-                raw = txn.get("elements", u)
-                if raw is not None:
-                    refs.add(bytes(raw[:16]) + u)
-                    events.add(bytes(raw[:16]))
+                location = reads.element_at(txn, u)
+                if location is not None:
+                    refs.add(location[:16] + u)
+                    events.add(location[:16])
             plan.narrow_events(events)
     return plan
 
@@ -772,9 +737,9 @@ def _events_in_order(store: Store, plan: _Plan) -> Iterator[tuple[int, str]]:
     heads = []
     with store.read() as txn:
         for ev in plan.events:
-            raw = txn.get("events", ev)
-            if raw is not None:
-                heads.append((HeldEvent.decode(bytes(raw)).id, str(_uuid.UUID(bytes=ev))))
+            held = reads.held_at(txn, ev)
+            if held is not None:
+                heads.append((held.id, str(_uuid.UUID(bytes=ev))))
     yield from sorted(heads)
 
 
@@ -836,8 +801,8 @@ def small_exact_search(store: Store, q: Query) -> bool:
                     return False
                 events.update(bytes(ref[:16]) for ref in cur.iternext_dup())
         for ev in events:
-            raw = txn.get("events", ev)
-            if raw is not None and HeldEvent.decode(bytes(raw)).record_id not in _verified_heads:
+            held = reads.held_at(txn, ev)
+            if held is not None and held.record_id not in _verified_heads:
                 return False
     return True
 

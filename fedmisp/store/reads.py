@@ -7,7 +7,7 @@ the ones a sender passes on are not, since their receiver verifies them (`revisi
 from __future__ import annotations
 
 import uuid as _uuid
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import msgpack
 
@@ -27,8 +27,76 @@ from fedmisp.store.rows import BE8, EventMeta, HeldEvent, index_key, uuid16
 
 
 def held(t: Txn, event_uuid: str) -> HeldEvent | None:
-    raw = t.get("events", uuid16(event_uuid))
+    return held_at(t, uuid16(event_uuid))
+
+
+# --- point reads by stored key (event and element uuids as 16 bytes), for search -----------------
+
+def held_at(t: Txn, ev: bytes) -> HeldEvent | None:
+    """The `events` entry of the event `ev`: its current revision and log place."""
+    raw = t.get("events", ev)
     return HeldEvent.decode(raw) if raw is not None else None
+
+
+def revision_record(t: Txn, found: HeldEvent) -> Record:
+    """The held revision's record, opened (its signature verified)."""
+    return open_record(t.get("records", found.record_id))
+
+
+def event_meta_at(t: Txn, ev: bytes) -> EventMeta | None:
+    raw = t.get("event_meta", ev)
+    return EventMeta(*canonical.unpack(raw)) if raw is not None else None
+
+
+def event_for_id(t: Txn, event_id: int) -> bytes | None:
+    """The event (16 bytes) this node numbers `event_id` (MISP's numeric event id)."""
+    if not 0 < event_id < 2**63:
+        return None
+    raw = t.get("event_ids", BE8.pack(event_id))
+    return bytes(raw) if raw is not None else None
+
+
+def event_ids_after(t: Txn, last: int, limit: int) -> list[tuple[int, bytes]]:
+    """(event id, event) of up to `limit` held events numbered above `last`, in id order."""
+    page = t.items_from("event_ids", BE8.pack(last + 1), limit)
+    return [(int.from_bytes(key, "big"), bytes(ev)) for key, ev in page]
+
+
+def element_at(t: Txn, u: bytes) -> bytes | None:
+    """Where the element `u` is held: its event (16) | its body's digest (32), the body's key."""
+    raw = t.get("elements", u)
+    return bytes(raw) if raw is not None else None
+
+
+def elements_from(t: Txn, prefix: bytes, limit: int) -> list[bytes]:
+    """Up to `limit` held element uuids beginning with `prefix`, in order."""
+    found: list[bytes] = []
+    cur = t.cursor("elements")
+    if cur.set_range(prefix):
+        for key in cur.iternext(values=False):
+            if not bytes(key).startswith(prefix) or len(found) >= limit:
+                break
+            found.append(bytes(key))
+    return found
+
+
+def element_body(t: Txn, location: bytes) -> dict[str, Any] | None:
+    """The element held at `location` (`element_at`), verified against its digest."""
+    body = t.get("bodies", location)
+    return check_element(location[16:], bytes(body)) if body is not None else None
+
+
+def elements_of(t: Txn, ev: bytes, uuids: Iterable[bytes]) -> list[dict[str, Any]]:
+    """The verified bodies of those of `uuids` that are elements of the event `ev`, in that order."""
+    out = []
+    for u in uuids:
+        location = element_at(t, u)
+        if location is None or location[:16] != ev:
+            continue
+        element = element_body(t, location)
+        if element is not None:
+            out.append(element)
+    return out
 
 
 def holding(t: Txn, event_uuid: str) -> Any | None:
@@ -51,7 +119,7 @@ def revision_entries(t: Txn, event_uuid: str) -> tuple[Record, list[tuple[bytes,
     ev = uuid16(event_uuid)
     entries = []
     unpackb = msgpack.unpackb
-    record = open_record(t.get("records", found.record_id))
+    record = revision_record(t, found)
     get = t.getter("bodies")
     for digest in revision_elements(record):
         body = get(ev + digest)
@@ -77,7 +145,7 @@ def revision_views(t: Txn, event_uuid: str) -> tuple[Record, list[tuple[bytes, A
     blob = t.get("views", found.record_id)
     if blob is None:
         return None
-    record = open_record(t.get("records", found.record_id))
+    record = revision_record(t, found)
     get = t.getter("bodies")
     digests = {d for d in revision_elements(record) if get(ev + d) is not None}
     views = unpack_views(blob)
@@ -103,16 +171,14 @@ def held_digests(t: Txn, event_uuid: str) -> set[bytes]:
     if found is None:
         return set()
     ev = uuid16(event_uuid)
-    record = open_record(t.get("records", found.record_id))
+    record = revision_record(t, found)
     return {d for d in revision_elements(record) if t.get("bodies", ev + d) is not None}
 
 
 def event_uuid_for_id(t: Txn, event_id: int) -> str | None:
     """The uuid of the event this node numbers `event_id` (MISP's numeric event id)."""
-    if not 0 < event_id < 2**63:
-        return None
-    raw = t.get("event_ids", BE8.pack(event_id))
-    return str(_uuid.UUID(bytes=bytes(raw))) if raw is not None else None
+    ev = event_for_id(t, event_id)
+    return str(_uuid.UUID(bytes=ev)) if ev is not None else None
 
 
 def previous_elements(t: Txn, event_uuid: str) -> dict[str, tuple[bytes, bytes]]:
@@ -122,7 +188,7 @@ def previous_elements(t: Txn, event_uuid: str) -> dict[str, tuple[bytes, bytes]]
         return {}
     out: dict[str, tuple[bytes, bytes]] = {}
     ev = uuid16(event_uuid)
-    record = open_record(t.get("records", found.record_id))
+    record = revision_record(t, found)
     for digest in revision_elements(record):
         body = t.get("bodies", ev + digest)
         if body is not None:
@@ -146,8 +212,7 @@ def event_uuids(database: Database, *, include_correlation_only: bool = False) -
 
 def event_meta(t: Txn, event_uuid: str) -> EventMeta | None:
     """Where a held event came from and the few header fields correlation results show."""
-    raw = t.get("event_meta", uuid16(event_uuid))
-    return EventMeta(*canonical.unpack(raw)) if raw is not None else None
+    return event_meta_at(t, uuid16(event_uuid))
 
 
 def revision(t: Txn, event_uuid: str) -> tuple[Record, list[dict[str, Any]]] | None:
@@ -156,7 +221,7 @@ def revision(t: Txn, event_uuid: str) -> tuple[Record, list[dict[str, Any]]] | N
     if found is None:
         return None
     ev = uuid16(event_uuid)
-    record = open_record(t.get("records", found.record_id))
+    record = revision_record(t, found)
     elements = []
     for digest in revision_elements(record):
         body = t.get("bodies", ev + digest)
@@ -304,12 +369,11 @@ class IndexView:
 
     def attribute_body(self, ref: bytes) -> bytes | None:
         """The held body of the attribute a ref names, if it is still in that event (unverified)."""
-        located = self._t.get("elements", ref[16:])
-        if located is None or bytes(located[:16]) != ref[:16]:
+        located = element_at(self._t, ref[16:])
+        if located is None or located[:16] != ref[:16]:
             return None
-        body = self._t.get("bodies", bytes(located))
+        body = self._t.get("bodies", located)
         return bytes(body) if body is not None else None
 
     def event_meta(self, ev: bytes) -> EventMeta | None:
-        raw = self._t.get("event_meta", ev)
-        return EventMeta(*canonical.unpack(raw)) if raw is not None else None
+        return event_meta_at(self._t, ev)
