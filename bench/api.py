@@ -76,7 +76,9 @@ VALUE_TARGETS = 256  # distinct single-match values the value workload cycles ov
 TYPE_TAG_TARGETS = 4
 # What decides the bytes of a stored home: a cached store is reused only while these are unchanged
 # (API, query and export code may change freely between runs on the same store).
-STORE_FORMAT_SOURCES = ("fedmisp/store/store.py", "fedmisp/store/writer.py", "fedmisp/model",
+STORE_FORMAT_SOURCES = ("fedmisp/store/db.py", "fedmisp/store/rows.py", "fedmisp/store/events.py",
+                        "fedmisp/store/log.py", "fedmisp/store/orgs.py", "fedmisp/store/apikeys.py",
+                        "fedmisp/store/writer.py", "fedmisp/model",
                         "fedmisp/correlate/keys.py", "fedmisp/node/importer.py", "fedmisp/node/home.py")
 WORKLOADS = ("ceiling", "value", "type+tag", "view")
 LABELS = {"ceiling": "trivial aiohttp handler", "value": "restSearch value -> 1",

@@ -35,7 +35,7 @@ Phases, each contender in its own fresh interpreter (memory and page-cache state
 
 1. ingest: the real importer (``import_paths`` into a fresh ``init_home``, default workers) on all
    files, with correlation and without. "Without" sets FEDMISP_BENCH_NO_CORRELATION=1 for the
-   child, which makes ``fedmisp.store.store.correlation_rows`` return [] (this module patches it
+   child, which makes ``fedmisp.store.rows.correlation_rows`` return [] (this module patches it
    at import, so the importer's spawned worker processes, which re-import this file as
    ``__mp_main__``, are patched too). The child then counts the ix_ip/ix_net/ix_ssdeep rows to
    prove it (0 without). ix_value (the store's value index, also exact correlation's) is written
@@ -91,9 +91,9 @@ Json = dict[str, Any]
 
 def _disable_correlation_rows() -> None:
     """The "without correlation" contender: no ix_ip / ix_net / ix_ssdeep rows are computed."""
-    import fedmisp.store.store as store_module
+    import fedmisp.store.rows as rows_module
 
-    store_module.correlation_rows = lambda *args, **kwargs: []
+    rows_module.correlation_rows = lambda *args, **kwargs: []
 
 
 # Runs at import, so spawned importer workers (which import this file as __mp_main__) patch too.
@@ -376,8 +376,8 @@ def child_import(job: Json) -> Json:
         seconds = time.perf_counter() - t0
         cpu1 = os.times()
         store = node.store
-        with store.env.begin() as txn:
-            rows = {name: txn.stat(store.db[name])["entries"] for name in ("ix_ip", "ix_net", "ix_ssdeep", "ix_value")}
+        entries = store.usage()["entries"]
+        rows = {name: entries[name] for name in ("ix_ip", "ix_net", "ix_ssdeep", "ix_value")}
         stats = store.stats()
     finally:
         node.close()
@@ -417,7 +417,8 @@ def child_query(job: Json) -> Json:
     from fedmisp.correlate.engine import CorrelationConfig, Correlator
     from fedmisp.correlate.keys import ssdeep_keys
     from fedmisp.model.values import normalise
-    from fedmisp.store.store import Store, index_key
+    from fedmisp.store.rows import index_key
+    from fedmisp.store.store import Store
 
     truth = json.loads(Path(job["truth"]).read_text())
     rng = random.Random(job["seed"])
@@ -442,8 +443,8 @@ def child_query(job: Json) -> Json:
     exact = [(v, t) for t, v in truth["exact_sample"][:job["exact_queries"]]]
     out["exact"] = timed(exact)
     keys = [index_key(k) for v, t in exact for k in normalise(t, v)]
-    db = store.db["ix_value"]
-    with store.env.begin() as txn:
+    db = store.database.db["ix_value"]
+    with store.database.env.begin() as txn:
         cursor = txn.cursor(db=db)
         t0 = time.perf_counter()
         for key in keys:
@@ -504,8 +505,8 @@ def child_query(job: Json) -> Json:
         brute_seconds = time.perf_counter() - t0
         engine_values = Counter(m.value for m in found.matches)
         candidates: set[bytes] = set()  # what the index hands to ppdeep.compare
-        with store.env.begin() as txn:
-            cursor = txn.cursor(db=store.db["ix_ssdeep"])
+        with store.database.env.begin() as txn:
+            cursor = txn.cursor(db=store.database.db["ix_ssdeep"])
             for key in ssdeep_keys(q):
                 if cursor.set_key(key):
                     candidates.update(bytes(v) for v in cursor.iternext_dup())
@@ -711,7 +712,7 @@ def print_report(report: Json) -> None:
               f"{'met' if r <= TARGET_INGEST_RATIO else 'NOT met'}); +{ing['added_us_per_attribute']:.1f} us per attribute "
               f"[best of {len(ing['ratio_per_round'])}: {w['seconds']:.1f} s vs {wo['seconds']:.1f} s; "
               f"{w['attributes_stored']:,} attributes each; ratio per round (adjacent runs): {per_round}]")
-        print(f"    'without' = fedmisp.store.store.correlation_rows patched to return [] in the importing child and "
+        print(f"    'without' = fedmisp.store.rows.correlation_rows patched to return [] in the importing child and "
               f"its spawned workers: rows ix_ip/ix_net/ix_ssdeep {wo['rows']['ix_ip']}/{wo['rows']['ix_net']}/"
               f"{wo['rows']['ix_ssdeep']} (with: {w['rows']['ix_ip']:,}/{w['rows']['ix_net']:,}/{w['rows']['ix_ssdeep']:,})")
         print(f"    store {w['store_bytes'] / MIB:,.0f} MiB vs {wo['store_bytes'] / MIB:,.0f} MiB; peak RSS "

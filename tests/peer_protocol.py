@@ -21,7 +21,9 @@ from fedmisp.gossip.replica import ApplyReport, Replica
 from fedmisp.model.records import Record
 from fedmisp.model.revision import SignedEvent
 from fedmisp.node.home import Node
-from fedmisp.store.store import event_write
+from fedmisp.store.db import sequence, set_sequence
+from fedmisp.store.log import put_record
+from fedmisp.store.rows import event_write
 
 
 # the changes reply the node's own policy computed -> the reply sent
@@ -104,11 +106,11 @@ def hostile_log(node: Node, records: Iterable[Record] = (), events: Iterable[Sig
     """Records put straight into a node's log and events into its store, past the checks a node
     applies to what it takes: what a hostile or compromised node serves its peers."""
     store = node.store
-    with store.env.begin(write=True) as txn:
-        seq = store._seq(txn)
+    with store.database.write() as txn:
+        seq = sequence(txn)
         for record in records:
-            _, seq = store._put_record(txn, record, seq)
-        txn.put(b"seq", seq.to_bytes(8, "big"), db=store.db["meta"])
+            _, seq = put_record(txn, record, seq)
+        set_sequence(txn, seq)
     events = list(events)
     if events:
         store.write_events([event_write(e) for e in events])

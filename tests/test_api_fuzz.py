@@ -130,12 +130,12 @@ class Fuzzed:
     def snapshot(self) -> str:
         """A digest of every database of the node's store (read-only, beside the running node)."""
         digest = hashlib.blake2b(digest_size=16)
-        with self.store.env.begin() as txn:
-            for name in sorted(self.store.db):
-                if self.store.db[name] is None:
+        with self.store.database.env.begin() as txn:
+            for name in sorted(self.store.database.db):
+                if self.store.database.db[name] is None:
                     continue
                 digest.update(name.encode() + b"\0")
-                for key, value in txn.cursor(db=self.store.db[name]):
+                for key, value in txn.cursor(db=self.store.database.db[name]):
                     digest.update(len(key).to_bytes(4, "big") + key + len(value).to_bytes(4, "big") + value)
         return digest.hexdigest()
 

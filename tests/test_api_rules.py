@@ -61,9 +61,9 @@ def _signed_content(store: Store, event_uuid: str) -> bytes:
 def _all_bytes(home: Path) -> bytes:
     store = Store(home / "store", readonly=True)
     try:
-        with store.env.begin() as txn:
-            return b"".join(k + v for name in sorted(store.db) if store.db[name] is not None
-                            for k, v in txn.cursor(db=store.db[name]))
+        with store.database.env.begin() as txn:
+            return b"".join(k + v for name in sorted(store.database.db) if store.database.db[name] is not None
+                            for k, v in txn.cursor(db=store.database.db[name]))
     finally:
         store.close()
 

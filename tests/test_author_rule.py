@@ -12,7 +12,9 @@ from fedmisp.model.misp import ImportDefaults, parse_event
 from fedmisp.model.org import introduction, rotation
 from fedmisp.model.revision import sign_event
 from fedmisp.node.importer import import_paths
-from fedmisp.store.store import Store, WriteOutcome, event_write
+from fedmisp.store.events import WriteOutcome
+from fedmisp.store.rows import event_write
+from fedmisp.store.store import Store
 
 from factories import ORG, event
 from federation import make_federation

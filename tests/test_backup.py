@@ -166,9 +166,9 @@ def test_restore_verifies_checksums_and_integrity_before_touching_the_home(tmp_p
     # an element body altered and the checksums made to match: the integrity check catches it
     def alter_a_body(folder: Path) -> None:
         with Store(folder / "store") as store:
-            with store.env.begin(write=True) as txn:
-                key, body = next(iter(txn.cursor(db=store.db["bodies"])))
-                txn.put(key, bytes(body)[:-1] + b"\x00", db=store.db["bodies"])
+            with store.database.env.begin(write=True) as txn:
+                key, body = next(iter(txn.cursor(db=store.database.db["bodies"])))
+                txn.put(key, bytes(body)[:-1] + b"\x00", db=store.database.db["bodies"])
             # a writable store maps its file at full size: keep a dense copy, as a backup holds
             (folder / "dense").mkdir()
             store.copy_compacted(folder / "dense")

@@ -37,7 +37,8 @@ from fedmisp.model.identity import Identity
 from fedmisp.model.misp import ImportDefaults, parse_event
 from fedmisp.model.revision import sign_event
 from fedmisp.node.importer import import_paths
-from fedmisp.store.store import Store, WriteOutcome
+from fedmisp.store.events import WriteOutcome
+from fedmisp.store.store import Store
 
 from factories import ORG
 
@@ -585,9 +586,9 @@ def test_correlations_go_when_a_newer_revision_drops_or_deletes_the_element(stor
     assert {k: bool(c.value(*q).matches) for k, q in queries.items()} == {
         "dropped": False, "deleted": False, "kept": True, "address": False}
     assert c.value("192.0.2.0/24", "ip-dst").matches == []  # exact gone too
-    with store.env.begin() as txn:  # and no index row left behind for the dropped ones
-        assert txn.stat(store.db["ix_net"])["entries"] == 0 and txn.stat(store.db["ix_ip"])["entries"] == 0
-        assert txn.stat(store.db["ix_ssdeep"])["entries"] == 0
+    with store.database.env.begin() as txn:  # and no index row left behind for the dropped ones
+        assert txn.stat(store.database.db["ix_net"])["entries"] == 0 and txn.stat(store.database.db["ix_ip"])["entries"] == 0
+        assert txn.stat(store.database.db["ix_ssdeep"])["entries"] == 0
 
 
 def test_removal_through_the_real_import_path(node, tmp_path):

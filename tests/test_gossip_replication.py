@@ -161,9 +161,9 @@ def test_what_came_only_over_a_correlation_only_link_is_matched_but_never_shown_
 
 
 def _rows_of(node) -> dict[str, list]:
-    from fedmisp.store.store import ROW_DBS
-    with node.store.env.begin() as txn:
-        return {name: [(bytes(k), bytes(v)) for k, v in txn.cursor(db=node.store.db[name])]
+    from fedmisp.store.rows import ROW_DBS
+    with node.store.database.env.begin() as txn:
+        return {name: [(bytes(k), bytes(v)) for k, v in txn.cursor(db=node.store.database.db[name])]
                 for name in ROW_DBS + ("events", "holdings", "ix_org", "ix_event_time")}
 
 

@@ -19,7 +19,10 @@ from fedmisp.model.revision import sign_event
 from fedmisp.node.home import Node
 from fedmisp.node.keys import PENDING_KEY, RETIRED_DIR, rotate_key
 from fedmisp.policy.reasons import Reason
-from fedmisp.store.store import Store, event_write
+from fedmisp.store.db import sequence, set_sequence
+from fedmisp.store.log import put_record
+from fedmisp.store.rows import event_write
+from fedmisp.store.store import Store
 from nodes import configure, running, wait_for
 
 ORG_A = "0a0a0a0a-0000-4000-8000-00000000000a"
@@ -111,11 +114,11 @@ def _inject(home: Path, records: list, events: list = ()) -> None:
     """Records written straight into a node's log, past every check (what a malicious node serves)."""
     store = Store(home / "store")
     try:
-        with store.env.begin(write=True) as txn:
-            seq = store._seq(txn)
+        with store.database.write() as txn:
+            seq = sequence(txn)
             for record in records:
-                _, seq = store._put_record(txn, record, seq)
-            txn.put(b"seq", seq.to_bytes(8, "big"), db=store.db["meta"])
+                _, seq = put_record(txn, record, seq)
+            set_sequence(txn, seq)
         if events:
             store.write_events([event_write(e) for e in events])
     finally:

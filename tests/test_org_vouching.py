@@ -166,8 +166,8 @@ def test_a_key_that_begins_with_a_dash_is_given_as_key_equals_and_the_other_form
 def _org_records(store: Store) -> list:
     from fedmisp.model.records import KIND_ORG, open_record
     out = []
-    with store.env.begin() as txn:
-        for _, wire in txn.cursor(db=store.db["records"]):
+    with store.database.env.begin() as txn:
+        for _, wire in txn.cursor(db=store.database.db["records"]):
             record = open_record(bytes(wire))
             if record.kind == KIND_ORG:
                 out.append(record)

@@ -96,7 +96,7 @@ def test_the_store_only_adds_bodies_when_the_same_revision_arrives_with_fewer(tm
     # The store's own rule, whatever its caller: the same revision written again with a subset of
     # its bodies keeps every body held.
     from fedmisp.model import canonical
-    from fedmisp.store.store import received_write
+    from fedmisp.store.rows import received_write
     nodes = make_federation(tmp_path, ["a", "b"], [("a", "b")])
     ev = _mixed_event(tmp_path, 3)
     import_paths(nodes["a"], [tmp_path / "ev3.json"])
@@ -189,7 +189,7 @@ def test_check_integrity_reports_a_held_revision_with_fewer_bodies_than_the_node
     """The state the origin-loss bug left (a peer's stripped copy written over the origin's), and a
     received event missing a body its holding lists, made by hand: both are reported."""
     from fedmisp.model import canonical
-    from fedmisp.store.store import uuid16
+    from fedmisp.store.rows import uuid16
     nodes = make_federation(tmp_path, ["a", "b"], [("a", "b")])
     ev = _mixed_event(tmp_path, 4)
     import_paths(nodes["a"], [tmp_path / "ev4.json"])
@@ -199,16 +199,16 @@ def test_check_integrity_reports_a_held_revision_with_fewer_bodies_than_the_node
     ev16 = uuid16(ev["uuid"])
     # a: a received holding over its own event, one body gone (what the old code did)
     record, entries = a.revision_entries(ev["uuid"])
-    with a.env.begin(write=True) as txn:
-        txn.put(ev16, canonical.pack_sorted(b.holding(ev["uuid"])), db=a.db["holdings"])
-        txn.delete(ev16 + entries[0][0], db=a.db["bodies"])
+    with a.database.env.begin(write=True) as txn:
+        txn.put(ev16, canonical.pack_sorted(b.holding(ev["uuid"])), db=a.database.db["holdings"])
+        txn.delete(ev16 + entries[0][0], db=a.database.db["bodies"])
     problems = a.check_integrity()
     assert any("made here, but held as a copy received from a peer" in p for p in problems)
     assert any("missing" in p for p in problems)
     # b: its holding lists an element whose body is gone
     _, held_entries = b.revision_entries(ev["uuid"])
-    with b.env.begin(write=True) as txn:
-        txn.delete(ev16 + held_entries[0][0], db=b.db["bodies"])
+    with b.database.env.begin(write=True) as txn:
+        txn.delete(ev16 + held_entries[0][0], db=b.database.db["bodies"])
     assert any("held at a level without their body" in p for p in b.check_integrity())
     for node in nodes.values():
         node.close()

@@ -23,7 +23,7 @@ element of what it created, body and all. Then one of two narrowing steps, and t
 The origin-loss defect of issue 13 (the origin replacing its full copy with a peer's stripped copy
 of the same revision) is found by this test within its CI examples with the fix reverted. Checked
 by reverting, in a worktree, Replica._accept's early return for a held same revision and
-Store._write_event's add-only body write back to the replace-unless-identical write, then running
+store/events.py write_event's add-only body write back to the replace-unless-identical write, then running
 this test with 12 different Hypothesis seeds: 80 examples found the loss in 12 of 12 runs (40
 examples: 9 of 10), hence 80. On the code before issue 13 it fails in both narrowing phases too.
 """

@@ -8,7 +8,10 @@ from fedmisp.model.misp import ImportDefaults, parse_event
 from fedmisp.model.records import RecordError
 from fedmisp.model.revision import sign_event
 from fedmisp.store import query
-from fedmisp.store.store import Store, WriteOutcome, event_write, uuid16
+from fedmisp.store import events as store_events
+from fedmisp.store.events import WriteOutcome
+from fedmisp.store.rows import event_write, uuid16
+from fedmisp.store.store import Store
 from fedmisp.store.writer import Writer
 
 from factories import ORG, event
@@ -69,8 +72,8 @@ def test_bodies_and_index_entries_the_new_revision_drops_are_removed(store):
     assert store.find_value(dropped["value"], dropped["type"]) == []
     assert store.stats()["attributes"] == 4
     assert store.stats()["bodies"] == 4
-    with store.env.begin() as txn:
-        assert txn.get(uuid16(dropped["uuid"]), db=store.db["elements"]) is None
+    with store.database.env.begin() as txn:
+        assert txn.get(uuid16(dropped["uuid"]), db=store.database.db["elements"]) is None
 
 
 def test_updating_one_attribute_of_a_big_event_writes_one_new_body(store):
@@ -90,15 +93,15 @@ def test_updating_one_attribute_of_a_big_event_writes_one_new_body(store):
 def test_a_failing_batch_stores_nothing(store, monkeypatch):
     good = signed(event(seed=8, attributes=5)["Event"])
     bad = signed(event(seed=9, attributes=5)["Event"])
-    original = Store._index_header
+    original = store_events._index_header
     calls = []
 
-    def explode(self, txn, ev, header):  # noqa: ARG001
+    def explode(txn, ev, header):
         calls.append(1)
         if len(calls) == 2:
             raise OSError("disk full")
-        return original(self, txn, ev, header)
-    monkeypatch.setattr(Store, "_index_header", explode)
+        return original(txn, ev, header)
+    monkeypatch.setattr(store_events, "_index_header", explode)
     with pytest.raises(OSError):
         store.write_events([good, bad])
     assert store.stats()["events"] == 0 and store.stats()["bodies"] == 0 and store.stats()["sequence"] == 0
@@ -109,10 +112,10 @@ def test_a_tampered_stored_body_is_detected_on_read(store):
     s = signed(raw)
     store.write_events([s])
     digest = uuid16(raw["uuid"]) + s.elements[0].digest
-    with store.env.begin(write=True) as txn:
-        body = bytearray(txn.get(digest, db=store.db["bodies"]))
+    with store.database.env.begin(write=True) as txn:
+        body = bytearray(txn.get(digest, db=store.database.db["bodies"]))
         body[-1] ^= 1
-        txn.put(digest, bytes(body), db=store.db["bodies"])
+        txn.put(digest, bytes(body), db=store.database.db["bodies"])
     with pytest.raises(RecordError):
         store.revision(raw["uuid"])
 
@@ -121,10 +124,10 @@ def test_a_tampered_revision_record_is_detected_on_first_read(store):
     raw = event(seed=11, attributes=3, objects=0)["Event"]
     store.write_events([signed(raw)])
     held = store.held(raw["uuid"])
-    with store.env.begin(write=True) as txn:
-        wire = bytearray(txn.get(held.record_id, db=store.db["records"]))
+    with store.database.env.begin(write=True) as txn:
+        wire = bytearray(txn.get(held.record_id, db=store.database.db["records"]))
         wire[len(wire) // 2] ^= 1
-        txn.put(held.record_id, bytes(wire), db=store.db["records"])
+        txn.put(held.record_id, bytes(wire), db=store.database.db["records"])
     with pytest.raises(RecordError):
         query.event_head(store, raw["uuid"])
 
@@ -214,8 +217,8 @@ def test_a_uuid_repeated_inside_one_event_is_no_conflict_and_the_last_element_ke
     (u, _), (_, second) = write.rows[1][0], write.rows[1][1]
     write.rows[1][1] = (u, second)
     assert store.write_events([write]) == [WriteOutcome.STORED]
-    with store.env.begin() as txn:
-        assert txn.get(u, db=store.db["elements"]) == second
+    with store.database.env.begin() as txn:
+        assert txn.get(u, db=store.database.db["elements"]) == second
 
 
 def test_an_element_uuid_added_by_a_revision_earlier_in_the_batch_is_taken(store):

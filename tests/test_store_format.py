@@ -23,7 +23,9 @@ from fedmisp.correlate.engine import CorrelationConfig, Correlator
 from fedmisp.model import canonical
 from fedmisp.model.records import open_element
 from fedmisp.correlate.keys import SSDEEP_PARTS, correlation_rows, parse_ssdeep, ssdeep_keys
-from fedmisp.store.store import STORE_FORMAT, Store, StoreFormatError, _normalised, uuid16
+from fedmisp.store.db import STORE_FORMAT, StoreFormatError
+from fedmisp.store.rows import index_values, uuid16
+from fedmisp.store.store import Store
 
 from test_correlate import attr, misp_event, ssdeep_corpus, uuids, write
 
@@ -113,30 +115,30 @@ def test_the_corpus_needs_half_the_rows():
 # --- upgrading a format-1 store -----------------------------------------------------------------------
 
 def _ssdeep_rows(store: Store) -> set[tuple[bytes, bytes]]:
-    with store.env.begin() as txn:
-        return {(bytes(k), bytes(v)) for k, v in txn.cursor(db=store.db["ix_ssdeep"])}
+    with store.database.env.begin() as txn:
+        return {(bytes(k), bytes(v)) for k, v in txn.cursor(db=store.database.db["ix_ssdeep"])}
 
 
 def _make_format_1(store: Store) -> None:
     """Rewrite a store as format 1 held it: every attribute in ix_time, every 7-gram of a correlating
     ssdeep value in ix_ssdeep (the old function above), no format in meta."""
-    with store.env.begin(write=True) as txn:
-        ssdeep = store.db["ix_ssdeep"]
+    with store.database.env.begin(write=True) as txn:
+        ssdeep = store.database.db["ix_ssdeep"]
         txn.drop(ssdeep, delete=False)
-        ix_time = store.env.open_db(b"ix_time", txn=txn)
-        for key, body in txn.cursor(db=store.db["bodies"]):
+        ix_time = store.database.env.open_db(b"ix_time", txn=txn)
+        for key, body in txn.cursor(db=store.database.db["bodies"]):
             element = open_element(bytes(body))
             if "value" not in element or "type" not in element:
                 continue
             ev, u = bytes(key[:16]), uuid16(element["uuid"])
             txn.put(_BE8.pack(element["timestamp"]) + u, b"", db=ix_time)
-            disabled = canonical.unpack(bytes(txn.get(ev, db=store.db["event_meta"])))[2]
-            keys = _normalised(element)
+            disabled = canonical.unpack(bytes(txn.get(ev, db=store.database.db["event_meta"])))[2]
+            keys = index_values(element)
             # the rows' database names say whether it correlates (deleted, disabled, ...)
             if any(name == "ix_ssdeep" for name, _k, _v in correlation_rows(element, keys, ev + u, disabled)):
                 half = keys[SSDEEP_PARTS[element["type"]]]
                 txn.cursor(db=ssdeep).putmulti([(k, ev + u) for k in old_ssdeep_keys(half)], dupdata=True)
-        assert txn.delete(b"format", db=store.db["meta"])
+        assert txn.delete(b"format", db=store.database.db["meta"])
 
 
 @pytest.fixture
@@ -181,8 +183,8 @@ def test_a_format_1_store_is_upgraded_on_a_writable_open(tmp_path: Path, corpus_
         assert store.format == STORE_FORMAT
         assert [r.getMessage() for r in caplog.records if "upgraded" in r.getMessage()], caplog.text
         assert _ssdeep_rows(store) == fresh_rows  # exactly what a fresh write indexes
-        with store.env.begin(write=True) as txn, pytest.raises(lmdb.NotFoundError):
-            store.env.open_db(b"ix_time", txn=txn, create=False)
+        with store.database.env.begin(write=True) as txn, pytest.raises(lmdb.NotFoundError):
+            store.database.env.open_db(b"ix_time", txn=txn, create=False)
         assert _correlations(store, queries) == expected
         assert store.check_integrity() == []
         assert {k: v for k, v in store.stats().items() if k != "store_bytes"} == stats
@@ -194,16 +196,16 @@ def test_a_format_1_store_is_upgraded_on_a_writable_open(tmp_path: Path, corpus_
 
 def test_a_store_from_a_newer_fedmisp_is_refused(tmp_path: Path):
     path = tmp_path / "store"
-    with Store(path, map_size=1 << 30) as store, store.env.begin(write=True) as txn:
-        txn.put(b"format", _BE8.pack(STORE_FORMAT + 1), db=store.db["meta"])
+    with Store(path, map_size=1 << 30) as store, store.database.env.begin(write=True) as txn:
+        txn.put(b"format", _BE8.pack(STORE_FORMAT + 1), db=store.database.db["meta"])
     for readonly in (False, True):
         with pytest.raises(StoreFormatError, match=f"store format {STORE_FORMAT + 1} was written by a newer fedmisp"):
             Store(path, map_size=1 << 30, readonly=readonly)
 
 
 def test_a_new_store_records_its_format(tmp_path: Path):
-    with Store(tmp_path / "store", map_size=1 << 30) as store, store.env.begin() as txn:
-        assert _BE8.unpack(txn.get(b"format", db=store.db["meta"]))[0] == STORE_FORMAT
+    with Store(tmp_path / "store", map_size=1 << 30) as store, store.database.env.begin() as txn:
+        assert _BE8.unpack(txn.get(b"format", db=store.database.db["meta"]))[0] == STORE_FORMAT
 
 
 def _mixed_event(seed: int) -> dict:
@@ -259,14 +261,14 @@ def test_the_policy_views_kept_with_a_revision_are_the_views_of_its_bodies(tmp_p
     store = nodes["a"].store
     record, entries = store.revision_entries(event_uuid)
     views = store.revision_views(event_uuid)[1]
-    with store.env.begin(write=True) as txn:  # one view fewer than bodies held: not used
-        txn.put(record.id, pack_views(views[1:]), db=store.db["views"])
+    with store.database.env.begin(write=True) as txn:  # one view fewer than bodies held: not used
+        txn.put(record.id, pack_views(views[1:]), db=store.database.db["views"])
     assert store.revision_views(event_uuid) is None
     assert Replica(nodes["a"]).held_event(event_uuid).view == event_view(record.body["event"], [e for _, _, e in entries])
     assert Replica(nodes["a"]).held_event(event_uuid).view.elements != ()
     forged = [(d, v._replace(distribution=3)) if i == 0 else (d, v) for i, (d, v) in enumerate(views)]
-    with store.env.begin(write=True) as txn:  # a view that does not match its body: reported
-        txn.put(record.id, pack_views(forged), db=store.db["views"])
+    with store.database.env.begin(write=True) as txn:  # a view that does not match its body: reported
+        txn.put(record.id, pack_views(forged), db=store.database.db["views"])
     assert any("does not match its body" in p for p in store.check_integrity())
     home = store.path
     for node in nodes.values():
@@ -277,7 +279,7 @@ def test_the_policy_views_kept_with_a_revision_are_the_views_of_its_bodies(tmp_p
     env.close()
     old = Store(home, readonly=True)
     try:
-        assert old.db["views"] is None and old.revision_views(event_uuid) is None
+        assert old.database.db["views"] is None and old.revision_views(event_uuid) is None
         assert old.revision_entries(event_uuid) is not None and old.check_integrity() == []
     finally:
         old.close()

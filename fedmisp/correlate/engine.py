@@ -2,7 +2,7 @@
 
 Correlations are computed locally and never shipped. Nothing is precomputed pairwise (MISP's
 correlation table is what grows to 150 million rows): the indexes are written as data arrives
-(correlate/keys.py, store/store.py) and a query costs a few lookups plus one read per match.
+(correlate/keys.py, store/rows.py) and a query costs a few lookups plus one read per match.
 A value matched more than `max_matches` times is reported as over-correlating instead of listed.
 """
 from __future__ import annotations
@@ -13,16 +13,16 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Iterator
 
-import lmdb
 import ppdeep
 
 from fedmisp.correlate.keys import (
     IP_PARTS, SSDEEP_PARTS, correlates, correlation_values, ip_key, net_key, parse_ip, ssdeep_keys,
 )
-from fedmisp.model import canonical
 from fedmisp.model.records import RecordError, open_element
 from fedmisp.model.values import ValueFormatError, normalise
-from fedmisp.store.store import EventMeta, Store, index_key
+from fedmisp.store.reads import IndexView
+from fedmisp.store.rows import EventMeta, index_key
+from fedmisp.store.store import Store
 
 DEFAULT_SSDEEP_THRESHOLD = 40  # MISP's default ssdeep_correlation_threshold
 # Above this many matches a value is over-correlating (a sinkhole IP, a common filename): it is
@@ -125,88 +125,78 @@ class Correlator:
         excluded = [k for k in keys if self._is_excluded(k)]
         out.excluded.extend(excluded)
         keys = tuple(k for k in keys if k not in excluded)
-        with self.store.env.begin() as txn:
+        with self.store.index_view() as view:
             for key in keys:
-                self._collect(txn, "exact", key, self._dups(txn, "ix_value", index_key(key), key, out),
+                self._collect(view, "exact", key, self._dups(view, "value", index_key(key), key, out),
                               exclude_event, seen, out)
             ip_half = IP_PARTS.get(type_ or "", None)
             if ip_half is not None and ip_half < len(keys):
                 network = parse_ip(keys[ip_half])
                 if network is not None:
-                    self._collect(txn, "cidr", keys[ip_half], self._cidr(txn, network, keys[ip_half], out),
+                    self._collect(view, "cidr", keys[ip_half], self._cidr(view, network, keys[ip_half], out),
                                   exclude_event, seen, out)
             ssdeep_half = SSDEEP_PARTS.get(type_ or "", None)
             if ssdeep_half is not None and ssdeep_half < len(keys):
-                self._ssdeep(txn, keys[ssdeep_half], exclude_event, seen, out)
+                self._ssdeep(view, keys[ssdeep_half], exclude_event, seen, out)
         return out
 
-    def _dups(self, txn: lmdb.Transaction, db: str, key: bytes, label: str, out: Correlations) -> list[bytes]:
-        cursor = txn.cursor(db=self.store.db[db])
-        if not cursor.set_key(key):
-            return []
-        count = cursor.count()
+    def _dups(self, view: IndexView, index: str, key: bytes, label: str, out: Correlations) -> list[bytes]:
+        count, refs = view.refs(index, key)
         if count > self.config.max_matches:
             out.over_correlating[label] = out.over_correlating.get(label, 0) + count
             return []
-        return [bytes(v) for v in cursor.iternext_dup()]
+        return list(refs)
 
-    def _cidr(self, txn: lmdb.Transaction, network: Any, label: str, out: Correlations) -> list[bytes]:
+    def _cidr(self, view: IndexView, network: Any, label: str, out: Correlations) -> list[bytes]:
         """Stored networks containing `network` (an IP is a /32 or /128), and stored IPs and
         networks inside it."""
         refs: list[bytes] = []
-        net_db = self.store.db["ix_net"]
         # Networks containing it: one lookup per prefix length the index holds at all (keys are
         # family | prefix length | address), found by seeking, instead of computing all 33 (or
         # 129) supernets; a store usually holds a handful of lengths.
         family = net_key(network)[:1]
         bits, address = network.max_prefixlen, int(network.network_address)
-        cursor = txn.cursor(db=net_db)
         prefix = 0
-        while prefix <= network.prefixlen and cursor.set_range(family + bytes([prefix])):
-            found = cursor.key()
-            if found[:1] != family or found[1] > network.prefixlen:
+        while prefix <= network.prefixlen:
+            found = view.key_at_or_after("net", family + bytes([prefix]))
+            if found is None or found[:1] != family or found[1] > network.prefixlen:
                 break
             prefix = found[1]
             masked = (address >> (bits - prefix)) << (bits - prefix)
             key = family + bytes([prefix]) + masked.to_bytes(bits // 8, "big").rjust(16, b"\x00")
-            refs.extend(self._dups(txn, "ix_net", key, label, out))
+            refs.extend(self._dups(view, "net", key, label, out))
             prefix += 1
         if network.prefixlen < network.max_prefixlen:
-            refs.extend(self._range(txn, self.store.db["ix_ip"], ip_key(network.network_address),
+            refs.extend(self._range(view, "ip", ip_key(network.network_address),
                                     ip_key(network.broadcast_address), label, out))
             for prefix in range(network.prefixlen + 1, network.max_prefixlen):
                 family = net_key(network)[:1] + bytes([prefix])
                 low = family + network.network_address.packed.rjust(16, b"\x00")
                 high = family + network.broadcast_address.packed.rjust(16, b"\x00")
-                refs.extend(self._range(txn, net_db, low, high, label, out))
+                refs.extend(self._range(view, "net", low, high, label, out))
         if len(refs) > self.config.max_matches:
             out.over_correlating[label] = len(refs)
             return []
         return refs
 
-    def _range(self, txn: lmdb.Transaction, db: Any, low: bytes, high: bytes, label: str,
+    def _range(self, view: IndexView, index: str, low: bytes, high: bytes, label: str,
                out: Correlations) -> list[bytes]:
         refs: list[bytes] = []
-        cursor = txn.cursor(db=db)
-        if not cursor.set_range(low):
-            return refs
-        for key, ref in cursor:
-            if bytes(key) > high:
-                break
-            refs.append(bytes(ref))
+        for ref in view.refs_between(index, low, high):
+            refs.append(ref)
             if len(refs) > self.config.max_matches:
                 out.over_correlating[label] = len(refs)
                 return []
         return refs
 
-    def _ssdeep(self, txn: lmdb.Transaction, query: str, exclude_event: str | None, seen: set[bytes],
+    def _ssdeep(self, view: IndexView, query: str, exclude_event: str | None, seen: set[bytes],
                 out: Correlations) -> None:
         candidates: dict[bytes, None] = {}
         # every position's gram of the query; the index holds every other position's (keys.py)
         for key in ssdeep_keys(query, query=True, legacy=self.store.format < 2):
-            for ref in self._dups(txn, "ix_ssdeep", key, query, out):
+            for ref in self._dups(view, "ssdeep", key, query, out):
                 candidates[ref] = None
-        for ref, element, meta in self._elements(txn, candidates, exclude_event, seen):
+        for ref, element, meta in self._elements(view, candidates, exclude_event, seen):
             half = SSDEEP_PARTS.get(element["type"])
             parts = element["value"].split("|") if "|" in element["type"] else [element["value"]]
             if half is None or half >= len(parts):
@@ -221,9 +211,9 @@ class Correlator:
 
     # --- reading matches ---------------------------------------------------------------------------
 
-    def _collect(self, txn: lmdb.Transaction, kind: str, label: str, refs: list[bytes],
+    def _collect(self, view: IndexView, kind: str, label: str, refs: list[bytes],
                  exclude_event: str | None, seen: set[bytes], out: Correlations) -> None:
-        for ref, element, meta in self._elements(txn, refs, exclude_event, seen):
+        for ref, element, meta in self._elements(view, refs, exclude_event, seen):
             # The value index holds both halves of ip|port; only the address correlates (MISP's
             # PRIMARY_ONLY_CORRELATING_TYPES), so a match on the port half is no match.
             if kind == "exact" and "|" in element["type"] and \
@@ -232,28 +222,23 @@ class Correlator:
             seen.add(ref[16:])
             out.matches.append(_match(kind, ref, element, meta, 100))
 
-    def _elements(self, txn: lmdb.Transaction, refs: Any, exclude_event: str | None,
+    def _elements(self, view: IndexView, refs: Any, exclude_event: str | None,
                   seen: set[bytes]) -> Iterator[tuple[bytes, dict[str, Any], EventMeta]]:
-        db = self.store.db
         exclude = _uuid.UUID(exclude_event).bytes if exclude_event else None
         metas: dict[bytes, EventMeta | None] = {}
         for ref in refs:
             ev, attribute = ref[:16], ref[16:]
             if ev == exclude or attribute in seen:
                 continue
-            located = txn.get(attribute, db=db["elements"])
-            if located is None or bytes(located[:16]) != ev:
-                continue
-            body = txn.get(bytes(located), db=db["bodies"])
+            body = view.attribute_body(ref)
             if body is None:
                 continue
             try:
-                element = open_element(bytes(body))
+                element = open_element(body)
             except RecordError:
                 continue
             if ev not in metas:
-                raw = txn.get(ev, db=db["event_meta"])
-                metas[ev] = EventMeta(*canonical.unpack(raw)) if raw is not None else None
+                metas[ev] = view.event_meta(ev)
             meta = metas[ev]
             if meta is None or not correlates(element, meta.correlation_disabled):
                 continue

@@ -29,7 +29,6 @@ from typing import Any, Awaitable, Callable, Iterator
 from aiohttp import ClientPayloadError, web
 
 from fedmisp import __version__
-from fedmisp.model import canonical
 from fedmisp.model.describe import describe_types
 from fedmisp.model.misp import EventError, element_kind, misp_attribute, parse_event
 from fedmisp.correlate.engine import Correlator, related_attribute
@@ -37,7 +36,7 @@ from fedmisp.correlate.warninglists import warninglist_hits
 from fedmisp.model.revision import SignedEvent, sign_event
 from fedmisp.node.api_ids import UnknownSharingGroup, with_sharing_group_uuids
 from fedmisp.node.api_index import index_heads, parse_index
-from fedmisp.node.home import ROLES, Node, hash_api_key
+from fedmisp.node.home import ROLES, Node
 from fedmisp.store import query
 from fedmisp.store.mutations import NotCreator, RevisionRefused, check_uuids_free, misp_element, revise, tombstone
 from fedmisp.store.query import QueryError, element_id
@@ -168,11 +167,10 @@ async def request_role(request: web.Request) -> str | None:
 def _role_of(ctx: ApiContext, key: str) -> str | None:
     if not key or len(key) > 256:
         return None
-    with ctx.store.env.begin() as txn:
-        raw = txn.get(hash_api_key(key), db=ctx.store.db["apikeys"])
-    if raw is None:
+    entry = ctx.store.api_keys.entry(key)
+    if entry is None:
         return None
-    role = canonical.unpack(raw).get("role")
+    role = entry.get("role")
     return role if role in ROLE_LEVEL else None
 
 

@@ -566,26 +566,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_apikey(args: argparse.Namespace) -> int:
-    from fedmisp.model import canonical
     with _open(args) as node:
         if args.apikey_cmd == "create":
             print(node.create_api_key(args.role, args.comment or ""))
             return 0
-        db = node.store.db["apikeys"]
         if args.apikey_cmd == "list":
-            with node.store.env.begin() as txn:
-                for key_hash, raw in txn.cursor(db=db):
-                    entry = canonical.unpack(raw)
-                    print(f"{bytes(key_hash).hex()[:16]}  {entry['prefix']}…  {entry['role']:9}  {entry['comment']}")
+            for key_hash, entry in node.store.api_keys.entries():
+                print(f"{key_hash.hex()[:16]}  {entry['prefix']}…  {entry['role']:9}  {entry['comment']}")
             return 0
         # revoke by the id printed by list (a prefix of the key hash)
-        with node.store.env.begin(write=True) as txn:
-            matches = [bytes(k) for k, _ in txn.cursor(db=db) if bytes(k).hex().startswith(args.id)]
-            if len(matches) != 1:
-                print(f"fedmisp apikey revoke: {len(matches)} keys match {args.id!r}; "
-                      "give the id shown by `fedmisp apikey list`", file=sys.stderr)
-                return 2
-            txn.delete(matches[0], db=db)
+        matched = node.store.api_keys.revoke(args.id)
+        if matched != 1:
+            print(f"fedmisp apikey revoke: {matched} keys match {args.id!r}; "
+                  "give the id shown by `fedmisp apikey list`", file=sys.stderr)
+            return 2
         print("revoked")
         return 0
 

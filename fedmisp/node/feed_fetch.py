@@ -26,7 +26,8 @@ from fedmisp.node.importer import FileResult, ImportFileError, ImportReport, Pre
 from fedmisp.model.misp import unwrap_events
 from fedmisp.policy.filters import event_check
 from fedmisp.policy.model import event_view
-from fedmisp.store.store import EventWrite, WriteOutcome
+from fedmisp.store.events import WriteOutcome
+from fedmisp.store.rows import EventWrite
 
 log = logging.getLogger("fedmisp.feeds")
 

@@ -5,10 +5,8 @@ import secrets
 import time
 import uuid as _uuid
 from dataclasses import dataclass
-from hashlib import blake2b
 from pathlib import Path
 
-from fedmisp.model import canonical
 from fedmisp.model.identity import Identity
 from fedmisp.model.misp import ImportDefaults
 from fedmisp.model.org import introduction
@@ -23,11 +21,6 @@ API_KEY_CHARS = 40
 
 class HomeError(Exception):
     pass
-
-
-def hash_api_key(key: str) -> bytes:
-    # Keys are random 40-character secrets, so a fast hash suffices (no password stretching).
-    return blake2b(key.encode("utf-8"), digest_size=32, person=b"fedmisp-apikey").digest()
 
 
 def new_api_key() -> str:
@@ -80,8 +73,7 @@ class Node:
             raise HomeError(f"role {role!r} unknown; accepted: {', '.join(ROLES)}")
         key = new_api_key()
         entry = {"comment": comment, "created": int(time.time()), "role": role, "prefix": key[:4]}
-        with self.store.env.begin(write=True) as txn:
-            txn.put(hash_api_key(key), canonical.pack(entry), db=self.store.db["apikeys"])
+        self.store.api_keys.add(key, entry)
         return key
 
 

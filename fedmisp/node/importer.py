@@ -24,7 +24,9 @@ from fedmisp.model.misp import EventError, ImportDefaults, ParsedEvent, parse_ev
 from fedmisp.model.revision import sign_event
 from fedmisp.node.config import load_config
 from fedmisp.node.home import Node
-from fedmisp.store.store import EventWrite, Store, WriteOutcome, event_write, pack_writes, unpack_writes
+from fedmisp.store.events import WriteOutcome
+from fedmisp.store.rows import EventWrite, event_write, pack_writes, unpack_writes
+from fedmisp.store.store import Store
 from fedmisp.store.writer import Writer
 
 def uuid_text(raw: bytes) -> str:

@@ -144,16 +144,14 @@ class _StateCollector(Collector):
 
 
 def store_metrics(store: Any) -> Iterator[Any]:
-    env = store.env
-    info, stat = env.info(), env.stat()
+    usage = store.usage()
     yield GaugeMetricFamily("fedmisp_store_map_used_bytes", "Bytes of the LMDB map in use (pages up to the last one)",
-                            value=(info["last_pgno"] + 1) * stat["psize"])
+                            value=usage["map_used_bytes"])
     yield GaugeMetricFamily("fedmisp_store_map_size_bytes", "The LMDB map size (the most the store can grow to)",
-                            value=info["map_size"])
+                            value=usage["map_size"])
     entries = GaugeMetricFamily("fedmisp_store_entries", "Entries of each LMDB database of the store", labels=["db"])
-    with env.begin() as txn:
-        for name, db in sorted(store.db.items()):
-            entries.add_metric([name], txn.stat(db)["entries"])
+    for name, count in usage["entries"].items():
+        entries.add_metric([name], count)
     yield entries
     stats = store.stats()
     yield GaugeMetricFamily("fedmisp_events_held", "Events this node holds", value=stats["events"])

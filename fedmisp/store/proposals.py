@@ -15,8 +15,12 @@ import uuid as _uuid
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from fedmisp.model.records import KIND_PROPOSAL, Record, open_record
-from fedmisp.store.store import Store, uuid16
+from fedmisp.model.records import KIND_PROPOSAL, Record
+from fedmisp.store import log
+from fedmisp.store.db import Txn
+from fedmisp.store.events import attached_ids
+from fedmisp.store.rows import uuid16
+from fedmisp.store.store import Store
 
 PROPOSAL_ID_BYTES = 7  # as attribute ids (decision 0005): below 2^56, sent as strings
 MAX_PROPOSAL_ID = 2 ** (8 * PROPOSAL_ID_BYTES) - 1
@@ -44,14 +48,11 @@ def proposal_id(record_id: bytes) -> int:
     return int.from_bytes(record_id[:PROPOSAL_ID_BYTES], "big")
 
 
-def _open(txn: Any, store: Store, record_id: bytes, ev: bytes) -> HeldProposal | None:
-    if txn.get(record_id, db=store.db["decisions"]) is not None:
+def _open(txn: Txn, store: Store, record_id: bytes, ev: bytes) -> HeldProposal | None:
+    if txn.get("decisions", record_id) is not None:
         return None  # accepted or discarded
-    raw = txn.get(record_id, db=store.db["records"])
-    if raw is None:
-        return None
-    record = open_record(bytes(raw))
-    if record.kind != KIND_PROPOSAL:
+    record = log.record(txn, record_id)
+    if record is None or record.kind != KIND_PROPOSAL:
         return None
     return HeldProposal(record, str(_uuid.UUID(bytes=bytes(ev))))
 
@@ -62,15 +63,14 @@ def open_proposals(store: Store, event_uuid: str | None = None, limit: int = 10_
     `limit` of them after skipping `offset`."""
     out: list[HeldProposal] = []
     skipped = 0
-    with store.env.begin() as txn:
+    with store.read() as txn:
         if event_uuid is None:
             candidates: Iterator[tuple[bytes, bytes]] = (
-                (bytes(rid), bytes(ev)) for rid, ev in txn.cursor(db=store.db["proposals"]))
+                (bytes(rid), bytes(ev)) for rid, ev in txn.cursor("proposals"))
         else:
             ev = uuid16(event_uuid)
-            cur = txn.cursor(db=store.db["event_extra"])
-            ids = sorted(bytes(rid) for rid in cur.iternext_dup()) if cur.set_key(ev) else []
-            candidates = ((rid, ev) for rid in ids if txn.get(rid, db=store.db["proposals"]) is not None)
+            ids = sorted(attached_ids(txn, ev))
+            candidates = ((rid, ev) for rid in ids if txn.get("proposals", rid) is not None)
         for record_id, ev in candidates:
             found = _open(txn, store, record_id, ev)
             if found is None:
@@ -89,8 +89,8 @@ def find_proposal(store: Store, number: int) -> HeldProposal | None:
     if not 0 < number <= MAX_PROPOSAL_ID:
         return None
     prefix = number.to_bytes(PROPOSAL_ID_BYTES, "big")
-    with store.env.begin() as txn:
-        cur = txn.cursor(db=store.db["proposals"])
+    with store.read() as txn:
+        cur = txn.cursor("proposals")
         matches = []
         if cur.set_range(prefix):
             for record_id, ev in cur:
@@ -104,10 +104,9 @@ def find_proposal(store: Store, number: int) -> HeldProposal | None:
 
 def decision_for(store: Store, proposal_record_id: bytes) -> Record | None:
     """The decision that closed a proposal, if this node holds one."""
-    with store.env.begin() as txn:
-        rid = txn.get(proposal_record_id, db=store.db["decisions"])
-        raw = txn.get(bytes(rid), db=store.db["records"]) if rid is not None else None
-    return open_record(bytes(raw)) if raw is not None else None
+    with store.read() as txn:
+        rid = txn.get("decisions", proposal_record_id)
+        return log.record(txn, bytes(rid)) if rid is not None else None
 
 
 def decision_body(event_uuid: str, proposal: Record, decision: str) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """Read-side search over the store's indexes: what the REST API's views and restSearch ask.
 
-It reads the Store's LMDB environment and named databases directly and never writes. Each search
+It reads through the store's transactions (`Store.read`, store/db.py `Txn`) and never writes: held
+events and elements by key through store/reads.py, the indexes it plans with by cursor. Each search
 narrows candidates with the indexes (value, type, tag, event tag, Orgc, event ids, element uuids)
 and then checks every candidate against every criterion on the element body itself, so an index
 only ever prunes and the body decides. A broad term (more than GATHERED_REFS refs, e.g. a common
@@ -25,9 +26,11 @@ from typing import Any, Iterable, Iterator
 
 from fedmisp.model import canonical
 from fedmisp.model.misp import element_kind
-from fedmisp.model.records import check_element, open_record, revision_elements
 from fedmisp.model.values import ValueFormatError, normalise
-from fedmisp.store.store import EventMeta, HeldEvent, Store, index_key, uuid16
+from fedmisp.store import reads
+from fedmisp.store.db import Txn
+from fedmisp.store.rows import HeldEvent, index_key, uuid16
+from fedmisp.store.store import Store
 
 # 7 bytes of a random (v4) uuid: 2^56 ids, so a clash needs ~2^28 elements on one node (birthday
 # bound) and is then reported as ambiguous rather than resolved wrongly (decision 0005).
@@ -65,15 +68,8 @@ def element_uuid_for_id(store: Store, number: int) -> str | None:
     """The element whose uuid starts with `number`'s 7 bytes; None if none or (a clash) several."""
     if not 0 < number <= MAX_ELEMENT_ID:
         return None
-    prefix = number.to_bytes(ELEMENT_ID_BYTES, "big")
-    found = []
-    with store.env.begin() as txn:
-        cur = txn.cursor(db=store.db["elements"])
-        if cur.set_range(prefix):
-            for key in cur.iternext(values=False):
-                if not bytes(key).startswith(prefix) or len(found) > 1:
-                    break
-                found.append(bytes(key))
+    with store.read() as txn:
+        found = reads.elements_from(txn, number.to_bytes(ELEMENT_ID_BYTES, "big"), 2)
     return str(_uuid.UUID(bytes=found[0])) if len(found) == 1 else None
 
 
@@ -98,22 +94,17 @@ def resolve_element(store: Store, ref: str) -> str | None:
 
 
 def element_event(store: Store, element_uuid: str) -> str | None:
-    with store.env.begin() as txn:
-        raw = txn.get(uuid16(element_uuid), db=store.db["elements"])
-    return str(_uuid.UUID(bytes=bytes(raw[:16]))) if raw is not None else None
+    with store.read() as txn:
+        location = reads.element_at(txn, uuid16(element_uuid))
+    return str(_uuid.UUID(bytes=location[:16])) if location is not None else None
 
 
 def find_element(store: Store, element_uuid: str) -> tuple[str, dict[str, Any]] | None:
     """(event uuid, element body) of a held attribute, object or reference."""
-    with store.env.begin() as txn:
-        raw = txn.get(uuid16(element_uuid), db=store.db["elements"])
-        if raw is None:
-            return None
-        raw = bytes(raw)
-        body = txn.get(raw, db=store.db["bodies"])
-        if body is None:
-            return None
-        return str(_uuid.UUID(bytes=raw[:16])), check_element(raw[16:], bytes(body))
+    with store.read() as txn:
+        location = reads.element_at(txn, uuid16(element_uuid))
+        element = reads.element_body(txn, location) if location is not None else None
+    return (str(_uuid.UUID(bytes=location[:16])), element) if location is not None and element is not None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,18 +172,16 @@ _verified_heads = _VerifiedHeads(VERIFIED_HEADS)
 
 def event_head(store: Store, event_uuid: str) -> EventHead | None:
     ev = uuid16(event_uuid)
-    with store.env.begin() as txn:
-        raw = txn.get(ev, db=store.db["events"])
-        if raw is None:
+    with store.read() as txn:
+        held = reads.held_at(txn, ev)
+        if held is None:
             return None
-        held = HeldEvent.decode(bytes(raw))
         verified = _verified_heads.get(held.record_id)
         if verified is None:
-            record = open_record(txn.get(held.record_id, db=store.db["records"]))
+            record = reads.revision_record(txn, held)
             verified = record.author, record.body["event"]
             _verified_heads.put(held.record_id, *verified)
-        raw_meta = txn.get(ev, db=store.db["event_meta"])
-    meta = EventMeta(*canonical.unpack(raw_meta)) if raw_meta is not None else None
+        meta = reads.event_meta_at(txn, ev)
     if meta is not None and (meta.correlation_only or meta.deleted):
         return None  # matched by correlation only, or deleted: never shown
     return EventHead(event_uuid, held.id, held, verified[0], verified[1])
@@ -202,17 +191,11 @@ def event_ids(store: Store) -> Iterator[tuple[int, str]]:
     """(event id, uuid) of every held event in id order, read a page at a time."""
     last = 0
     while True:
-        page = []
-        with store.env.begin() as txn:
-            cur = txn.cursor(db=store.db["event_ids"])
-            if cur.set_range((last + 1).to_bytes(8, "big")):
-                for key, value in cur:
-                    page.append((int.from_bytes(key, "big"), str(_uuid.UUID(bytes=bytes(value)))))
-                    if len(page) >= 1000:
-                        break
+        with store.read() as txn:
+            page = reads.event_ids_after(txn, last, 1000)
         if not page:
             return
-        yield from page
+        yield from ((n, str(_uuid.UUID(bytes=ev))) for n, ev in page)
         last = page[-1][0]
 
 
@@ -226,27 +209,11 @@ def event_elements(store: Store, event_uuid: str, only: Iterable[bytes] | None =
 
 
 def _event_elements(store: Store, event_uuid: str, only: Iterable[bytes] | None = None) -> list[dict[str, Any]]:
-    ev = uuid16(event_uuid)
-    out = []
-    with store.env.begin() as txn:
+    with store.read() as txn:
         if only is not None:
-            for u in only:
-                raw = txn.get(u, db=store.db["elements"])
-                if raw is None or bytes(raw[:16]) != ev:
-                    continue
-                body = txn.get(bytes(raw), db=store.db["bodies"])
-                if body is not None:
-                    out.append(check_element(bytes(raw[16:]), bytes(body)))
-            return out
-        held = txn.get(ev, db=store.db["events"])
-        if held is None:
-            return out
-        record = open_record(txn.get(HeldEvent.decode(bytes(held)).record_id, db=store.db["records"]))
-        for digest in revision_elements(record):
-            body = txn.get(ev + digest, db=store.db["bodies"])
-            if body is not None:
-                out.append(check_element(digest, bytes(body)))
-    return out
+            return reads.elements_of(txn, uuid16(event_uuid), only)
+        found = reads.revision(txn, event_uuid)
+    return found[1] if found is not None else []
 
 
 # --- search parameters -----------------------------------------------------------------------------
@@ -528,16 +495,15 @@ def _value_forms(body: dict[str, Any]) -> list[str]:
     return forms
 
 
-def _index_keys(store: Store, txn: Any, db_name: str, term: str) -> list[bytes]:
+def _index_keys(store: Store, txn: Txn, db_name: str, term: str) -> list[bytes]:
     """Index keys one term selects: itself (and its normalised forms), or a wildcard scan."""
-    db = store.db[db_name]
     if "%" not in term:
         keys = {index_key(term), index_key(term.strip()), index_key(term.strip().lower())}
         return list(keys)
     prefix = term.split("%", 1)[0]
     pattern = _like(term)
     out: list[bytes] = []
-    cur = txn.cursor(db=db)
+    cur = txn.cursor(db_name)
     # A literal prefix bounds the scan; MySQL's LIKE folds case, so try the prefix as given and lower.
     starts = {prefix.encode(), prefix.lower().encode()} if prefix else {b""}
     for start in starts:
@@ -557,16 +523,16 @@ def _index_keys(store: Store, txn: Any, db_name: str, term: str) -> list[bytes]:
     return out
 
 
-def _ref_count(store: Store, txn: Any, db_name: str, keys: Iterable[bytes]) -> int:
-    cur = txn.cursor(db=store.db[db_name])
+def _ref_count(store: Store, txn: Txn, db_name: str, keys: Iterable[bytes]) -> int:
+    cur = txn.cursor(db_name)
     return sum(cur.count() for key in keys if cur.set_key(key))
 
 
-def _ref_events(store: Store, txn: Any, db_name: str, keys: Iterable[bytes]) -> set[bytes]:
+def _ref_events(store: Store, txn: Txn, db_name: str, keys: Iterable[bytes]) -> set[bytes]:
     """The events (16-byte uuids) with refs under `keys`: a ref's values are sorted by event, so
     one seek per event skips past the rest of that event's attributes."""
     out: set[bytes] = set()
-    cur = txn.cursor(db=store.db[db_name])
+    cur = txn.cursor(db_name)
     for key in keys:
         positioned = cur.set_key(key)
         while positioned:
@@ -579,11 +545,11 @@ def _ref_events(store: Store, txn: Any, db_name: str, keys: Iterable[bytes]) -> 
     return out
 
 
-def _values_under(store: Store, txn: Any, db_name: str, keys: Iterable[bytes]) -> set[bytes]:
+def _values_under(store: Store, txn: Txn, db_name: str, keys: Iterable[bytes]) -> set[bytes]:
     """Every value under `keys` in a dupsort index: event uuid (16) | attribute uuid (16) refs in
     ix_value / ix_type / ix_tag, event uuids in ix_event_tag / ix_org."""
     out: set[bytes] = set()
-    cur = txn.cursor(db=store.db[db_name])
+    cur = txn.cursor(db_name)
     for key in keys:
         if cur.set_key(key):
             out.update(bytes(v) for v in cur.iternext_dup())
@@ -618,10 +584,10 @@ class _Plan:
         only = None if self.attributes is None else self.attributes.get(event, set())
         if not self.per_event or (only is not None and not only):
             return only
-        with store.env.begin() as txn:
+        with store.read() as txn:
             for db_name, keys in self.per_event:
                 found: set[bytes] = set()
-                cur = txn.cursor(db=store.db[db_name])
+                cur = txn.cursor(db_name)
                 for key in keys:
                     if cur.set_range_dup(key, event):
                         for ref in cur.iternext_dup():
@@ -650,7 +616,7 @@ class _Plan:
 
 def _plan(store: Store, q: Query) -> _Plan:
     plan = _Plan()
-    with store.env.begin() as txn:
+    with store.read() as txn:
         # positive terms only: an index tells where a term is, not where it is absent
         for terms, db in ((q.value, "ix_value"), (q.type, "ix_type")):
             if terms.any:
@@ -679,9 +645,9 @@ def _plan(store: Store, q: Query) -> _Plan:
             events = set()
             for term in q.eventid.any:
                 if term.isdigit() and len(term) < 20:
-                    raw = txn.get(int(term).to_bytes(8, "big"), db=store.db["event_ids"]) if 0 < int(term) < 2**63 else None
-                    if raw is not None:
-                        events.add(bytes(raw))
+                    ev = reads.event_for_id(txn, int(term))
+                    if ev is not None:
+                        events.add(ev)
                 elif is_uuid(term):
                     events.add(uuid16(str(_uuid.UUID(term))))
             plan.narrow_events(events)
@@ -692,12 +658,12 @@ def _plan(store: Store, q: Query) -> _Plan:
                 if not is_uuid(term):
                     continue
                 u = uuid16(str(_uuid.UUID(term)))
-                if txn.get(u, db=store.db["events"]) is not None:
+                if reads.held_at(txn, u) is not None:
                     events.add(u)
-                raw = txn.get(u, db=store.db["elements"])
-                if raw is not None:
-                    refs.add(bytes(raw[:16]) + u)
-                    events.add(bytes(raw[:16]))
+                location = reads.element_at(txn, u)
+                if location is not None:
+                    refs.add(location[:16] + u)
+                    events.add(location[:16])
             plan.narrow_events(events)
     return plan
 
@@ -769,11 +735,11 @@ def _events_in_order(store: Store, plan: _Plan) -> Iterator[tuple[int, str]]:
         yield from event_ids(store)
         return
     heads = []
-    with store.env.begin() as txn:
+    with store.read() as txn:
         for ev in plan.events:
-            raw = txn.get(ev, db=store.db["events"])
-            if raw is not None:
-                heads.append((HeldEvent.decode(bytes(raw)).id, str(_uuid.UUID(bytes=ev))))
+            held = reads.held_at(txn, ev)
+            if held is not None:
+                heads.append((held.id, str(_uuid.UUID(bytes=ev))))
     yield from sorted(heads)
 
 
@@ -826,8 +792,8 @@ def small_exact_search(store: Store, q: Query) -> bool:
         return False
     events: set[bytes] = set()
     refs = 0
-    with store.env.begin() as txn:
-        cur = txn.cursor(db=store.db["ix_value"])
+    with store.read() as txn:
+        cur = txn.cursor("ix_value")
         for key in dict.fromkeys(k for term in q.value.any for k in _index_keys(store, txn, "ix_value", term)):
             if cur.set_key(key):
                 refs += cur.count()
@@ -835,8 +801,8 @@ def small_exact_search(store: Store, q: Query) -> bool:
                     return False
                 events.update(bytes(ref[:16]) for ref in cur.iternext_dup())
         for ev in events:
-            raw = txn.get(ev, db=store.db["events"])
-            if raw is not None and HeldEvent.decode(bytes(raw)).record_id not in _verified_heads:
+            held = reads.held_at(txn, ev)
+            if held is not None and held.record_id not in _verified_heads:
                 return False
     return True
 
@@ -888,9 +854,9 @@ def _has_element(store: Store, event_uuid: str, terms: Terms) -> bool:
 def tag_names(store: Store, limit: int = 100_000) -> list[str]:
     """Every tag name in use on attributes or events (tags/index), up to `limit`."""
     names: set[str] = set()
-    with store.env.begin() as txn:
+    with store.read() as txn:
         for db in ("ix_tag", "ix_event_tag"):
-            cur = txn.cursor(db=store.db[db])
+            cur = txn.cursor(db)
             positioned = cur.first()
             while positioned and len(names) < limit:
                 names.add(bytes(cur.key()).decode("utf-8", "replace"))
@@ -901,5 +867,5 @@ def tag_names(store: Store, limit: int = 100_000) -> list[str]:
 def tag_in_use(store: Store, name: str) -> bool:
     """Whether a held revision carries the tag (shared, on an attribute or an event)."""
     key = index_key(name)
-    with store.env.begin() as txn:
-        return any(txn.cursor(db=store.db[db]).set_key(key) for db in ("ix_tag", "ix_event_tag"))
+    with store.read() as txn:
+        return any(txn.cursor(db).set_key(key) for db in ("ix_tag", "ix_event_tag"))

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from typing import Callable
 
 from fedmisp.model.revision import SignedEvent
-from fedmisp.store.store import EventBatch, EventWrite, Store, WriteOutcome
+from fedmisp.store.events import EventBatch, WriteOutcome
+from fedmisp.store.rows import EventWrite
+from fedmisp.store.store import Store
 
 # Commit once a transaction holds this many elements. Each commit writes every page the
 # transaction touched, and random-keyed indexes (element uuid, value, ssdeep gram) touch most of
