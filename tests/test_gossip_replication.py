@@ -523,5 +523,5 @@ def test_a_known_peers_signed_but_malformed_revision_is_refused_and_the_pull_goe
 ])
 def test_a_required_field_written_as_null_is_missing(body, field):
     """A null is no value: policy and the export would read None where they need a level or a time."""
-    from fedmisp.model.misp import received_problem
+    from fedmisp.model.received import received_problem
     assert field in (received_problem(body) or "")

@@ -364,9 +364,10 @@ def test_a_body_opens_only_between_the_two_keys_and_is_refused_as_bad_box_otherw
         assert caught.value.reason == "bad-box"
 
 
-# --- model/misp.py: the shape of what arrives from a peer (received_problem) ------------------------
+# --- model/received.py: the shape of what arrives from a peer (received_problem) ------------------------
 
-from fedmisp.model.misp import _MAX_TIMESTAMP, received_problem  # noqa: E402
+from fedmisp.model.misp import MAX_TIMESTAMP  # noqa: E402
+from fedmisp.model.received import received_problem  # noqa: E402
 
 U1, U2 = "11111111-1111-4111-8111-111111111111", "22222222-2222-4222-8222-222222222222"
 HEADER = {"uuid": U1, "info": "x", "distribution": 1, "threat_level_id": 2, "analysis": 0, "timestamp": 5,
@@ -383,8 +384,8 @@ def test_received_well_formed_bodies_pass():
 
 
 @pytest.mark.parametrize("field, good, bad", [
-    ("timestamp", [0, _MAX_TIMESTAMP], [-1, _MAX_TIMESTAMP + 1, "5", 5.0, True]),
-    ("publish_timestamp", [0, _MAX_TIMESTAMP], [-1, _MAX_TIMESTAMP + 1]),
+    ("timestamp", [0, MAX_TIMESTAMP], [-1, MAX_TIMESTAMP + 1, "5", 5.0, True]),
+    ("publish_timestamp", [0, MAX_TIMESTAMP], [-1, MAX_TIMESTAMP + 1]),
     ("distribution", [0, 4], [-1, 5, 6, "1"]),  # 5 (inherit) is no level for an event
     ("threat_level_id", [1, 4], [0, 5]),
     ("analysis", [0, 2], [-1, 3]),

@@ -79,7 +79,7 @@ TARGETS: dict[str, Target] = {
                                          "tests/test_gossip_replication.py", "tests/test_author_rule.py",
                                          "tests/test_blocked_keys.py", "tests/test_gossip_extras.py"),
                                         constants=frozenset({"MAX_MESSAGE_BYTES", "BODIES_PAGE"})),
-    "fedmisp/model/misp.py": Target(("tests/test_gossip_replication.py", "tests/test_security_rules.py",
+    "fedmisp/model/received.py": Target(("tests/test_gossip_replication.py", "tests/test_security_rules.py",
                                      "tests/test_gossip_session.py"),
                                     functions=frozenset({"received_problem"}),
                                     constants=frozenset({"_RECEIVED_RULES", "_RECEIVED_HEADER",

@@ -23,7 +23,7 @@ import msgpack
 from fedmisp.gossip.observe import IN, NO_OBSERVER, OUT, REFUSED, SENT, STORED, WITHHELD, Decision, Observer, count_reasons
 from fedmisp.gossip.session import ReceivedEvent, Refused, StoreBatch
 from fedmisp.model import canonical
-from fedmisp.model.misp import received_problem
+from fedmisp.model.received import received_problem
 from fedmisp.model.records import (
     KIND_EVENT, KIND_ORG, KIND_PROPOSAL, KIND_PROPOSAL_DECISION, KIND_RETRACTION, KIND_SHARING_GROUP,
     KIND_SIGHTINGS, Record, RecordError, open_element, open_record, seal,

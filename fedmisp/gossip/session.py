@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 from fedmisp.model import canonical
 from fedmisp.model.org import read_org
-from fedmisp.model.misp import received_problem
+from fedmisp.model.received import received_problem
 from fedmisp.model.records import (
     KIND_EVENT, KIND_ORG, KIND_PROPOSAL, KIND_PROPOSAL_DECISION, KIND_RETRACTION, KIND_SHARING_GROUP,
     KIND_SIGHTINGS, SALT_BYTES, Record, RecordError, body_problem, element_digest, open_record,

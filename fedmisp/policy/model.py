@@ -11,6 +11,8 @@ from typing import Any, Iterable, Mapping, NamedTuple
 
 import msgpack
 
+from fedmisp.model.misp import KIND_ATTRIBUTE, KIND_OBJECT, KIND_REFERENCE  # element kinds, defined once
+
 # --- distribution levels (MISP's numbers) ------------------------------------------------------
 ORG_ONLY = 0  # your organisation only
 COMMUNITY = 1  # this community only: the origin's direct peers
@@ -19,10 +21,6 @@ ALL = 3  # all communities
 SHARING_GROUP = 4
 INHERIT = 5  # as the containing object or event
 
-KIND_EVENT = "event"
-KIND_ATTRIBUTE = "attribute"
-KIND_OBJECT = "object"
-KIND_REFERENCE = "reference"
 
 
 class PeerMode(str, Enum):
