@@ -193,7 +193,8 @@ def test_a_good_filter_value_is_kept(key, value):
 # --- policy/pipeline.py: step 3, sharing groups, both ways -----------------------------------------
 
 from fedmisp.policy.model import ElementView, EventView, Holding, NodeState, PeerMode, PeerPolicy, SyncFilter  # noqa: E402
-from fedmisp.policy.pipeline import inbound, outbound  # noqa: E402
+from fedmisp.policy.inbound import inbound  # noqa: E402
+from fedmisp.policy.outbound import outbound  # noqa: E402
 
 SG_A, SG_B, SG_C = "org-a", "org-b", "org-c"  # A owns the group, B a member, C not
 SG_GROUP = SharingGroup(uuid="sg-1", name="LE-CSIRT", owner=SG_A, revision=1, members={SG_A: True, SG_B: False})

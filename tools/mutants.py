@@ -61,7 +61,9 @@ class Target:
 
 TARGETS: dict[str, Target] = {
     "fedmisp/policy/filters.py": Target(tuple(_POLICY)),
-    "fedmisp/policy/pipeline.py": Target(tuple(_POLICY), constants=frozenset({"_SERVES", "_TAKES"})),
+    "fedmisp/policy/pipeline.py": Target(tuple(_POLICY), constants=frozenset({"SERVES", "TAKES"})),
+    "fedmisp/policy/outbound.py": Target(tuple(_POLICY)),
+    "fedmisp/policy/inbound.py": Target(tuple(_POLICY)),
     "fedmisp/policy/sharing_groups.py": Target(("tests/test_policy_rules.py", "tests/test_security_rules.py",
                                                 "tests/test_policy_property.py", "tests/test_api_orgs.py",
                                                 "tests/test_api_federation.py")),

@@ -11,6 +11,7 @@ from fedmisp.gossip.session import (
     Done, PullLimits, PullSession, SendBodies, SendChanges, StoreBatch, WaitStored, stop_rule,
 )
 from fedmisp.gossip.peers import PeerConfig
+from fedmisp.policy.reasons import Reason
 
 T = TypeVar("T")
 
@@ -21,7 +22,7 @@ class PullStopped(Exception):
 
     def __init__(self, message: str):
         super().__init__(message)
-        self.rule = message.split(":", 1)[0]
+        self.rule = Reason(message.split(":", 1)[0])
 
 
 @dataclass

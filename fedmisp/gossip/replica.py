@@ -42,7 +42,9 @@ from fedmisp.policy.model import (
     SHARING_GROUP, ElementView, EventView, Holding, NodeState, PeerPolicy, element_view, event_view, header_view, join_views,
     pack_views, unpack_views, views_of,
 )
-from fedmisp.policy.pipeline import EventPlan, Outcome, inbound, merge, outbound, plan
+from fedmisp.policy.inbound import attached_inbound, author_reason, inbound
+from fedmisp.policy.outbound import attached_outbound, outbound, sharing_group_outbound
+from fedmisp.policy.pipeline import EventPlan, Outcome, merge, plan
 from fedmisp.store.proposals import decision_shape_problem, proposal_shape_problem
 from fedmisp.store.store import (
     EVENT_EXTRA_KINDS, EventWrite, Rows, WriteOutcome, element_rows, elements_rows, join_rows, received_write,
@@ -353,9 +355,8 @@ class Replica:
     def _may_receive(self, event_uuid: Any, peer: PeerPolicy, state: NodeState) -> Reason:
         held = self.held_event(event_uuid) if isinstance(event_uuid, str) else None
         if held is None:
-            return Reason.EVENT_NOT_HELD
-        everywhere = Holding(held.holding.levels, {}, held.holding.correlation_only)  # rule 5 aside
-        return outbound(held.view, everywhere, peer, state, held.plan).reason
+            return attached_outbound(None, Holding({}), peer, state)
+        return attached_outbound(held.view, held.holding, peer, state, held.plan)
 
     def changes_for(self, peer: PeerPolicy, since: int, limit: int,
                     decisions: list[Decision] | None = None) -> dict[str, Any]:
@@ -383,22 +384,17 @@ class Replica:
             withheld: dict[str, int] = {}
             change: dict[str, Any] | None = None  # an event's; any other record goes as it is
             if record.kind in EVENT_EXTRA_KINDS:
-                # They follow their event's distribution: to peers that may receive the event,
-                # the one it came from included (a sighting or proposal travels back towards the
-                # creator, a decision out from it).
+                # they follow their event (policy/outbound.py attached_outbound)
                 event_uuid = record.body.get("event_uuid", "")
                 reason = self._may_receive(event_uuid, peer, state)
                 if (reason is Reason.ALLOWED and strip_sighting_org and record.kind == KIND_SIGHTINGS
                         and record.author != configured.key):
                     record = self.anonymised_sightings(record)  # (the peer's own go back as they are)
             elif record.kind == KIND_SHARING_GROUP:
-                # A group's revisions go to its members only, like its data, and to the organisations
-                # an earlier revision listed: a member that a revision removes (or a deletion drops)
-                # learns that it is out, rather than keeping the last revision it was sent.
                 members = {m[0] for m in record.body.get("members", [])}
-                if not peer.org_uuid or peer.org_uuid not in members and \
-                        peer.org_uuid not in self.store.sharing_group_orgs_ever(record.body["uuid"]):
-                    reason = Reason.SG_NOT_MEMBER
+                ever = self.store.sharing_group_orgs_ever(record.body["uuid"]) \
+                    if peer.org_uuid and peer.org_uuid not in members else ()
+                reason = sharing_group_outbound(peer.org_uuid, members, ever)
             elif record.kind == KIND_EVENT:
                 event_uuid = record.body["event"]["uuid"]
                 held, outcome = self.decide(event_uuid, peer, state)
@@ -528,7 +524,7 @@ class Replica:
             try:
                 opened.append(open_record(wire))
             except Exception:  # noqa: BLE001 - counted, never stored
-                self._refuse(peer.name, report, Reason.MALFORMED.value)
+                self._refuse(peer.name, report, Reason.MALFORMED)
         org_records = [r for r in opened if r.kind == KIND_ORG]
         if org_records:
             # introductions and key rotations; the rules (policy/orgs.py) are checked in the store's
@@ -544,15 +540,16 @@ class Replica:
         for record in opened:
             if record.kind == KIND_ORG:
                 continue
-            if not self.author_known(record.author, record.created):
+            reason = author_reason(blocked=False, known=self.author_known(record.author, record.created))
+            if reason is not Reason.ALLOWED:
                 # the session let it through on an org record of this page that was just refused
-                self._refuse(peer.name, report, Reason.UNKNOWN_AUTHOR.value, record.kind, record.id)
+                self._refuse(peer.name, report, reason, record.kind, record.id)
                 continue
             if record.kind in EVENT_EXTRA_KINDS:
                 if _extra_problem(record) is None:
                     attached.append(record)
                 else:
-                    self._refuse(peer.name, report, Reason.MALFORMED.value, record.kind, record.id)
+                    self._refuse(peer.name, report, Reason.MALFORMED, record.kind, record.id)
             if record.kind == KIND_RETRACTION:
                 retractions.append(record)  # after the batch's revisions: one of them may be the new one
             if record.kind == KIND_SHARING_GROUP:
@@ -573,7 +570,7 @@ class Replica:
             record = received.record if received.record is not None else open_record(received.wire)
             opened = self._open(record, received.bodies, peer.name)
             for digest, problem in opened.bad.items():
-                self._refuse(peer.name, report, Reason.MALFORMED.value, record.kind, record.id,
+                self._refuse(peer.name, report, Reason.MALFORMED, record.kind, record.id,
                              received.event_uuid, problem)
             taken = self._accept(received, record, opened, peer, state, report)
             if taken is not None:
@@ -587,14 +584,15 @@ class Replica:
         for record in attached:
             event_uuid = record.body["event_uuid"]  # (shape checked above)
             creator = self._creator(event_uuid)
-            if creator is None:
-                self._refuse(peer.name, report, Reason.EVENT_NOT_HELD.value, record.kind, record.id, event_uuid)
-            elif record.kind == KIND_PROPOSAL_DECISION and record.author != creator \
-                    and self.store.current_key(record.author) != self.store.current_key(creator):
-                # (the creator's key, or the key it rotated to: decision 0013)
-                self._refuse(peer.name, report, Reason.DECISION_NOT_CREATOR.value, record.kind, record.id, event_uuid)
-            else:
+            signer = record.author
+            if creator is not None and signer != creator:
+                # the keys their rotations lead to (decision 0013), looked up only when they differ
+                signer, creator = self.store.current_key(signer), self.store.current_key(creator)
+            reason = attached_inbound(creator, signer, decision=record.kind == KIND_PROPOSAL_DECISION)
+            if reason is Reason.ALLOWED:
                 keep.append(record)
+            else:
+                self._refuse(peer.name, report, reason, record.kind, record.id, event_uuid)
         new_records = self.store.write_new_records(keep) if keep else []
         report.stored_records += len(new_records)
         for record in new_records:
@@ -608,10 +606,8 @@ class Replica:
                 self._stored(peer.name, record, withheld)
             elif outcome is WriteOutcome.UNCHANGED:
                 report.unchanged += 1
-            else:
-                reason = {WriteOutcome.CONFLICT: "uuid-conflict",
-                          WriteOutcome.NOT_AUTHOR: Reason.NOT_AUTHOR.value}.get(outcome, Reason.OLDER.value)
-                self._refuse(peer.name, report, reason, record.kind, record.id, record.body["event"]["uuid"])
+            else:  # a refusal decided in the write (policy/inbound.py not_older, by_author; uuid-conflict)
+                self._refuse(peer.name, report, outcome, record.kind, record.id, record.body["event"]["uuid"])
         self._views.clear()
         return report
 
@@ -669,7 +665,7 @@ class Replica:
         record = self.store.record(held.record_id) if held is not None else None
         return record.author if record is not None else None
 
-    def _refuse(self, peer: str, report: ApplyReport, reason: str, kind: str = "", record_id: bytes = b"",
+    def _refuse(self, peer: str, report: ApplyReport, reason: Reason, kind: str = "", record_id: bytes = b"",
                 event_uuid: str = "", detail: str = "") -> None:
         report.refuse(reason)
         self.observer.decided(Decision(peer, IN, REFUSED, kind, record_id, event_uuid, reason, detail=detail))
@@ -829,9 +825,10 @@ class Replica:
 
     def _accept(self, received: ReceivedEvent, record: Record, opened: _Opened, peer: PeerConfig,
                 state: NodeState, report: ApplyReport) -> _Accepted | None:
-        if not self.author_known(record.author, record.created):
+        reason = author_reason(blocked=False, known=self.author_known(record.author, record.created))
+        if reason is not Reason.ALLOWED:
             # (a key this batch's org records just retired or refused: reported like every refusal)
-            self._refuse(peer.name, report, Reason.UNKNOWN_AUTHOR.value, record.kind, record.id, received.event_uuid)
+            self._refuse(peer.name, report, reason, record.kind, record.id, received.event_uuid)
             return None
         header = record.body["event"]
         event_uuid = received.event_uuid

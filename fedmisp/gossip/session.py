@@ -33,6 +33,7 @@ from fedmisp.model.records import (
     revision_elements,
 )
 from fedmisp.model.retraction import NO_LEVEL, read_retraction
+from fedmisp.policy.inbound import author_reason, check_received, not_older, record_reason
 from fedmisp.policy.reasons import Reason
 
 
@@ -76,7 +77,7 @@ NO_PROGRESS_SECONDS = 60.0
 #   which the peer may receive nothing. A real sender can do that (a log full of what this node
 #   may not have); its pull then ends and the next one goes on from the checkpoint reached.
 NO_PROGRESS_PAGES = 1_000
-DEADLINE, NO_PROGRESS = Reason.PULL_DEADLINE.value, Reason.PULL_NO_PROGRESS.value  # why a pull was stopped
+DEADLINE, NO_PROGRESS = Reason.PULL_DEADLINE, Reason.PULL_NO_PROGRESS  # why a pull was stopped
 
 
 class ProtocolError(Exception):
@@ -125,7 +126,7 @@ class ReceivedEvent:
 @dataclass(frozen=True, slots=True)
 class Refused:
     seq: int
-    reason: str
+    reason: Reason
     detail: str = ""
     kind: str = ""  # what is known of the record (nothing when it did not open), for the audit log
     record_id: bytes = b""
@@ -285,15 +286,16 @@ class PullSession:
         seq = change["seq"]
         wire = change.get("record")
         if not isinstance(wire, bytes):
-            self._refused.append(Refused(seq, "malformed", "change without a record"))
+            self._refused.append(Refused(seq, Reason.MALFORMED, "change without a record"))
             return
         try:
             record = open_record(wire)
         except RecordError as e:
-            self._refused.append(Refused(seq, "bad-signature" if "signature" in str(e) else "malformed", str(e)))
+            self._refused.append(Refused(seq, record_reason(e), str(e)))
             return
         if self.local.key_blocked(record.author):
-            self._refused.append(Refused(seq, "key-blocked", kind=record.kind, record_id=record.id))
+            self._refused.append(Refused(seq, author_reason(blocked=True, known=False), kind=record.kind,
+                                         record_id=record.id))
             return
         if record.kind == KIND_ORG:
             # An org record introduces its own key (self-signed) or a key that replaces one (signed
@@ -303,18 +305,21 @@ class PullSession:
             try:
                 claim = read_org(record)
             except RecordError as e:
-                self._refused.append(Refused(seq, "malformed", str(e), record.kind, record.id))
+                self._refused.append(Refused(seq, Reason.MALFORMED, str(e), record.kind, record.id))
                 return
             if self.local.key_blocked(claim.key) or (claim.voucher is not None and self.local.key_blocked(claim.voucher)):
-                self._refused.append(Refused(seq, "key-blocked", kind=record.kind, record_id=record.id))
+                self._refused.append(Refused(seq, author_reason(blocked=True, known=False), kind=record.kind,
+                                             record_id=record.id))
                 return
             self._records.append(wire)
             if claim.previous is None or claim.previous in self._introduced \
                     or self.local.author_known(claim.previous, record.created):
                 self._introduced.add(claim.key)
             return
-        if record.author not in self._introduced and not self.local.author_known(record.author, record.created):
-            self._refused.append(Refused(seq, "unknown-author", kind=record.kind, record_id=record.id))
+        reason = author_reason(blocked=False, known=record.author in self._introduced
+                               or self.local.author_known(record.author, record.created))
+        if reason is not Reason.ALLOWED:
+            self._refused.append(Refused(seq, reason, kind=record.kind, record_id=record.id))
             return
         if record.kind in (KIND_SHARING_GROUP, KIND_SIGHTINGS, KIND_PROPOSAL, KIND_PROPOSAL_DECISION):
             # sharing groups: checked against the revision rules when stored; sightings, proposals
@@ -331,7 +336,7 @@ class PullSession:
                 if level.__class__ is not int or not NO_LEVEL <= level <= 3:
                     raise RecordError("retraction: the level offered must be an integer from -1 to 3")
             except RecordError as e:
-                self._refused.append(Refused(seq, "malformed", str(e), record.kind, record.id))
+                self._refused.append(Refused(seq, Reason.MALFORMED, str(e), record.kind, record.id))
                 return
             self._records.append(wire)
             self._retraction_levels[record.id] = level
@@ -342,25 +347,25 @@ class PullSession:
         try:
             digests = set(revision_elements(record))
         except RecordError as e:
-            self._refused.append(Refused(seq, "malformed", str(e), record.kind, record.id))
+            self._refused.append(Refused(seq, Reason.MALFORMED, str(e), record.kind, record.id))
             return
         problem = received_problem(record.body["event"], header=True)
         if problem is not None:
-            self._refused.append(Refused(seq, "malformed", problem, record.kind, record.id,
+            self._refused.append(Refused(seq, Reason.MALFORMED, problem, record.kind, record.id,
                                          str(record.body["event"].get("uuid", ""))))
             return
         event_uuid = record.body["event"]["uuid"]
         problem = offer_problem(change, digests)
         if problem is not None:
-            self._refused.append(Refused(seq, "malformed", problem, record.kind, record.id, event_uuid))
+            self._refused.append(Refused(seq, Reason.MALFORMED, problem, record.kind, record.id, event_uuid))
             return
         offered = change.get("elements")
         if offered.__class__ is int:
             # one level for every element of the revision (the sender's compact form)
             offered = change["elements"] = dict.fromkeys(digests, offered)
-        held = self.local.held_timestamp(event_uuid)
-        if held is not None and record.body["event"]["timestamp"] < held:
-            self._refused.append(Refused(seq, "older", kind=record.kind, record_id=record.id, event_uuid=event_uuid))
+        reason = not_older(self.local.held_timestamp(event_uuid), record.body["event"]["timestamp"])
+        if reason is not Reason.ALLOWED:  # (its bodies are not fetched; the store decides a tie)
+            self._refused.append(Refused(seq, reason, kind=record.kind, record_id=record.id, event_uuid=event_uuid))
             return
         # One revision of an event per page: the page is one batch, and its bodies are fetched and
         # stored per event. Of two, the one the store would keep (timestamp, then record id: docs
@@ -369,15 +374,17 @@ class PullSession:
         if twin is not None:
             other = self._pending[twin]
             if other.record_id == record.id:
-                self._refused.append(Refused(seq, "malformed", "the same revision is listed twice in one page",
+                self._refused.append(Refused(seq, Reason.MALFORMED, "the same revision is listed twice in one page",
                                              record.kind, record.id, event_uuid))
                 return
-            if _revision_order(record) < _revision_order(other.record):
-                self._refused.append(Refused(seq, "older", "a newer revision of the event is in the same page",
+            reason = not_older(other.record.body["event"]["timestamp"], record.body["event"]["timestamp"],
+                               held_id=other.record_id, record_id=record.id)
+            if reason is not Reason.ALLOWED:
+                self._refused.append(Refused(seq, reason, "a newer revision of the event is in the same page",
                                              record.kind, record.id, event_uuid))
                 return
             del self._pending[twin]
-            self._refused.append(Refused(other.change["seq"], "older", "a newer revision of the event is in the same page",
+            self._refused.append(Refused(other.change["seq"], Reason.OLDER, "a newer revision of the event is in the same page",
                                          record.kind, other.record_id, event_uuid))
         have = set() if event_uuid in self._storing_events else self.local.held_digests(event_uuid)
         need = sorted(d for d in offered if d not in have)
@@ -398,7 +405,7 @@ class PullSession:
                 raise RefusedReply("bodies reply: expected at most one body per element offered")
             by_digest = {element_digest(b): b for b in bodies}
             for stray in set(by_digest) - set(asked):
-                self._refused.append(Refused(pending.change["seq"], "bad-digest", "a body the offer did not list",
+                self._refused.append(Refused(pending.change["seq"], check_received(digests_valid=False), "a body the offer did not list",
                                              "event", pending.record_id, pending.event_uuid))
                 del by_digest[stray]
             bodies = [by_digest.get(d) for d in asked]
@@ -418,7 +425,7 @@ class PullSession:
             # checked when the batch is stored, by the row workers of a large pull (gossip/replica.py).
             problem = body_problem(digest, body, digest=digest if hashed else None)
             if problem is not None:
-                self._refused.append(Refused(pending.change["seq"], "bad-digest", problem, "event",
+                self._refused.append(Refused(pending.change["seq"], check_received(digests_valid=False), problem, "event",
                                              pending.record_id, pending.event_uuid))
                 pending.need.remove(digest)
                 continue
@@ -450,10 +457,6 @@ def _offered(change: dict[str, Any], event_uuid: str) -> dict[bytes | str, int]:
     offered: dict[bytes | str, int] = dict(change["elements"])
     offered[event_uuid] = change["event_level"]  # (checked by offer_problem)
     return offered
-
-
-def _revision_order(record: Record) -> tuple[int, bytes]:
-    return record.body["event"]["timestamp"], record.id
 
 
 def _is_seq(value: Any) -> bool:

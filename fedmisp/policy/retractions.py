@@ -23,11 +23,9 @@ from __future__ import annotations
 
 from fedmisp.model.retraction import NO_LEVEL, Reach
 from fedmisp.policy.model import NodeState, PeerMode, PeerPolicy
-from fedmisp.policy.pipeline import next_hop_level, received_level
+from fedmisp.policy.pipeline import SERVES, TAKES, link_reason, next_hop_level, received_level
 from fedmisp.policy.reasons import Reason
 
-_SERVES = frozenset({PeerMode.FULL, PeerMode.PUSH_ONLY, PeerMode.CORRELATION_ONLY, PeerMode.INTERNAL})
-_TAKES = frozenset({PeerMode.FULL, PeerMode.PULL_ONLY, PeerMode.CORRELATION_ONLY, PeerMode.INTERNAL})
 
 
 def _shared_group(reach: Reach, peer_org: str, node: NodeState) -> bool:
@@ -44,10 +42,9 @@ def retraction_outbound(level: int, reach: Reach, source: str, peer: PeerPolicy,
     and the level it is offered at (-1: through a group)."""
     internal = peer.mode is PeerMode.INTERNAL
     # 1. the peer's mode
-    if peer.mode not in _SERVES:
-        return Reason.PEER_MODE, NO_LEVEL
-    if internal and peer.org_uuid != node.org_uuid:
-        return Reason.INTERNAL_ORG_MISMATCH, NO_LEVEL
+    link = link_reason(peer, node, SERVES)
+    if link is not Reason.ALLOWED:
+        return link, NO_LEVEL
     # 4. never back to the peer it came from
     if source and source == peer.name:
         return Reason.FROM_PEER, NO_LEVEL
@@ -66,10 +63,9 @@ def retraction_inbound(offered: int, reach: Reach, peer: PeerPolicy, node: NodeS
     """Whether this node takes a retraction `peer` offered at `offered`, and the level it holds it at."""
     internal = peer.mode is PeerMode.INTERNAL
     # 1. the peer's mode
-    if peer.mode not in _TAKES:
-        return Reason.PEER_MODE, NO_LEVEL
-    if internal and peer.org_uuid != node.org_uuid:
-        return Reason.INTERNAL_ORG_MISMATCH, NO_LEVEL
+    link = link_reason(peer, node, TAKES)
+    if link is not Reason.ALLOWED:
+        return link, NO_LEVEL
     # 2. the level offered against the reach signed, or a shared group
     if offered != NO_LEVEL and reach.level != NO_LEVEL:
         level = received_level(offered, reach.level, internal)

@@ -87,6 +87,7 @@ from fedmisp.model.revision import SignedEvent
 from fedmisp.model.values import ValueFormatError, normalise
 from fedmisp.policy.model import element_view, pack_views, unpack_views, views_of
 from fedmisp.policy.orgs import KeyState, check_org_record
+from fedmisp.policy.inbound import by_author, not_older
 from fedmisp.policy.reasons import Reason
 
 # The map is address space, not memory: LMDB grows the file as data arrives. 1 TiB leaves room for
@@ -130,11 +131,12 @@ class StoreFormatError(Exception):
 
 
 class WriteOutcome(str, Enum):
+    """What a write did. A write refused says why instead, as a Reason (policy/reasons.py): OLDER
+    (a newer revision is held, or its author retracted this one), NOT_AUTHOR (only the held
+    revision's author revises it) or UUID_CONFLICT (an element uuid belongs to another held event:
+    MISP keeps them unique)."""
     STORED = "stored"  # a new event or a newer revision
     UNCHANGED = "unchanged"  # this exact revision is held already
-    OLDER = "older"  # a newer revision is held: never replaced by an older one
-    CONFLICT = "uuid-conflict"  # an element uuid belongs to another held event (MISP keeps them unique)
-    NOT_AUTHOR = "not-author"  # the held revision was signed by another key: only its author revises it
 
 
 @dataclass(frozen=True, slots=True)
@@ -468,7 +470,7 @@ class Store:
     # --- writing ---------------------------------------------------------------------------------
 
     def write_events(self, events: list[EventWrite | SignedEvent],
-                     checkpoint: tuple[str, int] | None = None) -> list[WriteOutcome]:
+                     checkpoint: tuple[str, int] | None = None) -> list[WriteOutcome | Reason]:
         """Store many event revisions in one transaction (each whole, or the batch not at all),
         with a peer's replication checkpoint when they came from that peer."""
         batch = self.begin_events()
@@ -608,18 +610,18 @@ class Store:
         return True, seq
 
     def _write_event(self, txn: lmdb.Transaction, event: EventWrite, seq: int,
-                     puts: "_Puts") -> tuple[WriteOutcome, int]:
+                     puts: "_Puts") -> tuple[WriteOutcome | Reason, int]:
         db = self.db
         ev = event.uuid
         rid = event.record_id
         retracted = self._retraction(txn, ev)
         if retracted is not None and retracted[0].supersedes(event.timestamp, rid) and \
                 self._current_key(txn, record_author(event.wire)) == self._current_key(txn, retracted[1].author):
-            return WriteOutcome.OLDER, seq  # its author has retracted it (a stale copy from a slow path)
+            return Reason.OLDER, seq  # its author has retracted it (a stale copy from a slow path)
         raw = txn.get(ev, db=db["events"])
         if raw is None:
             if not self._claim_elements(txn, ev, event.rows[1]):
-                return WriteOutcome.CONFLICT, seq
+                return Reason.UUID_CONFLICT, seq
             puts.extend(event.rows, skip=_ELEMENTS)  # elements: written by the claim
             last = txn.get(b"event_id", db=db["meta"])
             event_id = (_BE8.unpack(last)[0] if last else 0) + 1
@@ -629,22 +631,21 @@ class Store:
             held = HeldEvent.decode(raw)
             event_id = held.id
             same = held.record_id == rid
-            # Revisions are ordered by the event's timestamp, then by record id (docs DESIGN).
-            if not same and (event.timestamp, rid) < (held.timestamp, held.record_id):
-                return WriteOutcome.OLDER, seq
+            older = not_older(held.timestamp, event.timestamp, held_id=held.record_id, record_id=rid)
+            if not same and older is not Reason.ALLOWED:
+                return older, seq
             puts.flush(txn)  # the held revision's entries may still be queued in this batch
             old = open_record(txn.get(held.record_id, db=db["records"]))
-            # Only the event's author revises it (DESIGN: the creator org; decision 0001: the key
-            # that signed it, or the key that key rotated to). Any other key, however new its
-            # timestamp, would otherwise overwrite someone else's event at every node it reaches.
-            if not same and self._current_key(txn, record_author(event.wire)) != self._current_key(txn, old.author):
-                return WriteOutcome.NOT_AUTHOR, seq
+            if not same:
+                author = by_author(self._current_key(txn, record_author(event.wire)), self._current_key(txn, old.author))
+                if author is not Reason.ALLOWED:
+                    return author, seq
             # The bodies held now: a received revision may hold only some of its skeleton's.
             old_digests = {d for d in revision_elements(old) if txn.get(ev + d, db=db["bodies"]) is not None}
             bodies = event.rows[0]
             # checked before anything of this event is written, so a refusal leaves nothing behind
             if self._uuid_conflict(txn, ev, [u for u, v in event.rows[1] if v[16:] not in old_digests]):
-                return WriteOutcome.CONFLICT, seq
+                return Reason.UUID_CONFLICT, seq
             if same:
                 return self._add_bodies(txn, event, held, old_digests, seq, puts)
             self._unindex_header(txn, ev, header_index(old.body["event"]))
@@ -767,8 +768,9 @@ class Store:
                 return Reason.EVENT_NOT_HELD
             author = record_author(txn.get(held.record_id, db=self.db["records"])) if held is not None \
                 else previous[1].author  # type: ignore[index]
-            if self._current_key(txn, record.author) != self._current_key(txn, author):
-                return Reason.NOT_AUTHOR
+            reason = by_author(self._current_key(txn, record.author), self._current_key(txn, author))
+            if reason is not Reason.ALLOWED:
+                return reason
             if previous is not None and not previous[0].before < retraction.before:
                 if previous[1].id == record.id and level > previous[2]:
                     # the same retraction by a path that lets it go further: held at the higher
@@ -884,7 +886,7 @@ class Store:
         return out
 
     def _add_bodies(self, txn: lmdb.Transaction, event: EventWrite, held: HeldEvent, old_digests: set[bytes],
-                    seq: int, puts: "_Puts") -> tuple[WriteOutcome, int]:
+                    seq: int, puts: "_Puts") -> tuple[WriteOutcome | Reason, int]:
         """The revision held, again (by another path): only bodies it lacks are added, nothing held
         is removed (DESIGN: a copy of the same revision with fewer bodies adds nothing and removes
         nothing). A revision made or imported here (no holding) holds every body already."""
@@ -1560,7 +1562,7 @@ class EventBatch:
         self.elements = 0  # element rows written so far
 
     def write(self, events: list[EventWrite | SignedEvent],
-              checkpoint: tuple[str, int] | None = None) -> list[WriteOutcome]:
+              checkpoint: tuple[str, int] | None = None) -> list[WriteOutcome | Reason]:
         store, txn = self.store, self.txn
         if checkpoint is not None:
             txn.put(checkpoint[0].encode("utf-8"), _BE8.pack(checkpoint[1]), db=store.db["checkpoints"])
