@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fedmisp.gossip.replica import unpack_holding
+from fedmisp.policy.holding import unpack_holding
 from fedmisp.node.importer import import_paths
 
 from factories import event
@@ -306,7 +306,7 @@ def test_a_holding_packs_grouped_and_reads_back_whole_and_the_earlier_form_still
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
-    from fedmisp.gossip.replica import holding_all_from, pack_holding
+    from fedmisp.policy.holding import holding_all_from, pack_holding
     from fedmisp.model import canonical
     from fedmisp.policy.model import Holding
 

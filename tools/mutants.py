@@ -69,6 +69,7 @@ TARGETS: dict[str, Target] = {
                                                 "tests/test_api_federation.py")),
     "fedmisp/policy/orgs.py": Target(("tests/test_security_rules.py", "tests/test_keys.py",
                                       "tests/test_org_vouching.py", "tests/test_blocked_keys.py")),
+    "fedmisp/policy/holding.py": Target(tuple(_POLICY) + ("tests/test_store_format.py", "tests/test_gossip_replication.py")),
     "fedmisp/policy/model.py": Target(tuple(_POLICY) + ("tests/test_store_format.py",),
                                       constants=frozenset({"TLP_ORDER", "PAP_ORDER"})),
     "fedmisp/policy/config.py": Target(("tests/test_policy_config.py", "tests/test_security_rules.py",

@@ -22,7 +22,6 @@ import msgpack
 
 from fedmisp.gossip.observe import IN, NO_OBSERVER, OUT, REFUSED, SENT, STORED, WITHHELD, Decision, Observer, count_reasons
 from fedmisp.gossip.session import ReceivedEvent, Refused, StoreBatch
-from fedmisp.model import canonical
 from fedmisp.model.received import received_problem
 from fedmisp.model.records import (
     KIND_EVENT, KIND_ORG, KIND_PROPOSAL, KIND_PROPOSAL_DECISION, KIND_RETRACTION, KIND_SHARING_GROUP,
@@ -39,8 +38,10 @@ from fedmisp.policy.orgs import signed_while_current
 from fedmisp.runtime import tune_gc
 from fedmisp.policy.reasons import Reason
 from fedmisp.policy.model import (
-    SHARING_GROUP, ElementView, EventView, Holding, NodeState, PeerPolicy, element_view, event_view, header_view, join_views,
-    pack_views, unpack_views, views_of,
+    SHARING_GROUP, ElementView, EventView, Holding, NodeState, PeerPolicy, element_view, event_view, header_view,
+)
+from fedmisp.policy.holding import (
+    holding_all_from, join_views, pack_holding, pack_views, unpack_holding, unpack_views, views_of,
 )
 from fedmisp.policy.inbound import attached_inbound, author_reason, inbound
 from fedmisp.policy.outbound import attached_outbound, outbound, sharing_group_outbound
@@ -83,52 +84,6 @@ class ApplyReport:
         self.unchanged += other.unchanged
         for reason, count in other.refused.items():
             self.refuse(reason, count)
-
-
-def pack_holding(h: Holding) -> bytes:
-    """The holding as stored: items grouped by (level, sources), `{c, g: [[level, sources or nil,
-    [uuid, ...]], ...], k}`, every list sorted, so the same holding always packs to the same bytes.
-
-    An event that arrived by one path is one or two groups whatever its size; the earlier form (a
-    level and a source list per element, `{c, k, l, s}`, still read) was a third of the receiver's
-    policy time in a bulk pull and 2-3 times the size of the event's skeleton."""
-    groups: dict[tuple[int, frozenset[str] | None], list[str]] = {}
-    sources = h.sources
-    for uuid, level in h.levels.items():
-        key = (level, sources.get(uuid))
-        group = groups.get(key)
-        if group is None:
-            groups[key] = [uuid]
-        else:
-            group.append(uuid)
-    packed = [[level, None if src is None else sorted(src), sorted(uuids)] for (level, src), uuids in groups.items()]
-    packed.sort(key=lambda g: (g[0], g[1] is not None, g[1] or []))
-    return canonical.pack_sorted({"c": h.correlation_only, "g": packed,
-                                  "k": dict(sorted(h.correlation_levels.items()))})
-
-
-def unpack_holding(raw: Any) -> Holding:
-    """A stored holding (`pack_holding`'s form, or the earlier per-element one)."""
-    if "g" not in raw:
-        return Holding(levels=raw["l"], sources={k: frozenset(v) for k, v in raw["s"].items()},
-                       correlation_only=raw["c"], correlation_levels=raw.get("k", {}))
-    levels: dict[str, int] = {}
-    sources: dict[str, frozenset[str]] = {}
-    for level, src, uuids in raw["g"]:
-        levels.update(dict.fromkeys(uuids, level))
-        if src is not None:
-            sources.update(dict.fromkeys(uuids, frozenset(src)))
-    return Holding(levels=levels, sources=sources, correlation_only=raw["c"], correlation_levels=raw["k"])
-
-
-def holding_all_from(raw: Any, peer_name: str) -> bool:
-    """Whether every item of a stored holding came from `peer_name` (rule 5 for the whole event),
-    read without unpacking it per element."""
-    if "g" not in raw:
-        sources = raw["s"]
-        return bool(sources) and all(peer_name in sources.get(u, ()) for u in raw["l"])
-    groups = raw["g"]
-    return bool(groups) and all(src is not None and peer_name in src for _, src, _ in groups)
 
 
 @dataclass(frozen=True)
@@ -915,4 +870,4 @@ def _extra_problem(record: Record) -> str | None:
     return None
 
 
-__all__ = ["ApplyReport", "Refused", "Replica", "holding_all_from", "pack_holding", "unpack_holding"]
+__all__ = ["ApplyReport", "Refused", "Replica"]

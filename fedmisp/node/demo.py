@@ -26,11 +26,12 @@ from rich.console import Console
 from rich.table import Table
 
 from fedmisp.correlate.engine import Correlator
-from fedmisp.gossip.replica import Replica, unpack_holding
+from fedmisp.gossip.replica import Replica
 from fedmisp.node.config import CONFIG_FILE
 from fedmisp.node.home import Node, init_home
 from fedmisp.node.importer import import_paths
 from fedmisp.gossip.sharing_groups import create as create_group
+from fedmisp.policy.holding import unpack_holding
 from fedmisp.policy.outbound import outbound_many
 from fedmisp.policy.reasons import Reason
 from fedmisp.store.store import Store

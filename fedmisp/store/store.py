@@ -85,7 +85,8 @@ from fedmisp.model.records import (
 from fedmisp.model.retraction import Reach, Retraction, read_retraction, retraction_body
 from fedmisp.model.revision import SignedEvent
 from fedmisp.model.values import ValueFormatError, normalise
-from fedmisp.policy.model import element_view, pack_views, unpack_views, views_of
+from fedmisp.policy.holding import correlation_only_items, holding_items, holding_levels, pack_views, unpack_views, views_of
+from fedmisp.policy.model import SHARING_GROUP, element_view
 from fedmisp.policy.orgs import KeyState, check_org_record
 from fedmisp.policy.inbound import by_author, not_older
 from fedmisp.policy.reasons import Reason
@@ -262,7 +263,7 @@ class EventWrite:
     event_info: str | None = None  # the event's info and creator, kept for correlation results
     orgc_name: str | None = None
     holding: bytes | None = None  # packed policy holding of a received event (None: made here)
-    # policy views of the bodies written (policy/model.py views_of), kept beside the revision so
+    # policy views of the bodies written (policy/holding.py views_of), kept beside the revision so
     # a sender decides what a peer may have without decoding them (None: none kept)
     views: bytes | None = None
 
@@ -879,9 +880,7 @@ class Store:
         out = []
         with self.env.begin() as txn:
             for key, raw in txn.cursor(db=self.db["holdings"]):
-                h = canonical.unpack(raw)
-                levels = [g[0] for g in h["g"]] if "g" in h else list(h["l"].values())
-                if 4 in levels or 4 in h.get("k", {}).values():
+                if SHARING_GROUP in holding_levels(canonical.unpack(raw)):
                     out.append(str(_uuid.UUID(bytes=bytes(key))))
         return out
 
@@ -1315,10 +1314,7 @@ class Store:
             raw = txn.get(uuid16(event_uuid), db=self.db["holdings"])
         if raw is None:
             return set()
-        holding = canonical.unpack(raw)
-        # (gossip/replica.py pack_holding: items grouped by level and sources; earlier, one map "l")
-        held = {u for _, _, uuids in holding["g"] for u in uuids} if "g" in holding else holding.get("l", {})
-        return set(holding.get("k", {})) - set(held)
+        return correlation_only_items(canonical.unpack(raw))  # (policy/holding.py)
 
     def export_event(self, event_uuid: str) -> dict[str, Any] | None:
         """The event as MISP JSON ``{"Event": ...}``, with its sightings, proposals and local tags."""
@@ -1468,7 +1464,7 @@ class Store:
                 if kept_views is not None and seen_views != len(kept_views):
                     problems.append(f"event {event}: {len(kept_views)} element views kept for {seen_views} bodies")
                 if stripped_allowed:
-                    listed = _holding_items(canonical.unpack(holding)) - {event}
+                    listed = holding_items(canonical.unpack(holding)) - {event}
                     if listed - held_uuids:
                         problems.append(f"event {event}: {len(listed - held_uuids)} element(s) held at a level "
                                         f"without their body (e.g. {sorted(listed - held_uuids)[0]})")
@@ -1498,12 +1494,6 @@ class Store:
                 "sequence": seq,
                 "store_bytes": self.env.info()["last_pgno"] * self.env.stat()["psize"],
             }
-
-
-def _holding_items(raw: Any) -> set[str]:
-    """Every uuid a stored holding gives a level (gossip/replica.py pack_holding, either form)."""
-    items = {u for _, _, uuids in raw["g"] for u in uuids} if "g" in raw else set(raw["l"])
-    return items | set(raw.get("k", {}))
 
 
 class _Puts:
