@@ -45,7 +45,7 @@ class Transport(Protocol):
 def pull(replica: Replica, peer: PeerConfig, transport: Transport) -> ApplyReport:
     """Pull everything new from one peer, storing batch by batch with the checkpoint."""
     total = ApplyReport()
-    session = PullSession(peer.name, replica.store.checkpoint(peer.name), replica)
+    session = PullSession(peer.name, replica.store.checkpoint(peer.name), replica.receiver)
     try:
         while True:
             step = session.next_step()
@@ -117,7 +117,7 @@ async def pull_async(replica: Replica, peer: PeerConfig, transport: AsyncTranspo
     run_store = run_store or run_blocking
     total = watch.report if watch is not None else ApplyReport()
     checkpoint = await run_blocking(replica.store.checkpoint, peer.name)
-    session = PullSession(peer.name, checkpoint, replica)
+    session = PullSession(peer.name, checkpoint, replica.receiver)
     started = progressed = clock()
     seen = session.progress
     storing: asyncio.Future[ApplyReport] | None = None

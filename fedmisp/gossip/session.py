@@ -40,6 +40,10 @@ from fedmisp.policy.reasons import Reason
 # One changes page: enough to amortise a round trip, small enough to keep a page's skeletons in
 # memory (an event skeleton is 32 bytes per element).
 CHANGES_PAGE = 200
+# Elements a sender offers per changes page (gossip/sender.py). The receiver stores a page as one
+# batch with its checkpoint, so this bounds the work a crash can lose and the memory a batch holds
+# (an event is never split).
+PAGE_ELEMENTS = 20_000
 # Bodies per request: about 2-5 MB of typical attributes; a big event streams in many requests.
 BODIES_PAGE = 5_000
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
