@@ -459,7 +459,7 @@ def test_a_pull_refuses_an_introduction_whose_key_or_voucher_is_blocked(blocked)
     record = org_introduction(newcomer, "Org A", U1, 5, (voucher.public_key, vouch(voucher, U1, newcomer.public_key)))
     local = FakeLocal(known=(voucher.public_key,))
     local.blocked = {"voucher": {voucher.public_key}, "key": {newcomer.public_key}, "nobody": set()}[blocked]
-    batches, _ = run_pull(PullSession("p", 0, local), FakePeer([{"seq": 1, "record": record.wire()}], {}), local)
+    batches, _ = run_pull(PullSession("p", 0), FakePeer([{"seq": 1, "record": record.wire()}], {}), local)
     refused = [(r.seq, r.reason) for b in batches for r in b.refused]
     taken = [w for b in batches for w in b.records]
     if blocked == "nobody":
