@@ -138,7 +138,7 @@ class Receiver:
                 self._refuse(peer.name, report, reason, record.kind, record.id)
                 continue
             if record.kind in EVENT_EXTRA_KINDS:
-                if _extra_problem(record) is None:
+                if _attached_problem(record) is None:
                     attached.append(record)
                 else:
                     self._refuse(peer.name, report, Reason.MALFORMED, record.kind, record.id)
@@ -171,16 +171,16 @@ class Receiver:
         writes = [self._write(taken, rows, peer.name) for taken, rows in accepted]
         outcomes = self.store.write_events(writes, checkpoint=(peer.name, batch.checkpoint))
         # sightings, proposals and decisions of events this node holds (now that the batch's events
-        # are in); a decision counts only if the event's creator signed it
+        # are in); a decision counts only if the event's author signed it
         keep = []
         for record in attached:
             event_uuid = record.body["event_uuid"]  # (shape checked above)
-            creator = self._creator(event_uuid)
+            author = self._event_author(event_uuid)
             signer = record.author
-            if creator is not None and signer != creator:
+            if author is not None and signer != author:
                 # the keys their rotations lead to (decision 0013), looked up only when they differ
-                signer, creator = self.store.current_key(signer), self.store.current_key(creator)
-            reason = attached_inbound(creator, signer, decision=record.kind == KIND_PROPOSAL_DECISION)
+                signer, author = self.store.current_key(signer), self.store.current_key(author)
+            reason = attached_inbound(author, signer, decision=record.kind == KIND_PROPOSAL_DECISION)
             if reason is Reason.ALLOWED:
                 keep.append(record)
             else:
@@ -251,8 +251,9 @@ class Receiver:
         else:
             self._refuse(peer.name, report, reason.value, record.kind, record.id, event_uuid)
 
-    def _creator(self, event_uuid: str) -> bytes | None:
-        """The key that signed the held event (its creator), None if the event is not held."""
+    def _event_author(self, event_uuid: str) -> bytes | None:
+        """The key that signed the held event (its author: the creator org's key), None if the
+        event is not held."""
         held = self.store.held(event_uuid)
         record = self.store.record(held.record_id) if held is not None else None
         return record.author if record is not None else None
@@ -351,8 +352,9 @@ class Receiver:
                               self.rows.joined(taken.record, rows), taken.views)
 
 
-def _extra_problem(record: Record) -> str | None:
-    """What is wrong with a received sighting, proposal or decision's body (views read them)."""
+def _attached_problem(record: Record) -> str | None:
+    """What is wrong with a received attached record's body: a sighting, proposal or decision
+    (views read them; proposals' and decisions' shapes are store/proposals.py's)."""
     if record.kind == KIND_PROPOSAL:
         return proposal_shape_problem(record.body)
     if record.kind == KIND_PROPOSAL_DECISION:

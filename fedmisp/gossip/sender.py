@@ -123,7 +123,7 @@ class Sender:
         raw = self.store.holding(event_uuid)
         return raw is not None and holding_all_from(raw, peer_name)
 
-    def _may_receive(self, event_uuid: Any, peer: PeerPolicy, state: NodeState) -> Reason:
+    def _attached_reason(self, event_uuid: Any, peer: PeerPolicy, state: NodeState) -> Reason:
         held = self.held.get(event_uuid) if isinstance(event_uuid, str) else None
         if held is None:
             return attached_outbound(None, Holding({}), peer, state)
@@ -157,7 +157,7 @@ class Sender:
             if record.kind in EVENT_EXTRA_KINDS:
                 # they follow their event (policy/outbound.py attached_outbound)
                 event_uuid = record.body.get("event_uuid", "")
-                reason = self._may_receive(event_uuid, peer, state)
+                reason = self._attached_reason(event_uuid, peer, state)
                 if (reason is Reason.ALLOWED and strip_sighting_org and record.kind == KIND_SIGHTINGS
                         and record.author != configured.key):
                     record = self.anonymised_sightings(record)  # (the peer's own go back as they are)

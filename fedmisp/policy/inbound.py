@@ -128,12 +128,13 @@ def by_author(signer: bytes, author: bytes, refusal: Reason = Reason.NOT_AUTHOR)
     return Reason.ALLOWED if signer == author else refusal
 
 
-def attached_inbound(creator: bytes | None, signer: bytes, *, decision: bool) -> Reason:
-    """Sightings, proposals and decisions are kept with their event only: refused while the event
-    is not held (`creator`: the current key of the held event's author, None when it is not held).
-    A proposal decision counts only if the event's creator signed it (`signer`: its current key)."""
-    if creator is None:
+def attached_inbound(author: bytes | None, signer: bytes, *, decision: bool) -> Reason:
+    """Attached records (sightings, proposals, decisions) are kept with their event only: refused
+    while the event is not held (`author`: the current key of the held event's author, None when
+    it is not held). A proposal decision counts only if the event's author signed it (`signer`:
+    its current key): the creator org decides on proposals to its event."""
+    if author is None:
         return Reason.EVENT_NOT_HELD
     if decision:
-        return by_author(signer, creator, Reason.DECISION_NOT_CREATOR)
+        return by_author(signer, author, Reason.DECISION_NOT_CREATOR)
     return Reason.ALLOWED
