@@ -54,12 +54,11 @@ def inbound(event: EventView, offered: Mapping[str, int], peer: PeerPolicy, node
     what the author signed (`received_level`) and applies its own pull filter.
     """
     internal = peer.mode is PeerMode.INTERNAL
-    link = link_reason(peer, node, TAKES)
+    # (1. the link; 2. the sender was allowed to send it: only a published event moves)
+    link = link_reason(peer, node, TAKES, event.published)
     if link is not Reason.ALLOWED:
         return refused(link)
     # 2. the sender was allowed to send it
-    if not event.published:
-        return refused(Reason.LOCAL_UNPUBLISHED)
     sent = offered.get(event.uuid)
     if sent is None:
         return refused(Reason.MALFORMED)

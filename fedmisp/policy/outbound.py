@@ -32,11 +32,9 @@ def outbound(event: EventView, holding: Holding, peer: PeerPolicy, node: NodeSta
     Pass `event_plan` (from `plan(event)`) when deciding the same event for many peers."""
     internal = peer.mode is PeerMode.INTERNAL
     # 1. node-local data never leaves
-    link = link_reason(peer, node, SERVES)
+    link = link_reason(peer, node, SERVES, event.published)
     if link is not Reason.ALLOWED:
         return refused(link)
-    if not event.published:
-        return refused(Reason.LOCAL_UNPUBLISHED)
     if holding.correlation_only:
         return refused(Reason.LOCAL_CORRELATION_ONLY)
     held = holding.level(event.uuid)

@@ -40,13 +40,16 @@ class Outcome:
         return self.reason is Reason.ALLOWED
 
 
-def link_reason(peer: PeerPolicy, node: NodeState, modes: frozenset[PeerMode]) -> Reason:
+def link_reason(peer: PeerPolicy, node: NodeState, modes: frozenset[PeerMode], published: bool = True) -> Reason:
     """1. The link itself: the peer's mode allows this direction (`modes`: SERVES or TAKES), and an
-    internal peer (no hop: everything passes) is of this node's own organisation."""
+    internal peer (no hop: everything passes) is of this node's own organisation; and only what is
+    `published` moves (publishing is what shares: an unpublished event is node-local)."""
     if peer.mode not in modes:
         return Reason.PEER_MODE
     if peer.mode is PeerMode.INTERNAL and peer.org_uuid != node.org_uuid:
         return Reason.INTERNAL_ORG_MISMATCH
+    if not published:
+        return Reason.LOCAL_UNPUBLISHED
     return Reason.ALLOWED
 
 
