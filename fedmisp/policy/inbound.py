@@ -54,7 +54,7 @@ def inbound(event: EventView, offered: Mapping[str, int], peer: PeerPolicy, node
     what the author signed (`received_level`) and applies its own pull filter.
     """
     internal = peer.mode is PeerMode.INTERNAL
-    # (1. the link; 2. the sender was allowed to send it: only a published event moves)
+    # the link (and, of step 2, that only a published event was the sender's to send)
     link = link_reason(peer, node, TAKES, event.published)
     if link is not Reason.ALLOWED:
         return refused(link)
