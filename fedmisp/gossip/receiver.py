@@ -24,9 +24,9 @@ from fedmisp.model.records import KIND_EVENT, KIND_ORG, KIND_PROPOSAL, KIND_PROP
     KIND_SHARING_GROUP, Record, open_record
 from fedmisp.model.retraction import NO_LEVEL, read_retraction
 from fedmisp.policy.holding import join_views, pack_holding, pack_views, unpack_holding
-from fedmisp.policy.inbound import attached_inbound, author_reason, inbound
+from fedmisp.policy.inbound import attached_inbound, author_reason, inbound, key_known
 from fedmisp.policy.model import SHARING_GROUP, ElementView, Holding, NodeState, element_view, header_view
-from fedmisp.policy.orgs import signed_while_current
+from fedmisp.policy.orgs import KeyState
 from fedmisp.policy.pipeline import merge
 from fedmisp.policy.reasons import Reason
 from fedmisp.policy.retractions import retraction_inbound
@@ -82,14 +82,13 @@ class Receiver:
         return key in self.node.config.blocked_keys
 
     def author_known(self, key: bytes, created: int) -> bool:
-        if key in self.node.config.blocked_keys:
-            return False  # revoked here (the session refuses it as key-blocked first)
-        state = self.store.key_state(key)
-        if not signed_while_current(state, created):
-            return False  # signed by a retired key after its rotation
-        if state.org is not None or key == self.node.identity.public_key:
-            return True
-        return any(p.key == key for p in self.node.config.peers)
+        """The facts of policy/inbound.py key_known (a blocked key: the session refuses it as
+        key-blocked first)."""
+        config = self.node.config
+        if key in config.blocked_keys:
+            return key_known(KeyState(), created, configured=False, blocked=True)
+        configured = key == self.node.identity.public_key or any(p.key == key for p in config.peers)
+        return key_known(self.store.key_state(key), created, configured=configured)
 
     def held_digests(self, event_uuid: str) -> set[bytes]:
         return self.store.held_digests(event_uuid)

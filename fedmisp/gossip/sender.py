@@ -194,20 +194,16 @@ class Sender:
         return {"changes": changes, "last_seq": last, "more": more, "head": self.store.head_sequence()}
 
     def _retraction_outbound(self, record: Record, peer: PeerPolicy, state: NodeState) -> tuple[Reason, int]:
-        """Whether `peer` gets a retraction held here, and at which level (policy/retractions.py).
-        Held back while the revision it announces is unpublished here (its maker has not shared it
-        yet: peers keep what they have until it is)."""
+        """Whether `peer` gets a retraction held here, and at which level (policy/retractions.py)."""
         event_uuid = record.body["event_uuid"]
         found = self.store.retraction(event_uuid)
         if found is None or found[1].id != record.id:
-            return Reason.EVENT_NOT_HELD, NO_LEVEL
+            return Reason.EVENT_NOT_HELD, NO_LEVEL  # replaced by a later one meanwhile
         retraction, _, level, source = found
         held = self.store.held(event_uuid)
-        if held is not None:
-            wire = self.store.record(held.record_id)
-            if wire is not None and not wire.body["event"].get("published"):
-                return Reason.LOCAL_UNPUBLISHED, NO_LEVEL
-        return retraction_outbound(level, retraction.reach, source, peer, state)
+        wire = self.store.record(held.record_id) if held is not None else None
+        published = wire is None or bool(wire.body["event"].get("published"))
+        return retraction_outbound(level, retraction.reach, source, peer, state, published)
 
     def anonymised_sightings(self, record: Record) -> Record:
         """A sightings record without who reported them (MISP's "anonymise sightings"), for a peer

@@ -2,7 +2,7 @@
 
 For each record from a peer, in DESIGN's order:
   1. well-formed, within size limits, signature and digests valid (`check_received`, from what
-     the record layer found), author key known and not blocked here (`author_reason`);
+     the record layer found), author key known and not blocked here (`key_known`, `author_reason`);
   2. the sender was allowed to send it (`inbound`: the levels offered against what the author
      signed, sharing-group membership of the sender);
   3. the node's pull filter for that peer and its blocklists (`inbound`);
@@ -22,6 +22,7 @@ from typing import Mapping
 
 from fedmisp.model.records import RecordError, SignatureError
 from fedmisp.policy.filters import event_check
+from fedmisp.policy.orgs import KeyState, signed_while_current
 from fedmisp.policy.model import SHARING_GROUP, EventView, NodeState, PeerMode, PeerPolicy
 from fedmisp.policy.pipeline import (
     TAKES, EventPlan, Outcome, cap, decide_elements, link_reason, plan, received_level, refused, sharing_group_reason,
@@ -94,6 +95,16 @@ def record_reason(error: RecordError) -> Reason:
     if isinstance(error, SignatureError):
         return check_received(signature_valid=False)
     return check_received(well_formed=False)
+
+
+def key_known(state: KeyState, created: int, *, configured: bool, blocked: bool = False) -> bool:
+    """1. An author's key is known here: this node's own or a configured peer's (`configured`), or
+    introduced by an org record this node accepted (`state.org`); a key a rotation retired signs
+    only what it signed before the rotation (`created`, decision 0013); a key revoked here
+    (`blocked`) is known for nothing."""
+    if blocked or not signed_while_current(state, created):
+        return False
+    return state.org is not None or configured
 
 
 def author_reason(*, blocked: bool, known: bool) -> Reason:

@@ -6,7 +6,8 @@ highest of their distributions below 4, spent one hop at a time as an event head
 groups pass between nodes whose organisations are both members, as sharing-group data does.
 
 Outbound, for a held retraction and one peer:
-  1. the peer's mode: only a peer this node serves;
+  1. the peer's mode: only a peer this node serves (and not while the revision it announces is
+     unpublished here);
   2. hop budget from the level this node holds the retraction at, capped by the peer's push
      filter's max_distribution (a peer that may hold nothing above 1 held nothing above 1);
   3. or, failing that, a sharing group of its reach of which this node and the peer are members;
@@ -37,10 +38,14 @@ def _shared_group(reach: Reach, peer_org: str, node: NodeState) -> bool:
 
 
 def retraction_outbound(level: int, reach: Reach, source: str, peer: PeerPolicy,
-                        node: NodeState) -> tuple[Reason, int]:
+                        node: NodeState, announced_published: bool = True) -> tuple[Reason, int]:
     """Whether `peer` gets a retraction this node holds at `level` (-1: through its groups only),
-    and the level it is offered at (-1: through a group)."""
+    and the level it is offered at (-1: through a group). `announced_published`: the revision it
+    announces is published here (else it is held back: its maker has not shared that revision
+    yet, and peers keep what they have until it does)."""
     internal = peer.mode is PeerMode.INTERNAL
+    if not announced_published:
+        return Reason.LOCAL_UNPUBLISHED, NO_LEVEL
     # 1. the peer's mode
     link = link_reason(peer, node, SERVES)
     if link is not Reason.ALLOWED:
