@@ -347,7 +347,7 @@ class PullSession:
                 everything = len(missing) == len(pending.offered) <= BODIES_PAGE
                 self._everything = everything
                 return SendBodies(*self._asked, everything=everything)
-        storing = self._storing is not None
+        storing = self.store_state is STORING
         moved = self._page_last > (self._storing if storing else self.checkpoint)
         if self._pending or self._ready or self._refused or self._records or moved and (
                 not self._more or self._unstored_pages >= EMPTY_PAGES_PER_CHECKPOINT):
