@@ -69,7 +69,8 @@ from fedmisp.policy.model import (  # noqa: E402
     SHARING_GROUP, ElementView, EventView, Holding, NodeState, PeerMode, PeerPolicy, SharingGroup,
     SyncFilter,
 )
-from fedmisp.policy.pipeline import Outcome, origin_holding, outbound, outbound_many, plan  # noqa: E402
+from fedmisp.policy.outbound import outbound, outbound_many  # noqa: E402
+from fedmisp.policy.pipeline import Outcome, origin_holding, plan  # noqa: E402
 
 # About what one node ingests (bench/ingest.py, docs/decisions/0004: fedmisp import on a 2-core
 # machine).  Context only: the figure the policy is set against, not a measurement of this run.

@@ -12,6 +12,7 @@ from fedmisp.model.misp import ImportDefaults, parse_event
 from fedmisp.model.org import introduction, rotation
 from fedmisp.model.revision import sign_event
 from fedmisp.node.importer import import_paths
+from fedmisp.policy.reasons import Reason
 from fedmisp.store.events import WriteOutcome
 from fedmisp.store.rows import event_write
 from fedmisp.store.store import Store
@@ -48,7 +49,7 @@ def test_the_store_takes_a_newer_revision_only_from_the_author_or_its_rotated_ke
                              introduction(other, "Org M", "6d1f1a43-0000-4000-8000-000000000031")])
         assert store.write_events([event_write(_signed(author, raw))]) == [WriteOutcome.STORED]
         forged = _signed(other, _revised(raw, 100, "forged"))
-        assert store.write_events([event_write(forged)]) == [WriteOutcome.NOT_AUTHOR]
+        assert store.write_events([event_write(forged)]) == [Reason.NOT_AUTHOR]
         held = store.export_event(raw["Event"]["uuid"])["Event"]
         assert held["info"] == raw["Event"]["info"] and held["timestamp"] == raw["Event"]["timestamp"]
         assert store.check_integrity() == []
@@ -58,7 +59,7 @@ def test_the_store_takes_a_newer_revision_only_from_the_author_or_its_rotated_ke
         assert store.write_events([event_write(_signed(rotated, _revised(raw, 300, "third")))]) == [WriteOutcome.STORED]
         assert store.export_event(raw["Event"]["uuid"])["Event"]["info"] == "third"
         # and the other key still cannot, however new its timestamp
-        assert store.write_events([event_write(_signed(other, _revised(raw, 10**6, "forged")))]) == [WriteOutcome.NOT_AUTHOR]
+        assert store.write_events([event_write(_signed(other, _revised(raw, 10**6, "forged")))]) == [Reason.NOT_AUTHOR]
     finally:
         store.close()
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from factories import event
 from federation import make_federation
 from fedmisp.gossip import sharing_groups as sg
-from fedmisp.gossip.replica import unpack_holding
+from fedmisp.policy.holding import unpack_holding
 from fedmisp.model.identity import Identity
 from fedmisp.model.misp import ImportDefaults, parse_event
 from fedmisp.model.org import introduction, rotation

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fedmisp.gossip.replica import unpack_holding
+from fedmisp.policy.holding import unpack_holding
 from fedmisp.node.importer import import_paths
 
 from factories import event
@@ -171,11 +171,11 @@ def test_rows_built_in_worker_processes_are_the_rows_built_in_process(tmp_path, 
     """c builds the rows of what it pulls in worker processes (every batch, chunks of 2 bodies),
     b in its own process: both stores end byte for byte the same; a worker that dies makes the
     next batch build its rows in process, and the pull goes on."""
-    import fedmisp.gossip.replica as replica_module
+    import fedmisp.gossip.rows_pool as rows_module
     from fedmisp.gossip.driver import InMemory, pull
     from fedmisp.gossip.replica import Replica
-    monkeypatch.setattr(replica_module, "ROWS_POOL_MIN", 1)
-    monkeypatch.setattr(replica_module, "ROWS_CHUNK", 2)
+    monkeypatch.setattr(rows_module, "ROWS_POOL_MIN", 1)
+    monkeypatch.setattr(rows_module, "ROWS_CHUNK", 2)
     nodes = make_federation(tmp_path, ["a", "b", "c"], [("a", "b"), ("a", "c")])
     import_paths(nodes["a"], [_event_at_level(tmp_path, 200 + i, 3)[0] for i in range(3)])
     a = Replica(nodes["a"])
@@ -183,9 +183,9 @@ def test_rows_built_in_worker_processes_are_the_rows_built_in_process(tmp_path, 
     try:
         pull(Replica(nodes["b"]), nodes["b"].config.peers[0], InMemory(a, "b"))
         pull(by_workers, nodes["c"].config.peers[0], InMemory(a, "c"))
-        assert by_workers._pool is not None  # the rows really were built by a worker
+        assert by_workers.rows._pool is not None  # the rows really were built by a worker
         assert _rows_of(nodes["c"]) == _rows_of(nodes["b"]) and len(held(nodes["c"])) == 3
-        killed = by_workers._pool
+        killed = by_workers.rows._pool
         for process in list(killed._processes.values()):
             process.kill()
             process.join()
@@ -193,7 +193,7 @@ def test_rows_built_in_worker_processes_are_the_rows_built_in_process(tmp_path, 
         pull(Replica(nodes["b"]), nodes["b"].config.peers[0], InMemory(a, "b"))
         report = pull(by_workers, nodes["c"].config.peers[0], InMemory(a, "c"))
         assert report.stored == 1 and _rows_of(nodes["c"]) == _rows_of(nodes["b"])
-        assert by_workers._pool is not killed  # the broken pool was let go
+        assert by_workers.rows._pool is not killed  # the broken pool was let go
         assert nodes["c"].store.check_integrity() == []
     finally:
         by_workers.close()
@@ -208,13 +208,14 @@ def test_rows_built_ahead_as_bodies_arrive_are_used_only_for_what_policy_keeps(t
     built ahead; a later revision adds the rows of the bodies it keeps from the held one. With the
     ahead cap at one body, an event's first body is built ahead and the rest with its batch. c's
     store ends byte for byte the same as b's, which builds every row in process."""
-    import fedmisp.gossip.replica as replica_module
+    import fedmisp.gossip.rows_pool as rows_module
     from fedmisp.gossip.driver import InMemory, pull
     from fedmisp.gossip.replica import Replica
-    monkeypatch.setattr(replica_module, "ROWS_POOL_MIN", 1)
-    monkeypatch.setattr(replica_module, "ROWS_CHUNK", 2 if ahead_cap is None else 1)
+    from fedmisp.gossip.rows_pool import RowsPool
+    monkeypatch.setattr(rows_module, "ROWS_POOL_MIN", 1)
+    monkeypatch.setattr(rows_module, "ROWS_CHUNK", 2 if ahead_cap is None else 1)
     if ahead_cap is not None:
-        monkeypatch.setattr(replica_module, "AHEAD_BODIES", ahead_cap)
+        monkeypatch.setattr(rows_module, "AHEAD_BODIES", ahead_cap)
     no_md5 = {"pull": {"types_exclude": ["md5"]}}
     nodes = make_federation(tmp_path, ["a", "b", "c"], [("a", "b"), ("a", "c")],
                             {("b", "a"): no_md5, ("c", "a"): no_md5})
@@ -230,19 +231,19 @@ def test_rows_built_ahead_as_bodies_arrive_are_used_only_for_what_policy_keeps(t
     a = Replica(nodes["a"])
     by_workers = Replica(nodes["c"], rows_workers=1)
     built_anew: list[str] = []
-    submit = Replica._submit_rows
+    submit = RowsPool._submit_rows
 
-    def counting(self, pool, taken, entries):
-        built_anew.append(taken.record.body["event"]["uuid"])
-        return submit(self, pool, taken, entries)
-    monkeypatch.setattr(Replica, "_submit_rows", counting)
+    def counting(self, pool, record, entries):
+        built_anew.append(record.body["event"]["uuid"])
+        return submit(self, pool, record, entries)
+    monkeypatch.setattr(RowsPool, "_submit_rows", counting)
     try:
         pull(Replica(nodes["b"]), nodes["b"].config.peers[0], InMemory(a, "b"))
         report = pull(by_workers, nodes["c"].config.peers[0], InMemory(a, "c"))
         assert report.stored == len(docs) and report.refused == {"pull-filter-type": len(with_md5)}
         if ahead_cap is None:
             assert set(built_anew) == with_md5  # the rest used the rows built ahead
-        assert by_workers._ahead == {} and by_workers._ahead_bodies == 0
+        assert by_workers.rows._ahead == {} and by_workers.rows._ahead_bodies == 0
         assert _rows_of(nodes["c"]) == _rows_of(nodes["b"])
         # a new revision changes one attribute: one body is fetched, the others kept from the held one
         plain = next(p for p, d in zip(paths, docs) if d["uuid"] not in with_md5)
@@ -269,7 +270,7 @@ import os, signal, sys, types
 from fedmisp.gossip.replica import Replica
 if __name__ == "__main__":
     replica = Replica(types.SimpleNamespace(store=None), rows_workers=1)
-    pool = replica._rows_pool(10 ** 9)
+    pool = replica.rows.pool_for(10 ** 9)
     print(pool.submit(os.getpid).result(), flush=True)
     os.kill(os.getpid(), signal.SIGKILL)
 """
@@ -306,7 +307,7 @@ def test_a_holding_packs_grouped_and_reads_back_whole_and_the_earlier_form_still
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
-    from fedmisp.gossip.replica import holding_all_from, pack_holding
+    from fedmisp.policy.holding import holding_all_from, pack_holding
     from fedmisp.model import canonical
     from fedmisp.policy.model import Holding
 
@@ -345,17 +346,18 @@ def test_a_holding_packs_grouped_and_reads_back_whole_and_the_earlier_form_still
 def test_a_large_pull_starts_the_row_workers_before_its_first_batch_and_a_small_one_never():
     import types
 
-    from fedmisp.gossip.replica import ROWS_POOL_MIN, Replica
+    from fedmisp.gossip.replica import Replica
+    from fedmisp.gossip.rows_pool import ROWS_POOL_MIN
     small = Replica(types.SimpleNamespace(store=None), rows_workers=2)
     small.expect_bodies(ROWS_POOL_MIN - 1)
-    assert small._pool is None
+    assert small.rows._pool is None
     large = Replica(types.SimpleNamespace(store=None), rows_workers=2)
     try:
         large.expect_bodies(ROWS_POOL_MIN)
-        pool = large._pool
+        pool = large.rows._pool
         assert pool is not None and len(pool._processes) == 2
         large.expect_bodies(ROWS_POOL_MIN)  # started once
-        assert large._pool is pool and len(pool._processes) == 2
+        assert large.rows._pool is pool and len(pool._processes) == 2
     finally:
         large.close()
 
@@ -364,12 +366,12 @@ def test_the_next_changes_page_is_computed_ahead_and_served_only_while_nothing_i
         tmp_path, monkeypatch):
     import asyncio
 
-    import fedmisp.gossip.replica as replica_module
+    import fedmisp.gossip.sender as sender_module
     from fedmisp.gossip.http import PeerProtocol
     from fedmisp.gossip.observe import SENT
     from fedmisp.gossip.replica import Replica
 
-    monkeypatch.setattr(replica_module, "PAGE_ELEMENTS", 1)  # one event per page
+    monkeypatch.setattr(sender_module, "PAGE_ELEMENTS", 1)  # one event per page
     nodes = make_federation(tmp_path, ["a", "b"], [("a", "b")])
     import_paths(nodes["a"], [_event_at_level(tmp_path, 300 + i, 3)[0] for i in range(4)])
 
@@ -466,12 +468,12 @@ def test_a_known_peers_signed_but_malformed_revision_is_refused_and_the_pull_goe
     """Signed by a known peer's key, but a field this node reads has the wrong type: before, the
     pull raised on it every time and nothing more came from that peer. Now a bad element is refused
     (its event keeps the rest), a bad header refuses its event, and the next event arrives."""
-    import fedmisp.gossip.replica as replica_module
+    import fedmisp.gossip.rows_pool as rows_module
     from fedmisp.gossip.driver import pull
     from fedmisp.gossip.observe import Decision
     from fedmisp.gossip.replica import Replica
     from fedmisp.model.records import KIND_EVENT, fresh_salts, seal, seal_element
-    monkeypatch.setattr(replica_module, "ROWS_POOL_MIN", 1)
+    monkeypatch.setattr(rows_module, "ROWS_POOL_MIN", 1)
     nodes = make_federation(tmp_path, ["a", "b"], [("a", "b")])
     a = nodes["a"]
 
@@ -496,7 +498,7 @@ def test_a_known_peers_signed_but_malformed_revision_is_refused_and_the_pull_goe
         report = pull(replica, nodes["b"].config.peers[0], _Crafted([bad, good]))
         bad, good = bad[0], good[0]
         if workers:
-            assert replica._pool is not None  # the bodies were opened by a worker
+            assert replica.rows._pool is not None  # the bodies were opened by a worker
     finally:
         replica.close()
     held_events = held(nodes["b"])
@@ -523,5 +525,5 @@ def test_a_known_peers_signed_but_malformed_revision_is_refused_and_the_pull_goe
 ])
 def test_a_required_field_written_as_null_is_missing(body, field):
     """A null is no value: policy and the export would read None where they need a level or a time."""
-    from fedmisp.model.misp import received_problem
+    from fedmisp.model.received import received_problem
     assert field in (received_problem(body) or "")

@@ -5,7 +5,7 @@ import pytest
 
 import fedmisp.gossip.session as session_module
 from fedmisp.gossip.session import (
-    Done, ProtocolError, PullSession, SendBodies, SendChanges, StoreBatch, WaitStored,
+    Done, LookUp, ProtocolError, PullSession, SendBodies, SendChanges, StoreBatch, WaitStored, look_up,
 )
 from fedmisp.model import canonical
 from fedmisp.model.identity import Identity
@@ -72,6 +72,8 @@ def run(session: PullSession, peer: FakePeer, local: FakeLocal, crash_after_batc
         step = session.next_step()
         if isinstance(step, SendChanges):
             session.changes_received(canonical.unpack(canonical.pack(peer.reply_changes(step.since))))
+        elif isinstance(step, LookUp):
+            session.facts_received(look_up(local, step))
         elif isinstance(step, SendBodies):
             reply = peer.reply_bodies(step.digests)
             if step.everything:  # "everything offered": the bodies alone, matched by digest
@@ -100,7 +102,7 @@ def test_a_pull_fetches_every_body_once_and_moves_the_checkpoint_with_each_store
     events = [signed(i) for i in range(3)]
     peer = FakePeer(*_feed(*events))
     local = FakeLocal()
-    batches, checkpoint = run(PullSession("p", 0, local), peer, local)
+    batches, checkpoint = run(PullSession("p", 0), peer, local)
     assert checkpoint == 3 and [b.checkpoint for b in batches] == [2, 3]
     received = [e for b in batches for e in b.events]
     assert [e.event_uuid for e in received] == [s.uuid for s in events]
@@ -112,9 +114,9 @@ def test_re_sent_data_is_a_no_op():
     events = [signed(10), signed(11)]
     peer = FakePeer(*_feed(*events))
     local = FakeLocal()
-    run(PullSession("p", 0, local), peer, local)
+    run(PullSession("p", 0), peer, local)
     peer.body_requests = 0
-    batches, checkpoint = run(PullSession("p", 0, local), peer, local)  # from scratch again
+    batches, checkpoint = run(PullSession("p", 0), peer, local)  # from scratch again
     assert peer.body_requests == 0 and checkpoint == 2
     assert all(not e.bodies for b in batches for e in b.events)
 
@@ -123,9 +125,9 @@ def test_a_crash_before_storing_resumes_from_the_last_stored_checkpoint():
     events = [signed(20 + i) for i in range(5)]
     peer = FakePeer(*_feed(*events))
     local = FakeLocal()
-    first, checkpoint = run(PullSession("p", 0, local), peer, local, crash_after_batches=1)
+    first, checkpoint = run(PullSession("p", 0), peer, local, crash_after_batches=1)
     assert checkpoint == 2
-    rest, final = run(PullSession("p", checkpoint, local), peer, local)
+    rest, final = run(PullSession("p", checkpoint), peer, local)
     seen = [e.event_uuid for b in first + rest for e in b.events]
     assert seen == [s.uuid for s in events] and final == 5  # each event exactly once
 
@@ -137,7 +139,7 @@ def test_a_forged_record_is_refused_and_the_rest_goes_on():
     wire[-3] ^= 1  # inside the signature
     changes[1]["record"] = bytes(wire)
     local = FakeLocal()
-    batches, _ = run(PullSession("p", 0, local), FakePeer(changes, bodies), local)
+    batches, _ = run(PullSession("p", 0), FakePeer(changes, bodies), local)
     assert [e.event_uuid for b in batches for e in b.events] == [good.uuid]
     assert [(r.seq, r.reason) for b in batches for r in b.refused] == [(2, "bad-signature")]
 
@@ -148,7 +150,7 @@ def test_an_altered_body_is_refused_and_its_event_keeps_the_others():
     victim = s.elements[1].digest
     bodies[victim] = bodies[victim][:-1] + bytes([bodies[victim][-1] ^ 1])
     local = FakeLocal()
-    batches, _ = run(PullSession("p", 0, local), FakePeer(changes, bodies), local)
+    batches, _ = run(PullSession("p", 0), FakePeer(changes, bodies), local)
     (received,) = [e for b in batches for e in b.events]
     assert victim not in received.bodies and len(received.bodies) == len(s.elements) - 1
     assert [r.reason for b in batches for r in b.refused] == ["bad-digest"]
@@ -159,7 +161,7 @@ def test_an_older_revision_and_an_unknown_author_are_refused():
         event(seed=51, attributes=2, objects=0)["Event"], DEFAULTS))
     local = FakeLocal()
     local.timestamps[old.uuid] = 200
-    batches, _ = run(PullSession("p", 0, local), FakePeer(*_feed(old, stranger)), local)
+    batches, _ = run(PullSession("p", 0), FakePeer(*_feed(old, stranger)), local)
     assert [(r.seq, r.reason) for b in batches for r in b.refused] == [(1, "older"), (2, "unknown-author")]
     assert not [e for b in batches for e in b.events]
 
@@ -169,17 +171,17 @@ def test_a_body_the_sender_no_longer_offers_is_skipped():
     changes, bodies = _feed(s)
     del bodies[s.elements[0].digest]
     local = FakeLocal()
-    batches, _ = run(PullSession("p", 0, local), FakePeer(changes, bodies), local)
+    batches, _ = run(PullSession("p", 0), FakePeer(changes, bodies), local)
     (received,) = [e for b in batches for e in b.events]
     assert len(received.bodies) == len(s.elements) - 1
 
 
 def test_protocol_violations_stop_the_session():
-    session = PullSession("p", 5, FakeLocal())
+    session = PullSession("p", 5)
     assert session.next_step() == SendChanges(5)
     with pytest.raises(ProtocolError, match="increase"):
         session.changes_received({"changes": [{"seq": 5, "record": b""}], "last_seq": 9, "more": False, "head": 9})
-    session = PullSession("p", 5, FakeLocal())
+    session = PullSession("p", 5)
     with pytest.raises(ProtocolError, match="not waiting"):
         session.bodies_received("x", [])
     session.next_step()
@@ -193,7 +195,7 @@ def test_one_level_for_every_element_may_be_sent_as_that_level_alone():
     for c in changes:
         c["elements"] = 3  # the compact form: all of the revision's elements at level 3
     local = FakeLocal()
-    batches, _ = run(PullSession("p", 0, local), FakePeer(changes, bodies), local)
+    batches, _ = run(PullSession("p", 0), FakePeer(changes, bodies), local)
     received = [e for b in batches for e in b.events]
     assert [set(e.bodies) for e in received] == [{x.digest for x in s.elements} for s in events]
     assert all(e.offered[d] == 3 for e in received for d in e.bodies)
@@ -203,13 +205,15 @@ def test_the_next_page_is_fetched_while_a_batch_is_stored_and_the_checkpoint_wai
     events = [signed(70 + i) for i in range(5)]
     peer = FakePeer(*_feed(*events))  # pages of 2: batches end at 2, 4, 5
     local = FakeLocal()
-    session = PullSession("p", 0, local)
+    session = PullSession("p", 0)
     out: list[StoreBatch] = []  # handed out; stored only when the session asks to wait
     steps = []
     while not isinstance(step := session.next_step(), Done):
         steps.append(type(step).__name__)
         if isinstance(step, SendChanges):
             session.changes_received(peer.reply_changes(step.since))
+        elif isinstance(step, LookUp):
+            session.facts_received(look_up(local, step))
         elif isinstance(step, SendBodies):
             session.bodies_received(step.event_uuid, [b for b in peer.reply_bodies(step.digests) if b is not None])
         elif isinstance(step, StoreBatch):
@@ -236,7 +240,7 @@ def test_a_revision_with_a_malformed_header_is_refused_naming_the_field_and_the_
     changes.insert(0, {"seq": 1, "record": bad.wire(), "event_level": 3, "elements": 3})
     changes[1]["seq"] = 2
     local = FakeLocal()
-    batches, _ = run(PullSession("p", 0, local), FakePeer(changes, bodies), local)
+    batches, _ = run(PullSession("p", 0), FakePeer(changes, bodies), local)
     assert [e.event_uuid for b in batches for e in b.events] == [good.uuid]
     (refused,) = [r for b in batches for r in b.refused]
     assert (refused.seq, refused.reason, refused.event_uuid) == (1, "malformed", header["uuid"])

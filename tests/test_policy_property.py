@@ -55,7 +55,9 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from fedmisp.policy.model import (
     ElementView, EventView, Holding, NodeState, PeerMode, PeerPolicy, SharingGroup, SyncFilter,
 )
-from fedmisp.policy.pipeline import inbound, merge, origin_holding, outbound, outbound_many
+from fedmisp.policy.inbound import inbound
+from fedmisp.policy.outbound import outbound, outbound_many
+from fedmisp.policy.pipeline import merge, origin_holding
 from fedmisp.policy.reasons import Reason
 from fedmisp.policy.sharing_groups import apply_revision
 

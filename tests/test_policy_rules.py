@@ -9,9 +9,9 @@ from fedmisp.policy.model import (
     ElementView, EventView, Holding, NodeState, PeerMode, PeerPolicy, SharingGroup, SyncFilter,
     event_view,
 )
-from fedmisp.policy.pipeline import (
-    authored_levels, check_received, inbound, merge, next_hop_level, origin_holding, outbound, outbound_many,
-)
+from fedmisp.policy.inbound import check_received, inbound
+from fedmisp.policy.outbound import outbound, outbound_many
+from fedmisp.policy.pipeline import authored_levels, merge, next_hop_level, origin_holding
 from fedmisp.policy.reasons import Reason
 from fedmisp.policy.sharing_groups import apply_revision, check_revision
 

@@ -7,7 +7,8 @@ import os
 import pytest
 
 from fedmisp.gossip.session import (
-    SEQ_LIMIT, Done, PullLimits, PullSession, RefusedReply, SendBodies, SendChanges, StoreBatch, stop_rule,
+    SEQ_LIMIT, Done, LookUp, PullLimits, PullSession, RefusedReply, SendBodies, SendChanges, StoreBatch, look_up,
+    stop_rule,
 )
 from fedmisp.model.records import KIND_EVENT, seal
 
@@ -49,7 +50,7 @@ def test_a_level_outside_0_to_4_is_malformed_for_its_record_and_the_rest_of_the_
         changes[0]["elements"] = value
     local = FakeLocal()
     peer = FakePeer(changes, bodies)
-    batches, checkpoint = run(PullSession("p", 0, local), peer, local)
+    batches, checkpoint = run(PullSession("p", 0), peer, local)
     assert [e.event_uuid for e in _received(batches)] == [good.uuid]
     (refused,) = _refused(batches)
     assert (refused.seq, refused.reason, refused.event_uuid) == (1, "malformed", bad.uuid)
@@ -83,7 +84,7 @@ def _page(**fields):
     ([1, 2], "expected"),
 ])
 def test_a_page_whose_own_fields_are_out_of_their_domain_is_refused_whole_and_the_checkpoint_stays(reply, field):
-    session = PullSession("p", 2, FakeLocal())
+    session = PullSession("p", 2)
     assert session.next_step() == SendChanges(2)
     with pytest.raises(RefusedReply, match=field):
         session.changes_received(reply)
@@ -95,7 +96,7 @@ def test_a_head_that_goes_back_within_one_pull_is_refused_and_the_checkpoint_sta
     changes, bodies = _feed(*events)
     peer = FakePeer(changes, bodies, page=1)
     local = FakeLocal()
-    session = PullSession("p", 0, local)
+    session = PullSession("p", 0)
     pages = 0
     with pytest.raises(RefusedReply, match="head: 2 is before 5"):
         while not isinstance(step := session.next_step(), Done):
@@ -107,6 +108,8 @@ def test_a_head_that_goes_back_within_one_pull_is_refused_and_the_checkpoint_sta
                 else:
                     reply["head"] = 2  # the log shrank?
                 session.changes_received(reply)
+            elif isinstance(step, LookUp):
+                session.facts_received(look_up(local, step))
             elif isinstance(step, SendBodies):
                 session.bodies_received(step.event_uuid, peer.reply_bodies(step.digests))
             elif isinstance(step, StoreBatch):
@@ -128,7 +131,7 @@ def test_a_page_listing_one_event_twice_keeps_the_newer_revision_and_refuses_the
     changes, bodies = _feed(first, second)
     peer = FakePeer(changes, bodies, page=10)  # both in one page
     local = FakeLocal()
-    batches, checkpoint = bounded(PullSession("p", 0, local), peer, local)
+    batches, checkpoint = bounded(PullSession("p", 0), peer, local)
     (kept,) = _received(batches)
     assert kept.record.id == newer.record.id and set(kept.bodies) == {e.digest for e in newer.elements}
     (refused,) = _refused(batches)
@@ -142,7 +145,7 @@ def test_two_revisions_with_one_timestamp_keep_the_one_with_the_larger_record_id
     for first, second in ((a, b), (b, a)):
         changes, bodies = _feed(first, second)
         local = FakeLocal()
-        batches, _ = bounded(PullSession("p", 0, local), FakePeer(changes, bodies, page=10), local)
+        batches, _ = bounded(PullSession("p", 0), FakePeer(changes, bodies, page=10), local)
         assert [e.record.id for e in _received(batches)] == [newer.record.id]
         assert [(r.reason, r.record_id) for r in _refused(batches)] == [("older", older.record.id)]
 
@@ -152,7 +155,7 @@ def test_the_same_revision_listed_twice_in_one_page_is_malformed_and_stored_once
     changes, bodies = _feed(s, s)
     local = FakeLocal()
     peer = FakePeer(changes, bodies, page=10)
-    batches, checkpoint = bounded(PullSession("p", 0, local), peer, local)
+    batches, checkpoint = bounded(PullSession("p", 0), peer, local)
     assert [e.record.id for e in _received(batches)] == [s.record.id]
     (refused,) = _refused(batches)
     assert (refused.seq, refused.reason) == (2, "malformed") and "twice" in refused.detail
@@ -166,12 +169,14 @@ def test_an_offered_digest_that_the_signed_revision_does_not_carry_is_never_fetc
     changes[0]["elements"][stray] = 3
     bodies[stray] = b"\0" * 16 + b"a body the revision does not carry"
     local = FakeLocal()
-    session = PullSession("p", 0, local)
+    session = PullSession("p", 0)
     asked: list[bytes] = []
     peer = FakePeer(changes, bodies)
     while not isinstance(step := session.next_step(), Done):
         if isinstance(step, SendChanges):
             session.changes_received(peer.reply_changes(step.since))
+        elif isinstance(step, LookUp):
+            session.facts_received(look_up(local, step))
         elif isinstance(step, SendBodies):
             asked.extend(step.digests)
             reply = peer.reply_bodies(step.digests)
@@ -194,7 +199,7 @@ def test_a_revision_whose_digest_list_repeats_a_digest_is_refused_as_malformed_a
     bodies = {e.digest: e.body for e in base.elements}
     local = FakeLocal()
     peer = FakePeer(changes, bodies)
-    batches, checkpoint = run(PullSession("p", 0, local), peer, local)
+    batches, checkpoint = run(PullSession("p", 0), peer, local)
     assert _received(batches) == [] and peer.body_requests == 0
     (refused,) = _refused(batches)
     assert refused.reason == "malformed" and "duplicate" in refused.detail
@@ -210,7 +215,7 @@ def test_a_revision_with_more_elements_than_an_event_may_hold_is_malformed_and_n
     changes = [{"seq": 1, "record": base.record.wire(), "event_level": 3, "elements": 3}]
     local = FakeLocal()
     peer = FakePeer(changes, {e.digest: e.body for e in base.elements})
-    batches, checkpoint = run(PullSession("p", 0, local), peer, local)
+    batches, checkpoint = run(PullSession("p", 0), peer, local)
     assert _received(batches) == [] and peer.body_requests == 0
     (refused,) = _refused(batches)
     assert refused.reason == "malformed" and "at most" in refused.detail
@@ -219,7 +224,7 @@ def test_a_revision_with_more_elements_than_an_event_may_hold_is_malformed_and_n
 
 def test_empty_pages_that_say_more_end_the_pull_by_the_progress_rule():
     limits = PullLimits(deadline=600, no_progress_seconds=60, no_progress_pages=5)
-    session = PullSession("p", 0, FakeLocal())
+    session = PullSession("p", 0)
     stops = []
     seq = 0
     for _ in range(10):
@@ -236,7 +241,7 @@ def test_empty_pages_that_say_more_end_the_pull_by_the_progress_rule():
 
 
 def test_the_stop_rule_names_the_deadline_and_the_silence_it_measured():
-    session = PullSession("p", 0, FakeLocal())
+    session = PullSession("p", 0)
     limits = PullLimits(deadline=100, no_progress_seconds=30, no_progress_pages=1000)
     assert stop_rule(session, 99, 29, limits) is None
     assert stop_rule(session, 100, 0, limits).startswith("deadline: the pull ran 100 s (at most 100 s)")

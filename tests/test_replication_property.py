@@ -40,7 +40,8 @@ from typing import Any
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from fedmisp.gossip.driver import InMemory, pull
-from fedmisp.gossip.replica import Replica, unpack_holding
+from fedmisp.gossip.replica import Replica
+from fedmisp.policy.holding import unpack_holding
 from fedmisp.gossip.sharing_groups import accept as sg_accept, create, revise
 from fedmisp.node.home import Node
 from fedmisp.node.importer import import_paths

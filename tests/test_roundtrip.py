@@ -184,10 +184,11 @@ def test_pymisp_loads_our_export(node, pymisp_tests: Path):
 
 
 def test_every_revision_a_node_writes_passes_the_checks_on_what_arrives_from_a_peer(pymisp_tests: Path):
-    """A peer checks the header and element bodies it receives (model/misp.py received_problem);
+    """A peer checks the header and element bodies it receives (model/received.py received_problem);
     everything parse_event writes, for MISP's own test events, passes them, so no genuine data is
     refused on the way."""
-    from fedmisp.model.misp import ImportDefaults, parse_event, received_problem
+    from fedmisp.model.misp import ImportDefaults, parse_event
+    from fedmisp.model.received import received_problem
     defaults = ImportDefaults(org_uuid="11111111-2222-4333-8444-555555555555", org_name="Round Trip", now=1_700_000_000)
     checked = 0
     for path in _event_files(pymisp_tests):

@@ -193,7 +193,8 @@ def test_a_good_filter_value_is_kept(key, value):
 # --- policy/pipeline.py: step 3, sharing groups, both ways -----------------------------------------
 
 from fedmisp.policy.model import ElementView, EventView, Holding, NodeState, PeerMode, PeerPolicy, SyncFilter  # noqa: E402
-from fedmisp.policy.pipeline import inbound, outbound  # noqa: E402
+from fedmisp.policy.inbound import inbound  # noqa: E402
+from fedmisp.policy.outbound import outbound  # noqa: E402
 
 SG_A, SG_B, SG_C = "org-a", "org-b", "org-c"  # A owns the group, B a member, C not
 SG_GROUP = SharingGroup(uuid="sg-1", name="LE-CSIRT", owner=SG_A, revision=1, members={SG_A: True, SG_B: False})
@@ -364,9 +365,10 @@ def test_a_body_opens_only_between_the_two_keys_and_is_refused_as_bad_box_otherw
         assert caught.value.reason == "bad-box"
 
 
-# --- model/misp.py: the shape of what arrives from a peer (received_problem) ------------------------
+# --- model/received.py: the shape of what arrives from a peer (received_problem) ------------------------
 
-from fedmisp.model.misp import _MAX_TIMESTAMP, received_problem  # noqa: E402
+from fedmisp.model.misp import MAX_TIMESTAMP  # noqa: E402
+from fedmisp.model.received import received_problem  # noqa: E402
 
 U1, U2 = "11111111-1111-4111-8111-111111111111", "22222222-2222-4222-8222-222222222222"
 HEADER = {"uuid": U1, "info": "x", "distribution": 1, "threat_level_id": 2, "analysis": 0, "timestamp": 5,
@@ -383,8 +385,8 @@ def test_received_well_formed_bodies_pass():
 
 
 @pytest.mark.parametrize("field, good, bad", [
-    ("timestamp", [0, _MAX_TIMESTAMP], [-1, _MAX_TIMESTAMP + 1, "5", 5.0, True]),
-    ("publish_timestamp", [0, _MAX_TIMESTAMP], [-1, _MAX_TIMESTAMP + 1]),
+    ("timestamp", [0, MAX_TIMESTAMP], [-1, MAX_TIMESTAMP + 1, "5", 5.0, True]),
+    ("publish_timestamp", [0, MAX_TIMESTAMP], [-1, MAX_TIMESTAMP + 1]),
     ("distribution", [0, 4], [-1, 5, 6, "1"]),  # 5 (inherit) is no level for an event
     ("threat_level_id", [1, 4], [0, 5]),
     ("analysis", [0, 2], [-1, 3]),
@@ -457,7 +459,7 @@ def test_a_pull_refuses_an_introduction_whose_key_or_voucher_is_blocked(blocked)
     record = org_introduction(newcomer, "Org A", U1, 5, (voucher.public_key, vouch(voucher, U1, newcomer.public_key)))
     local = FakeLocal(known=(voucher.public_key,))
     local.blocked = {"voucher": {voucher.public_key}, "key": {newcomer.public_key}, "nobody": set()}[blocked]
-    batches, _ = run_pull(PullSession("p", 0, local), FakePeer([{"seq": 1, "record": record.wire()}], {}), local)
+    batches, _ = run_pull(PullSession("p", 0), FakePeer([{"seq": 1, "record": record.wire()}], {}), local)
     refused = [(r.seq, r.reason) for b in batches for r in b.refused]
     taken = [w for b in batches for w in b.records]
     if blocked == "nobody":

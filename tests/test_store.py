@@ -8,6 +8,7 @@ from fedmisp.model.misp import ImportDefaults, parse_event
 from fedmisp.model.records import RecordError
 from fedmisp.model.revision import sign_event
 from fedmisp.store import query
+from fedmisp.policy.reasons import Reason
 from fedmisp.store import events as store_events
 from fedmisp.store.events import WriteOutcome
 from fedmisp.store.rows import event_write, uuid16
@@ -44,7 +45,7 @@ def test_a_newer_revision_replaces_and_an_older_one_never_does(store):
     newer = signed(newer_raw)
     assert store.write_events([first]) == [WriteOutcome.STORED]
     assert store.write_events([newer]) == [WriteOutcome.STORED]
-    assert store.write_events([first]) == [WriteOutcome.OLDER]
+    assert store.write_events([first]) == [Reason.OLDER]
     assert store.write_events([newer]) == [WriteOutcome.UNCHANGED]
     assert store.export_event(raw["uuid"])["Event"]["info"] == "updated"
     assert store.stats()["events"] == 1
@@ -203,8 +204,8 @@ def test_an_element_uuid_held_by_another_event_refuses_the_event_whole(store):
     same_batch = event(seed=32, attributes=2)["Event"]
     same_batch["Attribute"][0]["uuid"] = first["Attribute"][2]["uuid"]
     outcomes = store.write_events([signed(first), signed(thief)])
-    assert outcomes == [WriteOutcome.STORED, WriteOutcome.CONFLICT]
-    assert store.write_events([signed(same_batch)]) == [WriteOutcome.CONFLICT]
+    assert outcomes == [WriteOutcome.STORED, Reason.UUID_CONFLICT]
+    assert store.write_events([signed(same_batch)]) == [Reason.UUID_CONFLICT]
     assert store.held(thief["uuid"]) is None and store.check_integrity() == []
     # the refused events' other element uuids are not left claimed
     assert store.stats()["elements"] == len(signed(first).elements)
@@ -229,7 +230,7 @@ def test_an_element_uuid_added_by_a_revision_earlier_in_the_batch_is_taken(store
     thief = event(seed=35, attributes=2)["Event"]
     thief["Attribute"][0]["uuid"] = newer["Attribute"][-1]["uuid"]
     previous = store.previous_elements(first["uuid"]).get
-    assert store.write_events([signed(newer, previous), signed(thief)]) == [WriteOutcome.STORED, WriteOutcome.CONFLICT]
+    assert store.write_events([signed(newer, previous), signed(thief)]) == [WriteOutcome.STORED, Reason.UUID_CONFLICT]
     assert store.find_value(newer["Attribute"][-1]["value"], newer["Attribute"][-1]["type"]) == \
         [newer["Attribute"][-1]["uuid"]]
     assert store.held(thief["uuid"]) is None and store.check_integrity() == []

@@ -235,7 +235,8 @@ def test_the_policy_views_kept_with_a_revision_are_the_views_of_its_bodies(tmp_p
 
     from fedmisp.gossip.replica import Replica
     from fedmisp.node.importer import import_paths
-    from fedmisp.policy.model import event_view, pack_views
+    from fedmisp.policy.holding import pack_views
+    from fedmisp.policy.model import event_view
 
     from federation import make_federation, settle
     nodes = make_federation(tmp_path, ["a", "b"], [("a", "b")])

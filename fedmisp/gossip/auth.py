@@ -25,6 +25,7 @@ from nacl.signing import VerifyKey
 
 from fedmisp.model import canonical
 from fedmisp.model.identity import Identity, decode_key, encode_key, verify
+from fedmisp.policy.reasons import Reason
 
 HEADER = "Fedmisp-Auth"
 # Clocks of peers drift; five minutes is the usual allowance (Kerberos, AWS SigV4 use 5 and 15).
@@ -34,16 +35,16 @@ NONCE_BYTES = 16
 # clock-skew window (a replay of it would be refused as stale by then), so a key may make at most
 # this many requests per 2 * MAX_CLOCK_SKEW (10 minutes: about 166 a second, well above what one
 # pull makes: a 1,000,000-element event is 200 bodies requests). Past it the key is refused
-# ("too-many") until its oldest nonces age out, rather than a nonce being forgotten early: one peer's
+# (Reason.TOO_MANY) until its oldest nonces age out, rather than a nonce being forgotten early: one peer's
 # flood never makes anyone's captured request replayable. About 150 bytes each: 15 MB per key at most.
 MAX_NONCES_PER_KEY = 100_000
 _CONTEXT = b"fedmisp-peer-request-v1"
 
 
 class AuthError(Exception):
-    """A request that is not accepted; `reason` is a short code for counters and logs."""
+    """A request that is not accepted; `reason` (policy/reasons.py) is what counters and logs show."""
 
-    def __init__(self, reason: str, message: str):
+    def __init__(self, reason: Reason, message: str):
         self.reason = reason
         super().__init__(message)
 
@@ -94,9 +95,9 @@ class ReplayCache:
         if nonces is None:
             return
         if nonce in nonces:
-            raise AuthError("replay", "request nonce already seen")
+            raise AuthError(Reason.REPLAY, "request nonce already seen")
         if len(nonces) >= self.per_key:
-            raise AuthError("too-many", f"more than {self.per_key} requests from this key within "
+            raise AuthError(Reason.TOO_MANY, f"more than {self.per_key} requests from this key within "
                                         f"{2 * MAX_CLOCK_SKEW}s; try again later")
 
     def remember(self, key: bytes, nonce: bytes, timestamp: int, now: int,
@@ -149,25 +150,25 @@ def check_header(header: str | None, pinned: Mapping[bytes, str], replays: Repla
     peer's, the time within MAX_CLOCK_SKEW, the nonce not seen for that key. Raises AuthError.
     Checked before a body is read, so an unauthenticated client costs no body bytes."""
     if not header:
-        raise AuthError("missing", f"no {HEADER} header")
+        raise AuthError(Reason.AUTH_MISSING, f"no {HEADER} header")
     parts = header.split(".")
     if len(parts) != 4:
-        raise AuthError("malformed", f"{HEADER}: expected key.time.nonce.signature")
+        raise AuthError(Reason.MALFORMED, f"{HEADER}: expected key.time.nonce.signature")
     try:
         key = decode_key(parts[0])
         timestamp = int(parts[1])
         nonce = _unb64(parts[2])
         signature = _unb64(parts[3])
     except ValueError:
-        raise AuthError("malformed", f"{HEADER}: expected key.time.nonce.signature") from None
+        raise AuthError(Reason.MALFORMED, f"{HEADER}: expected key.time.nonce.signature") from None
     peer = pinned.get(key)
     if peer is None:
-        raise AuthError("unknown-key", f"key {encode_key(key)} is not a configured peer's key")
+        raise AuthError(Reason.UNKNOWN_KEY, f"key {encode_key(key)} is not a configured peer's key")
     current = int(time.time() if now is None else now)
     if abs(current - timestamp) > MAX_CLOCK_SKEW:
-        raise AuthError("stale", f"request time {timestamp} is more than {MAX_CLOCK_SKEW}s from {current}")
+        raise AuthError(Reason.STALE, f"request time {timestamp} is more than {MAX_CLOCK_SKEW}s from {current}")
     if len(nonce) != NONCE_BYTES or len(signature) != 64:
-        raise AuthError("malformed", f"{HEADER}: nonce or signature has the wrong length")
+        raise AuthError(Reason.MALFORMED, f"{HEADER}: nonce or signature has the wrong length")
     replays.check(key, nonce, current)
     return Claim(peer, key, timestamp, nonce, signature)
 
@@ -177,7 +178,7 @@ def verify_claim(claim: Claim, method: str, path: str, body: bytes, pinned: Mapp
     """The signature over method, path, time, nonce and body; the nonce is remembered only once it
     verifies (a forged header cannot use up a peer's nonces)."""
     if not verify(claim.key, _signed_bytes(method, path, claim.timestamp, claim.nonce, body), claim.signature):
-        raise AuthError("bad-signature", "request signature does not verify")
+        raise AuthError(Reason.BAD_SIGNATURE, "request signature does not verify")
     current = int(time.time() if now is None else now)
     replays.check(claim.key, claim.nonce, current)  # (again: a twin request may have verified meanwhile)
     replays.remember(claim.key, claim.nonce, claim.timestamp, current, pinned)
@@ -205,4 +206,4 @@ def open_body(identity: Identity, peer_key: bytes, sealed: bytes) -> bytes:
     try:
         return _box(identity, peer_key).decrypt(sealed)
     except (CryptoError, ValueError, TypeError):
-        raise AuthError("bad-box", "body does not decrypt with this pair of keys") from None
+        raise AuthError(Reason.BAD_BOX, "body does not decrypt with this pair of keys") from None

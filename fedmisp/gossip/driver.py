@@ -4,13 +4,14 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Protocol, TypeVar
+from typing import Any, Awaitable, Callable, Generator, Protocol, TypeVar
 
 from fedmisp.gossip.replica import ApplyReport, Replica
 from fedmisp.gossip.session import (
-    Done, PullLimits, PullSession, SendBodies, SendChanges, StoreBatch, WaitStored, stop_rule,
+    Done, LookUp, PullLimits, PullSession, SendBodies, SendChanges, StoreBatch, WaitStored, look_up, stop_rule,
 )
 from fedmisp.gossip.peers import PeerConfig
+from fedmisp.policy.reasons import Reason
 
 T = TypeVar("T")
 
@@ -21,7 +22,7 @@ class PullStopped(Exception):
 
     def __init__(self, message: str):
         super().__init__(message)
-        self.rule = message.split(":", 1)[0]
+        self.rule = Reason(message.split(":", 1)[0])
 
 
 @dataclass
@@ -32,6 +33,61 @@ class PullWatch:
     head: int | None = None
     report: ApplyReport = field(default_factory=ApplyReport)
 
+
+class Transport(Protocol):
+    """How a session's two requests reach the peer (and its replies come back decoded)."""
+
+    def changes(self, since: int, limit: int) -> Any: ...
+
+    def bodies(self, event_uuid: str, digests: tuple[bytes, ...], everything: bool = False) -> Any: ...
+
+
+# --- the one step loop ----------------------------------------------------------------------------
+# What each step of a session asks the driver to do, as requests the loop yields and whose results
+# it is sent back: the peer's replies, a piece of local work (signature checks, store reads: run
+# off the event loop by the async driver), a batch to store. `pull` answers them in place, in one
+# thread; `pull_async` over the network, with the pull's limits, storing a batch in the background.
+
+@dataclass(frozen=True, slots=True)
+class AskPeer:
+    """A request to the peer (SendChanges or SendBodies): send back its decoded reply."""
+    step: SendChanges | SendBodies
+
+
+@dataclass(frozen=True, slots=True)
+class Work:
+    """Local work, no network: send back `fn(*args)`."""
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Store:
+    """A batch to store with its checkpoint: send back its ApplyReport, or None when it is stored
+    in the background (the loop then asks for it with Stored before it hands out another)."""
+    batch: StoreBatch
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """Wait for the batch being stored in the background: send back its ApplyReport."""
+
+
+@dataclass(frozen=True, slots=True)
+class Next:
+    """A step is about to be taken (the async driver checks the pull's limits here)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Share:
+    """The bodies of this revision are about to be asked of the peer: send back True if another
+    pull of this node stored it meanwhile (the driver waited for it: ask only for what is still
+    lacking), False to fetch them (SharedFetches; a driver without concurrent pulls says False)."""
+    event_uuid: str
+    record_id: bytes
+
+
+Request = AskPeer | Work | Store | Stored | Next | Share
 
 # How long a pull waits for another pull that is fetching the same event revision before it
 # fetches the bodies itself. Two peers' notices for one new event start two pulls at once; without
@@ -69,36 +125,41 @@ class SharedFetches:
         return len(self._fetching)
 
 
-class Transport(Protocol):
-    """How a session's two requests reach the peer (and its replies come back decoded)."""
-
-    def changes(self, since: int, limit: int) -> Any: ...
-
-    def bodies(self, event_uuid: str, digests: tuple[bytes, ...], everything: bool = False) -> Any: ...
-
-
-def pull(replica: Replica, peer: PeerConfig, transport: Transport) -> ApplyReport:
-    """Pull everything new from one peer, storing batch by batch with the checkpoint."""
-    total = ApplyReport()
-    session = PullSession(peer.name, replica.store.checkpoint(peer.name), replica)
-    try:
-        while True:
-            step = session.next_step()
-            if isinstance(step, SendChanges):
-                session.changes_received(transport.changes(step.since, step.limit))
-                replica.expect_bodies(session.bodies_wanted)
-            elif isinstance(step, SendBodies):
-                _arrived(replica, session, step.event_uuid,
-                         transport.bodies(step.event_uuid, step.digests, step.everything))
-            elif isinstance(step, StoreBatch):
-                report = replica.apply(peer, step)
+def steps(replica: Replica, peer: PeerConfig, session: PullSession, total: ApplyReport,
+          watch: PullWatch | None = None) -> Generator[Request, Any, ApplyReport]:
+    """The step loop of one pull: the session says what is next, this says how, the driver does it."""
+    while True:
+        yield Next()
+        step = session.next_step()
+        if isinstance(step, SendChanges):
+            reply = yield AskPeer(step)
+            yield Work(session.changes_received, (reply,))  # (opens the page's records: signatures)
+            if watch is not None:
+                watch.head = session.head
+        elif isinstance(step, LookUp):
+            yield Work(_take_facts, (session, replica.receiver, step))  # (reads the store)
+            # a large pull: the row workers start while the bodies are fetched, not when the
+            # first batch is stored (a worker takes a few hundred ms to start)
+            replica.expect_bodies(session.bodies_wanted)
+        elif isinstance(step, SendBodies):
+            record = session.pending_record(step.event_uuid)
+            if record is not None and (yield Share(step.event_uuid, record.id)):
+                held = yield Work(replica.receiver.held_digests, (step.event_uuid,))
+                session.bodies_held(step.event_uuid, held)  # what is still lacking is asked for next
+                continue
+            _arrived(replica, session, step.event_uuid, (yield AskPeer(step)))
+        elif isinstance(step, StoreBatch):
+            report = yield Store(step)
+            if report is not None:
                 session.stored(report.lacking)
                 total.add(report)
-            else:
-                assert isinstance(step, Done)
-                return total
-    finally:
-        replica.drop_ahead(peer.name)
+        elif isinstance(step, WaitStored):
+            report = yield Stored()
+            session.stored(report.lacking)
+            total.add(report)
+        else:
+            assert isinstance(step, Done)
+            return total
 
 
 def _arrived(replica: Replica, session: PullSession, event_uuid: str, reply: Any) -> None:
@@ -107,6 +168,45 @@ def _arrived(replica: Replica, session: PullSession, event_uuid: str, reply: Any
     record = session.pending_record(event_uuid) if accepted else None
     if record is not None:
         replica.rows_ahead(record, accepted, session.peer)
+
+
+def _take_facts(session: PullSession, local: Any, step: LookUp) -> None:
+    session.facts_received(look_up(local, step))
+
+
+def _send(loop: Generator[Request, Any, ApplyReport], result: Any) -> Request | ApplyReport:
+    """The loop's next request, given the result of the last one; its report when it is done."""
+    try:
+        return loop.send(result)
+    except StopIteration as done:
+        return done.value
+
+
+def _ask(transport: Any, step: SendChanges | SendBodies) -> Any:
+    if isinstance(step, SendChanges):
+        return transport.changes(step.since, step.limit)
+    return transport.bodies(step.event_uuid, step.digests, step.everything)
+
+
+def pull(replica: Replica, peer: PeerConfig, transport: Transport) -> ApplyReport:
+    """Pull everything new from one peer, storing batch by batch with the checkpoint."""
+    session = PullSession(peer.name, replica.store.checkpoint(peer.name))
+    loop = steps(replica, peer, session, ApplyReport())
+    result: Any = None
+    try:
+        while not isinstance(request := _send(loop, result), ApplyReport):
+            if isinstance(request, AskPeer):
+                result = _ask(transport, request.step)
+            elif isinstance(request, Work):
+                result = request.fn(*request.args)
+            elif isinstance(request, Store):
+                result = replica.apply(peer, request.batch)
+            else:
+                result = None  # Next (no limits here), Share (no other pull); Stored never comes: every
+                # batch is stored at once
+        return request
+    finally:
+        replica.drop_ahead(peer.name)
 
 
 class InMemory:
@@ -156,14 +256,10 @@ async def pull_async(replica: Replica, peer: PeerConfig, transport: AsyncTranspo
     run_store = run_store or run_blocking
     total = watch.report if watch is not None else ApplyReport()
     checkpoint = await run_blocking(replica.store.checkpoint, peer.name)
-    session = PullSession(peer.name, checkpoint, replica)
+    session = PullSession(peer.name, checkpoint)
     started = progressed = clock()
     seen = session.progress
     storing: asyncio.Future[ApplyReport] | None = None
-    claimed: list[tuple[str, bytes]] = []  # revisions this pull fetches, not yet in a stored batch
-    claimed_storing: list[tuple[str, bytes]] = []  # ... in the batch being stored
-    waited: set[tuple[str, bytes]] = set()
-    wait_for_others = fetches is not None
 
     def check(now: float | None = None) -> None:
         nonlocal seen, progressed
@@ -186,53 +282,62 @@ async def pull_async(replica: Replica, peer: PeerConfig, transport: AsyncTranspo
         check(max(clock(), limit_at))  # which limit it was (the loop may wake a little early)
         raise AssertionError("a pull limit was reached but no rule says which")  # pragma: no cover
 
+    loop = steps(replica, peer, session, total, watch)
+    result: Any = None
+    just_stored = False
+    claimed: list[tuple[str, bytes]] = []  # revisions this pull fetches, not yet in a stored batch
+    claimed_storing: list[tuple[str, bytes]] = []  # ... in the batch being stored
+    waited: set[tuple[str, bytes]] = set()
+    wait_for_others = True
+
+    async def share(request: Share) -> bool:
+        """Whether another pull stored this revision while this one waited for it."""
+        nonlocal wait_for_others, seen, progressed
+        key = (request.event_uuid, request.record_id)
+        if fetches is None or key in waited or key in claimed:
+            return False
+        other = fetches.claim(*key)
+        if other is None:
+            claimed.append(key)
+            return False
+        waited.add(key)
+        if wait_for_others:
+            try:
+                await asyncio.wait_for(other.wait(), SHARED_FETCH_WAIT_SECONDS)
+            except TimeoutError:
+                wait_for_others = False  # once: a slow peer delays this pull only so long
+        seen, progressed = session.progress, clock()  # the wait was this node's, not the peer's
+        return True
+
+    def stored_batch() -> None:
+        nonlocal claimed_storing
+        if fetches is not None:
+            fetches.release(claimed_storing)
+        claimed_storing = []
     try:
-        while True:
-            check()
-            step = session.next_step()
-            if isinstance(step, SendChanges):
-                reply = await from_peer(transport.changes(step.since, step.limit))
-                await run_blocking(session.changes_received, reply)  # reads the store (held digests)
-                if watch is not None:
-                    watch.head = session.head
-                # a large pull: the row workers start while the bodies are fetched, not when the
-                # first batch is stored (a worker takes a few hundred ms to start)
-                replica.expect_bodies(session.bodies_wanted)
-            elif isinstance(step, SendBodies):
-                record = session.pending_record(step.event_uuid)
-                key = (step.event_uuid, record.id) if record is not None else None
-                if fetches is not None and key is not None and key not in waited and key not in claimed:
-                    other = fetches.claim(*key)
-                    if other is None:
-                        claimed.append(key)
-                    else:
-                        waited.add(key)
-                        if wait_for_others:
-                            try:
-                                await asyncio.wait_for(other.wait(), SHARED_FETCH_WAIT_SECONDS)
-                            except TimeoutError:
-                                wait_for_others = False  # once: a slow peer delays this pull only so long
-                        held = await run_blocking(replica.held_digests, step.event_uuid)
-                        session.bodies_held(step.event_uuid, held)
-                        seen, progressed = session.progress, clock()  # the wait was this node's, not the peer's
-                        continue  # what is still lacking, if anything, is asked for next
-                _arrived(replica, session, step.event_uuid,
-                         await from_peer(transport.bodies(step.event_uuid, step.digests, step.everything)))
-            elif isinstance(step, StoreBatch):
-                storing = asyncio.ensure_future(run_store(replica.apply, peer, step))
+        while not isinstance(request := _send(loop, result), ApplyReport):
+            if isinstance(request, Next):
+                if just_stored:
+                    # time spent storing is this node's, not the peer's: it does not count against it
+                    seen, progressed, just_stored = session.progress, clock(), False
+                check()
+                result = None
+            elif isinstance(request, AskPeer):
+                result = await from_peer(_ask(transport, request.step))
+            elif isinstance(request, Work):
+                result = await run_blocking(request.fn, *request.args)
+            elif isinstance(request, Share):
+                result = await share(request)
+            elif isinstance(request, Store):
+                storing = asyncio.ensure_future(run_store(replica.apply, peer, request.batch))
                 claimed_storing, claimed = claimed, []
-            elif isinstance(step, WaitStored):
-                assert storing is not None
-                report, storing = await storing, None
-                session.stored(report.lacking)
-                if fetches is not None:
-                    fetches.release(claimed_storing)
-                claimed_storing = []
-                total.add(report)
-                # time spent storing is this node's, not the peer's: it does not count against it
-                seen, progressed = session.progress, clock()
+                result = None
             else:
-                return total
+                assert isinstance(request, Stored) and storing is not None
+                result, storing = await storing, None
+                stored_batch()
+                just_stored = True
+        return request
     finally:
         if storing is not None:
             # a fetch failed meanwhile: the batch being stored is still stored whole (with its

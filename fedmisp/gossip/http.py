@@ -22,6 +22,7 @@ from fedmisp.model.records import DIGEST_BYTES
 from fedmisp.model.identity import Identity, encode_key
 from fedmisp.gossip.peers import NodeView, PeerConfig
 from fedmisp.policy.model import PeerMode
+from fedmisp.policy.reasons import Reason
 
 PREFIX = "/fed/v1"
 CONTENT_TYPE = "application/x-fedmisp-box"
@@ -280,10 +281,10 @@ def bodies_request(message: dict[str, Any]) -> tuple[str, list[bytes], bool]:
 
 
 def _auth_refusal(e: AuthError) -> web.HTTPException:
-    if e.reason == "too-many":
+    if e.reason == Reason.TOO_MANY:
         return web.HTTPTooManyRequests(text=f"{e.reason}: {e}",
                                        headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
-    status = web.HTTPForbidden if e.reason in ("unknown-key", "bad-signature") else web.HTTPUnauthorized
+    status = web.HTTPForbidden if e.reason in (Reason.UNKNOWN_KEY, Reason.BAD_SIGNATURE) else web.HTTPUnauthorized
     return status(text=f"{e.reason}: {e}")
 
 
@@ -327,7 +328,7 @@ class HttpTransport:
         plaintext = encode(message)
         while True:
             status, payload = await self._send(path, plaintext)
-            if status == 403 and payload.startswith(b"unknown-key") and len(self.identities) > 1:
+            if status == 403 and payload.startswith(Reason.UNKNOWN_KEY.encode()) and len(self.identities) > 1:
                 self.identities = self.identities[1:]
                 continue
             if status != 200:

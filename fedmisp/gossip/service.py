@@ -274,7 +274,7 @@ class Gossiper:
             self._count(status, watch.report)  # the batches stored before it stopped
             status.errors += 1
             status.failures_in_a_row += 1
-            status.stopped = e.rule if isinstance(e, PullStopped) else Reason.REFUSED_REPLY.value \
+            status.stopped = e.rule if isinstance(e, PullStopped) else Reason.REFUSED_REPLY \
                 if isinstance(e, RefusedReply) else ""
             status.last_error = str(e) if status.stopped else f"{type(e).__name__}: {e}"
             if status.stopped:  # the peer broke a rule: the audit log says which (a line per pull)

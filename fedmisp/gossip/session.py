@@ -5,12 +5,19 @@ bodies it lacks, then hands the driver one batch to store together with the new 
 transaction. The driver (aiohttp + the store, in gossip/driver.py) does the I/O; tests drive the
 session with recorded or generated messages.
 
-    session = PullSession(peer="csirt", checkpoint=held_checkpoint, local=local)
+    session = PullSession(peer="csirt", checkpoint=held_checkpoint)
     while (step := session.next_step()) is not Done:
         SendChanges  -> POST /fed/v1/changes {since, limit}; session.changes_received(reply)
+        LookUp       -> read what this node holds and knows (look_up(local, step)); session.facts_received(facts)
         SendBodies   -> POST /fed/v1/bodies {event, digests}; session.bodies_received(event, bodies)
         StoreBatch   -> write step.events and step.checkpoint in one transaction; session.stored()
         WaitStored   -> the next batch is ready: finish storing the one handed out, session.stored()
+
+Its states are sentinels and its transitions a table (`TRANSITIONS`, as h11's are): what the peer
+was asked (IDLE, AWAIT_CHANGES, TAKE_PAGE, AWAIT_FACTS, AWAIT_BODIES, DONE) and, beside it, whether
+a batch is being stored (STORE_IDLE, STORING). A page's records are checked against local facts
+(held revisions and digests, known and blocked keys) that the session asks for with a LookUp step,
+so no transition reads the store; gossip/driver.py runs the one step loop over any transport.
 
 A driver may call `stored()` at once after each StoreBatch (the simple loop above), or store the
 batch in the background and keep calling `next_step()`: the session then fetches the next page
@@ -25,20 +32,25 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Protocol
 
 from fedmisp.model import canonical
-from fedmisp.model.org import read_org
-from fedmisp.model.misp import received_problem
+from fedmisp.model.org import OrgClaim, read_org
+from fedmisp.model.received import received_problem
 from fedmisp.model.records import (
     KIND_EVENT, KIND_ORG, KIND_PROPOSAL, KIND_PROPOSAL_DECISION, KIND_RETRACTION, KIND_SHARING_GROUP,
     KIND_SIGHTINGS, SALT_BYTES, Record, RecordError, body_problem, element_digest, open_record,
     revision_elements,
 )
 from fedmisp.model.retraction import NO_LEVEL, read_retraction
+from fedmisp.policy.inbound import author_reason, check_received, not_older, record_reason
 from fedmisp.policy.reasons import Reason
 
 
 # One changes page: enough to amortise a round trip, small enough to keep a page's skeletons in
 # memory (an event skeleton is 32 bytes per element).
 CHANGES_PAGE = 200
+# Elements a sender offers per changes page (gossip/sender.py). The receiver stores a page as one
+# batch with its checkpoint, so this bounds the work a crash can lose and the memory a batch holds
+# (an event is never split).
+PAGE_ELEMENTS = 20_000
 # Bodies per request: about 2-5 MB of typical attributes; a big event streams in many requests.
 BODIES_PAGE = 5_000
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -76,7 +88,66 @@ NO_PROGRESS_SECONDS = 60.0
 #   which the peer may receive nothing. A real sender can do that (a log full of what this node
 #   may not have); its pull then ends and the next one goes on from the checkpoint reached.
 NO_PROGRESS_PAGES = 1_000
-DEADLINE, NO_PROGRESS = Reason.PULL_DEADLINE.value, Reason.PULL_NO_PROGRESS.value  # why a pull was stopped
+DEADLINE, NO_PROGRESS = Reason.PULL_DEADLINE, Reason.PULL_NO_PROGRESS  # why a pull was stopped
+
+
+# --- states ------------------------------------------------------------------------------------------
+
+class _State(type):
+    def __repr__(cls) -> str:
+        return cls.__name__
+
+
+class IDLE(metaclass=_State):
+    """Nothing is asked of the peer: next_step decides what comes next."""
+
+
+class AWAIT_CHANGES(metaclass=_State):
+    """A changes request is out (SendChanges): changes_received."""
+
+
+class TAKE_PAGE(metaclass=_State):
+    """A page arrived whose records need local facts: next_step asks for them (LookUp)."""
+
+
+class AWAIT_FACTS(metaclass=_State):
+    """The local facts of a page are asked (LookUp): facts_received."""
+
+
+class AWAIT_BODIES(metaclass=_State):
+    """A bodies request is out (SendBodies): bodies_received."""
+
+
+class DONE(metaclass=_State):
+    """Everything the peer offered is stored (Done)."""
+
+
+class STORE_IDLE(metaclass=_State):
+    """No batch is being stored."""
+
+
+class STORING(metaclass=_State):
+    """A batch handed out (StoreBatch) is being stored: stored()."""
+
+
+# (state, what happens) -> the next state; anything else is a ProtocolError
+TRANSITIONS: dict[tuple[type, str], type] = {
+    (IDLE, "SendChanges"): AWAIT_CHANGES,
+    (IDLE, "SendBodies"): AWAIT_BODIES,
+    (IDLE, "Done"): DONE,
+    (DONE, "Done"): DONE,
+    (AWAIT_CHANGES, "changes"): TAKE_PAGE,  # (IDLE at once when the page needs no facts)
+    (TAKE_PAGE, "LookUp"): AWAIT_FACTS,
+    (TAKE_PAGE, "facts"): IDLE,  # a page that needs no facts is taken at once
+    (AWAIT_FACTS, "facts"): IDLE,
+    (AWAIT_BODIES, "bodies"): IDLE,
+}
+STORE_TRANSITIONS: dict[tuple[type, str], type] = {
+    (STORE_IDLE, "StoreBatch"): STORING,
+    (STORING, "store"): STORE_IDLE,
+}
+# what a state waits for, as a ProtocolError names it
+_WAITING_FOR = {AWAIT_CHANGES: "changes", TAKE_PAGE: "facts", AWAIT_FACTS: "facts", AWAIT_BODIES: "bodies"}
 
 
 class ProtocolError(Exception):
@@ -128,7 +199,7 @@ class ReceivedEvent:
 @dataclass(frozen=True, slots=True)
 class Refused:
     seq: int
-    reason: str
+    reason: Reason
     detail: str = ""
     kind: str = ""  # what is known of the record (nothing when it did not open), for the audit log
     record_id: bytes = b""
@@ -146,6 +217,24 @@ class StoreBatch:
 
 
 @dataclass(frozen=True, slots=True)
+class LookUp:
+    """What the page just received needs to know of this node (fast local reads, no network):
+    answered by `look_up(local, step)` and handed back with `facts_received`."""
+    events: tuple[str, ...]  # the held revision's timestamp and the bodies held, of each
+    authors: tuple[tuple[bytes, int], ...]  # (key, created): known as an author here?
+    keys: tuple[bytes, ...]  # revoked here ([blocklist] keys)?
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """The answer to a LookUp."""
+    held_timestamps: dict[str, int | None]
+    held_digests: dict[str, set[bytes]]
+    known: dict[tuple[bytes, int], bool]
+    blocked: frozenset[bytes]
+
+
+@dataclass(frozen=True, slots=True)
 class WaitStored:
     """The next batch (or the end) waits until the batch handed out is stored: call stored()."""
     checkpoint: int  # what the batch being stored moves the checkpoint to
@@ -157,7 +246,7 @@ class Done:
 
 
 class Local(Protocol):
-    """What the session asks of the receiving node (fast local reads, no network)."""
+    """What a LookUp asks of the receiving node (gossip/receiver.py Receiver is one)."""
 
     def held_digests(self, event_uuid: str) -> set[bytes]: ...
 
@@ -169,6 +258,26 @@ class Local(Protocol):
 
     def key_blocked(self, key: bytes) -> bool:
         """The operator revoked the key here ([blocklist] keys): nothing it signs is taken."""
+
+
+def look_up(local: Local, step: LookUp) -> Facts:
+    """Answer a LookUp from `local`: the one place the facts a pull needs are read."""
+    return Facts({u: local.held_timestamp(u) for u in step.events},
+                 {u: local.held_digests(u) for u in step.events},
+                 {a: local.author_known(*a) for a in step.authors},
+                 frozenset(k for k in step.keys if local.key_blocked(k)))
+
+
+@dataclass
+class _Seen:
+    """One change of a page as read before its facts come (PullSession._seen)."""
+    change: dict[str, Any]
+    wire: bytes | None = None
+    record: Record | None = None
+    error: RecordError | None = None  # the record, its org claim or its digest list does not read
+    claim: OrgClaim | None = None
+    digests: set[bytes] = field(default_factory=set)
+    problem: str | None = None  # an event's header or offered levels are wrong
 
 
 @dataclass
@@ -189,13 +298,15 @@ class _Pending:
 
 
 class PullSession:
-    def __init__(self, peer: str, checkpoint: int, local: Local):
+    def __init__(self, peer: str, checkpoint: int):
         self.peer = peer
         self.checkpoint = checkpoint
-        self.local = local
+        self.state: type = IDLE  # what the peer was asked (TRANSITIONS)
+        self.store_state: type = STORE_IDLE  # whether a batch is being stored (STORE_TRANSITIONS)
         self._since = checkpoint
         self._more = True
-        self._waiting: str | None = None  # "changes", "bodies"
+        self._page: list[_Seen] = []  # the page received, until its facts come (TAKE_PAGE, AWAIT_FACTS)
+        self._lookup: LookUp | None = None
         self._storing: int | None = None  # checkpoint of the batch handed out and not yet stored
         self._pending: list[_Pending] = []  # events whose bodies are being fetched, in seq order
         self._ready: list[ReceivedEvent] = []
@@ -223,9 +334,13 @@ class PullSession:
 
     # --- what to do next ---------------------------------------------------------------------------
 
-    def next_step(self) -> SendChanges | SendBodies | StoreBatch | WaitStored | Done:
-        if self._waiting is not None:
-            raise ProtocolError(f"waiting for {self._waiting}")
+    def next_step(self) -> SendChanges | LookUp | SendBodies | StoreBatch | WaitStored | Done:
+        if self.state is TAKE_PAGE:
+            assert self._lookup is not None
+            self._move("LookUp")
+            return self._lookup
+        if self.state is not IDLE and self.state is not DONE:
+            raise ProtocolError(f"waiting for {_WAITING_FOR[self.state]}")
         for pending in self._pending:
             if pending.complete:
                 continue
@@ -233,17 +348,18 @@ class PullSession:
             if not missing:
                 pending.complete = True  # bodies only arrive and `need` only shrinks
             else:
-                self._waiting = "bodies"
+                self._move("SendBodies")
                 self._asked = (pending.event_uuid, tuple(missing[:BODIES_PAGE]))
                 everything = len(missing) == len(pending.offered) <= BODIES_PAGE
                 self._everything = everything
                 return SendBodies(*self._asked, everything=everything)
-        storing = self._storing is not None
+        storing = self.store_state is STORING
         moved = self._page_last > (self._storing if storing else self.checkpoint)
         if self._pending or self._ready or self._refused or self._records or moved and (
                 not self._more or self._unstored_pages >= EMPTY_PAGES_PER_CHECKPOINT):
             if storing:
                 return WaitStored(self._storing)  # one batch out at a time
+            self._store_move("StoreBatch")
             for pending in self._pending:
                 self._ready.append(ReceivedEvent(pending.wire, pending.event_uuid, pending.bodies,
                                                  _offered(pending.change, pending.event_uuid), pending.change["seq"],
@@ -258,11 +374,12 @@ class PullSession:
             self._unstored_pages = 0
             return batch
         if self._more:
-            self._waiting = "changes"
+            self._move("SendChanges")
             self._limit = CHANGES_PAGE
             return SendChanges(self._since, self._limit)
         if storing:
             return WaitStored(self._storing)
+        self._move("Done")
         return Done(self.checkpoint)
 
     @property
@@ -275,53 +392,117 @@ class PullSession:
     def changes_received(self, reply: Any) -> None:
         """Take a changes page. A page whose own fields are wrong (`page_problem`) is refused whole
         (RefusedReply: nothing of it is stored, the checkpoint does not move); a change whose
-        record, levels or digests are wrong is refused alone (`malformed`) and the page goes on."""
-        self._expect("changes")
+        record, levels or digests are wrong is refused alone (`malformed`) and the page goes on.
+        The page's records are taken when the facts they need come (LookUp, `facts_received`)."""
+        self._move("changes")
         problem = page_problem(reply, self._since, self._limit, self.head)
         if problem is not None:
             raise RefusedReply(f"changes reply: {problem}")
-        for change in reply["changes"]:
-            self._take(change)
+        self._page = [self._seen(change) for change in reply["changes"]]
+        self._lookup = self._look_up(self._page)
+        if self._lookup is None:  # nothing to ask (an empty page, or none of its records opened)
+            self.facts_received(Facts({}, {}, {}, frozenset()))
         self._since = self._page_last = reply["last_seq"]
         self._more = reply["more"]
         self.head = reply["head"]
         self._unstored_pages += 1
         self.empty_pages = 0 if reply["changes"] else self.empty_pages + 1
 
-    def _take(self, change: dict[str, Any]) -> None:
-        seq = change["seq"]
+    def _seen(self, change: dict[str, Any]) -> _Seen:
+        """What can be read of one change without local facts (its record opened, its shape
+        checked), and so which facts it needs. Nothing is decided here: `_take` decides, in the
+        order of the rules, so a record that breaks two is refused for the first."""
+        seen = _Seen(change)
         wire = change.get("record")
         if not isinstance(wire, bytes):
-            self._refused.append(Refused(seq, "malformed", "change without a record"))
-            return
+            return seen
+        seen.wire = wire
         try:
-            record = open_record(wire)
+            record = seen.record = open_record(wire)
         except RecordError as e:
-            self._refused.append(Refused(seq, "bad-signature" if "signature" in str(e) else "malformed", str(e)))
+            seen.error = e
+            return seen
+        if record.kind == KIND_ORG:
+            try:
+                seen.claim = read_org(record)
+            except RecordError as e:
+                seen.error = e
+        elif record.kind == KIND_EVENT:
+            try:
+                seen.digests = set(revision_elements(record))
+            except RecordError as e:
+                seen.error = e
+                return seen
+            seen.problem = received_problem(record.body["event"], header=True)
+            if seen.problem is None:
+                seen.problem = offer_problem(change, seen.digests)
+        return seen
+
+    def _look_up(self, page: list[_Seen]) -> LookUp | None:
+        """The facts a page's records need (None: none, every record was refused unopened)."""
+        events: dict[str, None] = {}
+        authors: dict[tuple[bytes, int], None] = {}
+        keys: dict[bytes, None] = {}
+        for seen in page:
+            record = seen.record
+            if record is None:
+                continue
+            keys[record.author] = None
+            if record.kind == KIND_ORG:
+                claim = seen.claim
+                if claim is not None:
+                    keys[claim.key] = None
+                    if claim.voucher is not None:
+                        keys[claim.voucher] = None
+                    if claim.previous is not None:
+                        authors[(claim.previous, record.created)] = None
+                continue
+            authors[(record.author, record.created)] = None
+            if record.kind == KIND_EVENT and seen.error is None and seen.problem is None:
+                events[record.body["event"]["uuid"]] = None
+        if not keys:
+            return None
+        return LookUp(tuple(events), tuple(authors), tuple(keys))
+
+    def _take(self, seen: _Seen, facts: Facts) -> None:
+        change = seen.change
+        seq = change["seq"]
+        wire = seen.wire
+        if wire is None:
+            self._refused.append(Refused(seq, Reason.MALFORMED, "change without a record"))
             return
-        if self.local.key_blocked(record.author):
-            self._refused.append(Refused(seq, "key-blocked", kind=record.kind, record_id=record.id))
+        record = seen.record
+        if record is None:
+            assert seen.error is not None
+            self._refused.append(Refused(seq, record_reason(seen.error), str(seen.error)))
+            return
+        blocked = facts.blocked
+        if record.author in blocked:
+            self._refused.append(Refused(seq, author_reason(blocked=True, known=False), kind=record.kind,
+                                         record_id=record.id))
             return
         if record.kind == KIND_ORG:
             # An org record introduces its own key (self-signed) or a key that replaces one (signed
             # by the old key); it is what makes authors known. Whether the node accepts it is
             # decided when the batch is stored (policy/orgs.py); events by a key it refuses are
             # refused there too.
-            try:
-                claim = read_org(record)
-            except RecordError as e:
-                self._refused.append(Refused(seq, "malformed", str(e), record.kind, record.id))
+            claim = seen.claim
+            if claim is None:
+                self._refused.append(Refused(seq, Reason.MALFORMED, str(seen.error), record.kind, record.id))
                 return
-            if self.local.key_blocked(claim.key) or (claim.voucher is not None and self.local.key_blocked(claim.voucher)):
-                self._refused.append(Refused(seq, "key-blocked", kind=record.kind, record_id=record.id))
+            if claim.key in blocked or (claim.voucher is not None and claim.voucher in blocked):
+                self._refused.append(Refused(seq, author_reason(blocked=True, known=False), kind=record.kind,
+                                             record_id=record.id))
                 return
             self._records.append(wire)
             if claim.previous is None or claim.previous in self._introduced \
-                    or self.local.author_known(claim.previous, record.created):
+                    or facts.known[(claim.previous, record.created)]:
                 self._introduced.add(claim.key)
             return
-        if record.author not in self._introduced and not self.local.author_known(record.author, record.created):
-            self._refused.append(Refused(seq, "unknown-author", kind=record.kind, record_id=record.id))
+        reason = author_reason(blocked=False, known=record.author in self._introduced
+                               or facts.known[(record.author, record.created)])
+        if reason is not Reason.ALLOWED:
+            self._refused.append(Refused(seq, reason, kind=record.kind, record_id=record.id))
             return
         if record.kind in (KIND_SHARING_GROUP, KIND_SIGHTINGS, KIND_PROPOSAL, KIND_PROPOSAL_DECISION):
             # sharing groups: checked against the revision rules when stored; sightings, proposals
@@ -338,7 +519,7 @@ class PullSession:
                 if level.__class__ is not int or not NO_LEVEL <= level <= 3:
                     raise RecordError("retraction: the level offered must be an integer from -1 to 3")
             except RecordError as e:
-                self._refused.append(Refused(seq, "malformed", str(e), record.kind, record.id))
+                self._refused.append(Refused(seq, Reason.MALFORMED, str(e), record.kind, record.id))
                 return
             self._records.append(wire)
             self._retraction_levels[record.id] = level
@@ -346,28 +527,23 @@ class PullSession:
             return
         if record.kind != KIND_EVENT:
             return  # other kinds replicate in a later version of the protocol
-        try:
-            digests = set(revision_elements(record))
-        except RecordError as e:
-            self._refused.append(Refused(seq, "malformed", str(e), record.kind, record.id))
+        if seen.error is not None:
+            self._refused.append(Refused(seq, Reason.MALFORMED, str(seen.error), record.kind, record.id))
             return
-        problem = received_problem(record.body["event"], header=True)
-        if problem is not None:
-            self._refused.append(Refused(seq, "malformed", problem, record.kind, record.id,
-                                         str(record.body["event"].get("uuid", ""))))
+        digests = seen.digests
+        if seen.problem is not None:
+            header = record.body["event"]
+            self._refused.append(Refused(seq, Reason.MALFORMED, seen.problem, record.kind, record.id,
+                                         str(header.get("uuid", "")) if isinstance(header, dict) else ""))
             return
         event_uuid = record.body["event"]["uuid"]
-        problem = offer_problem(change, digests)
-        if problem is not None:
-            self._refused.append(Refused(seq, "malformed", problem, record.kind, record.id, event_uuid))
-            return
         offered = change.get("elements")
         if offered.__class__ is int:
             # one level for every element of the revision (the sender's compact form)
             offered = change["elements"] = dict.fromkeys(digests, offered)
-        held = self.local.held_timestamp(event_uuid)
-        if held is not None and record.body["event"]["timestamp"] < held:
-            self._refused.append(Refused(seq, "older", kind=record.kind, record_id=record.id, event_uuid=event_uuid))
+        reason = not_older(facts.held_timestamps[event_uuid], record.body["event"]["timestamp"])
+        if reason is not Reason.ALLOWED:  # (its bodies are not fetched; the store decides a tie)
+            self._refused.append(Refused(seq, reason, kind=record.kind, record_id=record.id, event_uuid=event_uuid))
             return
         # One revision of an event per page: the page is one batch, and its bodies are fetched and
         # stored per event. Of two, the one the store would keep (timestamp, then record id: docs
@@ -376,25 +552,34 @@ class PullSession:
         if twin is not None:
             other = self._pending[twin]
             if other.record_id == record.id:
-                self._refused.append(Refused(seq, "malformed", "the same revision is listed twice in one page",
+                self._refused.append(Refused(seq, Reason.MALFORMED, "the same revision is listed twice in one page",
                                              record.kind, record.id, event_uuid))
                 return
-            if _revision_order(record) < _revision_order(other.record):
-                self._refused.append(Refused(seq, "older", "a newer revision of the event is in the same page",
+            reason = not_older(other.record.body["event"]["timestamp"], record.body["event"]["timestamp"],
+                               held_id=other.record_id, record_id=record.id)
+            if reason is not Reason.ALLOWED:
+                self._refused.append(Refused(seq, reason, "a newer revision of the event is in the same page",
                                              record.kind, record.id, event_uuid))
                 return
             del self._pending[twin]
-            self._refused.append(Refused(other.change["seq"], "older", "a newer revision of the event is in the same page",
+            self._refused.append(Refused(other.change["seq"], Reason.OLDER, "a newer revision of the event is in the same page",
                                          record.kind, other.record_id, event_uuid))
-        have = set() if event_uuid in self._storing_events else self.local.held_digests(event_uuid)
+        have = set() if event_uuid in self._storing_events else facts.held_digests[event_uuid]
         need = sorted(d for d in offered if d not in have)
         self._pending.append(_Pending(change, event_uuid, wire, need, record.id, record,
                                       assumed={d for d in offered if d in have}))
 
+    def facts_received(self, facts: Facts) -> None:
+        """Take the page received with the facts its LookUp asked for (`look_up`)."""
+        self._move("facts")
+        page, self._page, self._lookup = self._page, [], None
+        for seen in page:
+            self._take(seen, facts)
+
     def bodies_received(self, event_uuid: str, bodies: Any) -> list[tuple[bytes, bytes]]:
         """Take a bodies reply; returns the (digest, body) pairs it accepted (verified), which a
         driver may start working on before the batch is handed out (gossip/replica.py rows_ahead)."""
-        self._expect("bodies")
+        self._move("bodies")
         assert self._asked is not None
         asked_event, asked = self._asked
         if event_uuid != asked_event:
@@ -406,7 +591,7 @@ class PullSession:
                 raise RefusedReply("bodies reply: expected at most one body per element offered")
             by_digest = {element_digest(b): b for b in bodies}
             for stray in set(by_digest) - set(asked):
-                self._refused.append(Refused(pending.change["seq"], "bad-digest", "a body the offer did not list",
+                self._refused.append(Refused(pending.change["seq"], check_received(digests_valid=False), "a body the offer did not list",
                                              "event", pending.record_id, pending.event_uuid))
                 del by_digest[stray]
             bodies = [by_digest.get(d) for d in asked]
@@ -426,7 +611,7 @@ class PullSession:
             # checked when the batch is stored, by the row workers of a large pull (gossip/replica.py).
             problem = body_problem(digest, body, digest=digest if hashed else None)
             if problem is not None:
-                self._refused.append(Refused(pending.change["seq"], "bad-digest", problem, "event",
+                self._refused.append(Refused(pending.change["seq"], check_received(digests_valid=False), problem, "event",
                                              pending.record_id, pending.event_uuid))
                 pending.need.remove(digest)
                 continue
@@ -440,7 +625,7 @@ class PullSession:
         the event's bodies this node holds now; they are not asked of the peer, what is still
         lacking is (next_step). Held bodies of an event whose copy a batch of this pull is about
         to replace are not counted (what is held of it may go)."""
-        self._expect("bodies")
+        self._move("bodies")
         assert self._asked is not None and self._asked[0] == event_uuid, "not the event asked for"
         self._asked = None
         if event_uuid in self._storing_events:
@@ -458,8 +643,9 @@ class PullSession:
         it took as held that another pull's batch replaced before this one was stored (the store
         said so, replica.apply): they are fetched from this peer and stored with the next batch,
         once per revision (a revision that keeps losing them is left to the next revision)."""
-        if self._storing is None:
-            raise ProtocolError(f"not waiting for store (waiting for {self._waiting or 'nothing'})")
+        if self.store_state is not STORING:
+            raise ProtocolError(f"not waiting for store (waiting for {_WAITING_FOR.get(self.state, 'nothing')})")
+        self._store_move("store")
         for event_uuid, digests in (lacking or {}).items():
             pending = self._handed.get(event_uuid)
             need = sorted(set(digests) & pending.offered.keys()) if pending is not None else []
@@ -475,20 +661,21 @@ class PullSession:
         self.checkpoint, self._storing = self._storing, None
         self._storing_events = set()
 
-    def _expect(self, what: str) -> None:
-        if self._waiting != what:
-            raise ProtocolError(f"not waiting for {what} (waiting for {self._waiting or 'nothing'})")
-        self._waiting = None
+    def _move(self, event: str) -> None:
+        """Follow TRANSITIONS for `event` (a step handed out, or a reply taken)."""
+        new = TRANSITIONS.get((self.state, event))
+        if new is None:
+            raise ProtocolError(f"not waiting for {event} (waiting for {_WAITING_FOR.get(self.state, 'nothing')})")
+        self.state = new
+
+    def _store_move(self, event: str) -> None:
+        self.store_state = STORE_TRANSITIONS[(self.store_state, event)]
 
 
 def _offered(change: dict[str, Any], event_uuid: str) -> dict[bytes | str, int]:
     offered: dict[bytes | str, int] = dict(change["elements"])
     offered[event_uuid] = change["event_level"]  # (checked by offer_problem)
     return offered
-
-
-def _revision_order(record: Record) -> tuple[int, bytes]:
-    return record.body["event"]["timestamp"], record.id
 
 
 def _is_seq(value: Any) -> bool:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 
-def _pymisp_data() -> Path:
+def pymisp_data() -> Path:
     """pymisp's data folder, found without importing pymisp (its package import pulls in requests
     and more: a fifth of a second in every CLI command and import worker)."""
     spec = find_spec("pymisp")
@@ -45,7 +45,7 @@ class DescribeTypes:
 
 @cache
 def describe_types() -> DescribeTypes:
-    raw = json.loads((_pymisp_data() / "describeTypes.json").read_text("utf-8"))["result"]
+    raw = json.loads((pymisp_data() / "describeTypes.json").read_text("utf-8"))["result"]
     return DescribeTypes(
         types=frozenset(raw["types"]),
         categories=tuple(raw["categories"]),
@@ -102,7 +102,7 @@ def _template_from(definition: dict[str, Any]) -> ObjectTemplate:
 def object_templates() -> dict[str, ObjectTemplate]:
     """Templates by name and by uuid (both keys point at the same template)."""
     out: dict[str, ObjectTemplate] = {}
-    root = _pymisp_data() / "misp-objects" / "objects"
+    root = pymisp_data() / "misp-objects" / "objects"
     for folder in root.iterdir():
         definition = folder / "definition.json"
         if not definition.is_file():

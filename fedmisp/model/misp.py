@@ -9,7 +9,7 @@ dropped on the way in; unknown fields are kept under ``extra`` so nothing a newe
 Sightings and proposals travel as their own records (docs DESIGN "Records"), and local tags are
 node-local annotations: the parser returns them separately.
 
-The typed dataclasses at the bottom are the read view other layers use.
+What a peer sends is checked against this form by model/received.py.
 """
 from __future__ import annotations
 
@@ -52,11 +52,11 @@ _LOCAL_FIELDS = frozenset({
 # first_seen/last_seen and the nested lists are in _LOCAL_FIELDS only so the "extra" pass skips
 # them; they are handled explicitly below.
 
-_UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z")
+UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z")
 _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}\Z")
 _TRUE = {True, 1, "1", "true", "True"}
 _FALSE = {False, 0, "0", "false", "False", None, ""}
-_MAX_TIMESTAMP = 2**40  # year 36812: beyond any real time, below any overflow
+MAX_TIMESTAMP = 2**40  # year 36812: beyond any real time, below any overflow
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,9 +136,9 @@ def _uuid(value: Any, where: str, field_: str, p: _Problems, *, required: bool =
         if required:
             p.add(where, field_, "missing; expected a UUID such as 5a1b2c3d-0000-4000-8000-00000000abcd")
         return None
-    if isinstance(value, str) and _UUID_RE.match(value):
+    if isinstance(value, str) and UUID_RE.match(value):
         return value.lower()
-    p.add(where, field_, f"{_show(value)} is not a UUID; expected 8-4-4-4-12 hexadecimal digits")
+    p.add(where, field_, f"{show_value(value)} is not a UUID; expected 8-4-4-4-12 hexadecimal digits")
     return None
 
 
@@ -148,12 +148,12 @@ def _int(value: Any, where: str, field_: str, p: _Problems, lo: int, hi: int, de
     # (Python's int() also reads other scripts' digits, "1_000" and surrounding spaces; MISP does not)
     if isinstance(value, bool) or not isinstance(value, (int, str)) or \
             (isinstance(value, str) and not (value.isascii() and value.lstrip("-").isdigit())):
-        p.add(where, field_, f"{_show(value)} is not an integer; expected {lo} to {hi}")
+        p.add(where, field_, f"{show_value(value)} is not an integer; expected {lo} to {hi}")
         return default
     try:
         n = int(value)
     except ValueError:
-        p.add(where, field_, f"{_show(value)} is not an integer; expected {lo} to {hi}")
+        p.add(where, field_, f"{show_value(value)} is not an integer; expected {lo} to {hi}")
         return default
     if not lo <= n <= hi:
         p.add(where, field_, f"{n} is out of range; expected {lo} to {hi}")
@@ -169,7 +169,7 @@ def _bool(value: Any, where: str, field_: str, p: _Problems, default: bool = Fal
             return True
         if value in _FALSE:
             return False
-    p.add(where, field_, f"{_show(value)} is not a boolean; expected true, false, 0 or 1")
+    p.add(where, field_, f"{show_value(value)} is not a boolean; expected true, false, 0 or 1")
     return default
 
 
@@ -205,11 +205,12 @@ def _seen(value: Any, where: str, field_: str, p: _Problems) -> str | None:
             return value
         except ValueError:
             pass
-    p.add(where, field_, f"{_show(value)} is not a time; expected ISO 8601 such as 2024-01-31T12:00:00.000000+00:00")
+    p.add(where, field_, f"{show_value(value)} is not a time; expected ISO 8601 such as 2024-01-31T12:00:00.000000+00:00")
     return None
 
 
-def _show(value: Any) -> str:
+def show_value(value: Any) -> str:
+    """A value as an error message quotes it (at most 60 characters)."""
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
@@ -294,7 +295,7 @@ def _attribute(raw: Any, where: str, p: _Problems, defaults: ImportDefaults, par
     dt = describe_types()
     get = raw.get
     uuid = get("uuid")
-    if uuid.__class__ is str and len(uuid) == 36 and _UUID_RE.match(uuid):
+    if uuid.__class__ is str and len(uuid) == 36 and UUID_RE.match(uuid):
         uuid = uuid.lower()
         where_u = f"{where} (uuid {uuid})"
     else:
@@ -302,14 +303,14 @@ def _attribute(raw: Any, where: str, p: _Problems, defaults: ImportDefaults, par
         uuid = _uuid(uuid, where, "uuid", p) or str(uuidlib.uuid4())
     type_ = get("type")
     if type_.__class__ is not str or type_ not in dt.types:
-        p.add(where_u, "type", f"{_show(type_)} is not a MISP attribute type; accepted: the {len(dt.types)} "
+        p.add(where_u, "type", f"{show_value(type_)} is not a MISP attribute type; accepted: the {len(dt.types)} "
               "types of describeTypes.json (e.g. ip-dst, domain, md5, url)")
         return None
     category = get("category")
     if category is None or category == "":
         category = dt.sane_defaults[type_].default_category
     elif category.__class__ is not str or type_ not in dt.category_types.get(category, ()):
-        p.add(where_u, "category", f"{_show(category)} does not take type {type_}; accepted: "
+        p.add(where_u, "category", f"{show_value(category)} does not take type {type_}; accepted: "
               + ", ".join(dt.categories_for(type_)))
     value = get("value")
     if value.__class__ is not str:
@@ -324,7 +325,7 @@ def _attribute(raw: Any, where: str, p: _Problems, defaults: ImportDefaults, par
     try:
         keys = normalise(type_, value)
     except ValueFormatError as e:
-        p.add(where_u, "value", f"{_show(value)}: {e}")
+        p.add(where_u, "value", f"{show_value(value)}: {e}")
     distribution = get("distribution")
     if distribution.__class__ is str and len(distribution) == 1 and "0" <= distribution <= "5":
         distribution = ord(distribution) - 48
@@ -333,8 +334,8 @@ def _attribute(raw: Any, where: str, p: _Problems, defaults: ImportDefaults, par
     timestamp = get("timestamp")
     if timestamp.__class__ is str and timestamp.isascii() and timestamp.isdigit() and len(timestamp) < 12:
         timestamp = int(timestamp)
-    elif timestamp.__class__ is not int or not 0 <= timestamp <= _MAX_TIMESTAMP:
-        timestamp = _int(timestamp, where_u, "timestamp", p, 0, _MAX_TIMESTAMP, parsed.header["timestamp"])
+    elif timestamp.__class__ is not int or not 0 <= timestamp <= MAX_TIMESTAMP:
+        timestamp = _int(timestamp, where_u, "timestamp", p, 0, MAX_TIMESTAMP, parsed.header["timestamp"])
     to_ids = get("to_ids")
     if to_ids is not True and to_ids is not False:
         to_ids = _bool(to_ids, where_u, "to_ids", p, dt.sane_defaults[type_].to_ids)
@@ -441,7 +442,7 @@ def _object(raw: Any, where: str, p: _Problems, defaults: ImportDefaults, parsed
         "meta-category": _text(raw.get("meta-category") or (template.meta_category if template else ""),
                                where_u, "meta-category", p, limit=255),
         "name": name,
-        "timestamp": _int(raw.get("timestamp"), where_u, "timestamp", p, 0, _MAX_TIMESTAMP,
+        "timestamp": _int(raw.get("timestamp"), where_u, "timestamp", p, 0, MAX_TIMESTAMP,
                           parsed.header["timestamp"]),
         "uuid": uuid,
     }
@@ -524,7 +525,7 @@ def _reference(raw: Any, where: str, object_uuid: str, p: _Problems, parsed: Par
         "referenced_uuid": _uuid(raw.get("referenced_uuid"), where_u, "referenced_uuid", p, required=True),
         "relationship_type": _text(raw.get("relationship_type"), where_u, "relationship_type", p,
                                    required=True, limit=255),
-        "timestamp": _int(raw.get("timestamp"), where_u, "timestamp", p, 0, _MAX_TIMESTAMP,
+        "timestamp": _int(raw.get("timestamp"), where_u, "timestamp", p, 0, MAX_TIMESTAMP,
                           parsed.header["timestamp"]),
         "uuid": uuid,
     }
@@ -540,7 +541,7 @@ def _org(raw: Any) -> dict[str, str] | None:
     if not isinstance(raw, dict):
         return None
     name, uuid = raw.get("name"), raw.get("uuid")
-    if not isinstance(name, str) or not isinstance(uuid, str) or not _UUID_RE.match(uuid):
+    if not isinstance(name, str) or not isinstance(uuid, str) or not UUID_RE.match(uuid):
         return None
     return {"name": name, "uuid": uuid.lower()}
 
@@ -558,7 +559,7 @@ def _sightings(raw: Any, attribute_uuid: str, where: str, p: _Problems, parsed: 
             continue
         sighting: dict[str, Any] = {
             "attribute_uuid": attribute_uuid,
-            "date_sighting": _int(s.get("date_sighting"), w, "date_sighting", p, 0, _MAX_TIMESTAMP,
+            "date_sighting": _int(s.get("date_sighting"), w, "date_sighting", p, 0, MAX_TIMESTAMP,
                                   parsed.header["timestamp"]),
             "source": _text(s.get("source"), w, "source", p, limit=255),
             "type": _int(s.get("type"), w, "type", p, 0, 2, 0),
@@ -591,7 +592,7 @@ def _proposals(raw: Any, attribute_uuid: str | None, where: str, p: _Problems, p
             continue
         type_ = s.get("type")
         if not isinstance(type_, str) or type_ not in dt.types:
-            p.add(w, "type", f"{_show(type_)} is not a MISP attribute type")
+            p.add(w, "type", f"{show_value(type_)} is not a MISP attribute type")
             continue
         value = s.get("value")
         value = str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
@@ -601,17 +602,17 @@ def _proposals(raw: Any, attribute_uuid: str | None, where: str, p: _Problems, p
         try:
             normalise(type_, value)
         except ValueFormatError as e:
-            p.add(w, "value", f"{_show(value)}: {e}")
+            p.add(w, "value", f"{show_value(value)}: {e}")
         category = s.get("category") or dt.sane_defaults[type_].default_category
         if not isinstance(category, str) or category not in dt.category_types or type_ not in dt.category_types[category]:
-            p.add(w, "category", f"{_show(category)} does not take type {type_}")
+            p.add(w, "category", f"{show_value(category)} does not take type {type_}")
         proposal: dict[str, Any] = {
             "category": category,
             "comment": _text(s.get("comment"), w, "comment", p),
             "deleted": _bool(s.get("deleted"), w, "deleted", p),
             "disable_correlation": _bool(s.get("disable_correlation"), w, "disable_correlation", p),
             "proposal_to_delete": _bool(s.get("proposal_to_delete"), w, "proposal_to_delete", p),
-            "timestamp": _int(s.get("timestamp"), w, "timestamp", p, 0, _MAX_TIMESTAMP, parsed.header["timestamp"]),
+            "timestamp": _int(s.get("timestamp"), w, "timestamp", p, 0, MAX_TIMESTAMP, parsed.header["timestamp"]),
             "to_ids": _bool(s.get("to_ids"), w, "to_ids", p, dt.sane_defaults[type_].to_ids),
             "type": type_,
             "uuid": _uuid(s.get("uuid"), w, "uuid", p) or str(uuidlib.uuid4()),
@@ -680,7 +681,7 @@ def parse_event(raw: Any, defaults: ImportDefaults) -> ParsedEvent:
     if date is None or date == "":
         date = _dt.datetime.fromtimestamp(now, _dt.timezone.utc).date().isoformat()
     elif not isinstance(date, str) or not _DATE_RE.match(date):
-        p.add("event", "date", f"{_show(date)} is not a date; expected YYYY-MM-DD")
+        p.add("event", "date", f"{show_value(date)} is not a date; expected YYYY-MM-DD")
     orgc = _org(raw.get("Orgc")) or {"name": defaults.org_name, "uuid": defaults.org_uuid}
     header: dict[str, Any] = {
         "Orgc": orgc,
@@ -690,9 +691,9 @@ def parse_event(raw: Any, defaults: ImportDefaults) -> ParsedEvent:
         "info": _text(raw.get("info"), "event", "info", p, required=True),
         "published": _bool(raw.get("published"), "event", "published", p),
         "publish_timestamp": _int(raw.get("publish_timestamp"), "event", "publish_timestamp", p, 0,
-                                  _MAX_TIMESTAMP, 0),
+                                  MAX_TIMESTAMP, 0),
         "threat_level_id": _int(raw.get("threat_level_id"), "event", "threat_level_id", p, 1, 4, 4),
-        "timestamp": _int(raw.get("timestamp"), "event", "timestamp", p, 0, _MAX_TIMESTAMP, now),
+        "timestamp": _int(raw.get("timestamp"), "event", "timestamp", p, 0, MAX_TIMESTAMP, now),
         "uuid": uuid,
     }
     if raw.get("disable_correlation") is not None:
@@ -832,244 +833,6 @@ def to_misp(header: dict[str, Any], elements: Iterable[dict[str, Any]],
     return {"Event": event}
 
 
-# --- typed read view ----------------------------------------------------------------------------
-
-@dataclass(frozen=True, slots=True)
-class Tag:
-    name: str
-    colour: str | None = None
-    local: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Organisation:
-    uuid: str
-    name: str
-
-
-@dataclass(frozen=True, slots=True)
-class Attribute:
-    uuid: str
-    type: str
-    category: str
-    value: str
-    to_ids: bool
-    distribution: int
-    timestamp: int
-    comment: str = ""
-    deleted: bool = False
-    disable_correlation: bool = False
-    sharing_group_uuid: str | None = None
-    first_seen: str | None = None
-    last_seen: str | None = None
-    object_uuid: str | None = None
-    object_relation: str | None = None
-    tags: tuple[Tag, ...] = ()
-
-    @classmethod
-    def from_body(cls, body: dict[str, Any]) -> "Attribute":
-        return cls(
-            uuid=body["uuid"], type=body["type"], category=body["category"], value=body["value"],
-            to_ids=body["to_ids"], distribution=body["distribution"], timestamp=body["timestamp"],
-            comment=body.get("comment", ""), deleted=body.get("deleted", False),
-            disable_correlation=body.get("disable_correlation", False),
-            sharing_group_uuid=body.get("sharing_group_uuid"), first_seen=body.get("first_seen"),
-            last_seen=body.get("last_seen"), object_uuid=body.get("object_uuid"),
-            object_relation=body.get("object_relation"),
-            tags=tuple(Tag(t["name"], t.get("colour")) for t in body.get("Tag", ())),
-        )
-
-    def normalised(self) -> tuple[str, ...]:
-        return normalise(self.type, self.value)
-
-
-@dataclass(frozen=True, slots=True)
-class MispObject:
-    uuid: str
-    name: str
-    meta_category: str
-    distribution: int
-    timestamp: int
-    template_uuid: str | None = None
-    template_version: str | None = None
-    comment: str = ""
-    deleted: bool = False
-    sharing_group_uuid: str | None = None
-
-    @classmethod
-    def from_body(cls, body: dict[str, Any]) -> "MispObject":
-        return cls(
-            uuid=body["uuid"], name=body["name"], meta_category=body.get("meta-category", ""),
-            distribution=body["distribution"], timestamp=body["timestamp"],
-            template_uuid=body.get("template_uuid"), template_version=body.get("template_version"),
-            comment=body.get("comment", ""), deleted=body.get("deleted", False),
-            sharing_group_uuid=body.get("sharing_group_uuid"),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class ObjectReference:
-    uuid: str
-    object_uuid: str
-    referenced_uuid: str
-    relationship_type: str
-    timestamp: int
-    comment: str = ""
-    deleted: bool = False
-
-    @classmethod
-    def from_body(cls, body: dict[str, Any]) -> "ObjectReference":
-        return cls(
-            uuid=body["uuid"], object_uuid=body["object_uuid"], referenced_uuid=body["referenced_uuid"],
-            relationship_type=body["relationship_type"], timestamp=body["timestamp"],
-            comment=body.get("comment", ""), deleted=body.get("deleted", False),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Sighting:
-    uuid: str
-    attribute_uuid: str
-    type: int  # 0 seen, 1 false positive, 2 expiration
-    date_sighting: int
-    source: str = ""
-    organisation: Organisation | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Proposal:
-    """MISP's ShadowAttribute: a proposed new, changed or deleted attribute on another org's event."""
-    uuid: str
-    type: str
-    category: str
-    value: str
-    timestamp: int
-    attribute_uuid: str | None = None
-    proposal_to_delete: bool = False
-    org: Organisation | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class SharingGroupMember:
-    org_uuid: str
-    key: bytes
-    extend: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class SharingGroup:
-    uuid: str
-    name: str
-    owner_uuid: str
-    revision: int
-    releasability: str = ""
-    members: tuple[SharingGroupMember, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    uuid: str
-    info: str
-    date: str
-    threat_level_id: int
-    analysis: int
-    distribution: int
-    published: bool
-    timestamp: int
-    publish_timestamp: int
-    orgc: Organisation
-    sharing_group_uuid: str | None = None
-    extends_uuid: str | None = None
-    tags: tuple[Tag, ...] = ()
-
-    @classmethod
-    def from_header(cls, header: dict[str, Any]) -> "Event":
-        return cls(
-            uuid=header["uuid"], info=header["info"], date=header["date"],
-            threat_level_id=header["threat_level_id"], analysis=header["analysis"],
-            distribution=header["distribution"], published=header["published"],
-            timestamp=header["timestamp"], publish_timestamp=header["publish_timestamp"],
-            orgc=Organisation(header["Orgc"]["uuid"], header["Orgc"]["name"]),
-            sharing_group_uuid=header.get("sharing_group_uuid"), extends_uuid=header.get("extends_uuid"),
-            tags=tuple(Tag(t["name"], t.get("colour")) for t in header.get("Tag", ())),
-        )
-
-
-# --- what arrives from a peer ------------------------------------------------------------------
-# A revision from a peer was validated by its author's node (parse_event above), and its signature
-# says who made it, not that it is well-formed: a peer's bug or a hostile key could sign anything.
-# Before policy, the store or the API read a received header or element, its fields are checked
-# against the form parse_event writes (types and ranges, not every MISP rule: a peer's data stays
-# its author's). A field this node reads that is the wrong type refuses the element (or the event).
-
-_RECEIVED_RULES: dict[str, Any] = {
-    **{name: str for name in ("type", "value", "category", "comment", "name", "object_relation", "relationship_type",
-                              "meta-category", "template_version", "description", "first_seen", "last_seen", "info",
-                              "date", "sharing_group_uuid", "object_uuid", "referenced_uuid", "template_uuid")},
-    **{name: bool for name in ("to_ids", "deleted", "disable_correlation", "published")},
-    "timestamp": (0, _MAX_TIMESTAMP), "publish_timestamp": (0, _MAX_TIMESTAMP), "distribution": (0, 5),
-    "threat_level_id": (1, 4), "analysis": (0, 2),
-}
-
-
-# what every node writes (and the export reads) in each kind of body
-_RECEIVED_HEADER = ("info", "distribution", "threat_level_id", "analysis", "timestamp", "publish_timestamp")
-_RECEIVED_ATTRIBUTE = ("type", "value", "distribution", "timestamp")
-_RECEIVED_REFERENCE = ("object_uuid", "referenced_uuid", "timestamp")
-_RECEIVED_OBJECT = ("name", "distribution", "timestamp")
-
-
-def received_problem(body: Any, *, header: bool = False) -> str | None:
-    """What is wrong with a received element (or, `header`, an event header) in the fields this
-    node reads, naming the field and what is accepted; None if nothing. (Once per element pulled:
-    one pass over the body's own fields.)"""
-    what = "event" if header else "element"
-    if body.__class__ is not dict:
-        return f"{what}: expected a map"
-    rules = _RECEIVED_RULES
-    for name, value in body.items():
-        rule = rules.get(name)
-        if rule is None or value is None:
-            continue
-        if rule is str:
-            if value.__class__ is not str:
-                return f"{what}.{name}: expected a string, got {type(value).__name__}"
-        elif rule is bool:
-            if value.__class__ is not bool:
-                return f"{what}.{name}: expected true or false, got {_show(value)}"
-        elif value.__class__ is not int or not rule[0] <= value <= rule[1]:
-            return f"{what}.{name}: {_show(value)} is not an integer {rule[0]} to {rule[1]}"
-    get = body.get
-    u = get("uuid")
-    if not (u.__class__ is str and _UUID_RE.match(u)):
-        return f"{what}.uuid: {_show(u)} is not a UUID"
-    tags = get("Tag")
-    if tags is not None and not (tags.__class__ is list and all(
-            t.__class__ is dict and t.get("name").__class__ is str for t in tags)):
-        return f"{what}.Tag: expected a list of {{name: string}}"
-    extra = get("extra")
-    if extra is not None and extra.__class__ is not dict:
-        return f"{what}.extra: expected a map"
-    if header:
-        required = _RECEIVED_HEADER
-        if get("distribution") is not None and get("distribution") > 4:
-            return f"event.distribution: {get('distribution')} is not an integer 0 to 4"
-        orgc = get("Orgc")
-        if not (isinstance(orgc, dict) and isinstance(orgc.get("name"), str)
-                and isinstance(orgc.get("uuid"), str) and _UUID_RE.match(orgc["uuid"])):
-            return "event.Orgc: expected {uuid: a UUID, name: string}"
-    elif "value" in body or "type" in body:
-        required = _RECEIVED_ATTRIBUTE
-    elif "relationship_type" in body:
-        required = _RECEIVED_REFERENCE
-    else:
-        required = _RECEIVED_OBJECT
-    for name in required:
-        if get(name) is None:
-            return f"{what}.{name}: missing"
-    return None
-
-
 def element_kind(body: dict[str, Any]) -> str:
     if "type" in body and "value" in body:
         return KIND_ATTRIBUTE
@@ -1079,9 +842,7 @@ def element_kind(body: dict[str, Any]) -> str:
 
 
 __all__ = [
-    "Attribute", "Event", "EventError", "ImportDefaults", "MispObject", "ObjectReference",
-    "Organisation", "ParsedElement", "ParsedEvent", "Problem", "Proposal", "SharingGroup",
-    "SharingGroupMember", "Sighting", "Tag", "element_kind", "misp_attribute", "parse_event", "received_problem",
-    "to_misp", "unwrap_events",
-    "MAX_VALUE_BYTES",
+    "EventError", "ImportDefaults", "ParsedElement", "ParsedEvent", "Problem",
+    "element_kind", "misp_attribute", "parse_event", "to_misp", "unwrap_events",
+    "MAX_TIMESTAMP", "MAX_VALUE_BYTES", "UUID_RE", "show_value",
 ]

@@ -49,6 +49,11 @@ class RecordError(ValueError):
     """A record or element that is malformed, altered or not validly signed."""
 
 
+class SignatureError(RecordError):
+    """A record well formed but whose signature does not verify (forged, or altered on the way):
+    the one RecordError a receiver counts as a bad signature rather than as malformed."""
+
+
 @dataclass(frozen=True, slots=True)
 class Record:
     version: int
@@ -113,7 +118,7 @@ def open_record(wire: bytes) -> Record:
     if not isinstance(created, int):
         raise RecordError("record: created must be an integer timestamp")
     if not verify(author, signed, signature):
-        raise RecordError("record: signature does not verify")
+        raise SignatureError("record: signature does not verify")
     return Record(version, kind, author, created, body, signed, signature)
 
 

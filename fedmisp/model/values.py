@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 from socket import AF_INET6, inet_ntop, inet_pton
 from typing import Callable
 
-from fedmisp.model.describe import _pymisp_data
+from fedmisp.model.describe import pymisp_data
 
 __all__ = ["FALLBACK_TYPES", "MAX_VALUE_BYTES", "TYPES", "ValueFormatError", "normalise"]
 
@@ -53,7 +53,7 @@ Handler = Callable[[str, str], tuple]
 
 
 def _load_types() -> tuple[str, ...]:
-    data = (_pymisp_data() / "describeTypes.json").read_text("utf-8")
+    data = (pymisp_data() / "describeTypes.json").read_text("utf-8")
     return tuple(json.loads(data)["result"]["types"])
 
 

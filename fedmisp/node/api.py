@@ -40,6 +40,7 @@ from fedmisp.node.home import ROLES, Node
 from fedmisp.store import query
 from fedmisp.store.mutations import NotCreator, RevisionRefused, check_uuids_free, misp_element, revise, tombstone
 from fedmisp.store.query import QueryError, element_id
+from fedmisp.policy.reasons import Reason
 from fedmisp.store.store import WriteOutcome
 from fedmisp.store.writer import Writer
 
@@ -302,12 +303,12 @@ def _refused(e: RevisionRefused, what: str) -> ApiError:
     return ApiError(e.status, str(e), {e.field: [str(e)]}, f"Could not {what}")
 
 
-async def _write(ctx: ApiContext, signed: SignedEvent) -> WriteOutcome:
+async def _write(ctx: ApiContext, signed: SignedEvent) -> WriteOutcome | Reason:
     future = await run(ctx.writer.submit, [signed])
     (outcome,) = await asyncio.wrap_future(future)
-    if outcome is WriteOutcome.OLDER:
+    if outcome is Reason.OLDER:
         raise ApiError(409, "a newer revision of this event arrived while this one was made; retry the request")
-    if outcome is WriteOutcome.NOT_AUTHOR:  # (an event a peer sent meanwhile, with the same uuid)
+    if outcome is Reason.NOT_AUTHOR:  # (an event a peer sent meanwhile, with the same uuid)
         raise ApiError(403, "this node holds the event as signed by another organisation's key; only its "
                        "author can revise it", {"Event": ["held as another organisation's event"]}, NOT_PERMITTED)
     return outcome

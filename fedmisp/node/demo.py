@@ -26,12 +26,13 @@ from rich.console import Console
 from rich.table import Table
 
 from fedmisp.correlate.engine import Correlator
-from fedmisp.gossip.replica import Replica, unpack_holding
+from fedmisp.gossip.replica import Replica
 from fedmisp.node.config import CONFIG_FILE
 from fedmisp.node.home import Node, init_home
 from fedmisp.node.importer import import_paths
 from fedmisp.gossip.sharing_groups import create as create_group
-from fedmisp.policy.pipeline import outbound
+from fedmisp.policy.holding import unpack_holding
+from fedmisp.policy.outbound import outbound_many
 from fedmisp.policy.reasons import Reason
 from fedmisp.store.store import Store
 
@@ -206,19 +207,23 @@ def report(nodes: dict[str, DemoNode], console: Console) -> dict[str, Any]:
         for name, node in opened.items():
             replica = Replica(node)
             state = replica.node_state()
+            policies = [replica.peer(peer.name).policy for peer in node.config.peers]
+            decided = {}  # event uuid -> peer name -> outcome: every peer decided at once per event
+            for uuid in node.store.event_uuids():
+                held_event = replica.held_event(uuid)
+                if held_event is not None:
+                    decided[uuid] = outbound_many(held_event.view, held_event.holding, policies, state)
             for peer in node.config.peers:
-                policy = replica.peer(peer.name).policy
                 for uuid in node.store.event_uuids():
-                    held_event = replica.held_event(uuid)
-                    if held_event is None:
+                    if uuid not in decided:
                         continue
-                    outcome = outbound(held_event.view, held_event.holding, policy, state, held_event.plan)
+                    outcome = decided[uuid][peer.name]
                     if outcome.reason is Reason.FROM_PEER:
                         continue  # it came from there: not a refusal
                     reasons = [outcome.reason.value] if not outcome.allowed else sorted(
                         {f"{r.value} ({n})" for r, n in _count(outcome.withheld).items()})
                     for reason in reasons:
-                        if reason != "allowed":
+                        if reason != Reason.ALLOWED:
                             refused.add_row(name, peer.name, infos[uuid][0][:60], reason)
                             result["refused"].setdefault((name, peer.name), []).append((uuid, reason))
         console.print(refused)

@@ -24,6 +24,7 @@ from fedmisp.model.misp import EventError, ImportDefaults, ParsedEvent, parse_ev
 from fedmisp.model.revision import sign_event
 from fedmisp.node.config import load_config
 from fedmisp.node.home import Node
+from fedmisp.policy.reasons import Reason
 from fedmisp.store.events import WriteOutcome
 from fedmisp.store.rows import EventWrite, event_write, pack_writes, unpack_writes
 from fedmisp.store.store import Store
@@ -48,17 +49,17 @@ class ImportReport:
     attributes_stored: int = 0
     refused: list[str] = field(default_factory=list)
 
-    def count(self, event_uuid: bytes, attributes: int, outcome: WriteOutcome) -> None:
+    def count(self, event_uuid: bytes, attributes: int, outcome: WriteOutcome | Reason) -> None:
         """What the writer did with one event (its uuid, 16 bytes, and attribute count)."""
         if outcome is WriteOutcome.STORED:
             self.events_stored += 1
             self.attributes_stored += attributes
         elif outcome is WriteOutcome.UNCHANGED:
             self.events_unchanged += 1
-        elif outcome is WriteOutcome.CONFLICT:
+        elif outcome is Reason.UUID_CONFLICT:
             self.refused.append(f"event {uuid_text(event_uuid)}: an attribute or object uuid is "
                                 "already used by another event; element uuids must be unique")
-        elif outcome is WriteOutcome.NOT_AUTHOR:
+        elif outcome is Reason.NOT_AUTHOR:
             self.refused.append(f"event {uuid_text(event_uuid)}: this node holds it as signed by another "
                                 "organisation's key (received from a peer); only its author can revise it")
         else:

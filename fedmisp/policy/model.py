@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Iterable, Mapping, NamedTuple
+from typing import Any, Mapping, NamedTuple
 
-import msgpack
+
+from fedmisp.model.misp import KIND_ATTRIBUTE, KIND_OBJECT, KIND_REFERENCE  # element kinds, defined once
 
 # --- distribution levels (MISP's numbers) ------------------------------------------------------
 ORG_ONLY = 0  # your organisation only
@@ -19,10 +20,6 @@ ALL = 3  # all communities
 SHARING_GROUP = 4
 INHERIT = 5  # as the containing object or event
 
-KIND_EVENT = "event"
-KIND_ATTRIBUTE = "attribute"
-KIND_OBJECT = "object"
-KIND_REFERENCE = "reference"
 
 
 class PeerMode(str, Enum):
@@ -186,47 +183,3 @@ def header_view(header: dict[str, Any], elements: list[ElementView]) -> EventVie
         published=bool(header.get("published")), timestamp=header["timestamp"],
         tags=frozenset(t["name"].lower() for t in header.get("Tag", ())), elements=tuple(elements),
     )
-
-
-def view_fields(view: ElementView) -> list[Any]:
-    """An element view as `element_view_fields` gives it."""
-    return [*view[:8], sorted(view.tags), view.to_ids]
-
-
-# The views of an event's held elements, as the store keeps them beside the revision (a sender
-# then decides what a peer may have without decoding every body): one msgpack array of
-# `[digest, fields]`, in no particular order.
-
-def views_of(items: Iterable[tuple[bytes, dict[str, Any]]]) -> bytes:
-    """The kept views of (digest, element body) pairs."""
-    return msgpack.packb([[digest, element_view_fields(body)] for digest, body in items], use_bin_type=True)
-
-
-def pack_views(items: Iterable[tuple[bytes, ElementView]]) -> bytes:
-    """The kept views of (digest, view) pairs."""
-    return msgpack.packb([[digest, view_fields(view)] for digest, view in items], use_bin_type=True)
-
-
-def unpack_views(blob: bytes) -> list[tuple[bytes, ElementView]]:
-    return [(digest, view_from_fields(fields)) for digest, fields in msgpack.unpackb(blob, raw=False, use_list=False)]
-
-
-def join_views(blobs: list[bytes]) -> bytes:
-    """Kept views packed in parts (by different processes) as one: their arrays' items under one
-    array header (msgpack: fixarray, array 16 or array 32)."""
-    count, items = 0, []
-    for blob in blobs:
-        first = blob[0]
-        if first & 0xF0 == 0x90:
-            n, skip = first & 0x0F, 1
-        elif first == 0xDC:
-            n, skip = int.from_bytes(blob[1:3], "big"), 3
-        elif first == 0xDD:
-            n, skip = int.from_bytes(blob[1:5], "big"), 5
-        else:
-            raise ValueError("kept views: expected a msgpack array")
-        count += n
-        items.append(memoryview(blob)[skip:])
-    header = bytes([0x90 | count]) if count < 16 else (b"\xdc" + count.to_bytes(2, "big") if count < 1 << 16
-                                                       else b"\xdd" + count.to_bytes(4, "big"))
-    return header + b"".join(items)

@@ -1,38 +1,26 @@
-"""The pipeline at each hop (docs DESIGN "Distribution at every hop", "The pipeline at each hop").
+"""The machinery the pipeline at each hop shares (docs DESIGN "Distribution at every hop").
 
-Outbound, for an event and one peer, in DESIGN's order:
-  1. node-local data never leaves (level 0, unpublished events, correlation-only holdings;
-     local tags are stripped by the serialiser, never signed);
-  2. hop budget from the distribution level (1 arrives as 0, 2 as 1, 3 unchanged);
-  3. sharing-group membership of the peer's org (and of this node's: a non-member never relays);
-  4. the peer's push filter;
-  5. never back to the peer it came from.
-Inbound, for an event from a peer:
-  1. well-formed, signed, digests valid, author known (checked by the record layer; `check_received`
-     turns its findings into reasons);
-  2. the sender was allowed to send it;
-  3. the pull filter for that peer and the node's blocklists;
-  4. not older than what is held;
-  5. a correlation-only peer's data feeds correlation alone.
-
-An element passes only if its event, its object (if any) and the element itself all pass. Every
-function here is pure: it receives the event view, the holding, the peer's policy and the node's
-state, and returns an Outcome naming the reason for each refusal.
+The rules themselves are in policy/outbound.py (what this node sends a peer) and policy/inbound.py
+(what it takes from one), numbered after DESIGN's steps. Here is what both read: the levels an
+author set (`authored_levels`, `plan`), the hop budget (`next_hop_level` out, `received_level` in),
+sharing-group membership, a filter's distribution cap, the per-element loop (`decide_elements`),
+and how a holding grows with each path (`merge`). Everything is pure: no I/O.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from fedmisp.policy.filters import element_check, event_check
+from fedmisp.policy.filters import element_check
 from fedmisp.policy.model import (
     ALL, CONNECTED, COMMUNITY, INHERIT, KIND_OBJECT, KIND_REFERENCE, ORG_ONLY, SHARING_GROUP,
     ElementView, EventView, Holding, NodeState, PeerMode, PeerPolicy, SyncFilter,
 )
 from fedmisp.policy.reasons import FILTER_REASONS, Reason
 
-_SERVES = frozenset({PeerMode.FULL, PeerMode.PUSH_ONLY, PeerMode.CORRELATION_ONLY, PeerMode.INTERNAL})
-_TAKES = frozenset({PeerMode.FULL, PeerMode.PULL_ONLY, PeerMode.CORRELATION_ONLY, PeerMode.INTERNAL})
+# the peer modes this node serves (outbound) and takes from (inbound)
+SERVES = frozenset({PeerMode.FULL, PeerMode.PUSH_ONLY, PeerMode.CORRELATION_ONLY, PeerMode.INTERNAL})
+TAKES = frozenset({PeerMode.FULL, PeerMode.PULL_ONLY, PeerMode.CORRELATION_ONLY, PeerMode.INTERNAL})
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +40,20 @@ class Outcome:
         return self.reason is Reason.ALLOWED
 
 
-def _refused(reason: Reason) -> Outcome:
+def link_reason(peer: PeerPolicy, node: NodeState, modes: frozenset[PeerMode], published: bool = True) -> Reason:
+    """1. The link itself: the peer's mode allows this direction (`modes`: SERVES or TAKES), and an
+    internal peer (no hop: everything passes) is of this node's own organisation; and only what is
+    `published` moves (publishing is what shares: an unpublished event is node-local)."""
+    if peer.mode not in modes:
+        return Reason.PEER_MODE
+    if peer.mode is PeerMode.INTERNAL and peer.org_uuid != node.org_uuid:
+        return Reason.INTERNAL_ORG_MISMATCH
+    if not published:
+        return Reason.LOCAL_UNPUBLISHED
+    return Reason.ALLOWED
+
+
+def refused(reason: Reason) -> Outcome:
     return Outcome(reason)
 
 
@@ -138,7 +139,7 @@ def next_hop_level(held: int, internal: bool) -> int | None:
     return held  # ALL, SHARING_GROUP
 
 
-def _sharing_group_reason(sg_uuid: str | None, peer_org: str, node: NodeState, *, inbound: bool) -> Reason:
+def sharing_group_reason(sg_uuid: str | None, peer_org: str, node: NodeState, *, inbound: bool) -> Reason:
     group = node.sharing_groups.get(sg_uuid) if sg_uuid else None
     if group is None:
         return Reason.SG_UNKNOWN
@@ -166,97 +167,14 @@ def received_level(offered: int, authored: int, internal: bool) -> int | None:
     return min(offered, authored - 1)
 
 
-def _cap(level: int, f: SyncFilter) -> int | None:
+def cap(level: int, f: SyncFilter) -> int | None:
     """A filter's max_distribution: levels 0-3 are lowered to it; a sharing group passes only at 4."""
     if level == SHARING_GROUP:
         return level if f.max_distribution >= SHARING_GROUP else None
     return min(level, f.max_distribution)
 
 
-# --- outbound -----------------------------------------------------------------------------------
-
-def outbound(event: EventView, holding: Holding, peer: PeerPolicy, node: NodeState,
-             event_plan: EventPlan | None = None) -> Outcome:
-    """What of `event` this node may send to `peer`, and at which level the peer will hold it.
-    Pass `event_plan` (from `plan(event)`) when deciding the same event for many peers."""
-    internal = peer.mode is PeerMode.INTERNAL
-    # 1. node-local data never leaves
-    if peer.mode not in _SERVES:
-        return _refused(Reason.PEER_MODE)
-    if internal and peer.org_uuid != node.org_uuid:
-        return _refused(Reason.INTERNAL_ORG_MISMATCH)
-    if not event.published:
-        return _refused(Reason.LOCAL_UNPUBLISHED)
-    if holding.correlation_only:
-        return _refused(Reason.LOCAL_CORRELATION_ONLY)
-    held = holding.level(event.uuid)
-    if held is None:
-        return _refused(Reason.HOP_BUDGET)
-    # 2. hop budget
-    level = next_hop_level(held, internal)
-    if level is None:
-        return _refused(Reason.HOP_BUDGET)
-    # 3. sharing group
-    if held == SHARING_GROUP:
-        reason = _sharing_group_reason(event.sharing_group, peer.org_uuid, node, inbound=False)
-        if reason is not Reason.ALLOWED:
-            return _refused(reason)
-    # 4. push filter
-    check = event_check(peer.push, event)
-    capped = _cap(level, peer.push) if check is None else None
-    if capped is None:
-        return _refused(FILTER_REASONS[check or "distribution"][0])
-    levels: dict[str, int] = {event.uuid: capped}
-    withheld: dict[str, Reason] = {}
-    _elements(event_plan or plan(event), holding.levels, peer, node, peer.push, 0, internal, False,
-              levels, withheld)
-    # 5. never back to the peer it came from
-    return _not_back(Outcome(Reason.ALLOWED, levels, withheld), holding, peer.name, event_plan or plan(event))
-
-
-def outbound_many(event: EventView, holding: Holding, peers: list[PeerPolicy], node: NodeState) -> dict[str, Outcome]:
-    """`outbound` for many peers at once. Peers whose decision cannot differ (same mode, push
-    filter and membership in the event's sharing groups) share one decision of steps 1-4; step 5
-    is applied per peer. Same outcomes as calling `outbound` per peer, at a fraction of the cost."""
-    event_plan = plan(event)
-    relevant = sorted({g for g in event_plan.groups.values() if g} | ({event.sharing_group} - {None}))
-    shared: dict[tuple[Any, ...], Outcome] = {}
-    out: dict[str, Outcome] = {}
-    for peer in peers:
-        groups = node.sharing_groups
-        membership = tuple(g in groups and groups[g].is_member(peer.org_uuid) for g in relevant)
-        key = (peer.mode, peer.push, membership, peer.org_uuid if peer.mode is PeerMode.INTERNAL else None)
-        decided = shared.get(key)
-        if decided is None:
-            anonymous = PeerPolicy(name="", org_uuid=peer.org_uuid, mode=peer.mode, push=peer.push, pull=peer.pull)
-            decided = shared[key] = outbound(event, holding, anonymous, node, event_plan)
-        out[peer.name] = _not_back(decided, holding, peer.name, event_plan) if decided.allowed else decided
-    return out
-
-
-def _not_back(outcome: Outcome, holding: Holding, peer_name: str, event_plan: EventPlan) -> Outcome:
-    """Step 5: drop what came from this peer (it holds it at that level or higher). An object it
-    gave stays in the offer while one of its members goes, or the receiver could not attach the
-    member (an element passes only with its object)."""
-    sources = holding.sources
-    event_uuid = event_plan.event.uuid
-    back = {u for u in outcome.levels if u != event_uuid and peer_name in sources.get(u, ())}
-    header_back = peer_name in sources.get(event_uuid, ())
-    if not back and not header_back:
-        return outcome
-    parents = event_plan.parents
-    for u in outcome.levels:
-        if u not in back and parents.get(u) in back:
-            back.discard(parents[u])
-    levels = {u: lv for u, lv in outcome.levels.items() if u not in back}
-    if header_back and len(levels) == 1:
-        return _refused(Reason.FROM_PEER)
-    withheld = dict(outcome.withheld)
-    withheld.update({u: Reason.FROM_PEER for u in back})
-    return Outcome(Reason.ALLOWED, levels, withheld)
-
-
-def _elements(event_plan: EventPlan, held_levels: Mapping[str, int], peer: PeerPolicy, node: NodeState,
+def decide_elements(event_plan: EventPlan, held_levels: Mapping[str, int], peer: PeerPolicy, node: NodeState,
               f: SyncFilter, direction: int, internal: bool, inbound: bool,
               levels: dict[str, int], withheld: dict[str, Reason]) -> None:
     """Decide each element (steps 2-4); objects first so their members follow their object."""
@@ -286,82 +204,19 @@ def _elements(event_plan: EventPlan, held_levels: Mapping[str, int], peer: PeerP
             withheld[uuid] = Reason.HOP_BUDGET
             continue
         if level == SHARING_GROUP:
-            reason = _sharing_group_reason(groups[uuid], peer.org_uuid, node, inbound=inbound)
+            reason = sharing_group_reason(groups[uuid], peer.org_uuid, node, inbound=inbound)
             if reason is not Reason.ALLOWED:
                 withheld[uuid] = reason
                 continue
         check = element_check(f, element) if (element_rules or element.tags) else None
         if check is None:
-            capped = caps[level] if level in caps else caps.setdefault(level, _cap(level, f))
+            capped = caps[level] if level in caps else caps.setdefault(level, cap(level, f))
         else:
             capped = None
         if capped is None:
             withheld[uuid] = FILTER_REASONS[check or "distribution"][direction]
             continue
         levels[uuid] = capped
-
-
-# --- inbound ------------------------------------------------------------------------------------
-
-def check_received(*, well_formed: bool = True, within_limits: bool = True, signature_valid: bool = True,
-                   digests_valid: bool = True, author_known: bool = True) -> Reason:
-    """Inbound step 1, from what the record layer found when it opened the record."""
-    if not well_formed:
-        return Reason.MALFORMED
-    if not within_limits:
-        return Reason.TOO_LARGE
-    if not signature_valid:
-        return Reason.BAD_SIGNATURE
-    if not digests_valid:
-        return Reason.BAD_DIGEST
-    if not author_known:
-        return Reason.UNKNOWN_AUTHOR
-    return Reason.ALLOWED
-
-
-def inbound(event: EventView, offered: Mapping[str, int], peer: PeerPolicy, node: NodeState,
-            held_timestamp: int | None = None, event_plan: EventPlan | None = None) -> Outcome:
-    """What of an event a peer sent this node may keep, and at which level.
-
-    `offered` is what the sender sent: the event uuid and each element uuid, with the level the
-    sender's outbound pipeline says the receiver holds it at. The receiver checks that word against
-    what the author signed (`received_level`) and applies its own pull filter.
-    """
-    internal = peer.mode is PeerMode.INTERNAL
-    if peer.mode not in _TAKES:
-        return _refused(Reason.PEER_MODE)
-    if internal and peer.org_uuid != node.org_uuid:
-        return _refused(Reason.INTERNAL_ORG_MISMATCH)
-    # 2. the sender was allowed to send it
-    if not event.published:
-        return _refused(Reason.LOCAL_UNPUBLISHED)
-    sent = offered.get(event.uuid)
-    if sent is None:
-        return _refused(Reason.MALFORMED)
-    level = received_level(sent, event.distribution, internal)
-    if level is None:
-        return _refused(Reason.HOP_BUDGET)
-    if level == SHARING_GROUP:
-        reason = _sharing_group_reason(event.sharing_group, peer.org_uuid, node, inbound=True)
-        if reason is not Reason.ALLOWED:
-            return _refused(reason)
-    # 3. blocklists and the pull filter
-    if event.uuid in node.blocked_events:
-        return _refused(Reason.BLOCKLIST_EVENT)
-    if event.orgc_uuid in node.blocked_orgs:
-        return _refused(Reason.BLOCKLIST_ORG)
-    check = event_check(peer.pull, event)
-    capped = _cap(level, peer.pull) if check is None else None
-    if capped is None:
-        return _refused(FILTER_REASONS[check or "distribution"][1])
-    # 4. no rollback
-    if held_timestamp is not None and event.timestamp < held_timestamp:
-        return _refused(Reason.OLDER)
-    levels: dict[str, int] = {event.uuid: capped}
-    withheld: dict[str, Reason] = {}
-    _elements(event_plan or plan(event), offered, peer, node, peer.pull, 1, internal, True, levels, withheld)
-    # 5. correlation-only peers feed the correlation index alone
-    return Outcome(Reason.ALLOWED, levels, withheld, correlation_only=peer.mode is PeerMode.CORRELATION_ONLY)
 
 
 def merge(held: Holding | None, outcome: Outcome, peer_name: str) -> Holding:

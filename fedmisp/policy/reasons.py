@@ -1,10 +1,16 @@
-"""Reason codes: every decision carries one; metrics and the audit log count them by this name."""
+"""Reason codes: every decision carries one; metrics and the audit log count them by this name.
+
+The one vocabulary of refusals, wherever they are decided: the policy pipeline (policy/inbound.py,
+policy/outbound.py), the pull session (gossip/session.py), the store's write (store/store.py), the
+peer request check (gossip/auth.py) and the pull's own limits. A value is what the wire, the audit
+log and the metrics show; it never changes (tests pin them). Nowhere else is a reason a string.
+"""
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class Reason(str, Enum):
+class Reason(StrEnum):
     ALLOWED = "allowed"
 
     # outbound 1: node-local data never leaves
@@ -54,8 +60,9 @@ class Reason(str, Enum):
     KEY_BLOCKED = "key-blocked"  # signed by (or introducing, or vouched by) a key in [blocklist] keys
     DECISION_NOT_CREATOR = "decision-not-creator"  # a proposal decision not signed by the event's creator
     # inbound 4
-    OLDER = "older"
+    OLDER = "older"  # a revision before the one held (timestamp, then record id), or one its author retracted
     NOT_AUTHOR = "not-author"  # a revision of a held event signed by a key other than its author's
+    UUID_CONFLICT = "uuid-conflict"  # an element uuid belongs to another held event (MISP keeps them unique)
     # sharing group revisions
     SG_REVISION_NOT_NEWER = "sg-revision-not-newer"
     SG_REVISION_AUTHOR = "sg-revision-author"
@@ -72,6 +79,14 @@ class Reason(str, Enum):
     PULL_DEADLINE = "deadline"
     PULL_NO_PROGRESS = "no-progress"
     REFUSED_REPLY = "refused-reply"
+    # a peer request refused before it is read (gossip/auth.py; gossip/http.py answers 401, 403 or 429)
+    # (a header that does not parse is MALFORMED, a signature that does not verify BAD_SIGNATURE)
+    AUTH_MISSING = "missing"  # no Fedmisp-Auth header
+    UNKNOWN_KEY = "unknown-key"  # not a configured peer's key
+    STALE = "stale"  # the request's time is too far from this node's clock
+    REPLAY = "replay"  # a nonce seen before
+    TOO_MANY = "too-many"  # the key's nonce window is full
+    BAD_BOX = "bad-box"  # the body does not decrypt between the two keys
 
 
 # filter check name -> (push reason, pull reason)

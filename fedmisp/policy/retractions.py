@@ -6,7 +6,8 @@ highest of their distributions below 4, spent one hop at a time as an event head
 groups pass between nodes whose organisations are both members, as sharing-group data does.
 
 Outbound, for a held retraction and one peer:
-  1. the peer's mode: only a peer this node serves;
+  1. the peer's mode: only a peer this node serves (and not while the revision it announces is
+     unpublished here);
   2. hop budget from the level this node holds the retraction at, capped by the peer's push
      filter's max_distribution (a peer that may hold nothing above 1 held nothing above 1);
   3. or, failing that, a sharing group of its reach of which this node and the peer are members;
@@ -23,11 +24,9 @@ from __future__ import annotations
 
 from fedmisp.model.retraction import NO_LEVEL, Reach
 from fedmisp.policy.model import NodeState, PeerMode, PeerPolicy
-from fedmisp.policy.pipeline import next_hop_level, received_level
+from fedmisp.policy.pipeline import SERVES, TAKES, link_reason, next_hop_level, received_level
 from fedmisp.policy.reasons import Reason
 
-_SERVES = frozenset({PeerMode.FULL, PeerMode.PUSH_ONLY, PeerMode.CORRELATION_ONLY, PeerMode.INTERNAL})
-_TAKES = frozenset({PeerMode.FULL, PeerMode.PULL_ONLY, PeerMode.CORRELATION_ONLY, PeerMode.INTERNAL})
 
 
 def _shared_group(reach: Reach, peer_org: str, node: NodeState) -> bool:
@@ -39,15 +38,18 @@ def _shared_group(reach: Reach, peer_org: str, node: NodeState) -> bool:
 
 
 def retraction_outbound(level: int, reach: Reach, source: str, peer: PeerPolicy,
-                        node: NodeState) -> tuple[Reason, int]:
+                        node: NodeState, announced_published: bool = True) -> tuple[Reason, int]:
     """Whether `peer` gets a retraction this node holds at `level` (-1: through its groups only),
-    and the level it is offered at (-1: through a group)."""
+    and the level it is offered at (-1: through a group). `announced_published`: the revision it
+    announces is published here (else it is held back: its maker has not shared that revision
+    yet, and peers keep what they have until it does)."""
     internal = peer.mode is PeerMode.INTERNAL
+    if not announced_published:
+        return Reason.LOCAL_UNPUBLISHED, NO_LEVEL
     # 1. the peer's mode
-    if peer.mode not in _SERVES:
-        return Reason.PEER_MODE, NO_LEVEL
-    if internal and peer.org_uuid != node.org_uuid:
-        return Reason.INTERNAL_ORG_MISMATCH, NO_LEVEL
+    link = link_reason(peer, node, SERVES)
+    if link is not Reason.ALLOWED:
+        return link, NO_LEVEL
     # 4. never back to the peer it came from
     if source and source == peer.name:
         return Reason.FROM_PEER, NO_LEVEL
@@ -66,10 +68,9 @@ def retraction_inbound(offered: int, reach: Reach, peer: PeerPolicy, node: NodeS
     """Whether this node takes a retraction `peer` offered at `offered`, and the level it holds it at."""
     internal = peer.mode is PeerMode.INTERNAL
     # 1. the peer's mode
-    if peer.mode not in _TAKES:
-        return Reason.PEER_MODE, NO_LEVEL
-    if internal and peer.org_uuid != node.org_uuid:
-        return Reason.INTERNAL_ORG_MISMATCH, NO_LEVEL
+    link = link_reason(peer, node, TAKES)
+    if link is not Reason.ALLOWED:
+        return link, NO_LEVEL
     # 2. the level offered against the reach signed, or a shared group
     if offered != NO_LEVEL and reach.level != NO_LEVEL:
         level = received_level(offered, reach.level, internal)

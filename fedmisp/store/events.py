@@ -22,7 +22,8 @@ from fedmisp.model.records import (
 )
 from fedmisp.model.retraction import Reach, Retraction, read_retraction, retraction_body
 from fedmisp.model.revision import SignedEvent
-from fedmisp.policy.model import pack_views, unpack_views
+from fedmisp.policy.holding import held_levels, pack_views, unpack_views
+from fedmisp.policy.inbound import by_author, not_older
 from fedmisp.policy.reasons import Reason
 from fedmisp.store.db import DUPSORT, Database, Txn, sequence, set_sequence
 from fedmisp.store.log import put_record, set_checkpoint
@@ -37,11 +38,12 @@ EVENT_EXTRA_KINDS = frozenset({KIND_SIGHTINGS, KIND_PROPOSAL, KIND_PROPOSAL_DECI
 
 
 class WriteOutcome(str, Enum):
+    """What a write did. A write refused says why instead, as a Reason (policy/reasons.py): OLDER
+    (a newer revision is held, or its author retracted this one), NOT_AUTHOR (only the held
+    revision's author revises it) or UUID_CONFLICT (an element uuid belongs to another held event:
+    MISP keeps them unique)."""
     STORED = "stored"  # a new event or a newer revision
     UNCHANGED = "unchanged"  # this exact revision is held already
-    OLDER = "older"  # a newer revision is held: never replaced by an older one
-    CONFLICT = "uuid-conflict"  # an element uuid belongs to another held event (MISP keeps them unique)
-    NOT_AUTHOR = "not-author"  # the held revision was signed by another key: only its author revises it
 
 
 class Puts:
@@ -160,7 +162,7 @@ def _relog_extras(t: Txn, ev: bytes, seq: int) -> int:
 
 
 def write_event(t: Txn, event: EventWrite, seq: int, puts: "Puts",
-                signer: Identity | None) -> tuple[WriteOutcome, int]:
+                signer: Identity | None) -> tuple[WriteOutcome | Reason, int]:
     """Store one event revision in `t`, unless a rule of the store refuses it; (outcome, the log's
     new head). `signer`: the node's identity, which signs the retraction of a revision made here
     that replaces a published one (None: nothing is retracted)."""
@@ -169,11 +171,11 @@ def write_event(t: Txn, event: EventWrite, seq: int, puts: "Puts",
     retracted = held_retraction(t, ev)
     if retracted is not None and retracted[0].supersedes(event.timestamp, rid) and \
             current_key(t, record_author(event.wire)) == current_key(t, retracted[1].author):
-        return WriteOutcome.OLDER, seq  # its author has retracted it (a stale copy from a slow path)
+        return Reason.OLDER, seq  # its author has retracted it (a stale copy from a slow path)
     raw = t.get("events", ev)
     if raw is None:
         if not _claim_elements(t, ev, event.rows[1]):
-            return WriteOutcome.CONFLICT, seq
+            return Reason.UUID_CONFLICT, seq
         puts.extend(event.rows, skip=ELEMENT_ROWS)  # elements: written by the claim
         last = t.get("meta", b"event_id")
         event_id = (BE8.unpack(last)[0] if last else 0) + 1
@@ -183,22 +185,21 @@ def write_event(t: Txn, event: EventWrite, seq: int, puts: "Puts",
         held = HeldEvent.decode(raw)
         event_id = held.id
         same = held.record_id == rid
-        # Revisions are ordered by the event's timestamp, then by record id (docs DESIGN).
-        if not same and (event.timestamp, rid) < (held.timestamp, held.record_id):
-            return WriteOutcome.OLDER, seq
+        older = not_older(held.timestamp, event.timestamp, held_id=held.record_id, record_id=rid)
+        if not same and older is not Reason.ALLOWED:
+            return older, seq
         puts.flush(t)  # the held revision's entries may still be queued in this batch
         old = open_record(t.get("records", held.record_id))
-        # Only the event's author revises it (DESIGN: the creator org; decision 0001: the key
-        # that signed it, or the key that key rotated to). Any other key, however new its
-        # timestamp, would otherwise overwrite someone else's event at every node it reaches.
-        if not same and current_key(t, record_author(event.wire)) != current_key(t, old.author):
-            return WriteOutcome.NOT_AUTHOR, seq
+        if not same:
+            author = by_author(current_key(t, record_author(event.wire)), current_key(t, old.author))
+            if author is not Reason.ALLOWED:
+                return author, seq
         # The bodies held now: a received revision may hold only some of its skeleton's.
         old_digests = {d for d in revision_elements(old) if t.get("bodies", ev + d) is not None}
         bodies = event.rows[0]
         # checked before anything of this event is written, so a refusal leaves nothing behind
         if _uuid_conflict(t, ev, [u for u, v in event.rows[1] if v[16:] not in old_digests]):
-            return WriteOutcome.CONFLICT, seq
+            return Reason.UUID_CONFLICT, seq
         if same:
             return _add_bodies(t, event, held, old_digests, seq, puts)
         _unindex_header(t, ev, header_index(old.body["event"]))
@@ -319,8 +320,9 @@ def write_retraction(t: Txn, record: Record, level: int, source: str) -> Reason:
         return Reason.EVENT_NOT_HELD
     author = record_author(t.get("records", held.record_id)) if held is not None \
         else previous[1].author  # type: ignore[index]
-    if current_key(t, record.author) != current_key(t, author):
-        return Reason.NOT_AUTHOR
+    reason = by_author(current_key(t, record.author), current_key(t, author))
+    if reason is not Reason.ALLOWED:
+        return reason
     if previous is not None and not previous[0].before < retraction.before:
         if previous[1].id == record.id and level > previous[2]:
             # the same retraction by a path that lets it go further: held at the higher
@@ -414,14 +416,6 @@ def attached_ids(t: Txn, ev: bytes) -> list[bytes]:
     return [bytes(rid) for rid in cur.iternext_dup()] if cur.set_key(ev) else []
 
 
-def _holding_levels(raw: bytes) -> tuple[Any, ...]:
-    """What a stored holding says each item is held at (levels, correlation only, correlation
-    levels), without the sources each level came from."""
-    h = canonical.unpack(raw)
-    levels = {u: g[0] for g in h["g"] for u in g[2]} if "g" in h else dict(h["l"])
-    return bool(h.get("c")), levels, dict(h.get("k", {}))
-
-
 def _add_bodies(t: Txn, event: EventWrite, held: HeldEvent, old_digests: set[bytes],
                 seq: int, puts: "Puts") -> tuple[WriteOutcome, int]:
     """The revision held, again (by another path): only bodies it lacks are added, nothing held
@@ -437,7 +431,7 @@ def _add_bodies(t: Txn, event: EventWrite, held: HeldEvent, old_digests: set[byt
     if event.holding is not None and event.holding != stored_holding:
         # A second path at the same levels only adds itself to the sources (what is not sent
         # back to it): nobody may receive more, so the event is not offered to every peer again.
-        widened = _holding_levels(event.holding) != _holding_levels(stored_holding)
+        widened = held_levels(canonical.unpack(event.holding)) != held_levels(canonical.unpack(stored_holding))
         t.put("holdings", ev, event.holding)
         raw = t.get("event_meta", ev)
         if raw is not None:  # what one path held for correlation only may now be shown

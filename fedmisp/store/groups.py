@@ -7,6 +7,8 @@ import uuid as _uuid
 
 from fedmisp.model import canonical
 from fedmisp.model.records import Record, open_record
+from fedmisp.policy.holding import holding_levels
+from fedmisp.policy.model import SHARING_GROUP
 from fedmisp.store.db import Txn, sequence, set_sequence
 from fedmisp.store.log import put_record
 from fedmisp.store.rows import uuid16
@@ -59,8 +61,6 @@ def events_with_group_items(t: Txn) -> list[str]:
     group (their holdings say so without opening the revisions)."""
     out = []
     for key, raw in t.cursor("holdings"):
-        h = canonical.unpack(raw)
-        levels = [g[0] for g in h["g"]] if "g" in h else list(h["l"].values())
-        if 4 in levels or 4 in h.get("k", {}).values():
+        if SHARING_GROUP in holding_levels(canonical.unpack(raw)):
             out.append(str(_uuid.UUID(bytes=bytes(key))))
     return out

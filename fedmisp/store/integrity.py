@@ -11,7 +11,8 @@ from typing import Any, Iterable
 from fedmisp.model import canonical
 from fedmisp.model.identity import Identity
 from fedmisp.model.records import RecordError, check_element, open_record, revision_elements
-from fedmisp.policy.model import element_view, unpack_views
+from fedmisp.policy.holding import holding_items, unpack_views
+from fedmisp.policy.model import element_view
 from fedmisp.store.db import Txn
 from fedmisp.store.events import held_retraction
 from fedmisp.store.orgs import current_key
@@ -80,7 +81,7 @@ def check_integrity(t: Txn, own_keys: Iterable[bytes] = (), signer: Identity | N
         if kept_views is not None and seen_views != len(kept_views):
             problems.append(f"event {event}: {len(kept_views)} element views kept for {seen_views} bodies")
         if stripped_allowed:
-            listed = _holding_items(canonical.unpack(holding)) - {event}
+            listed = holding_items(canonical.unpack(holding)) - {event}
             if listed - held_uuids:
                 problems.append(f"event {event}: {len(listed - held_uuids)} element(s) held at a level "
                                 f"without their body (e.g. {sorted(listed - held_uuids)[0]})")
@@ -95,9 +96,4 @@ def check_integrity(t: Txn, own_keys: Iterable[bytes] = (), signer: Identity | N
         problems.append(f"{indexed} attributes indexed, {attributes} held")
     return problems
 
-
-def _holding_items(raw: Any) -> set[str]:
-    """Every uuid a stored holding gives a level (gossip/replica.py pack_holding, either form)."""
-    items = {u for _, _, uuids in raw["g"] for u in uuids} if "g" in raw else set(raw["l"])
-    return items | set(raw.get("k", {}))
 

@@ -19,7 +19,7 @@ from fedmisp.model.records import (
 )
 from fedmisp.model.retraction import Retraction
 from fedmisp.model.values import normalise
-from fedmisp.policy.model import unpack_views
+from fedmisp.policy.holding import correlation_only_items as holding_correlation_only, unpack_views
 from fedmisp.store.db import Database, Txn
 from fedmisp.store.events import attached_ids, held_retraction
 from fedmisp.store.local import local_tags
@@ -267,10 +267,7 @@ def correlation_only_items(t: Txn, event_uuid: str) -> set[str]:
     raw = t.get("holdings", uuid16(event_uuid))
     if raw is None:
         return set()
-    holding = canonical.unpack(raw)
-    # (gossip/replica.py pack_holding: items grouped by level and sources; earlier, one map "l")
-    held = {u for _, _, uuids in holding["g"] for u in uuids} if "g" in holding else holding.get("l", {})
-    return set(holding.get("k", {})) - set(held)
+    return holding_correlation_only(canonical.unpack(raw))  # (policy/holding.py)
 
 
 def export_event(t: Txn, event_uuid: str) -> dict[str, Any] | None:

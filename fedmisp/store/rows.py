@@ -20,7 +20,7 @@ from fedmisp.model import canonical
 from fedmisp.model.records import Record, open_element
 from fedmisp.model.revision import SignedEvent
 from fedmisp.model.values import ValueFormatError, normalise
-from fedmisp.policy.model import views_of
+from fedmisp.policy.holding import views_of
 
 # LMDB's default maximum key size is 511 bytes; longer index keys keep a prefix and a hash.
 _MAX_KEY = 480

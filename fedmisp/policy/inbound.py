@@ -1,0 +1,150 @@
+"""Inbound: what this node takes from a peer (docs DESIGN "The pipeline at each hop").
+
+For each record from a peer, in DESIGN's order:
+  1. well-formed, within size limits, signature and digests valid (`check_received`, from what
+     the record layer found), author key known and not blocked here (`key_known`, `author_reason`);
+  2. the sender was allowed to send it (`inbound`: the levels offered against what the author
+     signed, sharing-group membership of the sender);
+  3. the node's pull filter for that peer and its blocklists (`inbound`);
+  4. not older than what is held (`not_older`), and only the event's author revises it, retracts
+     it or decides its proposals (`by_author`, decision 0017);
+  5. a correlation-only peer's data feeds correlation alone (`inbound`).
+Sightings, proposals and decisions are kept only with their event (`attached_inbound`); org
+records, sharing-group revisions and retractions have their own rules (policy/orgs.py,
+policy/sharing_groups.py, policy/retractions.py).
+
+Every function is pure: the pull session, the receiver and the store gather the facts (a held
+revision's timestamp, a key's state, the peer's org), call these and act on the Reason returned.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+from fedmisp.model.records import RecordError, SignatureError
+from fedmisp.policy.filters import event_check
+from fedmisp.policy.orgs import KeyState, signed_while_current
+from fedmisp.policy.model import SHARING_GROUP, EventView, NodeState, PeerMode, PeerPolicy
+from fedmisp.policy.pipeline import (
+    TAKES, EventPlan, Outcome, cap, decide_elements, link_reason, plan, received_level, refused, sharing_group_reason,
+)
+from fedmisp.policy.reasons import FILTER_REASONS, Reason
+
+
+def check_received(*, well_formed: bool = True, within_limits: bool = True, signature_valid: bool = True,
+                   digests_valid: bool = True, author_known: bool = True) -> Reason:
+    """Inbound step 1, from what the record layer found when it opened the record."""
+    if not well_formed:
+        return Reason.MALFORMED
+    if not within_limits:
+        return Reason.TOO_LARGE
+    if not signature_valid:
+        return Reason.BAD_SIGNATURE
+    if not digests_valid:
+        return Reason.BAD_DIGEST
+    if not author_known:
+        return Reason.UNKNOWN_AUTHOR
+    return Reason.ALLOWED
+
+
+def inbound(event: EventView, offered: Mapping[str, int], peer: PeerPolicy, node: NodeState,
+            held_timestamp: int | None = None, event_plan: EventPlan | None = None) -> Outcome:
+    """What of an event a peer sent this node may keep, and at which level.
+
+    `offered` is what the sender sent: the event uuid and each element uuid, with the level the
+    sender's outbound pipeline says the receiver holds it at. The receiver checks that word against
+    what the author signed (`received_level`) and applies its own pull filter.
+    """
+    internal = peer.mode is PeerMode.INTERNAL
+    # the link (and, of step 2, that only a published event was the sender's to send)
+    link = link_reason(peer, node, TAKES, event.published)
+    if link is not Reason.ALLOWED:
+        return refused(link)
+    # 2. the sender was allowed to send it
+    sent = offered.get(event.uuid)
+    if sent is None:
+        return refused(Reason.MALFORMED)
+    level = received_level(sent, event.distribution, internal)
+    if level is None:
+        return refused(Reason.HOP_BUDGET)
+    if level == SHARING_GROUP:
+        reason = sharing_group_reason(event.sharing_group, peer.org_uuid, node, inbound=True)
+        if reason is not Reason.ALLOWED:
+            return refused(reason)
+    # 3. blocklists and the pull filter
+    if event.uuid in node.blocked_events:
+        return refused(Reason.BLOCKLIST_EVENT)
+    if event.orgc_uuid in node.blocked_orgs:
+        return refused(Reason.BLOCKLIST_ORG)
+    check = event_check(peer.pull, event)
+    capped = cap(level, peer.pull) if check is None else None
+    if capped is None:
+        return refused(FILTER_REASONS[check or "distribution"][1])
+    # 4. no rollback
+    reason = not_older(held_timestamp, event.timestamp)
+    if reason is not Reason.ALLOWED:
+        return refused(reason)
+    levels: dict[str, int] = {event.uuid: capped}
+    withheld: dict[str, Reason] = {}
+    decide_elements(event_plan or plan(event), offered, peer, node, peer.pull, 1, internal, True, levels, withheld)
+    # 5. correlation-only peers feed the correlation index alone
+    return Outcome(Reason.ALLOWED, levels, withheld, correlation_only=peer.mode is PeerMode.CORRELATION_ONLY)
+
+
+def record_reason(error: RecordError) -> Reason:
+    """1. Why a record that does not open is refused: its signature, or its form."""
+    if isinstance(error, SignatureError):
+        return check_received(signature_valid=False)
+    return check_received(well_formed=False)
+
+
+def key_known(state: KeyState, created: int, *, configured: bool, blocked: bool = False) -> bool:
+    """1. An author's key is known here: this node's own or a configured peer's (`configured`), or
+    introduced by an org record this node accepted (`state.org`); a key a rotation retired signs
+    only what it signed before the rotation (`created`, decision 0013); a key revoked here
+    (`blocked`) is known for nothing."""
+    if blocked or not signed_while_current(state, created):
+        return False
+    return state.org is not None or configured
+
+
+def author_reason(*, blocked: bool, known: bool) -> Reason:
+    """1. The author's key: not revoked here ([blocklist] keys: nothing it signs, introduces or
+    vouches for is taken), and known (this node's, a configured peer's, or introduced by an org
+    record this node accepted; and, if a rotation retired it, signed before the rotation)."""
+    if blocked:
+        return Reason.KEY_BLOCKED
+    if not known:
+        return Reason.UNKNOWN_AUTHOR
+    return Reason.ALLOWED
+
+
+def not_older(held: int | None, timestamp: int, *, held_id: bytes | None = None, record_id: bytes = b"") -> Reason:
+    """4. No rollback: a revision is refused when the one held is newer. Revisions are ordered by
+    the event's timestamp, then by record id (docs DESIGN); the ids break a tie only where both
+    are known (the store's write; the session before it fetches bodies knows only timestamps, so a
+    tie goes on to the store). `held`: the held revision's timestamp (None: nothing held)."""
+    if held is None:
+        return Reason.ALLOWED
+    if held_id is None:
+        return Reason.OLDER if timestamp < held else Reason.ALLOWED
+    return Reason.OLDER if (timestamp, record_id) < (held, held_id) else Reason.ALLOWED
+
+
+def by_author(signer: bytes, author: bytes, refusal: Reason = Reason.NOT_AUTHOR) -> Reason:
+    """4. Only an event's author revises it, retracts it or decides its proposals (DESIGN: the
+    creator org; decisions 0001 and 0017: the key that signed the event). `signer` and `author`
+    are the keys each rotation leads to (decision 0013), so a rotated key keeps its events; any
+    other key, however new its timestamp, would overwrite someone else's event everywhere."""
+    return Reason.ALLOWED if signer == author else refusal
+
+
+def attached_inbound(author: bytes | None, signer: bytes, *, decision: bool) -> Reason:
+    """Attached records (sightings, proposals, decisions) are kept with their event only: refused
+    while the event is not held (`author`: the current key of the held event's author, None when
+    it is not held). A proposal decision counts only if the event's author signed it (`signer`:
+    its current key): the creator org decides on proposals to its event."""
+    if author is None:
+        return Reason.EVENT_NOT_HELD
+    if decision:
+        return by_author(signer, author, Reason.DECISION_NOT_CREATOR)
+    return Reason.ALLOWED
