@@ -301,6 +301,16 @@ def test_never_back_to_the_peer_it_came_from():
     assert outbound(e, at_b, peer(C), NODE_B).allowed
 
 
+def test_an_element_that_came_from_the_peer_is_withheld_from_it_as_from_peer():
+    # the header came by another path, one element from this peer: the element is not sent back,
+    # and the audit log and the metrics say why
+    e = event(3, attr("x"), attr("y"))
+    held = Holding({"ev": 3, "x": 3, "y": 3}, {"ev": frozenset({C}), "x": frozenset({A}), "y": frozenset({C})})
+    out = outbound(e, held, peer(A), NODE_B)
+    assert out.allowed and "x" not in out.levels and "y" in out.levels
+    assert out.withheld == {"x": Reason.FROM_PEER}
+
+
 # --- inbound ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("facts,expected", [

@@ -392,7 +392,7 @@ def test_received_well_formed_bodies_pass():
     ("analysis", [0, 2], [-1, 3]),
     ("published", [True, False], [1, "true"]),
     ("info", ["", "x"], [1, b"x", ["x"]]),
-    ("Tag", [[], [{"name": "a"}]], [{"name": "a"}, ["a"], [{"name": 1}], [{}]]),
+    ("Tag", [[], [{"name": "a"}]], [{"name": "a"}, {}, "", ["a"], [{"name": 1}], [{}]]),  # ({} and "": not lists, though empty)
     ("uuid", [U2, U2.upper()], ["not-a-uuid", U2 + "0", None, 1]),
     ("Orgc", [{"uuid": U1, "name": ""}], [None, {"uuid": U1}, {"name": "x"}, {"uuid": "x", "name": "x"}, "Org"]),
     ("extra", [{}], [[], "x"]),
