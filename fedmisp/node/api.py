@@ -33,7 +33,7 @@ from fedmisp.model import canonical
 from fedmisp.model.describe import describe_types
 from fedmisp.model.misp import EventError, element_kind, misp_attribute, parse_event
 from fedmisp.correlate.engine import Correlator, related_attribute
-from fedmisp.correlate.warninglists import warninglist_hits
+from fedmisp.export import filters, formats
 from fedmisp.model.revision import SignedEvent, sign_event
 from fedmisp.node.api_ids import UnknownSharingGroup, with_sharing_group_uuids
 from fedmisp.node.api_index import index_heads, parse_index
@@ -457,17 +457,6 @@ async def stream(request: web.Request, pieces: Iterator[str], content_type: str,
     return response
 
 
-# json.dumps(item, ensure_ascii=False) without building an encoder per item: the same text.
-_encode_json = json.JSONEncoder(ensure_ascii=False).encode
-
-
-def _json_list(prefix: str, items: Iterator[Any], suffix: str) -> Iterator[str]:
-    yield prefix
-    for i, item in enumerate(items):
-        yield ("," if i else "") + _encode_json(item)
-    yield suffix
-
-
 # --- servers, users, describeTypes -------------------------------------------------------------------
 
 @needs("read-only")
@@ -550,7 +539,7 @@ async def event_index(request: web.Request) -> web.StreamResponse:
             row.update(id=str(head.id), orgc_id="0", org_id="1", Org=_org(ctx),
                        EventTag=[{"Tag": t} for t in h.get("Tag", ())])
             yield row
-    return await stream(request, _json_list("[", rows(), "]"), JSON)
+    return await stream(request, formats.json_list("[", rows(), "]"), JSON)
 
 
 @needs("user")
@@ -787,10 +776,10 @@ async def attribute_delete(request: web.Request) -> web.Response:
 
 # --- restSearch -----------------------------------------------------------------------------------------
 
-RETURN_FORMATS = ("json", "csv", "text", "suricata", "snort", "zeek", "stix2")
+RETURN_FORMATS = tuple(formats.FORMATS)
 
 
-async def _search_params(request: web.Request) -> tuple[query.Query, str, dict[str, Any]]:
+async def _search_params(request: web.Request) -> tuple[query.Query, formats.Format, dict[str, Any]]:
     params = await body_json(request, required=False)
     params = _unwrap(params, "request")
     if not isinstance(params, dict):
@@ -809,7 +798,7 @@ async def _search_params(request: web.Request) -> tuple[query.Query, str, dict[s
         q = query.parse_query(params)
     except QueryError as e:
         raise ApiError(400, f"restSearch: {e}", {e.field: [str(e)]}, "Invalid search") from None
-    return q, fmt, params
+    return q, formats.FORMATS[fmt], params
 
 
 def _flag(value: Any) -> bool:
@@ -818,86 +807,48 @@ def _flag(value: Any) -> bool:
 
 @needs("read-only")
 async def attribute_search(request: web.Request) -> web.StreamResponse:
-    from fedmisp.export import csv as csv_export, nids, text as text_export
     ctx = request.app[CTX]
     q, fmt, params = await _search_params(request)
-    if fmt in ("suricata", "snort", "zeek") and q.to_ids is None:
-        q = query.Query(**{**q.__dict__, "to_ids": True})  # MISP's NIDS export: IDS-flagged attributes only
-    found = query.search_attributes(ctx.store, q)
-    if _flag(params.get("enforceWarninglist")):
-        # MISP's enforceWarninglist: leave out what a warninglist says is benign (a resolver, a top domain)
-        found = ((h, b) for h, b in found if not warninglist_hits(b["value"].split("|")[0]))
-    if fmt == "json":
-        correlator = (Correlator(ctx.store, ctx.node.config.correlation)
-                      if _flag(params.get("includeCorrelations")) else None)
-        warnings = _flag(params.get("includeWarninglistHits"))
-        # A lookup of a few exact values: cheaper on the loop than through a worker thread (bench/api.py)
-        inline = (correlator is None and not warnings and not _flag(params.get("enforceWarninglist"))
-                  and query.small_exact_search(ctx.store, q))
+    correlator = (Correlator(ctx.store, ctx.node.config.correlation)
+                  if fmt.name == "json" and _flag(params.get("includeCorrelations")) else None)
+    warnings = fmt.name == "json" and _flag(params.get("includeWarninglistHits"))
+    enforce = _flag(params.get("enforceWarninglist"))
 
-        def attributes() -> Iterator[dict[str, Any]]:
-            for h, b in found:
-                a = attribute_json(h, b)
-                if correlator is not None:
-                    related = correlator.attribute(h.uuid, b).matches
-                    if related:
-                        a["RelatedAttribute"] = [related_attribute(m) for m in related]
-                if warnings:
-                    hits = warninglist_hits(b["value"].split("|")[0])
-                    if hits:
-                        a["warnings"] = [{"warninglist_name": name} for name in hits]
-                yield a
-        return await stream(request, _json_list('{"response": {"Attribute": [', attributes(), "]}}"), JSON,
-                            inline=inline)
-    if fmt == "csv":
-        return await stream(request, csv_export.attributes_csv(ctx.store, found), "text/csv; charset=utf-8")
-    if fmt == "text":
-        return await stream(request, text_export.attributes_text(found), "text/plain; charset=utf-8")
-    if fmt in ("zeek", "stix2"):
-        return await _stream_zeek_stix(request, fmt, found)
-    return await stream(request, nids.rules(found, fmt), "text/plain; charset=utf-8")
-
-
-async def _stream_zeek_stix(request: web.Request, fmt: str, found: Iterator[Any]) -> web.StreamResponse:
-    from fedmisp.export import stix, zeek
-    if fmt == "zeek":
-        org = request.app[CTX].node.config.org_name
-        return await stream(request, zeek.intel(found, f"fedmisp {org}"), "text/plain; charset=utf-8")
-    return await stream(request, stix.attributes_bundle(attribute_json(h, b) for h, b in found), JSON)
+    def shown(h: query.EventHead, b: dict[str, Any]) -> dict[str, Any]:
+        a = attribute_json(h, b)
+        if correlator is not None:
+            related = correlator.attribute(h.uuid, b).matches
+            if related:
+                a["RelatedAttribute"] = [related_attribute(m) for m in related]
+        if warnings:
+            hits = filters.warninglists(b)
+            if hits:
+                a["warnings"] = [{"warninglist_name": name} for name in hits]
+        return a
+    # A lookup of a few exact values: cheaper on the loop than through a worker thread (bench/api.py)
+    inline = (fmt.name == "json" and correlator is None and not warnings and not enforce
+              and query.small_exact_search(ctx.store, q))
+    export = formats.Export(ctx.store, f"fedmisp {ctx.node.config.org_name}", shown)
+    return await stream(request, formats.attribute_export(export, q, fmt, enforce_warninglist=enforce),
+                        fmt.content_type, inline=inline)
 
 
 @needs("read-only")
 async def event_search(request: web.Request) -> web.StreamResponse:
-    from fedmisp.export import csv as csv_export, nids, text as text_export
     ctx = request.app[CTX]
-    q, fmt, _params = await _search_params(request)
-    if fmt == "stix2":  # one report per event (misp-stix), as MISP's event restSearch gives
-        from fedmisp.export import filters, stix
-        warninglist = _flag(_params.get("enforceWarninglist"))
-        views = (_view(ctx, head.uuid) for head in query.search_events(ctx.store, q))
-        return await stream(request, stix.events_bundle(
-            filters.event(v, to_ids=bool(q.to_ids), enforce_warninglist=warninglist) for v in views if v), JSON)
-    if fmt != "json":
-        # other formats list the matching events' attributes (MISP does the same)
-        found = ((h, b) for head in query.search_events(ctx.store, q)
-                 for h, b in query.search_attributes(ctx.store, query.Query(eventid=query.Terms(any=(head.uuid,)),
-                                                                          deleted=q.deleted, to_ids=q.to_ids)))
-        if fmt == "csv":
-            return await stream(request, csv_export.attributes_csv(ctx.store, found), "text/csv; charset=utf-8")
-        if fmt == "text":
-            return await stream(request, text_export.attributes_text(found), "text/plain; charset=utf-8")
-        if fmt == "zeek":
-            return await _stream_zeek_stix(request, fmt, found)
-        return await stream(request, nids.rules(found, fmt), "text/plain; charset=utf-8")
-    include_deleted = True in q.deleted
-    correlations = _flag(_params.get("includeCorrelations"))
+    q, fmt, params = await _search_params(request)
+    if fmt.name == "json":
+        include_deleted, correlations = True in q.deleted, _flag(params.get("includeCorrelations"))
 
-    def events() -> Iterator[dict[str, Any]]:
-        for head in query.search_events(ctx.store, q):
-            event = _view(ctx, head.uuid, include_deleted, q.event_metadata, correlations)
-            if event is not None:
-                yield event
-    return await stream(request, _json_list('{"response": [', events(), "]}"), JSON)
+        def shown(head: query.EventHead) -> dict[str, Any] | None:
+            return _view(ctx, head.uuid, include_deleted, q.event_metadata, correlations)
+    else:
+        def shown(head: query.EventHead) -> dict[str, Any] | None:
+            return _view(ctx, head.uuid)
+    export = formats.Export(ctx.store, f"fedmisp {ctx.node.config.org_name}", attribute_json, shown)
+    return await stream(request, formats.event_export(export, q, fmt,
+                                                      enforce_warninglist=_flag(params.get("enforceWarninglist"))),
+                        fmt.content_type)
 
 
 # --- the application ---------------------------------------------------------------------------------

@@ -14,9 +14,10 @@ from typing import Any, Iterator
 
 from aiohttp import web
 
+from fedmisp.export.formats import json_list
 from fedmisp.model.records import KIND_SIGHTINGS, seal
 from fedmisp.node.api import (
-    CTX, JSON, ApiContext, ApiError, _json_list, _ref, _resolve_element, _resolve_event, _unwrap, attribute_json,
+    CTX, JSON, ApiContext, ApiError, _ref, _resolve_element, _resolve_event, _unwrap, attribute_json,
     body_json, needs, run, stream,
 )
 from fedmisp.node.api_orgs import find_org, org_id
@@ -195,7 +196,7 @@ async def search_sightings(request: web.Request) -> web.StreamResponse:
                     left -= 1
                     if left == 0:
                         return
-    return await stream(request, _json_list('{"response": [', rows(), "]}"), JSON)
+    return await stream(request, json_list('{"response": [', rows(), "]}"), JSON)
 
 
 # --- adding ---------------------------------------------------------------------------------------------
