@@ -2,7 +2,7 @@
 the API refuses a key of a lower role, and a request with no key, before the handler runs.
 
 ROLES_OF is docs/api.md's role table by handler, written out here so that a route whose role is
-lowered, or whose `needs` is dropped, fails a test; a route added without an entry fails too.
+lowered, or whose access is dropped, fails a test; a route added without an entry fails too.
 The requests go to the real application (make_app over a real node's store) in process."""
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import re
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from fedmisp.node.api import ApiContext, make_app
+from fedmisp.node.api.app import make_app
+from fedmisp.node.api.helpers import ApiContext
 from fedmisp.node.home import ROLES, init_home
 from fedmisp.store.writer import Writer
 
@@ -21,29 +22,29 @@ READ_ONLY, USER, PUBLISHER, ADMIN = ROLES
 # docs/api.md: read-only views, index, search; user adds, edits, deletes, tags, sights, proposes;
 # publisher publishes; admin manages tags, sharing groups and organisations.
 ROLES_OF = {
-    "api.get_version": READ_ONLY, "api.user_me": READ_ONLY, "api.describe": READ_ONLY,
-    "api.event_index": READ_ONLY, "api.event_view": READ_ONLY, "api.event_search": READ_ONLY,
-    "api.attribute_view": READ_ONLY, "api.attribute_search": READ_ONLY,
-    "api.event_add": USER, "api.event_edit": USER, "api.event_delete": USER,
-    "api.attribute_add": USER, "api.attribute_edit": USER, "api.attribute_delete": USER,
-    "api.event_publish": PUBLISHER, "api.event_unpublish": PUBLISHER,
-    "api_objects.object_view": READ_ONLY,
-    "api_objects.object_add": USER, "api_objects.object_edit": USER, "api_objects.object_delete": USER,
-    "api_objects.reference_add": USER, "api_objects.reference_delete": USER,
-    "api_orgs.org_index": READ_ONLY, "api_orgs.org_view": READ_ONLY, "api_orgs.org_add": ADMIN,
-    "api_orgs.sharing_group_index": READ_ONLY, "api_orgs.sharing_group_view": READ_ONLY,
-    "api_orgs.sharing_group_add": ADMIN, "api_orgs.sharing_group_edit": ADMIN,
-    "api_orgs.sharing_group_delete": ADMIN, "api_orgs.sharing_group_add_org": ADMIN,
-    "api_orgs.sharing_group_remove_org": ADMIN,
-    "api_proposals.proposal_view": READ_ONLY, "api_proposals.proposal_index": READ_ONLY,
-    "api_proposals.proposal_add": USER, "api_proposals.proposal_edit": USER,
-    "api_proposals.proposal_delete": USER, "api_proposals.proposal_accept": USER,
-    "api_proposals.proposal_discard": USER,
-    "api_sightings.list_sightings": READ_ONLY, "api_sightings.search_sightings": READ_ONLY,
-    "api_sightings.sighting_add": USER,
-    "api_tags.tag_index": READ_ONLY, "api_tags.tag_view": READ_ONLY,
-    "api_tags.tag_attach": USER, "api_tags.tag_remove": USER,
-    "api_tags.tag_add": ADMIN, "api_tags.tag_edit": ADMIN, "api_tags.tag_delete": ADMIN,
+    "instance.get_version": READ_ONLY, "instance.user_me": READ_ONLY, "instance.describe": READ_ONLY,
+    "events.event_index": READ_ONLY, "events.event_view": READ_ONLY, "search.event_search": READ_ONLY,
+    "attributes.attribute_view": READ_ONLY, "search.attribute_search": READ_ONLY,
+    "events.event_add": USER, "events.event_edit": USER, "events.event_delete": USER,
+    "attributes.attribute_add": USER, "attributes.attribute_edit": USER, "attributes.attribute_delete": USER,
+    "events.event_publish": PUBLISHER, "events.event_unpublish": PUBLISHER,
+    "objects.object_view": READ_ONLY,
+    "objects.object_add": USER, "objects.object_edit": USER, "objects.object_delete": USER,
+    "objects.reference_add": USER, "objects.reference_delete": USER,
+    "orgs.org_index": READ_ONLY, "orgs.org_view": READ_ONLY, "orgs.org_add": ADMIN,
+    "orgs.sharing_group_index": READ_ONLY, "orgs.sharing_group_view": READ_ONLY,
+    "orgs.sharing_group_add": ADMIN, "orgs.sharing_group_edit": ADMIN,
+    "orgs.sharing_group_delete": ADMIN, "orgs.sharing_group_add_org": ADMIN,
+    "orgs.sharing_group_remove_org": ADMIN,
+    "proposals.proposal_view": READ_ONLY, "proposals.proposal_index": READ_ONLY,
+    "proposals.proposal_add": USER, "proposals.proposal_edit": USER,
+    "proposals.proposal_delete": USER, "proposals.proposal_accept": USER,
+    "proposals.proposal_discard": USER,
+    "sightings.list_sightings": READ_ONLY, "sightings.search_sightings": READ_ONLY,
+    "sightings.sighting_add": USER,
+    "tags.tag_index": READ_ONLY, "tags.tag_view": READ_ONLY,
+    "tags.tag_attach": USER, "tags.tag_remove": USER,
+    "tags.tag_add": ADMIN, "tags.tag_edit": ADMIN, "tags.tag_delete": ADMIN,
 }
 
 
@@ -69,7 +70,7 @@ ROUTES = _routes()
 
 def test_every_route_states_the_role_docs_api_md_gives_it():
     app = make_app(ApiContext(node=None, writer=None))  # type: ignore[arg-type]
-    declared = {_handler_name(r.handler): getattr(r.handler, "role", None) for r in app.router.routes()}
+    declared = {_handler_name(r.handler): getattr(r.handler, "access", None) for r in app.router.routes()}
     assert {h: r for h, r in declared.items() if ROLES_OF.get(h) != r} == {}, \
         "a route's role differs from docs/api.md's table (None: the route is public)"
 
@@ -132,3 +133,46 @@ def test_a_key_of_exactly_a_routes_role_gets_past_the_role_check(client_keys):
     refused = [(m, p, status) for (m, p, _h), (status, text) in zip(ROUTES, answers)
                if status == 403 and ("needs" in text or "Authentication failed" in text)]
     assert refused == []
+
+
+def _node_app(node, writer):
+    """The application `fedmisp run` serves (node/server.py), over a real node's store."""
+    from fedmisp.gossip.service import Gossiper
+    from fedmisp.node.feed_fetch import FeedFetcher
+    from fedmisp.node.metrics import NodeMetrics
+    from fedmisp.node.server import node_app
+
+    async def run_blocking(fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+    gossiper = Gossiper(node, run_blocking)
+    fetcher = FeedFetcher(node, lambda events: None, run_blocking)
+    return node_app(ApiContext(node, writer), gossiper, fetcher, NodeMetrics(node), run_blocking)
+
+
+def test_every_route_the_node_serves_declares_who_may_call_it(client_keys):
+    from fedmisp.node.api.access import ACCESS, declared
+    node, writer, _keys = client_keys
+    routes = list(_node_app(node, writer).router.routes())
+    paths = {r.resource.canonical for r in routes}
+    assert {"/fed/v1/changes", "/node/v1/peers", "/node/v1/health", "/node/v1/metrics",
+            "/feed/{name}/manifest.json", "/events/index"} <= paths  # every sub-application is walked
+    assert [(r.method, r.resource.canonical) for r in routes if declared(r.handler) not in ACCESS] == []
+
+
+def test_a_route_that_declares_no_access_stops_the_node_from_starting(client_keys):
+    from fedmisp.node.api.access import UndeclaredAccess
+    node, writer, _keys = client_keys
+
+    async def undeclared(request):
+        return None
+    app = _node_app(node, writer)
+    app.router.add_get("/events/undeclared", undeclared)
+
+    async def start() -> None:
+        server = TestServer(app)
+        try:
+            await server.start_server()
+        finally:
+            await server.close()
+    with pytest.raises(UndeclaredAccess, match="GET /events/undeclared"):
+        asyncio.run(start())

@@ -230,7 +230,8 @@ WARNINGLISTED_SPELLINGS = ("DNS.GOOGLE", "dns[.]google")
 def test_rest_search_and_the_cli_leave_out_the_same_warninglisted_values(tmp_path, capsys):
     import asyncio
     from aiohttp.test_utils import TestClient, TestServer
-    from fedmisp.node.api import ApiContext, make_app
+    from fedmisp.node.api.app import make_app
+    from fedmisp.node.api.helpers import ApiContext
     from fedmisp.node.home import Node
     from fedmisp.store.writer import Writer
     event = _event()
