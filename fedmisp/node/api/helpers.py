@@ -17,6 +17,7 @@ import functools
 import json
 import re
 import sys
+import uuid as _uuid
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Iterator
 
@@ -27,6 +28,7 @@ from fedmisp.model.revision import SignedEvent
 from fedmisp.node.api.ids import UnknownSharingGroup, with_sharing_group_uuids
 from fedmisp.node.home import ROLES, Node
 from fedmisp.store import query
+from fedmisp.store.query import element_id
 from fedmisp.store.mutations import NotCreator, RevisionRefused, misp_element, revise
 from fedmisp.store.store import WriteOutcome
 from fedmisp.store.writer import Writer
@@ -184,7 +186,7 @@ async def sharing_group_uuids(ctx: ApiContext, item: Any) -> Any:
         raise ApiError(404, str(e), {"sharing_group_id": [str(e)]}, "Invalid sharing group") from None
 
 
-# --- finding and revising held events -------------------------------------------------------------
+# --- held events: finding them, refusals, writes --------------------------------------------------
 
 def path_ref(request: web.Request, name: str = "ref") -> str:
     """The id or uuid a route's `{ref}` names (MISP's `12.json` is 12)."""
@@ -254,6 +256,38 @@ def this_org(ctx: ApiContext) -> dict[str, str]:
     return {"id": "1", "name": ctx.node.config.org_name, "uuid": ctx.node.config.org_uuid, "local": True}
 
 
+# --- organisations this node knows ----------------------------------------------------------------
+
+def known_orgs(ctx: ApiContext) -> dict[str, dict[str, Any]]:
+    """uuid -> organisation (as the store knows it), this node's own first."""
+    own = ctx.node.config.org_uuid
+    out = {own: {"uuid": own, "name": ctx.node.config.org_name, "key": ctx.node.identity.public_key,
+                 "introduced": False}}
+    for org in ctx.store.orgs():
+        out.setdefault(org["uuid"], org)
+    return out
+
+def org_id(ctx: ApiContext, org_uuid: str) -> str:
+    return "1" if org_uuid == ctx.node.config.org_uuid else str(element_id(org_uuid))
+
+def find_org(ctx: ApiContext, ref: Any) -> dict[str, Any] | None:
+    """An organisation by MISP id, uuid or name."""
+    if isinstance(ref, bool) or not isinstance(ref, (str, int)):
+        return None
+    ref = str(ref).strip()
+    orgs = known_orgs(ctx)
+    if query.is_uuid(ref):
+        return orgs.get(str(_uuid.UUID(ref)))
+    # PyMISP writes a space in a path as "+" (PHP's urldecode reads it back as a space)
+    names = {ref, ref.replace("+", " ")}
+    for org in orgs.values():
+        if ref == org_id(ctx, org["uuid"]) or org["name"] in names:
+            return org
+    return None
+
+
+# --- new revisions of this node's events ----------------------------------------------------------
+
 async def revise_event(request: web.Request, event_uuid: str, what: str, **kwargs: Any) -> str:
     """Make and store a new revision of an event of this node (see store/mutations.py)."""
     ctx = request.app[CTX]
@@ -295,7 +329,7 @@ async def edit_element(request: web.Request, event_uuid: str, element_uuid: str,
     await revise_event(request, event_uuid, what, posted=post, local_tags=local_tags, **revise_kwargs)
 
 
-# --- answers and routes ---------------------------------------------------------------------------
+# --- answers --------------------------------------------------------------------------------------
 
 async def stream(request: web.Request, pieces: Iterator[str], content_type: str, *,
                  inline: bool = False) -> web.StreamResponse:

@@ -25,7 +25,7 @@ from fedmisp.gossip import sharing_groups as sg
 from fedmisp.model.identity import decode_key, encode_key
 from fedmisp.node.api.access import ADMIN, READ_ONLY, MispRoutes
 from fedmisp.node.api.helpers import (
-    CTX, ApiContext, ApiError, body_json, path_ref, posted_object, run,
+    CTX, ApiContext, ApiError, body_json, find_org, known_orgs, org_id, path_ref, posted_object, run,
 )
 from fedmisp.node.api.ids import find_sharing_group
 from fedmisp.node.api.params import flag
@@ -43,20 +43,6 @@ MAX_TEXT = 65_535  # description, releasability: MISP's text columns
 
 # --- organisations -----------------------------------------------------------------------------------
 
-def known_orgs(ctx: ApiContext) -> dict[str, dict[str, Any]]:
-    """uuid -> organisation (as the store knows it), this node's own first."""
-    own = ctx.node.config.org_uuid
-    out = {own: {"uuid": own, "name": ctx.node.config.org_name, "key": ctx.node.identity.public_key,
-                 "introduced": False}}
-    for org in ctx.store.orgs():
-        out.setdefault(org["uuid"], org)
-    return out
-
-
-def org_id(ctx: ApiContext, org_uuid: str) -> str:
-    return "1" if org_uuid == ctx.node.config.org_uuid else str(element_id(org_uuid))
-
-
 def org_json(ctx: ApiContext, org: dict[str, Any]) -> dict[str, Any]:
     local = org["uuid"] == ctx.node.config.org_uuid
     return {
@@ -68,22 +54,6 @@ def org_json(ctx: ApiContext, org: dict[str, Any]) -> dict[str, Any]:
         # fedmisp: how this node knows it (its own signed org record, or an admin's introduction)
         "introduced": bool(org.get("introduced")),
     }
-
-
-def find_org(ctx: ApiContext, ref: Any) -> dict[str, Any] | None:
-    """An organisation by MISP id, uuid or name."""
-    if isinstance(ref, bool) or not isinstance(ref, (str, int)):
-        return None
-    ref = str(ref).strip()
-    orgs = known_orgs(ctx)
-    if query.is_uuid(ref):
-        return orgs.get(str(_uuid.UUID(ref)))
-    # PyMISP writes a space in a path as "+" (PHP's urldecode reads it back as a space)
-    names = {ref, ref.replace("+", " ")}
-    for org in orgs.values():
-        if ref == org_id(ctx, org["uuid"]) or org["name"] in names:
-            return org
-    return None
 
 
 def _org_or_stub(ctx: ApiContext, org_uuid: str, orgs: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -18,12 +18,11 @@ from fedmisp.export.formats import json_list
 from fedmisp.model.records import KIND_SIGHTINGS, seal
 from fedmisp.node.api.access import READ_ONLY, USER, MispRoutes
 from fedmisp.node.api.helpers import (
-    CTX, JSON, ApiContext, ApiError, body_json, path_ref, resolve_element, resolve_event, run, stream,
-    unwrap,
+    CTX, JSON, ApiContext, ApiError, body_json, find_org, org_id, path_ref, resolve_element, resolve_event, run,
+    stream, unwrap,
 )
 from fedmisp.node.api.params import MAX_LIMIT, QueryError, flag, int_param, parse_time
 from fedmisp.node.api.render import attribute_json
-from fedmisp.node.api.orgs import find_org, org_id
 from fedmisp.store import query
 from fedmisp.store.query import element_id
 
