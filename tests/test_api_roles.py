@@ -176,3 +176,37 @@ def test_a_route_that_declares_no_access_stops_the_node_from_starting(client_key
             await server.close()
     with pytest.raises(UndeclaredAccess, match="GET /events/undeclared"):
         asyncio.run(start())
+
+
+def test_the_access_check_lets_public_routes_through_and_refuses_a_route_that_declares_nothing(client_keys):
+    from aiohttp import web
+    from fedmisp.node.api.access import access_middleware
+    from fedmisp.node.api.app import json_errors_middleware
+    from fedmisp.node.api.helpers import CTX
+    node, writer, _keys = client_keys
+
+    async def health_and_undeclared() -> list[tuple[int, str]]:
+        async with TestClient(TestServer(_node_app(node, writer))) as client:
+            out = []
+            # PUBLIC: no key; ANY_KEY_UNLESS_OPEN and PEER_SIGNATURE: the handler decides
+            for method, path, headers in (("GET", "/node/v1/health", {}),
+                                          ("GET", "/node/v1/metrics", {"Authorization": _keys[READ_ONLY]}),
+                                          ("POST", "/fed/v1/notify", {})):
+                async with client.request(method, path, headers=headers) as response:
+                    out.append((response.status, await response.text()))
+
+        async def undeclared(request):
+            return web.json_response({"served": True})
+        # an application without the start-up check: the middleware alone still refuses the route
+        bare = web.Application(middlewares=[json_errors_middleware, access_middleware])
+        bare[CTX] = ApiContext(node, writer)
+        bare.router.add_get("/undeclared", undeclared)
+        async with TestClient(TestServer(bare)) as client:
+            async with client.get("/undeclared", headers={"Authorization": _keys[ADMIN]}) as response:
+                out.append((response.status, await response.text()))
+        return out
+    (health, health_text), (metrics, _), (peer, peer_text), (status, text) = asyncio.run(health_and_undeclared())
+    assert health == 200 and '"ok"' in health_text
+    assert metrics == 200
+    assert peer in (401, 403) and "declares no access" not in peer_text  # the peer protocol's own refusal
+    assert status == 403 and "declares no access" in text and "served" not in text
