@@ -174,8 +174,21 @@ def test_a_route_that_declares_no_access_stops_the_node_from_starting(client_key
             await server.start_server()
         finally:
             await server.close()
-    with pytest.raises(UndeclaredAccess, match="GET /events/undeclared"):
+    with pytest.raises(UndeclaredAccess, match="declare no access.*GET /events/undeclared"):
         asyncio.run(start())
+
+
+def test_a_route_cannot_be_declared_without_an_access_nor_one_handler_with_two():
+    from fedmisp.node.api.access import MispRoutes
+    routes = MispRoutes()
+
+    async def handler(request):
+        return None
+    with pytest.raises(TypeError, match="declares its access"):
+        routes.post("/events/x")(handler)
+    routes.post("/events/x", USER)(handler)
+    with pytest.raises(ValueError, match="one handler, one access"):
+        routes.post("/events/y", READ_ONLY)(handler)
 
 
 def test_the_access_check_lets_public_routes_through_and_refuses_a_route_that_declares_nothing(client_keys):
@@ -210,3 +223,26 @@ def test_the_access_check_lets_public_routes_through_and_refuses_a_route_that_de
     assert metrics == 200
     assert peer in (401, 403) and "declares no access" not in peer_text  # the peer protocol's own refusal
     assert status == 403 and "declares no access" in text and "served" not in text
+
+
+def test_operator_routes_take_an_admin_key_or_a_fresh_request_signed_by_the_node_itself(client_keys):
+    from fedmisp.gossip.auth import HEADER, sign_request
+    from fedmisp.model.identity import Identity
+    node, writer, keys = client_keys
+    path = "/node/v1/peers"
+    own = sign_request(node.identity, "GET", path, b"")
+    cases = [({}, 403), ({"Authorization": keys[USER]}, 403), ({"Authorization": keys[ADMIN]}, 200),
+             ({HEADER: own}, 200), ({HEADER: own}, 403),  # the same signed request again: a replay
+             ({HEADER: sign_request(Identity.generate(), "GET", path, b"")}, 403),
+             ({HEADER: sign_request(node.identity, "GET", "/node/v1/feeds", b"")}, 403)]  # signed for another path
+
+    async def answers() -> list[tuple[int, str]]:
+        async with TestClient(TestServer(_node_app(node, writer))) as client:
+            out = []
+            for headers, _status in cases:
+                async with client.get(path, headers=headers) as response:
+                    out.append((response.status, await response.text()))
+            return out
+    got = asyncio.run(answers())
+    assert [status for status, _text in got] == [status for _headers, status in cases]
+    assert all("admin API key" in text for status, text in got if status == 403)
