@@ -147,8 +147,8 @@ async def refuse_undeclared(app: web.Application) -> None:
     """An on_startup hook: the application does not start while a route declares no access."""
     missing = undeclared_routes(app)
     if missing:
-        raise UndeclaredAccess("routes that declare no access (a MispRoutes route names its access; other handlers `declare` it): "
-                               + ", ".join(missing))
+        raise UndeclaredAccess("routes that declare no access (a MispRoutes route names its access; other "
+                               "handlers `declare` it): " + ", ".join(missing))
 
 
 @web.middleware
