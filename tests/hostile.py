@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 from aiohttp import web
 
-from fedmisp.gossip.http import PeerProtocol
+from fedmisp.gossip.http import PREFIX, PeerProtocol
 from fedmisp.gossip.peers import PeerConfig
 from fedmisp.gossip.replica import Replica
 from fedmisp.node.home import Node
@@ -86,7 +86,9 @@ class HostilePeer:
             return await loop.run_in_executor(None, fn, *args)
 
         app = web.Application()
-        app.add_routes(_Crafting(self, replica, run_blocking).routes())
+        peer = web.Application()  # /fed/v1 as the node mounts it (node/api/app.py)
+        peer.add_routes(_Crafting(self, replica, run_blocking).routes())
+        app.add_subapp(PREFIX, peer)
         runner = web.AppRunner(app, shutdown_timeout=1.0)
         try:
             loop.run_until_complete(runner.setup())

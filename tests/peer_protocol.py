@@ -14,7 +14,7 @@ import aiohttp
 from aiohttp import web
 
 from fedmisp.gossip.driver import pull_async
-from fedmisp.gossip.http import HttpTransport, PeerProtocol
+from fedmisp.gossip.http import PREFIX, HttpTransport, PeerProtocol
 from fedmisp.gossip.observe import Decision
 from fedmisp.gossip.peers import PeerConfig
 from fedmisp.gossip.replica import ApplyReport, Replica
@@ -51,7 +51,9 @@ async def served(node: Node, craft: Craft | None = None, **server: Any) -> Async
     replica = Replica(node)
     app = web.Application()
     protocol = PeerProtocol(replica, run_blocking) if craft is None else _Crafting(replica, run_blocking, craft)
-    app.add_routes(protocol.routes())
+    peer = web.Application()  # /fed/v1 as the node mounts it (node/api/app.py)
+    peer.add_routes(protocol.routes())
+    app.add_subapp(PREFIX, peer)
     runner = web.AppRunner(app, **server)
     await runner.setup()
     try:

@@ -16,7 +16,8 @@ from federation import make_federation, settle
 from fedmisp.gossip import sharing_groups as sg
 from fedmisp.model.misp import parse_event
 from fedmisp.model.revision import sign_event
-from fedmisp.node.api import ApiContext, make_app
+from fedmisp.node.api.app import make_app
+from fedmisp.node.api.helpers import ApiContext
 from fedmisp.node.home import Node
 from fedmisp.store.writer import Writer
 

@@ -36,7 +36,8 @@ from nodes import NodeProcess, free_port
 from fedmisp.model.identity import Identity
 from fedmisp.model.misp import ImportDefaults, parse_event
 from fedmisp.model.revision import sign_event
-from fedmisp.node.api import ApiContext, make_app
+from fedmisp.node.api.app import make_app
+from fedmisp.node.api.helpers import ApiContext
 from fedmisp.node.home import ROLES, init_home
 from fedmisp.store.store import Store
 

@@ -2,7 +2,7 @@
 the API refuses a key of a lower role, and a request with no key, before the handler runs.
 
 ROLES_OF is docs/api.md's role table by handler, written out here so that a route whose role is
-lowered, or whose `needs` is dropped, fails a test; a route added without an entry fails too.
+lowered, or whose access is dropped, fails a test; a route added without an entry fails too.
 The requests go to the real application (make_app over a real node's store) in process."""
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import re
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from fedmisp.node.api import ApiContext, make_app
+from fedmisp.node.api.app import make_app
+from fedmisp.node.api.helpers import ApiContext
 from fedmisp.node.home import ROLES, init_home
 from fedmisp.store.writer import Writer
 
@@ -21,29 +22,29 @@ READ_ONLY, USER, PUBLISHER, ADMIN = ROLES
 # docs/api.md: read-only views, index, search; user adds, edits, deletes, tags, sights, proposes;
 # publisher publishes; admin manages tags, sharing groups and organisations.
 ROLES_OF = {
-    "api.get_version": READ_ONLY, "api.user_me": READ_ONLY, "api.describe": READ_ONLY,
-    "api.event_index": READ_ONLY, "api.event_view": READ_ONLY, "api.event_search": READ_ONLY,
-    "api.attribute_view": READ_ONLY, "api.attribute_search": READ_ONLY,
-    "api.event_add": USER, "api.event_edit": USER, "api.event_delete": USER,
-    "api.attribute_add": USER, "api.attribute_edit": USER, "api.attribute_delete": USER,
-    "api.event_publish": PUBLISHER, "api.event_unpublish": PUBLISHER,
-    "api_objects.object_view": READ_ONLY,
-    "api_objects.object_add": USER, "api_objects.object_edit": USER, "api_objects.object_delete": USER,
-    "api_objects.reference_add": USER, "api_objects.reference_delete": USER,
-    "api_orgs.org_index": READ_ONLY, "api_orgs.org_view": READ_ONLY, "api_orgs.org_add": ADMIN,
-    "api_orgs.sharing_group_index": READ_ONLY, "api_orgs.sharing_group_view": READ_ONLY,
-    "api_orgs.sharing_group_add": ADMIN, "api_orgs.sharing_group_edit": ADMIN,
-    "api_orgs.sharing_group_delete": ADMIN, "api_orgs.sharing_group_add_org": ADMIN,
-    "api_orgs.sharing_group_remove_org": ADMIN,
-    "api_proposals.proposal_view": READ_ONLY, "api_proposals.proposal_index": READ_ONLY,
-    "api_proposals.proposal_add": USER, "api_proposals.proposal_edit": USER,
-    "api_proposals.proposal_delete": USER, "api_proposals.proposal_accept": USER,
-    "api_proposals.proposal_discard": USER,
-    "api_sightings.list_sightings": READ_ONLY, "api_sightings.search_sightings": READ_ONLY,
-    "api_sightings.sighting_add": USER,
-    "api_tags.tag_index": READ_ONLY, "api_tags.tag_view": READ_ONLY,
-    "api_tags.tag_attach": USER, "api_tags.tag_remove": USER,
-    "api_tags.tag_add": ADMIN, "api_tags.tag_edit": ADMIN, "api_tags.tag_delete": ADMIN,
+    "instance.get_version": READ_ONLY, "instance.user_me": READ_ONLY, "instance.describe": READ_ONLY,
+    "events.event_index": READ_ONLY, "events.event_view": READ_ONLY, "search.event_search": READ_ONLY,
+    "attributes.attribute_view": READ_ONLY, "search.attribute_search": READ_ONLY,
+    "events.event_add": USER, "events.event_edit": USER, "events.event_delete": USER,
+    "attributes.attribute_add": USER, "attributes.attribute_edit": USER, "attributes.attribute_delete": USER,
+    "events.event_publish": PUBLISHER, "events.event_unpublish": PUBLISHER,
+    "objects.object_view": READ_ONLY,
+    "objects.object_add": USER, "objects.object_edit": USER, "objects.object_delete": USER,
+    "objects.reference_add": USER, "objects.reference_delete": USER,
+    "orgs.org_index": READ_ONLY, "orgs.org_view": READ_ONLY, "orgs.org_add": ADMIN,
+    "orgs.sharing_group_index": READ_ONLY, "orgs.sharing_group_view": READ_ONLY,
+    "orgs.sharing_group_add": ADMIN, "orgs.sharing_group_edit": ADMIN,
+    "orgs.sharing_group_delete": ADMIN, "orgs.sharing_group_add_org": ADMIN,
+    "orgs.sharing_group_remove_org": ADMIN,
+    "proposals.proposal_view": READ_ONLY, "proposals.proposal_index": READ_ONLY,
+    "proposals.proposal_add": USER, "proposals.proposal_edit": USER,
+    "proposals.proposal_delete": USER, "proposals.proposal_accept": USER,
+    "proposals.proposal_discard": USER,
+    "sightings.list_sightings": READ_ONLY, "sightings.search_sightings": READ_ONLY,
+    "sightings.sighting_add": USER,
+    "tags.tag_index": READ_ONLY, "tags.tag_view": READ_ONLY,
+    "tags.tag_attach": USER, "tags.tag_remove": USER,
+    "tags.tag_add": ADMIN, "tags.tag_edit": ADMIN, "tags.tag_delete": ADMIN,
 }
 
 
@@ -69,7 +70,7 @@ ROUTES = _routes()
 
 def test_every_route_states_the_role_docs_api_md_gives_it():
     app = make_app(ApiContext(node=None, writer=None))  # type: ignore[arg-type]
-    declared = {_handler_name(r.handler): getattr(r.handler, "role", None) for r in app.router.routes()}
+    declared = {_handler_name(r.handler): getattr(r.handler, "access", None) for r in app.router.routes()}
     assert {h: r for h, r in declared.items() if ROLES_OF.get(h) != r} == {}, \
         "a route's role differs from docs/api.md's table (None: the route is public)"
 
@@ -132,3 +133,116 @@ def test_a_key_of_exactly_a_routes_role_gets_past_the_role_check(client_keys):
     refused = [(m, p, status) for (m, p, _h), (status, text) in zip(ROUTES, answers)
                if status == 403 and ("needs" in text or "Authentication failed" in text)]
     assert refused == []
+
+
+def _node_app(node, writer):
+    """The application `fedmisp run` serves (node/server.py), over a real node's store."""
+    from fedmisp.gossip.service import Gossiper
+    from fedmisp.node.feed_fetch import FeedFetcher
+    from fedmisp.node.metrics import NodeMetrics
+    from fedmisp.node.server import node_app
+
+    async def run_blocking(fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+    gossiper = Gossiper(node, run_blocking)
+    fetcher = FeedFetcher(node, lambda events: None, run_blocking)
+    return node_app(ApiContext(node, writer), gossiper, fetcher, NodeMetrics(node), run_blocking)
+
+
+def test_every_route_the_node_serves_declares_who_may_call_it(client_keys):
+    from fedmisp.node.api.access import ACCESS, declared
+    node, writer, _keys = client_keys
+    routes = list(_node_app(node, writer).router.routes())
+    paths = {r.resource.canonical for r in routes}
+    assert {"/fed/v1/changes", "/node/v1/peers", "/node/v1/health", "/node/v1/metrics",
+            "/feed/{name}/manifest.json", "/events/index"} <= paths  # every sub-application is walked
+    assert [(r.method, r.resource.canonical) for r in routes if declared(r.handler) not in ACCESS] == []
+
+
+def test_a_route_that_declares_no_access_stops_the_node_from_starting(client_keys):
+    from fedmisp.node.api.access import UndeclaredAccess
+    node, writer, _keys = client_keys
+
+    async def undeclared(request):
+        return None
+    app = _node_app(node, writer)
+    app.router.add_get("/events/undeclared", undeclared)
+
+    async def start() -> None:
+        server = TestServer(app)
+        try:
+            await server.start_server()
+        finally:
+            await server.close()
+    with pytest.raises(UndeclaredAccess, match="declare no access.*GET /events/undeclared"):
+        asyncio.run(start())
+
+
+def test_a_route_cannot_be_declared_without_an_access_nor_one_handler_with_two():
+    from fedmisp.node.api.access import MispRoutes
+    routes = MispRoutes()
+
+    async def handler(request):
+        return None
+    with pytest.raises(TypeError, match="declares its access"):
+        routes.post("/events/x")(handler)
+    routes.post("/events/x", USER)(handler)
+    with pytest.raises(ValueError, match="one handler, one access"):
+        routes.post("/events/y", READ_ONLY)(handler)
+
+
+def test_the_access_check_lets_public_routes_through_and_refuses_a_route_that_declares_nothing(client_keys):
+    from aiohttp import web
+    from fedmisp.node.api.access import access_middleware
+    from fedmisp.node.api.app import json_errors_middleware
+    from fedmisp.node.api.helpers import CTX
+    node, writer, _keys = client_keys
+
+    async def health_and_undeclared() -> list[tuple[int, str]]:
+        async with TestClient(TestServer(_node_app(node, writer))) as client:
+            out = []
+            # PUBLIC: no key; ANY_KEY_UNLESS_OPEN and PEER_SIGNATURE: the handler decides
+            for method, path, headers in (("GET", "/node/v1/health", {}),
+                                          ("GET", "/node/v1/metrics", {"Authorization": _keys[READ_ONLY]}),
+                                          ("POST", "/fed/v1/notify", {})):
+                async with client.request(method, path, headers=headers) as response:
+                    out.append((response.status, await response.text()))
+
+        async def undeclared(request):
+            return web.json_response({"served": True})
+        # an application without the start-up check: the middleware alone still refuses the route
+        bare = web.Application(middlewares=[json_errors_middleware, access_middleware])
+        bare[CTX] = ApiContext(node, writer)
+        bare.router.add_get("/undeclared", undeclared)
+        async with TestClient(TestServer(bare)) as client:
+            async with client.get("/undeclared", headers={"Authorization": _keys[ADMIN]}) as response:
+                out.append((response.status, await response.text()))
+        return out
+    (health, health_text), (metrics, _), (peer, peer_text), (status, text) = asyncio.run(health_and_undeclared())
+    assert health == 200 and '"ok"' in health_text
+    assert metrics == 200
+    assert peer in (401, 403) and "declares no access" not in peer_text  # the peer protocol's own refusal
+    assert status == 403 and "declares no access" in text and "served" not in text
+
+
+def test_operator_routes_take_an_admin_key_or_a_fresh_request_signed_by_the_node_itself(client_keys):
+    from fedmisp.gossip.auth import HEADER, sign_request
+    from fedmisp.model.identity import Identity
+    node, writer, keys = client_keys
+    path = "/node/v1/peers"
+    own = sign_request(node.identity, "GET", path, b"")
+    cases = [({}, 403), ({"Authorization": keys[USER]}, 403), ({"Authorization": keys[ADMIN]}, 200),
+             ({HEADER: own}, 200), ({HEADER: own}, 403),  # the same signed request again: a replay
+             ({HEADER: sign_request(Identity.generate(), "GET", path, b"")}, 403),
+             ({HEADER: sign_request(node.identity, "GET", "/node/v1/feeds", b"")}, 403)]  # signed for another path
+
+    async def answers() -> list[tuple[int, str]]:
+        async with TestClient(TestServer(_node_app(node, writer))) as client:
+            out = []
+            for headers, _status in cases:
+                async with client.get(path, headers=headers) as response:
+                    out.append((response.status, await response.text()))
+            return out
+    got = asyncio.run(answers())
+    assert [status for status, _text in got] == [status for _headers, status in cases]
+    assert all("admin API key" in text for status, text in got if status == 403)

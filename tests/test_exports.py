@@ -220,3 +220,45 @@ def test_ids_rules_match_the_refanged_value():
     assert 'content:"login-bank.example"' in dns and "[.]" not in dns
     uri = nids.rule({"type": "url", "value": "hxxp://login-bank[.]example/a.php"}, head, 2, "snort")
     assert 'content:"/a.php"' in uri and "hxxp" not in uri
+
+
+# A public resolver's hostname written two ways a MISP user writes it: upper-case, and defanged.
+# Both are the `dns.google` a warninglist names once normalised, which is how the store indexes them.
+WARNINGLISTED_SPELLINGS = ("DNS.GOOGLE", "dns[.]google")
+
+
+def test_rest_search_and_the_cli_leave_out_the_same_warninglisted_values(tmp_path, capsys):
+    import asyncio
+    from aiohttp.test_utils import TestClient, TestServer
+    from fedmisp.node.api.app import make_app
+    from fedmisp.node.api.helpers import ApiContext
+    from fedmisp.node.home import Node
+    from fedmisp.store.writer import Writer
+    event = _event()
+    event["Event"]["uuid"] = "5f4c3b2a-1d0e-4f9a-8b7c-6d5e4f3a2b1d"
+    event["Event"]["Attribute"] = [
+        {"uuid": f"5f4c3b2a-1d0e-4f9a-8b7c-1{i:011d}", "type": "domain", "category": "Network activity",
+         "value": value, "to_ids": True, "timestamp": "1700000000", "distribution": "5"}
+        for i, value in enumerate((*WARNINGLISTED_SPELLINGS, "evil.example"))]
+    node, _ = init_home(tmp_path / "node", "Warninglist CSIRT", "127.0.0.1:0")
+    (tmp_path / "event.json").write_text(json.dumps(event))
+    assert import_paths(node, [tmp_path / "event.json"]).events_stored == 1
+    key = node.create_api_key("read-only", "warninglist test")
+    node.close()
+    cli = _export(tmp_path / "node", capsys, "--format", "text", "--enforce-warninglist").splitlines()
+
+    async def rest_search() -> tuple[str, list[dict]]:
+        with Node.open(tmp_path / "node") as served, Writer(served.store) as writer:
+            async with TestClient(TestServer(make_app(ApiContext(served, writer)))) as client:
+                answers = []
+                for params in ({"returnFormat": "text", "enforceWarninglist": 1},
+                               {"returnFormat": "json", "includeWarninglistHits": 1}):
+                    async with client.post("/attributes/restSearch", json=params,
+                                           headers={"Authorization": key, "Accept": "application/json"}) as r:
+                        assert r.status == 200, await r.text()
+                        answers.append(await r.text())
+        return answers[0], json.loads(answers[1])["response"]["Attribute"]
+    api, annotated = asyncio.run(rest_search())
+    assert cli == api.splitlines() == ["evil.example"]
+    warned = {a["value"] for a in annotated if a.get("warnings")}
+    assert warned == set(WARNINGLISTED_SPELLINGS), "includeWarninglistHits names what enforceWarninglist leaves out"

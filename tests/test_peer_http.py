@@ -196,7 +196,9 @@ def test_a_flood_from_one_peer_never_makes_another_peers_captured_request_replay
 
     async def go() -> tuple[int, int]:
         app = web.Application()
-        app.add_routes(protocol.routes())
+        peer = web.Application()  # /fed/v1 as the node mounts it (node/api/app.py)
+        peer.add_routes(protocol.routes())
+        app.add_subapp(PREFIX, peer)
         runner = web.AppRunner(app)
         await runner.setup()
         try:

@@ -7,6 +7,7 @@ from fedmisp.model.identity import Identity
 from fedmisp.model.misp import ImportDefaults, parse_event
 from fedmisp.model.records import RecordError
 from fedmisp.model.revision import sign_event
+from fedmisp.node.api.params import parse_query
 from fedmisp.store import query
 from fedmisp.policy.reasons import Reason
 from fedmisp.store import events as store_events
@@ -256,7 +257,7 @@ def test_a_broad_term_looked_up_per_event_finds_what_gathering_its_refs_finds(st
         if seed % 2:
             raw["Tag"] = [{"name": "campaign:b"}]
         store.write_events([signed(raw)])
-    q = query.parse_query(params)
+    q = parse_query(params)
 
     def answers() -> tuple[list[str], list[str]]:
         return ([b["uuid"] for _, b in query.search_attributes(store, q)],
@@ -274,7 +275,7 @@ def test_a_tag_search_finds_the_tagged_attributes_of_every_event(store):
         raw = event(seed=200 + seed, attributes=30, objects=0)["Event"]
         store.write_events([signed(raw)])
         tagged.update((a["uuid"], raw["uuid"]) for a in raw["Attribute"] if a.get("Tag"))
-    found = {b["uuid"] for _, b in query.search_attributes(store, query.parse_query({"tags": ["tlp:green"]}))}
+    found = {b["uuid"] for _, b in query.search_attributes(store, parse_query({"tags": ["tlp:green"]}))}
     assert found == set(tagged) and len(set(tagged.values())) == 5
 
 
@@ -284,18 +285,18 @@ def test_a_small_exact_search_is_a_few_refs_in_events_with_verified_heads(store,
     raws = [event(seed=300 + seed, attributes=3, objects=1)["Event"] for seed in range(3)]
     store.write_events([signed(raw) for raw in raws])
     value = raws[0]["Attribute"][1]["value"]
-    q = query.parse_query({"value": value})
+    q = parse_query({"value": value})
     assert not query.small_exact_search(store, q)  # the event's head was never verified
     found = [b["uuid"] for _, b in query.search_attributes(store, q)]  # verifies it
     assert found == [raws[0]["Attribute"][1]["uuid"]]
     assert query.small_exact_search(store, q)
-    assert query.small_exact_search(store, query.parse_query({"value": value, "to_ids": 1, "limit": 1}))
+    assert query.small_exact_search(store, parse_query({"value": value, "to_ids": 1, "limit": 1}))
     for params in ({"value": value[:3] + "%"}, {"value": value, "type": raws[0]["Attribute"][1]["type"]},
                    {"value": value, "tags": ["tlp:green"]}, {"value": value, "eventid": raws[0]["uuid"]},
                    {"value": {"AND": [value]}}, {"type": "ip-dst"}, {"value": value, "category": "Net%"}):
-        assert not query.small_exact_search(store, query.parse_query(params)), params
+        assert not query.small_exact_search(store, parse_query(params)), params
     # "obj0.example": one ref in each of the three events
-    shared = query.parse_query({"value": "obj0.example"})
+    shared = parse_query({"value": "obj0.example"})
     for raw in raws:
         query.event_head(store, raw["uuid"])
     monkeypatch.setattr(query, "INLINE_REFS", 2)

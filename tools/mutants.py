@@ -3,7 +3,7 @@
 Each mutant changes one place of a security-relevant module (a comparison flipped, a condition
 negated or dropped, `and`/`or` swapped, a constant changed, a statement, return or raise dropped, a
 refusal turned into `Reason.ALLOWED`, `min`/`max` swapped, an element taken out of a rule's
-table, a route's role lowered or its `needs` dropped), then runs the tests mapped to that module
+table, a route's role lowered or made public), then runs the tests mapped to that module
 (`TARGETS`) against it. A mutant no test notices is a survivor: a rule that can break unseen, or
 an equivalent change (tools/mutants-harmless.txt says which, and why).
 
@@ -56,7 +56,7 @@ class Target:
     tests: tuple[str, ...]
     functions: frozenset[str] | None = None  # only these (qualified) functions; None: the whole module
     constants: frozenset[str] = frozenset()  # module-level tables whose entries are rules
-    decorators: bool = False  # the routes' `needs(role)` declarations
+    decorators: bool = False  # the routes' declared roles (`@routes.post(path, ROLE)`)
 
 
 TARGETS: dict[str, Target] = {
@@ -93,17 +93,31 @@ TARGETS: dict[str, Target] = {
                                     constants=frozenset({"_RECEIVED_RULES", "_RECEIVED_HEADER",
                                                          "_RECEIVED_ATTRIBUTE", "_RECEIVED_REFERENCE",
                                                          "_RECEIVED_OBJECT"})),
-    "fedmisp/node/api.py": Target(tuple(_API_ROLES) + ("tests/test_api.py", "tests/test_api_proposals.py"),
-                                  functions=frozenset({"needs", "auth_middleware", "request_role", "_role_of", "may",
-                                                       "_must_be_creator"}),
-                                  constants=frozenset({"ROLE_LEVEL"}), decorators=True),
+    "fedmisp/node/api/access.py": Target(tuple(_API_ROLES) + ("tests/test_api.py", "tests/test_operator.py"),
+                                         functions=frozenset({"declare", "declared", "undeclared_routes",
+                                                              "refuse_undeclared", "access_middleware",
+                                                              "_check_operator", "request_role", "role_of"})),
+    "fedmisp/node/api/helpers.py": Target(tuple(_API_ROLES) + ("tests/test_api.py", "tests/test_api_proposals.py"),
+                                          functions=frozenset({"may", "must_be_creator"}),
+                                          constants=frozenset({"ROLE_LEVEL"}), decorators=True),
     # each module's routes: their roles, and the module's own API tests
-    **{f"fedmisp/node/{name}.py": Target(tuple(_API_ROLES) + (f"tests/test_{name}.py",), functions=frozenset(),
-                                         decorators=True)
-       for name in ("api_objects", "api_orgs", "api_proposals", "api_sightings", "api_tags")},
+    **{f"fedmisp/node/api/{name}.py": Target(tuple(_API_ROLES) + (f"tests/test_api_{name}.py",),
+                                             functions=frozenset(), decorators=True)
+       for name in ("objects", "orgs", "proposals", "sightings", "tags")},
+    **{f"fedmisp/node/api/{name}.py": Target(tuple(_API_ROLES) + ("tests/test_api.py",), functions=frozenset(),
+                                             decorators=True)
+       for name in ("instance", "events", "attributes", "search")},
 }
 
 ROLES = ("read-only", "user", "publisher", "admin")  # node/home.py's ROLES, lowest first
+_ROLE_NAMES = dict(zip(("READ_ONLY", "USER", "PUBLISHER", "ADMIN"), ROLES))  # node/api/access.py's names
+
+
+def _role(node: ast.expr) -> str | None:
+    """The role a route's access argument names: a string, or one of access.py's role constants."""
+    if isinstance(node, ast.Constant):
+        return node.value if isinstance(node.value, str) else None
+    return _ROLE_NAMES.get(node.id) if isinstance(node, ast.Name) else None
 _LOGGING = frozenset({"log", "logger", "logging", "warnings"})
 # calls whose argument at this position is a reason code: AuthError("stale", ...), Refused(seq, "malformed", ...)
 _REASON_ARGUMENT = {"AuthError": 0, "Refused": 1}
@@ -209,17 +223,18 @@ class _Finder(ast.NodeVisitor):
         self.scope.pop()
 
     def _decorators(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
+        """A route's declared access (node/api/access.py: `@routes.post("/events/add", USER)`)."""
         for decorator in node.decorator_list:
-            if isinstance(decorator, ast.Call) and isinstance(decorator.func, ast.Name) \
-                    and decorator.func.id == "needs" and decorator.args \
-                    and isinstance(decorator.args[0], ast.Constant) and decorator.args[0].value in ROLES:
-                where, self.where = self.where, f"@needs of {'.'.join(self.scope)}"
-                role = decorator.args[0].value
+            if isinstance(decorator, ast.Call) and isinstance(decorator.func, ast.Attribute) \
+                    and decorator.func.attr in ("get", "post", "delete", "route") and len(decorator.args) >= 2 \
+                    and _role(decorator.args[-1]) in ROLES:
+                where, self.where = self.where, f"route access of {'.'.join(self.scope)}"
+                role = _role(decorator.args[-1])
                 if role != ROLES[0]:
                     lower = ROLES[ROLES.index(role) - 1]
-                    self._add(decorator.args[0], "role lowered", repr(lower).replace("'", '"'))
-                # a route without a role is public: the auth middleware lets it through unchecked
-                self._add(decorator, "needs dropped", "(lambda handler: handler)")
+                    self._add(decorator.args[-1], "role lowered", repr(lower).replace("'", '"'))
+                # a route open to anyone (a route cannot declare nothing: it would not be declared)
+                self._add(decorator.args[-1], "made public", '"public"')
                 self.where = where
 
     def visit_Assign(self, node: ast.Assign | ast.AnnAssign) -> None:

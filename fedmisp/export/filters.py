@@ -21,9 +21,17 @@ def indicator_parts(attribute: dict[str, Any]) -> list[str]:
         return attribute["value"].split("|", 1)
 
 
+def warninglists(attribute: dict[str, Any]) -> list[str]:
+    """The names of the warninglists the attribute's value is on. MISP checks the value as it stored
+    it (lower-cased, a domain or URL as it validates them); the stored value here is the one the
+    author wrote, so the check is on its normalised form: `DNS.GOOGLE` and `dns[.]google` are the
+    `dns.google` a public-resolver list names. A composite (domain|ip, filename|md5) is judged by
+    its first part, as MISP does."""
+    return warninglist_hits(indicator_parts(attribute)[0])
+
+
 def warninglisted(attribute: dict[str, Any]) -> bool:
-    # a composite (domain|ip, filename|md5) is judged by its first part, as MISP does
-    return bool(warninglist_hits(indicator_parts(attribute)[0]))
+    return bool(warninglists(attribute))
 
 
 def keep(attribute: dict[str, Any], *, to_ids: bool, enforce_warninglist: bool) -> bool:

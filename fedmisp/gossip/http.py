@@ -58,6 +58,9 @@ CHANGES_LIMIT_MAX = 1000
 # a /bodies reply is up to BODIES_PAGE bodies, and the serving node sends them within the message
 # size limit the decoder applies anyway. Both: MAX_MESSAGE_BYTES. A /notify reply is {ok: true}.
 REPLY_BYTES = {"/changes": MAX_MESSAGE_BYTES, "/bodies": MAX_MESSAGE_BYTES, "/notify": SMALL_REQUEST_BYTES}
+# Who may call the /fed/v1 routes: a configured peer, whose signed request `_open` verifies before
+# it reads the body (node/api/access.py lists this among the kinds of access a route declares).
+PEER_SIGNATURE = "peer-signature"
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
 
 
@@ -114,6 +117,11 @@ def _int_in(message: dict[str, Any], field: str, low: int, high: int) -> int:
     return value
 
 
+def _peer_signed(handler: Callable[..., Any]) -> Callable[..., Any]:
+    handler.access = PEER_SIGNATURE  # type: ignore[attr-defined]
+    return handler
+
+
 class PeerProtocol:
     """The serving side, bound to one node's replica."""
 
@@ -130,8 +138,8 @@ class PeerProtocol:
         self._ahead: dict[str, tuple[tuple[int, int], tuple[Any, ...], asyncio.Future[Any]]] = {}
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.post(f"{PREFIX}/changes", self.changes), web.post(f"{PREFIX}/bodies", self.bodies),
-                web.post(f"{PREFIX}/notify", self.notify)]
+        """The routes, relative to PREFIX (the node mounts them there as a sub-application)."""
+        return [web.post("/changes", self.changes), web.post("/bodies", self.bodies), web.post("/notify", self.notify)]
 
     async def _open(self, request: web.Request) -> tuple[PeerConfig, Identity, Any]:
         """The peer, the key of this node its body was boxed for, and the message (a mapping).
@@ -193,6 +201,7 @@ class PeerProtocol:
         self._count(peer.name, "bytes_out", len(sealed))
         return web.Response(body=sealed, content_type=CONTENT_TYPE)
 
+    @_peer_signed
     async def changes(self, request: web.Request) -> web.Response:
         peer, identity, message = await self._open(request)
         # since: a checkpoint in this node's log, which never runs ahead of its head
@@ -240,6 +249,7 @@ class PeerProtocol:
             self._ahead[peer.name] = ((ahead_since, limit), state, future)
         return reply
 
+    @_peer_signed
     async def bodies(self, request: web.Request) -> web.Response:
         peer, identity, message = await self._open(request)
         event, digests, offered = bodies_request(message)
@@ -251,6 +261,7 @@ class PeerProtocol:
             reply = await self.run_blocking(self.replica.bodies_for, peer.policy, event, digests)
         return self._reply(peer, identity, {"bodies": reply})
 
+    @_peer_signed
     async def notify(self, request: web.Request) -> web.Response:
         peer, identity, _ = await self._open(request)
         if self.on_notify is not None:

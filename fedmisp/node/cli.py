@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Callable, NoReturn
 
 from fedmisp import __version__
+from fedmisp.export.formats import FORMATS
 from fedmisp.node.config import DEFAULT_LISTEN, LOG_FORMATS, LOG_LEVELS, ConfigError
 from fedmisp.node.home import ROLES
 
@@ -102,8 +103,8 @@ def cmd_correlate(args: argparse.Namespace) -> int:
     return 0
 
 
-ATTRIBUTE_FORMATS = ("csv", "text", "suricata", "snort", "zeek")
-EXPORT_FORMATS = ("misp-json", "feed", *ATTRIBUTE_FORMATS, "stix2")
+# the whole-store dumps, then restSearch's formats (export/formats.py) but its API-only json
+EXPORT_FORMATS = ("misp-json", "feed", *(name for name in FORMATS if name != "json"))
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -155,23 +156,16 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def _protective_export(node: Any, args: argparse.Namespace) -> Any:
     """CSV, text, IDS rules, Zeek intel or a STIX 2.1 bundle of what the node shows (as restSearch)."""
-    from fedmisp.export import csv as csv_export, filters, nids, stix, text, zeek
+    from fedmisp.export import formats
     from fedmisp.export.misp import events
     from fedmisp.store import query
-    # IDS rules and Zeek intel carry IDS-flagged attributes only (MISP's NIDS and Zeek exports)
-    to_ids = args.to_ids or args.format in ("suricata", "snort", "zeek")
-    if args.format == "stix2":
-        return stix.events_bundle(filters.event(e, to_ids=to_ids, enforce_warninglist=args.enforce_warninglist)
-                                  for e in events(node.store) if not e["Event"].get("deleted"))
-    found = filters.attributes(query.search_attributes(node.store, query.Query()), to_ids=to_ids,
-                               enforce_warninglist=args.enforce_warninglist)
-    if args.format == "csv":
-        return csv_export.attributes_csv(node.store, found)
-    if args.format == "text":
-        return text.attributes_text(found)
-    if args.format == "zeek":
-        return zeek.intel(found, f"fedmisp {node.config.org_name}")
-    return nids.rules(found, args.format)
+    fmt = formats.FORMATS[args.format]
+    q = query.Query(to_ids=True if args.to_ids else None)  # IDS rules and Zeek intel: to_ids by the format
+    export = formats.Export(node.store, f"fedmisp {node.config.org_name}")
+    if fmt.events is not None:  # stix2: one report per event, of every event held
+        shown = (e for e in events(node.store) if not e["Event"].get("deleted"))
+        return fmt.events(export, formats.events(shown, q, fmt, enforce_warninglist=args.enforce_warninglist))
+    return formats.attribute_export(export, q, fmt, enforce_warninglist=args.enforce_warninglist)
 
 
 def cmd_feed_fetch(args: argparse.Namespace) -> int:

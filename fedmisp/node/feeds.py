@@ -24,7 +24,8 @@ from fedmisp.export.misp import hash_lines, manifest_entry
 from fedmisp.gossip.peers import NodeView
 from fedmisp.gossip.replica import Replica
 from fedmisp.model.misp import to_misp
-from fedmisp.node.api import ApiError
+from fedmisp.node.api.access import ANY_KEY_UNLESS_OPEN, declare
+from fedmisp.node.api.helpers import ApiError
 from fedmisp.node.feed_config import ServedFeed
 from fedmisp.policy.model import INHERIT, NodeState
 from fedmisp.store.query import is_tombstone
@@ -97,14 +98,15 @@ class FeedServer:
         self.node = node
         self.replica = Replica(node)
         self.run_blocking = run_blocking
-        self.role_of = role_of  # API key -> role or None (node/api.py's check)
+        self.role_of = role_of  # API key -> role or None (node/api/access.py's role_of)
         self._snapshots: dict[str, Snapshot] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.get("/feed/{name}/manifest.json", self.manifest),
-                web.get("/feed/{name}/hashes.csv", self.hashes),
-                web.get("/feed/{name}/{uuid:" + _UUID + "}.json", self.event)]
+        """The routes, relative to /feed (node/api/app.py mounts them there)."""
+        return [web.get("/{name}/manifest.json", self.manifest),
+                web.get("/{name}/hashes.csv", self.hashes),
+                web.get("/{name}/{uuid:" + _UUID + "}.json", self.event)]
 
     async def _feed(self, request: web.Request) -> ServedFeed:
         name = request.match_info["name"]
@@ -129,14 +131,17 @@ class FeedServer:
                 current = self._snapshots[feed.name] = await self.run_blocking(build_snapshot, self.replica, feed)
             return current
 
+    @declare(ANY_KEY_UNLESS_OPEN)  # an open feed, or any key of this node: `_feed` reads which
     async def manifest(self, request: web.Request) -> web.Response:
         snapshot = await self._snapshot(await self._feed(request))
         return web.Response(body=snapshot.manifest, content_type="application/json", charset="utf-8")
 
+    @declare(ANY_KEY_UNLESS_OPEN)  # an open feed, or any key of this node: `_feed` reads which
     async def hashes(self, request: web.Request) -> web.Response:
         snapshot = await self._snapshot(await self._feed(request))
         return web.Response(body=snapshot.hashes, content_type="text/csv", charset="utf-8")
 
+    @declare(ANY_KEY_UNLESS_OPEN)  # an open feed, or any key of this node: `_feed` reads which
     async def event(self, request: web.Request) -> web.Response:
         feed = await self._feed(request)
         event_uuid = request.match_info["uuid"].lower()

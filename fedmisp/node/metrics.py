@@ -16,7 +16,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from fedmisp.gossip.observe import IN, OUT, REFUSED, SENT, STORED, WITHHELD, Decision
-from fedmisp.node.api import ApiError, request_role, run
+from fedmisp.node.api.access import ANY_KEY_UNLESS_OPEN, declare, request_role
+from fedmisp.node.api.helpers import ApiError, run
 from fedmisp.node.home import Node
 
 PATH = "/node/v1/metrics"
@@ -102,6 +103,7 @@ class NodeMetrics:
                 child = self._api_children[labels] = self.api.labels(route, request.method, str(status))
             child.observe(time.perf_counter() - started)
 
+    @declare(ANY_KEY_UNLESS_OPEN)  # any key of this node, unless metrics.require_api_key = false
     async def handler(self, request: web.Request) -> web.Response:
         if self.node.config.metrics.require_api_key and await request_role(request) is None:
             raise ApiError(403, "Authentication failed: /node/v1/metrics needs an API key of this node "

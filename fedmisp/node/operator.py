@@ -1,4 +1,5 @@
-"""Operator endpoints (/node/v1/peers, /node/v1/feeds): who may read them, and the local client.
+"""Operator endpoints (/node/v1/peers, /node/v1/feeds, beside /node/v1/health and /node/v1/metrics):
+their routes, why only an operator may read them, and the local client.
 
 They name the node's peers, their addresses and how replication with each is going, and the feeds
 it fetches: the federation's topology, which organisations sharing intelligence often keep to
@@ -6,44 +7,54 @@ themselves. MISP shows its server list to site admins only; here the same goes f
 key of this node, or for a request signed with the node's own identity key, which is what
 `fedmisp status` sends (whoever can read identity.key runs the node). The signature is the peer
 protocol's Fedmisp-Auth header (gossip/auth.py) with the node's own key as the only pinned one,
-so the same clock-skew and replay checks apply.
+so the same clock-skew and replay checks apply; node/api/access.py checks it (OPERATOR).
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import urllib.error
 import urllib.request
-from typing import Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from fedmisp.gossip.auth import HEADER, AuthError, ReplayCache, sign_request, verify_request
+from fedmisp.gossip.auth import HEADER, sign_request
 from fedmisp.model.identity import Identity
-from fedmisp.node.api import ApiError, request_role
+from fedmisp.node.api.access import OPERATOR, PUBLIC, declare
 from fedmisp.node.config import KEY_FILE, NodeConfig
+from fedmisp.node.metrics import PATH as METRICS_PATH
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+if TYPE_CHECKING:  # (the CLI's client below needs none of them)
+    from fedmisp.gossip.service import Gossiper
+    from fedmisp.node.feed_fetch import FeedFetcher
+    from fedmisp.node.metrics import NodeMetrics
 
-OPERATOR_ROLE = "admin"
-DENIED = ("Authentication failed: {path} needs an admin API key of this node (Authorization: <key>) "
-          "or a request signed with this node's identity key, as `fedmisp status` sends; see docs/operations.md")
+PREFIX = "/node/v1"
 
 
-def operator_only(handler: Handler, own_key: Callable[[], bytes], replays: ReplayCache) -> Handler:
-    """`handler`, answered only to an admin API key or a request signed by the node's own key
-    (`own_key` is read per request: a key rotation takes effect without a restart)."""
-    async def guarded(request: web.Request) -> web.StreamResponse:
-        if request.headers.get(HEADER) is not None:
-            try:
-                verify_request(request.headers[HEADER], request.method, request.path, b"",
-                               {own_key(): "self"}, replays)
-            except AuthError as e:
-                raise ApiError(403, DENIED.format(path=request.path) + f" ({HEADER}: {e.reason})") from None
-            return await handler(request)
-        if await request_role(request) != OPERATOR_ROLE:
-            raise ApiError(403, DENIED.format(path=request.path))
-        return await handler(request)
-    return guarded
+def node_routes(gossiper: Gossiper, fetcher: FeedFetcher, metrics: NodeMetrics) -> list[web.RouteDef]:
+    """/node/v1's routes, relative to PREFIX: peers and feeds for operators, health for anyone,
+    metrics for a key (node/metrics.py)."""
+    node = gossiper.node
+
+    @declare(OPERATOR)
+    async def peers(request: web.Request) -> web.Response:
+        # It names peers and their addresses, no keys or data.
+        return web.json_response(await asyncio.get_running_loop().run_in_executor(None, gossiper.peers_json))
+
+    @declare(OPERATOR)
+    async def feeds(request: web.Request) -> web.Response:
+        # Like /node/v1/peers: feed locations and outcomes, no keys or headers.
+        return web.json_response({"served": [f.name for f in node.config.served_feeds],
+                                  "fetched": fetcher.status_json()})
+    return [web.get("/peers", peers), web.get("/health", health), web.get("/feeds", feeds),
+            web.get(METRICS_PATH.removeprefix(PREFIX), metrics.handler)]
+
+
+@declare(PUBLIC)
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
 
 
 def operator_get(config: NodeConfig, path: str, timeout: float = 2.0) -> Any:

@@ -19,12 +19,13 @@ from aiohttp import web
 
 from typing import Any
 
-from fedmisp.gossip.auth import ReplayCache
 from fedmisp.runtime import tune_gc
 from fedmisp.gossip.observe import Fanout
 from fedmisp.gossip.service import ANTI_ENTROPY_SECONDS, Gossiper
 from fedmisp.gossip.session import PULL_DEADLINE_SECONDS, PullLimits
-from fedmisp.node.api import DEFAULT_MAX_REQUEST_BYTES, ApiContext, _role_of, make_app
+from fedmisp.node.api.access import role_of
+from fedmisp.node.api.app import make_app
+from fedmisp.node.api.helpers import DEFAULT_MAX_REQUEST_BYTES, ApiContext
 from fedmisp.node.feed_fetch import FeedFetcher
 from fedmisp.node.feeds import FeedServer
 from fedmisp.node.connections import (BODY_TIMEOUT, FD_RESERVE, HEADER_TIMEOUT, MAX_CONNECTIONS, ConnectionLimits,
@@ -33,8 +34,8 @@ from fedmisp.node.config import CONFIG_FILE, KEY_FILE, ConfigError, NodeConfig, 
 from fedmisp.node.home import Node
 from fedmisp.node.keys import reload_identity
 from fedmisp.node.logs import AuditLog, configure_logging
-from fedmisp.node.metrics import PATH as METRICS_PATH, NodeMetrics
-from fedmisp.node.operator import operator_only
+from fedmisp.node.metrics import NodeMetrics
+from fedmisp.node.operator import node_routes
 from fedmisp.store.writer import Writer
 
 log = logging.getLogger("fedmisp.server")
@@ -106,17 +107,8 @@ async def serve(node: Node, *, host: str | None = None, port: int | None = None,
     # Something stored locally (API, import through the API) is announced to peers at once.
     writer = Writer(node.store, on_commit=lambda: loop.call_soon_threadsafe(gossiper.stored_something))
     ctx = ApiContext(node, writer, limit)
-    app = make_app(ctx, outer_middlewares=(metrics.middleware,))
-    app.add_routes(gossiper.protocol.routes())
-    app.add_routes(FeedServer(node, run_blocking, lambda key: _role_of(ctx, key)).routes())
     fetcher = FeedFetcher(node, lambda events: asyncio.wrap_future(writer.submit(events)), run_blocking)
-    replays = ReplayCache()
-    def own_key() -> bytes:
-        return node.identity.public_key
-    app.add_routes([web.get("/node/v1/peers", operator_only(_peers_handler(gossiper), own_key, replays)),
-                    web.get("/node/v1/health", _health),
-                    web.get("/node/v1/feeds", operator_only(_feeds_handler(node, fetcher), own_key, replays)),
-                    web.get(METRICS_PATH, metrics.handler)])
+    app = node_app(ctx, gossiper, fetcher, metrics, run_blocking)
     runner = GuardedRunner(app, connections, access_log=None, shutdown_timeout=SHUTDOWN_GRACE,
                            lingering_time=LINGERING_SECONDS)
     try:
@@ -145,6 +137,14 @@ async def serve(node: Node, *, host: str | None = None, port: int | None = None,
         audit.close()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+
+
+def node_app(ctx: ApiContext, gossiper: Gossiper, fetcher: FeedFetcher, metrics: NodeMetrics,
+             run_blocking: Any) -> web.Application:
+    """The application `fedmisp run` serves: the MISP API, /fed/v1, /node/v1 and /feed."""
+    return make_app(ctx, outer_middlewares=(metrics.middleware,), peer_routes=gossiper.protocol.routes(),
+                    node_routes=node_routes(gossiper, fetcher, metrics),
+                    feed_routes=FeedServer(ctx.node, run_blocking, lambda key: role_of(ctx, key)).routes())
 
 
 async def reload(node: Node, gossiper: Gossiper, audit: AuditLog | None = None,
@@ -193,25 +193,6 @@ def anti_entropy_seconds(config: NodeConfig) -> float:
 def pull_deadline_seconds(config: NodeConfig) -> float:
     """`gossip.pull_deadline_seconds` (default 600): how long one pull from one peer may run."""
     return _gossip_seconds(config, "pull_deadline_seconds", PULL_DEADLINE_SECONDS, 5, 86400)
-
-
-def _peers_handler(gossiper: Gossiper) -> Any:
-    async def peers(request: web.Request) -> web.Response:
-        # For operators (node/operator.py): it names peers and their addresses, no keys or data.
-        return web.json_response(await asyncio.get_running_loop().run_in_executor(None, gossiper.peers_json))
-    return peers
-
-
-def _feeds_handler(node: Node, fetcher: FeedFetcher) -> Any:
-    async def feeds(request: web.Request) -> web.Response:
-        # Like /node/v1/peers, for operators: feed locations and outcomes, no keys or headers.
-        return web.json_response({"served": [f.name for f in node.config.served_feeds],
-                                  "fetched": fetcher.status_json()})
-    return feeds
-
-
-async def _health(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
 
 
 def _show_host(host: str) -> str:

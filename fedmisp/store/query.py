@@ -15,10 +15,8 @@ prefix in the `elements` database.
 """
 from __future__ import annotations
 
-import datetime as _dt
 import re
 import threading
-import time
 import uuid as _uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -36,21 +34,9 @@ from fedmisp.store.store import Store
 # bound) and is then reported as ambiguous rather than resolved wrongly (decision 0005).
 ELEMENT_ID_BYTES = 7
 MAX_ELEMENT_ID = (1 << (8 * ELEMENT_ID_BYTES)) - 1
-# restSearch: a page is at most this many results (MISP has no cap; ours bounds one response page).
-MAX_LIMIT = 1_000_000
-# A search term list longer than this is refused: it would be a scan per term.
-MAX_TERMS = 1_000
 # Wildcard patterns scan index keys; a scan stops after this many matching keys.
 MAX_WILDCARD_KEYS = 100_000
 _UUID_RE = re.compile(r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}\Z")
-
-
-class QueryError(ValueError):
-    """A search parameter this node cannot use; names the field and what is accepted."""
-
-    def __init__(self, field_: str, message: str):
-        self.field = field_
-        super().__init__(f"{field_}: {message}")
 
 
 # --- ids -----------------------------------------------------------------------------------------
@@ -216,7 +202,7 @@ def _event_elements(store: Store, event_uuid: str, only: Iterable[bytes] | None 
     return found[1] if found is not None else []
 
 
-# --- search parameters -----------------------------------------------------------------------------
+# --- what a search asks (node/api/params.py reads MISP's parameters into a Query) -------------------
 
 @dataclass(frozen=True, slots=True)
 class Terms:
@@ -231,132 +217,6 @@ class Terms:
     @property
     def positive(self) -> bool:
         return bool(self.any or self.all)
-
-
-def _scalar(value: Any, field_: str) -> str:
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise QueryError(field_, f"{value!r} is not a string; expected a string, a list of strings, or "
-                         '{"OR": [...], "AND": [...], "NOT": [...]}')
-    text = str(value)
-    if len(text) > 65_535:
-        raise QueryError(field_, "a term longer than 65535 characters")
-    return text
-
-
-NO_TERMS = Terms()
-
-
-def parse_terms(value: Any, field_: str) -> Terms:
-    if value is None or value == "" or value == []:
-        return NO_TERMS
-    any_: list[str] = []
-    all_: list[str] = []
-    none: list[str] = []
-
-    def add(items: Any, target: list[str], negate_ok: bool) -> None:
-        if not isinstance(items, list):
-            items = [items]
-        if len(items) > MAX_TERMS:
-            raise QueryError(field_, f"{len(items)} terms; at most {MAX_TERMS} accepted")
-        for item in items:
-            text = _scalar(item, field_)
-            if negate_ok and text.startswith("!"):
-                none.append(text[1:])
-            elif text:
-                target.append(text)
-
-    if isinstance(value, dict):
-        unknown = set(value) - {"OR", "AND", "NOT", "or", "and", "not"}
-        if unknown:
-            raise QueryError(field_, f"unknown operator(s) {sorted(unknown)}; accepted: OR, AND, NOT")
-        add(value.get("OR", value.get("or", [])), any_, True)
-        add(value.get("AND", value.get("and", [])), all_, True)
-        add(value.get("NOT", value.get("not", [])), none, False)
-    else:
-        add(value, any_, True)
-    return Terms(tuple(any_), tuple(all_), tuple(none))
-
-
-def _bool_param(value: Any, field_: str) -> bool | None:
-    if value is None or value == "" or value == []:
-        return None
-    if value in (True, 1, "1", "true", "True"):
-        return True
-    if value in (False, 0, "0", "false", "False"):
-        return False
-    raise QueryError(field_, f"{value!r}; expected 0, 1, true or false")
-
-
-_DURATION = re.compile(r"(\d+)([smhdw]?)\Z")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-# Times a search accepts: the epoch to the year 36812 (the model's timestamp ceiling).
-_MAX_TIME = 2**40
-
-
-def parse_time(value: Any, field_: str, now: int) -> int:
-    """A point in time as MISP takes it: epoch seconds, YYYY-MM-DD, or a duration back from now
-    ('7d', '12h', '30m')."""
-    t = _parse_time(value, field_, now)
-    if not 0 <= t <= _MAX_TIME:
-        raise QueryError(field_, f"{value!r} is out of range; expected a time from 1970 to the year 36812")
-    return t
-
-
-def _parse_time(value: Any, field_: str, now: int) -> int:
-    if isinstance(value, bool):
-        raise QueryError(field_, f"{value!r} is not a time")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        if value != value or value in (float("inf"), float("-inf")):
-            raise QueryError(field_, f"{value!r} is not a time")
-        return int(value)
-    if isinstance(value, str):
-        text = value.strip()
-        if text.isdigit() and len(text) >= 9:
-            return int(text)
-        match = _DURATION.match(text)
-        if match and len(text) < 12:
-            return now - int(match.group(1)) * _UNITS[match.group(2)]
-        try:
-            day = _dt.date.fromisoformat(text[:10])
-            return int(_dt.datetime(day.year, day.month, day.day, tzinfo=_dt.timezone.utc).timestamp())
-        except ValueError:
-            pass
-    raise QueryError(field_, f"{value!r} is not a time; expected epoch seconds, YYYY-MM-DD, or a duration "
-                     "such as 7d, 12h, 30m")
-
-
-def _range(value: Any, field_: str, now: int) -> tuple[int, int] | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, (list, tuple)):
-        if len(value) != 2:
-            raise QueryError(field_, "expected one time or a pair [from, to]")
-        return parse_time(value[0], field_, now), parse_time(value[1], field_, now)
-    return parse_time(value, field_, now), 2**63
-
-
-def _date(value: Any, field_: str, now: int) -> str | None:
-    if value is None or value == "":
-        return None
-    t = parse_time(value, field_, now)
-    if t >= 253_402_300_800:  # past 9999-12-31, where dates (and MISP's date field) end
-        return "9999-12-31"
-    return _dt.datetime.fromtimestamp(t, _dt.timezone.utc).date().isoformat()
-
-
-def _int_param(value: Any, field_: str, lo: int, hi: int) -> int | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).isdigit():
-        raise QueryError(field_, f"{value!r}; expected an integer from {lo} to {hi}")
-    n = int(value)
-    if not lo <= n <= hi:
-        raise QueryError(field_, f"{n}; expected an integer from {lo} to {hi}")
-    return n
 
 
 @dataclass(frozen=True)
@@ -379,70 +239,6 @@ class Query:
     limit: int | None = None
     page: int = 1
     event_metadata: bool = False  # events: without attributes
-
-
-# Parameters PyMISP always sends; accepted, and not yet used by this node (listed in docs/api.md).
-IGNORED_PARAMETERS = frozenset({
-    "returnFormat", "withAttachments", "metadata", "includeEventUuid",
-    "includeEventTags", "sgReferenceOnly", "includeContext", "headerless", "includeSightings",
-    "includeDecayScore", "excludeDecayed", "quickFilter", "event_tags",
-    "eventinfo", "searchall", "requested_attributes", "object_name", "sharinggroup", "includeProposals",
-    "decayingModel", "score", "first_seen", "last_seen", "attackGalaxy", "object_relation",
-    "includeAllTags", "includeGranularCorrelations", "returnMetaAttributes",
-    "threat_level_id", "distribution", "analysis", "includeFullModel", "excludeLocalTags",
-})
-KNOWN_PARAMETERS = frozenset({
-    "value", "type", "category", "org", "tags", "eventid", "uuid", "from", "to", "last",
-    "publish_timestamp", "timestamp", "event_timestamp", "published", "to_ids", "deleted", "limit",
-    "page", "date_from", "date_to", "attribute_timestamp",
-    "includeCorrelations", "enforceWarninglist", "includeWarninglistHits",  # the API layer (correlate/)
-}) | IGNORED_PARAMETERS
-
-
-def parse_query(params: dict[str, Any], now: int | None = None) -> Query:
-    """restSearch parameters (MISP names) -> Query; QueryError names the first bad one."""
-    if not isinstance(params, dict):
-        raise QueryError("body", "expected a JSON object of restSearch parameters such as "
-                         '{"value": "8.8.8.8", "type": "ip-dst"}')
-    now = int(time.time()) if now is None else now
-    for key in params:
-        if key not in KNOWN_PARAMETERS:
-            raise QueryError(key, "not a restSearch parameter this node knows; accepted: "
-                             + ", ".join(sorted(KNOWN_PARAMETERS - IGNORED_PARAMETERS)))
-    get = params.get
-    deleted_raw = get("deleted")
-    if isinstance(deleted_raw, list):
-        deleted = tuple(sorted({bool(_bool_param(d, "deleted")) for d in deleted_raw}))
-    else:
-        flag = _bool_param(deleted_raw, "deleted")
-        deleted = (False,) if flag is None else (flag,)
-    last = get("last")
-    publish = _range(get("publish_timestamp"), "publish_timestamp", now)
-    if last not in (None, ""):
-        publish = (parse_time(last, "last", now), 2**63)
-    limit = _int_param(get("limit"), "limit", 1, MAX_LIMIT)
-    page = _int_param(get("page"), "page", 1, 2**31) or 1
-    metadata = _bool_param(get("metadata"), "metadata") or False
-    return Query(
-        value=parse_terms(get("value"), "value"),
-        type=parse_terms(get("type"), "type"),
-        category=parse_terms(get("category"), "category"),
-        org=parse_terms(get("org"), "org"),
-        tags=parse_terms(get("tags"), "tags"),
-        eventid=parse_terms(get("eventid"), "eventid"),
-        uuid=parse_terms(get("uuid"), "uuid"),
-        date_from=_date(get("from", get("date_from")), "from", now),
-        date_to=_date(get("to", get("date_to")), "to", now),
-        publish_timestamp=publish,
-        timestamp=_range(get("timestamp", get("attribute_timestamp")), "timestamp", now),
-        event_timestamp=_range(get("event_timestamp"), "event_timestamp", now),
-        published=_bool_param(get("published"), "published"),
-        to_ids=_bool_param(get("to_ids"), "to_ids"),
-        deleted=deleted,
-        limit=limit,
-        page=page,
-        event_metadata=metadata,
-    )
 
 
 # --- matching --------------------------------------------------------------------------------------

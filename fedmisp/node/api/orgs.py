@@ -23,31 +23,25 @@ from aiohttp import web
 
 from fedmisp.gossip import sharing_groups as sg
 from fedmisp.model.identity import decode_key, encode_key
-from fedmisp.node.api import CTX, ApiContext, ApiError, _ref, body_json, needs, posted_object, run
-from fedmisp.node.api_ids import find_sharing_group
+from fedmisp.node.api.access import ADMIN, READ_ONLY, MispRoutes
+from fedmisp.node.api.helpers import (
+    CTX, ApiContext, ApiError, body_json, find_org, known_orgs, org_id, path_ref, posted_object, run,
+)
+from fedmisp.node.api.ids import find_sharing_group
+from fedmisp.node.api.params import flag
 from fedmisp.policy.model import SharingGroup
 from fedmisp.store import query
 from fedmisp.store.query import element_id
+
+routes = MispRoutes()
+# MISP answers both spellings; PyMISP uses both
+groups = routes.controller("/sharingGroups", "/sharing_groups")
 
 MAX_NAME = 255  # MISP's organisations.name and sharing_groups.name are varchar(255)
 MAX_TEXT = 65_535  # description, releasability: MISP's text columns
 
 
 # --- organisations -----------------------------------------------------------------------------------
-
-def known_orgs(ctx: ApiContext) -> dict[str, dict[str, Any]]:
-    """uuid -> organisation (as the store knows it), this node's own first."""
-    own = ctx.node.config.org_uuid
-    out = {own: {"uuid": own, "name": ctx.node.config.org_name, "key": ctx.node.identity.public_key,
-                 "introduced": False}}
-    for org in ctx.store.orgs():
-        out.setdefault(org["uuid"], org)
-    return out
-
-
-def org_id(ctx: ApiContext, org_uuid: str) -> str:
-    return "1" if org_uuid == ctx.node.config.org_uuid else str(element_id(org_uuid))
-
 
 def org_json(ctx: ApiContext, org: dict[str, Any]) -> dict[str, Any]:
     local = org["uuid"] == ctx.node.config.org_uuid
@@ -62,28 +56,12 @@ def org_json(ctx: ApiContext, org: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def find_org(ctx: ApiContext, ref: Any) -> dict[str, Any] | None:
-    """An organisation by MISP id, uuid or name."""
-    if isinstance(ref, bool) or not isinstance(ref, (str, int)):
-        return None
-    ref = str(ref).strip()
-    orgs = known_orgs(ctx)
-    if query.is_uuid(ref):
-        return orgs.get(str(_uuid.UUID(ref)))
-    # PyMISP writes a space in a path as "+" (PHP's urldecode reads it back as a space)
-    names = {ref, ref.replace("+", " ")}
-    for org in orgs.values():
-        if ref == org_id(ctx, org["uuid"]) or org["name"] in names:
-            return org
-    return None
-
-
 def _org_or_stub(ctx: ApiContext, org_uuid: str, orgs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """A member org as MISP shows it; one not known here yet (no org record arrived) by uuid alone."""
     return org_json(ctx, orgs.get(org_uuid) or {"uuid": org_uuid, "name": org_uuid})
 
 
-@needs("read-only")
+@routes.get("/organisations/index{tail:(/.*)?}", READ_ONLY)
 async def org_index(request: web.Request) -> web.Response:
     """organisations/index[/scope:local|external|all][/searchall:TEXT]: MISP's default scope is
     local, this node's own organisation."""
@@ -101,10 +79,10 @@ async def org_index(request: web.Request) -> web.Response:
     return web.json_response(rows)
 
 
-@needs("read-only")
+@routes.get("/organisations/view/{ref}", READ_ONLY)
 async def org_view(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
-    ref = _ref(request)
+    ref = path_ref(request)
     org = await run(find_org, ctx, ref)
     if org is None:
         raise ApiError(404, "Invalid organisation", f"no organisation {ref!r} known to this node; give its id, "
@@ -124,7 +102,7 @@ def _text_field(raw: dict[str, Any], key: str, limit: int, what: str, *, require
     return value.strip()
 
 
-@needs("admin")
+@routes.post("/admin/organisations/add", ADMIN)
 async def org_add(request: web.Request) -> web.Response:
     """admin/organisations/add with {"Organisation": {"name", "uuid", "public_key"}}: a remote
     organisation, known from now on by its signing key."""
@@ -198,7 +176,7 @@ async def _group_response(ctx: ApiContext, group_uuid: str) -> web.Response:
     return web.json_response(await run(view))
 
 
-@needs("read-only")
+@groups.get("/index", READ_ONLY)
 async def sharing_group_index(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
 
@@ -208,10 +186,10 @@ async def sharing_group_index(request: web.Request) -> web.Response:
     return web.json_response({"response": await run(rows)})
 
 
-@needs("read-only")
+@groups.get("/view/{ref}", READ_ONLY)
 async def sharing_group_view(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
-    group = await _group(ctx, _ref(request))
+    group = await _group(ctx, path_ref(request))
     return await _group_response(ctx, group.uuid)
 
 
@@ -248,11 +226,11 @@ def _members(ctx: ApiContext, raw: Any, what: str) -> dict[str, bool]:
             raise ApiError(404, f"Could not {what}: SharingGroupOrg[{i}]: organisation {ref!r} is not known here "
                            "(admin/organisations/add introduces one)", {f"SharingGroupOrg[{i}]": ["unknown organisation"]},
                            f"Could not {what}")
-        out[org["uuid"]] = m.get("extend") in (True, 1, "1", "true")
+        out[org["uuid"]] = flag(m.get("extend"))
     return out
 
 
-@needs("admin")
+@groups.post("/add", ADMIN)
 async def sharing_group_add(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     what = "add SharingGroup"
@@ -272,12 +250,12 @@ async def sharing_group_add(request: web.Request) -> web.Response:
     return await _group_response(ctx, group.uuid)
 
 
-@needs("admin")
+@groups.post("/edit/{ref}", ADMIN)
 async def sharing_group_edit(request: web.Request) -> web.Response:
     """sharing_groups/edit/<id|uuid>: name, releasability, description (members: addOrg/removeOrg)."""
     ctx = request.app[CTX]
     what = "edit SharingGroup"
-    group = await _group(ctx, _ref(request))
+    group = await _group(ctx, path_ref(request))
     raw = await posted_object(request, "SharingGroup", what)
     changes = {}
     for key, limit in (("name", MAX_NAME), ("releasability", MAX_TEXT), ("description", MAX_TEXT)):
@@ -287,10 +265,11 @@ async def sharing_group_edit(request: web.Request) -> web.Response:
     return await _group_response(ctx, group.uuid)
 
 
-@needs("admin")
+@groups.post("/delete/{ref}", ADMIN)
+@groups.delete("/delete/{ref}", ADMIN)
 async def sharing_group_delete(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
-    group = await _group(ctx, _ref(request))
+    group = await _group(ctx, path_ref(request))
     if group.owner != ctx.node.config.org_uuid:
         raise ApiError(403, "Could not delete SharingGroup: only its owner organisation may delete it",
                        {"SharingGroup": ["owned by another organisation"]}, "Could not delete SharingGroup")
@@ -304,8 +283,8 @@ async def _member_params(request: web.Request, what: str) -> tuple[SharingGroup,
     ctx = request.app[CTX]
     params = await body_json(request, required=False)
     params = params if isinstance(params, dict) else {}
-    group_ref = _ref(request, "sg") or params.get("sg_id") or params.get("sg_uuid")
-    org_ref = _ref(request, "org") or params.get("org_id") or params.get("org_uuid")
+    group_ref = path_ref(request, "sg") or params.get("sg_id") or params.get("sg_uuid")
+    org_ref = path_ref(request, "org") or params.get("org_id") or params.get("org_uuid")
     if group_ref in (None, ""):
         raise ApiError(400, f"Could not {what}: sg_id: missing", {"sg_id": ["missing"]}, f"Could not {what}")
     if org_ref in (None, ""):
@@ -319,17 +298,19 @@ async def _member_params(request: web.Request, what: str) -> tuple[SharingGroup,
     return group, org, params.get("extend")
 
 
-@needs("admin")
+@groups.post("/addOrg", ADMIN)
+@groups.post("/addOrg/{sg}/{org}", ADMIN)
 async def sharing_group_add_org(request: web.Request) -> web.Response:
     what = "add Organisation to SharingGroup"
     group, org, extend = await _member_params(request, what)
-    await _sign(request, what, sg.revise, group.uuid, add={org["uuid"]: extend in (True, 1, "1", "true")})
+    await _sign(request, what, sg.revise, group.uuid, add={org["uuid"]: flag(extend)})
     message = "Organisation added to the sharing group."
     return web.json_response({"saved": True, "success": True, "name": message, "message": message,
                               "url": request.path})
 
 
-@needs("admin")
+@groups.post("/removeOrg", ADMIN)
+@groups.post("/removeOrg/{sg}/{org}", ADMIN)
 async def sharing_group_remove_org(request: web.Request) -> web.Response:
     what = "remove Organisation from SharingGroup"
     group, org, _extend = await _member_params(request, what)
@@ -344,21 +325,3 @@ async def sharing_group_remove_org(request: web.Request) -> web.Response:
     return web.json_response({"saved": True, "success": True, "name": message, "message": message,
                               "url": request.path})
 
-
-def add_routes(r: web.UrlDispatcher) -> None:
-    r.add_get("/organisations/index{tail:(/.*)?}", org_index)
-    r.add_get("/organisations/view/{ref}", org_view)
-    r.add_post("/admin/organisations/add", org_add)
-    r.add_post("/admin/organisations/add.json", org_add)
-    for base in ("/sharingGroups", "/sharing_groups"):  # MISP answers both; PyMISP uses both
-        r.add_get(base + "/index", sharing_group_index)
-        r.add_get(base + "/index.json", sharing_group_index)
-        r.add_get(base + "/view/{ref}", sharing_group_view)
-        r.add_post(base + "/add", sharing_group_add)
-        r.add_post(base + "/edit/{ref}", sharing_group_edit)
-        r.add_post(base + "/delete/{ref}", sharing_group_delete)
-        r.add_route("DELETE", base + "/delete/{ref}", sharing_group_delete)
-        r.add_post(base + "/addOrg", sharing_group_add_org)
-        r.add_post(base + "/addOrg/{sg}/{org}", sharing_group_add_org)
-        r.add_post(base + "/removeOrg", sharing_group_remove_org)
-        r.add_post(base + "/removeOrg/{sg}/{org}", sharing_group_remove_org)

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from fedmisp.store import query
-from fedmisp.store.query import EventHead, QueryError, Terms
+from fedmisp.node.api.params import MAX_LIMIT, QueryError, boolean, flag, int_param, parse_query, parse_terms
+from fedmisp.store.query import EventHead, Terms
 from fedmisp.store.store import Store
 
 # Filters this node applies (MISP names; PyMISP sends `tags`, MISP also reads `tag`).
@@ -104,16 +105,16 @@ def parse_index(params: Any, now: int | None = None) -> IndexFilter:
         allowed = _levels(get(key), key, lo, hi)
         if allowed is not None:
             levels[field_] = allowed
-    limit = query._int_param(get("limit"), "limit", 1, query.MAX_LIMIT)
+    limit = int_param(get("limit"), "limit", 1, MAX_LIMIT)
     return IndexFilter(
-        base=base, info=text.get("eventinfo"), tags=query.parse_terms(tags_raw, "tags"), levels=levels,
-        everything=text.get("all"), minimal=bool(query._bool_param(get("minimal"), "minimal")),
-        sort=sort or None, descending=direction == "desc" or (direction is None and get("desc") in (True, 1, "1")),
-        limit=limit, page=query._int_param(get("page"), "page", 1, 2**31) or 1)
+        base=base, info=text.get("eventinfo"), tags=parse_terms(tags_raw, "tags"), levels=levels,
+        everything=text.get("all"), minimal=bool(boolean(get("minimal"), "minimal")),
+        sort=sort or None, descending=direction == "desc" or (direction is None and flag(get("desc"))),
+        limit=limit, page=int_param(get("page"), "page", 1, 2**31) or 1)
 
 
 def _base_query(get: Any, text: dict[str, str], now: int) -> query.Query:
-    return query.parse_query({k: v for k, v in {
+    return parse_query({k: v for k, v in {
         "eventid": get("eventid"), "org": get("org"), "published": get("published"),
         "from": get("datefrom"), "to": get("dateuntil"), "event_timestamp": get("timestamp"),
         "publish_timestamp": get("publish_timestamp", get("publishtimestamp")),

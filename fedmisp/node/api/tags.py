@@ -18,10 +18,15 @@ from typing import Any
 from aiohttp import web
 
 from fedmisp.model.misp import MAX_TAG_NAME
-from fedmisp.node.api import (
-    CTX, ApiContext, ApiError, _edit_element, _ref, _resolve_event, _revise, body_json, needs, posted_object, run,
+from fedmisp.node.api.access import ADMIN, READ_ONLY, USER, MispRoutes
+from fedmisp.node.api.helpers import (
+    CTX, ApiContext, ApiError, body_json, edit_element, path_ref, posted_object, resolve_event,
+    revise_event, run,
 )
+from fedmisp.node.api.params import flag
 from fedmisp.store import query
+
+routes = MispRoutes()
 
 _COLOUR_CHARS = frozenset("0123456789abcdefABCDEF")
 
@@ -46,7 +51,7 @@ def _known_tags(ctx: ApiContext) -> dict[str, dict[str, Any]]:
     return {name: settings.get(name, {}) for name in sorted(set(query.tag_names(ctx.store)) | set(settings))}
 
 
-@needs("read-only")
+@routes.get("/tags/index", READ_ONLY)
 async def tag_index(request: web.Request) -> web.Response:
     tags = await run(_known_tags, request.app[CTX])
     return web.json_response({"Tag": [tag_json(n, s) for n, s in tags.items()]})
@@ -86,17 +91,17 @@ def _settings(raw: dict[str, Any], held: dict[str, Any]) -> dict[str, Any]:
             if value not in (True, False, 0, 1, "0", "1"):
                 raise ApiError(400, f"{key}: expected true or false", {key: ["expected true or false (or 0/1)"]},
                                "Invalid tag")
-            out[key] = value in (True, 1, "1")
+            out[key] = flag(value)
     return out
 
 
-@needs("read-only")
+@routes.get("/tags/view/{ref}", READ_ONLY)
 async def tag_view(request: web.Request) -> web.Response:
-    name, settings = await _find_tag(request.app[CTX], _ref(request))
+    name, settings = await _find_tag(request.app[CTX], path_ref(request))
     return web.json_response({"Tag": tag_json(name, settings)})
 
 
-@needs("admin")
+@routes.post("/tags/add", ADMIN)
 async def tag_add(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     raw = await posted_object(request, "Tag", "add Tag")
@@ -110,14 +115,14 @@ async def tag_add(request: web.Request) -> web.Response:
     return web.json_response({"Tag": tag_json(name, settings)})
 
 
-@needs("admin")
+@routes.post("/tags/edit/{ref}", ADMIN)
 async def tag_edit(request: web.Request) -> web.Response:
     """tags/edit/<id>: colour, exportable and hide_tag. A name travels in signed revisions, so a
     tag is not renamed: tag anew and remove the old one."""
     ctx = request.app[CTX]
     raw = await posted_object(request, "Tag", "edit Tag")
     async with ctx.edit_lock:
-        name, held = await _find_tag(ctx, _ref(request))
+        name, held = await _find_tag(ctx, path_ref(request))
         if raw.get("name") not in (None, "", name):
             raise ApiError(403, f"Could not edit Tag: name: {name!r} cannot be renamed; tags travel by name in "
                            "signed revisions (attach the new name and remove the old one instead)",
@@ -127,13 +132,14 @@ async def tag_edit(request: web.Request) -> web.Response:
     return web.json_response({"Tag": tag_json(name, settings)})
 
 
-@needs("admin")
+@routes.post("/tags/delete/{ref}", ADMIN)
+@routes.delete("/tags/delete/{ref}", ADMIN)
 async def tag_delete(request: web.Request) -> web.Response:
     """tags/delete/<id>: forget the tag's settings and take it off every local tag list. A tag that
     a held revision still carries cannot go (that would need its creator's new revision)."""
     ctx = request.app[CTX]
     async with ctx.edit_lock:
-        name, _settings_held = await _find_tag(ctx, _ref(request))
+        name, _settings_held = await _find_tag(ctx, path_ref(request))
         if await run(query.tag_in_use, ctx.store, name):
             raise ApiError(403, f"Could not delete Tag: {name!r} is attached to events or attributes held here; "
                            "remove it from them first (tags/removeTagFromObject)",
@@ -152,12 +158,12 @@ async def _tag_target(ctx: ApiContext, ref: Any) -> tuple[str, str | None]:
     if query.is_uuid(ref):
         ref = str(_uuid.UUID(ref))
         if await run(query.resolve_event, ctx.store, ref):
-            return await _resolve_event(ctx, ref), None
+            return await resolve_event(ctx, ref), None
         found = await run(query.find_element, ctx.store, ref)
         if found is not None and await run(query.event_head, ctx.store, found[0]) is not None:
             return found[0], ref
     elif ref.isdigit():
-        return await _resolve_event(ctx, ref), None
+        return await resolve_event(ctx, ref), None
     raise ApiError(404, "Invalid target", f"no event or attribute {ref!r} on this node")
 
 
@@ -177,7 +183,7 @@ async def _change_tags(request: web.Request, attach: bool) -> web.Response:
     if not isinstance(params, dict):
         raise ApiError(400, "expected {\"uuid\": ..., \"tag\": ...}", {"body": ["expected a JSON object"]})
     name = await _attach_name(ctx, params.get("tag"))
-    local = params.get("local") in (True, 1, "1", "true")
+    local = flag(params.get("local"))
     event_uuid, element_uuid = await _tag_target(ctx, params.get("uuid"))
     target = element_uuid or event_uuid
     success = {"saved": True, "success": "Tag(s) attached." if attach else "Tag removed.", "check_publish": True}
@@ -207,9 +213,9 @@ async def _change_tags(request: web.Request, attach: bool) -> web.Response:
     shared = [*shared, _tag(name, params)] if attach else [t for t in shared if t["name"] != name]
     what = "attach Tag" if attach else "remove Tag"
     if element_uuid is None:
-        await _revise(request, event_uuid, what, posted={"Tag": shared, "published": head.header["published"]})
+        await revise_event(request, event_uuid, what, posted={"Tag": shared, "published": head.header["published"]})
     else:
-        await _edit_element(request, event_uuid, element_uuid, {"Tag": shared}, what)
+        await edit_element(request, event_uuid, element_uuid, {"Tag": shared}, what)
     return web.json_response(success)
 
 
@@ -220,22 +226,12 @@ def _tag(name: str, params: dict[str, Any]) -> dict[str, Any]:
     return tag
 
 
-@needs("user")
+@routes.post("/tags/attachTagToObject", USER)
 async def tag_attach(request: web.Request) -> web.Response:
     return await _change_tags(request, True)
 
 
-@needs("user")
+@routes.post("/tags/removeTagFromObject", USER)
 async def tag_remove(request: web.Request) -> web.Response:
     return await _change_tags(request, False)
 
-
-def add_routes(r: web.UrlDispatcher) -> None:
-    for path, handler in (("/tags/index", tag_index), ("/tags/add", tag_add),
-                          ("/tags/attachTagToObject", tag_attach), ("/tags/removeTagFromObject", tag_remove)):
-        r.add_route("GET" if handler is tag_index else "POST", path, handler)
-        r.add_route("GET" if handler is tag_index else "POST", path + ".json", handler)
-    r.add_get("/tags/view/{ref}", tag_view)
-    r.add_post("/tags/edit/{ref}", tag_edit)
-    r.add_post("/tags/delete/{ref}", tag_delete)
-    r.add_route("DELETE", "/tags/delete/{ref}", tag_delete)

@@ -14,13 +14,17 @@ from typing import Any, Callable
 from aiohttp import web
 
 from fedmisp.model.misp import to_misp
-from fedmisp.node.api import (
-    CTX, ApiContext, ApiError, _must_be_creator, _ref, _resolve_element, _resolve_event, _revise, body_json, needs,
-    number_event, posted_object, run, sharing_group_uuids,
+from fedmisp.node.api.access import READ_ONLY, USER, MispRoutes
+from fedmisp.node.api.helpers import (
+    CTX, ApiContext, ApiError, body_json, must_be_creator, path_ref, posted_object, resolve_element,
+    resolve_event, revise_event, run, sharing_group_uuids,
 )
+from fedmisp.node.api.render import number_event
 from fedmisp.store import query
 from fedmisp.store.mutations import misp_element
 from fedmisp.store.query import element_id
+
+routes = MispRoutes()
 
 # Attributes one objects/add may carry (the largest misp-objects templates list about a hundred
 # relations; a file object with many hashes stays far below).
@@ -60,27 +64,27 @@ def _number_reference(r: dict[str, Any], by_uuid: dict[str, dict[str, Any]]) -> 
 
 
 async def _resolve_object(ctx: ApiContext, ref: str) -> tuple[str, dict[str, Any]]:
-    event_uuid, body = await _resolve_element(ctx, ref, "object")
+    event_uuid, body = await resolve_element(ctx, ref, "object")
     if await run(query.event_head, ctx.store, event_uuid) is None:
         raise ApiError(404, "Invalid object", f"the event of object {ref!r} was deleted")
     return event_uuid, body
 
 
-@needs("read-only")
+@routes.get("/objects/view/{ref}", READ_ONLY)
 async def object_view(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
-    event_uuid, body = await _resolve_object(ctx, _ref(request))
+    event_uuid, body = await _resolve_object(ctx, path_ref(request))
     o = await run(_object_json, ctx, event_uuid, body["uuid"])
     if o is None:
         raise ApiError(404, "Invalid object")
     return web.json_response({"Object": o})
 
 
-@needs("user")
+@routes.post("/objects/add/{ref}{tail:(/.*)?}", USER)
 async def object_add(request: web.Request) -> web.Response:
     """POST objects/add/<event id|uuid>[/<template uuid>] with a MISP object (PyMISP add_object)."""
     ctx = request.app[CTX]
-    event_uuid = await _resolve_event(ctx, _ref(request))
+    event_uuid = await resolve_event(ctx, path_ref(request))
     what = "add Object"
     raw = await posted_object(request, "Object", what)
     posted = {k: v for k, v in (await sharing_group_uuids(ctx, raw)).items() if k in _ADD_FIELDS}
@@ -116,7 +120,7 @@ async def object_add(request: web.Request) -> web.Response:
         raise ApiError(403, "Could not add Object: Duplicate object found. Since breakOnDuplicate is set the object "
                        "will not be added.", {"Object": ["an object with these attributes exists in this event"]},
                        "Could not add Object")
-    await _revise(request, event_uuid, what, posted={"Object": [posted]})
+    await revise_event(request, event_uuid, what, posted={"Object": [posted]})
     o = await run(_object_json, ctx, event_uuid, object_uuid)
     return web.json_response({"Object": o})
 
@@ -129,7 +133,7 @@ _MEMBER_EDITABLE = ("category", "value", "to_ids", "distribution", "sharing_grou
 _NOT_COPIED = ("id", "event_id", "object_id", "timestamp")  # another instance's, or the server's to set
 
 
-@needs("user")
+@routes.post("/objects/edit/{ref}", USER)
 async def object_edit(request: web.Request) -> web.Response:
     """POST objects/edit/<id|uuid> with a MISP object (PyMISP update_object), as MISP merges it: the
     object's comment, template version, distribution and seen times; each posted attribute with
@@ -137,8 +141,8 @@ async def object_edit(request: web.Request) -> web.Response:
     object, and the object's attributes the post leaves out are soft-deleted (only when the post
     lists attributes at all). One new revision, validated against the template, or nothing."""
     ctx = request.app[CTX]
-    event_uuid, body = await _resolve_object(ctx, _ref(request))
-    await _must_be_creator(ctx, event_uuid)
+    event_uuid, body = await _resolve_object(ctx, path_ref(request))
+    await must_be_creator(ctx, event_uuid)
     what, name = "edit Object", "Could not edit Object"
     posted = await sharing_group_uuids(ctx, await posted_object(request, "Object", "edit Object"))
     attributes = posted.get("Attribute", [])
@@ -176,7 +180,7 @@ async def object_edit(request: web.Request) -> web.Response:
                 a["deleted"] = True
                 a.pop("timestamp", None)
         o["Attribute"] = [*held.values(), *added]
-    await _revise(request, event_uuid, what, posted=post)
+    await revise_event(request, event_uuid, what, posted=post)
     return web.json_response({"Object": await run(_object_json, ctx, event_uuid, body["uuid"])})
 
 
@@ -202,11 +206,12 @@ def _has_duplicate(ctx: ApiContext, event_uuid: str, posted: dict[str, Any]) -> 
                if "name" in e and "value" not in e and e["name"] == posted.get("name") and not e.get("deleted"))
 
 
-@needs("user")
+@routes.post("/objects/delete/{ref}{hard:(/1|/true|/0|/false)?}", USER)
+@routes.delete("/objects/delete/{ref}", USER)
 async def object_delete(request: web.Request) -> web.Response:
     """POST objects/delete/<id|uuid>[/1|/true] (or {"hard": 1}): soft or hard delete."""
     ctx = request.app[CTX]
-    event_uuid, body = await _resolve_object(ctx, _ref(request))
+    event_uuid, body = await _resolve_object(ctx, path_ref(request))
     params = await body_json(request, required=False)
     hard = request.match_info.get("hard", "") in ("/1", "/true") or (
         isinstance(params, dict) and params.get("hard") in (1, "1", True, "true"))
@@ -223,7 +228,7 @@ async def _delete(request: web.Request, event_uuid: str, body: dict[str, Any], k
     ctx = request.app[CTX]
     what = f"delete {kind}"
     if hard:
-        await _revise(request, event_uuid, what, posted={}, remove=frozenset({body["uuid"]}))
+        await revise_event(request, event_uuid, what, posted={}, remove=frozenset({body["uuid"]}))
     elif not body.get("deleted"):
         head = await run(query.event_head, ctx.store, event_uuid)
         elements = await run(query.event_elements, ctx.store, event_uuid)
@@ -231,7 +236,7 @@ async def _delete(request: web.Request, event_uuid: str, body: dict[str, Any], k
         for item in marked(post["Object"][0]):
             item["deleted"] = True
             item.pop("timestamp", None)
-        await _revise(request, event_uuid, what, posted=post)
+        await revise_event(request, event_uuid, what, posted=post)
     message = f"{kind} deleted."
     return web.json_response({"saved": True, "success": True, "name": message, "message": message,
                               "url": request.path, "id": str(element_id(body["uuid"]))})
@@ -239,14 +244,15 @@ async def _delete(request: web.Request, event_uuid: str, body: dict[str, Any], k
 
 # --- object references ---------------------------------------------------------------------------------
 
-@needs("user")
+@routes.post("/objectReferences/add", USER)
+@routes.post("/objectReferences/add/{ref}", USER)
 async def reference_add(request: web.Request) -> web.Response:
     """POST objectReferences/add[/<object id|uuid>] with {object_uuid, referenced_uuid,
     relationship_type[, comment, uuid]} (PyMISP add_object_reference)."""
     ctx = request.app[CTX]
     raw = await posted_object(request, "ObjectReference", "add ObjectReference")
     name = "Could not add ObjectReference"
-    ref = _ref(request) or raw.get("object_uuid") or raw.get("object_id")
+    ref = path_ref(request) or raw.get("object_uuid") or raw.get("object_id")
     if not isinstance(ref, (str, int)) or isinstance(ref, bool) or not str(ref):
         raise ApiError(400, f"{name}: object_uuid: missing; give the uuid of the referencing object",
                        {"object_uuid": ["missing"]}, name)
@@ -268,31 +274,20 @@ async def reference_add(request: web.Request) -> web.Response:
     elements = await run(query.event_elements, ctx.store, event_uuid)
     post = misp_element(head.header, elements, body["uuid"])
     post["Object"][0]["ObjectReference"].append(reference)
-    await _revise(request, event_uuid, "add ObjectReference", posted=post)
+    await revise_event(request, event_uuid, "add ObjectReference", posted=post)
     o = await run(_object_json, ctx, event_uuid, body["uuid"])
     added = next(r for r in o["ObjectReference"] if r["uuid"] == reference_uuid)
     return web.json_response({"ObjectReference": added})
 
 
-@needs("user")
+@routes.post("/objectReferences/delete/{ref}{hard:(/1|/true|/0|/false)?}", USER)
 async def reference_delete(request: web.Request) -> web.Response:
     """POST objectReferences/delete/<id|uuid>[/true]: soft (deleted flag) or hard delete."""
     ctx = request.app[CTX]
-    event_uuid, body = await _resolve_element(ctx, _ref(request), "reference")
+    event_uuid, body = await resolve_element(ctx, path_ref(request), "reference")
     hard = request.match_info.get("hard", "") in ("/1", "/true")
 
     def soft(o: dict[str, Any]) -> list[dict[str, Any]]:
         return [r for r in o["ObjectReference"] if r["uuid"] == body["uuid"]]
     return await _delete(request, event_uuid, body, "ObjectReference", hard, soft)
 
-
-def add_routes(r: web.UrlDispatcher) -> None:
-    for path in ("/objects/view/{ref}",):
-        r.add_get(path, object_view)
-    r.add_post("/objects/add/{ref}{tail:(/.*)?}", object_add)
-    r.add_post("/objects/edit/{ref}", object_edit)
-    r.add_post("/objects/delete/{ref}{hard:(/1|/true|/0|/false)?}", object_delete)
-    r.add_route("DELETE", "/objects/delete/{ref}", object_delete)
-    r.add_post("/objectReferences/add", reference_add)
-    r.add_post("/objectReferences/add/{ref}", reference_add)
-    r.add_post("/objectReferences/delete/{ref}{hard:(/1|/true|/0|/false)?}", reference_delete)

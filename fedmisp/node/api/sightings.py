@@ -14,14 +14,19 @@ from typing import Any, Iterator
 
 from aiohttp import web
 
+from fedmisp.export.formats import json_list
 from fedmisp.model.records import KIND_SIGHTINGS, seal
-from fedmisp.node.api import (
-    CTX, JSON, ApiContext, ApiError, _json_list, _ref, _resolve_element, _resolve_event, _unwrap, attribute_json,
-    body_json, needs, run, stream,
+from fedmisp.node.api.access import READ_ONLY, USER, MispRoutes
+from fedmisp.node.api.helpers import (
+    CTX, JSON, ApiContext, ApiError, body_json, find_org, org_id, path_ref, resolve_element, resolve_event, run,
+    stream, unwrap,
 )
-from fedmisp.node.api_orgs import find_org, org_id
+from fedmisp.node.api.params import MAX_LIMIT, QueryError, flag, int_param, parse_time
+from fedmisp.node.api.render import attribute_json
 from fedmisp.store import query
-from fedmisp.store.query import QueryError, element_id
+from fedmisp.store.query import element_id
+
+routes = MispRoutes()
 
 SIGHTING_TYPES = ("0", "1", "2")  # seen, false positive, expiration
 # sightings/add: at most this many attributes get a sighting from one request (by value, a value
@@ -101,10 +106,10 @@ def _filter(ctx: ApiContext, params: dict[str, Any]) -> SightingFilter:
         org = found["uuid"]
     now = int(time.time())
     try:
-        since = query.parse_time(params["from"], "from", now) if params.get("from") not in (None, "") else None
+        since = parse_time(params["from"], "from", now) if params.get("from") not in (None, "") else None
         if params.get("last") not in (None, ""):
-            since = max(since or 0, query.parse_time(params["last"], "last", now))
-        until = query.parse_time(params["to"], "to", now) if params.get("to") not in (None, "") else None
+            since = max(since or 0, parse_time(params["last"], "last", now))
+        until = parse_time(params["to"], "to", now) if params.get("to") not in (None, "") else None
     except QueryError as e:
         raise ApiError(400, f"sightings/restSearch: {e}", {e.field: [str(e)]}, "Invalid search") from None
     source = params.get("source")
@@ -115,7 +120,7 @@ def _filter(ctx: ApiContext, params: dict[str, Any]) -> SightingFilter:
 
 
 async def _params(request: web.Request) -> dict[str, Any]:
-    params = _unwrap(await body_json(request, required=False), "request")
+    params = unwrap(await body_json(request, required=False), "request")
     if not isinstance(params, dict):
         raise ApiError(400, "expected a JSON object of parameters", {"body": ["expected a JSON object"]})
     return {k: v for k, v in params.items() if v is not None}
@@ -132,12 +137,15 @@ async def _context(ctx: ApiContext, context: str, ref: Any) -> tuple[list[str] |
     if isinstance(ref, bool) or not isinstance(ref, (str, int)):
         raise ApiError(400, "id: expected an id or uuid", {"id": ["expected an id or uuid"]})
     if context == "event":
-        return [await _resolve_event(ctx, str(ref))], None
-    event_uuid, body = await _resolve_element(ctx, str(ref), "attribute")
+        return [await resolve_event(ctx, str(ref))], None
+    event_uuid, body = await resolve_element(ctx, str(ref), "attribute")
     return [event_uuid], body["uuid"]
 
 
-@needs("read-only")
+@routes.post("/sightings/listSightings", READ_ONLY)
+@routes.post("/sightings/listSightings/{ref}", READ_ONLY)
+@routes.post("/sightings/listSightings/{ref}/{context}", READ_ONLY)
+@routes.get("/sightings/listSightings/{ref}/{context}", READ_ONLY)
 async def list_sightings(request: web.Request) -> web.Response:
     """sightings/listSightings[/<id>/<context>] with {"context": "event"|"attribute", "id", "org_id"}."""
     ctx = request.app[CTX]
@@ -155,7 +163,8 @@ async def list_sightings(request: web.Request) -> web.Response:
     return web.json_response(rows)
 
 
-@needs("read-only")
+@routes.post("/sightings/restSearch", READ_ONLY)
+@routes.post("/sightings/restSearch/{context}", READ_ONLY)
 async def search_sightings(request: web.Request) -> web.StreamResponse:
     """sightings/restSearch[/event|/attribute] (PyMISP search_sightings): {"response": [{"Sighting"}]}."""
     ctx = request.app[CTX]
@@ -175,12 +184,12 @@ async def search_sightings(request: web.Request) -> web.StreamResponse:
     if attribute is not None:
         keep = SightingFilter(keep.type, keep.org, keep.source, keep.since, keep.until, attribute)
     try:
-        limit = query._int_param(params.get("limit"), "limit", 1, query.MAX_LIMIT)
-        page = query._int_param(params.get("page"), "page", 1, 2**31) or 1
+        limit = int_param(params.get("limit"), "limit", 1, MAX_LIMIT)
+        page = int_param(params.get("page"), "page", 1, 2**31) or 1
     except QueryError as e:
         raise ApiError(400, f"sightings/restSearch: {e}", {e.field: [str(e)]}, "Invalid search") from None
-    with_attribute = params.get("includeAttribute") in (True, 1, "1", "true")
-    with_event = params.get("includeEvent") in (True, 1, "1", "true")
+    with_attribute = flag(params.get("includeAttribute"))
+    with_event = flag(params.get("includeEvent"))
 
     def rows() -> Iterator[dict[str, Any]]:
         skip = (page - 1) * limit if limit else 0
@@ -195,7 +204,7 @@ async def search_sightings(request: web.Request) -> web.StreamResponse:
                     left -= 1
                     if left == 0:
                         return
-    return await stream(request, _json_list('{"response": [', rows(), "]}"), JSON)
+    return await stream(request, json_list('{"response": [', rows(), "]}"), JSON)
 
 
 # --- adding ---------------------------------------------------------------------------------------------
@@ -239,7 +248,7 @@ async def _targets(ctx: ApiContext, params: dict[str, Any], ref: Any, where: str
         if isinstance(ref, bool) or not isinstance(ref, (str, int)):
             raise ApiError(400, f"{name}: {where}id: expected an attribute id or uuid", {f"{where}id": ["expected an id"]},
                            name)
-        event_uuid, body = await _resolve_element(ctx, str(ref), "attribute")
+        event_uuid, body = await resolve_element(ctx, str(ref), "attribute")
         return [(event_uuid, body["uuid"])]
     values = params.get("values")
     if values is None and params.get("value") is not None:
@@ -254,14 +263,15 @@ async def _targets(ctx: ApiContext, params: dict[str, Any], ref: Any, where: str
     return targets
 
 
-@needs("user")
+@routes.post("/sightings/add", USER)
+@routes.post("/sightings/add/{ref}", USER)
 async def sighting_add(request: web.Request) -> web.Response:
     """sightings/add[/<attribute id|uuid>]: one sighting (by id, uuid, value or values), or a list
     of them; every attribute with a given value gets one (MISP). All or nothing, one transaction."""
     ctx = request.app[CTX]
     document = await body_json(request, required=False)
     many = isinstance(document, list)
-    items = document if many else [_unwrap(document, "Sighting")]
+    items = document if many else [unwrap(document, "Sighting")]
     name = "Could not add Sighting"
     if not items or len(items) > MAX_SIGHTING_TARGETS:
         raise ApiError(400, f"{name}: expected a sighting or a list of 1 to {MAX_SIGHTING_TARGETS}",
@@ -271,12 +281,12 @@ async def sighting_add(request: web.Request) -> web.Response:
     made: list[dict[str, Any]] = []
     for i, params in enumerate(items):
         where = f"Sighting[{i}]." if many else ""
-        params = _unwrap(params, "Sighting")
+        params = unwrap(params, "Sighting")
         if not isinstance(params, dict):
             raise ApiError(400, f"{name}: {where or 'the body'} is not a JSON object",
                            {where.rstrip(".") or "Sighting": ["expected a JSON object"]}, name)
         kind, when, source = _sighting_fields(params, where)
-        ref = (_ref(request) if not many else None) or params.get("id") or params.get("uuid")
+        ref = (path_ref(request) if not many else None) or params.get("id") or params.get("uuid")
         targets = await _targets(ctx, params, ref, where)
         if not targets:
             raise ApiError(404, f"{name}: {where}no attribute has this value", {f"{where}value": ["no attribute"]},
@@ -299,14 +309,3 @@ async def sighting_add(request: web.Request) -> web.Response:
         return web.json_response([{"Sighting": shown(s)} for s in made])
     return web.json_response({"Sighting": shown(made[0])})
 
-
-def add_routes(r: web.UrlDispatcher) -> None:
-    r.add_post("/sightings/add", sighting_add)
-    r.add_post("/sightings/add.json", sighting_add)
-    r.add_post("/sightings/add/{ref}", sighting_add)
-    r.add_post("/sightings/listSightings", list_sightings)
-    r.add_post("/sightings/listSightings/{ref}", list_sightings)
-    r.add_post("/sightings/listSightings/{ref}/{context}", list_sightings)
-    r.add_get("/sightings/listSightings/{ref}/{context}", list_sightings)
-    r.add_post("/sightings/restSearch", search_sightings)
-    r.add_post("/sightings/restSearch/{context}", search_sightings)

@@ -21,69 +21,24 @@ from aiohttp import web
 
 from fedmisp.model.misp import EventError, parse_proposal
 from fedmisp.model.records import KIND_PROPOSAL, KIND_PROPOSAL_DECISION, seal
-from fedmisp.node.api import (
-    CTX, NOT_PERMITTED, ApiContext, ApiError, _edit_element, _event_error, _ref, _resolve_element,
-    _resolve_event, _revise, body_json, needs, run,
+from fedmisp.node.api.access import READ_ONLY, USER, MispRoutes
+from fedmisp.node.api.helpers import (
+    CTX, NOT_PERMITTED, ApiContext, ApiError, body_json, edit_element, event_error, path_ref,
+    resolve_element, resolve_event, revise_event, run,
 )
+from fedmisp.node.api.render import proposal_json
 from fedmisp.store import query
 from fedmisp.store.proposals import (
     ACCEPTED, DISCARDED, HeldProposal, decision_body, find_proposal, open_proposals,
 )
-from fedmisp.store.query import element_id
+routes = MispRoutes()
+# MISP answers both spellings (PyMISP uses shadowAttributes)
+proposals = routes.controller("/shadowAttributes", "/shadow_attributes")
 
 # Fields a proposal may set (MISP's ShadowAttributesController::edit "optional" fields).
 EDITABLE = ("category", "type", "value", "to_ids", "comment", "first_seen", "last_seen")
 # Proposals listed by one index request (MISP pages with limit and page; so does this node).
 MAX_LISTED = 10_000
-
-
-# --- MISP JSON out -----------------------------------------------------------------------------
-
-def proposal_json(ctx: ApiContext, head: query.EventHead, held: HeldProposal) -> dict[str, Any]:
-    """A proposal as MISP's ShadowAttribute: ids as strings, `old_id` the attribute it changes."""
-    body = held.body
-    org = body.get("Org") or {}
-    target = body.get("attribute_uuid")
-    out = {
-        "id": str(held.id), "old_id": str(element_id(target)) if target else "0", "event_id": str(head.id),
-        "type": body["type"], "category": body["category"], "value": body["value"],
-        "comment": body.get("comment", ""), "to_ids": bool(body.get("to_ids")), "uuid": body["uuid"],
-        "event_uuid": held.event_uuid,
-        "event_org_id": "1" if head.author == ctx.node.identity.public_key else "0",
-        "org_id": "1" if org.get("uuid") == ctx.node.config.org_uuid else "0",
-        "org_uuid": org.get("uuid", ""), "email": "", "deleted": False, "timestamp": str(body["timestamp"]),
-        "proposal_to_delete": bool(body.get("proposal_to_delete")),
-        "disable_correlation": bool(body.get("disable_correlation")),
-        "first_seen": body.get("first_seen"), "last_seen": body.get("last_seen"),
-        "Org": {"name": org.get("name", ""), "uuid": org.get("uuid", "")},
-    }
-    if target:
-        out["old_uuid"] = target
-    return out
-
-
-def _key(proposal: dict[str, Any]) -> tuple[Any, ...]:
-    return (proposal["uuid"], proposal.get("attribute_uuid"), str(proposal["timestamp"]), proposal["type"],
-            proposal["value"])
-
-
-def number_proposals(ctx: ApiContext, event: dict[str, Any]) -> None:
-    """MISP's ids (id, event_id, old_id) on the proposals an event view shows, on the event (new
-    attributes) and on its attributes (changes and deletions)."""
-    e = event["Event"]
-    attributes = [*e.get("Attribute", ()), *(a for o in e.get("Object", ()) for a in o["Attribute"])]
-    shown = [*e.get("ShadowAttribute", ()), *(p for a in attributes for p in a.get("ShadowAttribute", ()))]
-    if not shown:
-        return
-    ids: dict[tuple[Any, ...], list[int]] = {}
-    for held in open_proposals(ctx.store, e["uuid"]):
-        ids.setdefault(_key(held.body), []).append(held.id)
-    for proposal in shown:
-        found = ids.get(_key(proposal))
-        if found:
-            target = proposal.get("attribute_uuid")
-            proposal.update(id=str(found.pop(0)), event_id=e["id"],
-                            old_id=str(element_id(target)) if target else "0")
 
 
 def _held_event(ctx: ApiContext, event_uuid: str) -> query.EventHead:
@@ -115,7 +70,7 @@ async def _propose(request: web.Request, event_uuid: str, raw: dict[str, Any],
     try:
         proposal = parse_proposal(raw, event_uuid, int(time.time()), attribute_uuid, org)
     except EventError as e:
-        raise _event_error(e, "save the proposal") from None
+        raise event_error(e, "save the proposal") from None
     if attribute_uuid is None:
         # accepting it adds an attribute of this uuid; MISP keeps attribute uuids unique
         other = await run(query.element_event, ctx.store, proposal["uuid"])
@@ -138,10 +93,10 @@ def _notify(ctx: ApiContext) -> None:
 
 # --- proposing -------------------------------------------------------------------------------------
 
-@needs("user")
+@proposals.post("/add/{ref}", USER)
 async def proposal_add(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
-    event_uuid = await _resolve_event(ctx, _ref(request))
+    event_uuid = await resolve_event(ctx, path_ref(request))
     head = await run(_held_event, ctx, event_uuid)
     raw = _posted(await body_json(request))
     raw = {k: v for k, v in raw.items() if k not in ("id", "event_id", "old_id", "timestamp", "deleted",
@@ -153,7 +108,7 @@ async def proposal_add(request: web.Request) -> web.Response:
 async def _attribute_proposal(request: web.Request, changes: dict[str, Any]) -> tuple[query.EventHead, HeldProposal]:
     """A proposal about a held attribute: its current fields with `changes` over them."""
     ctx = request.app[CTX]
-    event_uuid, body = await _resolve_element(ctx, _ref(request), "attribute")
+    event_uuid, body = await resolve_element(ctx, path_ref(request), "attribute")
     head = await run(_held_event, ctx, event_uuid)
     raw = {k: body[k] for k in EDITABLE if k in body}
     if "object_uuid" in body:
@@ -162,7 +117,7 @@ async def _attribute_proposal(request: web.Request, changes: dict[str, Any]) -> 
     return head, await _propose(request, event_uuid, raw, body["uuid"])
 
 
-@needs("user")
+@proposals.post("/edit/{ref}", USER)
 async def proposal_edit(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     posted = _posted(await body_json(request))
@@ -175,7 +130,7 @@ async def proposal_edit(request: web.Request) -> web.Response:
     return web.json_response({"ShadowAttribute": proposal_json(ctx, head, held)})
 
 
-@needs("user")
+@proposals.post("/delete/{ref}", USER)
 async def proposal_delete(request: web.Request) -> web.Response:
     await _attribute_proposal(request, {"proposal_to_delete": True})
     return web.json_response({"saved": True, "success": "The proposal to delete the attribute has been saved"})
@@ -192,10 +147,10 @@ async def _find(ctx: ApiContext, ref: str) -> tuple[query.EventHead, HeldProposa
     return head, held
 
 
-@needs("read-only")
+@proposals.get("/view/{ref}", READ_ONLY)
 async def proposal_view(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
-    head, held = await _find(ctx, _ref(request))
+    head, held = await _find(ctx, path_ref(request))
     return web.json_response({"ShadowAttribute": proposal_json(ctx, head, held)})
 
 
@@ -216,13 +171,15 @@ def _page(request: web.Request, opts: str) -> tuple[int, int]:
     return out[0], out[1]
 
 
-@needs("read-only")
+@proposals.get("/index", READ_ONLY)
+@proposals.get("/index/{ref}", READ_ONLY)
+@proposals.get("/index/{ref}/{opts:.*}", READ_ONLY)
 async def proposal_index(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
-    ref, opts = _ref(request), request.match_info.get("opts", "")
+    ref, opts = path_ref(request), request.match_info.get("opts", "")
     if ":" in ref:  # index/limit:10: a named parameter, not an event
         ref, opts = "", ref + "/" + opts
-    event_uuid = await _resolve_event(ctx, ref) if ref else None
+    event_uuid = await resolve_event(ctx, ref) if ref else None
     limit, page = _page(request, opts)
 
     def listing() -> list[dict[str, Any]]:
@@ -242,7 +199,7 @@ async def proposal_index(request: web.Request) -> web.Response:
 
 async def _decidable(request: web.Request, what: str) -> tuple[ApiContext, query.EventHead, HeldProposal]:
     ctx = request.app[CTX]
-    head, held = await _find(ctx, _ref(request))
+    head, held = await _find(ctx, path_ref(request))
     if head.author != ctx.node.identity.public_key:
         creator = head.header["Orgc"]["name"]
         raise ApiError(403, NOT_PERMITTED, {"ShadowAttribute": [
@@ -255,7 +212,7 @@ def _decision(ctx: ApiContext, held: HeldProposal, decision: str) -> Any:
     return seal(ctx.node.identity, KIND_PROPOSAL_DECISION, decision_body(held.event_uuid, held.record, decision))
 
 
-@needs("user")
+@proposals.post("/accept/{ref}", USER)
 async def proposal_accept(request: web.Request) -> web.Response:
     ctx, _head, held = await _decidable(request, "accept")
     body = held.body
@@ -270,19 +227,19 @@ async def proposal_accept(request: web.Request) -> web.Response:
             changes: dict[str, Any] = {"deleted": True}  # MISP deletes softly on accept
         else:
             changes = {k: body[k] for k in EDITABLE if k in body}
-        await _edit_element(request, held.event_uuid, target, changes, "accept Proposal", extra_records=decision)
+        await edit_element(request, held.event_uuid, target, changes, "accept Proposal", extra_records=decision)
         message = "Proposed change accepted."
     else:
         attribute = {k: body[k] for k in (*EDITABLE, "uuid", "disable_correlation") if k in body}
         attribute["distribution"] = 5  # MISP: an accepted new attribute inherits the event's distribution
-        await _revise(request, held.event_uuid, "accept Proposal", posted={"Attribute": [attribute]},
+        await revise_event(request, held.event_uuid, "accept Proposal", posted={"Attribute": [attribute]},
                       extra_records=decision)
         message = "Proposal accepted."
     return web.json_response({"name": message, "message": message,
                               "url": f"/shadow_attributes/accept/{held.id}"})
 
 
-@needs("user")
+@proposals.post("/discard/{ref}", USER)
 async def proposal_discard(request: web.Request) -> web.Response:
     ctx, _head, held = await _decidable(request, "discard")
     await run(ctx.store.write_records, [_decision(ctx, held, DISCARDED)])
@@ -292,19 +249,3 @@ async def proposal_discard(request: web.Request) -> web.Response:
                               "url": f"/shadow_attributes/discard/{held.id}"})
 
 
-def add_routes(router: web.UrlDispatcher) -> None:
-    """MISP's paths, in both spellings CakePHP answers (PyMISP uses shadowAttributes)."""
-    for base in ("/shadowAttributes", "/shadow_attributes"):
-        router.add_post(base + "/add/{ref}", proposal_add)
-        router.add_post(base + "/edit/{ref}", proposal_edit)
-        router.add_post(base + "/delete/{ref}", proposal_delete)
-        router.add_get(base + "/view/{ref}", proposal_view)
-        router.add_get(base + "/index", proposal_index)
-        router.add_get(base + "/index.json", proposal_index)
-        router.add_get(base + "/index/{ref}", proposal_index)
-        router.add_get(base + "/index/{ref}/{opts:.*}", proposal_index)
-        router.add_post(base + "/accept/{ref}", proposal_accept)
-        router.add_post(base + "/discard/{ref}", proposal_discard)
-
-
-__all__ = ["add_routes", "number_proposals", "proposal_json"]

@@ -1,0 +1,135 @@
+"""MISP JSON out, with this node's numeric ids (decision 0005): events as events/view shows them,
+attributes with their event, and the proposals an event view carries."""
+from __future__ import annotations
+
+from typing import Any
+
+from fedmisp.correlate.engine import Correlator
+from fedmisp.model.misp import misp_attribute
+from fedmisp.node.api.helpers import ApiContext
+from fedmisp.store import query
+from fedmisp.store.proposals import HeldProposal, open_proposals
+from fedmisp.store.query import element_id
+
+
+def number_event(event: dict[str, Any], event_id: int, include_deleted: bool = False) -> dict[str, Any]:
+    """Add MISP's numeric ids (event id; 56-bit element ids, decision 0005); drop soft-deleted
+    attributes and objects unless asked for them (MISP's events/view default)."""
+    e = event["Event"]
+    eid = str(event_id)
+    e["id"] = eid
+    e.pop("deleted", None)
+
+    def attribute(a: dict[str, Any], object_id: str) -> dict[str, Any]:
+        a["id"] = str(element_id(a["uuid"]))
+        a["event_id"] = eid
+        a["object_id"] = object_id
+        return a
+    e["Attribute"] = [attribute(a, "0") for a in e["Attribute"] if include_deleted or not a.get("deleted")]
+    objects = []
+    for o in e["Object"]:
+        if o.get("deleted") and not include_deleted:
+            continue
+        oid = str(element_id(o["uuid"]))
+        o["id"] = oid
+        o["event_id"] = eid
+        o["Attribute"] = [attribute(a, oid) for a in o["Attribute"] if include_deleted or not a.get("deleted")]
+        for r in o["ObjectReference"]:
+            r["object_id"] = oid
+            r["event_id"] = eid
+        objects.append(o)
+    e["Object"] = objects
+    return event
+
+
+def shown_event(ctx: ApiContext, event_uuid: str, include_deleted: bool = False, metadata: bool = False,
+          correlations: bool = False) -> dict[str, Any] | None:
+    held = ctx.store.held(event_uuid)
+    event = ctx.store.export_event(event_uuid)
+    if held is None or event is None or event["Event"].get("deleted"):  # a tombstone (decision 0007)
+        return None
+    meta = ctx.store.event_meta(event_uuid)
+    if meta is not None and meta.correlation_only:
+        return None  # matched by correlation, never shown (issue 5)
+    event = number_event(event, held.id, include_deleted)
+    number_proposals(ctx, event)
+    if correlations:
+        # MISP's RelatedEvent and RelatedAttribute, computed now from the indexes (decision 0006)
+        Correlator(ctx.store, ctx.node.config.correlation).annotate(event)
+    if metadata:
+        event["Event"].pop("Attribute", None)
+        event["Event"].pop("Object", None)
+    return event
+
+
+def attribute_json(head: query.EventHead, body: dict[str, Any], local: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    a = misp_attribute(body, {body["uuid"]: local} if local else {})
+    a["id"] = str(element_id(body["uuid"]))
+    a["event_id"] = str(head.id)
+    a["object_id"] = str(element_id(body["object_uuid"])) if "object_uuid" in body else "0"
+    if "object_uuid" in body:
+        a["object_uuid"] = body["object_uuid"]
+    h = head.header
+    a["Event"] = {"id": str(head.id), "uuid": head.uuid, "info": h["info"], "distribution": str(h["distribution"]),
+                  "orgc_id": "0", "Orgc": h["Orgc"], "published": h["published"], "date": h["date"]}
+    return a
+
+
+def shown_attribute(ctx: ApiContext, element_uuid: str) -> dict[str, Any] | None:
+    found = query.find_element(ctx.store, element_uuid)
+    if found is None:
+        return None
+    head = query.event_head(ctx.store, found[0])
+    if head is None:
+        return None
+    local = ctx.store.local_tags([element_uuid]).get(element_uuid)
+    a = attribute_json(head, found[1], local)
+    a.pop("Event")
+    return a
+
+
+def proposal_json(ctx: ApiContext, head: query.EventHead, held: HeldProposal) -> dict[str, Any]:
+    """A proposal as MISP's ShadowAttribute: ids as strings, `old_id` the attribute it changes."""
+    body = held.body
+    org = body.get("Org") or {}
+    target = body.get("attribute_uuid")
+    out = {
+        "id": str(held.id), "old_id": str(element_id(target)) if target else "0", "event_id": str(head.id),
+        "type": body["type"], "category": body["category"], "value": body["value"],
+        "comment": body.get("comment", ""), "to_ids": bool(body.get("to_ids")), "uuid": body["uuid"],
+        "event_uuid": held.event_uuid,
+        "event_org_id": "1" if head.author == ctx.node.identity.public_key else "0",
+        "org_id": "1" if org.get("uuid") == ctx.node.config.org_uuid else "0",
+        "org_uuid": org.get("uuid", ""), "email": "", "deleted": False, "timestamp": str(body["timestamp"]),
+        "proposal_to_delete": bool(body.get("proposal_to_delete")),
+        "disable_correlation": bool(body.get("disable_correlation")),
+        "first_seen": body.get("first_seen"), "last_seen": body.get("last_seen"),
+        "Org": {"name": org.get("name", ""), "uuid": org.get("uuid", "")},
+    }
+    if target:
+        out["old_uuid"] = target
+    return out
+
+
+def _proposal_key(proposal: dict[str, Any]) -> tuple[Any, ...]:
+    return (proposal["uuid"], proposal.get("attribute_uuid"), str(proposal["timestamp"]), proposal["type"],
+            proposal["value"])
+
+
+def number_proposals(ctx: ApiContext, event: dict[str, Any]) -> None:
+    """MISP's ids (id, event_id, old_id) on the proposals an event view shows, on the event (new
+    attributes) and on its attributes (changes and deletions)."""
+    e = event["Event"]
+    attributes = [*e.get("Attribute", ()), *(a for o in e.get("Object", ()) for a in o["Attribute"])]
+    shown = [*e.get("ShadowAttribute", ()), *(p for a in attributes for p in a.get("ShadowAttribute", ()))]
+    if not shown:
+        return
+    ids: dict[tuple[Any, ...], list[int]] = {}
+    for held in open_proposals(ctx.store, e["uuid"]):
+        ids.setdefault(_proposal_key(held.body), []).append(held.id)
+    for proposal in shown:
+        found = ids.get(_proposal_key(proposal))
+        if found:
+            target = proposal.get("attribute_uuid")
+            proposal.update(id=str(found.pop(0)), event_id=e["id"],
+                            old_id=str(element_id(target)) if target else "0")
