@@ -141,11 +141,10 @@ class Correlator:
         return out
 
     def _dups(self, view: IndexView, index: str, key: bytes, label: str, out: Correlations) -> list[bytes]:
-        count, refs = view.refs(index, key)
+        count, refs = view.refs(index, key, self.config.max_matches)
         if count > self.config.max_matches:
             out.over_correlating[label] = out.over_correlating.get(label, 0) + count
-            return []
-        return list(refs)
+        return refs
 
     def _cidr(self, view: IndexView, network: Any, label: str, out: Correlations) -> list[bytes]:
         """Stored networks containing `network` (an IP is a /32 or /128), and stored IPs and
