@@ -180,12 +180,10 @@ class Correlator:
 
     def _range(self, view: IndexView, index: str, low: bytes, high: bytes, label: str,
                out: Correlations) -> list[bytes]:
-        refs: list[bytes] = []
-        for ref in view.refs_between(index, low, high):
-            refs.append(ref)
-            if len(refs) > self.config.max_matches:
-                out.over_correlating[label] = len(refs)
-                return []
+        refs = view.refs_between(index, low, high, self.config.max_matches)
+        if refs is None:
+            out.over_correlating[label] = self.config.max_matches + 1
+            return []
         return refs
 
     def _ssdeep(self, view: IndexView, query: str, exclude_event: str | None, seen: set[bytes],

@@ -365,22 +365,28 @@ class IndexView:
         cursor = self._cursor(index)
         return bytes(cursor.key()) if cursor.set_range(key) else None
 
-    def refs_between(self, index: str, low: bytes, high: bytes) -> Iterator[bytes]:
-        """The refs under every key from `low` to `high`, both included, in key order."""
-        cursor = self._t.cursor(self._TABLES[index])
+    def refs_between(self, index: str, low: bytes, high: bytes, at_most: int) -> list[bytes] | None:
+        """The refs under every key from `low` to `high`, both included, in key order; None when
+        there are more than `at_most`."""
+        cursor = self._cursor(index)
+        refs: list[bytes] = []
         if not cursor.set_range(low):
-            return
+            return refs
         for key, ref in cursor:
-            if bytes(key) > high:
+            if key > high:
                 break
-            yield bytes(ref)
+            refs.append(bytes(ref))
+            if len(refs) > at_most:
+                return None
+        return refs
 
     def attribute_body(self, ref: bytes) -> bytes | None:
         """The held body of the attribute a ref names, if it is still in that event (unverified)."""
-        located = element_at(self._t, ref[16:])
+        t = self._t
+        located = t.get("elements", ref[16:])
         if located is None or located[:16] != ref[:16]:
             return None
-        body = self._t.get("bodies", located)
+        body = t.get("bodies", bytes(located))
         return bytes(body) if body is not None else None
 
     def event_meta(self, ev: bytes) -> EventMeta | None:
