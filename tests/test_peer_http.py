@@ -529,3 +529,20 @@ def test_a_peer_that_has_not_seen_this_nodes_key_rotation_is_asked_again_with_th
             return first, transport.identities
     reply, identities = _run(go())
     assert reply["changes"] and [i.public_key for i in identities] == [b.identity.public_key]
+
+
+def test_a_body_that_is_not_the_one_signed_is_refused_after_it_is_read_naming_the_reason(pair):
+    """A configured peer's valid header, but a body changed in transit: the header passes the
+    checks made before the body is read; the body then fails the signature (403 bad-signature)
+    and nothing is served."""
+    a, b = pair
+
+    async def go() -> tuple[int, str]:
+        body = seal_body(b.identity, a.identity.public_key, encode({"since": 0, "limit": 10}))
+        headers = {HEADER: sign_request(b.identity, "POST", PREFIX + "/changes", body), "Content-Type": CONTENT_TYPE}
+        tampered = body[:-1] + bytes([body[-1] ^ 1])
+        async with served(a) as url, aiohttp.ClientSession() as http:
+            async with http.post(url + PREFIX + "/changes", data=tampered, headers=headers) as reply:
+                return reply.status, (await reply.read()).decode("utf-8", "replace")
+    status, text = _run(go())
+    assert status == 403 and text.startswith("bad-signature"), (status, text)
