@@ -121,7 +121,9 @@ def join_views(blobs: list[bytes]) -> bytes:
     array header (msgpack: fixarray, array 16 or array 32)."""
     count, items = 0, []
     for blob in blobs:
-        first = blob[0]
+        first = blob[0] if blob else None
+        if first is None:
+            raise ValueError("kept views: an empty part")
         if first & 0xF0 == 0x90:
             n, skip = first & 0x0F, 1
         elif first == 0xDC:
