@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid as uuidlib
 
 import pytest
 
@@ -10,7 +11,8 @@ from fedmisp.gossip.session import (
     SEQ_LIMIT, Done, LookUp, PullLimits, PullSession, RefusedReply, SendBodies, SendChanges, StoreBatch, look_up,
     stop_rule,
 )
-from fedmisp.model.records import KIND_EVENT, seal
+from fedmisp.model.records import KIND_EVENT, KIND_RETRACTION, seal
+from fedmisp.model.retraction import Reach, retraction_body
 
 from test_gossip_session import AUTHOR, FakeLocal, FakePeer, _feed, change, run, signed
 
@@ -219,6 +221,38 @@ def test_a_revision_with_more_elements_than_an_event_may_hold_is_malformed_and_n
     assert _received(batches) == [] and peer.body_requests == 0
     (refused,) = _refused(batches)
     assert refused.reason == "malformed" and "at most" in refused.detail
+    assert checkpoint == 1
+
+
+def _retraction(event_uuid: str, reach_level: int = 2):
+    return seal(AUTHOR, KIND_RETRACTION, retraction_body(event_uuid, 1_700_000_400, bytes(32), Reach(reach_level)))
+
+
+@pytest.mark.parametrize("level", [-2, 4, 5, 2 ** 63, True, "2", None])
+def test_a_retraction_offered_at_a_level_outside_minus_1_to_3_is_malformed_and_the_rest_of_the_page_goes_on(level):
+    # the level a retraction is offered at decides where it may go next (policy/retractions.py):
+    # -1 (through its groups only) to 3, the levels a retraction's reach can have
+    bad, good = _retraction(str(uuidlib.uuid4())), _retraction(str(uuidlib.uuid4()))
+    changes = [{"seq": 1, "record": bad.wire(), "level": level},
+               {"seq": 2, "record": good.wire(), "level": 3}]
+    batches, checkpoint = run(PullSession("p", 0), FakePeer(changes, {}), FakeLocal())
+    (refused,) = _refused(batches)
+    assert (refused.seq, refused.reason, refused.record_id) == (1, "malformed", bad.id)
+    assert "from -1 to 3" in refused.detail
+    stored = [r for b in batches for r in b.records]
+    assert stored == [good.wire()]
+    assert {k: v for b in batches for k, v in b.retraction_levels.items()} == {good.id: 3}
+    assert checkpoint == 2
+
+
+@pytest.mark.parametrize("level", [-1, 0, 1, 2, 3])
+def test_a_retraction_offered_at_each_level_from_minus_1_to_3_is_taken_at_that_level(level):
+    r = _retraction(str(uuidlib.uuid4()))
+    batches, checkpoint = run(PullSession("p", 0), FakePeer([{"seq": 1, "record": r.wire(), "level": level}], {}),
+                              FakeLocal())
+    assert _refused(batches) == []
+    assert [w for b in batches for w in b.records] == [r.wire()]
+    assert {k: v for b in batches for k, v in b.retraction_levels.items()} == {r.id: level}
     assert checkpoint == 1
 
 
