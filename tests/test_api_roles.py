@@ -246,3 +246,35 @@ def test_operator_routes_take_an_admin_key_or_a_fresh_request_signed_by_the_node
     got = asyncio.run(answers())
     assert [status for status, _text in got] == [status for _headers, status in cases]
     assert all("admin API key" in text for status, text in got if status == 403)
+
+
+async def _json(node, writer, method: str, path: str, key: str, body: dict | None = None) -> tuple[int, dict]:
+    async with TestClient(TestServer(make_app(ApiContext(node, writer)))) as client:
+        async with client.request(method, path, json=body,
+                                  headers={"Accept": "application/json", "Authorization": key}) as r:
+            return r.status, await r.json()
+
+
+@pytest.mark.parametrize("role, published", [(USER, False), (PUBLISHER, True), (ADMIN, True)])
+def test_events_add_publishes_only_for_a_key_that_may_publish(
+        client_keys, role, published):
+    # A user's key adds events but publishing is what shares them: `published: true` from a key
+    # below publisher is kept unpublished (node/api/helpers.py may), as MISP does for a user
+    # without perm_publish; a publisher's key publishes at once.
+    node, writer, keys = client_keys
+    status, answer = asyncio.run(_json(node, writer, "POST", "/events/add", keys[role],
+                                            {"Event": {"info": f"published by {role}?", "published": True,
+                                                       "distribution": 1}}))
+    assert status == 200, answer
+    assert answer["Event"]["published"] is published
+    stored = node.store.export_event(answer["Event"]["uuid"])
+    assert stored is not None and stored["Event"]["published"] is published
+
+
+@pytest.mark.parametrize("role, sights", [(READ_ONLY, False), (USER, True), (ADMIN, True)])
+def test_get_version_says_perm_sighting_only_for_a_key_that_may_add_sightings(client_keys, role, sights):
+    # PyMISP and MISP's sync read perm_sighting from servers/getVersion to decide whether to send
+    # sightings; a read-only key may not add them
+    node, writer, keys = client_keys
+    status, answer = asyncio.run(_json(node, writer, "GET", "/servers/getVersion", keys[role]))
+    assert status == 200 and answer["perm_sighting"] is sights
