@@ -267,6 +267,25 @@ def test_pap_ceiling():
         is Reason.PUSH_FILTER_PAP
 
 
+# DESIGN's marking scales, written out as the oracle: white is clear's older name
+_TLP_RANKS = {"tlp:clear": 0, "tlp:white": 0, "tlp:green": 1, "tlp:amber": 2, "tlp:amber+strict": 3, "tlp:red": 4}
+_PAP_RANKS = {"pap:clear": 0, "pap:white": 0, "pap:green": 1, "pap:amber": 2, "pap:red": 3}
+
+
+@pytest.mark.parametrize("ranks, field, reason", [(_TLP_RANKS, "tlp_ceiling", Reason.PUSH_FILTER_TLP),
+                                                  (_PAP_RANKS, "pap_ceiling", Reason.PUSH_FILTER_PAP)])
+def test_a_marking_ceiling_passes_exactly_the_markings_at_or_below_it_on_events_and_elements(ranks, field, reason):
+    for ceiling, top in ranks.items():
+        f = SyncFilter(**{field: ceiling})
+        for marking, rank in ranks.items():
+            e = event(3, attr("x"), tags=frozenset({marking}))
+            out = outbound(e, origin_holding(e), peer(B, push=f), NODE_A)
+            assert out.reason is (Reason.ALLOWED if rank <= top else reason), (ceiling, marking)
+            inner = event(3, attr("x", tags=frozenset({marking})), attr("y"))
+            out = outbound(inner, origin_holding(inner), peer(B, push=f), NODE_A)
+            assert dict(out.withheld) == ({} if rank <= top else {"x": reason}), (ceiling, marking)
+
+
 def test_to_ids_only():
     e = event(3, attr("x", to_ids=True), attr("y", to_ids=False))
     out = outbound(e, origin_holding(e), peer(B, push=SyncFilter(to_ids_only=True)), NODE_A)
@@ -309,6 +328,25 @@ def test_an_element_that_came_from_the_peer_is_withheld_from_it_as_from_peer():
     out = outbound(e, held, peer(A), NODE_B)
     assert out.allowed and "x" not in out.levels and "y" in out.levels
     assert out.withheld == {"x": Reason.FROM_PEER}
+
+
+def test_a_header_from_another_path_is_sent_to_the_peer_every_element_came_from():
+    # The peer gave every element, a newer header came by another path: the peer is offered that
+    # header alone (it holds the elements), not refused as if the whole event had come from it.
+    e = event(3, attr("x"), attr("y"))
+    held = Holding({"ev": 3, "x": 3, "y": 3}, {"ev": frozenset({C}), "x": frozenset({A}), "y": frozenset({A})})
+    out = outbound(e, held, peer(A), NODE_B)
+    assert out.allowed and dict(out.levels) == {"ev": 3}
+    assert out.withheld == {"x": Reason.FROM_PEER, "y": Reason.FROM_PEER}
+    (many,) = outbound_many(e, held, [peer(A)], NODE_B).values()
+    assert many == out
+    # and an event whose header and elements all came from the peer is not sent back at all
+    back = Holding({"ev": 3, "x": 3, "y": 3}, {u: frozenset({A}) for u in ("ev", "x", "y")})
+    assert outbound(e, back, peer(A), NODE_B).reason is Reason.FROM_PEER
+    # while an element the peer did not give goes to it with the header it gave
+    mixed = Holding({"ev": 3, "x": 3, "y": 3}, {"ev": frozenset({A}), "x": frozenset({A}), "y": frozenset({C})})
+    out = outbound(e, mixed, peer(A), NODE_B)
+    assert out.allowed and dict(out.levels) == {"ev": 3, "y": 3}
 
 
 # --- inbound ------------------------------------------------------------------------------------

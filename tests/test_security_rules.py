@@ -166,6 +166,7 @@ def test_a_filter_list_holds_at_most_max_filter_entries():
 
 @pytest.mark.parametrize("key, value, expected", [
     ("tlp_ceiling", "amber", "tlp:amber"), ("tlp_ceiling", "TLP:Green", "tlp:green"), ("tlp_ceiling", "none", None),
+    ("tlp_ceiling", "NONE", None), ("pap_ceiling", "none", None), ("pap_ceiling", "pap:none", None),
     ("pap_ceiling", "red", "pap:red"), ("pap_ceiling", "pap:white", "pap:white"),
 ])
 def test_a_ceiling_is_read_with_or_without_its_prefix(key, value, expected):

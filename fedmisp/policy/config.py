@@ -50,7 +50,7 @@ def parse_filter(table: Any, where: str, problems: list[str], *, push: bool) -> 
             name = value.lower() if isinstance(value, str) else value
             if isinstance(name, str) and not name.startswith(("tlp:", "pap:")):
                 name = ("tlp:" if key == "tlp_ceiling" else "pap:") + name
-            if name in ("none", "tlp:none", "pap:none"):
+            if name in ("tlp:none", "pap:none"):  # "none", with the prefix added above
                 values[key] = None
             elif name not in order:
                 problems.append(f"{field_where}: {value!r} is not a level; accepted: {', '.join(order)} or \"none\"")
