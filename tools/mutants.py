@@ -46,8 +46,8 @@ HARMLESS = Path(__file__).with_name("mutants-harmless.txt")
 
 # Tests that pin the rules of each module, fastest killers first (pytest -x stops at the first
 # failure). Slow-marked tests are left out: they start many node processes per test.
-_POLICY = ["tests/test_policy_rules.py", "tests/test_security_rules.py", "tests/test_policy_property.py",
-           "tests/test_gossip_replication.py"]
+_POLICY = ["tests/test_policy_rules.py", "tests/test_security_rules.py", "tests/test_edge_rules.py",
+           "tests/test_policy_property.py", "tests/test_gossip_replication.py"]
 _API_ROLES = ["tests/test_api_roles.py"]
 
 
@@ -69,7 +69,7 @@ TARGETS: dict[str, Target] = {
                                                 "tests/test_api_federation.py")),
     "fedmisp/policy/orgs.py": Target(("tests/test_security_rules.py", "tests/test_keys.py",
                                       "tests/test_org_vouching.py", "tests/test_blocked_keys.py")),
-    "fedmisp/policy/holding.py": Target(tuple(_POLICY) + ("tests/test_store_format.py", "tests/test_gossip_replication.py")),
+    "fedmisp/policy/holding.py": Target(("tests/test_holding_codec.py",) + tuple(_POLICY) + ("tests/test_store_format.py",)),
     "fedmisp/policy/model.py": Target(tuple(_POLICY) + ("tests/test_store_format.py",),
                                       constants=frozenset({"TLP_ORDER", "PAP_ORDER"})),
     "fedmisp/policy/config.py": Target(("tests/test_policy_config.py", "tests/test_security_rules.py",
@@ -83,7 +83,8 @@ TARGETS: dict[str, Target] = {
     "fedmisp/gossip/http.py": Target(("tests/test_peer_http.py", "tests/test_server_limits.py",
                                       "tests/test_gossip_auth.py", "tests/test_hostile_peer.py")),
     "fedmisp/gossip/session.py": Target(("tests/test_gossip_session.py", "tests/test_pull_domains.py",
-                                         "tests/test_security_rules.py",
+                                         "tests/test_security_rules.py", "tests/test_edge_rules.py",
+                                         "tests/test_retraction_rules.py",
                                          "tests/test_gossip_replication.py", "tests/test_author_rule.py",
                                          "tests/test_blocked_keys.py", "tests/test_gossip_extras.py"),
                                         constants=frozenset({"MAX_MESSAGE_BYTES", "BODIES_PAGE"})),
