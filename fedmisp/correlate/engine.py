@@ -87,13 +87,17 @@ class Correlator:
 
     def attribute(self, event_uuid: str, element: dict[str, Any], event_disabled: bool = False) -> Correlations:
         """What correlates with one held attribute, in other events (MISP's RelatedAttribute)."""
+        return self._attribute(None, event_uuid, element, event_disabled)
+
+    def _attribute(self, view: IndexView | None, event_uuid: str, element: dict[str, Any],
+                   event_disabled: bool) -> Correlations:
         if not correlates(element, event_disabled):
             return Correlations()
         try:
             keys = correlation_values(element["type"], normalise(element["type"], element["value"]))
         except ValueFormatError:
             return Correlations()
-        return self._correlate(element["type"], keys, event_uuid)
+        return self._correlate(element["type"], keys, event_uuid, view)
 
     def annotate(self, misp_event: dict[str, Any]) -> dict[str, Any]:
         """Add MISP's RelatedAttribute (per attribute) and RelatedEvent (per event) to an event view;
@@ -105,39 +109,45 @@ class Correlator:
         attributes = list(event.get("Attribute", []))
         for obj in event.get("Object", []):
             attributes.extend(obj.get("Attribute", []))
-        for attribute in attributes:
-            found = self.attribute(event["uuid"], attribute, disabled)
-            if found.matches:
-                attribute["RelatedAttribute"] = [related_attribute(m) for m in found.matches]
-            for m in found.matches:
-                if not m.correlation_only:
-                    related.setdefault(m.event_uuid, {"Event": {"uuid": m.event_uuid, "info": m.event_info,
-                                                                "Orgc": {"name": m.org}}})
+        # one read transaction for the whole event: a view (and its cursors) per attribute was most
+        # of the cost of correlating a large event's attributes that match nothing (bench/api.py)
+        with self.store.index_view() as view:
+            for attribute in attributes:
+                found = self._attribute(view, event["uuid"], attribute, disabled)
+                if found.matches:
+                    attribute["RelatedAttribute"] = [related_attribute(m) for m in found.matches]
+                for m in found.matches:
+                    if not m.correlation_only:
+                        related.setdefault(m.event_uuid, {"Event": {"uuid": m.event_uuid, "info": m.event_info,
+                                                                    "Orgc": {"name": m.org}}})
         if related:
             event["RelatedEvent"] = list(related.values())
         return misp_event
 
     # --- the three kinds -------------------------------------------------------------------------
 
-    def _correlate(self, type_: str | None, keys: tuple[str, ...], exclude_event: str | None) -> Correlations:
+    def _correlate(self, type_: str | None, keys: tuple[str, ...], exclude_event: str | None,
+                   view: IndexView | None = None) -> Correlations:
+        if view is None:
+            with self.store.index_view() as view:
+                return self._correlate(type_, keys, exclude_event, view)
         out = Correlations()
         seen: set[bytes] = set()  # attribute uuids (16 bytes) already matched
         excluded = [k for k in keys if self._is_excluded(k)]
         out.excluded.extend(excluded)
         keys = tuple(k for k in keys if k not in excluded)
-        with self.store.index_view() as view:
-            for key in keys:
-                self._collect(view, "exact", key, self._dups(view, "value", index_key(key), key, out),
+        for key in keys:
+            self._collect(view, "exact", key, self._dups(view, "value", index_key(key), key, out),
+                          exclude_event, seen, out)
+        ip_half = IP_PARTS.get(type_ or "", None)
+        if ip_half is not None and ip_half < len(keys):
+            network = parse_ip(keys[ip_half])
+            if network is not None:
+                self._collect(view, "cidr", keys[ip_half], self._cidr(view, network, keys[ip_half], out),
                               exclude_event, seen, out)
-            ip_half = IP_PARTS.get(type_ or "", None)
-            if ip_half is not None and ip_half < len(keys):
-                network = parse_ip(keys[ip_half])
-                if network is not None:
-                    self._collect(view, "cidr", keys[ip_half], self._cidr(view, network, keys[ip_half], out),
-                                  exclude_event, seen, out)
-            ssdeep_half = SSDEEP_PARTS.get(type_ or "", None)
-            if ssdeep_half is not None and ssdeep_half < len(keys):
-                self._ssdeep(view, keys[ssdeep_half], exclude_event, seen, out)
+        ssdeep_half = SSDEEP_PARTS.get(type_ or "", None)
+        if ssdeep_half is not None and ssdeep_half < len(keys):
+            self._ssdeep(view, keys[ssdeep_half], exclude_event, seen, out)
         return out
 
     def _dups(self, view: IndexView, index: str, key: bytes, label: str, out: Correlations) -> list[bytes]:
@@ -151,28 +161,26 @@ class Correlator:
         networks inside it."""
         refs: list[bytes] = []
         # Networks containing it: one lookup per prefix length the index holds at all (keys are
-        # family | prefix length | address), found by seeking, instead of computing all 33 (or
-        # 129) supernets; a store usually holds a handful of lengths.
+        # family | prefix length | address; the view reads which lengths once, by seeking),
+        # instead of computing all 33 (or 129) supernets; a store usually holds a handful.
         family = net_key(network)[:1]
+        lengths = view.prefix_lengths("net", family)
         bits, address = network.max_prefixlen, int(network.network_address)
-        prefix = 0
-        while prefix <= network.prefixlen:
-            found = view.key_at_or_after("net", family + bytes([prefix]))
-            if found is None or found[:1] != family or found[1] > network.prefixlen:
+        for prefix in lengths:
+            if prefix > network.prefixlen:
                 break
-            prefix = found[1]
             masked = (address >> (bits - prefix)) << (bits - prefix)
             key = family + bytes([prefix]) + masked.to_bytes(bits // 8, "big").rjust(16, b"\x00")
             refs.extend(self._dups(view, "net", key, label, out))
-            prefix += 1
         if network.prefixlen < network.max_prefixlen:
             refs.extend(self._range(view, "ip", ip_key(network.network_address),
                                     ip_key(network.broadcast_address), label, out))
-            for prefix in range(network.prefixlen + 1, network.max_prefixlen):
-                family = net_key(network)[:1] + bytes([prefix])
-                low = family + network.network_address.packed.rjust(16, b"\x00")
-                high = family + network.broadcast_address.packed.rjust(16, b"\x00")
-                refs.extend(self._range(view, "net", low, high, label, out))
+            low_address = network.network_address.packed.rjust(16, b"\x00")
+            high_address = network.broadcast_address.packed.rjust(16, b"\x00")
+            for prefix in lengths:
+                if network.prefixlen < prefix < network.max_prefixlen:
+                    length = family + bytes([prefix])
+                    refs.extend(self._range(view, "net", length + low_address, length + high_address, label, out))
         if len(refs) > self.config.max_matches:
             out.over_correlating[label] = len(refs)
             return []
@@ -221,8 +229,7 @@ class Correlator:
 
     def _elements(self, view: IndexView, refs: Any, exclude_event: str | None,
                   seen: set[bytes]) -> Iterator[tuple[bytes, dict[str, Any], EventMeta]]:
-        exclude = _uuid.UUID(exclude_event).bytes if exclude_event else None
-        metas: dict[bytes, EventMeta | None] = {}
+        exclude = _uuid_bytes(exclude_event) if exclude_event else None
         for ref in refs:
             ev, attribute = ref[:16], ref[16:]
             if ev == exclude or attribute in seen:
@@ -234,9 +241,7 @@ class Correlator:
                 element = open_element(body)
             except RecordError:
                 continue
-            if ev not in metas:
-                metas[ev] = view.event_meta(ev)
-            meta = metas[ev]
+            meta = view.event_meta(ev)
             if meta is None or not correlates(element, meta.correlation_disabled):
                 continue
             if self.config.exclusions and any(self._is_excluded(k) for k in _keys_of(element)):
@@ -245,6 +250,11 @@ class Correlator:
 
     def _is_excluded(self, value: str) -> bool:
         return any(_exclusion(p).match(value.lower()) for p in self.config.exclusions)
+
+
+@lru_cache(maxsize=256)
+def _uuid_bytes(text: str) -> bytes:
+    return _uuid.UUID(text).bytes
 
 
 def _keys_of(element: dict[str, Any]) -> tuple[str, ...]:

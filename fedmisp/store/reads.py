@@ -336,7 +336,7 @@ def _distinct_sightings(sightings: list[dict[str, Any]]) -> list[dict[str, Any]]
 class IndexView:
     """The correlation indexes and attribute bodies over one read transaction: what
     correlate/engine.py reads, by index ("value", "ip", "net", "ssdeep"), never by table."""
-    __slots__ = ("_t", "_cursors")
+    __slots__ = ("_t", "_cursors", "_metas", "_lengths")
     _TABLES = {"value": "ix_value", "ip": "ix_ip", "net": "ix_net", "ssdeep": "ix_ssdeep"}
 
     def __init__(self, t: Txn):
@@ -344,6 +344,9 @@ class IndexView:
         # one cursor per index for the point lookups, whose results are read out before the next
         # (a CIDR match seeks once per prefix length: a cursor each time was a fifth of its cost)
         self._cursors: dict[str, Any] = {}
+        # one transaction: an event's meta and the prefix lengths an index holds cannot change
+        self._metas: dict[bytes, EventMeta | None] = {}
+        self._lengths: dict[tuple[str, bytes], tuple[int, ...]] = {}
 
     def _cursor(self, index: str) -> Any:
         cursor = self._cursors.get(index)
@@ -364,6 +367,23 @@ class IndexView:
         """The first key of the index at or after `key`."""
         cursor = self._cursor(index)
         return bytes(cursor.key()) if cursor.set_range(key) else None
+
+    def prefix_lengths(self, index: str, family: bytes) -> tuple[int, ...]:
+        """The prefix lengths (keys' second byte) the index holds under `family` (their first),
+        ascending: found by seeking once per length held, and kept for the view's life."""
+        known = self._lengths.get((index, family))
+        if known is not None:
+            return known
+        lengths: list[int] = []
+        prefix = 0
+        while prefix < 256:
+            found = self.key_at_or_after(index, family + bytes([prefix]))
+            if found is None or found[:1] != family or len(found) < 2:
+                break
+            lengths.append(found[1])
+            prefix = found[1] + 1
+        known = self._lengths[(index, family)] = tuple(lengths)
+        return known
 
     def refs_between(self, index: str, low: bytes, high: bytes, at_most: int) -> list[bytes] | None:
         """The refs under every key from `low` to `high`, both included, in key order; None when
@@ -390,4 +410,9 @@ class IndexView:
         return bytes(body) if body is not None else None
 
     def event_meta(self, ev: bytes) -> EventMeta | None:
-        return event_meta_at(self._t, ev)
+        if ev in self._metas:
+            return self._metas[ev]
+        if len(self._metas) >= 4096:  # a bound: a view over a huge event's correlations
+            self._metas.clear()
+        meta = self._metas[ev] = event_meta_at(self._t, ev)
+        return meta
