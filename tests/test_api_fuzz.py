@@ -315,6 +315,8 @@ SEEDS: dict[str, list[Any]] = {
                                 {"uuid": "{attribute_uuid}", "tag": "{tag_name}", "local": 0}],
     "/tags/removeTagFromObject": [{"uuid": "{event_uuid}", "tag": "fuzz:local", "local": 1}],
     "/tags/edit/{ref}": [{"Tag": {"colour": "#aabbcc", "exportable": 0}}],
+    "/tags/search": [{"tagname": "tlp:%", "strict_tagname": True}, {"Tag": {"tag": ["{tag_name}", "x%"]}}],
+    "/warninglists/checkValue": [["8.8.8.8", "dns[.]google", "{attribute_value}"], {"Warninglist": ["8.8.8.8"]}],
 }
 for path in ("/sightings/listSightings/{ref}", "/sightings/listSightings/{ref}/{context}"):
     SEEDS[path] = [{"org_id": "1"}]

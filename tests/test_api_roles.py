@@ -20,7 +20,8 @@ from fedmisp.store.writer import Writer
 READ_ONLY, USER, PUBLISHER, ADMIN = ROLES
 
 # docs/api.md: read-only views, index, search; user adds, edits, deletes, tags, sights, proposes;
-# publisher publishes; admin manages tags, sharing groups and organisations.
+# publisher publishes; admin manages tags, sharing groups and organisations; taxonomies and
+# warninglists are read-only for every role.
 ROLES_OF = {
     "instance.get_version": READ_ONLY, "instance.user_me": READ_ONLY, "instance.describe": READ_ONLY,
     "events.event_index": READ_ONLY, "events.event_view": READ_ONLY, "search.event_search": READ_ONLY,
@@ -45,6 +46,12 @@ ROLES_OF = {
     "tags.tag_index": READ_ONLY, "tags.tag_view": READ_ONLY,
     "tags.tag_attach": USER, "tags.tag_remove": USER,
     "tags.tag_add": ADMIN, "tags.tag_edit": ADMIN, "tags.tag_delete": ADMIN,
+    "taxonomies.taxonomy_index": READ_ONLY, "taxonomies.taxonomy_view": READ_ONLY,
+    "taxonomies.warninglist_index": READ_ONLY, "taxonomies.warninglist_view": READ_ONLY,
+    "taxonomies.warninglist_check_value": READ_ONLY,
+    "taxonomies.tag_search": READ_ONLY, "taxonomies.tag_search_named": READ_ONLY,
+    # enable, disable, update: refused to every key (the node keeps no such state), so no role is needed
+    "taxonomies.vocabulary_fixed": READ_ONLY,
 }
 
 

@@ -1,12 +1,13 @@
 """MISP warninglists (pymispwarninglists): known-benign values such as public resolvers or top domains.
 
-Loading every list takes a few seconds, so it happens once, on first use.
+Loading every list takes a few seconds, so it happens once per process, on first use; the
+correlation, the export filters and the API's warninglists/* all read that one load.
 """
 from __future__ import annotations
 
 import logging
 from functools import lru_cache
-from typing import Any
+from typing import Any, Mapping
 
 log = logging.getLogger("fedmisp.correlate")
 
@@ -15,6 +16,12 @@ log = logging.getLogger("fedmisp.correlate")
 def _lists() -> Any:
     from pymispwarninglists import WarningLists
     return WarningLists(slow_search=False)
+
+
+def warninglists() -> Mapping[str, Any]:
+    """Every warninglist by name (pymispwarninglists.api.WarningList: `name`, `type`, `version`,
+    `description`, `list`, `matching_attributes`)."""
+    return _lists().get_loaded_lists()
 
 
 def warninglist_hits(value: str) -> list[str]:

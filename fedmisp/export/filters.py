@@ -21,13 +21,37 @@ def indicator_parts(attribute: dict[str, Any]) -> list[str]:
         return attribute["value"].split("|", 1)
 
 
+def judged_value(attribute: dict[str, Any]) -> str:
+    """The form of the attribute's value a warninglist is asked about: normalised, and the first
+    part of a composite (domain|ip, filename|md5), as MISP judges one."""
+    return indicator_parts(attribute)[0]
+
+
 def warninglists(attribute: dict[str, Any]) -> list[str]:
     """The names of the warninglists the attribute's value is on. MISP checks the value as it stored
     it (lower-cased, a domain or URL as it validates them); the stored value here is the one the
     author wrote, so the check is on its normalised form: `DNS.GOOGLE` and `dns[.]google` are the
     `dns.google` a public-resolver list names. A composite (domain|ip, filename|md5) is judged by
     its first part, as MISP does."""
-    return warninglist_hits(indicator_parts(attribute)[0])
+    return warninglist_hits(judged_value(attribute))
+
+
+# The types a bare value (warninglists/checkValue) is tried as, in this order; the first whose
+# normalisation takes it is its type. `url` takes nearly any text and only refangs and lower-cases
+# a scheme and host, so it comes last; a value none takes is judged as sent (trimmed).
+BARE_VALUE_TYPES = ("ip-dst", "domain", "email-src", "md5", "sha1", "sha224", "sha256", "sha384", "sha512", "url")
+
+
+def bare_attribute(value: str) -> dict[str, Any]:
+    """A value sent without a type, as the attribute it would be, so that `warninglists` judges it
+    as it judges a held one (`8.8.8.8`, `DNS.GOOGLE`, `hxxps://dns[.]google/x`)."""
+    for type_ in BARE_VALUE_TYPES:
+        try:
+            normalise(type_, value)
+        except ValueFormatError:
+            continue
+        return {"type": type_, "value": value}
+    return {"type": "text", "value": value}
 
 
 def warninglisted(attribute: dict[str, Any]) -> bool:

@@ -1,7 +1,8 @@
 """MISP JSON out, with this node's numeric ids (decision 0005): events as events/view shows them,
-attributes with their event, and the proposals an event view carries."""
+attributes with their event, the proposals an event view carries, and tags."""
 from __future__ import annotations
 
+from hashlib import blake2b
 from typing import Any
 
 from fedmisp.correlate.engine import Correlator
@@ -133,3 +134,28 @@ def number_proposals(ctx: ApiContext, event: dict[str, Any]) -> None:
             target = proposal.get("attribute_uuid")
             proposal.update(id=str(found.pop(0)), event_id=e["id"],
                             old_id=str(element_id(target)) if target else "0")
+
+
+def name_id(name: str) -> str:
+    """The 56-bit id of something that exists by its name (a tag, a taxonomy, a warninglist):
+    the same on every node and across restarts, with nothing stored (decision 0005)."""
+    return str(int.from_bytes(blake2b(name.encode(), digest_size=7).digest(), "big"))
+
+
+tag_id = name_id
+
+
+def tag_json(name: str, settings: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A tag as MISP shows it, with this node's settings for it if any."""
+    settings = settings or {}
+    return {"id": tag_id(name), "name": name,
+            "colour": settings.get("colour") or "#" + blake2b(name.encode(), digest_size=3).hexdigest(),
+            "exportable": settings.get("exportable", True), "hide_tag": settings.get("hide_tag", False),
+            "local_only": False, "org_id": "0", "user_id": "0", "is_galaxy": name.startswith("misp-galaxy:"),
+            "is_custom_galaxy": False, "numerical_value": None}
+
+
+def known_tags(ctx: ApiContext) -> dict[str, dict[str, Any]]:
+    """name -> settings of every tag this node knows (in use or added), by name."""
+    settings = ctx.store.tag_settings()
+    return {name: settings.get(name, {}) for name in sorted(set(query.tag_names(ctx.store)) | set(settings))}

@@ -8,11 +8,12 @@ Attaching a shared tag makes a new revision of the event, so only events this no
 (another organisation's event: 403, as for any edit). A local tag is a node-local annotation kept
 beside the event, outside every revision: it is never signed, never in the changes log, never sent
 to a peer, and may be put on any organisation's event or attribute (docs DESIGN "Records").
+
+tags/search is in node/api/taxonomies.py: it answers each tag with the taxonomy it belongs to.
 """
 from __future__ import annotations
 
 import uuid as _uuid
-from hashlib import blake2b
 from typing import Any
 
 from aiohttp import web
@@ -24,31 +25,12 @@ from fedmisp.node.api.helpers import (
     revise_event, run,
 )
 from fedmisp.node.api.params import flag
+from fedmisp.node.api.render import known_tags as _known_tags, tag_id, tag_json
 from fedmisp.store import query
 
 routes = MispRoutes()
 
 _COLOUR_CHARS = frozenset("0123456789abcdefABCDEF")
-
-
-def tag_id(name: str) -> str:
-    return str(int.from_bytes(blake2b(name.encode(), digest_size=7).digest(), "big"))
-
-
-def tag_json(name: str, settings: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A tag as MISP shows it, with this node's settings for it if any."""
-    settings = settings or {}
-    return {"id": tag_id(name), "name": name,
-            "colour": settings.get("colour") or "#" + blake2b(name.encode(), digest_size=3).hexdigest(),
-            "exportable": settings.get("exportable", True), "hide_tag": settings.get("hide_tag", False),
-            "local_only": False, "org_id": "0", "user_id": "0", "is_galaxy": name.startswith("misp-galaxy:"),
-            "is_custom_galaxy": False, "numerical_value": None}
-
-
-def _known_tags(ctx: ApiContext) -> dict[str, dict[str, Any]]:
-    """name -> settings of every tag this node knows (in use or added)."""
-    settings = ctx.store.tag_settings()
-    return {name: settings.get(name, {}) for name in sorted(set(query.tag_names(ctx.store)) | set(settings))}
 
 
 @routes.get("/tags/index", READ_ONLY)
