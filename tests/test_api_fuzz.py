@@ -317,6 +317,10 @@ SEEDS: dict[str, list[Any]] = {
     "/tags/edit/{ref}": [{"Tag": {"colour": "#aabbcc", "exportable": 0}}],
     "/tags/search": [{"tagname": "tlp:%", "strict_tagname": True}, {"Tag": {"tag": ["{tag_name}", "x%"]}}],
     "/warninglists/checkValue": [["8.8.8.8", "dns[.]google", "{attribute_value}"], {"Warninglist": ["8.8.8.8"]}],
+    "/eventReports/add/{ref}": [{"EventReport": {"name": "fuzz report", "content": "# x", "distribution": 1}},
+                                {"name": "n", "content": ""}],
+    "/eventReports/edit/{ref}": [{"EventReport": {"content": "# edited"}}],
+    "/eventReports/index{tail}": [{"event_id": "{event_id}"}, {"value": "fuzz"}],
 }
 for path in ("/sightings/listSightings/{ref}", "/sightings/listSightings/{ref}/{context}"):
     SEEDS[path] = [{"org_id": "1"}]
@@ -342,6 +346,7 @@ REFS = {
     "/attributes/add/": EVENT_REFS,
     "/objects/": ["object_id", "object_uuid"],
     "/objects/add/": EVENT_REFS,
+    "/eventReports/add/": EVENT_REFS,
     "/objectReferences/": ["reference_uuid"],
     "/objectReferences/add/": ["object_uuid", "object_id"],
     "/shadowAttributes/": ["proposal_id", "proposal_uuid"],

@@ -30,6 +30,8 @@ ROLES_OF = {
     "attributes.attribute_add": USER, "attributes.attribute_edit": USER, "attributes.attribute_delete": USER,
     "events.event_publish": PUBLISHER, "events.event_unpublish": PUBLISHER,
     "objects.object_view": READ_ONLY,
+    "reports.report_view": READ_ONLY, "reports.report_index": READ_ONLY,
+    "reports.report_add": USER, "reports.report_edit": USER, "reports.report_delete": USER,
     "objects.object_add": USER, "objects.object_edit": USER, "objects.object_delete": USER,
     "objects.reference_add": USER, "objects.reference_delete": USER,
     "orgs.org_index": READ_ONLY, "orgs.org_view": READ_ONLY, "orgs.org_add": ADMIN,

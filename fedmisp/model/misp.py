@@ -37,6 +37,8 @@ MAX_ERRORS_REPORTED = 20  # per event: enough to fix a file, not a flood
 KIND_ATTRIBUTE = "attribute"
 KIND_OBJECT = "object"
 KIND_REFERENCE = "reference"
+KIND_REPORT = "report"  # an event report (MISP's EventReport): markdown with its own distribution
+MAX_REPORT_BYTES = 4 * 1024 * 1024  # a report's markdown (MISP: a longtext column)
 
 # Fields one MISP instance derives or numbers for itself; they mean nothing on another node.
 _LOCAL_FIELDS = frozenset({
@@ -47,7 +49,7 @@ _LOCAL_FIELDS = frozenset({
     "ObjectReference", "Tag", "Sighting", "ShadowAttribute", "Orgc", "CryptographicKey",
     "sighting_timestamp", "template_id", "disable_correlation_count", "protected",
     "ObjectRelation", "Analyst", "Note", "Opinion", "Relationship",
-    "RelatedObject", "first_seen", "last_seen",
+    "RelatedObject", "first_seen", "last_seen", "EventReport",
 })
 # first_seen/last_seen and the nested lists are in _LOCAL_FIELDS only so the "extra" pass skips
 # them; they are handled explicitly below.
@@ -425,6 +427,42 @@ _OBJECT_KNOWN = frozenset({
 })
 
 
+_REPORT_KNOWN = frozenset({"uuid", "name", "content", "distribution", "timestamp", "deleted"})
+
+
+def _report(raw: Any, where: str, p: _Problems, parsed: ParsedEvent) -> None:
+    """One event report (MISP's EventReport): an element of its own, so its distribution and
+    sharing group decide where it goes (not the event's header, which every receiver gets)."""
+    if not isinstance(raw, dict):
+        p.add(where, "EventReport", "expected a map with name and content")
+        return
+    uuid = _uuid(raw.get("uuid"), where, "uuid", p) or str(uuidlib.uuid4())
+    where_u = f"{where} (uuid {uuid})"
+    distribution = _int(raw.get("distribution"), where_u, "distribution", p, 0, 5, 5)
+    content = raw.get("content")
+    if content is None:
+        p.add(where_u, "content", "missing; expected the report's markdown text (it may be empty)")
+        content = ""
+    else:
+        content = _text(content, where_u, "content", p, limit=MAX_REPORT_BYTES)
+    body: dict[str, Any] = {
+        "content": content,
+        "deleted": _bool(raw.get("deleted"), where_u, "deleted", p),
+        "distribution": distribution,
+        "name": _text(raw.get("name"), where_u, "name", p, required=True, limit=255),
+        "timestamp": _int(raw.get("timestamp"), where_u, "timestamp", p, 0, MAX_TIMESTAMP,
+                          parsed.header["timestamp"]),
+        "uuid": uuid,
+    }
+    sg = _sharing_group_uuid(raw, distribution, where_u, p)
+    if sg:
+        body["sharing_group_uuid"] = sg
+    extra = _extra(raw, _REPORT_KNOWN)
+    if extra:
+        body["extra"] = extra
+    parsed.elements.append(ParsedElement(KIND_REPORT, uuid, dict(sorted(body.items()))))
+
+
 def _object(raw: Any, where: str, p: _Problems, defaults: ImportDefaults, parsed: ParsedEvent) -> None:
     if not isinstance(raw, dict):
         p.add(where, "Object", "expected a map with name and Attribute")
@@ -729,6 +767,12 @@ def parse_event(raw: Any, defaults: ImportDefaults) -> ParsedEvent:
             parsed.elements.append(element)
     for i, o in enumerate(objects):
         _object(o, f"Object[{i}]", p, defaults, parsed)
+    reports = raw.get("EventReport") or []
+    if not isinstance(reports, list):
+        p.add("event", "EventReport", "expected a list of event reports")
+        reports = []
+    for i, r in enumerate(reports):
+        _report(r, f"EventReport[{i}]", p, parsed)
     _proposals(raw.get("ShadowAttribute"), None, "event", p, parsed, defaults)
     seen: set[str] = set()
     for element in parsed.elements:
@@ -778,8 +822,15 @@ def to_misp(header: dict[str, Any], elements: Iterable[dict[str, Any]],
     pending: list[tuple[str, dict[str, Any]]] = []  # (object uuid, member), placed once objects are known
     references: list[dict[str, Any]] = []
     by_uuid: dict[str, dict[str, Any]] = {}
+    reports: list[dict[str, Any]] = []
     for body in elements:
-        if "type" in body and "value" in body:
+        if "content" in body:
+            r = {k: v for k, v in body.items() if k != "extra"}
+            r.update(body.get("extra") or {})
+            r["distribution"] = str(body["distribution"])
+            r["timestamp"] = str(body["timestamp"])
+            reports.append(r)
+        elif "type" in body and "value" in body:
             a = misp_attribute(body, local)
             by_uuid[a["uuid"]] = a
             if "object_uuid" in body:
@@ -828,12 +879,17 @@ def to_misp(header: dict[str, Any], elements: Iterable[dict[str, Any]],
             event_proposals.append(out)
     event["Attribute"] = attributes
     event["Object"] = list(objects.values())
+    if reports:
+        event["EventReport"] = reports
     if event_proposals:
         event["ShadowAttribute"] = event_proposals
     return {"Event": event}
 
 
 def element_kind(body: dict[str, Any]) -> str:
+    """An element body's kind, from the fields only it has (the body carries no kind field)."""
+    if "content" in body:
+        return KIND_REPORT
     if "type" in body and "value" in body:
         return KIND_ATTRIBUTE
     if "relationship_type" in body:

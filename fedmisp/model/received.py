@@ -20,7 +20,8 @@ from fedmisp.model.misp import MAX_TIMESTAMP, UUID_RE, show_value
 _RECEIVED_RULES: dict[str, Any] = {
     **{name: str for name in ("type", "value", "category", "comment", "name", "object_relation", "relationship_type",
                               "meta-category", "template_version", "description", "first_seen", "last_seen", "info",
-                              "date", "sharing_group_uuid", "object_uuid", "referenced_uuid", "template_uuid")},
+                              "date", "sharing_group_uuid", "object_uuid", "referenced_uuid", "template_uuid",
+                              "content")},
     **{name: bool for name in ("to_ids", "deleted", "disable_correlation", "published")},
     "timestamp": (0, MAX_TIMESTAMP), "publish_timestamp": (0, MAX_TIMESTAMP), "distribution": (0, 5),
     "threat_level_id": (1, 4), "analysis": (0, 2),
@@ -32,6 +33,7 @@ _RECEIVED_HEADER = ("info", "distribution", "threat_level_id", "analysis", "time
 _RECEIVED_ATTRIBUTE = ("type", "value", "distribution", "timestamp")
 _RECEIVED_REFERENCE = ("object_uuid", "referenced_uuid", "timestamp")
 _RECEIVED_OBJECT = ("name", "distribution", "timestamp")
+_RECEIVED_REPORT = ("name", "content", "distribution", "timestamp")
 
 
 def received_problem(body: Any, *, header: bool = False) -> str | None:
@@ -73,6 +75,10 @@ def received_problem(body: Any, *, header: bool = False) -> str | None:
         if not (isinstance(orgc, dict) and isinstance(orgc.get("name"), str)
                 and isinstance(orgc.get("uuid"), str) and UUID_RE.match(orgc["uuid"])):
             return "event.Orgc: expected {uuid: a UUID, name: string}"
+    elif "content" in body:
+        if "value" in body or "type" in body or "relationship_type" in body or "object_uuid" in body:
+            return f"{what}.content: an event report has no type, value, relationship_type or object_uuid"
+        required = _RECEIVED_REPORT
     elif "value" in body or "type" in body:
         required = _RECEIVED_ATTRIBUTE
     elif "relationship_type" in body:

@@ -10,7 +10,7 @@ from enum import Enum
 from typing import Any, Mapping, NamedTuple
 
 
-from fedmisp.model.misp import KIND_ATTRIBUTE, KIND_OBJECT, KIND_REFERENCE  # element kinds, defined once
+from fedmisp.model.misp import KIND_ATTRIBUTE, KIND_OBJECT, KIND_REFERENCE, KIND_REPORT  # element kinds, defined once
 
 # --- distribution levels (MISP's numbers) ------------------------------------------------------
 ORG_ONLY = 0  # your organisation only
@@ -35,7 +35,7 @@ class ElementView(NamedTuple):
     built for every element a node sends or receives, and a frozen dataclass's __init__ (a
     guarded setattr per field) cost about 4x as much (a fifth of a bulk pull's policy time)."""
     uuid: str
-    kind: str  # attribute, object or reference
+    kind: str  # attribute, object, reference or report
     distribution: int  # as its author signed it, 0-5 (references carry none: 5)
     sharing_group: str | None = None
     object_uuid: str | None = None  # attributes and references inside an object
@@ -152,6 +152,9 @@ def element_view_fields(body: dict[str, Any]) -> list[Any]:
     if "type" in body and "value" in body:
         return [body["uuid"], KIND_ATTRIBUTE, get("distribution", INHERIT), get("sharing_group_uuid"),
                 get("object_uuid"), body["type"], None, None, names, bool(get("to_ids", False))]
+    if "content" in body:  # an event report: no type, tags or template; its own level and group
+        return [body["uuid"], KIND_REPORT, get("distribution", INHERIT), get("sharing_group_uuid"),
+                None, None, None, None, names, False]
     if "relationship_type" in body:
         return [body["uuid"], KIND_REFERENCE, get("distribution", INHERIT), get("sharing_group_uuid"),
                 get("object_uuid"), None, None, None, names, bool(get("to_ids", False))]

@@ -19,7 +19,7 @@ from typing import Any
 
 from fedmisp.model.identity import Identity
 from fedmisp.model.misp import (
-    EventError, ImportDefaults, ParsedElement, ParsedEvent, Problem, element_kind, parse_event, to_misp,
+    EventError, ImportDefaults, KIND_REPORT, ParsedElement, ParsedEvent, Problem, element_kind, parse_event, to_misp,
 )
 from fedmisp.model.records import Record
 from fedmisp.model.revision import SignedEvent, sign_event
@@ -113,12 +113,28 @@ def revise(store: Store, identity: Identity, defaults: ImportDefaults, event_uui
             f"(timestamp {posted.get('timestamp')!r}, held {held_ts}); leave timestamp out to edit now",
             "timestamp")
     raw = {k: v for k, v in posted.items() if k not in ("ShadowAttribute", "Sighting")}
+    legacy = (header.get("extra") or {}).get("EventReport")
+    if legacy is not None:
+        # a revision signed before reports were elements (decision 0026) kept them in the header,
+        # where they went wherever the header went: this revision makes them elements
+        rest = {k: v for k, v in header["extra"].items() if k != "EventReport"}
+        if rest:
+            header["extra"] = rest
+        else:
+            header.pop("extra")
+        posted_reports = raw.get("EventReport") or []
+        posted_uuids = {r.get("uuid") for r in posted_reports if isinstance(r, dict)}
+        if isinstance(legacy, list) and isinstance(posted_reports, list):
+            raw["EventReport"] = [r for r in legacy if not isinstance(r, dict) or r.get("uuid") not in posted_uuids] \
+                + posted_reports
     raw.update(uuid=event_uuid, Orgc=header["Orgc"], timestamp=given_ts or stamp)
     for key in ("info", "date", "distribution", "sharing_group_uuid"):
         if raw.get(key) in (None, "") and key in header:
             raw[key] = header[key]
     raw["Attribute"] = _stamp(raw.get("Attribute"), stamp)
     raw["Object"] = _stamp(raw.get("Object"), stamp)
+    if "EventReport" in raw:
+        raw["EventReport"] = _stamp(raw.get("EventReport"), stamp)
     parsed = parse_event(raw, defaults)
 
     for key in _HEADER_FIELDS:
@@ -188,6 +204,8 @@ def misp_element(header: dict[str, Any], elements: list[dict[str, Any]], element
     object member inside its object with its siblings (so the template check sees the object whole)."""
     by_uuid = {e["uuid"]: e for e in elements}
     body = by_uuid[element_uuid]
+    if element_kind(body) == KIND_REPORT:
+        return {"EventReport": to_misp(header, [body])["Event"]["EventReport"]}
     object_uuid = body.get("object_uuid") or (body["uuid"] if element_kind(body) == "object" else None)
     if object_uuid is None:
         event = to_misp(header, [body])["Event"]

@@ -11,7 +11,7 @@ from fedmisp.model.misp import element_kind
 from fedmisp.node.api.access import READ_ONLY, USER, MispRoutes
 from fedmisp.node.api.helpers import (
     ApiError, CTX, body_json, edit_element, expect, must_be_creator, path_ref, resolve_element,
-    resolve_event, revise_event, run, sharing_group_uuids, unwrap,
+    resolve_event, revise_event, run, sharing_group_uuids, unwrap, wants_hard_delete,
 )
 from fedmisp.node.api.render import shown_attribute
 from fedmisp.store import query
@@ -111,8 +111,7 @@ async def attribute_delete(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     event_uuid, body = await resolve_element(ctx, path_ref(request), "attribute")
     await must_be_creator(ctx, event_uuid)
-    params = await body_json(request, required=False)
-    hard = request.match_info.get("hard") == "/1" or (isinstance(params, dict) and params.get("hard") in (1, "1", True))
+    hard = await wants_hard_delete(request)
     if hard:
         await revise_event(request, event_uuid, "delete Attribute", posted={}, remove=frozenset({body["uuid"]}))
     elif not body.get("deleted"):

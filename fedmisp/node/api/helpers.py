@@ -317,7 +317,9 @@ async def edit_element(request: web.Request, event_uuid: str, element_uuid: str,
     elements = await run(query.event_elements, ctx.store, event_uuid)
     local = await run(ctx.store.local_tags, [element_uuid])
     post = misp_element(head.header, elements, element_uuid)
-    if "Attribute" in post:
+    if "EventReport" in post:
+        candidates = post["EventReport"]
+    elif "Attribute" in post:
         candidates = post["Attribute"]
     else:
         candidates = [post["Object"][0], *post["Object"][0]["Attribute"]]
@@ -328,6 +330,13 @@ async def edit_element(request: web.Request, event_uuid: str, element_uuid: str,
     if "timestamp" not in changes:
         target.pop("timestamp", None)
     await revise_event(request, event_uuid, what, posted=post, local_tags=local_tags, **revise_kwargs)
+
+
+async def wants_hard_delete(request: web.Request) -> bool:
+    """MISP's hard delete: `/1` (or `/true`) after the id, or `{"hard": 1}` in the body."""
+    params = await body_json(request, required=False)
+    return request.match_info.get("hard", "") in ("/1", "/true") or (
+        isinstance(params, dict) and params.get("hard") in (1, "1", True, "true"))
 
 
 # --- answers --------------------------------------------------------------------------------------

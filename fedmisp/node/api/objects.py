@@ -16,8 +16,8 @@ from aiohttp import web
 from fedmisp.model.misp import to_misp
 from fedmisp.node.api.access import READ_ONLY, USER, MispRoutes
 from fedmisp.node.api.helpers import (
-    CTX, ApiContext, ApiError, body_json, must_be_creator, path_ref, posted_object, resolve_element,
-    resolve_event, revise_event, run, sharing_group_uuids,
+    CTX, ApiContext, ApiError, must_be_creator, path_ref, posted_object, resolve_element,
+    resolve_event, revise_event, run, sharing_group_uuids, wants_hard_delete,
 )
 from fedmisp.node.api.render import number_event
 from fedmisp.store import query
@@ -212,9 +212,7 @@ async def object_delete(request: web.Request) -> web.Response:
     """POST objects/delete/<id|uuid>[/1|/true] (or {"hard": 1}): soft or hard delete."""
     ctx = request.app[CTX]
     event_uuid, body = await _resolve_object(ctx, path_ref(request))
-    params = await body_json(request, required=False)
-    hard = request.match_info.get("hard", "") in ("/1", "/true") or (
-        isinstance(params, dict) and params.get("hard") in (1, "1", True, "true"))
+    hard = await wants_hard_delete(request)
 
     def soft(o: dict[str, Any]) -> list[dict[str, Any]]:
         return [o, *o["Attribute"]]

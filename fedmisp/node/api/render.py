@@ -40,7 +40,27 @@ def number_event(event: dict[str, Any], event_id: int, include_deleted: bool = F
             r["event_id"] = eid
         objects.append(o)
     e["Object"] = objects
+    if "EventReport" in e:
+        reports = [report_json(event_id, r, numbered=True) for r in e["EventReport"]
+                   if include_deleted or not r.get("deleted")]
+        if reports:
+            e["EventReport"] = reports
+        else:
+            del e["EventReport"]
     return event
+
+
+def report_json(event_id: int, report: dict[str, Any], *, numbered: bool = False) -> dict[str, Any]:
+    """An event report as MISP shows it: with its numeric id and its event's; `numbered`: the
+    report is already MISP JSON (to_misp's), otherwise it is the element body."""
+    out = dict(report) if numbered else {k: v for k, v in report.items() if k != "extra"}
+    if not numbered:
+        out.update(report.get("extra") or {})
+        out["distribution"] = str(report["distribution"])
+        out["timestamp"] = str(report["timestamp"])
+    out["id"] = str(element_id(report["uuid"]))
+    out["event_id"] = str(event_id)
+    return out
 
 
 def shown_event(ctx: ApiContext, event_uuid: str, include_deleted: bool = False, metadata: bool = False,
