@@ -245,3 +245,72 @@ def test_a_revision_with_a_malformed_header_is_refused_naming_the_field_and_the_
     (refused,) = [r for b in batches for r in b.refused]
     assert (refused.seq, refused.reason, refused.event_uuid) == (1, "malformed", header["uuid"])
     assert "event.timestamp" in refused.detail and "integer" in refused.detail
+
+
+def _pull_saying_lacking(session, peer, local, lacking_for):
+    """`run`, with the store answering each batch with `lacking_for(batch)` (what replica.apply
+    reports: bodies a batch took as held that another pull replaced meanwhile)."""
+    batches = []
+    while True:
+        step = session.next_step()
+        if isinstance(step, SendChanges):
+            session.changes_received(canonical.unpack(canonical.pack(peer.reply_changes(step.since))))
+        elif isinstance(step, LookUp):
+            session.facts_received(look_up(local, step))
+        elif isinstance(step, SendBodies):
+            reply = peer.reply_bodies(step.digests)
+            if step.everything:
+                reply = [b for b in reply if b is not None]
+            session.bodies_received(step.event_uuid, reply)
+        elif isinstance(step, StoreBatch):
+            batches.append(step)  # stored when the session has nothing else to do (pipelined)
+        elif isinstance(step, WaitStored):
+            session.stored(lacking_for(batches[-1]))
+        else:
+            return batches, step.checkpoint
+
+
+def test_bodies_a_batch_took_as_held_and_lost_are_fetched_again_once_per_revision():
+    s = signed(40, attributes=4)
+    changes, bodies = _feed(s)
+    peer = FakePeer(changes, bodies)
+    local = FakeLocal()
+    held = {e.digest for e in s.elements[:2]}
+    local.digests[s.uuid] = set(held)  # held when the offer is taken: not fetched at first
+    # the store says they were lost after every batch: fetched once, then left to the next revision
+    batches, checkpoint = _pull_saying_lacking(
+        PullSession("p", 0), peer, local, lambda batch: {e.event_uuid: held for e in batch.events})
+    assert [[set(e.bodies) for e in b.events] for b in batches] == [
+        [{e.digest for e in s.elements[2:]}], [held]]
+    assert batches[0].events[0].assumed_held == frozenset(held)
+    assert checkpoint == 1
+
+
+def test_lost_bodies_of_a_revision_a_newer_one_replaces_in_the_same_pull_are_not_fetched():
+    old = signed(41, attributes=3, timestamp=1_700_000_500)
+    new = signed(41, attributes=4, timestamp=1_700_000_900)
+    peer = FakePeer([change(1, old), change(2, new)], {e.digest: e.body for x in (old, new) for e in x.elements},
+                    page=1)
+    local = FakeLocal()
+    held = {e.digest for e in old.elements}
+    local.digests[old.uuid] = set(held)
+    calls = []
+
+    def lacking(batch):
+        calls.append([e.seq for e in batch.events])
+        return {e.event_uuid: held for e in batch.events if e.seq == 1}
+    batches, _ = _pull_saying_lacking(PullSession("p", 0), peer, local, lacking)
+    stored = [(e.seq, set(e.bodies)) for b in batches for e in b.events]
+    # the newer revision (seq 2) was pending when seq 1's batch reported its loss: only it is stored next
+    assert [seq for seq, _ in stored] == [1, 2]
+    assert peer.body_requests == 1  # seq 2's bodies, once; nothing refetched for seq 1
+
+
+def test_lost_bodies_the_revision_does_not_offer_are_not_fetched():
+    s = signed(42, attributes=3)
+    changes, bodies = _feed(s)
+    peer = FakePeer(changes, bodies)
+    stray = {b"\x01" * 32}  # not a digest of this revision: nothing to fetch, nothing stored again
+    batches, _ = _pull_saying_lacking(PullSession("p", 0), peer, FakeLocal(),
+                                      lambda batch: {e.event_uuid: stray for e in batch.events})
+    assert len(batches) == 1 and peer.body_requests == 1

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from typing import Iterable
+from typing import Collection, Iterable
 
 from fedmisp.policy.model import (
     KIND_ATTRIBUTE, KIND_OBJECT, PAP_ORDER, TLP_ORDER, ElementView, EventView, SyncFilter,
@@ -32,8 +32,8 @@ def matches(pattern: str, name: str) -> bool:
     return compiled.match(name.lower()) is not None
 
 
-def any_match(patterns: Iterable[str], names: Iterable[str]) -> bool:
-    names = list(names)
+def any_match(patterns: Iterable[str], names: Collection[str]) -> bool:
+    """Whether any pattern matches any name (`names` is read once per pattern: a collection)."""
     return any(matches(p, n) for p in patterns for n in names)
 
 
