@@ -19,8 +19,8 @@ from fedmisp.store.writer import Writer
 
 READ_ONLY, USER, PUBLISHER, ADMIN = ROLES
 
-# docs/api.md: read-only views, index, search; user adds, edits, deletes, tags, sights, proposes;
-# publisher publishes; admin manages tags, sharing groups and organisations.
+# docs/api.md: read-only views, index, search; user adds, edits, deletes, tags (galaxy clusters
+# too), sights, proposes; publisher publishes; admin manages tags, sharing groups and organisations.
 ROLES_OF = {
     "instance.get_version": READ_ONLY, "instance.user_me": READ_ONLY, "instance.describe": READ_ONLY,
     "events.event_index": READ_ONLY, "events.event_view": READ_ONLY, "search.event_search": READ_ONLY,
@@ -45,6 +45,9 @@ ROLES_OF = {
     "tags.tag_index": READ_ONLY, "tags.tag_view": READ_ONLY,
     "tags.tag_attach": USER, "tags.tag_remove": USER,
     "tags.tag_add": ADMIN, "tags.tag_edit": ADMIN, "tags.tag_delete": ADMIN,
+    "galaxies.galaxy_index": READ_ONLY, "galaxies.galaxy_view": READ_ONLY,
+    "galaxies.cluster_index": READ_ONLY, "galaxies.cluster_view": READ_ONLY,
+    "galaxies.cluster_search": READ_ONLY, "galaxies.cluster_attach": USER,
 }
 
 
