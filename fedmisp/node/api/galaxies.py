@@ -24,8 +24,8 @@ from aiohttp import web
 from fedmisp.model.galaxies import Catalogue, Cluster, Galaxy, catalogue
 from fedmisp.node.api.access import READ_ONLY, USER, MispRoutes
 from fedmisp.node.api.helpers import (
-    CTX, JSON, ApiContext, ApiError, body_json, change_tag, path_ref, resolve_element, resolve_event, run,
-    shared_tags, stream, unwrap,
+    CTX, JSON, ApiContext, ApiError, body_json, change_tag, must_be_creator, path_ref, resolve_element,
+    resolve_event, run, shared_tags, stream, unwrap,
 )
 from fedmisp.node.api.params import MAX_LIMIT, MAX_TERMS, QueryError, boolean, flag, int_param
 from fedmisp.node.api.render import (
@@ -433,6 +433,8 @@ async def cluster_attach(request: web.Request) -> web.Response:
         head = await run(query.event_head, ctx.store, event_uuid)
         if head is None or head.deleted:
             raise ApiError(404, "Invalid attribute", f"attribute {ref!r} belongs to a deleted event")
+    if not local:
+        await must_be_creator(ctx, event_uuid)  # MISP checks who may tag before anything else (canModifyTag)
     target = element_uuid or event_uuid
     held_local = (await run(ctx.store.local_tags, [target])).get(target, [])
     held = {t["name"] for t in [*held_local, *await shared_tags(ctx, event_uuid, element_uuid)]}
