@@ -146,6 +146,12 @@ def test_attach_cluster_to_an_event_and_an_attribute_puts_its_tag_and_galaxy_blo
     # restSearch json derives the same blocks; excludeGalaxy leaves them out
     assert cluster_values(misp.search(eventid=event.id, pythonify=True)[0]) == {"threat-actor": {"APT1"}}
     assert not misp.search(eventid=event.id, excludeGalaxy=1, pythonify=True)[0].galaxies
+    # attributes/restSearch with includeGalaxy: the attribute's clusters, then its event's (as MISP)
+    found = misp.search(controller="attributes", eventid=event.id, includeGalaxy=1)["Attribute"]
+    blocks = {x["uuid"]: [c["value"] for g in x.get("Galaxy", []) for c in g["GalaxyCluster"]] for x in found}
+    assert blocks[attribute.uuid] == [mustang["value"], "APT1"]
+    assert all(values == ["APT1"] for uuid, values in blocks.items() if uuid != attribute.uuid)
+    assert not any("Galaxy" in x for x in misp.search(controller="attributes", eventid=event.id)["Attribute"])
     # clusters attached here are searched by the event they are on
     on_event = misp.direct_call("galaxy_clusters/restSearch", {"eventid": event.id, "minimal": 1})
     assert {c["GalaxyCluster"]["uuid"] for c in on_event} == {APT1, mustang["uuid"]}
