@@ -38,6 +38,7 @@ from fedmisp.model.misp import ImportDefaults, parse_event
 from fedmisp.model.revision import sign_event
 from fedmisp.node.api.app import make_app
 from fedmisp.node.api.helpers import ApiContext
+from fedmisp.node.api.render import hashed_id
 from fedmisp.node.home import ROLES, init_home
 from fedmisp.store.store import Store
 
@@ -185,6 +186,7 @@ class Fuzzed:
             "sg_id": group["SharingGroup"]["id"], "sg_uuid": group["SharingGroup"]["uuid"],
             "tag_name": tag["Tag"]["name"], "tag_id": tag["Tag"]["id"], "org_id": org["Organisation"]["id"],
             "org_uuid": org_uuid, "org_name": org["Organisation"]["name"], "node_org_id": "1",
+            **GALAXY_TARGETS,
         }
 
     def ref(self, name: str) -> str:
@@ -247,6 +249,14 @@ FIELDS = sorted({
     "enforceWarninglist", "includeWarninglistHits", "metadata", "event_timestamp", "includeAttribute",
     "includeEvent", "proposal_to_delete", "disable_correlation", "Orgc", "date", "threat_level_id",
 })
+
+
+# MISP's threat-actor galaxy and its APT1 cluster, by id (derived from the uuids: render.py) and uuid
+GALAXY_TARGETS = {
+    "galaxy_uuid": "698774c7-8022-42c4-917f-8d6e4f06ada3", "cluster_uuid": "1cb7e1cc-d695-42b1-92f4-fd0112a3c9be",
+    "galaxy_id": str(hashed_id("698774c7-8022-42c4-917f-8d6e4f06ada3")),
+    "cluster_id": str(hashed_id("698774c7-8022-42c4-917f-8d6e4f06ada3", "1cb7e1cc-d695-42b1-92f4-fd0112a3c9be")),
+}
 
 
 def _attr(**fields: Any) -> dict[str, Any]:
@@ -321,6 +331,14 @@ SEEDS: dict[str, list[Any]] = {
                                 {"name": "n", "content": ""}],
     "/eventReports/edit/{ref}": [{"EventReport": {"content": "# edited"}}],
     "/eventReports/index{tail}": [{"event_id": "{event_id}"}, {"value": "fuzz"}],
+    "/galaxies": [{"value": "threat actor"}],
+    "/galaxies/index": [{"value": "actor", "enabled": 1}],
+    "/galaxy_clusters/index/{ref}": [{"context": "all", "searchall": "apt"}],
+    "/galaxy_clusters/restSearch{tail}": [{"value": "APT1", "type": "threat-actor", "limit": 2, "page": 1},
+                                          {"elements": {"synonyms": "comment crew"}, "minimal": 1,
+                                           "eventid": "{event_id}", "galaxy_uuid": "{galaxy_uuid}"}],
+    "/galaxies/attachCluster/{ref}{tail}": [{"Galaxy": {"target_id": "{cluster_id}"}},
+                                            {"Galaxy": {"target_id": "{cluster_uuid}"}}],
 }
 for path in ("/sightings/listSightings/{ref}", "/sightings/listSightings/{ref}/{context}"):
     SEEDS[path] = [{"org_id": "1"}]
@@ -334,6 +352,7 @@ SEEDS["/attributes/add/{ref}/{opts}"] = SEEDS["/attributes/add/{ref}"]
 def seeds_for(route: Route) -> list[Any]:
     path = route.canonical.replace("/sharing_groups/", "/sharingGroups/").replace("/shadow_attributes/",
                                                                                  "/shadowAttributes/")
+    path = path.replace("/galaxyClusters/", "/galaxy_clusters/")
     return SEEDS.get(path.removesuffix(".json"), [])
 
 
@@ -359,6 +378,10 @@ REFS = {
     "/tags/": ["tag_id", "tag_name"],
     "/sightings/": ["attribute_id", "attribute_uuid", "event_id"],
     "/sightings/listSightings/": ["attribute_id", "attribute_uuid", "event_id", "event_uuid"],
+    "/galaxies/": ["galaxy_id", "galaxy_uuid"],
+    "/galaxies/attachCluster/": [*EVENT_REFS, "attribute_id", "attribute_uuid"],
+    "/galaxy_clusters/": ["cluster_id", "cluster_uuid"],
+    "/galaxy_clusters/index/": ["galaxy_id", "galaxy_uuid"],
 }
 NAMED_REFS = {"sg": ["sg_id", "sg_uuid"], "org": ["org_id", "org_uuid", "node_org_id"]}
 
@@ -368,6 +391,7 @@ def refs_for(route: Route, name: str) -> list[str]:
         return NAMED_REFS[name]
     path = route.canonical.replace("/sharing_groups/", "/sharingGroups/").replace("/shadow_attributes/",
                                                                                  "/shadowAttributes/")
+    path = path.replace("/galaxyClusters/", "/galaxy_clusters/")
     prefixes = [p for p in REFS if path.startswith(p)]
     return REFS[max(prefixes, key=len)] if prefixes else ANY_REF
 

@@ -19,9 +19,9 @@ from fedmisp.store.writer import Writer
 
 READ_ONLY, USER, PUBLISHER, ADMIN = ROLES
 
-# docs/api.md: read-only views, index, search; user adds, edits, deletes, tags, sights, proposes;
-# publisher publishes; admin manages tags, sharing groups and organisations; taxonomies and
-# warninglists are read-only for every role.
+# docs/api.md: read-only views, index, search; user adds, edits, deletes, tags (galaxy clusters
+# too), sights, proposes; publisher publishes; admin manages tags, sharing groups and organisations;
+# taxonomies and warninglists are read-only for every role.
 ROLES_OF = {
     "instance.get_version": READ_ONLY, "instance.user_me": READ_ONLY, "instance.describe": READ_ONLY,
     "events.event_index": READ_ONLY, "events.event_view": READ_ONLY, "search.event_search": READ_ONLY,
@@ -54,6 +54,9 @@ ROLES_OF = {
     "taxonomies.tag_search": READ_ONLY, "taxonomies.tag_search_named": READ_ONLY,
     # enable, disable, update: refused to every key (the node keeps no such state), so no role is needed
     "taxonomies.vocabulary_fixed": READ_ONLY,
+    "galaxies.galaxy_index": READ_ONLY, "galaxies.galaxy_view": READ_ONLY,
+    "galaxies.cluster_index": READ_ONLY, "galaxies.cluster_view": READ_ONLY,
+    "galaxies.cluster_search": READ_ONLY, "galaxies.cluster_attach": USER,
 }
 
 

@@ -25,6 +25,7 @@ from typing import Any, Iterable
 
 from fedmisp.model import canonical
 from fedmisp.model.describe import describe_types, find_template
+from fedmisp.model.galaxies import CLUSTER_TAG_PREFIX
 from fedmisp.model.values import MAX_VALUE_BYTES, ValueFormatError, normalise
 
 # --- limits (every size has one) ----------------------------------------------------------------
@@ -259,6 +260,46 @@ def _tags(raw: Any, where: str, p: _Problems, local_out: list[dict[str, Any]] | 
     return out
 
 
+def _cluster_tags(raw: dict[str, Any], where: str, p: _Problems) -> Any:
+    """An event's or attribute's `Tag` list with the tags of the clusters its `Galaxy` blocks list
+    (MISP's `convertGalaxyClustersToTags` on add: a cluster is its `tag_name`, or
+    `misp-galaxy:<type>="<uuid>"` without one); `_tags` then drops those already listed. The
+    block itself is derived on output (decision 0025), so it is not kept; a cluster marked local
+    becomes a local tag, so a node-local annotation stays node-local."""
+    tags, galaxies = raw.get("Tag"), raw.get("Galaxy")
+    if not galaxies:
+        return tags
+    if not isinstance(galaxies, list):
+        p.add(where, "Galaxy", "expected a list of galaxies such as [{\"type\": ..., \"GalaxyCluster\": [...]}]")
+        return tags
+    found: list[dict[str, Any]] = []
+    for i, galaxy in enumerate(galaxies):
+        clusters = galaxy.get("GalaxyCluster") if isinstance(galaxy, dict) else None
+        if not isinstance(galaxy, dict) or not isinstance(clusters, (list, type(None))):
+            p.add(where, f"Galaxy[{i}]", "expected a galaxy with a list of clusters ({\"GalaxyCluster\": [...]})")
+            continue
+        for j, cluster in enumerate(clusters or ()):
+            place = f"Galaxy[{i}].GalaxyCluster[{j}]"
+            if not isinstance(cluster, dict):
+                p.add(where, place, "expected a cluster with its tag_name")
+                continue
+            name = cluster.get("tag_name")
+            kind = cluster.get("type") or galaxy.get("type")
+            if not name and isinstance(kind, str) and isinstance(cluster.get("uuid"), str) and kind and cluster["uuid"]:
+                name = f'{CLUSTER_TAG_PREFIX}{kind}="{cluster["uuid"]}"'
+            if not isinstance(name, str) or not name.strip():
+                p.add(where, f"{place}.tag_name", 'missing; expected the cluster\'s tag such as misp-galaxy:threat-actor="APT1" '
+                      "(or its type and uuid)")
+                continue
+            tag: dict[str, Any] = {"name": name, "local": cluster.get("local") in (True, 1, "1", "true", "True")}
+            if isinstance(cluster.get("relationship_type"), str):
+                tag["relationship_type"] = cluster["relationship_type"]
+            found.append(tag)
+    if not found:
+        return tags
+    return [*tags, *found] if isinstance(tags, list) else tags if tags is not None else found
+
+
 def _extra(raw: dict[str, Any], known: frozenset[str]) -> dict[str, Any] | None:
     extra = {k: v for k, v in raw.items() if k not in known and k not in _LOCAL_FIELDS and v is not None}
     # Floats have no canonical encoding: an unknown field's float is kept as its decimal text.
@@ -385,9 +426,9 @@ def _attribute(raw: Any, where: str, p: _Problems, defaults: ImportDefaults, par
                 p.add(where_u, key, f"{len(data)} bytes; at most {MAX_ATTACHMENT_BYTES} accepted")
             else:
                 body[key] = data
-    if get("Tag"):
+    if get("Tag") or get("Galaxy"):
         local: list[dict[str, Any]] = []
-        tags = _tags(get("Tag"), where_u, p, local)
+        tags = _tags(_cluster_tags(raw, where_u, p), where_u, p, local)
         if tags:
             body["Tag"] = tags
         if local:
@@ -744,7 +785,7 @@ def parse_event(raw: Any, defaults: ImportDefaults) -> ParsedEvent:
         header["sharing_group_uuid"] = sg
     parsed = ParsedEvent(header, [])
     local: list[dict[str, Any]] = []
-    tags = _tags(raw.get("Tag"), "event", p, local)
+    tags = _tags(_cluster_tags(raw, "event", p), "event", p, local)
     if tags:
         header["Tag"] = tags
     if local:

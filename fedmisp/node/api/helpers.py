@@ -339,6 +339,55 @@ async def wants_hard_delete(request: web.Request) -> bool:
         isinstance(params, dict) and params.get("hard") in (1, "1", True, "true"))
 
 
+# --- tags on events and attributes ----------------------------------------------------------------
+
+async def change_tag(request: web.Request, event_uuid: str, element_uuid: str | None, tag: dict[str, Any],
+                     attach: bool, local: bool) -> bool:
+    """Attach or remove one tag (`{"name"[, "relationship_type"]}`) on a held event, or on one of
+    its attributes (`element_uuid`), as tags/attachTagToObject and removeTagFromObject do; True
+    when the change was node-local. A local tag is kept beside the event, outside every revision
+    (any organisation's event); removing a tag that is local removes the local one. A shared tag
+    is a new revision (this node's events only: 403 otherwise); attaching one already there
+    changes nothing, removing one that is not there is a 404."""
+    ctx = request.app[CTX]
+    name = tag["name"]
+    target = element_uuid or event_uuid
+    async with ctx.edit_lock:
+        held_local = (await run(ctx.store.local_tags, [target])).get(target, [])
+        if local and attach or not attach and any(t["name"] == name for t in held_local):
+            # node-local: beside the event, no revision (any organisation's event)
+            kept = [t for t in held_local if t["name"] != name]
+            if attach:
+                kept.append(tag)
+                if name not in await run(ctx.store.tag_settings):
+                    # listed by tags/index from now on (as MISP makes a Tag when it is first used)
+                    await run(ctx.store.set_tag_settings, name, {})
+            await run(ctx.store.set_local_tags, target, kept)
+            return True
+    head = await run(query.event_head, ctx.store, event_uuid)
+    shared = await shared_tags(ctx, event_uuid, element_uuid)
+    present = any(t["name"] == name for t in shared)
+    if attach and present:
+        return False
+    if not attach and not present:
+        raise ApiError(404, f"Could not remove Tag: {name!r} is not attached to {target}",
+                       {"tag": ["not attached to this event or attribute"]}, "Could not remove Tag")
+    shared = [*shared, tag] if attach else [t for t in shared if t["name"] != name]
+    what = "attach Tag" if attach else "remove Tag"
+    if element_uuid is None:
+        await revise_event(request, event_uuid, what, posted={"Tag": shared, "published": head.header["published"]})
+    else:
+        await edit_element(request, event_uuid, element_uuid, {"Tag": shared}, what)
+    return False
+
+
+async def shared_tags(ctx: ApiContext, event_uuid: str, element_uuid: str | None) -> list[dict[str, Any]]:
+    """The tags the held revision gives an event, or one of its attributes (`element_uuid`)."""
+    if element_uuid is None:
+        return list((await run(query.event_head, ctx.store, event_uuid)).header.get("Tag", []))
+    return list((await run(query.find_element, ctx.store, element_uuid))[1].get("Tag", []))
+
+
 # --- answers --------------------------------------------------------------------------------------
 
 async def stream(request: web.Request, pieces: Iterator[str], content_type: str, *,

@@ -179,6 +179,7 @@ KNOWN_PARAMETERS = frozenset({
     "publish_timestamp", "timestamp", "event_timestamp", "published", "to_ids", "deleted", "limit",
     "page", "date_from", "date_to", "attribute_timestamp",
     "includeCorrelations", "enforceWarninglist", "includeWarninglistHits",  # the API layer (correlate/)
+    "excludeGalaxy", "includeGalaxy",  # the API layer (render.py: Galaxy blocks)
 }) | IGNORED_PARAMETERS
 
 

@@ -1,11 +1,13 @@
 """MISP JSON out, with this node's numeric ids (decision 0005): events as events/view shows them,
-attributes with their event, the proposals an event view carries, and tags."""
+attributes with their event, the proposals an event view carries, event reports, tags, and galaxies
+and clusters (the `Galaxy` blocks an event view derives from its cluster tags, decision 0027)."""
 from __future__ import annotations
 
 from hashlib import blake2b
-from typing import Any
+from typing import Any, Iterable
 
 from fedmisp.correlate.engine import Correlator
+from fedmisp.model.galaxies import Catalogue, Cluster, Galaxy, Relation, catalogue, is_cluster_tag
 from fedmisp.model.misp import misp_attribute
 from fedmisp.node.api.helpers import ApiContext
 from fedmisp.store import query
@@ -64,7 +66,7 @@ def report_json(event_id: int, report: dict[str, Any], *, numbered: bool = False
 
 
 def shown_event(ctx: ApiContext, event_uuid: str, include_deleted: bool = False, metadata: bool = False,
-          correlations: bool = False) -> dict[str, Any] | None:
+                correlations: bool = False, galaxies: bool = True) -> dict[str, Any] | None:
     held = ctx.store.held(event_uuid)
     event = ctx.store.export_event(event_uuid)
     if held is None or event is None or event["Event"].get("deleted"):  # a tombstone (decision 0007)
@@ -80,6 +82,8 @@ def shown_event(ctx: ApiContext, event_uuid: str, include_deleted: bool = False,
     if metadata:
         event["Event"].pop("Attribute", None)
         event["Event"].pop("Object", None)
+    if galaxies:
+        with_galaxies(event)
     return event
 
 
@@ -156,10 +160,23 @@ def number_proposals(ctx: ApiContext, event: dict[str, Any]) -> None:
                             old_id=str(element_id(target)) if target else "0")
 
 
+# --- ids derived from names and uuids ------------------------------------------------------------------
+
+# 56 bits, as element ids (decision 0005); sent as strings
+HASHED_ID_BYTES = 7
+
+
+def hashed_id(*parts: str) -> int:
+    """A 56-bit id from the BLAKE2b of `parts` (joined by NUL): the same on every node, nothing
+    stored. Tags are numbered from their name; galaxies from their uuid and clusters from their
+    galaxy's uuid and their own (decision 0027: uuid prefixes clash there)."""
+    return int.from_bytes(blake2b("\0".join(parts).encode(), digest_size=HASHED_ID_BYTES).digest(), "big")
+
+
 def name_id(name: str) -> str:
     """The 56-bit id of something that exists by its name (a tag, a taxonomy, a warninglist):
     the same on every node and across restarts, with nothing stored (decision 0005)."""
-    return str(int.from_bytes(blake2b(name.encode(), digest_size=7).digest(), "big"))
+    return str(hashed_id(name))
 
 
 tag_id = name_id
@@ -171,8 +188,113 @@ def tag_json(name: str, settings: dict[str, Any] | None = None) -> dict[str, Any
     return {"id": tag_id(name), "name": name,
             "colour": settings.get("colour") or "#" + blake2b(name.encode(), digest_size=3).hexdigest(),
             "exportable": settings.get("exportable", True), "hide_tag": settings.get("hide_tag", False),
-            "local_only": False, "org_id": "0", "user_id": "0", "is_galaxy": name.startswith("misp-galaxy:"),
+            "local_only": False, "org_id": "0", "user_id": "0", "is_galaxy": is_cluster_tag(name),
             "is_custom_galaxy": False, "numerical_value": None}
+
+
+def galaxy_id(galaxy: Galaxy) -> str:
+    return str(hashed_id(galaxy.uuid))
+
+
+def cluster_id(cluster: Cluster) -> str:
+    return str(hashed_id(cluster.galaxy.uuid, cluster.uuid))
+
+
+# --- galaxies and clusters, as MISP's galaxies and galaxy_clusters rows -------------------------------
+
+# What MISP shows for the organisation of a default cluster (Organisation::GENERIC_MISP_ORGANISATION)
+MISP_ORGANISATION = {"id": "0", "name": "MISP", "date_created": "", "date_modified": "",
+                     "description": "Automatically generated MISP organisation", "type": "",
+                     "nationality": "Not specified", "sector": "", "created_by": "0", "uuid": "0", "contacts": "",
+                     "local": True, "restricted_to_domain": [], "landingpage": None}
+
+
+def galaxy_json(galaxy: Galaxy) -> dict[str, Any]:
+    """A galaxy as MISP's galaxies row (every galaxy of the package is enabled, none local-only)."""
+    out: dict[str, Any] = {"id": galaxy_id(galaxy), "uuid": galaxy.uuid, "name": galaxy.name, "type": galaxy.type,
+                           "description": galaxy.description, "version": str(galaxy.version), "icon": galaxy.icon,
+                           "namespace": galaxy.namespace, "enabled": True, "local_only": False}
+    if galaxy.kill_chain_order:
+        out["kill_chain_order"] = galaxy.kill_chain_order
+    return out
+
+
+def cluster_json(cluster: Cluster) -> dict[str, Any]:
+    """A cluster as MISP's galaxy_clusters row: a default cluster (distribution 3, organisation 0,
+    not published, never deleted), as MISP's `galaxies/update` makes it."""
+    return {"id": cluster_id(cluster), "uuid": cluster.uuid, "collection_uuid": cluster.collection.uuid,
+            "type": cluster.type, "value": cluster.value, "tag_name": cluster.tag_name,
+            "description": cluster.description, "galaxy_id": galaxy_id(cluster.galaxy),
+            "source": cluster.collection.source, "authors": list(cluster.collection.authors),
+            "version": str(cluster.collection.version), "distribution": "3", "sharing_group_id": None,
+            "org_id": "0", "orgc_id": "0", "default": True, "locked": False, "extends_uuid": "",
+            "extends_version": "0", "published": False, "deleted": False}
+
+
+def cluster_elements(cluster: Cluster) -> list[dict[str, str]]:
+    """MISP's GalaxyElement rows of a cluster, numbered by position."""
+    cid = cluster_id(cluster)
+    return [{"id": str(hashed_id(cluster.galaxy.uuid, cluster.uuid, "element", str(i))), "galaxy_cluster_id": cid,
+             "key": key, "value": value} for i, (key, value) in enumerate(cluster.elements)]
+
+
+def _relation_json(found: Catalogue, source: Cluster, relation: Relation) -> dict[str, Any]:
+    targets = found.by_uuid(relation.dest_uuid)
+    return {"id": str(hashed_id(source.galaxy.uuid, source.uuid, "relation", relation.dest_uuid, relation.type)),
+            "galaxy_cluster_id": cluster_id(source),
+            "referenced_galaxy_cluster_id": cluster_id(targets[0]) if targets else "0",
+            "referenced_galaxy_cluster_uuid": relation.dest_uuid,
+            "referenced_galaxy_cluster_type": relation.type, "galaxy_cluster_uuid": source.uuid,
+            "distribution": "3", "sharing_group_id": None, "default": True,
+            "Tag": [tag_json(name) for name in relation.tags]}
+
+
+def full_cluster_json(found: Catalogue, cluster: Cluster) -> dict[str, Any]:
+    """`{"GalaxyCluster": …}` as galaxy_clusters/view and restSearch answer it: the row with its
+    galaxy, elements, relations both ways and (generic) organisations nested in it (MISP's arrangeData)."""
+    out = cluster_json(cluster)
+    out["tag_id"] = tag_id(cluster.tag_name)
+    out["Galaxy"] = galaxy_json(cluster.galaxy)
+    out["GalaxyElement"] = cluster_elements(cluster)
+    out["GalaxyClusterRelation"] = [_relation_json(found, cluster, r) for r in cluster.related]
+    out["Org"] = MISP_ORGANISATION
+    out["Orgc"] = MISP_ORGANISATION
+    targeting = [_relation_json(found, source, r) for source, r in found.targeting(cluster.uuid)]
+    if targeting:
+        out["TargetingClusterRelation"] = targeting
+    return {"GalaxyCluster": out}
+
+
+def galaxy_blocks(tags: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """MISP's `Galaxy` list for an event's or attribute's tags: per galaxy, the clusters whose tags
+    these are (a tag that names no cluster of the catalogue is only a tag, as in MISP). Each
+    cluster has its `meta`, its tag's id, and whether the tag is local (Event::__attachGalaxies)."""
+    blocks: dict[str, dict[str, Any]] = {}
+    for tag in tags:
+        if not is_cluster_tag(tag["name"]):
+            continue
+        cluster = catalogue().by_tag(tag["name"])
+        if cluster is None:
+            continue
+        block = blocks.get(cluster.galaxy.uuid)
+        if block is None:
+            block = blocks[cluster.galaxy.uuid] = {**galaxy_json(cluster.galaxy), "GalaxyCluster": []}
+        block["GalaxyCluster"].append({**cluster_json(cluster), "meta": cluster.meta(), "tag_id": tag_id(tag["name"]),
+                                       "local": bool(tag.get("local")),
+                                       "relationship_type": tag.get("relationship_type") or False})
+    return list(blocks.values())
+
+
+def with_galaxies(event: dict[str, Any]) -> None:
+    """Put `Galaxy` blocks on a shown event and on each of its attributes (object members too)
+    that carries cluster tags. The catalogue is read only when some tag is a cluster tag."""
+    e = event["Event"]
+    attributes = [*e.get("Attribute", ()), *(a for o in e.get("Object", ()) for a in o.get("Attribute", ()))]
+    for item in (e, *attributes):
+        if any(is_cluster_tag(t["name"]) for t in item.get("Tag", ())):
+            blocks = galaxy_blocks(item["Tag"])
+            if blocks:
+                item["Galaxy"] = blocks
 
 
 def known_tags(ctx: ApiContext) -> dict[str, dict[str, Any]]:

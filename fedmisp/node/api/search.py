@@ -12,7 +12,7 @@ from fedmisp.export import filters, formats
 from fedmisp.node.api.access import READ_ONLY, MispRoutes
 from fedmisp.node.api.helpers import CTX, ApiError, body_json, stream, unwrap
 from fedmisp.node.api.params import QueryError, flag, parse_search
-from fedmisp.node.api.render import attribute_json, shown_event
+from fedmisp.node.api.render import attribute_json, galaxy_blocks, shown_event
 from fedmisp.store import query
 
 routes = MispRoutes()
@@ -38,6 +38,8 @@ async def attribute_search(request: web.Request) -> web.StreamResponse:
                   if fmt.name == "json" and flag(params.get("includeCorrelations")) else None)
     warnings = fmt.name == "json" and flag(params.get("includeWarninglistHits"))
     enforce = flag(params.get("enforceWarninglist"))
+    # MISP's attributes/restSearch: the attribute's galaxies, then its event's, when asked
+    galaxies = fmt.name == "json" and flag(params.get("includeGalaxy")) and not flag(params.get("excludeGalaxy"))
 
     def shown(h: query.EventHead, b: dict[str, Any]) -> dict[str, Any]:
         a = attribute_json(h, b)
@@ -49,9 +51,13 @@ async def attribute_search(request: web.Request) -> web.StreamResponse:
             hits = filters.warninglists(b)
             if hits:
                 a["warnings"] = [{"warninglist_name": name} for name in hits]
+        if galaxies:
+            blocks = galaxy_blocks([*a.get("Tag", ()), *h.header.get("Tag", ())])
+            if blocks:
+                a["Galaxy"] = blocks
         return a
     # A lookup of a few exact values: cheaper on the loop than through a worker thread (bench/api.py)
-    inline = (fmt.name == "json" and correlator is None and not warnings and not enforce
+    inline = (fmt.name == "json" and correlator is None and not warnings and not enforce and not galaxies
               and query.small_exact_search(ctx.store, q))
     export = formats.Export(ctx.store, f"fedmisp {ctx.node.config.org_name}", shown)
     return await stream(request, formats.attribute_export(export, q, fmt, enforce_warninglist=enforce),
@@ -64,12 +70,13 @@ async def event_search(request: web.Request) -> web.StreamResponse:
     q, fmt, params = await _search_params(request)
     if fmt.name == "json":
         include_deleted, correlations = True in q.deleted, flag(params.get("includeCorrelations"))
+        galaxies = not flag(params.get("excludeGalaxy"))  # MISP's events json has Galaxy blocks unless excluded
 
         def shown(head: query.EventHead) -> dict[str, Any] | None:
-            return shown_event(ctx, head.uuid, include_deleted, q.event_metadata, correlations)
+            return shown_event(ctx, head.uuid, include_deleted, q.event_metadata, correlations, galaxies)
     else:
         def shown(head: query.EventHead) -> dict[str, Any] | None:
-            return shown_event(ctx, head.uuid)
+            return shown_event(ctx, head.uuid, galaxies=False)  # the other formats are made from tags
     export = formats.Export(ctx.store, f"fedmisp {ctx.node.config.org_name}", attribute_json, shown)
     return await stream(request, formats.event_export(export, q, fmt,
                                                       enforce_warninglist=flag(params.get("enforceWarninglist"))),

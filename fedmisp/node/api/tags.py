@@ -21,8 +21,7 @@ from aiohttp import web
 from fedmisp.model.misp import MAX_TAG_NAME
 from fedmisp.node.api.access import ADMIN, READ_ONLY, USER, MispRoutes
 from fedmisp.node.api.helpers import (
-    CTX, ApiContext, ApiError, body_json, edit_element, path_ref, posted_object, resolve_event,
-    revise_event, run,
+    CTX, ApiContext, ApiError, body_json, change_tag, path_ref, posted_object, resolve_event, run,
 )
 from fedmisp.node.api.params import flag
 from fedmisp.node.api.render import known_tags as _known_tags, tag_id, tag_json
@@ -167,38 +166,9 @@ async def _change_tags(request: web.Request, attach: bool) -> web.Response:
     name = await _attach_name(ctx, params.get("tag"))
     local = flag(params.get("local"))
     event_uuid, element_uuid = await _tag_target(ctx, params.get("uuid"))
-    target = element_uuid or event_uuid
-    success = {"saved": True, "success": "Tag(s) attached." if attach else "Tag removed.", "check_publish": True}
-    async with ctx.edit_lock:
-        held_local = (await run(ctx.store.local_tags, [target])).get(target, [])
-        if local and attach or not attach and any(t["name"] == name for t in held_local):
-            # node-local: beside the event, no revision (any organisation's event)
-            kept = [t for t in held_local if t["name"] != name]
-            if attach:
-                kept.append(_tag(name, params))
-                if name not in await run(ctx.store.tag_settings):
-                    # listed by tags/index from now on (as MISP makes a Tag when it is first used)
-                    await run(ctx.store.set_tag_settings, name, {})
-            await run(ctx.store.set_local_tags, target, kept)
-            return web.json_response({**success, "check_publish": False})
-    head = await run(query.event_head, ctx.store, event_uuid)
-    if element_uuid is None:
-        shared = list(head.header.get("Tag", []))
-    else:
-        shared = list((await run(query.find_element, ctx.store, element_uuid))[1].get("Tag", []))
-    present = any(t["name"] == name for t in shared)
-    if attach and present:
-        return web.json_response(success)
-    if not attach and not present:
-        raise ApiError(404, f"Could not remove Tag: {name!r} is not attached to {target}",
-                       {"tag": ["not attached to this event or attribute"]}, "Could not remove Tag")
-    shared = [*shared, _tag(name, params)] if attach else [t for t in shared if t["name"] != name]
-    what = "attach Tag" if attach else "remove Tag"
-    if element_uuid is None:
-        await revise_event(request, event_uuid, what, posted={"Tag": shared, "published": head.header["published"]})
-    else:
-        await edit_element(request, event_uuid, element_uuid, {"Tag": shared}, what)
-    return web.json_response(success)
+    node_local = await change_tag(request, event_uuid, element_uuid, _tag(name, params), attach, local)
+    return web.json_response({"saved": True, "success": "Tag(s) attached." if attach else "Tag removed.",
+                              "check_publish": not node_local})
 
 
 def _tag(name: str, params: dict[str, Any]) -> dict[str, Any]:
