@@ -160,6 +160,20 @@ def test_the_cli_prints_the_first_dropped_elements_then_counts_the_rest(tmp_path
     assert "1 event(s) stored (5 attributes)" in result.stdout and "25 element(s) dropped" in result.stdout
 
 
+def test_a_report_keeps_the_first_dropped_lines_and_counts_them_all():
+    from fedmisp.node.importer import KEPT_DROPPED, SHOWN_DROPPED, ImportReport
+    from fedmisp.store.events import WriteOutcome
+    report = ImportReport()
+    lines = tuple(f"f.json: event e: attribute Attribute[{i}]: field 'value': bad" for i in range(KEPT_DROPPED + 7))
+    report.count(b"\x01" * 16, 3, WriteOutcome.STORED, lines)
+    report.count(b"\x02" * 16, 3, WriteOutcome.UNCHANGED, lines)  # nothing was added: nothing dropped
+    assert report.elements_dropped == KEPT_DROPPED + 7 and report.dropped == list(lines[:KEPT_DROPPED])
+    shown = report.dropped_lines()
+    assert shown[:-1] == [f"dropped: {line}" for line in lines[:SHOWN_DROPPED]]
+    assert shown[-1] == f"dropped: ... and {KEPT_DROPPED + 7 - SHOWN_DROPPED} more element(s)"
+    assert report.summary().endswith(f"{KEPT_DROPPED + 7} element(s) dropped")
+
+
 def _feed(folder: Path, files: list[Path]) -> None:
     folder.mkdir()
     manifest = {}

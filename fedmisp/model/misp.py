@@ -501,14 +501,16 @@ def _take_attribute(raw: Any, where: str, p: _Problems, defaults: ImportDefaults
                     seen: set[str], object_uuid: str | None = None) -> ParsedElement | None:
     """One attribute, or None when it is bad (a lenient parse drops it, with its sightings and
     proposals) or repeats an earlier element's uuid."""
-    mark, sightings, proposals = len(p.items), len(parsed.sightings), len(parsed.proposals)
+    items = p.items
+    mark, sightings, proposals = len(items), len(parsed.sightings), len(parsed.proposals)
     element = _attribute(raw, where, p, defaults, parsed, object_uuid)
+    if element is not None and len(items) == mark and element.uuid not in seen:  # the ingest hot path
+        seen.add(element.uuid)
+        return element
     _repeated(element, where, p, seen)
-    if p.isolate(mark, KIND_ATTRIBUTE, _given_uuid(raw), where) or element is None:
-        del parsed.sightings[sightings:], parsed.proposals[proposals:]
-        return None
-    seen.add(element.uuid)
-    return element
+    p.isolate(mark, KIND_ATTRIBUTE, _given_uuid(raw), where)
+    del parsed.sightings[sightings:], parsed.proposals[proposals:]
+    return None
 
 
 def _object(raw: Any, where: str, p: _Problems, defaults: ImportDefaults, parsed: ParsedEvent,
@@ -567,7 +569,7 @@ def _object(raw: Any, where: str, p: _Problems, defaults: ImportDefaults, parsed
     element = ParsedElement(KIND_OBJECT, uuid, dict(sorted(body.items())))
     _repeated(element, where, p, seen)
     if p.lenient and p.isolate(mark, KIND_OBJECT, given, where):
-        _drop_contents(p, where, given, attributes, references)
+        _drop_contents(p, where, attributes, references)
         return
     seen.add(uuid)
     sightings, proposals = len(parsed.sightings), len(parsed.proposals)
@@ -590,7 +592,7 @@ def _object(raw: Any, where: str, p: _Problems, defaults: ImportDefaults, parsed
             del parsed.sightings[sightings:], parsed.proposals[proposals:]
             for member, w in members:
                 p.drop(KIND_ATTRIBUTE, member.uuid, w, "object_uuid", f"its object {where} is dropped")
-            _drop_contents(p, where, given, [], references)
+            _drop_contents(p, where, [], references)
             return
 
     taken: list[ParsedElement] = []
@@ -613,8 +615,7 @@ def _object(raw: Any, where: str, p: _Problems, defaults: ImportDefaults, parsed
     parsed.elements.extend(taken)
 
 
-def _drop_contents(p: _Problems, where: str, object_uuid: str | None, attributes: list[Any],
-                   references: list[Any]) -> None:
+def _drop_contents(p: _Problems, where: str, attributes: list[Any], references: list[Any]) -> None:
     """A dropped object's attributes and references, named one by one: they go with it."""
     why = f"its object {where} is dropped"
     for i, a in enumerate(attributes):

@@ -43,6 +43,8 @@ _BATCH_ELEMENTS = 10_000
 _BATCH_EVENTS = 100
 # Dropped elements the CLI prints one by one; the rest it counts.
 SHOWN_DROPPED = 20
+# Dropped elements a report keeps the lines of (a file of bad data must not fill the memory).
+KEPT_DROPPED = 1_000
 
 
 @dataclass
@@ -53,7 +55,8 @@ class ImportReport:
     events_older: int = 0
     attributes_stored: int = 0
     refused: list[str] = field(default_factory=list)
-    dropped: list[str] = field(default_factory=list)  # elements left out of the events stored
+    dropped: list[str] = field(default_factory=list)  # elements left out of the events stored (the first ones)
+    elements_dropped: int = 0
 
     def count(self, event_uuid: bytes, attributes: int, outcome: WriteOutcome | Reason,
               dropped: tuple[str, ...] = ()) -> None:
@@ -62,7 +65,8 @@ class ImportReport:
         if outcome is WriteOutcome.STORED:
             self.events_stored += 1
             self.attributes_stored += attributes
-            self.dropped.extend(dropped)
+            self.elements_dropped += len(dropped)
+            self.dropped.extend(dropped[:KEPT_DROPPED - len(self.dropped)])
         elif outcome is WriteOutcome.UNCHANGED:
             self.events_unchanged += 1
         elif outcome is Reason.UUID_CONFLICT:
@@ -78,10 +82,6 @@ class ImportReport:
     def events_refused(self) -> int:
         return len(self.refused)
 
-    @property
-    def elements_dropped(self) -> int:
-        return len(self.dropped)
-
     def summary(self) -> str:
         return (f"{self.files} file(s): {self.events_stored} event(s) stored "
                 f"({self.attributes_stored} attributes), {self.events_unchanged} unchanged, "
@@ -91,8 +91,8 @@ class ImportReport:
     def dropped_lines(self, limit: int = SHOWN_DROPPED) -> list[str]:
         """The first `limit` dropped elements, then how many more (what the CLI prints)."""
         lines = [f"dropped: {line}" for line in self.dropped[:limit]]
-        if len(self.dropped) > limit:
-            lines.append(f"dropped: ... and {len(self.dropped) - limit} more element(s)")
+        if self.elements_dropped > limit:
+            lines.append(f"dropped: ... and {self.elements_dropped - limit} more element(s)")
         return lines
 
 
