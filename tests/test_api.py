@@ -168,24 +168,46 @@ def test_add_view_and_exists_with_numeric_ids(server: Server):
     assert_misp_error(again, 403, "Event already exists", f"/events/edit/{added.id}")
 
 
-def test_a_bad_event_is_refused_whole_naming_the_field(server: Server):
-    before = server.event_count()
-    e = new_event("bad")
-    e.add_attribute("md5", "not-a-hash")
+def test_a_bad_attribute_is_dropped_and_named_and_the_event_stored_as_misp_does(server: Server):
+    """MISP's events/add saves the event and drops an attribute that fails validation; the answer
+    here names it in `errors` (decision 0028)."""
+    e = new_event("one bad attribute")
+    bad = e.add_attribute("md5", "not-a-hash")
     response = server.post("/events/add", e)
-    body = assert_misp_error(response, 400, "md5", "'value'")
-    assert any("Attribute[2]" in where for where in body["errors"])
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    where = f"Attribute[2] (uuid {bad.uuid})"
+    assert list(answer["errors"]) == [where] and list(answer["errors"][where]) == ["value"]
+    assert "'not-a-hash'" in answer["errors"][where]["value"][0]
+    held = server.misp().get_event(e.uuid)["Event"]
+    assert sorted(a["value"] for a in held["Attribute"]) == ["198.51.100.20", "login-bank.example"]
+    assert held["id"] == answer["Event"]["id"]
+
+
+def test_a_bad_event_header_is_refused_whole_naming_the_field(server: Server):
+    before = server.event_count()
+    e = new_event("bad header")
+    e.add_attribute("md5", "not-a-hash")
+    e.threat_level_id = 9
+    response = server.post("/events/add", e)
+    body = assert_misp_error(response, 400, "threat_level_id", "1 to 4")
+    assert list(body["errors"]) == ["event"]  # the header's problem, not the attribute's
     assert server.event_count() == before
     assert not server.misp().event_exists(e.uuid)
 
 
-def test_an_attribute_uuid_another_event_uses_is_refused(server: Server):
+def test_an_attribute_uuid_another_event_uses_is_dropped(server: Server):
     first = server.misp().add_event(new_event("first"), pythonify=True)
     second = new_event("second")
-    second.attributes[0].uuid = first.attributes[0].uuid
+    taken = second.attributes[0].uuid = first.attributes[0].uuid
     response = server.post("/events/add", second)
-    assert_misp_error(response, 400, first.attributes[0].uuid, f"already used by event {first.uuid}")
-    assert not server.misp().event_exists(second.uuid)
+    assert response.status_code == 200, response.text
+    errors = response.json()["errors"]
+    assert list(errors) == [f"Attribute (uuid {taken})"]
+    assert f"already used by event {first.uuid}" in errors[f"Attribute (uuid {taken})"]["uuid"][0]
+    held = server.misp().get_event(second.uuid)["Event"]
+    assert [a["uuid"] for a in held["Attribute"]] == [second.attributes[1].uuid]
+    assert taken in [a["uuid"] for a in server.misp().get_event(first.uuid)["Event"]["Attribute"]]
     reuse = server.post(f"/attributes/add/{first.id}", {"type": "ip-dst", "value": "192.0.2.1",
                                                         "uuid": server.misp().get_event(server.foreign_event)[
                                                             "Event"]["Attribute"][0]["uuid"]})

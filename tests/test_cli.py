@@ -72,7 +72,7 @@ def test_import_reports_each_refusal_and_goes_on(tmp_path: Path):
     bad["Event"]["Attribute"][2]["value"] = "not-a-hash"
     (files / "b_bad_value.json").write_text(json.dumps(bad))
     (files / "c_good.json").write_text(json.dumps(event(seed=2, attributes=3)))
-    result = fedmisp("import", "--home", str(home), str(files))
+    result = fedmisp("import", "--strict", "--home", str(home), str(files))
     assert result.returncode == 0
     assert "a_broken.json: invalid JSON at line 1" in result.stderr
     bad_uuid = bad["Event"]["uuid"]
@@ -81,6 +81,11 @@ def test_import_reports_each_refusal_and_goes_on(tmp_path: Path):
     assert f"Attribute[2] (uuid {attr_uuid})" in result.stderr and "field 'value'" in result.stderr
     assert "1 event(s) stored" in result.stdout and "2 refused" in result.stdout
     assert json.loads(fedmisp("status", "--home", str(home), "--json").stdout)["events"] == 1
+    # without --strict the bad attribute is dropped and its event stored (tests/test_import_lenient.py)
+    result = fedmisp("import", "--home", str(home), str(files))
+    assert f"dropped: {files / 'b_bad_value.json'}: event {bad_uuid}: attribute Attribute[2] (uuid {attr_uuid})" \
+        in result.stderr
+    assert "1 event(s) stored" in result.stdout and "1 refused, 1 element(s) dropped" in result.stdout
 
 
 def test_commands_on_a_missing_home_say_how_to_create_one(tmp_path: Path):

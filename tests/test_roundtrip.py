@@ -24,7 +24,8 @@ from fedmisp.node.importer import import_paths
 # Files in the folder that are not events (a galaxy, a bare sighting, an empty map, templates):
 # each must be refused with a message naming what is missing, not imported as garbage.
 NOT_EVENTS = {"galaxy.json", "sighting.json", "simple.json", "definition.json"}
-# pymisp fixtures that use placeholder uuids ("a", "b"): MISP refuses those, and so do we.
+# pymisp fixtures that use placeholder uuids ("a", "b"): MISP's uuid rule refuses those (it drops
+# such an object and keeps the event), and so do we.
 # The round trip still covers them, with each placeholder replaced by a fixed valid uuid.
 PLACEHOLDER_UUIDS = {"def_param.json", "event_obj_attr_tag.json", "event_obj_def_param.json",
                      "event_obj_tag.json", "misp_custom_obj.json"}
@@ -166,10 +167,17 @@ def test_files_that_are_not_events_are_refused_with_the_missing_field(node, pymi
 
 
 @pytest.mark.parametrize("name", sorted(PLACEHOLDER_UUIDS))
-def test_placeholder_uuids_are_refused_naming_the_object(node, pymisp_tests: Path, name: str):
-    report = import_paths(node, [pymisp_tests / "mispevent_testfiles" / name])
-    assert report.events_stored == 0
-    assert "field 'uuid': 'a' is not a UUID" in report.refused[0]
+def test_placeholder_uuids_drop_the_object_naming_it(node, pymisp_tests: Path, name: str):
+    path = pymisp_tests / "mispevent_testfiles" / name
+    strict = import_paths(node, [path], strict=True)
+    assert strict.events_stored == 0
+    assert "field 'uuid': 'a' is not a UUID" in strict.refused[0]
+    report = import_paths(node, [path])
+    if not unwrap_events(json.loads(path.read_text()))[0].get("info"):  # three are fragments without one
+        assert report.events_stored == 0 and "field 'info': missing" in report.refused[0]
+        return
+    assert report.events_stored == 1 and report.refused == []
+    assert any("object Object[0]: field 'uuid': 'a' is not a UUID" in line for line in report.dropped)
 
 
 def test_pymisp_loads_our_export(node, pymisp_tests: Path):

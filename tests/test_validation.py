@@ -71,7 +71,9 @@ def test_a_refused_event_leaves_nothing_in_the_store(node, tmp_path):
     raw["Attribute"][3]["type"] = "ip-src"
     path = tmp_path / "e.json"
     path.write_text(json.dumps({"Event": raw}))
-    report = import_paths(node, [path])
+    # strict: the bad attribute refuses the event (without --strict it is dropped alone:
+    # tests/test_import_lenient.py)
+    report = import_paths(node, [path], strict=True)
     assert report.events_stored == 0 and len(report.refused) == 1
     stats = node.store.stats()
     assert stats["events"] == 0 and stats["bodies"] == 0 and stats["attributes"] == 0

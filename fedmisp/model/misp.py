@@ -82,13 +82,67 @@ class EventError(ValueError):
         super().__init__(f"event {event}: " + "; ".join(map(str, problems)) + more)
 
 
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    """A part of an event left out while the rest is kept, as MISP drops an attribute, object or
+    reference that fails validation and saves the event without it (decision 0028)."""
+    kind: str  # attribute, object, reference, tag, sighting, proposal
+    uuid: str | None  # the part's own uuid, when it gave a valid one
+    where: str  # its place in the event as given: Attribute[3], Object[0].Attribute[2], event.Tag[1]
+    problems: tuple[Problem, ...]
+
+    @property
+    def field(self) -> str:
+        return self.problems[0].field
+
+    @property
+    def reason(self) -> str:
+        return self.problems[0].message
+
+    @property
+    def label(self) -> str:
+        return f"{self.where} (uuid {self.uuid})" if self.uuid else self.where
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.label}: " + "; ".join(
+            f"field '{p.field}': {p.message}" for p in self.problems)
+
+
 class _Problems:
-    def __init__(self) -> None:
+    """What is wrong with an event being parsed. Strict (the default): every problem refuses the
+    event. Lenient: a problem inside an element takes that element out (`dropped`) and only a
+    problem of the event itself refuses it."""
+
+    def __init__(self, lenient: bool = False) -> None:
         self.items: list[Problem] = []
+        self.lenient = lenient
+        self.dropped: list[Dropped] = []
+        # a lenient parse must see every problem of an element to know that it is bad
+        self.limit = 1 << 62 if lenient else MAX_ERRORS_REPORTED
 
     def add(self, where: str, field_: str, message: str) -> None:
-        if len(self.items) < MAX_ERRORS_REPORTED:
+        if len(self.items) < self.limit:
             self.items.append(Problem(where, field_, message))
+
+    def part(self, kind: str, uuid: str | None, part_where: str, where: str, field_: str, message: str) -> None:
+        """A problem that leaves out only one part (a tag, a sighting), never its element."""
+        if self.lenient:
+            self.dropped.append(Dropped(kind, uuid, part_where, (Problem(where, field_, message),)))
+        else:
+            self.add(where, field_, message)
+
+    def isolate(self, mark: int, kind: str, uuid: str | None, where: str) -> bool:
+        """Whether the part parsed since `mark` (a length of `items`) is bad. Lenient: its problems
+        become one Dropped record and leave `items`, so the enclosing element stays valid."""
+        if len(self.items) == mark:
+            return False
+        if self.lenient:
+            self.dropped.append(Dropped(kind, uuid, where, tuple(self.items[mark:])))
+            del self.items[mark:]
+        return True
+
+    def drop(self, kind: str, uuid: str | None, where: str, field_: str, message: str) -> None:
+        self.dropped.append(Dropped(kind, uuid, where, (Problem(where, field_, message),)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +163,7 @@ class ParsedElement:
     uuid: str
     body: dict[str, Any]  # MISP field names, keys in sorted order (canonical)
     keys: tuple[str, ...] = ()  # an attribute's normalised value(s), for the value index
+    local_tags: list[dict[str, Any]] | None = None  # until the element is taken into its event
 
 
 @dataclass(slots=True)
@@ -119,6 +174,7 @@ class ParsedEvent:
     sightings: list[dict[str, Any]] = field(default_factory=list)
     proposals: list[dict[str, Any]] = field(default_factory=list)
     local_tags: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # element/event uuid -> tags
+    dropped: list[Dropped] = field(default_factory=list)  # a lenient parse: what was left out
 
     @property
     def uuid(self) -> str:
@@ -219,14 +275,15 @@ def show_value(value: Any) -> str:
 
 
 def _tags(raw: Any, where: str, p: _Problems, local_out: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
-    """Shared tags as {name[, colour][, relationship_type]}; local tags go to `local_out`."""
+    """Shared tags as {name[, colour][, relationship_type]}; local tags go to `local_out`. A bad
+    tag is a problem of its own: a lenient parse drops the tag and keeps what carries it."""
     if raw is None:
         return []
     if not isinstance(raw, list):
-        p.add(where, "Tag", "expected a list of tags such as [{\"name\": \"tlp:green\"}]")
+        p.part("tag", None, f"{where}.Tag", where, "Tag", "expected a list of tags such as [{\"name\": \"tlp:green\"}]")
         return []
     if len(raw) > MAX_TAGS_PER_ELEMENT:
-        p.add(where, "Tag", f"{len(raw)} tags; at most {MAX_TAGS_PER_ELEMENT} accepted")
+        p.part("tag", None, f"{where}.Tag", where, "Tag", f"{len(raw)} tags; at most {MAX_TAGS_PER_ELEMENT} accepted")
         return []
     out: list[dict[str, Any]] = []
     seen: set[str] = set()
@@ -234,14 +291,16 @@ def _tags(raw: Any, where: str, p: _Problems, local_out: list[dict[str, Any]] | 
         if isinstance(t, str):
             t = {"name": t}
         if not isinstance(t, dict):
-            p.add(where, f"Tag[{i}]", "expected {\"name\": ...}")
+            p.part("tag", None, f"{where}.Tag[{i}]", where, f"Tag[{i}]", "expected {\"name\": ...}")
             continue
         name = t.get("name")
         if not isinstance(name, str) or not name.strip():
-            p.add(where, f"Tag[{i}].name", "missing; expected a tag name such as tlp:amber")
+            p.part("tag", None, f"{where}.Tag[{i}]", where, f"Tag[{i}].name",
+                   "missing; expected a tag name such as tlp:amber")
             continue
         if len(name) > MAX_TAG_NAME:
-            p.add(where, f"Tag[{i}].name", f"{len(name)} characters; at most {MAX_TAG_NAME} accepted")
+            p.part("tag", None, f"{where}.Tag[{i}]", where, f"Tag[{i}].name",
+                   f"{len(name)} characters; at most {MAX_TAG_NAME} accepted")
             continue
         if name in seen:
             continue  # MISP attaches a tag once
@@ -264,7 +323,7 @@ def _cluster_tags(raw: dict[str, Any], where: str, p: _Problems) -> Any:
     """An event's or attribute's `Tag` list with the tags of the clusters its `Galaxy` blocks list
     (MISP's `convertGalaxyClustersToTags` on add: a cluster is its `tag_name`, or
     `misp-galaxy:<type>="<uuid>"` without one); `_tags` then drops those already listed. The
-    block itself is derived on output (decision 0025), so it is not kept; a cluster marked local
+    block itself is derived on output (decision 0027), so it is not kept; a cluster marked local
     becomes a local tag, so a node-local annotation stays node-local."""
     tags, galaxies = raw.get("Tag"), raw.get("Galaxy")
     if not galaxies:
@@ -426,13 +485,12 @@ def _attribute(raw: Any, where: str, p: _Problems, defaults: ImportDefaults, par
                 p.add(where_u, key, f"{len(data)} bytes; at most {MAX_ATTACHMENT_BYTES} accepted")
             else:
                 body[key] = data
+    local: list[dict[str, Any]] | None = None
     if get("Tag") or get("Galaxy"):
-        local: list[dict[str, Any]] = []
+        local = []
         tags = _tags(_cluster_tags(raw, where_u, p), where_u, p, local)
         if tags:
             body["Tag"] = tags
-        if local:
-            parsed.local_tags[uuid] = local
     if not raw.keys() <= _ATTRIBUTE_PLAIN:
         extra = _extra(raw, _ATTRIBUTE_KNOWN)
         if extra:
@@ -445,7 +503,7 @@ def _attribute(raw: Any, where: str, p: _Problems, defaults: ImportDefaults, par
         return None
     if len(body) > 10:
         body = {k: body[k] for k in sorted(body)}
-    return ParsedElement(KIND_ATTRIBUTE, uuid, body, keys)
+    return ParsedElement(KIND_ATTRIBUTE, uuid, body, keys, local or None)
 
 
 # An attribute with only these keys needs no look for extras, sightings or proposals.
@@ -468,15 +526,45 @@ _OBJECT_KNOWN = frozenset({
 })
 
 
+_REPEATED = "appears twice in the event; uuids must be unique"
+# MISP saves an event's elements one by one and refuses a uuid already saved ("The UUID provided is
+# not unique"): the first occurrence is kept.
+_REPEATED_DROPPED = "an earlier element of the event has this uuid; the first one is kept"
+
+
+def _repeated(element: ParsedElement | None, where: str, p: _Problems, seen: set[str]) -> None:
+    if element is not None and element.uuid in seen:
+        if p.lenient:
+            p.add(f"{where} (uuid {element.uuid})", "uuid", _REPEATED_DROPPED)
+        else:
+            p.add(f"{element.kind} {element.uuid}", "uuid", _REPEATED)
+
+
+def _take_attribute(raw: Any, where: str, p: _Problems, defaults: ImportDefaults, parsed: ParsedEvent,
+                    seen: set[str], object_uuid: str | None = None) -> ParsedElement | None:
+    """One attribute, or None when it is bad (a lenient parse drops it, with its sightings and
+    proposals) or repeats an earlier element's uuid."""
+    items = p.items
+    mark, sightings, proposals = len(items), len(parsed.sightings), len(parsed.proposals)
+    element = _attribute(raw, where, p, defaults, parsed, object_uuid)
+    if element is not None and len(items) == mark and element.uuid not in seen:  # the ingest hot path
+        seen.add(element.uuid)
+        return element
+    _repeated(element, where, p, seen)
+    p.isolate(mark, KIND_ATTRIBUTE, _given_uuid(raw), where)
+    del parsed.sightings[sightings:], parsed.proposals[proposals:]
+    return None
+
+
 _REPORT_KNOWN = frozenset({"uuid", "name", "content", "distribution", "timestamp", "deleted"})
 
 
-def _report(raw: Any, where: str, p: _Problems, parsed: ParsedEvent) -> None:
+def _report(raw: Any, where: str, p: _Problems, parsed: ParsedEvent) -> ParsedElement | None:
     """One event report (MISP's EventReport): an element of its own, so its distribution and
     sharing group decide where it goes (not the event's header, which every receiver gets)."""
     if not isinstance(raw, dict):
         p.add(where, "EventReport", "expected a map with name and content")
-        return
+        return None
     uuid = _uuid(raw.get("uuid"), where, "uuid", p) or str(uuidlib.uuid4())
     where_u = f"{where} (uuid {uuid})"
     distribution = _int(raw.get("distribution"), where_u, "distribution", p, 0, 5, 5)
@@ -501,12 +589,31 @@ def _report(raw: Any, where: str, p: _Problems, parsed: ParsedEvent) -> None:
     extra = _extra(raw, _REPORT_KNOWN)
     if extra:
         body["extra"] = extra
-    parsed.elements.append(ParsedElement(KIND_REPORT, uuid, dict(sorted(body.items()))))
+    return ParsedElement(KIND_REPORT, uuid, dict(sorted(body.items())))
 
 
-def _object(raw: Any, where: str, p: _Problems, defaults: ImportDefaults, parsed: ParsedEvent) -> None:
+def _take_report(raw: Any, where: str, p: _Problems, parsed: ParsedEvent, seen: set[str]) -> None:
+    """One event report into the event, unless it is bad (a lenient parse drops it) or repeats an
+    earlier element's uuid."""
+    mark = len(p.items)
+    element = _report(raw, where, p, parsed)
+    if element is not None and len(p.items) == mark and element.uuid not in seen:
+        seen.add(element.uuid)
+        parsed.elements.append(element)
+        return
+    _repeated(element, where, p, seen)
+    p.isolate(mark, KIND_REPORT, _given_uuid(raw), where)
+
+
+def _object(raw: Any, where: str, p: _Problems, defaults: ImportDefaults, parsed: ParsedEvent,
+            seen: set[str], references_at: dict[str, str]) -> None:
+    """One object with its attributes and references. A lenient parse drops a bad attribute or
+    reference alone, and the whole object (with all it holds) when its own fields are bad, its uuid
+    is taken, or the attributes left no longer fill its template."""
+    mark = len(p.items)
     if not isinstance(raw, dict):
         p.add(where, "Object", "expected a map with name and Attribute")
+        p.isolate(mark, KIND_OBJECT, None, where)
         return
     uuid = _uuid(raw.get("uuid"), where, "uuid", p) or str(uuidlib.uuid4())
     where_u = f"{where} (uuid {uuid})"
@@ -536,36 +643,77 @@ def _object(raw: Any, where: str, p: _Problems, defaults: ImportDefaults, parsed
     if sg:
         body["sharing_group_uuid"] = sg
     for key in ("first_seen", "last_seen"):
-        seen = _seen(raw.get(key), where_u, key, p)
-        if seen is not None:
-            body[key] = seen
+        seen_at = _seen(raw.get(key), where_u, key, p)
+        if seen_at is not None:
+            body[key] = seen_at
     extra = _extra(raw, _OBJECT_KNOWN)
     if extra:
         body["extra"] = extra
-    parsed.elements.append(ParsedElement(KIND_OBJECT, uuid, dict(sorted(body.items()))))
-
     attributes = raw.get("Attribute") or []
     if not isinstance(attributes, list):
         p.add(where_u, "Attribute", "expected a list of attributes")
         attributes = []
-    relations: list[tuple[str, str]] = []
-    for i, a in enumerate(attributes):
-        element = _attribute(a, f"{where}.Attribute[{i}]", p, defaults, parsed, object_uuid=uuid)
-        if element is not None:
-            parsed.elements.append(element)
-            if not element.body["deleted"]:
-                relations.append((element.body["object_relation"], element.body["type"]))
-    if template is not None and not body["deleted"]:  # a deleted object need not be complete
-        _check_template(template, relations, where_u, p)
-
     references = raw.get("ObjectReference") or []
     if not isinstance(references, list):
         p.add(where_u, "ObjectReference", "expected a list of references")
         references = []
+    given = _given_uuid(raw)
+    element = ParsedElement(KIND_OBJECT, uuid, dict(sorted(body.items())))
+    _repeated(element, where, p, seen)
+    if p.lenient and p.isolate(mark, KIND_OBJECT, given, where):
+        _drop_contents(p, where, attributes, references)
+        return
+    seen.add(uuid)
+    sightings, proposals = len(parsed.sightings), len(parsed.proposals)
+
+    members: list[tuple[ParsedElement, str]] = []
+    relations: list[tuple[str, str]] = []
+    for i, a in enumerate(attributes):
+        w = f"{where}.Attribute[{i}]"
+        member = _take_attribute(a, w, p, defaults, parsed, seen, object_uuid=uuid)
+        if member is not None:
+            members.append((member, w))
+            if not member.body["deleted"]:
+                relations.append((member.body["object_relation"], member.body["type"]))
+    if template is not None and not body["deleted"]:  # a deleted object need not be complete
+        mark = len(p.items)
+        _check_template(template, relations, where_u, p)
+        if p.lenient and p.isolate(mark, KIND_OBJECT, given, where):
+            seen.discard(uuid)
+            seen.difference_update(m.uuid for m, _w in members)
+            del parsed.sightings[sightings:], parsed.proposals[proposals:]
+            for member, w in members:
+                p.drop(KIND_ATTRIBUTE, member.uuid, w, "object_uuid", f"its object {where} is dropped")
+            _drop_contents(p, where, [], references)
+            return
+
+    taken: list[ParsedElement] = []
     for i, r in enumerate(references):
-        element = _reference(r, f"{where}.ObjectReference[{i}]", uuid, p, parsed)
-        if element is not None:
-            parsed.elements.append(element)
+        w = f"{where}.ObjectReference[{i}]"
+        mark = len(p.items)
+        reference = _reference(r, w, uuid, p, parsed)
+        _repeated(reference, w, p, seen)
+        if p.isolate(mark, KIND_REFERENCE, _given_uuid(r), w) or reference is None:
+            continue
+        seen.add(reference.uuid)
+        references_at[reference.uuid] = w
+        taken.append(reference)
+
+    parsed.elements.append(element)
+    for member, _w in members:
+        parsed.elements.append(member)
+        if member.local_tags:
+            parsed.local_tags[member.uuid] = member.local_tags
+    parsed.elements.extend(taken)
+
+
+def _drop_contents(p: _Problems, where: str, attributes: list[Any], references: list[Any]) -> None:
+    """A dropped object's attributes and references, named one by one: they go with it."""
+    why = f"its object {where} is dropped"
+    for i, a in enumerate(attributes):
+        p.drop(KIND_ATTRIBUTE, _given_uuid(a), f"{where}.Attribute[{i}]", "object_uuid", why)
+    for i, r in enumerate(references):
+        p.drop(KIND_REFERENCE, _given_uuid(r), f"{where}.ObjectReference[{i}]", "object_uuid", why)
 
 
 def _check_template(template: Any, relations: list[tuple[str, str]], where: str, p: _Problems) -> None:
@@ -625,17 +773,24 @@ def _org(raw: Any) -> dict[str, str] | None:
     return {"name": name, "uuid": uuid.lower()}
 
 
+def _given_uuid(raw: Any) -> str | None:
+    """The uuid a part of an event gave, if it is one (to name the part when it is dropped)."""
+    value = raw.get("uuid") if isinstance(raw, dict) else None
+    return value.lower() if isinstance(value, str) and UUID_RE.match(value) else None
+
+
 def _sightings(raw: Any, attribute_uuid: str, where: str, p: _Problems, parsed: ParsedEvent) -> None:
     if not raw:
         return
     if not isinstance(raw, list):
-        p.add(where, "Sighting", "expected a list of sightings")
+        p.part("sighting", None, f"{where}.Sighting", where, "Sighting", "expected a list of sightings")
         return
     for i, s in enumerate(raw):
         w = f"{where}.Sighting[{i}]"
         if not isinstance(s, dict):
-            p.add(w, "Sighting", "expected a map")
+            p.part("sighting", None, w, w, "Sighting", "expected a map")
             continue
+        mark = len(p.items)
         sighting: dict[str, Any] = {
             "attribute_uuid": attribute_uuid,
             "date_sighting": _int(s.get("date_sighting"), w, "date_sighting", p, 0, MAX_TIMESTAMP,
@@ -647,6 +802,8 @@ def _sightings(raw: Any, attribute_uuid: str, where: str, p: _Problems, parsed: 
         org = _org(s.get("Organisation"))
         if org:
             sighting["Organisation"] = org
+        if p.isolate(mark, "sighting", _given_uuid(s), w):
+            continue
         parsed.sightings.append(sighting)
 
 
@@ -661,53 +818,60 @@ def _proposals(raw: Any, attribute_uuid: str | None, where: str, p: _Problems, p
     if not raw:
         return
     if not isinstance(raw, list):
-        p.add(where, "ShadowAttribute", "expected a list of proposals")
+        p.part("proposal", None, f"{where}.ShadowAttribute", where, "ShadowAttribute", "expected a list of proposals")
         return
-    dt = describe_types()
     for i, s in enumerate(raw):
         w = f"{where}.ShadowAttribute[{i}]"
-        if not isinstance(s, dict):
-            p.add(w, "ShadowAttribute", "expected a map")
+        mark = len(p.items)
+        proposal = _proposal(s, w, attribute_uuid, p, parsed)
+        if p.isolate(mark, "proposal", _given_uuid(s), w) or proposal is None:
             continue
-        type_ = s.get("type")
-        if not isinstance(type_, str) or type_ not in dt.types:
-            p.add(w, "type", f"{show_value(type_)} is not a MISP attribute type")
-            continue
-        value = s.get("value")
-        value = str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
-        if not isinstance(value, str):
-            p.add(w, "value", f"missing; expected a {type_} value")
-            continue
-        try:
-            normalise(type_, value)
-        except ValueFormatError as e:
-            p.add(w, "value", f"{show_value(value)}: {e}")
-        category = s.get("category") or dt.sane_defaults[type_].default_category
-        if not isinstance(category, str) or category not in dt.category_types or type_ not in dt.category_types[category]:
-            p.add(w, "category", f"{show_value(category)} does not take type {type_}")
-        proposal: dict[str, Any] = {
-            "category": category,
-            "comment": _text(s.get("comment"), w, "comment", p),
-            "deleted": _bool(s.get("deleted"), w, "deleted", p),
-            "disable_correlation": _bool(s.get("disable_correlation"), w, "disable_correlation", p),
-            "proposal_to_delete": _bool(s.get("proposal_to_delete"), w, "proposal_to_delete", p),
-            "timestamp": _int(s.get("timestamp"), w, "timestamp", p, 0, MAX_TIMESTAMP, parsed.header["timestamp"]),
-            "to_ids": _bool(s.get("to_ids"), w, "to_ids", p, dt.sane_defaults[type_].to_ids),
-            "type": type_,
-            "uuid": _uuid(s.get("uuid"), w, "uuid", p) or str(uuidlib.uuid4()),
-            "value": value,
-        }
-        if attribute_uuid:
-            proposal["attribute_uuid"] = attribute_uuid
-        for key in ("first_seen", "last_seen"):
-            seen = _seen(s.get(key), w, key, p)
-            if seen is not None:
-                proposal[key] = seen
-        org = _org(s.get("Org"))
-        if org:
-            proposal["Org"] = org
         parsed.proposals.append(proposal)
 
+
+def _proposal(s: Any, w: str, attribute_uuid: str | None, p: _Problems, parsed: ParsedEvent) -> dict[str, Any] | None:
+    if not isinstance(s, dict):
+        p.add(w, "ShadowAttribute", "expected a map")
+        return None
+    dt = describe_types()
+    type_ = s.get("type")
+    if not isinstance(type_, str) or type_ not in dt.types:
+        p.add(w, "type", f"{show_value(type_)} is not a MISP attribute type")
+        return None
+    value = s.get("value")
+    value = str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+    if not isinstance(value, str):
+        p.add(w, "value", f"missing; expected a {type_} value")
+        return None
+    try:
+        normalise(type_, value)
+    except ValueFormatError as e:
+        p.add(w, "value", f"{show_value(value)}: {e}")
+    category = s.get("category") or dt.sane_defaults[type_].default_category
+    if not isinstance(category, str) or category not in dt.category_types or type_ not in dt.category_types[category]:
+        p.add(w, "category", f"{show_value(category)} does not take type {type_}")
+    proposal: dict[str, Any] = {
+        "category": category,
+        "comment": _text(s.get("comment"), w, "comment", p),
+        "deleted": _bool(s.get("deleted"), w, "deleted", p),
+        "disable_correlation": _bool(s.get("disable_correlation"), w, "disable_correlation", p),
+        "proposal_to_delete": _bool(s.get("proposal_to_delete"), w, "proposal_to_delete", p),
+        "timestamp": _int(s.get("timestamp"), w, "timestamp", p, 0, MAX_TIMESTAMP, parsed.header["timestamp"]),
+        "to_ids": _bool(s.get("to_ids"), w, "to_ids", p, dt.sane_defaults[type_].to_ids),
+        "type": type_,
+        "uuid": _uuid(s.get("uuid"), w, "uuid", p) or str(uuidlib.uuid4()),
+        "value": value,
+    }
+    if attribute_uuid:
+        proposal["attribute_uuid"] = attribute_uuid
+    for key in ("first_seen", "last_seen"):
+        seen = _seen(s.get(key), w, key, p)
+        if seen is not None:
+            proposal[key] = seen
+    org = _org(s.get("Org"))
+    if org:
+        proposal["Org"] = org
+    return proposal
 
 
 def parse_proposal(raw: Any, event_uuid: str, now: int, attribute_uuid: str | None = None,
@@ -748,9 +912,14 @@ def unwrap_events(document: Any) -> list[Any]:
     return [document]
 
 
-def parse_event(raw: Any, defaults: ImportDefaults) -> ParsedEvent:
-    """Validate one MISP event map; raise EventError naming every problem (up to a limit)."""
-    p = _Problems()
+def parse_event(raw: Any, defaults: ImportDefaults, *, lenient: bool = False) -> ParsedEvent:
+    """Validate one MISP event map; raise EventError naming every problem (up to a limit).
+
+    `lenient` parses as MISP adds an event: an attribute, object, object reference, tag, sighting
+    or proposal that does not validate is left out (`ParsedEvent.dropped` names each, with what
+    could not stay without it) and the rest is kept; of two elements with one uuid the first is
+    kept. Only a problem of the event's own fields raises EventError then."""
+    p = _Problems(lenient)
     if not isinstance(raw, dict):
         raise EventError("?", [Problem("event", "Event", "expected a map of MISP event fields")])
     uuid = _uuid(raw.get("uuid"), "event", "uuid", p) or str(uuidlib.uuid4())
@@ -802,27 +971,88 @@ def parse_event(raw: Any, defaults: ImportDefaults) -> ParsedEvent:
     if not isinstance(objects, list):
         p.add("event", "Object", "expected a list of objects")
         objects = []
+    seen: set[str] = set()  # element uuids taken so far
+    references_at: dict[str, str] = {}  # reference uuid -> its place, should its target be dropped
     for i, a in enumerate(attributes):
-        element = _attribute(a, f"Attribute[{i}]", p, defaults, parsed)
+        element = _take_attribute(a, f"Attribute[{i}]", p, defaults, parsed, seen)
         if element is not None:
             parsed.elements.append(element)
+            if element.local_tags:
+                parsed.local_tags[element.uuid] = element.local_tags
     for i, o in enumerate(objects):
-        _object(o, f"Object[{i}]", p, defaults, parsed)
+        _object(o, f"Object[{i}]", p, defaults, parsed, seen, references_at)
     reports = raw.get("EventReport") or []
     if not isinstance(reports, list):
         p.add("event", "EventReport", "expected a list of event reports")
         reports = []
     for i, r in enumerate(reports):
-        _report(r, f"EventReport[{i}]", p, parsed)
+        _take_report(r, f"EventReport[{i}]", p, parsed, seen)
     _proposals(raw.get("ShadowAttribute"), None, "event", p, parsed, defaults)
-    seen: set[str] = set()
-    for element in parsed.elements:
-        if element.uuid in seen:
-            p.add(f"{element.kind} {element.uuid}", "uuid", "appears twice in the event; uuids must be unique")
-        seen.add(element.uuid)
     if p.items:
-        raise EventError(uuid, p.items)
+        raise EventError(uuid, p.items[:MAX_ERRORS_REPORTED])
+    if p.dropped:
+        # MISP saves a reference only when its target is saved: one to a dropped element goes too
+        gone = {d.uuid for d in p.dropped if d.uuid and d.kind in (KIND_ATTRIBUTE, KIND_OBJECT)} - seen
+        if gone and references_at:
+            p.dropped.extend(drop_elements(parsed, {}, gone, references_at))
+        parsed.dropped = p.dropped
     return parsed
+
+
+def drop_elements(parsed: ParsedEvent, reasons: dict[str, Problem], gone: Iterable[str] = (),
+                  where: dict[str, str] | None = None) -> list[Dropped]:
+    """Take out of `parsed` the elements `reasons` names (uuid -> why) and what cannot stay without
+    them: an object's attributes and references; an object whose attributes left no longer fill
+    its template; a reference to a dropped element or to one of `gone` (uuids dropped before).
+    Their sightings, proposals and local tags go with them. `where` names elements' places (by
+    uuid) for the report. Returns what was dropped, in event order."""
+    at = where or {}
+    label = {KIND_ATTRIBUTE: "Attribute", KIND_OBJECT: "Object", KIND_REFERENCE: "ObjectReference"}
+    why: dict[str, tuple[Problem, ...]] = {u: (r,) for u, r in reasons.items()}
+    gone = set(gone)
+    members: dict[str, list[ParsedElement]] = {}
+    for e in parsed.elements:
+        if e.kind == KIND_ATTRIBUTE and "object_uuid" in e.body:
+            members.setdefault(e.body["object_uuid"], []).append(e)
+
+    def place(e: ParsedElement) -> str:
+        return at.get(e.uuid, label[e.kind])
+
+    changed = True
+    while changed:
+        changed = False
+        for e in parsed.elements:
+            if e.uuid in why:
+                continue
+            w = f"{place(e)} (uuid {e.uuid})"
+            owner = e.body.get("object_uuid")
+            target = e.body.get("referenced_uuid")
+            found: tuple[Problem, ...] = ()
+            if owner is not None and owner in why:
+                found = (Problem(w, "object_uuid", f"its object {owner} is dropped"),)
+            elif e.kind == KIND_REFERENCE and (target in why or target in gone):
+                found = (Problem(w, "referenced_uuid", f"refers to {target}, which is dropped from the event"),)
+            elif e.kind == KIND_OBJECT and not e.body["deleted"] and \
+                    any(m.uuid in why for m in members.get(e.uuid, ())):
+                template = find_template(e.body["name"], e.body.get("template_uuid"))
+                if template is not None:
+                    p = _Problems(lenient=True)
+                    _check_template(template, [(m.body["object_relation"], m.body["type"])
+                                               for m in members[e.uuid] if m.uuid not in why and not m.body["deleted"]],
+                                    w, p)
+                    found = tuple(p.items)
+            if found:
+                why[e.uuid] = found
+                changed = True
+    if not why:
+        return []
+    out = [Dropped(e.kind, e.uuid, place(e), why[e.uuid]) for e in parsed.elements if e.uuid in why]
+    parsed.elements = [e for e in parsed.elements if e.uuid not in why]
+    parsed.sightings = [s for s in parsed.sightings if s["attribute_uuid"] not in why]
+    parsed.proposals = [s for s in parsed.proposals if s.get("attribute_uuid") not in why]
+    for u in why:
+        parsed.local_tags.pop(u, None)
+    return out
 
 
 # --- MISP JSON out ------------------------------------------------------------------------------
@@ -939,7 +1169,7 @@ def element_kind(body: dict[str, Any]) -> str:
 
 
 __all__ = [
-    "EventError", "ImportDefaults", "ParsedElement", "ParsedEvent", "Problem",
-    "element_kind", "misp_attribute", "parse_event", "to_misp", "unwrap_events",
+    "Dropped", "EventError", "ImportDefaults", "ParsedElement", "ParsedEvent", "Problem",
+    "drop_elements", "element_kind", "misp_attribute", "parse_event", "to_misp", "unwrap_events",
     "MAX_TIMESTAMP", "MAX_VALUE_BYTES", "UUID_RE", "show_value",
 ]

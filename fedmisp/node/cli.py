@@ -65,12 +65,14 @@ def cmd_import(args: argparse.Namespace) -> int:
             total = sum(1 for _ in expand_paths(paths))
             source = args.source or (str(paths[0]) if args.correlation_only and len(paths) == 1 else "")
             report = import_paths(node, paths, print_progress_factory(total), source=source,
-                                  correlation_only=args.correlation_only)
+                                  correlation_only=args.correlation_only, strict=args.strict)
         except ImportFileError as e:
             print(f"fedmisp import: {e}", file=sys.stderr)
             return 2
     for refusal in report.refused:
         print(f"refused: {refusal}", file=sys.stderr)
+    for line in report.dropped_lines():
+        print(line, file=sys.stderr)
     print(report.summary())
     return 1 if report.refused and not report.events_stored and not report.events_unchanged else 0
 
@@ -174,7 +176,8 @@ def cmd_feed_fetch(args: argparse.Namespace) -> int:
     from fedmisp.node.feed_fetch import FeedError, fetch_feed
     from fedmisp.store.writer import Writer
     with _open(args) as node:
-        feeds = [f for f in node.config.feeds if args.name in (None, f.name)]
+        feeds = [dataclasses.replace(f, strict=True) if args.strict else f
+                 for f in node.config.feeds if args.name in (None, f.name)]
         if not feeds:
             known = ", ".join(f.name for f in node.config.feeds) or "none configured ([[feed]] in fedmisp.toml)"
             print(f"fedmisp feed fetch: no feed named {args.name!r}; feeds: {known}", file=sys.stderr)
@@ -199,6 +202,8 @@ def cmd_feed_fetch(args: argparse.Namespace) -> int:
                     for problem in report.refused + report.failed:
                         print(f"refused: {problem}" if problem in report.refused else f"failed: {problem}",
                               file=sys.stderr)
+                    for line in report.dropped_lines():
+                        print(line, file=sys.stderr)
                     print(report.summary())
             return failures
         with Writer(node.store) as writer:
@@ -618,6 +623,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--correlation-only", action="store_true",
                    help="use these events for correlation only: matched, never shown or relayed")
     p.add_argument("--source", help="name the source in correlation results (default: the path)")
+    p.add_argument("--strict", action="store_true",
+                   help="refuse an event with any bad attribute, object, reference or tag (default: "
+                        "store the event without it, as MISP does, and report what was dropped)")
     p.set_defaults(func=cmd_import)
 
     p = with_home(sub.add_parser("correlate", help="what the node holds that correlates with a value"))
@@ -644,6 +652,8 @@ def build_parser() -> argparse.ArgumentParser:
     feed_cmds = p.add_subparsers(dest="feed_cmd", required=True)
     k = with_home(feed_cmds.add_parser("fetch", help="fetch what changed in the configured feeds now"))
     k.add_argument("name", nargs="?", help="one feed (default: every [[feed]])")
+    k.add_argument("--strict", action="store_true",
+                   help="refuse an event with any bad element (as the feed's strict = true)")
     k.set_defaults(func=cmd_feed_fetch)
 
     p = with_home(sub.add_parser("status", help="what the node holds"))

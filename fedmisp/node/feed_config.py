@@ -29,7 +29,7 @@ MAX_BYTES_CEILING = 4 * 1024 * 1024 * 1024
 
 _SERVED_FIELDS = ("name", "access", "filter")
 _FEED_FIELDS = ("name", "url", "path", "interval_seconds", "mode", "max_manifest_bytes", "max_event_bytes",
-                "headers", "filter")
+                "headers", "filter", "strict")
 # A fetched feed is filtered by event (as MISP's feed rules: tags and orgs); the element settings of
 # a peer filter (types, templates, to_ids, distribution) are not applied to feeds.
 FEED_FILTER_FIELDS = ("tags_include", "tags_exclude", "orgs_include", "orgs_exclude", "tlp_ceiling", "pap_ceiling",
@@ -59,6 +59,7 @@ class FeedSource:
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
     headers: tuple[tuple[str, str], ...] = ()  # e.g. Authorization for a feed behind an API key
     filter: SyncFilter = SyncFilter()  # events it refuses are not taken (event settings only)
+    strict: bool = False  # refuse an event with a bad element instead of taking it without (decision 0028)
 
     @property
     def location(self) -> str:
@@ -166,6 +167,10 @@ def parse_feeds(raw: Any, home: Path, problems: list[str]) -> tuple[FeedSource, 
                                     f"event); accepted: {', '.join(FEED_FILTER_FIELDS)}")
             raw_filter = {k: v for k, v in raw_filter.items() if k in FEED_FILTER_FIELDS}
         f = parse_filter(raw_filter, f"{label}.filter", problems, push=False)
+        strict = table.get("strict", False)
+        if not isinstance(strict, bool):
+            problems.append(f"{label}.strict: {strict!r}; expected true or false")
+            strict = False
         feeds.append(FeedSource(name, url, folder, float(interval), mode == "correlation-only",
-                                manifest_max, event_max, tuple(sorted(headers.items())), f))
+                                manifest_max, event_max, tuple(sorted(headers.items())), f, strict))
     return tuple(feeds)

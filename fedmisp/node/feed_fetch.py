@@ -2,8 +2,9 @@
 `fedmisp feed fetch`.
 
 Like MISP's "fetch feed": read manifest.json, download only the events whose manifest timestamp
-differs from the one seen at the last fetch, and import each as `fedmisp import` would (validated
-whole, signed by this node, decision 0001), as full data or for correlation only. Every download
+differs from the one seen at the last fetch, and import each as `fedmisp import` would (validated,
+a bad element dropped and reported unless the feed is `strict`, decision 0028; signed by this node,
+decision 0001), as full data or for correlation only. Every download
 has a size limit; an event that fails to download is tried again next time, one that is refused
 (invalid) only once its timestamp changes.
 """
@@ -56,7 +57,8 @@ class FetchReport(ImportReport):
         return (f"feed {self.feed}: {self.listed} listed, {self.skipped} unchanged since the last fetch, "
                 f"{self.files} fetched: {self.events_stored} event(s) stored ({self.attributes_stored} attributes), "
                 f"{self.events_unchanged} unchanged, {self.events_older} older than held, "
-                f"{self.filtered} filtered out, {self.events_refused} refused, {len(self.failed)} failed to download")
+                f"{self.filtered} filtered out, {self.events_refused} refused, {len(self.failed)} failed to download, "
+                f"{self.elements_dropped} element(s) dropped")
 
 
 async def read_limited(feed: FeedSource, name: str, limit: int, http: aiohttp.ClientSession | None,
@@ -150,7 +152,8 @@ async def fetch_feed(node: Any, feed: FeedSource, submit: Submit, run_blocking: 
     seen = await run_blocking(_load_state, path, feed)
     preparer = Preparer(node.identity, node.store, node.import_defaults(), feed.max_event_bytes,
                         source=feed.name if feed.correlation_only else "", correlation_only=feed.correlation_only,
-                        accept=lambda parsed: event_check(feed.filter, event_view(parsed.header, [])))
+                        accept=lambda parsed: event_check(feed.filter, event_view(parsed.header, [])),
+                        strict=feed.strict)
     done = 0
     for event_uuid, stamp in manifest.items():
         if seen.get(event_uuid) == stamp:
@@ -169,8 +172,8 @@ async def fetch_feed(node: Any, feed: FeedSource, submit: Submit, run_blocking: 
         report.events_unchanged += result.unchanged
         report.events_older += result.older
         if result.events:
-            for event, outcome in zip(result.events, await submit(result.events)):
-                report.count(event.uuid, event.attribute_count, outcome)
+            for event, dropped, outcome in zip(result.events, result.dropped, await submit(result.events)):
+                report.count(event.uuid, event.attribute_count, outcome, dropped)
         seen[event_uuid] = stamp
         done += 1
         if done % SAVE_STATE_EVERY == 0:
@@ -256,6 +259,8 @@ class FeedFetcher:
                 return None
         for refusal in report.refused[:20]:
             log.warning("feed %s: refused: %s", name, refusal)
+        for line in report.dropped_lines():
+            log.warning("feed %s: %s", name, line)
         log.info("%s", report.summary())
         self.last[name] = {"time": time.time(), "summary": report.summary()}
         return report

@@ -1,8 +1,11 @@
 """Importing MISP JSON files, folders and MISP feeds into a node's store.
 
-Each event is validated whole before anything is written (a refused event leaves nothing behind),
-signed as a revision by this node, and handed to the single writer, which groups many events per
-transaction. A refusal is reported with the file, event, element and field, and the import goes on.
+Each event is validated before anything is written, signed as a revision by this node, and handed
+to the single writer, which groups many events per transaction. As MISP adds an event, an
+attribute, object, object reference or tag that does not validate is dropped and the rest is kept
+(each dropped element reported with the file, event, element and field; decision 0028); an event
+whose own fields are bad is refused, and `strict` refuses an event for any problem. A refused
+event leaves nothing behind, and the import goes on.
 """
 from __future__ import annotations
 
@@ -38,6 +41,10 @@ def uuid_text(raw: bytes) -> str:
 # than per event, and each group small enough to keep memory flat.
 _BATCH_ELEMENTS = 10_000
 _BATCH_EVENTS = 100
+# Dropped elements the CLI prints one by one; the rest it counts.
+SHOWN_DROPPED = 20
+# Dropped elements a report keeps the lines of (a file of bad data must not fill the memory).
+KEPT_DROPPED = 1_000
 
 
 @dataclass
@@ -48,12 +55,18 @@ class ImportReport:
     events_older: int = 0
     attributes_stored: int = 0
     refused: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)  # elements left out of the events stored (the first ones)
+    elements_dropped: int = 0
 
-    def count(self, event_uuid: bytes, attributes: int, outcome: WriteOutcome | Reason) -> None:
-        """What the writer did with one event (its uuid, 16 bytes, and attribute count)."""
+    def count(self, event_uuid: bytes, attributes: int, outcome: WriteOutcome | Reason,
+              dropped: tuple[str, ...] = ()) -> None:
+        """What the writer did with one event (its uuid, 16 bytes, its attribute count and the
+        elements its file had that were dropped from it)."""
         if outcome is WriteOutcome.STORED:
             self.events_stored += 1
             self.attributes_stored += attributes
+            self.elements_dropped += len(dropped)
+            self.dropped.extend(dropped[:KEPT_DROPPED - len(self.dropped)])
         elif outcome is WriteOutcome.UNCHANGED:
             self.events_unchanged += 1
         elif outcome is Reason.UUID_CONFLICT:
@@ -72,7 +85,15 @@ class ImportReport:
     def summary(self) -> str:
         return (f"{self.files} file(s): {self.events_stored} event(s) stored "
                 f"({self.attributes_stored} attributes), {self.events_unchanged} unchanged, "
-                f"{self.events_older} older than held, {self.events_refused} refused")
+                f"{self.events_older} older than held, {self.events_refused} refused, "
+                f"{self.elements_dropped} element(s) dropped")
+
+    def dropped_lines(self, limit: int = SHOWN_DROPPED) -> list[str]:
+        """The first `limit` dropped elements, then how many more (what the CLI prints)."""
+        lines = [f"dropped: {line}" for line in self.dropped[:limit]]
+        if self.elements_dropped > limit:
+            lines.append(f"dropped: ... and {self.elements_dropped - limit} more element(s)")
+        return lines
 
 
 def expand_paths(paths: list[Path]) -> Iterator[Path]:
@@ -142,6 +163,7 @@ class FileResult:
     unchanged: int = 0
     older: int = 0
     filtered: int = 0  # valid, but not taken (a feed's filter)
+    dropped: list[tuple[str, ...]] = field(default_factory=list)  # per event of `events`: its dropped elements
 
 
 class Preparer:
@@ -154,7 +176,7 @@ class Preparer:
 
     def __init__(self, identity: Identity, store: Store, defaults: ImportDefaults, max_bytes: int,
                  source: str = "", correlation_only: bool = False,
-                 accept: Callable[[ParsedEvent], str | None] | None = None):
+                 accept: Callable[[ParsedEvent], str | None] | None = None, strict: bool = False):
         self.identity = identity
         self.store = store
         self.defaults = defaults
@@ -162,6 +184,7 @@ class Preparer:
         self.source = source
         self.correlation_only = correlation_only
         self.accept = accept  # a filter: the reason an event is not taken, or None (a feed's filter)
+        self.strict = strict  # refuse an event for any bad element instead of dropping the element
 
     def prepare(self, path: Path) -> FileResult:
         try:
@@ -176,7 +199,7 @@ class Preparer:
         path = label
         for index, raw in enumerate(unwrap_events(document)):
             try:
-                parsed = parse_event(raw, self.defaults)
+                parsed = parse_event(raw, self.defaults, lenient=not self.strict)
             except EventError as e:
                 name = e.event if isinstance(raw, dict) and raw.get("uuid") else f"#{index}"
                 info = raw.get("info") if isinstance(raw, dict) else None
@@ -197,20 +220,21 @@ class Preparer:
             previous = self.store.previous_elements(parsed.uuid) if held is not None else None
             signed = sign_event(self.identity, parsed, previous.get if previous else None)
             result.events.append(event_write(signed, self.source, self.correlation_only))
+            result.dropped.append(tuple(f"{path}: event {parsed.uuid}: {d}" for d in parsed.dropped))
         return result
 
 
 _WORKER: Preparer | None = None
 
 
-def _init_worker(home: str, source: str, correlation_only: bool) -> None:
+def _init_worker(home: str, source: str, correlation_only: bool, strict: bool) -> None:
     global _WORKER
     config = load_config(Path(home))
     store = Store(config.store_path, map_size=config.map_size, readonly=True)
     defaults = ImportDefaults(org_uuid=config.org_uuid, org_name=config.org_name,
                               distribution=config.default_distribution)
     _WORKER = Preparer(Identity.load(config.key_path), store, defaults, config.max_import_file_bytes,
-                       source, correlation_only)
+                       source, correlation_only, strict=strict)
     # Python's cyclic garbage collector walks every tracked object it holds, over and over, while a
     # file's hundred thousands of dicts and strings are built: a tenth of a worker's time. Nothing
     # in preparing a file makes reference cycles (refcounting frees it all), so a worker runs with
@@ -219,10 +243,10 @@ def _init_worker(home: str, source: str, correlation_only: bool) -> None:
     gc.disable()
 
 
-def _prepare_in_worker(path: Path) -> tuple[bytes, list[str], int, int]:
+def _prepare_in_worker(path: Path) -> tuple[bytes, list[str], int, int, list[tuple[str, ...]]]:
     assert _WORKER is not None
     result = _WORKER.prepare(path)
-    out = pack_writes(result.events), result.refused, result.unchanged, result.older
+    out = pack_writes(result.events), result.refused, result.unchanged, result.older, result.dropped
     del result
     gc.collect(0)  # whatever cycle the file left (none expected): what survived it is little
     return out
@@ -259,41 +283,46 @@ def _collector_paused() -> Iterator[None]:
 
 
 def import_paths(node: Node, paths: list[Path], progress: Callable[[int, int], None] | None = None,
-                 workers: int | None = None, *, source: str = "", correlation_only: bool = False) -> ImportReport:
+                 workers: int | None = None, *, source: str = "", correlation_only: bool = False,
+                 strict: bool = False) -> ImportReport:
     """Import files, folders and feeds; `workers` processes parse and sign (0: in this process).
 
     `correlation_only` events (a feed used for matching) are correlated against but never shown
-    or relayed; `source` names where they came from in correlation results."""
+    or relayed; `source` names where they came from in correlation results. `strict` refuses an
+    event with any bad element, instead of storing it without the element."""
     report = ImportReport()
     files = list(expand_paths(paths))
     workers = _default_workers(files) if workers is None else workers
     batch: list[EventWrite] = []
+    batch_dropped: list[tuple[str, ...]] = []
     batch_elements = 0
-    # (future, [(event uuid, attribute count)]): only what the report needs waits for the commit,
-    # not the events' bodies and rows
-    pending: deque[tuple[Future[list[WriteOutcome]], list[tuple[bytes, int]]]] = deque()
+    # (future, [(event uuid, attribute count, dropped elements)]): only what the report needs
+    # waits for the commit, not the events' bodies and rows
+    pending: deque[tuple[Future[list[WriteOutcome]], list[tuple[bytes, int, tuple[str, ...]]]]] = deque()
 
     def submit(more: bool) -> None:
-        pending.append((writer.submit(batch, more=more), [(e.uuid, e.attribute_count) for e in batch]))
+        pending.append((writer.submit(batch, more=more),
+                        [(e.uuid, e.attribute_count, d) for e, d in zip(batch, batch_dropped)]))
 
     def settle(wait_all: bool) -> None:
         while pending and (wait_all or pending[0][0].done()):
             future, events = pending.popleft()
-            for (event_uuid, attributes), outcome in zip(events, future.result()):
-                report.count(event_uuid, attributes, outcome)
+            for (event_uuid, attributes, dropped), outcome in zip(events, future.result()):
+                report.count(event_uuid, attributes, outcome, dropped)
 
     def take(result: FileResult) -> None:
-        nonlocal batch, batch_elements
+        nonlocal batch, batch_dropped, batch_elements
         report.files += 1
         report.refused.extend(result.refused)
         report.events_unchanged += result.unchanged
         report.events_older += result.older
-        for event in result.events:
+        for event, dropped in zip(result.events, result.dropped):
             batch.append(event)
+            batch_dropped.append(dropped)
             batch_elements += event.element_count
             if batch_elements >= _BATCH_ELEMENTS or len(batch) >= _BATCH_EVENTS:
                 submit(more=True)  # the writer may keep one transaction open over many batches
-                batch, batch_elements = [], 0
+                batch, batch_dropped, batch_elements = [], [], 0
                 settle(wait_all=False)
         if progress is not None:
             progress(report.files, len(files))
@@ -301,19 +330,19 @@ def import_paths(node: Node, paths: list[Path], progress: Callable[[int, int], N
     with _collector_paused(), Writer(node.store) as writer:
         if workers <= 0:
             preparer = Preparer(node.identity, node.store, node.import_defaults(),
-                                node.config.max_import_file_bytes, source, correlation_only)
+                                node.config.max_import_file_bytes, source, correlation_only, strict=strict)
             for path in files:
                 take(preparer.prepare(path))
         else:
             # spawn, not fork: a forked child would inherit this process's open LMDB environment.
             context = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
-                                     initargs=(str(node.config.home), source, correlation_only)) as pool:
-                window: deque[Future[tuple[bytes, list[str], int, int]]] = deque()
+                                     initargs=(str(node.config.home), source, correlation_only, strict)) as pool:
+                window: deque[Future[tuple[bytes, list[str], int, int, list[tuple[str, ...]]]]] = deque()
 
                 def take_next() -> None:
-                    blob, refused, unchanged, older = window.popleft().result()
-                    take(FileResult(unpack_writes(blob), refused, unchanged, older))
+                    blob, refused, unchanged, older, dropped = window.popleft().result()
+                    take(FileResult(unpack_writes(blob), refused, unchanged, older, dropped=dropped))
                 for path in files:
                     window.append(pool.submit(_prepare_in_worker, path))
                     # A bounded window keeps memory flat: at most this many files' events in flight.

@@ -175,15 +175,22 @@ def revise(store: Store, identity: Identity, defaults: ImportDefaults, event_uui
     return signed
 
 
-def check_uuids_free(store: Store, event_uuid: str, elements: list[ParsedElement]) -> None:
-    """MISP keeps attribute and object uuids unique across the instance: an element uuid another
-    held event uses is refused (the store maps each element uuid to one event)."""
-    problems = []
+def uuids_in_use(store: Store, event_uuid: str, elements: list[ParsedElement]) -> dict[str, Problem]:
+    """The elements whose uuid another held event uses (element uuid -> the problem): MISP keeps
+    attribute and object uuids unique across the instance, and the store maps each element uuid
+    to one event."""
+    problems = {}
     for item in elements:
         other = element_event(store, item.uuid)
         if other is not None and other != event_uuid:
-            problems.append(Problem(f"{item.kind} {item.uuid}", "uuid", f"already used by event {other}; "
-                                    "element uuids must be unique across events"))
+            problems[item.uuid] = Problem(f"{item.kind} {item.uuid}", "uuid", f"already used by event {other}; "
+                                          "element uuids must be unique across events")
+    return problems
+
+
+def check_uuids_free(store: Store, event_uuid: str, elements: list[ParsedElement]) -> None:
+    """Refuse elements whose uuid another held event uses (`uuids_in_use`)."""
+    problems = list(uuids_in_use(store, event_uuid, elements).values())
     if problems:
         raise EventError(event_uuid, problems[:20])
 

@@ -7,7 +7,7 @@ from typing import Any, Iterator
 from aiohttp import web
 
 from fedmisp.export.formats import json_list
-from fedmisp.model.misp import EventError, parse_event
+from fedmisp.model.misp import Dropped, EventError, drop_elements, parse_event
 from fedmisp.model.revision import SignedEvent, sign_event
 from fedmisp.node.api.access import PUBLISHER, READ_ONLY, USER, MispRoutes
 from fedmisp.node.api.helpers import (
@@ -17,7 +17,7 @@ from fedmisp.node.api.helpers import (
 from fedmisp.node.api.index import index_heads, parse_index
 from fedmisp.node.api.params import QueryError, deleted
 from fedmisp.node.api.render import shown_event
-from fedmisp.store.mutations import RevisionRefused, check_uuids_free, tombstone
+from fedmisp.store.mutations import RevisionRefused, tombstone, uuids_in_use
 
 routes = MispRoutes()
 
@@ -87,29 +87,45 @@ async def event_add(request: web.Request) -> web.Response:
     if not may(request, "publisher"):
         raw["published"] = False
 
-    def make() -> SignedEvent | int:
+    def make() -> tuple[SignedEvent, list[Dropped]] | int:
+        # As MISP's events/add: an attribute, object, reference or tag that does not validate (or
+        # whose uuid another event uses) is dropped and the event stored without it; the answer
+        # names each in `errors`. Only a bad event header refuses the request (decision 0028).
         try:
-            parsed = parse_event(raw, ctx.node.import_defaults())
+            parsed = parse_event(raw, ctx.node.import_defaults(), lenient=True)
         except EventError as e:
             raise event_error(e, "add Event") from None
         held = ctx.store.held(parsed.uuid)
         if held is not None:
             return held.id
-        try:
-            check_uuids_free(ctx.store, parsed.uuid, parsed.elements)
-        except EventError as e:
-            raise event_error(e, "add Event") from None
-        return sign_event(ctx.node.identity, parsed)
+        taken = uuids_in_use(ctx.store, parsed.uuid, parsed.elements)
+        if taken:
+            parsed.dropped.extend(drop_elements(parsed, taken))
+        return sign_event(ctx.node.identity, parsed), parsed.dropped
 
     async with ctx.edit_lock:
-        signed = await run(make)
-        if isinstance(signed, int):
+        made = await run(make)
+        if isinstance(made, int):
             raise ApiError(403, "Event already exists, if you would like to edit it, use the url in the location "
-                           f"field: /events/edit/{signed}", {"Event": {"uuid": ["already held by this node"]}},
+                           f"field: /events/edit/{made}", {"Event": {"uuid": ["already held by this node"]}},
                            "Could not add Event")
+        signed, dropped = made
         await write_revision(ctx, signed)
     event = await run(shown_event, ctx, signed.uuid)
+    if dropped:
+        event["errors"] = dropped_errors(dropped)
     return web.json_response(event)
+
+
+def dropped_errors(dropped: list[Dropped]) -> dict[str, dict[str, list[str]]]:
+    """What was left out of an added event, in the shape of a refusal's `errors`: element -> field
+    -> messages (`Attribute[2] (uuid …)`, `Object[0].Attribute[1]`, `event.Tag[3]`)."""
+    errors: dict[str, dict[str, list[str]]] = {}
+    for d in dropped:
+        fields = errors.setdefault(d.label, {})
+        for problem in d.problems:
+            fields.setdefault(problem.field, []).append(problem.message)
+    return errors
 
 
 @routes.post("/events/edit/{ref}", USER)
