@@ -118,6 +118,7 @@ class ParsedEvent:
     sightings: list[dict[str, Any]] = field(default_factory=list)
     proposals: list[dict[str, Any]] = field(default_factory=list)
     local_tags: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # element/event uuid -> tags
+    analyst: list[dict[str, Any]] = field(default_factory=list)  # analyst-data record bodies (model/analyst.py)
 
     @property
     def uuid(self) -> str:
@@ -774,6 +775,7 @@ def parse_event(raw: Any, defaults: ImportDefaults) -> ParsedEvent:
     for i, r in enumerate(reports):
         _report(r, f"EventReport[{i}]", p, parsed)
     _proposals(raw.get("ShadowAttribute"), None, "event", p, parsed, defaults)
+    _analyst_data(raw, parsed, defaults, p)
     seen: set[str] = set()
     for element in parsed.elements:
         if element.uuid in seen:
@@ -782,6 +784,12 @@ def parse_event(raw: Any, defaults: ImportDefaults) -> ParsedEvent:
     if p.items:
         raise EventError(uuid, p.items)
     return parsed
+
+
+def _analyst_data(raw: dict[str, Any], parsed: ParsedEvent, defaults: ImportDefaults, p: _Problems) -> None:
+    """The notes, opinions and relationships nested in the event: records of their own (model/analyst.py)."""
+    from fedmisp.model.analyst import parse_analyst_data  # (it reads this module's field checks)
+    parsed.analyst = parse_analyst_data(raw, parsed.uuid, defaults, p)
 
 
 # --- MISP JSON out ------------------------------------------------------------------------------
