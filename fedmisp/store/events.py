@@ -126,7 +126,8 @@ def write_new_records(t: Txn, records: list[Record], refused: list[tuple[Record,
         added, seq = put_record(t, record, seq)
         if added:
             new.append(record)
-        if levels and record.id in levels:
+        if levels and record.id in levels and (added or analyst.level(t, record.id) is not None):
+            # (one made or imported here has no level kept: it is held at its own distribution)
             analyst.put_level(t, record.id, levels[record.id])
         if added and record.kind == KIND_ORG:
             put_org(t, record)
