@@ -321,6 +321,11 @@ SEEDS: dict[str, list[Any]] = {
                                 {"name": "n", "content": ""}],
     "/eventReports/edit/{ref}": [{"EventReport": {"content": "# edited"}}],
     "/eventReports/index{tail}": [{"event_id": "{event_id}"}, {"value": "fuzz"}],
+    "/analyst_data/add/{type}/{object_uuid}/{object_type}": [{"Note": {"note": "fuzz note", "language": "en"}},
+                                                            {"opinion": 50, "comment": "c"}],
+    "/analyst_data/add/{type}": [{"Note": {"note": "n", "object_uuid": "{event_uuid}", "object_type": "Event"}}],
+    "/analyst_data/edit/{type}/{ref}": [{"Note": {"note": "edited"}}, {"opinion": 10}],
+    "/analyst_data/index/{type}": [{"uuid": "{event_uuid}"}, {"target_object": "{attribute_uuid}"}],
 }
 for path in ("/sightings/listSightings/{ref}", "/sightings/listSightings/{ref}/{context}"):
     SEEDS[path] = [{"org_id": "1"}]

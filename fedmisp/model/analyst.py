@@ -287,9 +287,15 @@ def current_items(records: Iterable[Any]) -> dict[str, tuple[dict[str, Any], Any
     return best
 
 
+def item_id(item_uuid: str) -> int:
+    """An item's numeric id: the first 7 bytes of its uuid, as attributes' (decision 0005)."""
+    return int(item_uuid.replace("-", "")[:14], 16)
+
+
 def item_json(type_: str, item: dict[str, Any], orgs: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """One item as MISP JSON (its nested items not included)."""
     out = {k: v for k, v in item.items() if k not in ("Orgc", "deleted")}
+    out["id"] = str(item_id(item["uuid"]))
     out["created"] = misp_time(item["created"])
     out["modified"] = misp_time(item["modified"])
     out["distribution"] = str(item["distribution"])
@@ -339,6 +345,6 @@ def nest_analyst_data(event: dict[str, Any], items: Iterable[dict[str, Any]],
 
 __all__ = [
     "ELEMENT_TARGETS", "NOTE", "OPINION", "RELATIONSHIP", "TARGET_TYPES", "TYPES", "analyst_problem",
-    "current_items", "item_json", "misp_time", "nest_analyst_data", "newer", "parse_analyst_data", "parse_item",
+    "current_items", "item_id", "item_json", "misp_time", "nest_analyst_data", "newer", "parse_analyst_data", "parse_item",
     "tombstone",
 ]
