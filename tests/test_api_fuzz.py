@@ -339,6 +339,11 @@ SEEDS: dict[str, list[Any]] = {
                                            "eventid": "{event_id}", "galaxy_uuid": "{galaxy_uuid}"}],
     "/galaxies/attachCluster/{ref}{tail}": [{"Galaxy": {"target_id": "{cluster_id}"}},
                                             {"Galaxy": {"target_id": "{cluster_uuid}"}}],
+    "/analyst_data/add/{type}/{object_uuid}/{object_type}": [{"Note": {"note": "fuzz note", "language": "en"}},
+                                                            {"opinion": 50, "comment": "c"}],
+    "/analyst_data/add/{type}": [{"Note": {"note": "n", "object_uuid": "{event_uuid}", "object_type": "Event"}}],
+    "/analyst_data/edit/{type}/{ref}": [{"Note": {"note": "edited"}}, {"opinion": 10}],
+    "/analyst_data/index/{type}": [{"uuid": "{event_uuid}"}, {"target_object": "{attribute_uuid}"}],
 }
 for path in ("/sightings/listSightings/{ref}", "/sightings/listSightings/{ref}/{context}"):
     SEEDS[path] = [{"org_id": "1"}]

@@ -32,6 +32,8 @@ ROLES_OF = {
     "objects.object_view": READ_ONLY,
     "reports.report_view": READ_ONLY, "reports.report_index": READ_ONLY,
     "reports.report_add": USER, "reports.report_edit": USER, "reports.report_delete": USER,
+    "analyst.analyst_view": READ_ONLY, "analyst.analyst_index": READ_ONLY,
+    "analyst.analyst_add": USER, "analyst.analyst_edit": USER, "analyst.analyst_delete": USER,
     "objects.object_add": USER, "objects.object_edit": USER, "objects.object_delete": USER,
     "objects.reference_add": USER, "objects.reference_delete": USER,
     "orgs.org_index": READ_ONLY, "orgs.org_view": READ_ONLY, "orgs.org_add": ADMIN,

@@ -20,11 +20,12 @@ from fedmisp.gossip.rows_pool import EventRows, Kept, Opened, RowsPool
 from fedmisp.gossip.sender import HeldViews
 from fedmisp.gossip.session import ReceivedEvent, StoreBatch
 from fedmisp.gossip.sharing_groups import accept as accept_sharing_group, from_record as sharing_group_from_record
-from fedmisp.model.records import KIND_EVENT, KIND_ORG, KIND_PROPOSAL, KIND_PROPOSAL_DECISION, KIND_RETRACTION, \
+from fedmisp.model.analyst import analyst_problem
+from fedmisp.model.records import KIND_ANALYST, KIND_EVENT, KIND_ORG, KIND_PROPOSAL, KIND_PROPOSAL_DECISION, KIND_RETRACTION, \
     KIND_SHARING_GROUP, Record, open_record
 from fedmisp.model.retraction import NO_LEVEL, read_retraction
 from fedmisp.policy.holding import join_views, pack_holding, pack_views, unpack_holding
-from fedmisp.policy.inbound import attached_inbound, author_reason, inbound, key_known
+from fedmisp.policy.inbound import analyst_inbound, attached_inbound, author_reason, inbound, key_known
 from fedmisp.policy.model import SHARING_GROUP, ElementView, Holding, NodeState, element_view, header_view
 from fedmisp.policy.orgs import KeyState
 from fedmisp.policy.pipeline import merge
@@ -175,8 +176,19 @@ class Receiver:
         # sightings, proposals and decisions of events this node holds (now that the batch's events
         # are in); a decision counts only if the event's author signed it
         keep = []
+        levels: dict[bytes, int] = {}
+        pinned = self.peers.pinned_keys() if any(r.kind == KIND_ANALYST for r in attached) else {}
         for record in attached:
             event_uuid = record.body["event_uuid"]  # (shape checked above)
+            if record.kind == KIND_ANALYST:
+                reason, level = self._analyst_reason(record, peer, state, pinned, keep,
+                                                     batch.retraction_levels.get(record.id))
+                if reason is Reason.ALLOWED:
+                    keep.append(record)
+                    levels[record.id] = level
+                else:
+                    self._refuse(peer.name, report, reason, record.kind, record.id, event_uuid)
+                continue
             author = self._event_author(event_uuid)
             signer = record.author
             if author is not None and signer != author:
@@ -187,7 +199,7 @@ class Receiver:
                 keep.append(record)
             else:
                 self._refuse(peer.name, report, reason, record.kind, record.id, event_uuid)
-        new_records = self.store.write_new_records(keep) if keep else []
+        new_records = self.store.write_new_records(keep, levels=levels) if keep else []
         report.stored_records += len(new_records)
         for record in new_records:
             self._stored(peer.name, record)
@@ -252,6 +264,26 @@ class Receiver:
             report.unchanged += 1  # held already, or a later one
         else:
             self._refuse(peer.name, report, reason.value, record.kind, record.id, event_uuid)
+
+    def _analyst_reason(self, record: Record, peer: PeerConfig, state: NodeState, pinned: dict[bytes, str],
+                        taken: list[Record], offered: Any) -> tuple[Reason, int]:
+        """The facts of policy/inbound.py analyst_inbound for one analyst-data record."""
+        body = record.body
+        item = body["item"]
+        author = self._event_author(body["event_uuid"])
+        signer = self.store.current_key(record.author)
+        signer_org = self.store.org_for_key(signer) or pinned.get(record.author) or pinned.get(signer)
+        by_event_author = author is not None and self.store.current_key(author) == signer
+        held_by = None
+        for other in list(self.store.event_records(body["event_uuid"])) + taken:
+            if other.kind == KIND_ANALYST and other.body["item"]["uuid"] == item["uuid"]:
+                held_by = other.body["item"]["orgc_uuid"]
+                break
+        return analyst_inbound(event_held=author is not None, signer_org=signer_org, orgc_uuid=item["orgc_uuid"],
+                               by_event_author=by_event_author, held_by=held_by,
+                               offered=offered if offered is not None else -1,
+                               distribution=item["distribution"], sharing_group=item.get("sharing_group_uuid"),
+                               peer=peer.policy, node=state)
 
     def _event_author(self, event_uuid: str) -> bytes | None:
         """The key that signed the held event (its author: the creator org's key), None if the
@@ -360,8 +392,11 @@ class Receiver:
 
 
 def _attached_problem(record: Record) -> str | None:
-    """What is wrong with a received attached record's body: a sighting, proposal or decision
-    (views read them; proposals' and decisions' shapes are store/proposals.py's)."""
+    """What is wrong with a received attached record's body: a sighting, proposal, decision or
+    analyst-data item (views read them; proposals' and decisions' shapes are store/proposals.py's,
+    analyst data's model/analyst.py's)."""
+    if record.kind == KIND_ANALYST:
+        return analyst_problem(record.body)
     if record.kind == KIND_PROPOSAL:
         return proposal_shape_problem(record.body)
     if record.kind == KIND_PROPOSAL_DECISION:

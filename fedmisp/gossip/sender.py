@@ -15,11 +15,12 @@ from typing import Any
 from fedmisp.gossip.observe import NO_OBSERVER, OUT, SENT, WITHHELD, Decision, Observer, count_reasons
 from fedmisp.gossip.peers import NodeView, Peers
 from fedmisp.gossip.session import PAGE_ELEMENTS
-from fedmisp.model.records import KIND_EVENT, KIND_ORG, KIND_RETRACTION, KIND_SHARING_GROUP, KIND_SIGHTINGS, Record, seal
+from fedmisp.model.analyst import ELEMENT_TARGETS, TYPES as ANALYST_TYPES, current_items
+from fedmisp.model.records import KIND_ANALYST, KIND_EVENT, KIND_ORG, KIND_RETRACTION, KIND_SHARING_GROUP, KIND_SIGHTINGS, Record, seal
 from fedmisp.model.retraction import NO_LEVEL
 from fedmisp.policy.holding import holding_all_from, unpack_holding
 from fedmisp.policy.model import EventView, Holding, NodeState, PeerPolicy, event_view, header_view
-from fedmisp.policy.outbound import attached_outbound, outbound, sharing_group_outbound
+from fedmisp.policy.outbound import analyst_outbound, attached_outbound, outbound, sharing_group_outbound
 from fedmisp.policy.pipeline import EventPlan, Outcome, plan
 from fedmisp.policy.reasons import Reason
 from fedmisp.policy.retractions import retraction_outbound
@@ -143,6 +144,7 @@ class Sender:
         state = self.peers.node_state()  # once per page: it reads every sharing group
         configured = self.peers.peer(peer.name)
         strip_sighting_org = configured is not None and configured.strip_sighting_org
+        analyst_memo: dict[Any, Any] = {}  # this page's analyst-data decisions (analyst_reason)
         for seq, record_id in entries:
             if budget <= 0:
                 break  # the rest next page: a page is stored as one batch, so it stays small
@@ -154,7 +156,12 @@ class Sender:
             reason = Reason.ALLOWED
             withheld: dict[str, int] = {}
             change: dict[str, Any] | None = None  # an event's; any other record goes as it is
-            if record.kind in EVENT_EXTRA_KINDS:
+            if record.kind == KIND_ANALYST:
+                event_uuid = record.body.get("event_uuid", "")
+                reason, level = self.analyst_reason(record, peer, state, analyst_memo)
+                if reason is Reason.ALLOWED:
+                    change = {"seq": seq, "record": record.wire(), "level": level}
+            elif record.kind in EVENT_EXTRA_KINDS:
                 # they follow their event (policy/outbound.py attached_outbound)
                 event_uuid = record.body.get("event_uuid", "")
                 reason = self._attached_reason(event_uuid, peer, state)
@@ -192,6 +199,57 @@ class Sender:
             decided(Decision(peer.name, OUT, SENT, record.kind, record_id, str(event_uuid), elements=withheld))
         more = bool(self.store.log_since(last, limit=1))
         return {"changes": changes, "last_seq": last, "more": more, "head": self.store.head_sequence()}
+
+    def analyst_reason(self, record: Record, peer: PeerPolicy, state: NodeState,
+                       memo: dict[Any, Any] | None = None) -> tuple[Reason, int]:
+        """Whether `peer` gets an analyst-data record, and at which level (policy/outbound.py
+        analyst_outbound): only the current record of its item goes (an edit that lowered the
+        item's level must not let the older text out), and only where its target goes. `memo`
+        keeps the decisions of one changes page (the event's outcome, the event's items)."""
+        memo = {} if memo is None else memo
+        event_uuid = record.body.get("event_uuid")
+        key = ("event", event_uuid)
+        if key not in memo:
+            held = self.held.get(event_uuid) if isinstance(event_uuid, str) else None
+            outcome = None
+            if held is not None:
+                everywhere = Holding(held.holding.levels, {}, held.holding.correlation_only)  # step 5 aside
+                outcome = outbound(held.view, everywhere, peer, state, held.plan)
+            items = current_items(r for r in self.store.event_records(event_uuid)
+                                  if r.kind == KIND_ANALYST) if held is not None else {}
+            memo[key] = (outcome, items)
+        outcome, items = memo[key]
+        item = record.body["item"]
+        current = items.get(item["uuid"])
+        if outcome is not None and (current is None or current[1].id != record.id):
+            return Reason.OLDER, -1  # superseded by a later record of the item
+        return self._analyst_decision(record, outcome, items, peer, state, memo, 0)
+
+    def _analyst_decision(self, record: Record, outcome: Any, items: dict[str, Any], peer: PeerPolicy,
+                          state: NodeState, memo: dict[Any, Any], depth: int) -> tuple[Reason, int]:
+        key = ("item", record.id)
+        if key in memo:
+            return memo[key]
+        memo[key] = (Reason.PARENT_WITHHELD, -1)  # (a cycle of items on each other goes nowhere)
+        item = record.body["item"]
+        held = self.store.analyst_level(record.id)
+        if held is None:
+            held = item["distribution"]  # made or imported here
+        target, target_type = item["object_uuid"], item["object_type"]
+        if outcome is None or not outcome.allowed:
+            sent = False
+        elif target_type == "Event":
+            sent = target == record.body["event_uuid"]
+        elif target_type in ELEMENT_TARGETS:
+            sent = target in outcome.levels
+        elif target_type in ANALYST_TYPES and target in items and depth < 64:
+            parent = items[target][1]
+            sent = self._analyst_decision(parent, outcome, items, peer, state, memo, depth + 1)[0] is Reason.ALLOWED
+        else:
+            sent = False  # a target this event does not carry
+        decided = analyst_outbound(outcome, held, item.get("sharing_group_uuid"), sent, peer, state)
+        memo[key] = decided
+        return decided
 
     def _retraction_outbound(self, record: Record, peer: PeerPolicy, state: NodeState) -> tuple[Reason, int]:
         """Whether `peer` gets a retraction held here, and at which level (policy/retractions.py)."""

@@ -32,10 +32,11 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Protocol
 
 from fedmisp.model import canonical
+from fedmisp.model.analyst import analyst_problem
 from fedmisp.model.org import OrgClaim, read_org
 from fedmisp.model.received import received_problem
 from fedmisp.model.records import (
-    KIND_EVENT, KIND_ORG, KIND_PROPOSAL, KIND_PROPOSAL_DECISION, KIND_RETRACTION, KIND_SHARING_GROUP,
+    KIND_ANALYST, KIND_EVENT, KIND_ORG, KIND_PROPOSAL, KIND_PROPOSAL_DECISION, KIND_RETRACTION, KIND_SHARING_GROUP,
     KIND_SIGHTINGS, SALT_BYTES, Record, RecordError, body_problem, element_digest, open_record,
     revision_elements,
 )
@@ -212,7 +213,8 @@ class StoreBatch:
     refused: tuple[Refused, ...]
     checkpoint: int
     records: tuple[bytes, ...] = ()  # org and sharing-group records, stored before the events
-    # record id -> the level the sender offered a retraction at (-1: through a sharing group)
+    # record id -> the level the sender offered a retraction at (-1: through a sharing group), or
+    # an analyst-data record at (0-4)
     retraction_levels: dict[bytes, int] = field(default_factory=dict)
 
 
@@ -509,6 +511,19 @@ class PullSession:
             # and proposal decisions: kept when this node holds their event (a decision only if
             # the event's creator signed it)
             self._records.append(wire)
+            return
+        if record.kind == KIND_ANALYST:
+            # kept when this node holds its event, signed for its creator and at a level it may
+            # have (policy/inbound.py analyst_inbound, decided when the batch is stored)
+            level = change.get("level")
+            problem = analyst_problem(record.body)
+            if problem is None and (level.__class__ is not int or not 0 <= level <= 4):
+                problem = "analyst-data: the level offered must be an integer from 0 to 4"
+            if problem is not None:
+                self._refused.append(Refused(seq, Reason.MALFORMED, problem, record.kind, record.id))
+                return
+            self._records.append(wire)
+            self._retraction_levels[record.id] = level
             return
         if record.kind == KIND_RETRACTION:
             # where it may go is decided when the batch is stored (policy/retractions.py), from the

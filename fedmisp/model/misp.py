@@ -175,6 +175,7 @@ class ParsedEvent:
     proposals: list[dict[str, Any]] = field(default_factory=list)
     local_tags: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # element/event uuid -> tags
     dropped: list[Dropped] = field(default_factory=list)  # a lenient parse: what was left out
+    analyst: list[dict[str, Any]] = field(default_factory=list)  # analyst-data record bodies (model/analyst.py)
 
     @property
     def uuid(self) -> str:
@@ -988,6 +989,10 @@ def parse_event(raw: Any, defaults: ImportDefaults, *, lenient: bool = False) ->
     for i, r in enumerate(reports):
         _take_report(r, f"EventReport[{i}]", p, parsed, seen)
     _proposals(raw.get("ShadowAttribute"), None, "event", p, parsed, defaults)
+    mark = len(p.items)
+    _analyst_data(raw, parsed, defaults, p)
+    if p.isolate(mark, "analyst-data", None, "Note/Opinion/Relationship"):
+        parsed.analyst = []  # a lenient parse keeps the event without its analyst data
     if p.items:
         raise EventError(uuid, p.items[:MAX_ERRORS_REPORTED])
     if p.dropped:
@@ -997,6 +1002,12 @@ def parse_event(raw: Any, defaults: ImportDefaults, *, lenient: bool = False) ->
             p.dropped.extend(drop_elements(parsed, {}, gone, references_at))
         parsed.dropped = p.dropped
     return parsed
+
+
+def _analyst_data(raw: dict[str, Any], parsed: ParsedEvent, defaults: ImportDefaults, p: _Problems) -> None:
+    """The notes, opinions and relationships nested in the event: records of their own (model/analyst.py)."""
+    from fedmisp.model.analyst import parse_analyst_data  # (it reads this module's field checks)
+    parsed.analyst = parse_analyst_data(raw, parsed.uuid, defaults, p)
 
 
 def drop_elements(parsed: ParsedEvent, reasons: dict[str, Problem], gone: Iterable[str] = (),

@@ -9,7 +9,7 @@ from fedmisp.model import canonical
 from fedmisp.model.identity import Identity
 from fedmisp.model.misp import ParsedEvent
 from fedmisp.model.records import (
-    DIGEST_BYTES, KIND_EVENT, KIND_PROPOSAL, KIND_SIGHTINGS, SALT_BYTES, Record, fresh_salts, seal,
+    DIGEST_BYTES, KIND_ANALYST, KIND_EVENT, KIND_PROPOSAL, KIND_SIGHTINGS, SALT_BYTES, Record, fresh_salts, seal,
 )
 
 # previous element of the same uuid in the held revision: (digest, body) or None
@@ -32,7 +32,7 @@ class SignedEvent:
     level: int  # the distribution level this node holds the event at
     record: Record
     elements: list[Element]
-    extra_records: list[Record] = field(default_factory=list)  # sightings and proposals
+    extra_records: list[Record] = field(default_factory=list)  # sightings, proposals, analyst data
     local_tags: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     @property
@@ -62,5 +62,8 @@ def sign_event(identity: Identity, parsed: ParsedEvent, previous: PreviousLookup
         extra.append(seal(identity, KIND_SIGHTINGS, {"event_uuid": parsed.uuid, "sightings": parsed.sightings}))
     for proposal in parsed.proposals:
         extra.append(seal(identity, KIND_PROPOSAL, {"event_uuid": parsed.uuid, "proposal": proposal}))
+    for body in parsed.analyst:
+        # created = the item's modified: the same item imported again is the same record
+        extra.append(seal(identity, KIND_ANALYST, body, created=body["item"]["modified"]))
     return SignedEvent(parsed.uuid, parsed.timestamp, parsed.header["distribution"], record, elements,
                        extra, parsed.local_tags)

@@ -9,7 +9,8 @@ For each record from a peer, in DESIGN's order:
   4. not older than what is held (`not_older`), and only the event's author revises it, retracts
      it or decides its proposals (`by_author`, decision 0017);
   5. a correlation-only peer's data feeds correlation alone (`inbound`).
-Sightings, proposals and decisions are kept only with their event (`attached_inbound`); org
+Sightings, proposals and decisions are kept only with their event (`attached_inbound`), analyst
+data with its event, signed for its creator org and at the level it may have (`analyst_inbound`); org
 records, sharing-group revisions and retractions have their own rules (policy/orgs.py,
 policy/sharing_groups.py, policy/retractions.py).
 
@@ -148,3 +149,39 @@ def attached_inbound(author: bytes | None, signer: bytes, *, decision: bool) -> 
     if decision:
         return by_author(signer, author, Reason.DECISION_NOT_CREATOR)
     return Reason.ALLOWED
+
+
+def analyst_inbound(*, event_held: bool, signer_org: str | None, orgc_uuid: str, by_event_author: bool,
+                    held_by: str | None, offered: int, distribution: int, sharing_group: str | None,
+                    peer: PeerPolicy, node: NodeState) -> tuple[Reason, int]:
+    """Whether this node keeps an analyst-data item a peer sent, and at which level (decision 0029).
+
+    Kept with its event only (`event_held`). Signed for the org it names as its creator: by a
+    current key of that org (`signer_org`: the org the signer's current key signs for), or by the
+    event's author (`by_event_author`: an event imported with the notes in its file, whose
+    creators the importing node vouches for as it vouches for the event's Orgc, decision 0001).
+    An item held already is edited only by the org that made it (`held_by`: the creator org of
+    the item of that uuid held here). Its level as for an element (`received_level` against its
+    signed `distribution`, sharing-group membership of the sender, the pull filter's cap), and
+    not from an organisation this node blocks."""
+    if not event_held:
+        return Reason.EVENT_NOT_HELD, -1
+    if signer_org != orgc_uuid and not by_event_author:
+        return Reason.NOT_AUTHOR, -1
+    if held_by is not None and held_by != orgc_uuid:
+        return Reason.NOT_AUTHOR, -1
+    if orgc_uuid in node.blocked_orgs:
+        return Reason.BLOCKLIST_ORG, -1
+    if not isinstance(offered, int) or isinstance(offered, bool):
+        return Reason.MALFORMED, -1
+    level = received_level(offered, distribution, peer.mode is PeerMode.INTERNAL)
+    if level is None:
+        return Reason.HOP_BUDGET, -1
+    if level == SHARING_GROUP:
+        reason = sharing_group_reason(sharing_group, peer.org_uuid, node, inbound=True)
+        if reason is not Reason.ALLOWED:
+            return reason, -1
+    capped = cap(level, peer.pull)
+    if capped is None:
+        return Reason.PULL_FILTER_DISTRIBUTION, -1
+    return Reason.ALLOWED, capped

@@ -9,7 +9,8 @@ For each record and each peer, in DESIGN's order (an event's steps in `outbound`
   5. never back to the peer it came from.
 The other kinds of record follow the same steps as they apply to them: a sharing group's revisions
 go to its members (`sharing_group_outbound`), sightings, proposals and decisions follow their event
-(`attached_outbound`), retractions the revisions they supersede (policy/retractions.py).
+(`attached_outbound`), analyst data its event, its own level and its target (`analyst_outbound`),
+retractions the revisions they supersede (policy/retractions.py).
 
 Every function is pure: the sender (gossip/sender.py) gathers the facts, calls these and acts on
 the Reason (or Outcome) they return.
@@ -123,3 +124,31 @@ def attached_outbound(event: EventView | None, holding: Holding, peer: PeerPolic
         return Reason.EVENT_NOT_HELD
     everywhere = Holding(holding.levels, {}, holding.correlation_only)  # step 5 aside
     return outbound(event, everywhere, peer, node, event_plan).reason
+
+
+def analyst_outbound(event: Outcome | None, held: int, sharing_group: str | None, target_sent: bool,
+                     peer: PeerPolicy, node: NodeState) -> tuple[Reason, int]:
+    """Whether an analyst-data item (a note, opinion or relationship: decision 0029) goes to
+    `peer`, and at which level the peer holds it. It goes only where its event goes (`event`: the
+    event's outbound outcome for this peer with step 5 aside, None when the event is not held),
+    where its own level allows the hop (`held`: the level this node holds it at; hop budget,
+    sharing-group membership, the push filter's max_distribution, as for an element), and where
+    its target is sent too (`target_sent`: the event, the element or report, or the item it is
+    on: an opinion on a withheld note is withheld)."""
+    if event is None:
+        return Reason.EVENT_NOT_HELD, -1
+    if not event.allowed:
+        return event.reason, -1
+    level = next_hop_level(held, peer.mode is PeerMode.INTERNAL)
+    if level is None:
+        return Reason.HOP_BUDGET, -1
+    if held == SHARING_GROUP:
+        reason = sharing_group_reason(sharing_group, peer.org_uuid, node, inbound=False)
+        if reason is not Reason.ALLOWED:
+            return reason, -1
+    capped = cap(level, peer.push)
+    if capped is None:
+        return Reason.PUSH_FILTER_DISTRIBUTION, -1
+    if not target_sent:
+        return Reason.PARENT_WITHHELD, -1
+    return Reason.ALLOWED, capped

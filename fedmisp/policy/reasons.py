@@ -61,7 +61,9 @@ class Reason(StrEnum):
     DECISION_NOT_CREATOR = "decision-not-creator"  # a proposal decision not signed by the event's creator
     # inbound 4
     OLDER = "older"  # a revision before the one held (timestamp, then record id), or one its author retracted
-    NOT_AUTHOR = "not-author"  # a revision of a held event signed by a key other than its author's
+    # a revision of a held event signed by a key other than its author's; an analyst-data item not
+    # signed for the org it names as its creator, or editing another org's item (decision 0029)
+    NOT_AUTHOR = "not-author"
     UUID_CONFLICT = "uuid-conflict"  # an element uuid belongs to another held event (MISP keeps them unique)
     # sharing group revisions
     SG_REVISION_NOT_NEWER = "sg-revision-not-newer"

@@ -17,7 +17,7 @@ from typing import Any, Iterable, Mapping
 from fedmisp.model import canonical
 from fedmisp.model.identity import Identity
 from fedmisp.model.records import (
-    KIND_ORG, KIND_PROPOSAL, KIND_PROPOSAL_DECISION, KIND_RETRACTION, KIND_SIGHTINGS, Record, open_element,
+    KIND_ANALYST, KIND_ORG, KIND_PROPOSAL, KIND_PROPOSAL_DECISION, KIND_RETRACTION, KIND_SIGHTINGS, Record, open_element,
     open_record, record_author, revision_elements, seal,
 )
 from fedmisp.model.retraction import Reach, Retraction, read_retraction, retraction_body
@@ -25,6 +25,7 @@ from fedmisp.model.revision import SignedEvent
 from fedmisp.policy.holding import held_levels, pack_views, unpack_views
 from fedmisp.policy.inbound import by_author, not_older
 from fedmisp.policy.reasons import Reason
+from fedmisp.store import analyst
 from fedmisp.store.db import DUPSORT, Database, Txn, sequence, set_sequence
 from fedmisp.store.log import put_record, set_checkpoint
 from fedmisp.store.orgs import current_key, org_reason, put_org
@@ -34,7 +35,7 @@ from fedmisp.store.rows import (
 )
 
 # Records attached to an event (event_extra): they follow it and are kept where it is held.
-EVENT_EXTRA_KINDS = frozenset({KIND_SIGHTINGS, KIND_PROPOSAL, KIND_PROPOSAL_DECISION})
+EVENT_EXTRA_KINDS = frozenset({KIND_SIGHTINGS, KIND_PROPOSAL, KIND_PROPOSAL_DECISION, KIND_ANALYST})
 
 
 class WriteOutcome(str, Enum):
@@ -105,12 +106,14 @@ class EventBatch:
 
 
 def write_new_records(t: Txn, records: list[Record], refused: list[tuple[Record, Reason]] | None = None,
-                      pinned: Mapping[bytes, str] | None = None) -> list[Record]:
+                      pinned: Mapping[bytes, str] | None = None,
+                      levels: Mapping[bytes, int] | None = None) -> list[Record]:
     """Store standalone records (org records, sightings, proposals, ...); returns the records that
     were new (the others were held already). An org record the rules refuse (policy/orgs.py,
     checked in this transaction) is left out and, when `refused` is given, listed there with its
     reason. `pinned`: key -> org uuid as this node's configuration pins them (its own key, its
-    peers' keys with their org)."""
+    peers' keys with their org). `levels`: record id -> the level a received analyst-data record
+    is held at (store/analyst.py)."""
     new = []
     seq = sequence(t)
     for record in records:
@@ -123,6 +126,9 @@ def write_new_records(t: Txn, records: list[Record], refused: list[tuple[Record,
         added, seq = put_record(t, record, seq)
         if added:
             new.append(record)
+        if levels and record.id in levels and (added or analyst.level(t, record.id) is not None):
+            # (one made or imported here has no level kept: it is held at its own distribution)
+            analyst.put_level(t, record.id, levels[record.id])
         if added and record.kind == KIND_ORG:
             put_org(t, record)
         elif added and record.kind in EVENT_EXTRA_KINDS:
@@ -360,6 +366,7 @@ def drop_event(t: Txn, ev: bytes, held: HeldEvent, seq: int) -> int:
         t.delete("records", rid)
         t.delete("proposals", rid)
         t.delete("decisions", rid)  # (a decision is an extra of the event too)
+        analyst.drop_level(t, rid)
     t.delete("event_extra", ev)
     return seq
 

@@ -12,9 +12,10 @@ from typing import Any, Iterable, Iterator
 import msgpack
 
 from fedmisp.model import canonical
+from fedmisp.model.analyst import current_items, nest_analyst_data
 from fedmisp.model.misp import to_misp
 from fedmisp.model.records import (
-    KIND_PROPOSAL, KIND_PROPOSAL_DECISION, KIND_SIGHTINGS, SALT_BYTES, Record, check_element, open_element,
+    KIND_ANALYST, KIND_PROPOSAL, KIND_PROPOSAL_DECISION, KIND_SIGHTINGS, SALT_BYTES, Record, check_element, open_element,
     open_record, revision_elements,
 )
 from fedmisp.model.retraction import Retraction
@@ -289,7 +290,11 @@ def export_event(t: Txn, event_uuid: str) -> dict[str, Any] | None:
         elif extra.kind == KIND_PROPOSAL and extra.id not in decided:
             proposals.append(extra.body["proposal"])  # accepted or discarded ones are not shown
     local = local_tags(t, [event_uuid] + [e["uuid"] for e in elements])
-    return to_misp(record.body["event"], elements, _distinct_sightings(sightings), proposals, local)
+    event = to_misp(record.body["event"], elements, _distinct_sightings(sightings), proposals, local)
+    analyst = [r for r in extras if r.kind == KIND_ANALYST]
+    if analyst:  # notes, opinions and relationships where MISP nests them (model/analyst.py)
+        nest_analyst_data(event, [body for body, _ in current_items(analyst).values()])
+    return event
 
 
 def attributes_by(t: Txn, index: str, key: str) -> list[str]:

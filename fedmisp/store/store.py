@@ -27,7 +27,7 @@ from fedmisp.model.retraction import Retraction
 from fedmisp.model.revision import SignedEvent
 from fedmisp.policy.orgs import KeyState
 from fedmisp.policy.reasons import Reason
-from fedmisp.store import events, groups, integrity, local, log, orgs, reads
+from fedmisp.store import analyst, events, groups, integrity, local, log, orgs, reads
 from fedmisp.store.apikeys import ApiKeys
 from fedmisp.store.db import DEFAULT_MAP_SIZE, STORE_FORMAT, Database, StoreFormatError, Txn, sequence
 # The names callers import from here (the facade's public surface; their homes are the modules).
@@ -103,10 +103,18 @@ class Store:
         return len(self.write_new_records(records, refused, pinned))
 
     def write_new_records(self, records: list[Record], refused: list[tuple[Record, Reason]] | None = None,
-                          pinned: Mapping[bytes, str] | None = None) -> list[Record]:
-        """`write_records`, returning the records that were new (the others were held already)."""
+                          pinned: Mapping[bytes, str] | None = None,
+                          levels: Mapping[bytes, int] | None = None) -> list[Record]:
+        """`write_records`, returning the records that were new (the others were held already);
+        `levels`: the level each received analyst-data record is held at."""
         with self.database.write() as t:
-            return events.write_new_records(t, records, refused, pinned)
+            return events.write_new_records(t, records, refused, pinned, levels)
+
+    def analyst_level(self, record_id: bytes) -> int | None:
+        """The level a received analyst-data record is held at (None: made or imported here, held
+        at its own distribution; store/analyst.py)."""
+        with self.database.read() as t:
+            return analyst.level(t, record_id)
 
     def write_retraction(self, record: Record, level: int, source: str) -> Reason:
         """Take a retraction a peer sent (events.py `write_retraction`)."""
