@@ -49,7 +49,33 @@ def number_event(event: dict[str, Any], event_id: int, include_deleted: bool = F
             e["EventReport"] = reports
         else:
             del e["EventReport"]
+    number_sharing_groups(e)
     return event
+
+
+_ANALYST = ("Note", "Opinion", "Relationship")
+
+
+def number_sharing_groups(event: dict[str, Any]) -> None:
+    """Give everything at distribution 4 in a MISP JSON event map the sharing_group_id this node
+    answers the group to (sharingGroups/index's id): PyMISP refuses to read a level-4 event,
+    attribute, object, report or analyst item without one."""
+    def number(m: dict[str, Any]) -> None:
+        sg = m.get("sharing_group_uuid")
+        if str(m.get("distribution")) == "4" and isinstance(sg, str):
+            m["sharing_group_id"] = str(element_id(sg))
+        for key in _ANALYST:
+            for item in m.get(key) or ():
+                number(item)
+    number(event)
+    for a in event.get("Attribute") or ():
+        number(a)
+    for o in event.get("Object") or ():
+        number(o)
+        for a in o.get("Attribute") or ():
+            number(a)
+    for r in event.get("EventReport") or ():
+        number(r)
 
 
 def report_json(event_id: int, report: dict[str, Any], *, numbered: bool = False) -> dict[str, Any]:
