@@ -49,6 +49,7 @@ def build(sg_uuid: str | None, sg_id: str = "1") -> tuple[MISPEvent, dict[str, s
     i["obj"] = ev.add_object(obj)
     i["rep5"] = ev.add_event_report("Everyone's report", "# Findings\n\nThe C2 is @[attribute](x).", distribution=5)
     i["rep0"] = ev.add_event_report("Internal report", "# Ours only", distribution=0)
+    i["rep1"] = ev.add_event_report("Community report", "# One hop", distribution=1)
     i["rep_sg"] = ev.add_event_report("Group report", "# For the group", **sg)
     # analyst data: a third party's note on the attribute, with an opinion on that note (nested)
     i["n_attr"] = i["attr"].add_note("seen in the wild", language="en", distribution=3,
@@ -67,7 +68,7 @@ def build(sg_uuid: str | None, sg_id: str = "1") -> tuple[MISPEvent, dict[str, s
     uuids = {name: item.uuid for name, item in i.items()}
     everywhere, home, ab = {"a", "b", "c"}, {"a"}, {"a", "b"}
     reach = {"attr": everywhere, "attr0": home, "attr1": ab, "attr_sg": ab, "md5": everywhere,
-             "obj": everywhere, "rep5": everywhere, "rep0": home, "rep_sg": ab,
+             "obj": everywhere, "rep5": everywhere, "rep0": home, "rep1": ab, "rep_sg": ab,
              "n_attr": everywhere, "o_n_attr": everywhere, "n_attr0": home, "n_rep0": home,
              "n_rep5": everywhere, "n_e1": ab, "o_n_e1": ab, "n_e0": home, "o_n_e0": home, "n_sg": ab,
              "rel": everywhere, "o_md5": everywhere}
@@ -186,7 +187,7 @@ def test_pymisp_add_event_then_get_event_keeps_every_item_field_for_field(server
     assert [c["value"] for g in e.get("Galaxy", []) for c in g["GalaxyCluster"]] == ["APT29"]
     # and PyMISP reads each kind back as its own class
     back = misp.get_event(ev.uuid, pythonify=True)
-    assert {r.uuid for r in back.event_reports} == {uuids["rep5"], uuids["rep0"], uuids["rep_sg"]}
+    assert {r.uuid for r in back.event_reports} == {uuids["rep5"], uuids["rep0"], uuids["rep1"], uuids["rep_sg"]}
     [opinion] = [o for a in back.attributes if a.uuid == uuids["attr"] for o in a.opinions]
     viewed = misp.get_analyst_data(opinion, pythonify=True)
     assert (viewed.uuid, viewed.comment, int(viewed.opinion)) == (uuids["o_n_attr"], "agreed", 80)
