@@ -263,3 +263,23 @@ def test_pymisp_reads_back_an_event_with_items_in_a_sharing_group(server: Server
     assert int(back.sharing_group_id) == int(group.id)
     [a] = [a for a in back.attributes if a.uuid == attr.uuid]
     assert (int(a.distribution), int(a.sharing_group_id)) == (4, int(group.id))
+
+
+def test_pymisp_reads_a_level_4_report_note_and_attribute_from_their_own_views(server: Server):
+    """eventReports/view, analyst_data/view and attributes/restSearch give a level-4 item its
+    sharing_group_id too: PyMISP's get_event_report, get_analyst_data and search(pythonify) raise
+    on one without it."""
+    misp = server.misp()
+    group = misp.add_sharing_group(_group("item views group"), pythonify=True)
+    ev = MISPEvent()
+    ev.info, ev.distribution = "level-4 item views", 1
+    attr = ev.add_attribute("domain", "item-views.example", distribution=4, sharing_group_id=group.id)
+    report = ev.add_event_report("Group report", "# g", distribution=4, sharing_group_id=group.id)
+    note = ev.add_note("group note", distribution=4, sharing_group_id=group.id)
+    assert not misp.add_event(ev).get("errors")
+    shown = misp.get_event_report(report.uuid, pythonify=True)
+    assert (shown.uuid, int(shown.sharing_group_id)) == (report.uuid, int(group.id))
+    viewed = misp.get_analyst_data(note, pythonify=True)
+    assert (viewed.uuid, int(viewed.sharing_group_id)) == (note.uuid, int(group.id))
+    [found] = misp.search(controller="attributes", value="item-views.example", pythonify=True)
+    assert (found.uuid, int(found.sharing_group_id)) == (attr.uuid, int(group.id))
