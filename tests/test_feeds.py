@@ -314,3 +314,42 @@ def test_a_bad_manifest_is_refused_whole_naming_what_is_wrong(text, expected):
     from fedmisp.node.feed_fetch import FeedError, parse_manifest
     with pytest.raises(FeedError, match=re.escape(expected)):
         parse_manifest(text, "feed x")
+
+
+@pytest.mark.slow
+def test_a_served_feed_carries_the_reports_and_analyst_data_its_policy_allows_and_a_fetch_keeps_them(tmp_path):
+    """The MISP 2.5 round-trip event (tests/test_misp25_roundtrip.py) in a served feed: exactly the
+    reports and analyst items a peer with the feed's filter would pull (no level 0, nothing in a
+    sharing group, nothing on a withheld target), each at the level its reader holds it at; the
+    node that fetches the feed keeps every one of them, signed by itself (decision 0001)."""
+    from test_misp25_roundtrip import build, facts
+    nodes = configure(tmp_path, ["pub", "sub"], [])
+    pub, sub = nodes["pub"], nodes["sub"]
+    base = f"http://127.0.0.1:{pub.port}/feed/public"
+    _add_config(pub.home, {"served_feed": [{"name": "public", "access": "open"}]})
+    _add_config(sub.home, {"feed": [{"name": "from-pub", "url": base, "interval_seconds": 10}]})
+    ev, uuids, reach = build("0b0b0b0b-0000-4000-8000-000000000002")
+    (tmp_path / "event.json").write_text(ev.to_json())
+    assert _cli("import", "--home", str(pub.home), str(tmp_path / "event.json")).returncode == 0
+    with Store(pub.home / "store", readonly=True) as store:
+        pub_org = store.export_event(ev.uuid)["Event"]["Orgc"]["uuid"]
+        published = facts(store.export_event(ev.uuid), pub_org)
+    in_groups = {uuids[n] for n in ("attr_sg", "rep_sg", "n_sg")}
+    allowed = {u for u, where in reach.items() if "b" in where} - in_groups  # one hop, no group
+    downgraded = {uuids[n]: level for n, level in (("attr1", "0"), ("rep1", "0"), ("n_e1", "0"),
+                                                        ("n_rep5", "1"))}
+    with running(nodes):
+        status, body = _get(f"{base}/{ev.uuid}.json")
+        assert status == 200
+        served = facts(json.loads(body), pub_org)
+        assert set(served) == allowed, {k for k, v in uuids.items() if v in set(served) ^ allowed}
+        for u in allowed:
+            want = list(published[u])
+            if u in downgraded:  # where each kind's facts() tuple has its distribution
+                want[{"Attribute": 5, "Object": 3}.get(want[0], 4)] = downgraded[u]
+            assert list(served[u]) == want, (u, served[u], want)
+        wait_for(lambda: ev.uuid in sub.events(), what="sub to fetch the feed")
+    with Store(sub.home / "store", readonly=True) as store:
+        kept = facts(store.export_event(ev.uuid), pub_org)
+        assert kept == served
+        assert store.check_integrity() == []

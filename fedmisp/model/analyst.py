@@ -164,15 +164,17 @@ def parse_analyst_data(raw: dict[str, Any], event_uuid: str, defaults: ImportDef
         value = raw.get(key)
         return ((i, v) for i, v in enumerate(value) if isinstance(v, dict)) if isinstance(value, list) else ()
 
+    # the ingest hot path: once per attribute, so a map without analyst data costs three lookups
     for i, a in each("Attribute"):
-        if isinstance(a.get("uuid"), str):
+        if ("Note" in a or "Opinion" in a or "Relationship" in a) and isinstance(a.get("uuid"), str):
             _walk(a, a["uuid"].lower(), "Attribute", f"Attribute[{i}]", p, defaults, out, 0)
     for i, o in each("Object"):
-        if isinstance(o.get("uuid"), str):
+        if ("Note" in o or "Opinion" in o or "Relationship" in o) and isinstance(o.get("uuid"), str):
             _walk(o, o["uuid"].lower(), "Object", f"Object[{i}]", p, defaults, out, 0)
         members = o.get("Attribute")
         for j, a in enumerate(members if isinstance(members, list) else ()):
-            if isinstance(a, dict) and isinstance(a.get("uuid"), str):
+            if isinstance(a, dict) and ("Note" in a or "Opinion" in a or "Relationship" in a) \
+                    and isinstance(a.get("uuid"), str):
                 _walk(a, a["uuid"].lower(), "Attribute", f"Object[{i}].Attribute[{j}]", p, defaults, out, 0)
     for i, r in each("EventReport"):
         if isinstance(r.get("uuid"), str):

@@ -8,7 +8,8 @@ Each item is written at the level its reader holds it at (MISP's downgrade: 1 be
 
 The layout is MISP's (what its "fetch feed" reads): manifest.json maps each event uuid to its
 summary (info, Orgc, Tag, date, threat_level_id, analysis, timestamp), one ``{uuid}.json`` per event
-(``{"Event": ...}`` without local ids, local tags, sightings or proposals), and hashes.csv.
+(``{"Event": ...}`` without local ids, local tags, sightings or proposals; with the event reports
+and analyst data the feed's policy lets out, decision 0029), and hashes.csv.
 """
 from __future__ import annotations
 
@@ -23,11 +24,14 @@ from aiohttp import web
 from fedmisp.export.misp import hash_lines, manifest_entry
 from fedmisp.gossip.peers import NodeView
 from fedmisp.gossip.replica import Replica
+from fedmisp.model.analyst import current_items, nest_analyst_data
 from fedmisp.model.misp import to_misp
+from fedmisp.model.records import KIND_ANALYST
 from fedmisp.node.api.access import ANY_KEY_UNLESS_OPEN, declare
 from fedmisp.node.api.helpers import ApiError
 from fedmisp.node.feed_config import ServedFeed
 from fedmisp.policy.model import INHERIT, NodeState
+from fedmisp.policy.reasons import Reason
 from fedmisp.store.query import is_tombstone
 
 # manifest.json and hashes.csv are rebuilt when the log moved, and at least this often: a holding can
@@ -54,10 +58,34 @@ def feed_event(replica: Replica, feed: ServedFeed, event_uuid: str, state: NodeS
     event = to_misp(header, kept)
     e = event["Event"]
     e["distribution"] = str(levels[event_uuid])
-    for item in e["Attribute"] + e["Object"] + [a for o in e["Object"] for a in o["Attribute"]]:
+    for item in e["Attribute"] + e["Object"] + [a for o in e["Object"] for a in o["Attribute"]] \
+            + e.get("EventReport", []):
         if item["distribution"] != str(INHERIT):
             item["distribution"] = str(levels[item["uuid"]])
+    analyst = feed_analyst_data(replica, feed, event_uuid, state)
+    if analyst:
+        nest_analyst_data(event, analyst)
     return event
+
+
+def feed_analyst_data(replica: Replica, feed: ServedFeed, event_uuid: str, state: NodeState | None = None
+                      ) -> list[dict[str, Any]]:
+    """The notes, opinions and relationships of an event that a peer with the feed's filter would
+    pull (the sender's rule, decision 0029: the item's own level, hop budget and target), each
+    written at the level its reader holds it at."""
+    records = [r for r in replica.store.event_records(event_uuid) if r.kind == KIND_ANALYST]
+    if not records:
+        return []
+    state = state or replica.node_state()
+    memo: dict[Any, Any] = {}
+    out = []
+    for body, record in current_items(records).values():
+        if body["item"].get("deleted"):
+            continue
+        reason, level = replica.sender.analyst_reason(record, feed.policy, state, memo)
+        if reason is Reason.ALLOWED:
+            out.append({**body, "item": {**body["item"], "distribution": level}})
+    return out
 
 
 def feed_events(replica: Replica, feed: ServedFeed) -> Iterator[dict[str, Any]]:

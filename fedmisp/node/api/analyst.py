@@ -23,6 +23,7 @@ from fedmisp.node.api.access import READ_ONLY, USER, MispRoutes
 from fedmisp.node.api.helpers import (
     ApiError, CTX, ApiContext, body_json, known_orgs, path_ref, resolve_event, run, sharing_group_uuids,
 )
+from fedmisp.node.api.render import with_sharing_group_ids
 from fedmisp.store import query
 
 routes = MispRoutes()
@@ -82,7 +83,7 @@ def _shown(ctx: ApiContext, body: dict[str, Any]) -> dict[str, Any]:
     if head is not None:
         out["event_id"] = str(head.id)
     out["event_uuid"] = event_uuid
-    return out
+    return with_sharing_group_ids(out)
 
 
 def _target_event(ctx: ApiContext, target_uuid: str, target_type: str) -> str | None:
@@ -255,7 +256,7 @@ def _index(ctx: ApiContext, type_: str, filters: dict[str, str]) -> list[dict[st
             continue
         if needle and not any(needle in str(item.get(k, "")).lower() for k in _EDITABLE[type_]):
             continue
-        out.append({type_: item_json(type_, item, orgs)})
+        out.append({type_: with_sharing_group_ids(item_json(type_, item, orgs))})
     return out
 
 

@@ -35,9 +35,14 @@ def find_sharing_group(groups: dict[str, SharingGroup], ref: Any) -> SharingGrou
     return None
 
 
+# what a posted event nests that can have a sharing group of its own
+_NESTED = ("Attribute", "Object", "EventReport", "Note", "Opinion", "Relationship")
+
+
 def with_sharing_group_uuids(store: Store, item: Any) -> Any:
     """A copy of a posted event, attribute or object (or a list of them) with sharing_group_id
-    turned into sharing_group_uuid, nested attributes and objects too; raises UnknownSharingGroup."""
+    turned into sharing_group_uuid, nested attributes, objects, event reports and analyst data
+    too (PyMISP names a group by id only); raises UnknownSharingGroup."""
     groups: dict[str, SharingGroup] | None = None
 
     def fix(value: Any) -> Any:
@@ -47,7 +52,7 @@ def with_sharing_group_uuids(store: Store, item: Any) -> Any:
         if not isinstance(value, dict):
             return value
         out = dict(value)
-        for key in ("Attribute", "Object"):
+        for key in _NESTED:
             if isinstance(out.get(key), list):
                 out[key] = fix(out[key])
         ref = out.get("sharing_group_id")

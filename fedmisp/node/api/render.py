@@ -49,6 +49,34 @@ def number_event(event: dict[str, Any], event_id: int, include_deleted: bool = F
             e["EventReport"] = reports
         else:
             del e["EventReport"]
+    with_sharing_group_ids(e)
+    return event
+
+
+_ANALYST = ("Note", "Opinion", "Relationship")
+
+
+def with_sharing_group_ids(event: dict[str, Any]) -> dict[str, Any]:
+    """Give everything at distribution 4 in a MISP JSON map (an event, attribute, report or analyst
+    item, with what it nests) the sharing_group_id this node answers the group to (sharingGroups/
+    index's id): PyMISP refuses to read a level-4 event, attribute, object, report or analyst item
+    without one."""
+    def number(m: dict[str, Any]) -> None:
+        sg = m.get("sharing_group_uuid")
+        if str(m.get("distribution")) == "4" and isinstance(sg, str):
+            m["sharing_group_id"] = str(element_id(sg))
+        for key in _ANALYST:
+            for item in m.get(key) or ():
+                number(item)
+    number(event)
+    for a in event.get("Attribute") or ():
+        number(a)
+    for o in event.get("Object") or ():
+        number(o)
+        for a in o.get("Attribute") or ():
+            number(a)
+    for r in event.get("EventReport") or ():
+        number(r)
     return event
 
 
@@ -62,7 +90,7 @@ def report_json(event_id: int, report: dict[str, Any], *, numbered: bool = False
         out["timestamp"] = str(report["timestamp"])
     out["id"] = str(element_id(report["uuid"]))
     out["event_id"] = str(event_id)
-    return out
+    return with_sharing_group_ids(out)
 
 
 def shown_event(ctx: ApiContext, event_uuid: str, include_deleted: bool = False, metadata: bool = False,
@@ -97,7 +125,7 @@ def attribute_json(head: query.EventHead, body: dict[str, Any], local: list[dict
     h = head.header
     a["Event"] = {"id": str(head.id), "uuid": head.uuid, "info": h["info"], "distribution": str(h["distribution"]),
                   "orgc_id": "0", "Orgc": h["Orgc"], "published": h["published"], "date": h["date"]}
-    return a
+    return with_sharing_group_ids(a)
 
 
 def shown_attribute(ctx: ApiContext, element_uuid: str) -> dict[str, Any] | None:
