@@ -189,3 +189,15 @@ def resolve_template(name: str, template_uuid: str | None, version: int | None,
         return None, (f"names version {version} of object template {template_uuid} ('{found.name}'); "
                       f"this node holds version {found.version}")
     return found, None
+
+
+@cache
+def shipped_definitions() -> dict[str, dict[str, Any]]:
+    """The shipped misp-objects definitions as their files say, by uuid (objectTemplates/* serves them)."""
+    out: dict[str, dict[str, Any]] = {}
+    for folder in sorted((pymisp_data() / "misp-objects" / "objects").iterdir()):
+        path = folder / "definition.json"
+        if path.is_file():
+            definition = json.loads(path.read_text("utf-8"))
+            out[definition["uuid"]] = definition
+    return out
