@@ -174,6 +174,9 @@ class Store:
     def pull_from(self, peer: str) -> int:
         """Where the next pull of `peer` starts (its checkpoint, or before a revision that waited
         for a template which has arrived since)."""
+        with self.database.read() as t:
+            if not templates.recheck_due(t, peer):  # (the usual case: no write transaction)
+                return log.checkpoint(t, peer)
         with self.database.write() as t:
             return templates.pull_from(t, peer)
 

@@ -81,6 +81,10 @@ def await_template(t: Txn, template_uuid: str, peer: str, seq: int) -> None:
     t.put("meta", key, canonical.pack(dict(sorted(waiting.items()))))
 
 
+def recheck_due(t: Txn, peer: str) -> bool:
+    return t.get("meta", _RECHECK + peer.encode("utf-8")) is not None
+
+
 def pull_from(t: Txn, peer: str) -> int:
     """Where the next pull of `peer` starts: its checkpoint, moved back before the earliest
     revision that waited for a template which has arrived since (the mark is used up)."""
