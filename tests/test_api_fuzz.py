@@ -186,7 +186,7 @@ class Fuzzed:
             "sg_id": group["SharingGroup"]["id"], "sg_uuid": group["SharingGroup"]["uuid"],
             "tag_name": tag["Tag"]["name"], "tag_id": tag["Tag"]["id"], "org_id": org["Organisation"]["id"],
             "org_uuid": org_uuid, "org_name": org["Organisation"]["name"], "node_org_id": "1",
-            **GALAXY_TARGETS,
+            **GALAXY_TARGETS, **TEMPLATE_TARGETS,
         }
 
     def ref(self, name: str) -> str:
@@ -256,6 +256,12 @@ GALAXY_TARGETS = {
     "galaxy_uuid": "698774c7-8022-42c4-917f-8d6e4f06ada3", "cluster_uuid": "1cb7e1cc-d695-42b1-92f4-fd0112a3c9be",
     "galaxy_id": str(hashed_id("698774c7-8022-42c4-917f-8d6e4f06ada3")),
     "cluster_id": str(hashed_id("698774c7-8022-42c4-917f-8d6e4f06ada3", "1cb7e1cc-d695-42b1-92f4-fd0112a3c9be")),
+}
+
+# misp-objects' shipped domain-ip template, by id (render.py hashed_id of its uuid), uuid and name
+TEMPLATE_TARGETS = {
+    "template_uuid": "43b3b146-77eb-4931-b4cc-b66c60f28734", "template_name": "domain-ip",
+    "template_id": str(hashed_id("object-template", "43b3b146-77eb-4931-b4cc-b66c60f28734")),
 }
 
 
@@ -333,6 +339,7 @@ SEEDS: dict[str, list[Any]] = {
     "/eventReports/index{tail}": [{"event_id": "{event_id}"}, {"value": "fuzz"}],
     "/galaxies": [{"value": "threat actor"}],
     "/galaxies/index": [{"value": "actor", "enabled": 1}],
+    "/objectTemplates/index": [{}],
     "/galaxy_clusters/index/{ref}": [{"context": "all", "searchall": "apt"}],
     "/galaxy_clusters/restSearch{tail}": [{"value": "APT1", "type": "threat-actor", "limit": 2, "page": 1},
                                           {"elements": {"synonyms": "comment crew"}, "minimal": 1,
@@ -387,6 +394,7 @@ REFS = {
     "/galaxies/attachCluster/": [*EVENT_REFS, "attribute_id", "attribute_uuid"],
     "/galaxy_clusters/": ["cluster_id", "cluster_uuid"],
     "/galaxy_clusters/index/": ["galaxy_id", "galaxy_uuid"],
+    "/objectTemplates/": ["template_id", "template_uuid", "template_name"],
 }
 NAMED_REFS = {"sg": ["sg_id", "sg_uuid"], "org": ["org_id", "org_uuid", "node_org_id"]}
 

@@ -59,6 +59,8 @@ ROLES_OF = {
     "galaxies.galaxy_index": READ_ONLY, "galaxies.galaxy_view": READ_ONLY,
     "galaxies.cluster_index": READ_ONLY, "galaxies.cluster_view": READ_ONLY,
     "galaxies.cluster_search": READ_ONLY, "galaxies.cluster_attach": USER,
+    "templates.template_index": READ_ONLY, "templates.template_view": READ_ONLY,
+    "templates.template_raw": READ_ONLY,
 }
 
 

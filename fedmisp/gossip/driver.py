@@ -190,7 +190,7 @@ def _ask(transport: Any, step: SendChanges | SendBodies) -> Any:
 
 def pull(replica: Replica, peer: PeerConfig, transport: Transport) -> ApplyReport:
     """Pull everything new from one peer, storing batch by batch with the checkpoint."""
-    session = PullSession(peer.name, replica.store.checkpoint(peer.name))
+    session = PullSession(peer.name, replica.store.pull_from(peer.name))
     loop = steps(replica, peer, session, ApplyReport())
     result: Any = None
     try:
@@ -255,7 +255,7 @@ async def pull_async(replica: Replica, peer: PeerConfig, transport: AsyncTranspo
     (SHARED_FETCH_WAIT_SECONDS at most) instead of fetched twice."""
     run_store = run_store or run_blocking
     total = watch.report if watch is not None else ApplyReport()
-    checkpoint = await run_blocking(replica.store.checkpoint, peer.name)
+    checkpoint = await run_blocking(replica.store.pull_from, peer.name)
     session = PullSession(peer.name, checkpoint)
     started = progressed = clock()
     seen = session.progress

@@ -20,17 +20,20 @@ from fedmisp.gossip.rows_pool import EventRows, Kept, Opened, RowsPool
 from fedmisp.gossip.sender import HeldViews
 from fedmisp.gossip.session import ReceivedEvent, StoreBatch
 from fedmisp.gossip.sharing_groups import accept as accept_sharing_group, from_record as sharing_group_from_record
+from fedmisp.gossip.templates import accept as accept_template
 from fedmisp.model.analyst import analyst_problem
 from fedmisp.model.records import KIND_ANALYST, KIND_EVENT, KIND_ORG, KIND_PROPOSAL, KIND_PROPOSAL_DECISION, KIND_RETRACTION, \
-    KIND_SHARING_GROUP, Record, open_record
+    KIND_SHARING_GROUP, KIND_TEMPLATE, Record, open_record
 from fedmisp.model.retraction import NO_LEVEL, read_retraction
+from fedmisp.model.templates import resolve_template
 from fedmisp.policy.holding import join_views, pack_holding, pack_views, unpack_holding
 from fedmisp.policy.inbound import analyst_inbound, attached_inbound, author_reason, inbound, key_known
-from fedmisp.policy.model import SHARING_GROUP, ElementView, Holding, NodeState, element_view, header_view
+from fedmisp.policy.model import KIND_OBJECT, SHARING_GROUP, ElementView, Holding, NodeState, element_view, header_view
 from fedmisp.policy.orgs import KeyState
 from fedmisp.policy.pipeline import merge
 from fedmisp.policy.reasons import Reason
 from fedmisp.policy.retractions import retraction_inbound
+from fedmisp.policy.templates import template_reason
 from fedmisp.store.proposals import decision_shape_problem, proposal_shape_problem
 from fedmisp.store.store import EVENT_EXTRA_KINDS, EventWrite, WriteOutcome, received_write, uuid16
 
@@ -147,6 +150,13 @@ class Receiver:
                     self._refuse(peer.name, report, Reason.MALFORMED, record.kind, record.id)
             if record.kind == KIND_RETRACTION:
                 retractions.append(record)  # after the batch's revisions: one of them may be the new one
+            if record.kind == KIND_TEMPLATE:
+                reason = accept_template(self.store, record)
+                if reason is Reason.ALLOWED:
+                    report.stored_records += 1
+                    self._stored(peer.name, record)
+                elif reason is not Reason.TEMPLATE_NOT_NEWER:  # (an older version by another path)
+                    self._refuse(peer.name, report, reason.value, record.kind, record.id)
             if record.kind == KIND_SHARING_GROUP:
                 reason = accept_sharing_group(self.store, record, self.node.config.org_uuid,
                                               self.node.identity.public_key)
@@ -159,6 +169,7 @@ class Receiver:
                 elif reason is not Reason.SG_REVISION_NOT_NEWER:
                     self._refuse(peer.name, report, reason.value, record.kind, record.id)
         state = self.peers.node_state()
+        templates = self.store.published_templates() if batch.events else {}
         pool = self.rows.pool_for(sum(len(e.bodies) for e in batch.events))
         accepted: list[tuple[Accepted, EventRows]] = []
         for received in batch.events:
@@ -167,6 +178,8 @@ class Receiver:
             for digest, problem in opened.bad.items():
                 self._refuse(peer.name, report, Reason.MALFORMED, record.kind, record.id,
                              received.event_uuid, problem)
+            if self._template_missing(received, record, opened, peer, templates, report):
+                continue
             taken = self._accept(received, record, opened, peer, state, report)
             if taken is not None:
                 # the rows not built ahead are built in the workers while the next event's policy runs here
@@ -216,6 +229,23 @@ class Receiver:
                 self._refuse(peer.name, report, outcome, record.kind, record.id, record.body["event"]["uuid"])
         self.held.forget()
         return report
+
+    def _template_missing(self, received: ReceivedEvent, record: Record, opened: Opened, peer: PeerConfig,
+                          templates: dict[str, Any], report: ApplyReport) -> bool:
+        """Refuse a revision with an object naming a template this node holds neither shipped nor
+        published (policy/templates.py template_reason), and remember it: when the template arrives,
+        the peer's next pull starts before it and takes it (store/templates.py, decision 0030)."""
+        for view in opened.views.values():
+            if view.kind != KIND_OBJECT:
+                continue
+            reason = template_reason(view.template_uuid, view.template_uuid in templates)
+            if reason is Reason.ALLOWED:
+                continue
+            self.store.await_template(view.template_uuid, peer.name, received.seq)
+            self._refuse(peer.name, report, reason, record.kind, record.id, received.event_uuid,
+                         f"object {view.uuid} {resolve_template(view.template or '', view.template_uuid, None, templates)[1]}")
+            return True
+        return False
 
     def leave_group(self, group_uuid: str) -> int:
         """This node's organisation is no longer a member of a sharing group (a revision removed

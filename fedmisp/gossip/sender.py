@@ -16,7 +16,7 @@ from fedmisp.gossip.observe import NO_OBSERVER, OUT, SENT, WITHHELD, Decision, O
 from fedmisp.gossip.peers import NodeView, Peers
 from fedmisp.gossip.session import PAGE_ELEMENTS
 from fedmisp.model.analyst import ELEMENT_TARGETS, TYPES as ANALYST_TYPES, current_items
-from fedmisp.model.records import KIND_ANALYST, KIND_EVENT, KIND_ORG, KIND_RETRACTION, KIND_SHARING_GROUP, KIND_SIGHTINGS, Record, seal
+from fedmisp.model.records import KIND_ANALYST, KIND_EVENT, KIND_ORG, KIND_RETRACTION, KIND_SHARING_GROUP, KIND_SIGHTINGS, KIND_TEMPLATE, Record, seal
 from fedmisp.model.retraction import NO_LEVEL
 from fedmisp.policy.holding import holding_all_from, unpack_holding
 from fedmisp.policy.model import EventView, Holding, NodeState, PeerPolicy, event_view, header_view
@@ -190,7 +190,7 @@ class Sender:
                     change = {"seq": seq, "record": record.wire(), "level": offered_level}
                 elif reason is Reason.EVENT_NOT_HELD:
                     continue  # replaced by a later one meanwhile
-            elif record.kind != KIND_ORG:
+            elif record.kind not in (KIND_ORG, KIND_TEMPLATE):  # (those two go to every peer)
                 continue  # other kinds replicate in a later version of the protocol
             if reason is not Reason.ALLOWED:
                 decided(Decision(peer.name, OUT, WITHHELD, record.kind, record_id, str(event_uuid), reason.value))

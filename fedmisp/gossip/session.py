@@ -37,10 +37,11 @@ from fedmisp.model.org import OrgClaim, read_org
 from fedmisp.model.received import received_problem
 from fedmisp.model.records import (
     KIND_ANALYST, KIND_EVENT, KIND_ORG, KIND_PROPOSAL, KIND_PROPOSAL_DECISION, KIND_RETRACTION, KIND_SHARING_GROUP,
-    KIND_SIGHTINGS, SALT_BYTES, Record, RecordError, body_problem, element_digest, open_record,
+    KIND_SIGHTINGS, KIND_TEMPLATE, SALT_BYTES, Record, RecordError, body_problem, element_digest, open_record,
     revision_elements,
 )
 from fedmisp.model.retraction import NO_LEVEL, read_retraction
+from fedmisp.model.templates import template_problem
 from fedmisp.policy.inbound import author_reason, check_received, not_older, record_reason
 from fedmisp.policy.reasons import Reason
 
@@ -505,6 +506,15 @@ class PullSession:
                                or facts.known[(record.author, record.created)])
         if reason is not Reason.ALLOWED:
             self._refused.append(Refused(seq, reason, kind=record.kind, record_id=record.id))
+            return
+        if record.kind == KIND_TEMPLATE:
+            # a published object template: its shape here, its version rules when stored
+            # (policy/templates.py); stored before the batch's events, which may name it
+            problem = template_problem(record.body)
+            if problem is not None:
+                self._refused.append(Refused(seq, Reason.MALFORMED, problem, record.kind, record.id))
+                return
+            self._records.append(wire)
             return
         if record.kind in (KIND_SHARING_GROUP, KIND_SIGHTINGS, KIND_PROPOSAL, KIND_PROPOSAL_DECISION):
             # sharing groups: checked against the revision rules when stored; sightings, proposals

@@ -21,10 +21,11 @@ import re
 import time
 import uuid as uuidlib
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from fedmisp.model import canonical
-from fedmisp.model.describe import describe_types, find_template
+from fedmisp.model.describe import describe_types
+from fedmisp.model.templates import resolve_template
 from fedmisp.model.galaxies import CLUSTER_TAG_PREFIX
 from fedmisp.model.values import MAX_VALUE_BYTES, ValueFormatError, normalise
 
@@ -152,6 +153,8 @@ class ImportDefaults:
     org_name: str
     distribution: int = 1  # MISP's shipped MISP.default_event_distribution
     now: int = 0
+    # the object templates this node holds published, by uuid (model/templates.py resolve_template)
+    templates: Mapping[str, Any] | None = None
 
     def timestamp(self) -> int:
         return self.now or int(time.time())
@@ -621,7 +624,12 @@ def _object(raw: Any, where: str, p: _Problems, defaults: ImportDefaults, parsed
     name = _text(raw.get("name"), where_u, "name", p, required=True, limit=255)
     template_uuid = _uuid(raw.get("template_uuid"), where_u, "template_uuid", p)
     distribution = _int(raw.get("distribution"), where_u, "distribution", p, 0, 5, 5)
-    template = find_template(name, template_uuid)
+    version = raw.get("template_version")
+    template, missing = resolve_template(name, template_uuid, version if isinstance(version, int) else
+                                         int(version) if isinstance(version, str) and version.isdigit() else None,
+                                         defaults.templates)
+    if missing is not None:
+        p.add(where_u, "template_uuid", missing)
     body: dict[str, Any] = {
         "comment": _text(raw.get("comment"), where_u, "comment", p),
         "deleted": _bool(raw.get("deleted"), where_u, "deleted", p),
@@ -999,7 +1007,7 @@ def parse_event(raw: Any, defaults: ImportDefaults, *, lenient: bool = False) ->
         # MISP saves a reference only when its target is saved: one to a dropped element goes too
         gone = {d.uuid for d in p.dropped if d.uuid and d.kind in (KIND_ATTRIBUTE, KIND_OBJECT)} - seen
         if gone and references_at:
-            p.dropped.extend(drop_elements(parsed, {}, gone, references_at))
+            p.dropped.extend(drop_elements(parsed, {}, gone, references_at, defaults.templates))
         parsed.dropped = p.dropped
     return parsed
 
@@ -1011,7 +1019,7 @@ def _analyst_data(raw: dict[str, Any], parsed: ParsedEvent, defaults: ImportDefa
 
 
 def drop_elements(parsed: ParsedEvent, reasons: dict[str, Problem], gone: Iterable[str] = (),
-                  where: dict[str, str] | None = None) -> list[Dropped]:
+                  where: dict[str, str] | None = None, templates: Mapping[str, Any] | None = None) -> list[Dropped]:
     """Take out of `parsed` the elements `reasons` names (uuid -> why) and what cannot stay without
     them: an object's attributes and references; an object whose attributes left no longer fill
     its template; a reference to a dropped element or to one of `gone` (uuids dropped before).
@@ -1045,7 +1053,7 @@ def drop_elements(parsed: ParsedEvent, reasons: dict[str, Problem], gone: Iterab
                 found = (Problem(w, "referenced_uuid", f"refers to {target}, which is dropped from the event"),)
             elif e.kind == KIND_OBJECT and not e.body["deleted"] and \
                     any(m.uuid in why for m in members.get(e.uuid, ())):
-                template = find_template(e.body["name"], e.body.get("template_uuid"))
+                template = resolve_template(e.body["name"], e.body.get("template_uuid"), None, templates)[0]
                 if template is not None:
                     p = _Problems(lenient=True)
                     _check_template(template, [(m.body["object_relation"], m.body["type"])

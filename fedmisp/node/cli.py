@@ -554,6 +554,39 @@ def cmd_sharing_group(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_template(args: argparse.Namespace) -> int:
+    """Publish a custom MISP object template (a misp-objects definition.json), or list the
+    published ones this node holds (decision 0030)."""
+    import json
+
+    from fedmisp.gossip.templates import publish
+    from fedmisp.model.templates import TemplateError
+    if args.template_cmd == "add":
+        path = Path(args.file)
+        try:
+            definition = json.loads(path.read_text("utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            print(f"fedmisp template add: {path}: {e}", file=sys.stderr)
+            return 2
+    with _open(args, readonly=args.template_cmd == "list") as node:
+        if args.template_cmd == "add":
+            try:
+                template, record = publish(node.store, node.identity, definition)
+            except TemplateError as e:
+                print(f"fedmisp template add: {path}: {e}", file=sys.stderr)
+                return 2
+            print(f"published object template {template.name!r} {template.uuid} version {template.version} "
+                  f"({len(template.relations)} relations); peers take it at their next pull from this node")
+            return 0
+        orgs = {o["uuid"]: o.get("name", "") for o in node.store.orgs()}
+        for record in sorted(node.store.template_records(), key=lambda r: r.body["name"]):
+            body = record.body
+            org = node.store.org_for_key(record.author) or "?"
+            print(f"{body['uuid']}  {body['name']} v{body['version']} {body['meta-category']}  "
+                  f"{len(body['attributes'])} relations  by {orgs.get(org, '')} {org}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from fedmisp.node.demo import run_demo
     spec = Path(args.spec)
@@ -740,6 +773,13 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("uuid")
     k.add_argument("org", nargs="+")
     p.set_defaults(func=cmd_sharing_group)
+
+    p = sub.add_parser("template", help="publish custom MISP object templates; list the published ones held")
+    templates = p.add_subparsers(dest="template_cmd", required=True)
+    k = with_home(templates.add_parser("add", help="validate, sign and publish a misp-objects definition.json"))
+    k.add_argument("file", help="the template's definition.json")
+    with_home(templates.add_parser("list"))
+    p.set_defaults(func=cmd_template)
 
     p = sub.add_parser("apikey", help="create, list or revoke API keys")
     keys = p.add_subparsers(dest="apikey_cmd", required=True)

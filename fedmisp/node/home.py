@@ -66,7 +66,8 @@ class Node:
 
     def import_defaults(self) -> ImportDefaults:
         return ImportDefaults(org_uuid=self.config.org_uuid, org_name=self.config.org_name,
-                              distribution=self.config.default_distribution)
+                              distribution=self.config.default_distribution,
+                              templates=self.store.published_templates())
 
     def create_api_key(self, role: str, comment: str = "") -> str:
         if role not in ROLES:

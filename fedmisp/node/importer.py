@@ -232,7 +232,7 @@ def _init_worker(home: str, source: str, correlation_only: bool, strict: bool) -
     config = load_config(Path(home))
     store = Store(config.store_path, map_size=config.map_size, readonly=True)
     defaults = ImportDefaults(org_uuid=config.org_uuid, org_name=config.org_name,
-                              distribution=config.default_distribution)
+                              distribution=config.default_distribution, templates=store.published_templates())
     _WORKER = Preparer(Identity.load(config.key_path), store, defaults, config.max_import_file_bytes,
                        source, correlation_only, strict=strict)
     # Python's cyclic garbage collector walks every tracked object it holds, over and over, while a

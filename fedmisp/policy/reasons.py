@@ -71,6 +71,10 @@ class Reason(StrEnum):
     SG_REVISION_OWNER_CHANGED = "sg-revision-owner-changed"
     SG_REVISION_OWNER_REMOVED = "sg-revision-owner-removed"
     SG_REVISION_EXTEND_REMOVES = "sg-revision-extend-removes"
+    # published object templates (policy/templates.py, decision 0030)
+    TEMPLATE_NOT_NEWER = "template-not-newer"  # a version not above the one held
+    TEMPLATE_OTHER_ORG = "template-other-org"  # a version signed for another org than the template's
+    TEMPLATE_NOT_HELD = "template-not-held"  # an object names a template this node does not hold (yet)
     # org records (policy/orgs.py)
     ORG_KEY_NOT_CURRENT = "org-key-not-current"  # a rotation not signed by a current key of the org
     ORG_KEY_CONFLICT = "org-key-conflict"  # a key that already signs for another organisation

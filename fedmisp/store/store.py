@@ -8,7 +8,7 @@
   log.py        the changes feed, records, checkpoints
   orgs.py       organisations and their keys        groups.py   sharing groups
   local.py      local tags, tag settings            apikeys.py  the API-key table
-  integrity.py  the store's check of what it holds
+  integrity.py  the store's check of what it holds    templates.py  published object templates
   query.py      search (restSearch and the views)   proposals.py  open proposals
 
 Each `Store` method opens one transaction and asks a module; several reads that must agree share
@@ -27,7 +27,7 @@ from fedmisp.model.retraction import Retraction
 from fedmisp.model.revision import SignedEvent
 from fedmisp.policy.orgs import KeyState
 from fedmisp.policy.reasons import Reason
-from fedmisp.store import analyst, events, groups, integrity, local, log, orgs, reads
+from fedmisp.store import analyst, events, groups, integrity, local, log, orgs, reads, templates
 from fedmisp.store.apikeys import ApiKeys
 from fedmisp.store.db import DEFAULT_MAP_SIZE, STORE_FORMAT, Database, StoreFormatError, Txn, sequence
 # The names callers import from here (the facade's public surface; their homes are the modules).
@@ -158,6 +158,40 @@ class Store:
         or the key is known already."""
         with self.database.write() as t:
             return orgs.introduce_org(t, org_uuid, name, key)
+
+    # --- published object templates (store/templates.py) -----------------------------------------
+
+    def accept_template(self, record: Record) -> Reason:
+        """Hold a published template version if the rules allow it (policy/templates.py)."""
+        with self.database.write() as t:
+            return templates.accept_template(t, record)
+
+    def await_template(self, template_uuid: str, peer: str, seq: int) -> None:
+        """A revision `peer` offered at `seq` waits for a template this node does not hold."""
+        with self.database.write() as t:
+            templates.await_template(t, template_uuid, peer, seq)
+
+    def pull_from(self, peer: str) -> int:
+        """Where the next pull of `peer` starts (its checkpoint, or before a revision that waited
+        for a template which has arrived since)."""
+        with self.database.read() as t:
+            if not templates.recheck_due(t, peer):  # (the usual case: no write transaction)
+                return log.checkpoint(t, peer)
+        with self.database.write() as t:
+            return templates.pull_from(t, peer)
+
+    def template_record(self, template_uuid: str) -> Record | None:
+        with self.database.read() as t:
+            return templates.template_record(t, template_uuid)
+
+    def template_records(self) -> list[Record]:
+        with self.database.read() as t:
+            return templates.template_records(t)
+
+    def published_templates(self) -> dict[str, Any]:
+        """The published templates held, by uuid (model/templates.py resolve_template)."""
+        with self.database.read() as t:
+            return templates.published_templates(t)
 
     # --- organisations and groups ----------------------------------------------------------------
 

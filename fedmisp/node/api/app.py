@@ -21,7 +21,7 @@ from fedmisp.gossip.auth import ReplayCache
 from fedmisp.gossip.http import PREFIX as PEER_PREFIX
 from fedmisp.node.api import (
     analyst, attributes, events, galaxies, instance, objects, orgs, proposals, reports, search, sightings, tags,
-    taxonomies,
+    taxonomies, templates,
 )
 from fedmisp.node.api.access import OPERATOR_REPLAYS, OWN_KEY, access_middleware, refuse_undeclared
 from fedmisp.node.api.helpers import CTX, ApiContext, ApiError, Handler, misp_error
@@ -32,7 +32,7 @@ NODE_PREFIX = "/node/v1"
 FEED_PREFIX = "/feed"
 # the MISP API's modules, each with its `routes`
 MISP_MODULES = (instance, events, attributes, search, objects, orgs, proposals, reports, sightings, tags, taxonomies,
-                galaxies, analyst)
+                galaxies, analyst, templates)
 
 
 def make_app(ctx: ApiContext, outer_middlewares: tuple[Any, ...] = (), *,

@@ -92,7 +92,8 @@ async def event_add(request: web.Request) -> web.Response:
         # whose uuid another event uses) is dropped and the event stored without it; the answer
         # names each in `errors`. Only a bad event header refuses the request (decision 0028).
         try:
-            parsed = parse_event(raw, ctx.node.import_defaults(), lenient=True)
+            defaults = ctx.node.import_defaults()
+            parsed = parse_event(raw, defaults, lenient=True)
         except EventError as e:
             raise event_error(e, "add Event") from None
         held = ctx.store.held(parsed.uuid)
@@ -100,7 +101,7 @@ async def event_add(request: web.Request) -> web.Response:
             return held.id
         taken = uuids_in_use(ctx.store, parsed.uuid, parsed.elements)
         if taken:
-            parsed.dropped.extend(drop_elements(parsed, taken))
+            parsed.dropped.extend(drop_elements(parsed, taken, templates=defaults.templates))
         return sign_event(ctx.node.identity, parsed), parsed.dropped
 
     async with ctx.edit_lock:
