@@ -19,6 +19,7 @@ import pytest
 
 from fedmisp.model.misp import unwrap_events
 from fedmisp.node.home import init_home
+from fedmisp.gossip.templates import publish
 from fedmisp.node.importer import import_paths
 
 # Files in the folder that are not events (a galaxy, a bare sighting, an empty map, templates):
@@ -131,6 +132,11 @@ def test_pymisp_test_events_round_trip_without_loss(pymisp_tests: Path, tmp_path
         source = unwrap_events(json.loads(path.read_text()))[0]
         fresh, _ = init_home(tmp_path / f"node-{path.stem}", "Round Trip", "127.0.0.1:0")
         with fresh:
+            if path.name == "misp_custom_obj.json":
+                # its object is built on pymisp's own custom template: published first, as an
+                # organisation sharing such objects does (decision 0030)
+                publish(fresh.store, fresh.identity, json.loads(
+                    (pymisp_tests / "mispevent_testfiles" / "test_object_template" / "definition.json").read_text()))
             report = import_paths(fresh, [path])
             assert report.refused == [], f"{path.name} refused: {report.refused}"
             assert report.events_stored == 1, path.name
@@ -206,3 +212,16 @@ def test_every_revision_a_node_writes_passes_the_checks_on_what_arrives_from_a_p
             assert received_problem(element.body) is None, (path.name, element.body)
             checked += 1
     assert checked > 100
+
+
+def test_an_object_on_a_template_this_node_does_not_hold_is_dropped_naming_the_template(pymisp_tests: Path, tmp_path: Path):
+    """pymisp's custom-object file without its template published: the event is kept, the object
+    is left out and the report names the template (decision 0030; `--strict` refuses the event)."""
+    path = pymisp_tests / "mispevent_testfiles" / "misp_custom_obj.json"
+    fresh, _ = init_home(tmp_path / "node", "Round Trip", "127.0.0.1:0")
+    with fresh:
+        report = import_paths(fresh, [path])
+        assert report.events_stored == 1 and report.elements_dropped >= 1
+        assert any("4ec55cc6-9e49-4c64-b794-03c25c1a6589" in line for line in report.dropped), report.dropped
+        (event_uuid,) = fresh.store.event_uuids()
+        assert fresh.store.export_event(event_uuid)["Event"]["Object"] == []

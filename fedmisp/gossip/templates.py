@@ -12,7 +12,7 @@ from typing import Any
 from fedmisp.model.describe import ObjectTemplate
 from fedmisp.model.identity import Identity
 from fedmisp.model.records import KIND_TEMPLATE, Record, seal
-from fedmisp.model.templates import TemplateError, check_not_shipped, validate_definition
+from fedmisp.model.templates import TemplateError, as_published, check_not_shipped, validate_definition
 from fedmisp.policy.reasons import Reason
 from fedmisp.store.store import Store
 
@@ -28,6 +28,7 @@ _REFUSED = {
 def publish(store: Store, identity: Identity, definition: Any) -> tuple[ObjectTemplate, Record]:
     """Sign and hold a template definition (TemplateError naming the field if it does not validate
     or the rules refuse it); its record goes to every peer."""
+    definition = as_published(definition)
     template = validate_definition(definition)
     check_not_shipped(template)
     record = seal(identity, KIND_TEMPLATE, dict(sorted(definition.items())))

@@ -103,6 +103,24 @@ def _attribute(relation: str, spec: Any) -> None:
             _strings(spec[key], f"{where}.{key}")
 
 
+def as_published(definition: Any) -> Any:
+    """A definition as this node signs it: a `version` written as decimal text ("1", as pymisp's
+    own test template and some community templates write it; MISP reads it as a number) becomes
+    that integer, and an attribute without `ui-priority` (which only orders MISP's form; pymisp's
+    test template leaves it out) gets 0, so every node reads the signed body as the schema says."""
+    if not isinstance(definition, dict):
+        return definition
+    out = dict(definition)
+    version = out.get("version")
+    if isinstance(version, str) and version.isascii() and version.isdigit() and len(version) <= 10:
+        out["version"] = int(version)
+    attributes = out.get("attributes")
+    if isinstance(attributes, dict):
+        out["attributes"] = {relation: ({**spec, "ui-priority": 0} if isinstance(spec, dict) and "ui-priority" not in spec
+                                        else spec) for relation, spec in attributes.items()}
+    return out
+
+
 def validate_definition(definition: Any) -> ObjectTemplate:
     """The template a definition describes, or TemplateError naming the first field that is wrong.
     (A shipped template's name or uuid is refused by `check_not_shipped`, not here: a received

@@ -19,16 +19,18 @@ from fedmisp.policy.reasons import Reason
 
 def check_template_version(held_org: str | None, held_version: int | None, version: int,
                            signer: KeyState) -> Reason:
-    """`held_org`/`held_version`: the template version held (None: none); `signer`: what this node
-    knows of the key that signed the new one."""
+    """`held_version`: the version held (None: none) and `held_org` its owner (None: the key that
+    signed it names no organisation known here); `signer`: what this node knows of the key that
+    signed the new one."""
     # 1. a key of a known organisation (author_reason checked that it signed while current)
     if signer.org is None:
         return Reason.UNKNOWN_AUTHOR
     # 2. the first version
-    if held_org is None or held_version is None:
+    if held_version is None:
         return Reason.ALLOWED
-    # 3. a current key of the owner's organisation only
-    if signer.org != held_org:
+    # 3. a current key of the owner's organisation only (an owner this node no longer knows the
+    #    organisation of is nobody's to replace)
+    if held_org is None or signer.org != held_org:
         return Reason.TEMPLATE_OTHER_ORG
     if signer.retired_at is not None:
         return Reason.ORG_KEY_NOT_CURRENT
