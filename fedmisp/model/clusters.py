@@ -20,7 +20,7 @@ from __future__ import annotations
 import uuid as uuidlib
 from typing import Any
 
-from fedmisp.model.galaxies import CLUSTER_TAG_PREFIX
+from fedmisp.model.galaxies import CLUSTER_TAG_PREFIX, Cluster, Collection, Custom, Galaxy, Relation
 
 MAX_TEXT = 65_535  # MISP's text columns
 MAX_NAME = 255  # varchar(255): type, value, source, element keys
@@ -154,3 +154,23 @@ def cluster_problem(body: Any) -> str | None:
     except ClusterError as e:
         return str(e)
     return None
+
+
+def as_cluster(body: dict[str, Any], galaxy: Galaxy | None) -> Cluster:
+    """A held version as the views read clusters. `galaxy`: the catalogue's galaxy of its
+    `galaxy_uuid`, or None (a peer's pymispgalaxies ships a galaxy this node's does not): then a
+    galaxy named after its type stands in."""
+    if galaxy is None:
+        galaxy = Galaxy(uuid=body["galaxy_uuid"], type=body["type"], name=body["type"], description="", version=0,
+                        icon="", namespace="misp", kill_chain_order=None)
+    collection = Collection(uuid="", name="", source=body["source"], authors=tuple(body["authors"]),
+                            version=body["version"], category="")
+    custom = Custom(tag_name=body["tag_name"], version=body["version"], distribution=body["distribution"],
+                    sharing_group_uuid=body["sharing_group_uuid"], published=body["published"],
+                    deleted=body["deleted"], orgc_uuid=body["orgc_uuid"], orgc_name=body["orgc_name"],
+                    extends_uuid=body["extends_uuid"], extends_version=body["extends_version"])
+    related = tuple(Relation(r["referenced_galaxy_cluster_uuid"], r["referenced_galaxy_cluster_type"], tuple(r["tags"]))
+                    for r in body["relations"])
+    return Cluster(galaxy=galaxy, collection=collection, uuid=body["uuid"], value=body["value"],
+                   description=body["description"], elements=tuple((k, v) for k, v in body["elements"]),
+                   related=related, custom=custom)
