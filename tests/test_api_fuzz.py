@@ -344,6 +344,13 @@ SEEDS: dict[str, list[Any]] = {
     "/galaxy_clusters/restSearch{tail}": [{"value": "APT1", "type": "threat-actor", "limit": 2, "page": 1},
                                           {"elements": {"synonyms": "comment crew"}, "minimal": 1,
                                            "eventid": "{event_id}", "galaxy_uuid": "{galaxy_uuid}"}],
+    "/galaxy_clusters/add/{galaxy}{tail}": [{"GalaxyCluster": {"value": "Fuzz Bear", "description": "d",
+                                                               "distribution": 1, "authors": "a, b",
+                                                               "GalaxyElement": [{"key": "synonyms", "value": "FB"}]}},
+                                            {"value": "x", "distribution": 4, "sharing_group_id": "{sg_id}"},
+                                            {"value": "y", "elements": "[{\"key\": \"k\", \"value\": \"v\"}]"}],
+    "/galaxy_clusters/edit/{ref}": [{"GalaxyCluster": {"value": "Edited", "distribution": 0}}],
+    "/galaxy_clusters/delete/{ref}": [{"hard": 1}, {}],
     "/galaxies/attachCluster/{ref}{tail}": [{"Galaxy": {"target_id": "{cluster_id}"}},
                                             {"Galaxy": {"target_id": "{cluster_uuid}"}}],
     "/analyst_data/add/{type}/{object_uuid}/{object_type}": [{"Note": {"note": "fuzz note", "language": "en"}},
@@ -394,6 +401,7 @@ REFS = {
     "/galaxies/attachCluster/": [*EVENT_REFS, "attribute_id", "attribute_uuid"],
     "/galaxy_clusters/": ["cluster_id", "cluster_uuid"],
     "/galaxy_clusters/index/": ["galaxy_id", "galaxy_uuid"],
+    "/galaxy_clusters/add/": ["galaxy_id", "galaxy_uuid"],
     "/objectTemplates/": ["template_id", "template_uuid", "template_name"],
 }
 NAMED_REFS = {"sg": ["sg_id", "sg_uuid"], "org": ["org_id", "org_uuid", "node_org_id"]}

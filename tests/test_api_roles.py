@@ -59,6 +59,8 @@ ROLES_OF = {
     "galaxies.galaxy_index": READ_ONLY, "galaxies.galaxy_view": READ_ONLY,
     "galaxies.cluster_index": READ_ONLY, "galaxies.cluster_view": READ_ONLY,
     "galaxies.cluster_search": READ_ONLY, "galaxies.cluster_attach": USER,
+    "clusters.cluster_add": USER, "clusters.cluster_edit": USER, "clusters.cluster_delete": USER,
+    "clusters.cluster_publish": PUBLISHER, "clusters.cluster_unpublish": PUBLISHER,
     "templates.template_index": READ_ONLY, "templates.template_view": READ_ONLY,
     "templates.template_raw": READ_ONLY,
 }

@@ -20,9 +20,10 @@ from fedmisp.gossip.rows_pool import EventRows, Kept, Opened, RowsPool
 from fedmisp.gossip.sender import HeldViews
 from fedmisp.gossip.session import ReceivedEvent, StoreBatch
 from fedmisp.gossip.sharing_groups import accept as accept_sharing_group, from_record as sharing_group_from_record
+from fedmisp.gossip.clusters import accept as accept_cluster
 from fedmisp.gossip.templates import accept as accept_template
 from fedmisp.model.analyst import analyst_problem
-from fedmisp.model.records import KIND_ANALYST, KIND_EVENT, KIND_ORG, KIND_PROPOSAL, KIND_PROPOSAL_DECISION, KIND_RETRACTION, \
+from fedmisp.model.records import KIND_ANALYST, KIND_CLUSTER, KIND_EVENT, KIND_ORG, KIND_PROPOSAL, KIND_PROPOSAL_DECISION, KIND_RETRACTION, \
     KIND_SHARING_GROUP, KIND_TEMPLATE, Record, open_record
 from fedmisp.model.retraction import NO_LEVEL, read_retraction
 from fedmisp.model.templates import resolve_template
@@ -33,6 +34,7 @@ from fedmisp.policy.orgs import KeyState
 from fedmisp.policy.pipeline import merge
 from fedmisp.policy.reasons import Reason
 from fedmisp.policy.retractions import retraction_inbound
+from fedmisp.policy.clusters import cluster_inbound
 from fedmisp.policy.templates import template_reason
 from fedmisp.store.proposals import decision_shape_problem, proposal_shape_problem
 from fedmisp.store.store import EVENT_EXTRA_KINDS, EventWrite, WriteOutcome, received_write, uuid16
@@ -135,6 +137,7 @@ class Receiver:
                 self._refuse(peer.name, report, reason.value, record.kind, record.id)
         attached = []
         retractions = []
+        clusters: list[Record] = []
         for record in opened:
             if record.kind == KIND_ORG:
                 continue
@@ -157,6 +160,8 @@ class Receiver:
                     self._stored(peer.name, record)
                 elif reason is not Reason.TEMPLATE_NOT_NEWER:  # (an older version by another path)
                     self._refuse(peer.name, report, reason.value, record.kind, record.id)
+            if record.kind == KIND_CLUSTER:
+                clusters.append(record)  # after the batch's sharing groups: a level-4 one needs its group
             if record.kind == KIND_SHARING_GROUP:
                 reason = accept_sharing_group(self.store, record, self.node.config.org_uuid,
                                               self.node.identity.public_key)
@@ -169,6 +174,8 @@ class Receiver:
                 elif reason is not Reason.SG_REVISION_NOT_NEWER:
                     self._refuse(peer.name, report, reason.value, record.kind, record.id)
         state = self.peers.node_state()
+        for record in clusters:
+            self._take_cluster(peer, record, batch.retraction_levels.get(record.id), state, report)
         templates = self.store.published_templates() if batch.events else {}
         pool = self.rows.pool_for(sum(len(e.bodies) for e in batch.events))
         accepted: list[tuple[Accepted, EventRows]] = []
@@ -229,6 +236,28 @@ class Receiver:
                 self._refuse(peer.name, report, outcome, record.kind, record.id, record.body["event"]["uuid"])
         self.held.forget()
         return report
+
+    def _take_cluster(self, peer: PeerConfig, record: Record, offered: int | None, state: NodeState,
+                      report: ApplyReport) -> None:
+        """A custom galaxy cluster version (policy/clusters.py cluster_inbound, then the version
+        rule in the store's write); an older version by another path is not a refusal."""
+        body = record.body
+        signer = self.store.current_key(record.author)
+        pinned = self.peers.pinned_keys()
+        signer_org = self.store.org_for_key(signer) or pinned.get(record.author) or pinned.get(signer)
+        reason, level = cluster_inbound(published=body["published"], signer_org=signer_org,
+                                        orgc_uuid=body["orgc_uuid"], offered=offered if offered is not None else -1,
+                                        distribution=body["distribution"], sharing_group=body["sharing_group_uuid"],
+                                        blocked=self.store.cluster_blocked(body["uuid"]), peer=peer.policy, node=state)
+        if reason is Reason.ALLOWED:
+            held = self.store.cluster(body["uuid"])
+            reason = accept_cluster(self.store, record, level, peer.name)
+            if reason is Reason.ALLOWED and (held is None or held[0].id != record.id):
+                report.stored_records += 1
+                self._stored(peer.name, record)
+                return
+        if reason not in (Reason.ALLOWED, Reason.CLUSTER_NOT_NEWER):  # (an older version by another path)
+            self._refuse(peer.name, report, reason, record.kind, record.id)
 
     def _template_missing(self, received: ReceivedEvent, record: Record, opened: Opened, peer: PeerConfig,
                           templates: dict[str, Any], report: ApplyReport) -> bool:

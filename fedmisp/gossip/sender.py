@@ -16,10 +16,11 @@ from fedmisp.gossip.observe import NO_OBSERVER, OUT, SENT, WITHHELD, Decision, O
 from fedmisp.gossip.peers import NodeView, Peers
 from fedmisp.gossip.session import PAGE_ELEMENTS
 from fedmisp.model.analyst import ELEMENT_TARGETS, TYPES as ANALYST_TYPES, current_items
-from fedmisp.model.records import KIND_ANALYST, KIND_EVENT, KIND_ORG, KIND_RETRACTION, KIND_SHARING_GROUP, KIND_SIGHTINGS, KIND_TEMPLATE, Record, seal
+from fedmisp.model.records import KIND_ANALYST, KIND_CLUSTER, KIND_EVENT, KIND_ORG, KIND_RETRACTION, KIND_SHARING_GROUP, KIND_SIGHTINGS, KIND_TEMPLATE, Record, seal
 from fedmisp.model.retraction import NO_LEVEL
 from fedmisp.policy.holding import holding_all_from, unpack_holding
 from fedmisp.policy.model import EventView, Holding, NodeState, PeerPolicy, event_view, header_view
+from fedmisp.policy.clusters import cluster_outbound
 from fedmisp.policy.outbound import analyst_outbound, attached_outbound, outbound, sharing_group_outbound
 from fedmisp.policy.pipeline import EventPlan, Outcome, plan
 from fedmisp.policy.reasons import Reason
@@ -183,6 +184,16 @@ class Sender:
                     withheld = count_reasons(outcome.withheld)
                     change, offered = self._event_change(seq, record, held, dict(outcome.levels))
                     budget -= offered
+            elif record.kind == KIND_CLUSTER:
+                # its own distribution and hop budget, published only (policy/clusters.py)
+                held_cluster = self.store.cluster(record.body["uuid"])
+                if held_cluster is None or held_cluster[0].id != record.id:
+                    continue  # replaced by a later version meanwhile
+                body = record.body
+                reason, level = cluster_outbound(body["published"], held_cluster[1], body["sharing_group_uuid"],
+                                                 held_cluster[2], peer, state)
+                if reason is Reason.ALLOWED:
+                    change = {"seq": seq, "record": record.wire(), "level": level}
             elif record.kind == KIND_RETRACTION:
                 event_uuid = record.body["event_uuid"]
                 reason, offered_level = self._retraction_outbound(record, peer, state)

@@ -37,10 +37,11 @@ from fedmisp.model.org import OrgClaim, read_org
 from fedmisp.model.received import received_problem
 from fedmisp.model.records import (
     KIND_ANALYST, KIND_EVENT, KIND_ORG, KIND_PROPOSAL, KIND_PROPOSAL_DECISION, KIND_RETRACTION, KIND_SHARING_GROUP,
-    KIND_SIGHTINGS, KIND_TEMPLATE, SALT_BYTES, Record, RecordError, body_problem, element_digest, open_record,
+    KIND_CLUSTER, KIND_SIGHTINGS, KIND_TEMPLATE, SALT_BYTES, Record, RecordError, body_problem, element_digest, open_record,
     revision_elements,
 )
 from fedmisp.model.retraction import NO_LEVEL, read_retraction
+from fedmisp.model.clusters import cluster_problem
 from fedmisp.model.templates import template_problem
 from fedmisp.policy.inbound import author_reason, check_received, not_older, record_reason
 from fedmisp.policy.reasons import Reason
@@ -515,6 +516,19 @@ class PullSession:
                 self._refused.append(Refused(seq, Reason.MALFORMED, problem, record.kind, record.id))
                 return
             self._records.append(wire)
+            return
+        if record.kind == KIND_CLUSTER:
+            # a custom galaxy cluster version: its shape and the level offered here, who may send
+            # and which version is kept when the batch is stored (policy/clusters.py)
+            level = change.get("level")
+            problem = cluster_problem(record.body)
+            if problem is None and (level.__class__ is not int or not 0 <= level <= 4):
+                problem = "galaxy-cluster: the level offered must be an integer from 0 to 4"
+            if problem is not None:
+                self._refused.append(Refused(seq, Reason.MALFORMED, problem, record.kind, record.id))
+                return
+            self._records.append(wire)
+            self._retraction_levels[record.id] = level
             return
         if record.kind in (KIND_SHARING_GROUP, KIND_SIGHTINGS, KIND_PROPOSAL, KIND_PROPOSAL_DECISION):
             # sharing groups: checked against the revision rules when stored; sightings, proposals

@@ -16,7 +16,8 @@ What MISP does on `galaxies/update` (app/Model/Galaxy.php), and so what a cluste
 value of a cluster file is a cluster of the galaxy of the file's type; its `tag_name` is built from
 the type and the value; its version, source, authors and collection uuid are the file's; each meta
 entry is one element per value, as text (a nested list or map is skipped); each `related` entry is
-a relation with its tags. Clusters of custom galaxies (made on a MISP instance) are not here.
+a relation with its tags. Custom clusters of these galaxies are signed records (model/clusters.py:
+`as_cluster` reads one as a `Cluster` with its `Custom` part); custom galaxies are not made here.
 """
 from __future__ import annotations
 
@@ -68,6 +69,22 @@ class Relation:
 
 
 @dataclass(frozen=True, slots=True)
+class Custom:
+    """What a custom cluster (an organisation's signed record, model/clusters.py) has that a
+    default one has not."""
+    tag_name: str  # misp-galaxy:<type>="<uuid>"
+    version: int
+    distribution: int
+    sharing_group_uuid: str | None
+    published: bool
+    deleted: bool
+    orgc_uuid: str
+    orgc_name: str
+    extends_uuid: str | None
+    extends_version: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class Cluster:
     galaxy: Galaxy
     collection: Collection
@@ -77,6 +94,7 @@ class Cluster:
     # MISP's GalaxyElements: (key, value) pairs in the file's order, values as text
     elements: tuple[tuple[str, str], ...]
     related: tuple[Relation, ...]
+    custom: Custom | None = None  # None: a default cluster of the package
 
     @property
     def type(self) -> str:
@@ -84,7 +102,11 @@ class Cluster:
 
     @property
     def tag_name(self) -> str:
-        return cluster_tag(self.galaxy.type, self.value)
+        return self.custom.tag_name if self.custom is not None else cluster_tag(self.galaxy.type, self.value)
+
+    @property
+    def version(self) -> int:
+        return self.custom.version if self.custom is not None else self.collection.version
 
     def meta(self) -> dict[str, list[str]]:
         """The elements by key, as MISP's event views show a cluster's `meta`."""

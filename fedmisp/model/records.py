@@ -34,9 +34,10 @@ KIND_PROPOSAL_DECISION = "proposal-decision"
 KIND_RETRACTION = "retraction"  # an author's word that earlier revisions of its event are superseded
 KIND_ANALYST = "analyst-data"  # a note, opinion or relationship, signed by its creator (model/analyst.py)
 KIND_TEMPLATE = "object-template"  # a custom MISP object template an organisation publishes (model/templates.py)
+KIND_CLUSTER = "galaxy-cluster"  # a version of a custom galaxy cluster, signed by its creator (model/clusters.py)
 KINDS = frozenset(
     {KIND_ORG, KIND_SHARING_GROUP, KIND_EVENT, KIND_SIGHTINGS, KIND_PROPOSAL, KIND_PROPOSAL_DECISION,
-     KIND_RETRACTION, KIND_ANALYST, KIND_TEMPLATE}
+     KIND_RETRACTION, KIND_ANALYST, KIND_TEMPLATE, KIND_CLUSTER}
 )
 
 SALT_BYTES = 16  # 128 bits: out of reach of any dictionary over a value space (SD-JWT uses 128 too)

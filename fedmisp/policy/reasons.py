@@ -75,6 +75,10 @@ class Reason(StrEnum):
     TEMPLATE_NOT_NEWER = "template-not-newer"  # a version not above the one held
     TEMPLATE_OTHER_ORG = "template-other-org"  # a version signed for another org than the template's
     TEMPLATE_NOT_HELD = "template-not-held"  # an object names a template this node does not hold (yet)
+    # custom galaxy clusters (policy/clusters.py, decision 0031)
+    CLUSTER_NOT_NEWER = "cluster-not-newer"  # a version not above the one held
+    CLUSTER_OTHER_ORG = "cluster-other-org"  # signed by, or naming, another org than the cluster's creator
+    CLUSTER_BLOCKED = "cluster-blocked"  # a cluster uuid this node hard-deleted (MISP's cluster blocklist)
     # org records (policy/orgs.py)
     ORG_KEY_NOT_CURRENT = "org-key-not-current"  # a rotation not signed by a current key of the org
     ORG_KEY_CONFLICT = "org-key-conflict"  # a key that already signs for another organisation

@@ -9,6 +9,7 @@
   orgs.py       organisations and their keys        groups.py   sharing groups
   local.py      local tags, tag settings            apikeys.py  the API-key table
   integrity.py  the store's check of what it holds    templates.py  published object templates
+                                                      clusters.py   custom galaxy clusters
   query.py      search (restSearch and the views)   proposals.py  open proposals
 
 Each `Store` method opens one transaction and asks a module; several reads that must agree share
@@ -27,7 +28,7 @@ from fedmisp.model.retraction import Retraction
 from fedmisp.model.revision import SignedEvent
 from fedmisp.policy.orgs import KeyState
 from fedmisp.policy.reasons import Reason
-from fedmisp.store import analyst, events, groups, integrity, local, log, orgs, reads, templates
+from fedmisp.store import analyst, clusters, events, groups, integrity, local, log, orgs, reads, templates
 from fedmisp.store.apikeys import ApiKeys
 from fedmisp.store.db import DEFAULT_MAP_SIZE, STORE_FORMAT, Database, StoreFormatError, Txn, sequence
 # The names callers import from here (the facade's public surface; their homes are the modules).
@@ -192,6 +193,31 @@ class Store:
         """The published templates held, by uuid (model/templates.py resolve_template)."""
         with self.database.read() as t:
             return templates.published_templates(t)
+
+    # --- custom galaxy clusters (store/clusters.py) -----------------------------------------------
+
+    def accept_cluster(self, record: Record, level: int | None = None, source: str | None = None) -> Reason:
+        """Hold a cluster version if the rules allow it (policy/clusters.py); `level` and
+        `source`: the level a peer's version is taken at and the peer (None: made here)."""
+        with self.database.write() as t:
+            return clusters.accept_cluster(t, record, level, source)
+
+    def hard_delete_cluster(self, cluster_uuid: str) -> bool:
+        with self.database.write() as t:
+            return clusters.hard_delete(t, cluster_uuid)
+
+    def cluster_blocked(self, cluster_uuid: str) -> bool:
+        with self.database.read() as t:
+            return clusters.blocked(t, cluster_uuid)
+
+    def cluster(self, cluster_uuid: str) -> tuple[Record, int, list[str]] | None:
+        """The cluster version held, the level it is held at and the peers it came from."""
+        with self.database.read() as t:
+            return clusters.cluster(t, cluster_uuid)
+
+    def clusters(self) -> list[tuple[Record, int, list[str]]]:
+        with self.database.read() as t:
+            return clusters.clusters(t)
 
     # --- organisations and groups ----------------------------------------------------------------
 

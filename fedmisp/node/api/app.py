@@ -20,7 +20,7 @@ from aiohttp import ClientPayloadError, web
 from fedmisp.gossip.auth import ReplayCache
 from fedmisp.gossip.http import PREFIX as PEER_PREFIX
 from fedmisp.node.api import (
-    analyst, attributes, events, galaxies, instance, objects, orgs, proposals, reports, search, sightings, tags,
+    analyst, attributes, clusters, events, galaxies, instance, objects, orgs, proposals, reports, search, sightings, tags,
     taxonomies, templates,
 )
 from fedmisp.node.api.access import OPERATOR_REPLAYS, OWN_KEY, access_middleware, refuse_undeclared
@@ -32,7 +32,7 @@ NODE_PREFIX = "/node/v1"
 FEED_PREFIX = "/feed"
 # the MISP API's modules, each with its `routes`
 MISP_MODULES = (instance, events, attributes, search, objects, orgs, proposals, reports, sightings, tags, taxonomies,
-                galaxies, analyst, templates)
+                galaxies, clusters, analyst, templates)
 
 
 def make_app(ctx: ApiContext, outer_middlewares: tuple[Any, ...] = (), *,

@@ -9,7 +9,8 @@ catalogue is read on the first request that needs it, in the thread pool (decisi
 
 Filters follow MISP's GalaxiesController::index, GalaxyClustersController::index and
 GalaxyCluster::buildFilterConditions; a filter this node does not apply is a 400 naming it, never
-ignored (as events/index). Custom clusters (galaxy_clusters/add, edit, publish) are not served yet.
+ignored (as events/index). Custom clusters (signed records, decision 0031) are listed beside the
+default ones; node/api/clusters.py adds, edits, publishes and deletes them.
 """
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from typing import Any, Callable, Iterator
 
 from aiohttp import web
 
-from fedmisp.model.galaxies import Catalogue, Cluster, Galaxy, catalogue
+from fedmisp.model.clusters import as_cluster
+from fedmisp.model.galaxies import Catalogue, Cluster, Galaxy, Relation, catalogue
 from fedmisp.node.api.access import READ_ONLY, USER, MispRoutes
 from fedmisp.node.api.helpers import (
     CTX, JSON, ApiContext, ApiError, body_json, change_tag, must_be_creator, path_ref, resolve_element,
@@ -60,6 +62,51 @@ def _ids(found: Catalogue) -> _Ids:
     return _Ids(galaxies, by_id)
 
 
+class Clusters:
+    """The clusters this node shows: the catalogue's default ones and the custom ones it holds
+    (signed records, decision 0031), with the look-ups the catalogue has. Custom clusters are
+    few; they are read from the store per request."""
+
+    def __init__(self, found: Catalogue, custom: list[Cluster], own_org: str):
+        self.found = found
+        self.own_org = own_org
+        self.custom = custom  # deleted ones included (context "deleted", view)
+        self.live = [c for c in custom if c.custom is not None and not c.custom.deleted]
+
+    @property
+    def clusters(self) -> Iterator[Cluster]:
+        yield from self.found.clusters
+        yield from self.live
+
+    def galaxy(self, uuid: str) -> Galaxy | None:
+        return self.found.galaxy(uuid)
+
+    def clusters_of(self, galaxy: Galaxy, deleted: bool = False) -> list[Cluster]:
+        mine = [c for c in (self.custom if deleted else self.live) if c.galaxy.uuid == galaxy.uuid]
+        return mine if deleted else [*self.found.clusters_of(galaxy), *mine]
+
+    def by_uuid(self, uuid: str) -> list[Cluster]:
+        uuid = uuid.lower()
+        return [*self.found.by_uuid(uuid), *(c for c in self.custom if c.uuid == uuid)]
+
+    def by_tag(self, tag_name: str) -> Cluster | None:
+        wanted = tag_name.lower()
+        return next((c for c in self.live if c.tag_name.lower() == wanted), None) or self.found.by_tag(tag_name)
+
+    def targeting(self, uuid: str) -> list[tuple[Cluster, Relation]]:
+        return [*self.found.targeting(uuid), *((c, r) for c in self.live for r in c.related if r.dest_uuid == uuid)]
+
+
+def book(ctx: ApiContext) -> Clusters:
+    """The default clusters and the custom ones held (read in the thread pool: the catalogue's
+    first read takes seconds)."""
+    found = catalogue()
+    _OWN_ORG_ID.clear()
+    _OWN_ORG_ID[ctx.node.config.org_uuid] = "1"
+    custom = [as_cluster(r.body, found.galaxy(r.body["galaxy_uuid"])) for r, _, _ in ctx.store.clusters()]
+    return Clusters(found, custom, ctx.node.config.org_uuid)
+
+
 def find_galaxy(ref: str) -> Galaxy | None:
     """A galaxy by id or uuid (None: no such galaxy, or an id two share)."""
     found = catalogue()
@@ -69,13 +116,15 @@ def find_galaxy(ref: str) -> Galaxy | None:
     return matches[0] if len(matches) == 1 else None
 
 
-def find_cluster(ref: str) -> Cluster | None:
-    """A cluster by id or uuid; a uuid two galaxies share finds the first (Catalogue's order)."""
+def find_cluster(ref: str, clusters: Clusters | None = None) -> Cluster | None:
+    """A cluster by id or uuid; a uuid two galaxies share finds the first (Catalogue's order).
+    `clusters`: with the custom clusters held (deleted ones too), else the catalogue's alone."""
     found = catalogue()
     if query.is_uuid(ref):
-        matches = found.by_uuid(_canonical_uuid(ref))
+        matches = (clusters or found).by_uuid(_canonical_uuid(ref))
         return matches[0] if matches else None
-    matches = _ids(found).clusters.get(ref, [])
+    matches = [*_ids(found).clusters.get(ref, []),
+               *(c for c in (clusters.custom if clusters is not None else ()) if cluster_id(c) == ref)]
     return matches[0] if len(matches) == 1 else None
 
 
@@ -171,13 +220,14 @@ async def galaxy_index(request: web.Request) -> web.Response:
         raise _bad(e, "galaxies/index") from None
 
 
-def _galaxy_view(ref: str) -> dict[str, Any] | None:
+def _galaxy_view(ctx: ApiContext, ref: str) -> dict[str, Any] | None:
     galaxy = find_galaxy(ref)
     if galaxy is None:
         return None
     shown = []
-    for c in catalogue().clusters_of(galaxy):
-        row = cluster_json(c)
+    clusters = book(ctx)
+    for c in clusters.clusters_of(galaxy):
+        row = cluster_json(c, clusters.own_org)
         row["GalaxyElement"] = cluster_elements(c)
         shown.append(row)
     return {"Galaxy": galaxy_json(galaxy), "GalaxyCluster": shown}
@@ -187,7 +237,7 @@ def _galaxy_view(ref: str) -> dict[str, Any] | None:
 async def galaxy_view(request: web.Request) -> web.Response:
     """`{"Galaxy": …, "GalaxyCluster": [… with "GalaxyElement"]}` (PyMISP `get_galaxy`)."""
     ref = path_ref(request)
-    shown = await run(_galaxy_view, ref)
+    shown = await run(_galaxy_view, request.app[CTX], ref)
     if shown is None:
         raise ApiError(404, "Galaxy not found.", f"no galaxy {ref!r} on this node; give its id or uuid "
                        "(galaxies/index lists them)", "Galaxy not found.")
@@ -197,17 +247,25 @@ async def galaxy_view(request: web.Request) -> web.Response:
 # --- clusters ------------------------------------------------------------------------------------
 
 CLUSTER_INDEX_FILTERS = frozenset({"context", "searchall"})
-# galaxy_clusters/index `context`: every cluster here is a default one, of no organisation, not deleted
-CONTEXTS: dict[str, bool] = {"all": True, "default": True, "custom": False, "org": False, "orgc": False,
-                             "deleted": False}
+# galaxy_clusters/index `context` (MISP's): which of a galaxy's clusters; "org" and "orgc" are this
+# node's organisation's custom clusters (the one that holds them here, the one that made them: the same)
+CONTEXTS: dict[str, Callable[[Cluster, str], bool]] = {
+    "all": lambda c, own: True,
+    "default": lambda c, own: c.custom is None,
+    "custom": lambda c, own: c.custom is not None,
+    "org": lambda c, own: c.custom is not None and c.custom.orgc_uuid == own,
+    "orgc": lambda c, own: c.custom is not None and c.custom.orgc_uuid == own,
+    "deleted": lambda c, own: c.custom is not None and c.custom.deleted,
+}
 
 
-def _cluster_index(galaxy: Galaxy, params: dict[str, Any]) -> list[dict[str, Any]]:
+def _cluster_index(ctx: ApiContext, galaxy: Galaxy, params: dict[str, Any]) -> list[dict[str, Any]]:
     context = params.get("context") or "all"
     if context not in CONTEXTS:
         raise QueryError("context", f"{context!r}; expected one of {', '.join(CONTEXTS)}")
-    if not CONTEXTS[context]:
-        return []
+    clusters = book(ctx)
+    wanted = CONTEXTS[context]
+    own = clusters.own_org
     searchall = params.get("searchall")
     if searchall is not None and (isinstance(searchall, bool) or not isinstance(searchall, (str, int))):
         raise QueryError("searchall", f"{searchall!r}; expected text to look for in value, description or synonyms")
@@ -217,7 +275,8 @@ def _cluster_index(galaxy: Galaxy, params: dict[str, Any]) -> list[dict[str, Any
         # MISP: value or description LIKE %x%, the uuid itself, or a synonym LIKE %x%
         return (not needle or needle in c.value.lower() or needle in c.description.lower() or needle == c.uuid
                 or any(k == "synonyms" and needle in v.lower() for k, v in c.elements))
-    return [{"GalaxyCluster": cluster_json(c)} for c in catalogue().clusters_of(galaxy) if hit(c)]
+    return [{"GalaxyCluster": cluster_json(c, own)} for c in clusters.clusters_of(galaxy, deleted=context == "deleted")
+            if wanted(c, own) and hit(c)]
 
 
 @clusters.get("/index/{ref}", READ_ONLY)
@@ -232,21 +291,22 @@ async def cluster_index(request: web.Request) -> web.Response:
         raise ApiError(404, "Galaxy not found.", f"no galaxy {ref!r} on this node; give its id or uuid",
                        "Galaxy not found.")
     try:
-        return _json(await run(_cluster_index, galaxy, params))
+        return _json(await run(_cluster_index, request.app[CTX], galaxy, params))
     except QueryError as e:
         raise _bad(e, "galaxy_clusters/index") from None
 
 
-def _cluster_view(ref: str) -> dict[str, Any] | None:
-    cluster = find_cluster(ref)
-    return None if cluster is None else full_cluster_json(catalogue(), cluster)
+def _cluster_view(ctx: ApiContext, ref: str) -> dict[str, Any] | None:
+    clusters = book(ctx)
+    cluster = find_cluster(ref, clusters)
+    return None if cluster is None else full_cluster_json(clusters, cluster, clusters.own_org)
 
 
 @clusters.get("/view/{ref}", READ_ONLY)
 async def cluster_view(request: web.Request) -> web.Response:
     """`{"GalaxyCluster": …}` with its galaxy, elements and relations (PyMISP `get_galaxy_cluster`)."""
     ref = path_ref(request)
-    shown = await run(_cluster_view, ref)
+    shown = await run(_cluster_view, request.app[CTX], ref)
     if shown is None:
         raise ApiError(404, "Invalid galaxy cluster", f"no galaxy cluster {ref!r} on this node; give its id or uuid",
                        "Invalid galaxy cluster")
@@ -262,9 +322,17 @@ def _within(values: frozenset[str], key: Callable[[Cluster], str]) -> Match:
     return lambda c: key(c).lower() in values
 
 
-def _constant(values: frozenset[str], held: str) -> Match:
-    """A column every default cluster has the same value in (distribution 3, organisation 0, ...)."""
-    return lambda c: held in values
+def _custom_or(default: str, of_custom: Callable[[Any], str]) -> Callable[[Cluster], str]:
+    """A column every default cluster has the same value in (distribution 3, organisation 0, ...),
+    a custom cluster its own (decision 0031)."""
+    return lambda c: default if c.custom is None else of_custom(c.custom)
+
+
+def _org_column(c: Cluster) -> str:
+    return "0" if c.custom is None else _OWN_ORG_ID.get(c.custom.orgc_uuid, str(query.element_id(c.custom.orgc_uuid)))
+
+
+_OWN_ORG_ID: dict[str, str] = {}  # this node's organisation uuid -> "1" (set by book())
 
 
 # MISP's simple filters (buildFilterConditions' `GalaxyCluster.<name> => value`), each a test of a cluster
@@ -276,13 +344,18 @@ SIMPLE: dict[str, Callable[[frozenset[str]], Match]] = {
     "type": lambda v: _within(v, lambda c: c.type),
     "value": lambda v: _within(v, lambda c: c.value),
     "tag_name": lambda v: _within(v, lambda c: c.tag_name),
-    "version": lambda v: _within(v, lambda c: str(c.collection.version)),
-    "distribution": lambda v: _constant(v, "3"),
-    "org_id": lambda v: _constant(v, "0"),
-    "orgc_id": lambda v: _constant(v, "0"),
-    "extends_uuid": lambda v: _constant(v, ""),
+    "version": lambda v: _within(v, lambda c: str(c.version)),
+    "distribution": lambda v: _within(v, _custom_or("3", lambda x: str(x.distribution))),
+    "org_id": lambda v: _within(v, _org_column),
+    "orgc_id": lambda v: _within(v, _org_column),
+    "extends_uuid": lambda v: _within(v, _custom_or("", lambda x: x.extends_uuid or "")),
 }
-FLAGS = {"default": True, "custom": False, "published": False}  # what every cluster here is
+# MISP's flags, each as a cluster has it
+FLAGS: dict[str, Callable[[Cluster], bool]] = {
+    "default": lambda c: c.custom is None,
+    "custom": lambda c: c.custom is not None,
+    "published": lambda c: c.custom is not None and c.custom.published,
+}
 OPTIONS = frozenset({"limit", "page", "minimal", "full", "returnFormat", "sgReferenceOnly"})
 # MISP's find options, not applied here: refused rather than ignored
 NOT_APPLIED = frozenset({"list", "first", "count", "order"})
@@ -313,10 +386,10 @@ def parse_cluster_search(params: dict[str, Any]) -> ClusterSearch:
         values = _texts(params.get(name), name)
         if values is not None:
             matches.append(make(values))
-    for name, held in FLAGS.items():
+    for name, has in FLAGS.items():
         wanted = boolean(params.get(name), name)
-        if wanted is not None and wanted != held:
-            matches.append(lambda c: False)
+        if wanted is not None:
+            matches.append(lambda c, has=has, wanted=wanted: has(c) == wanted)
     elements = params.get("elements")
     if elements not in (None, "", [], {}):
         if not isinstance(elements, dict) or not all(isinstance(v, (str, int)) and not isinstance(v, bool)
@@ -329,7 +402,7 @@ def parse_cluster_search(params: dict[str, Any]) -> ClusterSearch:
     minimal = bool(boolean(params.get("minimal"), "minimal"))
     # MISP: full unless minimal, whatever `full` says (GalaxyCluster::restSearch); read to check it
     boolean(params.get("full"), "full")
-    boolean(params.get("sgReferenceOnly"), "sgReferenceOnly")  # no default cluster has a sharing group
+    boolean(params.get("sgReferenceOnly"), "sgReferenceOnly")  # a cluster's group is named by its id alone here
     return ClusterSearch(
         matches=tuple(matches), event_refs=_texts(params.get("eventid"), "eventid"), minimal=minimal,
         limit=int_param(params.get("limit"), "limit", 1, MAX_LIMIT),
@@ -352,7 +425,7 @@ def _event_tags(ctx: ApiContext, refs: frozenset[str]) -> frozenset[str]:
 
 
 def _cluster_search(ctx: ApiContext, search: ClusterSearch) -> Iterator[str]:
-    found = catalogue()
+    found = book(ctx)
     matches = list(search.matches)
     if search.event_refs is not None:
         tags = _event_tags(ctx, search.event_refs)
@@ -366,8 +439,8 @@ def _cluster_search(ctx: ApiContext, search: ClusterSearch) -> Iterator[str]:
 
     def shown(c: Cluster) -> dict[str, Any]:
         if search.minimal:
-            return {"GalaxyCluster": {"uuid": c.uuid, "version": str(c.collection.version)}}
-        return full_cluster_json(found, c)
+            return {"GalaxyCluster": {"uuid": c.uuid, "version": str(c.version)}}
+        return full_cluster_json(found, c, found.own_org)
     yield '{"response": ['
     for i, c in enumerate(hits):
         yield ("," if i else "") + json.dumps(shown(c))
@@ -420,8 +493,9 @@ async def cluster_attach(request: web.Request) -> web.Response:
         raise ApiError(400, "Galaxy.target_id: expected the id or uuid of a galaxy cluster",
                        {"Galaxy.target_id": ["expected a galaxy cluster id or uuid (galaxy_clusters/index lists them)"]},
                        "Invalid galaxy cluster")
-    cluster = await run(find_cluster, str(cluster_ref).strip())
-    if cluster is None:
+    clusters = await run(book, ctx)
+    cluster = await run(find_cluster, str(cluster_ref).strip(), clusters)
+    if cluster is None or (cluster.custom is not None and cluster.custom.deleted):
         raise ApiError(404, "Invalid Galaxy cluster", f"no galaxy cluster {cluster_ref!r} on this node",
                        "Invalid Galaxy cluster")
     ref = path_ref(request)

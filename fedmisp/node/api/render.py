@@ -4,10 +4,11 @@ and clusters (the `Galaxy` blocks an event view derives from its cluster tags, d
 from __future__ import annotations
 
 from hashlib import blake2b
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from fedmisp.correlate.engine import Correlator
-from fedmisp.model.galaxies import Catalogue, Cluster, Galaxy, Relation, catalogue, is_cluster_tag
+from fedmisp.model.clusters import as_cluster
+from fedmisp.model.galaxies import Cluster, Galaxy, Relation, catalogue, is_cluster_tag
 from fedmisp.model.misp import misp_attribute
 from fedmisp.node.api.helpers import ApiContext
 from fedmisp.store import query
@@ -111,7 +112,7 @@ def shown_event(ctx: ApiContext, event_uuid: str, include_deleted: bool = False,
         event["Event"].pop("Attribute", None)
         event["Event"].pop("Object", None)
     if galaxies:
-        with_galaxies(event)
+        with_galaxies(event, ctx)
     return event
 
 
@@ -247,9 +248,27 @@ def galaxy_json(galaxy: Galaxy) -> dict[str, Any]:
     return out
 
 
-def cluster_json(cluster: Cluster) -> dict[str, Any]:
+def _org_id(org_uuid: str, own_org: str | None) -> str:
+    return "1" if org_uuid == own_org else str(element_id(org_uuid))  # (as helpers.org_id numbers orgs)
+
+
+def cluster_json(cluster: Cluster, own_org: str | None = None) -> dict[str, Any]:
     """A cluster as MISP's galaxy_clusters row: a default cluster (distribution 3, organisation 0,
-    not published, never deleted), as MISP's `galaxies/update` makes it."""
+    not published, never deleted), as MISP's `galaxies/update` makes it; a custom one (decision
+    0031) with its own version, distribution, organisation and state. `own_org`: this node's
+    organisation (numbered 1)."""
+    c = cluster.custom
+    if c is not None:
+        orgc = _org_id(c.orgc_uuid, own_org)
+        sg = c.sharing_group_uuid if c.distribution == 4 else None
+        return {"id": cluster_id(cluster), "uuid": cluster.uuid, "collection_uuid": "", "type": cluster.type,
+                "value": cluster.value, "tag_name": cluster.tag_name, "description": cluster.description,
+                "galaxy_id": galaxy_id(cluster.galaxy), "source": cluster.collection.source,
+                "authors": list(cluster.collection.authors), "version": str(c.version),
+                "distribution": str(c.distribution), "sharing_group_id": str(element_id(sg)) if sg else None,
+                "org_id": orgc, "orgc_id": orgc, "default": False, "locked": False,
+                "extends_uuid": c.extends_uuid or "", "extends_version": str(c.extends_version or 0),
+                "published": c.published, "deleted": c.deleted}
     return {"id": cluster_id(cluster), "uuid": cluster.uuid, "collection_uuid": cluster.collection.uuid,
             "type": cluster.type, "value": cluster.value, "tag_name": cluster.tag_name,
             "description": cluster.description, "galaxy_id": galaxy_id(cluster.galaxy),
@@ -266,61 +285,88 @@ def cluster_elements(cluster: Cluster) -> list[dict[str, str]]:
              "key": key, "value": value} for i, (key, value) in enumerate(cluster.elements)]
 
 
-def _relation_json(found: Catalogue, source: Cluster, relation: Relation) -> dict[str, Any]:
+def _relation_json(found: Any, source: Cluster, relation: Relation) -> dict[str, Any]:
     targets = found.by_uuid(relation.dest_uuid)
+    c = source.custom
+    level = str(c.distribution) if c is not None else "3"
+    sg = c.sharing_group_uuid if c is not None and c.distribution == 4 else None
     return {"id": str(hashed_id(source.galaxy.uuid, source.uuid, "relation", relation.dest_uuid, relation.type)),
             "galaxy_cluster_id": cluster_id(source),
             "referenced_galaxy_cluster_id": cluster_id(targets[0]) if targets else "0",
             "referenced_galaxy_cluster_uuid": relation.dest_uuid,
             "referenced_galaxy_cluster_type": relation.type, "galaxy_cluster_uuid": source.uuid,
-            "distribution": "3", "sharing_group_id": None, "default": True,
+            "distribution": level, "sharing_group_id": str(element_id(sg)) if sg else None, "default": c is None,
             "Tag": [tag_json(name) for name in relation.tags]}
 
 
-def full_cluster_json(found: Catalogue, cluster: Cluster) -> dict[str, Any]:
+def full_cluster_json(found: Any, cluster: Cluster, own_org: str | None = None) -> dict[str, Any]:
     """`{"GalaxyCluster": …}` as galaxy_clusters/view and restSearch answer it: the row with its
-    galaxy, elements, relations both ways and (generic) organisations nested in it (MISP's arrangeData)."""
-    out = cluster_json(cluster)
+    galaxy, elements, relations both ways and organisations nested in it (MISP's arrangeData;
+    a default cluster's are the generic MISP organisation). `found`: what looks clusters up by
+    uuid and by what targets them (the catalogue, or node/api/galaxies.py's Clusters)."""
+    out = cluster_json(cluster, own_org)
     out["tag_id"] = tag_id(cluster.tag_name)
     out["Galaxy"] = galaxy_json(cluster.galaxy)
     out["GalaxyElement"] = cluster_elements(cluster)
     out["GalaxyClusterRelation"] = [_relation_json(found, cluster, r) for r in cluster.related]
-    out["Org"] = MISP_ORGANISATION
-    out["Orgc"] = MISP_ORGANISATION
+    c = cluster.custom
+    org = {"id": _org_id(c.orgc_uuid, own_org), "name": c.orgc_name, "uuid": c.orgc_uuid} if c is not None \
+        else MISP_ORGANISATION
+    out["Org"] = org
+    out["Orgc"] = org
     targeting = [_relation_json(found, source, r) for source, r in found.targeting(cluster.uuid)]
     if targeting:
         out["TargetingClusterRelation"] = targeting
     return {"GalaxyCluster": out}
 
 
-def galaxy_blocks(tags: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+def galaxy_blocks(tags: Iterable[dict[str, Any]], custom: Mapping[str, Cluster] | None = None,
+                  own_org: str | None = None) -> list[dict[str, Any]]:
     """MISP's `Galaxy` list for an event's or attribute's tags: per galaxy, the clusters whose tags
-    these are (a tag that names no cluster of the catalogue is only a tag, as in MISP). Each
-    cluster has its `meta`, its tag's id, and whether the tag is local (Event::__attachGalaxies)."""
+    these are (a tag that names no cluster is only a tag, as in MISP). Each cluster has its
+    `meta`, its tag's id, and whether the tag is local (Event::__attachGalaxies). `custom`: the
+    custom clusters this node holds, not deleted, by lower-cased tag name (decision 0031)."""
     blocks: dict[str, dict[str, Any]] = {}
     for tag in tags:
         if not is_cluster_tag(tag["name"]):
             continue
-        cluster = catalogue().by_tag(tag["name"])
+        cluster = (custom or {}).get(tag["name"].lower()) or catalogue().by_tag(tag["name"])
         if cluster is None:
             continue
         block = blocks.get(cluster.galaxy.uuid)
         if block is None:
             block = blocks[cluster.galaxy.uuid] = {**galaxy_json(cluster.galaxy), "GalaxyCluster": []}
-        block["GalaxyCluster"].append({**cluster_json(cluster), "meta": cluster.meta(), "tag_id": tag_id(tag["name"]),
+        block["GalaxyCluster"].append({**cluster_json(cluster, own_org), "meta": cluster.meta(), "tag_id": tag_id(tag["name"]),
                                        "local": bool(tag.get("local")),
                                        "relationship_type": tag.get("relationship_type") or False})
     return list(blocks.values())
 
 
-def with_galaxies(event: dict[str, Any]) -> None:
+def custom_clusters(ctx: ApiContext) -> dict[str, Cluster]:
+    """The custom clusters this node holds and shows on events (not deleted), by lower-cased tag."""
+    out: dict[str, Cluster] = {}
+    records = ctx.store.clusters()
+    if records:
+        found = catalogue()
+        for record, _, _ in records:
+            if not record.body["deleted"]:
+                cluster = as_cluster(record.body, found.galaxy(record.body["galaxy_uuid"]))
+                out[cluster.tag_name.lower()] = cluster
+    return out
+
+
+def with_galaxies(event: dict[str, Any], ctx: ApiContext | None = None) -> None:
     """Put `Galaxy` blocks on a shown event and on each of its attributes (object members too)
-    that carries cluster tags. The catalogue is read only when some tag is a cluster tag."""
+    that carries cluster tags. The catalogue and the custom clusters are read only when some tag
+    is a cluster tag."""
     e = event["Event"]
     attributes = [*e.get("Attribute", ()), *(a for o in e.get("Object", ()) for a in o.get("Attribute", ()))]
+    custom: dict[str, Cluster] | None = None
     for item in (e, *attributes):
         if any(is_cluster_tag(t["name"]) for t in item.get("Tag", ())):
-            blocks = galaxy_blocks(item["Tag"])
+            if custom is None:
+                custom = custom_clusters(ctx) if ctx is not None else {}
+            blocks = galaxy_blocks(item["Tag"], custom, ctx.node.config.org_uuid if ctx is not None else None)
             if blocks:
                 item["Galaxy"] = blocks
 

@@ -12,7 +12,7 @@ from fedmisp.export import filters, formats
 from fedmisp.node.api.access import READ_ONLY, MispRoutes
 from fedmisp.node.api.helpers import CTX, ApiError, body_json, stream, unwrap
 from fedmisp.node.api.params import QueryError, flag, parse_search
-from fedmisp.node.api.render import attribute_json, galaxy_blocks, shown_event
+from fedmisp.node.api.render import attribute_json, custom_clusters, galaxy_blocks, shown_event
 from fedmisp.store import query
 
 routes = MispRoutes()
@@ -41,7 +41,10 @@ async def attribute_search(request: web.Request) -> web.StreamResponse:
     # MISP's attributes/restSearch: the attribute's galaxies, then its event's, when asked
     galaxies = fmt.name == "json" and flag(params.get("includeGalaxy")) and not flag(params.get("excludeGalaxy"))
 
+    custom: dict[str, Any] | None = None
+
     def shown(h: query.EventHead, b: dict[str, Any]) -> dict[str, Any]:
+        nonlocal custom
         a = attribute_json(h, b)
         if correlator is not None:
             related = correlator.attribute(h.uuid, b).matches
@@ -52,7 +55,9 @@ async def attribute_search(request: web.Request) -> web.StreamResponse:
             if hits:
                 a["warnings"] = [{"warninglist_name": name} for name in hits]
         if galaxies:
-            blocks = galaxy_blocks([*a.get("Tag", ()), *h.header.get("Tag", ())])
+            if custom is None:
+                custom = custom_clusters(ctx)
+            blocks = galaxy_blocks([*a.get("Tag", ()), *h.header.get("Tag", ())], custom, ctx.node.config.org_uuid)
             if blocks:
                 a["Galaxy"] = blocks
         return a
