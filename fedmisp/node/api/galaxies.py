@@ -101,7 +101,8 @@ def book(ctx: ApiContext) -> Clusters:
     """The default clusters and the custom ones held (read in the thread pool: the catalogue's
     first read takes seconds)."""
     found = catalogue()
-    _OWN_ORG_ID.clear()
+    # (one node per process: set, never cleared, so a search running meanwhile in another thread
+    # never sees it empty; the filters should take the node's org as an argument instead)
     _OWN_ORG_ID[ctx.node.config.org_uuid] = "1"
     custom = [as_cluster(r.body, found.galaxy(r.body["galaxy_uuid"])) for r, _, _ in ctx.store.clusters()]
     return Clusters(found, custom, ctx.node.config.org_uuid)
