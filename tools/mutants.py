@@ -78,7 +78,7 @@ TARGETS: dict[str, Target] = {
                                       "tests/test_blocked_keys.py", "tests/test_keys.py"),
                                      constants=frozenset({"MAX_CLOCK_SKEW", "NONCE_BYTES", "MAX_NONCES_PER_KEY"})),
     "fedmisp/policy/templates.py": Target(("tests/test_template_rules.py", "tests/test_object_templates.py")),
-    "fedmisp/policy/clusters.py": Target(("tests/test_galaxy_clusters.py",)),
+    "fedmisp/policy/clusters.py": Target(("tests/test_cluster_rules.py", "tests/test_galaxy_clusters.py")),
     "fedmisp/policy/retractions.py": Target(("tests/test_retraction_rules.py", "tests/test_edge_rules.py", "tests/test_relay_trust.py",
                                              "tests/test_policy_property.py", "tests/test_replication_property.py")),
     # the peer protocol's server and client: body limits, request domains, reply caps, replays
