@@ -153,7 +153,7 @@ def attached_inbound(author: bytes | None, signer: bytes, *, decision: bool) -> 
 
 def analyst_inbound(*, event_held: bool, signer_org: str | None, orgc_uuid: str, by_event_author: bool,
                     held_by: str | None, offered: int, distribution: int, sharing_group: str | None,
-                    peer: PeerPolicy, node: NodeState) -> tuple[Reason, int]:
+                    peer: PeerPolicy, node: NodeState, target_held: bool = True) -> tuple[Reason, int]:
     """Whether this node keeps an analyst-data item a peer sent, and at which level (decision 0029).
 
     Kept with its event only (`event_held`). Signed for the org it names as its creator: by a
@@ -162,8 +162,10 @@ def analyst_inbound(*, event_held: bool, signer_org: str | None, orgc_uuid: str,
     creators the importing node vouches for as it vouches for the event's Orgc, decision 0001).
     An item held already is edited only by the org that made it (`held_by`: the creator org of
     the item of that uuid held here). Its level as for an element (`received_level` against its
-    signed `distribution`, sharing-group membership of the sender, the pull filter's cap), and
-    not from an organisation this node blocks."""
+    signed `distribution`, sharing-group membership of the sender, the pull filter's cap), not
+    from an organisation this node blocks, and only while what it is on is held here
+    (`target_held`: the element or report, or the item; one this node's pull filter withheld
+    takes the items on it with it, as an element's members go with their object)."""
     if not event_held:
         return Reason.EVENT_NOT_HELD, -1
     if signer_org != orgc_uuid and not by_event_author:
@@ -172,6 +174,8 @@ def analyst_inbound(*, event_held: bool, signer_org: str | None, orgc_uuid: str,
         return Reason.NOT_AUTHOR, -1
     if orgc_uuid in node.blocked_orgs:
         return Reason.BLOCKLIST_ORG, -1
+    if not target_held:
+        return Reason.PARENT_WITHHELD, -1
     if not isinstance(offered, int) or isinstance(offered, bool):
         return Reason.MALFORMED, -1
     level = received_level(offered, distribution, peer.mode is PeerMode.INTERNAL)
