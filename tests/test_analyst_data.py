@@ -227,6 +227,13 @@ def test_an_item_on_a_target_not_held_is_refused_as_parent_withheld():
     assert analyst_inbound(**facts, target_held=False) == (Reason.PARENT_WITHHELD, -1)
 
 
+def test_an_item_from_a_push_only_peer_is_refused_as_its_events_are():
+    node, peer = NodeState("org-b"), PeerPolicy("a", "org-a", PeerMode.PUSH_ONLY, SyncFilter(), SyncFilter())
+    assert analyst_inbound(event_held=True, signer_org="org-a", orgc_uuid="org-a", by_event_author=False,
+                           held_by=None, offered=3, distribution=3, sharing_group=None, peer=peer,
+                           node=node) == (Reason.PEER_MODE, -1)
+
+
 def _add_local_note(node, event_uuid: str, target: str, target_type: str, distribution: int, text: str) -> dict:
     """A note made at `node` by its own organisation (as analyst_data/add makes one)."""
     p = _Problems()

@@ -156,7 +156,8 @@ def analyst_inbound(*, event_held: bool, signer_org: str | None, orgc_uuid: str,
                     peer: PeerPolicy, node: NodeState, target_held: bool = True) -> tuple[Reason, int]:
     """Whether this node keeps an analyst-data item a peer sent, and at which level (decision 0029).
 
-    Kept with its event only (`event_held`). Signed for the org it names as its creator: by a
+    Taken only from a peer this node takes from (`peer-mode`: not a push-only one). Kept with its
+    event only (`event_held`). Signed for the org it names as its creator: by a
     current key of that org (`signer_org`: the org the signer's current key signs for), or by the
     event's author (`by_event_author`: an event imported with the notes in its file, whose
     creators the importing node vouches for as it vouches for the event's Orgc, decision 0001).
@@ -166,6 +167,9 @@ def analyst_inbound(*, event_held: bool, signer_org: str | None, orgc_uuid: str,
     from an organisation this node blocks, and only while what it is on is held here
     (`target_held`: the element or report, or the item; one this node's pull filter withheld
     takes the items on it with it, as an element's members go with their object)."""
+    link = link_reason(peer, node, TAKES)  # a push-only peer's items are refused like its events
+    if link is not Reason.ALLOWED:
+        return link, -1
     if not event_held:
         return Reason.EVENT_NOT_HELD, -1
     if signer_org != orgc_uuid and not by_event_author:
