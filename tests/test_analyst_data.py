@@ -18,6 +18,7 @@ from fedmisp.model.misp import EventError, ImportDefaults, _Problems, parse_even
 from fedmisp.model.records import KIND_ANALYST, seal
 from fedmisp.node.importer import import_paths
 from fedmisp.policy.model import NodeState, PeerMode, PeerPolicy, SyncFilter
+from fedmisp.policy.inbound import analyst_inbound
 from fedmisp.policy.outbound import analyst_outbound
 from fedmisp.policy.pipeline import Outcome
 from fedmisp.policy.reasons import Reason
@@ -189,6 +190,48 @@ def test_items_travel_as_far_as_their_level_event_and_target_allow(tmp_path):
     for node in nodes.values():
         assert node.store.check_integrity() == []
         node.close()
+
+
+def test_what_the_receivers_pull_filter_withholds_takes_the_items_on_it_with_it(tmp_path):
+    """a - b, b's pull filter for a withholds md5 attributes: a note on the md5 attribute and an
+    opinion on that note are refused at b (`parent-withheld`), though a sends them (its push side
+    lets them go); the note on the other attribute is taken. Found by test_replication_property:
+    a node held an opinion on a note its pull filter had refused."""
+    nodes = make_federation(tmp_path, ["a", "b"], [("a", "b")], {("b", "a"): {"pull": {"types_exclude": ["md5"]}}})
+    raw = copy.deepcopy(event(seed=12, attributes=2, objects=0))
+    ev = raw["Event"]
+    ev["Attribute"][0].update(type="md5", category="Payload delivery", value="d41d8cd98f00b204e9800998ecf8427e")
+    on_md5 = _note(ev["Attribute"][0]["uuid"], "Attribute", 3, "on the md5")
+    opinion = {"uuid": str(uuidlib.uuid4()), "opinion": "80", "comment": "on a note b may not hold",
+               "distribution": "3"}
+    on_md5["Opinion"] = [opinion]
+    on_ip = _note(ev["Attribute"][1]["uuid"], "Attribute", 3, "on the other one")
+    ev["Attribute"][0]["Note"] = [on_md5]
+    ev["Attribute"][1]["Note"] = [on_ip]
+    _import(nodes["a"], tmp_path, raw)
+    settle(nodes)
+    u = ev["uuid"]
+    assert _analyst_uuids(nodes["a"], u) == {on_md5["uuid"], opinion["uuid"], on_ip["uuid"]}
+    held_b = {r.body["item"]["uuid"] for r in nodes["b"].store.event_records(u) if r.kind == KIND_ANALYST}
+    assert held_b == {on_ip["uuid"]}
+    for node in nodes.values():
+        assert node.store.check_integrity() == []
+        node.close()
+
+
+def test_an_item_on_a_target_not_held_is_refused_as_parent_withheld():
+    node, peer = NodeState("org-b"), PeerPolicy("a", "org-a", PeerMode.FULL, SyncFilter(), SyncFilter())
+    facts = dict(event_held=True, signer_org="org-a", orgc_uuid="org-a", by_event_author=False, held_by=None,
+                 offered=3, distribution=3, sharing_group=None, peer=peer, node=node)
+    assert analyst_inbound(**facts, target_held=True) == (Reason.ALLOWED, 3)
+    assert analyst_inbound(**facts, target_held=False) == (Reason.PARENT_WITHHELD, -1)
+
+
+def test_an_item_from_a_push_only_peer_is_refused_as_its_events_are():
+    node, peer = NodeState("org-b"), PeerPolicy("a", "org-a", PeerMode.PUSH_ONLY, SyncFilter(), SyncFilter())
+    assert analyst_inbound(event_held=True, signer_org="org-a", orgc_uuid="org-a", by_event_author=False,
+                           held_by=None, offered=3, distribution=3, sharing_group=None, peer=peer,
+                           node=node) == (Reason.PEER_MODE, -1)
 
 
 def _add_local_note(node, event_uuid: str, target: str, target_type: str, distribution: int, text: str) -> dict:

@@ -14,8 +14,10 @@ DESIGN "Distribution at every hop" and "The pipeline at each hop":
 - levels: 0 never leaves the origin (an internal link, to the same org's other node, is no hop);
   1 reaches direct peers and arrives as 0; 2 arrives as 1, then 0; 3 goes everywhere unchanged;
   4 only between nodes whose orgs are both members of the group's current revision; 5 inherits
-  (object member and reference: the object's level and group; object and top-level attribute: the
-  event's);
+  (object member and reference: the object's level and group; object, top-level attribute and
+  event report: the event's);
+- an event report (docs/policy.md, decision 0026) is a top-level element with its own level 0-5
+  and sharing group and no tags, type or template: no filter but max_distribution touches it;
 - a hop u -> v carries data only if u serves v (full, push-only, correlation-only, internal) and v
   takes from u (full, pull-only, correlation-only, internal), and only published events move;
 - u's push filter for v and v's pull filter for u: a NOT tag (wildcards allowed) or a TLP above the
@@ -36,6 +38,9 @@ retracted, so a removed member keeps what it had but receives, and relays, nothi
 Sharing-group revisions are metadata: the tests assume every node applies each revision at once
 (with policy.sharing_groups.apply_revision) before the phase's deliveries.
 
+The pipeline is given each element's view as policy/model.py element_view reads it from a body in
+model/misp.py's shape (`as_stored`); the oracle reads the drawn view.
+
 Checked for every node and every item: it holds nothing the oracle excludes, everything the oracle
 includes, at the level the oracle finds (the highest any path allows), correlation-only exactly
 when the oracle says so; and no node ever relays what it got only over a correlation-only link.
@@ -53,7 +58,7 @@ from typing import Callable, Iterable, Mapping
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from fedmisp.policy.model import (
-    ElementView, EventView, Holding, NodeState, PeerMode, PeerPolicy, SharingGroup, SyncFilter,
+    ElementView, EventView, Holding, NodeState, PeerMode, PeerPolicy, SharingGroup, SyncFilter, element_view,
 )
 from fedmisp.policy.inbound import inbound
 from fedmisp.policy.outbound import outbound, outbound_many
@@ -201,7 +206,8 @@ def propagate(sc: Scenario, order: Callable[[list[tuple[str, str]]], list[tuple[
         for revision in phase.revisions:
             for n in sc.orgs:
                 assert apply_revision(groups[n], revision, revision.owner) is Reason.ALLOWED
-        for origin, ev in phase.events:
+        for origin, drawn in phase.events:
+            ev = as_stored(drawn)
             events.append(ev)
             origins[ev.uuid] = origin
             holdings[origin][ev.uuid] = origin_holding(ev)
@@ -218,6 +224,39 @@ def propagate(sc: Scenario, order: Callable[[list[tuple[str, str]]], list[tuple[
         else:
             raise AssertionError(f"no fixpoint after {max_sweeps} sweeps")
     return run
+
+
+def element_body(e: ElementView) -> dict:
+    """An element body in model/misp.py's shape for what the view says (the fields
+    element_view_fields reads: a report is known by its `content`, an attribute by `type` and
+    `value`, a reference by `relationship_type`, anything else is an object)."""
+    body: dict = {"uuid": e.uuid, "distribution": e.distribution}
+    if e.sharing_group:
+        body["sharing_group_uuid"] = e.sharing_group
+    if e.object_uuid:
+        body["object_uuid"] = e.object_uuid
+    if e.tags:
+        body["Tag"] = [{"name": t} for t in sorted(e.tags)]
+    if e.kind == "attribute":
+        body.update(type=e.type, value=f"value of {e.uuid}", category="Other", to_ids=e.to_ids)
+    elif e.kind == "report":
+        body.update(name=f"report {e.uuid}", content=f"# {e.uuid}\n\nmarkdown", timestamp=1_700_000_000,
+                    deleted=False)
+    elif e.kind == "reference":
+        body.update(relationship_type="related-to", referenced_uuid=e.object_uuid, timestamp=1_700_000_000)
+        del body["distribution"]  # references carry none (read as 5)
+    else:
+        body.update({"name": e.template, "meta-category": "network", "timestamp": 1_700_000_000})
+        if e.template_uuid:
+            body["template_uuid"] = e.template_uuid
+    return body
+
+
+def as_stored(ev: EventView) -> EventView:
+    """The event as the pipeline sees it in production: each element's view read from its body
+    (policy/model.py element_view), not the drawn view the oracle reads. A kind read wrongly (a
+    report taken for an object, a level or group lost) makes the two disagree."""
+    return dataclasses.replace(ev, elements=tuple(element_view(element_body(e)) for e in ev.elements))
 
 
 def check_outbound_many(sc: Scenario, states: dict[str, NodeState], holdings: dict[str, dict[str, Holding]],
@@ -285,6 +324,8 @@ def filter_refuses(f: SyncFilter, item: Item) -> str | None:
     if f.tlp_ceiling is not None and _tlp(tags) > TLP_RANK[f.tlp_ceiling]:
         return "TLP above ceiling"
     e = item.element
+    if e is not None and e.kind == "report":
+        return None  # decision 0026: a report has no tags, type or template; only its level and group decide
     if e is None:
         if _any_glob(f.orgs_exclude, (item.event.orgc_uuid, item.event.orgc_name)):
             return "NOT org"
@@ -462,6 +503,10 @@ def obj(uuid: str, distribution: int = 5, *, sg: str | None = None, template: st
     return ElementView(uuid=uuid, kind="object", distribution=distribution, sharing_group=sg, template=template)
 
 
+def report(uuid: str, distribution: int = 5, *, sg: str | None = None) -> ElementView:
+    return ElementView(uuid=uuid, kind="report", distribution=distribution, sharing_group=sg)
+
+
 def reference(uuid: str, object_uuid: str) -> ElementView:
     return ElementView(uuid=uuid, kind="reference", distribution=5, object_uuid=object_uuid)
 
@@ -528,6 +573,25 @@ def test_a_sharing_group_never_crosses_a_hub_that_is_not_a_member():
         assert held(run, n, "g") == {}  # only through members: b and c are members, but behind the hub
         assert held(run, n, "m") == {"m": 3, "m.all": 3}
     assert_agrees(sc, run)
+
+
+def test_a_report_travels_at_its_own_level_and_group_and_no_tag_type_or_ids_filter_touches_it():
+    nodes = ["n0", "n1", "n2", "n3"]
+    orgs = own_orgs(*nodes)
+    sg = SharingGroup("sg", "first two", owner=orgs["n0"], revision=1, members={orgs["n0"]: False, orgs["n1"]: False})
+    strict = SyncFilter(tags_exclude=("*",), types_exclude=("ip-dst",), templates_exclude=("file",), to_ids_only=True)
+    ev = event("e", orgs["n0"], 2, report("e.r5"), report("e.r0", 0), report("e.r1", 1), report("e.r3", 3),
+               report("e.r4", 4, sg="sg"), attribute("e.a", 3))
+    sc = Scenario(orgs, peering(orgs, zip(nodes, nodes[1:]),
+                                **{"n0>n1": PeerPolicy("n1", orgs["n1"], FULL, strict, NO_FILTER)}),
+                  [Phase(revisions=(sg,), events=(("n0", ev),))])
+    for order in (in_order, in_reverse):
+        run = propagate(sc, order)
+        assert held(run, "n0", "e") == {"e": 2, "e.r5": 2, "e.r0": 0, "e.r1": 1, "e.r3": 3, "e.r4": 4, "e.a": 3}
+        assert held(run, "n1", "e") == {"e": 1, "e.r5": 1, "e.r1": 0, "e.r3": 3, "e.r4": 4}  # e.a: ip-dst
+        assert held(run, "n2", "e") == {"e": 0, "e.r5": 0, "e.r3": 3}
+        assert held(run, "n3", "e") == {}
+        assert_agrees(sc, run)
 
 
 def test_a_filter_on_one_hop_stops_the_event_or_withholds_the_element_from_there_on():
@@ -735,6 +799,9 @@ def random_events(draw, uuid: str, org: str, groups: list[str]) -> EventView:
         elements += [attr(f"{o}.a{i}", o) for i in range(draw(st.integers(0, 2)))]
         if sometimes(draw, 2):
             elements.append(reference(f"{o}.r", o))
+    for k in range(draw(st.integers(0, 2))):
+        rd, rsg = distribution(True)
+        elements.append(report(f"{uuid}.r{k}", rd, sg=rsg))
     return event(uuid, org, d, *elements, sg=sg, tags=tags(), published=not sometimes(draw, 8))
 
 

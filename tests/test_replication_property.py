@@ -43,13 +43,15 @@ from fedmisp.gossip.driver import InMemory, pull
 from fedmisp.gossip.replica import Replica
 from fedmisp.policy.holding import unpack_holding
 from fedmisp.gossip.sharing_groups import accept as sg_accept, create, revise
+from fedmisp.model.analyst import current_items
+from fedmisp.model.records import KIND_ANALYST
 from fedmisp.node.home import Node
 from fedmisp.node.importer import import_paths
 from fedmisp.policy.model import ElementView, EventView, PeerMode, SharingGroup
 from fedmisp.policy.reasons import Reason
 
 from federation import make_federation
-from test_policy_property import Item, Oracle, Phase, Scenario, items_of
+from test_policy_property import INTERNAL, NEXT_HOP, Item, Oracle, Phase, Scenario, items_of
 
 MODES = ("full", "full", "full", "push-only", "pull-only", "correlation-only")
 TAGS = ("tlp:clear", "tlp:green", "tlp:amber", "tlp:red", "osint:source-type=\"blog\"", "malware:emotet")
@@ -66,7 +68,7 @@ T0 = 1_700_000_000
 class Elem:
     """One element of an event as its origin's analyst wrote it."""
     uuid: str
-    kind: str  # attribute, object, reference
+    kind: str  # attribute, object, reference, report
     distribution: int
     tags: tuple[str, ...] = ()
     type: str | None = None
@@ -77,6 +79,16 @@ class Elem:
 
 
 @dataclass
+class Note:
+    """An analyst-data item (decision 0029) the origin's analyst wrote in the event's file."""
+    uuid: str
+    type: str  # Note or Opinion
+    target: str  # the event, an attribute or report, or a note
+    target_type: str  # Event, Attribute, EventReport, Note
+    distribution: int  # 0-4: no inherit
+
+
+@dataclass
 class Ev:
     uuid: str
     origin: str
@@ -84,6 +96,7 @@ class Ev:
     tags: tuple[str, ...]
     elements: list[Elem]
     grouped: bool = False  # whether its distribution-4 items use the sharing group
+    notes: list[Note] = field(default_factory=list)  # nested ones after their targets
 
 
 @dataclass(repr=False)
@@ -108,6 +121,8 @@ class Plan:
             lines.append(f"event {ev.uuid[-4:]} at {ev.origin} d={ev.distribution} tags={ev.tags}")
             lines += [f"    {e.kind} {e.uuid[-4:]} d={e.distribution} type={e.type} ids={e.to_ids} "
                       f"tags={e.tags}{' in ' + e.object_uuid[-4:] if e.object_uuid else ''}" for e in ev.elements]
+            lines += [f"    {n.type} {n.uuid[-4:]} d={n.distribution} on {n.target_type} {n.target[-4:]}"
+                      for n in ev.notes]
         if self.edit:
             lines.append(f"edit: levels {({k[-4:]: v for k, v in self.new_levels.items()})} "
                          f"deleted {[d[-4:] for d in sorted(self.deleted)]}")
@@ -193,7 +208,21 @@ def plans(draw) -> Plan:
                                      o.uuid, relation))
             if draw(st.booleans()):
                 elements.append(Elem(new_uuid(), "reference", 5, object_uuid=o.uuid))
-        events.append(Ev(new_uuid(), origin, level(True), tags(), elements, grouped))
+        for k in range(draw(st.integers(0, 1))):
+            elements.append(Elem(new_uuid(), "report", level(False)))
+        ev = Ev(new_uuid(), origin, level(True), tags(), elements, grouped)
+        # analyst data: a note on the event, a note on an attribute or report, an opinion on a note
+        on_elements = [e for e in elements if e.kind == "report" or (e.kind == "attribute" and e.object_uuid is None)]
+        if draw(st.booleans()):
+            ev.notes.append(Note(new_uuid(), "Note", ev.uuid, "Event", level(True)))
+        if on_elements and draw(st.booleans()):
+            target = draw(st.sampled_from(on_elements))
+            ev.notes.append(Note(new_uuid(), "Note", target.uuid,
+                                 "EventReport" if target.kind == "report" else "Attribute", level(True)))
+        if ev.notes and draw(st.booleans()):
+            target = draw(st.sampled_from(ev.notes))
+            ev.notes.append(Note(new_uuid(), "Opinion", target.uuid, "Note", level(True)))
+        events.append(ev)
     for ev in events:
         for i, e in enumerate(ev.elements):
             e.value = _value(e.type, ev.uuid, i)
@@ -201,6 +230,8 @@ def plans(draw) -> Plan:
             ev.distribution = 3 if ev.distribution == 4 else ev.distribution
             for e in ev.elements:
                 e.distribution = 3 if e.distribution == 4 else e.distribution
+            for n in ev.notes:
+                n.distribution = 3 if n.distribution == 4 else n.distribution
     edit = not members or draw(st.booleans())
     plan = Plan(names, sorted(edges), settings, owner, members, events, edit, seed=draw(st.integers(0, 2**32)))
     if edit:
@@ -233,16 +264,18 @@ def _dist(raw: dict[str, Any], level: int, group: str) -> dict[str, Any]:
     return raw
 
 
-def misp_json(ev: Ev, group: str, timestamp: int, levels: dict[str, int], deleted: frozenset[str]) -> dict:
+def misp_json(ev: Ev, group: str, timestamp: int, levels: dict[str, int], deleted: frozenset[str],
+              notes: bool = True) -> dict:
     def level(uuid: str, default: int) -> int:
         return levels.get(uuid, default)
 
     out: dict[str, Any] = _dist({
         "uuid": ev.uuid, "info": f"event {ev.uuid[:8]}", "date": "2024-01-02", "threat_level_id": "2",
         "analysis": "1", "published": True, "timestamp": str(timestamp), "publish_timestamp": str(timestamp),
-        "Tag": [{"name": t} for t in ev.tags], "Attribute": [], "Object": [],
+        "Tag": [{"name": t} for t in ev.tags], "Attribute": [], "Object": [], "EventReport": [],
     }, level(ev.uuid, ev.distribution), group)
     objects: dict[str, dict[str, Any]] = {}
+    raws: dict[str, dict[str, Any]] = {ev.uuid: out}  # what a note can be on
     for e in ev.elements:
         if e.uuid in deleted:
             continue
@@ -250,10 +283,15 @@ def misp_json(ev: Ev, group: str, timestamp: int, levels: dict[str, int], delete
             a = _dist({"uuid": e.uuid, "type": e.type, "category": TYPES[e.type], "value": e.value,
                        "to_ids": e.to_ids, "timestamp": str(timestamp), "Tag": [{"name": t} for t in e.tags]},
                       level(e.uuid, e.distribution), group)
+            raws[e.uuid] = a
             if e.object_uuid is None:
                 out["Attribute"].append(a)
             else:
                 objects[e.object_uuid]["Attribute"].append({**a, "object_relation": e.relation})
+        elif e.kind == "report":
+            raws[e.uuid] = _dist({"uuid": e.uuid, "name": f"report {e.uuid[:8]}", "timestamp": str(timestamp),
+                                  "content": f"# Report {e.uuid}\n\nWhat we saw."}, level(e.uuid, e.distribution), group)
+            out["EventReport"].append(raws[e.uuid])
         elif e.kind == "object":
             objects[e.uuid] = _dist({"uuid": e.uuid, "name": TEMPLATE[0], "meta-category": "network",
                                      "template_uuid": TEMPLATE[1], "template_version": TEMPLATE[2],
@@ -268,6 +306,12 @@ def misp_json(ev: Ev, group: str, timestamp: int, levels: dict[str, int], delete
             objects[e.object_uuid]["ObjectReference"].append(
                 {"uuid": e.uuid, "referenced_uuid": target, "relationship_type": "related-to",
                  "timestamp": str(timestamp)})
+    for n in ev.notes if notes else ():
+        raw = _dist({"uuid": n.uuid, "created": str(T0), "modified": str(T0)}, n.distribution, group)
+        raw.update({"note": f"note {n.uuid}", "language": "en"} if n.type == "Note"
+                   else {"opinion": 70, "comment": f"opinion {n.uuid}"})
+        raws[n.uuid] = raw
+        raws[n.target].setdefault(n.type, []).append(raw)
     return {"Event": out}
 
 
@@ -284,7 +328,7 @@ def event_view(ev: Ev, org: str, group: str, timestamp: int, levels: dict[str, i
         elements.append(ElementView(
             uuid=e.uuid, kind=e.kind, distribution=d, sharing_group=group if d == 4 else None,
             object_uuid=e.object_uuid, type=e.type, template=TEMPLATE[0] if e.kind == "object" else None,
-            tags=lower(e.tags), to_ids=e.to_ids))
+            tags=lower(e.tags), to_ids=e.to_ids and e.kind == "attribute"))
     d = levels.get(ev.uuid, ev.distribution)
     return EventView(uuid=ev.uuid, orgc_uuid=org, orgc_name="", distribution=d,
                      sharing_group=group if d == 4 else None, published=True, timestamp=timestamp,
@@ -445,6 +489,116 @@ def without_group(expected: dict[str, dict[str, tuple[int | None, bool]]], items
                 del held[uuid]
 
 
+class AnalystOracle:
+    """Where each analyst-data item may be held (decision 0029, docs/policy.md), from the same
+    tables as the elements' oracle and without calling the pipeline: an item passes a hop u -> v
+    only if its event passes that hop (test_policy_property.Oracle), its own level allows the hop
+    (the hop budget, a sharing group's members at both ends, push and pull max_distribution: as for
+    an element, but no inherit and no tag, type or template filter) and its target passes that hop
+    too (the event; the attribute or report, as the elements' oracle finds; the note it is on, by
+    this rule). So an item is held only where its event and every target it hangs from are held,
+    at the highest level any path allows; what came over a link the receiver marked
+    correlation-only is held but never relayed; the origin keeps everything at its own level."""
+
+    def __init__(self, oracle: Oracle, events: list[Ev], group: str):
+        self.o, self.group = oracle, group
+        nodes = oracle.sc.orgs
+        self.relayable: dict[str, dict[str, int]] = {n: {} for n in nodes}
+        self.correlation: dict[str, dict[str, int]] = {n: {} for n in nodes}
+        self.notes: dict[str, tuple[Ev, Note]] = {}
+        for ev in events:
+            for n in ev.notes:
+                self.notes[n.uuid] = (ev, n)
+                self.relayable[ev.origin][n.uuid] = n.distribution
+            for n in ev.notes:  # a note's target comes before it
+                self._spread(ev, n)
+
+    def hop(self, u: str, v: str, ev: Ev, n: Note, level: int) -> int | None:
+        o, sc = self.o, self.o.sc
+        if o.passes(u, v, o.items[ev.uuid])[0] is None:
+            return None
+        mine, theirs = sc.policies[(u, v)], sc.policies[(v, u)]
+        caps = (mine.push.max_distribution, theirs.pull.max_distribution)
+        if level == 4:
+            members = o.members.get(self.group, frozenset())
+            if sc.orgs[u] not in members or sc.orgs[v] not in members or min(caps) < 4:
+                return None
+            new = 4
+        else:
+            internal = mine.mode is INTERNAL and theirs.mode is INTERNAL
+            new = level if internal else NEXT_HOP.get(level)
+            if new is None:
+                return None
+            new = min(new, *caps)
+        if n.target_type in ("Attribute", "EventReport") and o.passes(u, v, o.items[n.target])[0] is None:
+            return None
+        if n.target_type == "Note" and self.passes(u, v, n.target) is None:
+            return None
+        return new
+
+    def passes(self, u: str, v: str, uuid: str) -> int | None:
+        level = self.relayable[u].get(uuid)
+        if level is None:
+            return None
+        ev, n = self.notes[uuid]
+        return self.hop(u, v, ev, n, level)
+
+    def _spread(self, ev: Ev, n: Note) -> None:
+        sc = self.o.sc
+        queue = [u for u in sc.orgs if n.uuid in self.relayable[u]]
+        while queue:
+            u = queue.pop(0)
+            for v in sc.neighbours(u):
+                new = self.passes(u, v, n.uuid)
+                if new is None:
+                    continue
+                correlation = sc.policies[(v, u)].mode is PeerMode.CORRELATION_ONLY
+                table = self.correlation if correlation else self.relayable
+                if new > table[v].get(n.uuid, -1):
+                    table[v][n.uuid] = new
+                    if not correlation:
+                        queue.append(v)
+
+    def expected(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for node in self.o.sc.orgs:
+            out[node] = {}
+            for uuid in self.notes:
+                levels = [t[node][uuid] for t in (self.relayable, self.correlation) if uuid in t[node]]
+                if levels:
+                    out[node][uuid] = max(levels)
+        return out
+
+
+def analyst_held(fed: Federation, event_uuids: list[str]) -> dict[str, dict[str, int]]:
+    """node -> item uuid -> the level its current record is held at (its own distribution where
+    it was made or imported)."""
+    out: dict[str, dict[str, int]] = {}
+    for name, node in fed.nodes.items():
+        held: dict[str, int] = {}
+        for uuid in event_uuids:
+            records = [r for r in node.store.event_records(uuid) if r.kind == KIND_ANALYST]
+            for item_uuid, (body, record) in current_items(records).items():
+                if not body["item"].get("deleted"):
+                    level = node.store.analyst_level(record.id)
+                    held[item_uuid] = body["item"]["distribution"] if level is None else level
+        out[name] = held
+    return out
+
+
+def analyst_differences(want: dict[str, dict[str, int]], got: dict[str, dict[str, int]],
+                        notes: dict[str, tuple[Ev, Note]]) -> list[str]:
+    problems = []
+    for name in want:
+        for uuid in sorted(set(want[name]) | set(got.get(name, {}))):
+            w, g = want[name].get(uuid), got.get(name, {}).get(uuid)
+            if w != g:
+                n = notes[uuid][1] if uuid in notes else None
+                what = f"{n.type} on {n.target_type} {n.target[-4:]}" if n else "an item not drawn"
+                problems.append(f"{name}: {what} {uuid[-4:]} held at {g}, expected {w}")
+    return problems
+
+
 _PUSH_LIMITED = {"tlp_ceiling": "tlp:clear", "types_exclude": ["domain"], "to_ids_only": True}
 # Found on a fresh clone (no Hypothesis database): n2 holds the event header at 0 from n1 (n1's
 # push filter caps it there) and at 3 over its correlation-only link to n0. holdings() reported
@@ -495,12 +649,16 @@ def test_real_stores_hold_what_the_design_allows_and_the_origin_keeps_everything
         want = expected_from(oracle, plan.names)
         problems += differences(want, holdings(fed, [v.uuid for _, v in views]), oracle)
         problems += [f"{n}: {p}" for n, node in fed.nodes.items() for p in node.store.check_integrity()]
+        analyst = AnalystOracle(oracle, plan.events, group.uuid)
+        problems += analyst_differences(analyst.expected(), analyst_held(fed, [v.uuid for _, v in views]),
+                                        analyst.notes)
         assert not problems, "after the first spread:\n" + "\n".join(problems) + f"\n\n{plan!r}"
 
         if plan.edit:  # an edit at the origin: only the new revision's spread is held anywhere
             ev = plan.events[0]
             path = tmp / "edit.json"
-            path.write_text(json.dumps(misp_json(ev, group.uuid, T0 + 100, plan.new_levels, plan.deleted)))
+            path.write_text(json.dumps(misp_json(ev, group.uuid, T0 + 100, plan.new_levels, plan.deleted,
+                                                 notes=False)))
             import_paths(fed.nodes[ev.origin], [path])
             views[0] = (ev.origin, event_view(ev, orgs[ev.origin], group.uuid, T0 + 100, plan.new_levels,
                                               plan.deleted))

@@ -22,12 +22,12 @@ from fedmisp.gossip.session import ReceivedEvent, StoreBatch
 from fedmisp.gossip.sharing_groups import accept as accept_sharing_group, from_record as sharing_group_from_record
 from fedmisp.gossip.clusters import accept as accept_cluster
 from fedmisp.gossip.templates import accept as accept_template
-from fedmisp.model.analyst import analyst_problem
+from fedmisp.model.analyst import ELEMENT_TARGETS, TYPES as ANALYST_TYPES, analyst_problem
 from fedmisp.model.records import KIND_ANALYST, KIND_CLUSTER, KIND_EVENT, KIND_ORG, KIND_PROPOSAL, KIND_PROPOSAL_DECISION, KIND_RETRACTION, \
     KIND_SHARING_GROUP, KIND_TEMPLATE, Record, open_record
 from fedmisp.model.retraction import NO_LEVEL, read_retraction
 from fedmisp.model.templates import resolve_template
-from fedmisp.policy.holding import join_views, pack_holding, pack_views, unpack_holding
+from fedmisp.policy.holding import holding_items, join_views, pack_holding, pack_views, unpack_holding
 from fedmisp.policy.inbound import analyst_inbound, attached_inbound, author_reason, inbound, key_known
 from fedmisp.policy.model import KIND_OBJECT, SHARING_GROUP, ElementView, Holding, NodeState, element_view, header_view
 from fedmisp.policy.orgs import KeyState
@@ -334,12 +334,24 @@ class Receiver:
         signer_org = self.store.org_for_key(signer) or pinned.get(record.author) or pinned.get(signer)
         by_event_author = author is not None and self.store.current_key(author) == signer
         held_by = None
-        for other in list(self.store.event_records(body["event_uuid"])) + taken:
-            if other.kind == KIND_ANALYST and other.body["item"]["uuid"] == item["uuid"]:
+        others = [r for r in list(self.store.event_records(body["event_uuid"])) + taken if r.kind == KIND_ANALYST]
+        for other in others:
+            if other.body["item"]["uuid"] == item["uuid"]:
                 held_by = other.body["item"]["orgc_uuid"]
                 break
+        # what it is on must be held here too: an opinion on a note this node refused is refused
+        target, target_type = item["object_uuid"], item["object_type"]
+        if target_type == "Event":
+            target_held = target == body["event_uuid"]
+        elif target_type in ELEMENT_TARGETS:
+            raw = self.store.holding(body["event_uuid"])
+            target_held = raw is None or target in holding_items(raw)  # (no holding: made here, held whole)
+        elif target_type in ANALYST_TYPES:
+            target_held = any(other.body["item"]["uuid"] == target for other in others)
+        else:
+            target_held = False
         return analyst_inbound(event_held=author is not None, signer_org=signer_org, orgc_uuid=item["orgc_uuid"],
-                               by_event_author=by_event_author, held_by=held_by,
+                               by_event_author=by_event_author, held_by=held_by, target_held=target_held,
                                offered=offered if offered is not None else -1,
                                distribution=item["distribution"], sharing_group=item.get("sharing_group_uuid"),
                                peer=peer.policy, node=state)

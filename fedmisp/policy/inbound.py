@@ -153,17 +153,23 @@ def attached_inbound(author: bytes | None, signer: bytes, *, decision: bool) -> 
 
 def analyst_inbound(*, event_held: bool, signer_org: str | None, orgc_uuid: str, by_event_author: bool,
                     held_by: str | None, offered: int, distribution: int, sharing_group: str | None,
-                    peer: PeerPolicy, node: NodeState) -> tuple[Reason, int]:
+                    peer: PeerPolicy, node: NodeState, target_held: bool = True) -> tuple[Reason, int]:
     """Whether this node keeps an analyst-data item a peer sent, and at which level (decision 0029).
 
-    Kept with its event only (`event_held`). Signed for the org it names as its creator: by a
+    Taken only from a peer this node takes from (`peer-mode`: not a push-only one). Kept with its
+    event only (`event_held`). Signed for the org it names as its creator: by a
     current key of that org (`signer_org`: the org the signer's current key signs for), or by the
     event's author (`by_event_author`: an event imported with the notes in its file, whose
     creators the importing node vouches for as it vouches for the event's Orgc, decision 0001).
     An item held already is edited only by the org that made it (`held_by`: the creator org of
     the item of that uuid held here). Its level as for an element (`received_level` against its
-    signed `distribution`, sharing-group membership of the sender, the pull filter's cap), and
-    not from an organisation this node blocks."""
+    signed `distribution`, sharing-group membership of the sender, the pull filter's cap), not
+    from an organisation this node blocks, and only while what it is on is held here
+    (`target_held`: the element or report, or the item; one this node's pull filter withheld
+    takes the items on it with it, as an element's members go with their object)."""
+    link = link_reason(peer, node, TAKES)  # a push-only peer's items are refused like its events
+    if link is not Reason.ALLOWED:
+        return link, -1
     if not event_held:
         return Reason.EVENT_NOT_HELD, -1
     if signer_org != orgc_uuid and not by_event_author:
@@ -172,6 +178,8 @@ def analyst_inbound(*, event_held: bool, signer_org: str | None, orgc_uuid: str,
         return Reason.NOT_AUTHOR, -1
     if orgc_uuid in node.blocked_orgs:
         return Reason.BLOCKLIST_ORG, -1
+    if not target_held:
+        return Reason.PARENT_WITHHELD, -1
     if not isinstance(offered, int) or isinstance(offered, bool):
         return Reason.MALFORMED, -1
     level = received_level(offered, distribution, peer.mode is PeerMode.INTERNAL)
