@@ -106,3 +106,35 @@ def test_config_check_reports_every_problem_with_its_field(tmp_path: Path):
     assert bad.returncode == 1
     for needle in ("node.listen: 'nowhere'", "peer 'b'.url: 'ftp://b'", "peer 'b'.key:", "chmod 600", "4 problem(s)"):
         assert needle in bad.stderr, (needle, bad.stderr)
+
+
+def test_misp_json_and_feed_exports_carry_galaxy_blocks_from_cluster_tags_and_read_back_as_the_same_tags(tmp_path: Path):
+    """MISP's JSON and its feeds carry `Galaxy` blocks where an event or attribute has a cluster
+    tag (decision 0027: derived, never stored); importing the export again gives the same tags."""
+    home = tmp_path / "n"
+    fedmisp("init", "--home", str(home), "--org", "Galaxy Org", "--listen", "127.0.0.1:0")
+    raw = event(seed=5, attributes=2, objects=0)
+    cluster = 'misp-galaxy:threat-actor="APT29"'
+    raw["Event"].setdefault("Tag", []).append({"name": cluster})
+    raw["Event"]["Attribute"][0].setdefault("Tag", []).append({"name": cluster})
+    path = tmp_path / "e.json"
+    path.write_text(json.dumps(raw))
+    fedmisp("import", "--home", str(home), str(path))
+    [shown] = json.loads(fedmisp("export", "--home", str(home)).stdout)["response"]
+    e = shown["Event"]
+    [block] = e["Galaxy"]
+    assert block["type"] == "threat-actor" and [c["value"] for c in block["GalaxyCluster"]] == ["APT29"]
+    assert [c["value"] for b in e["Attribute"][0]["Galaxy"] for c in b["GalaxyCluster"]] == ["APT29"]
+    assert "Galaxy" not in e["Attribute"][1]
+    feed = tmp_path / "feed"
+    fedmisp("export", "--home", str(home), "--format", "feed", "--out", str(feed))
+    fed = json.loads((feed / f"{e['uuid']}.json").read_text())["Event"]
+    assert [c["value"] for b in fed["Galaxy"] for c in b["GalaxyCluster"]] == ["APT29"]
+    out = tmp_path / "out"
+    fedmisp("export", "--home", str(home), "--format", "misp-json", "--out", str(out))
+    again = tmp_path / "again"
+    fedmisp("init", "--home", str(again), "--org", "Other", "--listen", "127.0.0.1:0")
+    fedmisp("import", "--home", str(again), str(out))
+    [back] = json.loads(fedmisp("export", "--home", str(again)).stdout)["response"]
+    assert [t["name"] for t in back["Event"]["Tag"]].count(cluster) == 1
+    assert [t["name"] for t in back["Event"]["Attribute"][0]["Tag"]].count(cluster) == 1

@@ -47,11 +47,12 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def write_misp_json(store: Store, out: Path) -> int:
-    """One ``<uuid>.json`` per event, ``{"Event": ...}`` with local tags marked local."""
+def write_misp_json(store: Store, out: Path, shown: Iterable[dict[str, Any]] | None = None) -> int:
+    """One ``<uuid>.json`` per event, ``{"Event": ...}`` with local tags marked local (`shown`:
+    the events as the caller completes them, by default `events(store)`)."""
     out.mkdir(parents=True, exist_ok=True)
     n = 0
-    for event in events(store):
+    for event in events(store) if shown is None else shown:
         _write_atomic(out / f"{event['Event']['uuid']}.json", json.dumps(event, indent=1, ensure_ascii=False))
         n += 1
     return n

@@ -7,7 +7,7 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Any, Callable, NoReturn
+from typing import Any, Callable, Iterable, Iterator, NoReturn
 
 from fedmisp import __version__
 from fedmisp.export.formats import FORMATS
@@ -123,7 +123,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             if not args.out:
                 print("fedmisp export: --format feed needs --out DIR", file=sys.stderr)
                 return 2
-            feed_events = events(node.store, include_local=False)
+            feed_events = _with_galaxies(events(node.store, include_local=False))
             if args.feed:
                 from fedmisp.gossip.replica import Replica
                 from fedmisp.node.feeds import feed_events as served
@@ -137,12 +137,12 @@ def cmd_export(args: argparse.Namespace) -> int:
             n = write_feed(feed_events, Path(args.out))
             print(f"wrote a MISP feed of {n} event(s) to {args.out}", file=sys.stderr)
         elif args.format == "misp-json" and args.out:
-            n = write_misp_json(node.store, Path(args.out))
+            n = write_misp_json(node.store, Path(args.out), _with_galaxies(events(node.store)))
             print(f"wrote {n} event(s) to {args.out}", file=sys.stderr)
         elif args.format == "misp-json":
             # {"response": [...]}, as MISP's events/index returns, streamed event by event.
             sys.stdout.write('{"response": [')
-            for i, event in enumerate(events(node.store)):
+            for i, event in enumerate(_with_galaxies(events(node.store))):
                 sys.stdout.write(("," if i else "") + "\n" + json.dumps(event, ensure_ascii=False))
             sys.stdout.write("\n]}\n")
         else:
@@ -154,6 +154,16 @@ def cmd_export(args: argparse.Namespace) -> int:
                 if args.out:
                     out.close()
     return 0
+
+
+def _with_galaxies(events: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """MISP JSON out carries `Galaxy` blocks where MISP puts them, derived from the cluster tags
+    (decision 0027): the default clusters of the installed pymispgalaxies only, which are public
+    data; a custom cluster's block is left to the API, which knows who may see the cluster."""
+    from fedmisp.node.api.render import with_galaxies
+    for event in events:
+        with_galaxies(event)
+        yield event
 
 
 def _protective_export(node: Any, args: argparse.Namespace) -> Any:

@@ -29,6 +29,7 @@ from fedmisp.model.misp import to_misp
 from fedmisp.model.records import KIND_ANALYST
 from fedmisp.node.api.access import ANY_KEY_UNLESS_OPEN, declare
 from fedmisp.node.api.helpers import ApiError
+from fedmisp.node.api.render import with_galaxies
 from fedmisp.node.feed_config import ServedFeed
 from fedmisp.policy.model import INHERIT, NodeState
 from fedmisp.policy.reasons import Reason
@@ -65,6 +66,9 @@ def feed_event(replica: Replica, feed: ServedFeed, event_uuid: str, state: NodeS
     analyst = feed_analyst_data(replica, feed, event_uuid, state)
     if analyst:
         nest_analyst_data(event, analyst)
+    # `Galaxy` blocks from the cluster tags, as MISP's feeds carry them: default clusters only
+    # (public data; a custom cluster's own distribution is not the feed's to judge)
+    with_galaxies(event)
     return event
 
 
