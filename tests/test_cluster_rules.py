@@ -37,6 +37,15 @@ def test_each_inbound_rule(changes, reason):
     assert inbound(**changes)[0] is reason
 
 
+def test_a_sharing_group_cluster_is_refused_by_a_pull_filter_that_keeps_groups_out():
+    group = SharingGroup("g", "g", CREATOR, 1, {CREATOR: True, ME: False, PEER: False})
+    node = NodeState(ME, sharing_groups={"g": group})
+    assert inbound(node=node, offered=4, distribution=4, sharing_group="g") == (Reason.ALLOWED, 4)
+    kept_out = PeerPolicy("p", PEER, pull=SyncFilter(max_distribution=3))
+    assert inbound(node=node, offered=4, distribution=4, sharing_group="g",
+                   peer=kept_out)[0] is Reason.PULL_FILTER_DISTRIBUTION
+
+
 def test_the_pull_cap_and_the_hop_budget_set_the_level_taken():
     assert inbound(peer=PeerPolicy("p", PEER, pull=SyncFilter(max_distribution=2))) == (Reason.ALLOWED, 2)
     assert inbound(offered=2, distribution=2) == (Reason.ALLOWED, 1)
@@ -61,6 +70,7 @@ def test_outbound_rules_and_the_level_sent():
 def test_versions():
     current = KeyState(org=CREATOR)
     assert check_cluster_version(None, None, CREATOR, 1, current) is Reason.ALLOWED
+    assert check_cluster_version(None, 1, CREATOR, 2, current) is Reason.CLUSTER_OTHER_ORG
     assert check_cluster_version(CREATOR, 1, PEER, 2, current) is Reason.CLUSTER_OTHER_ORG
     assert check_cluster_version(CREATOR, 1, CREATOR, 2, KeyState(org=CREATOR, retired_at=1)) is Reason.ORG_KEY_NOT_CURRENT
     assert check_cluster_version(CREATOR, 2, CREATOR, 2, current) is Reason.CLUSTER_NOT_NEWER

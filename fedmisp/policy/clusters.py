@@ -40,10 +40,10 @@ def check_cluster_version(held_orgc: str | None, held_version: int | None, orgc_
     """`held_orgc`/`held_version`: the creator org and version of the cluster version held (None:
     none); `orgc_uuid`/`version`: the new one's; `signer`: what this node knows of its key."""
     # 1. the first version
-    if held_orgc is None or held_version is None:
+    if held_version is None:
         return Reason.ALLOWED
-    # 2. the same creator org
-    if orgc_uuid != held_orgc:
+    # 2. the same creator org (a held version without one is nobody's to replace)
+    if held_orgc is None or orgc_uuid != held_orgc:
         return Reason.CLUSTER_OTHER_ORG
     # 3. a current key (that the key signs for the org is cluster_inbound's, or this node's own)
     if signer.retired_at is not None:
