@@ -31,13 +31,17 @@ import time
 import traceback
 import types
 import unittest
+import uuid
 from pathlib import Path
+
+import requests
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 from pymisp import MISPOrganisation, MISPUser, PyMISP  # noqa: E402
 
+from fedmisp.model.identity import Identity, encode_key  # noqa: E402
 from fedmisp.node.home import ROLES, init_home  # noqa: E402
 from pymisp_sdist import CACHE, fetch_pymisp_tests  # noqa: E402
 
@@ -46,6 +50,29 @@ SDIST = CACHE / f"pymisp-{VERSION}-sdist"  # holds tests/ as in the sdist: upstr
 VIPER = "https://github.com/viper-framework/viper-test-files.git"
 TEST_TIMEOUT = 300  # seconds; a hung test is reported as an error, not left to hang the run
 REQUEST_TIMEOUT = 60  # seconds, for the connectors the harness makes (upstream's have none)
+
+
+# The node's refusals during the current test (method, path, status, the message), for the table:
+# they say which endpoint or parameter a failure comes from. Recorded by wrapping requests'
+# Session.send, which every PyMISP request goes through; what the test receives is unchanged.
+REFUSALS: list[str] = []
+_send = requests.Session.send
+
+
+def _recording_send(self: requests.Session, request: requests.PreparedRequest, **kwargs: object) -> requests.Response:
+    response = _send(self, request, **kwargs)
+    if response.status_code >= 400:
+        try:
+            body = response.json()
+            message = body.get("message") or body.get("name") if isinstance(body, dict) else str(body)
+        except ValueError:
+            message = response.text
+        path = re.sub(r"^https?://[^/]+", "", request.url or "")
+        REFUSALS.append(f"{request.method} {path} -> {response.status_code} {str(message)[:300]}")
+    return response
+
+
+requests.Session.send = _recording_send  # type: ignore[method-assign]
 
 
 def prepare() -> Path:
@@ -150,6 +177,7 @@ def adapted(upstream: types.ModuleType) -> type[unittest.TestCase]:
 
         def setUp(self) -> None:
             # The node's own organisation is the test organisation: named as upstream names it.
+            REFUSALS.clear()
             self.node = FreshNode("Test Org")
             # The upstream module's globals `url` and `key` (the MISP URL and site-admin key, read
             # by tests that make connectors of their own, e.g. test_roles_expanded, test_servers,
@@ -180,6 +208,11 @@ def adapted(upstream: types.ModuleType) -> type[unittest.TestCase]:
             # cannot exist on a node (one organisation per node), see NoUserOfAnotherOrganisation.
             delegate = MISPOrganisation()
             delegate.name = "Test Org - delegate"
+            # A node records another organisation by the uuid it has everywhere and the signing key
+            # of its node, so it refuses an organisation without them (400 naming `uuid`, then
+            # `public_key`), where MISP makes a uuid up: both given here (a key of no node).
+            delegate.uuid = str(uuid.uuid4())
+            delegate.public_key = encode_key(Identity.generate().public_key)
             self.test_org_delegate = self.admin_misp_connector.add_organisation(delegate, pythonify=True)
             self.test_usr_delegate = None
             self.delegate_user_misp_connector = NoUserOfAnotherOrganisation()
@@ -210,7 +243,7 @@ class Recorder(unittest.TextTestResult):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.rows: list[tuple[str, str, float, str]] = []
+        self.rows: list[tuple[str, str, float, str, list[str]]] = []
         self._started = 0.0
 
     def startTest(self, test: unittest.TestCase) -> None:
@@ -218,7 +251,8 @@ class Recorder(unittest.TextTestResult):
         super().startTest(test)
 
     def _row(self, test: unittest.TestCase, outcome: str, detail: str = "") -> None:
-        self.rows.append((test.id().rsplit(".", 1)[-1], outcome, time.monotonic() - self._started, detail))
+        refused = list(REFUSALS) if outcome in ("failed", "errored") else []
+        self.rows.append((test.id().rsplit(".", 1)[-1], outcome, time.monotonic() - self._started, detail, refused))
 
     def addSuccess(self, test):  # noqa: N802
         super().addSuccess(test)
@@ -267,10 +301,11 @@ def main() -> int:
     head = (f"PyMISP {VERSION} tests/testlive_comprehensive.py against fresh fedmisp nodes (one per test), "
             f"{datetime.datetime.now().isoformat(timespec='seconds')}, {elapsed:.0f} s\n"
             f"{len(result.rows)} tests: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
-    table = "\n".join(f"{name:<52} {outcome:<8} {secs:6.1f}s  {summary_line(detail) if outcome != 'passed' else ''}".rstrip()
-                      for name, outcome, secs, detail in result.rows)
-    details = "\n\n".join(f"=== {name}: {outcome}\n{detail.strip()}" for name, outcome, _s, detail in result.rows
-                          if outcome in ("failed", "errored"))
+    table = "\n".join(f"{name:<54} {outcome:<8} {secs:6.1f}s  {summary_line(detail) if outcome != 'passed' else ''}".rstrip()
+                      for name, outcome, secs, detail, _r in result.rows)
+    details = "\n\n".join(
+        f"=== {name}: {outcome}\n{detail.strip()}" + "".join(f"\n  refused: {r}" for r in refused)
+        for name, outcome, _s, detail, refused in result.rows if outcome in ("failed", "errored"))
     print(table)
     print(head)
     out.parent.mkdir(parents=True, exist_ok=True)
