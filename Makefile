@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO ?= demo
 
-.PHONY: install demo test bench bench-api mutants clean
+.PHONY: install demo test bench bench-api pymisp-live mutants clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,12 @@ bench: install
 # restSearch and events/view on a node holding 1M attributes, as ratios to a trivial aiohttp handler.
 bench-api: install
 	$(PY) bench/api.py
+
+# PyMISP's own live suite (testlive_comprehensive.py of the installed pymisp's sdist, fetched into
+# tests/.cache), each test on a fresh node, only setup adapted (tests/pymisp_live/README.md). Minutes,
+# so not part of `make test`; prints passed/failed/errored and writes bench/pymisp-live/<date>.txt.
+pymisp-live: install
+	nice -n 10 $(PY) tests/pymisp_live/run.py $(PYMISP_LIVE)
 
 # Mutation testing of the security rules (tools/mutants.py): breaks one rule at a time and runs the
 # tests mapped to its module. Hours for every target, so not part of `make test`; niced, one core.

@@ -2,11 +2,6 @@
 from __future__ import annotations
 
 import importlib.metadata
-import shutil
-import subprocess
-import sys
-import tarfile
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -17,8 +12,8 @@ from hypothesis.internal.charmap import charmap
 
 from fedmisp.node.home import init_home
 from fedmisp.store.store import Store
+from pymisp_sdist import CACHE, SdistUnavailable, fetch_pymisp_tests
 
-CACHE = Path(__file__).parent / ".cache"
 
 # No timing is an assertion here (docs/architecture.md, Benchmarks): Hypothesis's per-example
 # deadline (200 ms) fails a test whose example merely waited for a core that five other processes
@@ -54,36 +49,17 @@ def node(tmp_path: Path):
 
 
 def _fetch_pymisp_tests() -> Path:
-    """The tests folder of the installed pymisp version's source distribution, cached.
+    """The tests folder of the installed pymisp version's source distribution (its JSON files),
+    cached (tests/pymisp_sdist.py).
 
     These are MISP events written by the MISP project, not by us: the round-trip tests use them as
     ground truth. Fetched from the package registry once; skipped with a clear message offline.
     """
-    version = importlib.metadata.version("pymisp")
-    target = CACHE / f"pymisp-{version}-tests"
-    if (target / ".complete").exists():
-        return target
-    with tempfile.TemporaryDirectory() as tmp:
-        result = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
-             "--dest", tmp, f"pymisp=={version}"],
-            capture_output=True, text=True, timeout=300,
-        )
-        archives = list(Path(tmp).glob("pymisp-*.tar.gz"))
-        if result.returncode != 0 or not archives:
-            pytest.skip(f"pymisp {version} source distribution not downloadable (offline?): "
-                        f"{result.stderr.strip()[-200:]}")
-        if target.exists():
-            shutil.rmtree(target)
-        target.mkdir(parents=True)
-        with tarfile.open(archives[0]) as tar:
-            for member in tar.getmembers():
-                parts = Path(member.name).parts
-                if len(parts) > 2 and parts[1] == "tests" and member.isfile() and member.name.endswith(".json"):
-                    member.name = str(Path(*parts[2:]))
-                    tar.extract(member, target, filter="data")
-        (target / ".complete").touch()
-    return target
+    target = CACHE / f"pymisp-{importlib.metadata.version('pymisp')}-tests"
+    try:
+        return fetch_pymisp_tests(target, keep=lambda member: member.name.endswith(".json"))
+    except SdistUnavailable as e:
+        pytest.skip(str(e))
 
 
 @pytest.fixture(scope="session")
