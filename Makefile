@@ -33,6 +33,7 @@ bench-api: install
 # tests/.cache), each test on a fresh node, only setup adapted (tests/pymisp_live/README.md). Minutes,
 # so not part of `make test`; prints passed/failed/errored and writes bench/pymisp-live/<date>.txt.
 pymisp-live: install
+	$(PY) -m pip install --quiet -e '.[test,live]'
 	nice -n 10 $(PY) tests/pymisp_live/run.py $(PYMISP_LIVE)
 
 # Mutation testing of the security rules (tools/mutants.py): breaks one rule at a time and runs the

@@ -59,7 +59,8 @@ def test_soft_and_hard_delete_as_misp(server: Server):
     soft = misp.add_event_report(event.id, _report("soft"), pythonify=True)
     hard = misp.add_event_report(event.id, _report("hard"), pythonify=True)
     answer = misp.delete_event_report(soft.id)
-    assert answer["success"] is True and "soft deleted" in answer["message"]
+    assert answer["success"] is True and answer["message"] == f"Event Report {soft.id} soft deleted"
+    assert misp.delete_event_report(soft.uuid)["name"] == f"Event Report {soft.uuid} soft deleted"  # as MISP
     assert misp.get_event_report(soft.id, pythonify=True).deleted  # kept, marked deleted
     answer = misp.delete_event_report(hard.id, hard=True)
     assert "hard deleted" in answer["message"]

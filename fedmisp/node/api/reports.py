@@ -105,7 +105,8 @@ async def report_delete(request: web.Request) -> web.Response:
     elif not body.get("deleted"):
         await edit_element(request, event_uuid, body["uuid"], {"deleted": True}, "delete EventReport")
     rid = str(element_id(body["uuid"]))
-    message = f"Event Report {rid} {'hard' if hard else 'soft'} deleted"
+    # MISP names the report as the request did (its id or uuid: PyMISP sends the uuid)
+    message = f"Event Report {path_ref(request)} {'hard' if hard else 'soft'} deleted"
     return web.json_response({"saved": True, "success": True, "name": message, "message": message,
                               "url": request.path, "id": rid})
 
