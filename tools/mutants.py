@@ -47,7 +47,8 @@ HARMLESS = Path(__file__).with_name("mutants-harmless.txt")
 # Tests that pin the rules of each module, fastest killers first (pytest -x stops at the first
 # failure). Slow-marked tests are left out: they start many node processes per test.
 _POLICY = ["tests/test_policy_rules.py", "tests/test_security_rules.py", "tests/test_edge_rules.py",
-           "tests/test_policy_property.py", "tests/test_gossip_replication.py"]
+           "tests/test_cluster_rules.py", "tests/test_policy_property.py", "tests/test_gossip_replication.py",
+           "tests/test_analyst_data.py"]
 _API_ROLES = ["tests/test_api_roles.py"]
 
 

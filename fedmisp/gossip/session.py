@@ -29,7 +29,7 @@ data is a no-op.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Protocol
+from typing import Any, Callable, Iterable, Mapping, Protocol
 
 from fedmisp.model import canonical
 from fedmisp.model.analyst import analyst_problem
@@ -301,6 +301,14 @@ class _Pending:
         return self.change["elements"]
 
 
+# records checked for shape on arrival: kind -> (the shape check, offered at a level 0-4)
+_SHAPED_RECORDS: dict[str, tuple[Callable[[Any], str | None], bool]] = {
+    KIND_TEMPLATE: (template_problem, False),
+    KIND_CLUSTER: (cluster_problem, True),
+    KIND_ANALYST: (analyst_problem, True),
+}
+
+
 class PullSession:
     def __init__(self, peer: str, checkpoint: int):
         self.peer = peer
@@ -508,46 +516,30 @@ class PullSession:
         if reason is not Reason.ALLOWED:
             self._refused.append(Refused(seq, reason, kind=record.kind, record_id=record.id))
             return
-        if record.kind == KIND_TEMPLATE:
-            # a published object template: its shape here, its version rules when stored
-            # (policy/templates.py); stored before the batch's events, which may name it
-            problem = template_problem(record.body)
+        shape = _SHAPED_RECORDS.get(record.kind)
+        if shape is not None:
+            # a published object template, a custom galaxy cluster version, an analyst-data item:
+            # its shape (and the level it is offered at) here; who may send it, which version is
+            # kept and whether its event is held when the batch is stored (policy/templates.py,
+            # policy/clusters.py, policy/inbound.py analyst_inbound). Templates are stored before
+            # the batch's events, which may name them.
+            problem_of, levelled = shape
+            problem = problem_of(record.body)
+            level = change.get("level") if levelled else None
+            if problem is None and levelled and (level.__class__ is not int or not 0 <= level <= 4):
+                problem = f"{record.kind}: the level offered must be an integer from 0 to 4"
             if problem is not None:
                 self._refused.append(Refused(seq, Reason.MALFORMED, problem, record.kind, record.id))
                 return
             self._records.append(wire)
-            return
-        if record.kind == KIND_CLUSTER:
-            # a custom galaxy cluster version: its shape and the level offered here, who may send
-            # and which version is kept when the batch is stored (policy/clusters.py)
-            level = change.get("level")
-            problem = cluster_problem(record.body)
-            if problem is None and (level.__class__ is not int or not 0 <= level <= 4):
-                problem = "galaxy-cluster: the level offered must be an integer from 0 to 4"
-            if problem is not None:
-                self._refused.append(Refused(seq, Reason.MALFORMED, problem, record.kind, record.id))
-                return
-            self._records.append(wire)
-            self._retraction_levels[record.id] = level
+            if levelled:
+                self._retraction_levels[record.id] = level
             return
         if record.kind in (KIND_SHARING_GROUP, KIND_SIGHTINGS, KIND_PROPOSAL, KIND_PROPOSAL_DECISION):
             # sharing groups: checked against the revision rules when stored; sightings, proposals
             # and proposal decisions: kept when this node holds their event (a decision only if
             # the event's creator signed it)
             self._records.append(wire)
-            return
-        if record.kind == KIND_ANALYST:
-            # kept when this node holds its event, signed for its creator and at a level it may
-            # have (policy/inbound.py analyst_inbound, decided when the batch is stored)
-            level = change.get("level")
-            problem = analyst_problem(record.body)
-            if problem is None and (level.__class__ is not int or not 0 <= level <= 4):
-                problem = "analyst-data: the level offered must be an integer from 0 to 4"
-            if problem is not None:
-                self._refused.append(Refused(seq, Reason.MALFORMED, problem, record.kind, record.id))
-                return
-            self._records.append(wire)
-            self._retraction_levels[record.id] = level
             return
         if record.kind == KIND_RETRACTION:
             # where it may go is decided when the batch is stored (policy/retractions.py), from the

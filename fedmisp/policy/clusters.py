@@ -29,9 +29,9 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from fedmisp.policy.model import SHARING_GROUP, NodeState, PeerMode, PeerPolicy
+from fedmisp.policy.model import NodeState, PeerPolicy
 from fedmisp.policy.orgs import KeyState
-from fedmisp.policy.pipeline import SERVES, TAKES, cap, link_reason, next_hop_level, received_level, sharing_group_reason
+from fedmisp.policy.pipeline import SERVES, TAKES, link_reason, record_level_in, record_level_out
 from fedmisp.policy.reasons import Reason
 
 
@@ -63,23 +63,14 @@ def cluster_outbound(published: bool, held: int, sharing_group: str | None, sour
     link = link_reason(peer, node, SERVES, published)
     if link is not Reason.ALLOWED:
         return link, -1
-    # 2. hop budget
-    level = next_hop_level(held, peer.mode is PeerMode.INTERNAL)
-    if level is None:
-        return Reason.HOP_BUDGET, -1
-    # 3. sharing group
-    if held == SHARING_GROUP:
-        reason = sharing_group_reason(sharing_group, peer.org_uuid, node, inbound=False)
-        if reason is not Reason.ALLOWED:
-            return reason, -1
-    # 4. push filter
-    capped = cap(level, peer.push)
-    if capped is None:
-        return Reason.PUSH_FILTER_DISTRIBUTION, -1
+    # 2.-4. hop budget, sharing group, push filter (as an element's)
+    reason, level = record_level_out(held, sharing_group, peer, node)
+    if reason is not Reason.ALLOWED:
+        return reason, -1
     # 5. not back
     if peer.name in sources:
         return Reason.FROM_PEER, -1
-    return Reason.ALLOWED, capped
+    return Reason.ALLOWED, level
 
 
 def cluster_inbound(*, published: bool, signer_org: str | None, orgc_uuid: str, offered: int,
@@ -93,21 +84,10 @@ def cluster_inbound(*, published: bool, signer_org: str | None, orgc_uuid: str, 
         return link, -1
     if signer_org != orgc_uuid:
         return Reason.CLUSTER_OTHER_ORG, -1
-    if offered.__class__ is not int:
-        return Reason.MALFORMED, -1
-    level = received_level(offered, distribution, peer.mode is PeerMode.INTERNAL)
-    if level is None:
-        return Reason.HOP_BUDGET, -1
-    if level == SHARING_GROUP:
-        reason = sharing_group_reason(sharing_group, peer.org_uuid, node, inbound=True)
-        if reason is not Reason.ALLOWED:
-            return reason, -1
-    # 3. blocklists and the pull filter
+    # 3. blocklists
     if blocked:
         return Reason.CLUSTER_BLOCKED, -1
     if orgc_uuid in node.blocked_orgs:
         return Reason.BLOCKLIST_ORG, -1
-    capped = cap(level, peer.pull)
-    if capped is None:
-        return Reason.PULL_FILTER_DISTRIBUTION, -1
-    return Reason.ALLOWED, capped
+    # the level offered against the signed one, the sender's group membership, the pull filter
+    return record_level_in(offered, distribution, sharing_group, peer, node)

@@ -26,7 +26,7 @@ from fedmisp.policy.filters import event_check
 from fedmisp.policy.orgs import KeyState, signed_while_current
 from fedmisp.policy.model import SHARING_GROUP, EventView, NodeState, PeerMode, PeerPolicy
 from fedmisp.policy.pipeline import (
-    TAKES, EventPlan, Outcome, cap, decide_elements, link_reason, plan, received_level, refused, sharing_group_reason,
+    TAKES, EventPlan, Outcome, cap, decide_elements, link_reason, plan, received_level, record_level_in, refused, sharing_group_reason,
 )
 from fedmisp.policy.reasons import FILTER_REASONS, Reason
 
@@ -180,16 +180,4 @@ def analyst_inbound(*, event_held: bool, signer_org: str | None, orgc_uuid: str,
         return Reason.BLOCKLIST_ORG, -1
     if not target_held:
         return Reason.PARENT_WITHHELD, -1
-    if not isinstance(offered, int) or isinstance(offered, bool):
-        return Reason.MALFORMED, -1
-    level = received_level(offered, distribution, peer.mode is PeerMode.INTERNAL)
-    if level is None:
-        return Reason.HOP_BUDGET, -1
-    if level == SHARING_GROUP:
-        reason = sharing_group_reason(sharing_group, peer.org_uuid, node, inbound=True)
-        if reason is not Reason.ALLOWED:
-            return reason, -1
-    capped = cap(level, peer.pull)
-    if capped is None:
-        return Reason.PULL_FILTER_DISTRIBUTION, -1
-    return Reason.ALLOWED, capped
+    return record_level_in(offered, distribution, sharing_group, peer, node)

@@ -22,7 +22,7 @@ from typing import Any, Iterable
 from fedmisp.policy.filters import event_check
 from fedmisp.policy.model import SHARING_GROUP, EventView, Holding, NodeState, PeerMode, PeerPolicy
 from fedmisp.policy.pipeline import (
-    SERVES, EventPlan, Outcome, cap, decide_elements, link_reason, next_hop_level, plan, refused, sharing_group_reason,
+    SERVES, EventPlan, Outcome, cap, decide_elements, link_reason, next_hop_level, plan, record_level_out, refused, sharing_group_reason,
 )
 from fedmisp.policy.reasons import FILTER_REASONS, Reason
 
@@ -139,16 +139,9 @@ def analyst_outbound(event: Outcome | None, held: int, sharing_group: str | None
         return Reason.EVENT_NOT_HELD, -1
     if not event.allowed:
         return event.reason, -1
-    level = next_hop_level(held, peer.mode is PeerMode.INTERNAL)
-    if level is None:
-        return Reason.HOP_BUDGET, -1
-    if held == SHARING_GROUP:
-        reason = sharing_group_reason(sharing_group, peer.org_uuid, node, inbound=False)
-        if reason is not Reason.ALLOWED:
-            return reason, -1
-    capped = cap(level, peer.push)
-    if capped is None:
-        return Reason.PUSH_FILTER_DISTRIBUTION, -1
+    reason, level = record_level_out(held, sharing_group, peer, node)
+    if reason is not Reason.ALLOWED:
+        return reason, -1
     if not target_sent:
         return Reason.PARENT_WITHHELD, -1
-    return Reason.ALLOWED, capped
+    return Reason.ALLOWED, level

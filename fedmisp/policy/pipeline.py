@@ -167,6 +167,42 @@ def received_level(offered: int, authored: int, internal: bool) -> int | None:
     return min(offered, authored - 1)
 
 
+def record_level_out(held: int, sharing_group: str | None, peer: PeerPolicy, node: NodeState) -> tuple[Reason, int]:
+    """A record with a level of its own (an analyst-data item, a custom cluster version) at the
+    next hop, as an element's: the hop budget, sharing-group membership, the push filter's cap.
+    (ALLOWED, the level the peer holds it at), or (the reason, -1)."""
+    level = next_hop_level(held, peer.mode is PeerMode.INTERNAL)
+    if level is None:
+        return Reason.HOP_BUDGET, -1
+    if held == SHARING_GROUP:
+        reason = sharing_group_reason(sharing_group, peer.org_uuid, node, inbound=False)
+        if reason is not Reason.ALLOWED:
+            return reason, -1
+    capped = cap(level, peer.push)
+    if capped is None:
+        return Reason.PUSH_FILTER_DISTRIBUTION, -1
+    return Reason.ALLOWED, capped
+
+
+def record_level_in(offered: Any, distribution: int, sharing_group: str | None, peer: PeerPolicy,
+                    node: NodeState) -> tuple[Reason, int]:
+    """Such a record as a peer offered it: the level offered (an integer) against the signed
+    `distribution` (`received_level`), the sender's sharing-group membership, the pull filter's cap."""
+    if offered.__class__ is not int:
+        return Reason.MALFORMED, -1
+    level = received_level(offered, distribution, peer.mode is PeerMode.INTERNAL)
+    if level is None:
+        return Reason.HOP_BUDGET, -1
+    if level == SHARING_GROUP:
+        reason = sharing_group_reason(sharing_group, peer.org_uuid, node, inbound=True)
+        if reason is not Reason.ALLOWED:
+            return reason, -1
+    capped = cap(level, peer.pull)
+    if capped is None:
+        return Reason.PULL_FILTER_DISTRIBUTION, -1
+    return Reason.ALLOWED, capped
+
+
 def cap(level: int, f: SyncFilter) -> int | None:
     """A filter's max_distribution: levels 0-3 are lowered to it; a sharing group passes only at 4."""
     if level == SHARING_GROUP:
