@@ -66,9 +66,17 @@ class FakePeer:
         return [self.bodies.get(d) for d in digests]
 
 
-def run(session: PullSession, peer: FakePeer, local: FakeLocal, crash_after_batches: int | None = None):
+MAX_STEPS = 10_000
+
+
+def run(session: PullSession, peer: FakePeer, local: FakeLocal, crash_after_batches: int | None = None,
+        lacking_for=None):
+    """Drive the session to its end. `lacking_for(batch)`: the store's answer for each batch (what
+    replica.apply reports: bodies it took as held that another pull replaced meanwhile); then each
+    batch is stored when the session has nothing else to do (pipelined), else at once. A session
+    that has not ended after MAX_STEPS steps fails the test (a loop, not a slow pull)."""
     stored = []
-    while True:
+    for _ in range(MAX_STEPS):
         step = session.next_step()
         if isinstance(step, SendChanges):
             session.changes_received(canonical.unpack(canonical.pack(peer.reply_changes(step.since))))
@@ -85,10 +93,14 @@ def run(session: PullSession, peer: FakePeer, local: FakeLocal, crash_after_batc
             stored.append(step)
             for e in step.events:
                 local.digests.setdefault(e.event_uuid, set()).update(e.bodies)
-            session.stored()
+            if lacking_for is None:
+                session.stored()
+        elif isinstance(step, WaitStored):
+            session.stored(lacking_for(stored[-1]))
         else:
             assert isinstance(step, Done)
             return stored, step.checkpoint
+    raise AssertionError(f"the session did not end in {MAX_STEPS} steps: {len(stored)} batches handed out")
 
 
 def _feed(*events):
@@ -247,29 +259,6 @@ def test_a_revision_with_a_malformed_header_is_refused_naming_the_field_and_the_
     assert "event.timestamp" in refused.detail and "integer" in refused.detail
 
 
-def _pull_saying_lacking(session, peer, local, lacking_for):
-    """`run`, with the store answering each batch with `lacking_for(batch)` (what replica.apply
-    reports: bodies a batch took as held that another pull replaced meanwhile)."""
-    batches = []
-    while True:
-        step = session.next_step()
-        if isinstance(step, SendChanges):
-            session.changes_received(canonical.unpack(canonical.pack(peer.reply_changes(step.since))))
-        elif isinstance(step, LookUp):
-            session.facts_received(look_up(local, step))
-        elif isinstance(step, SendBodies):
-            reply = peer.reply_bodies(step.digests)
-            if step.everything:
-                reply = [b for b in reply if b is not None]
-            session.bodies_received(step.event_uuid, reply)
-        elif isinstance(step, StoreBatch):
-            batches.append(step)  # stored when the session has nothing else to do (pipelined)
-        elif isinstance(step, WaitStored):
-            session.stored(lacking_for(batches[-1]))
-        else:
-            return batches, step.checkpoint
-
-
 def test_bodies_a_batch_took_as_held_and_lost_are_fetched_again_once_per_revision():
     s = signed(40, attributes=4)
     changes, bodies = _feed(s)
@@ -278,8 +267,8 @@ def test_bodies_a_batch_took_as_held_and_lost_are_fetched_again_once_per_revisio
     held = {e.digest for e in s.elements[:2]}
     local.digests[s.uuid] = set(held)  # held when the offer is taken: not fetched at first
     # the store says they were lost after every batch: fetched once, then left to the next revision
-    batches, checkpoint = _pull_saying_lacking(
-        PullSession("p", 0), peer, local, lambda batch: {e.event_uuid: held for e in batch.events})
+    batches, checkpoint = run(PullSession("p", 0), peer, local,
+                              lacking_for=lambda batch: {e.event_uuid: held for e in batch.events})
     assert [[set(e.bodies) for e in b.events] for b in batches] == [
         [{e.digest for e in s.elements[2:]}], [held]]
     assert batches[0].events[0].assumed_held == frozenset(held)
@@ -299,7 +288,7 @@ def test_lost_bodies_of_a_revision_a_newer_one_replaces_in_the_same_pull_are_not
     def lacking(batch):
         calls.append([e.seq for e in batch.events])
         return {e.event_uuid: held for e in batch.events if e.seq == 1}
-    batches, _ = _pull_saying_lacking(PullSession("p", 0), peer, local, lacking)
+    batches, _ = run(PullSession("p", 0), peer, local, lacking_for=lacking)
     stored = [(e.seq, set(e.bodies)) for b in batches for e in b.events]
     # the newer revision (seq 2) was pending when seq 1's batch reported its loss: only it is stored next
     assert [seq for seq, _ in stored] == [1, 2]
@@ -311,6 +300,6 @@ def test_lost_bodies_the_revision_does_not_offer_are_not_fetched():
     changes, bodies = _feed(s)
     peer = FakePeer(changes, bodies)
     stray = {b"\x01" * 32}  # not a digest of this revision: nothing to fetch, nothing stored again
-    batches, _ = _pull_saying_lacking(PullSession("p", 0), peer, FakeLocal(),
-                                      lambda batch: {e.event_uuid: stray for e in batch.events})
+    batches, _ = run(PullSession("p", 0), peer, FakeLocal(),
+                     lacking_for=lambda batch: {e.event_uuid: stray for e in batch.events})
     assert len(batches) == 1 and peer.body_requests == 1
