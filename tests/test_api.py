@@ -12,6 +12,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import requests
@@ -71,6 +72,11 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     node.close()
     text = (home / "fedmisp.toml").read_text().replace("[limits]\n", f"[limits]\nmax_request_bytes = {MAX_REQUEST_BYTES}\n")
     (home / "fedmisp.toml").write_text(text)
+    yield from running(home, keys, foreign["uuid"])
+
+
+def running(home: Path, keys: dict[str, str], foreign_event: str = "") -> Iterator[Server]:
+    """`fedmisp run` on `home` as a Server, stopped by its pid afterwards (for module fixtures)."""
     process = subprocess.Popen([sys.executable, "-m", "fedmisp", "run", "--home", str(home)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = process.stdout.readline()
@@ -78,10 +84,12 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     if match is None:
         process.kill()
         raise AssertionError(f"fedmisp run did not start: {line!r} {process.stderr.read()}")
-    yield Server(match.group(0), keys, home, process, foreign["uuid"])
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
+    try:
+        yield Server(match.group(0), keys, home, process, foreign_event)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=30)
 
 
 def new_event(info: str = "phishing wave", **fields: object) -> MISPEvent:

@@ -3,10 +3,6 @@ add_note, add_opinion, add_relationship, get_analyst_data, update_analyst_data,
 delete_analyst_data and analyst_data/index, as PyMISP calls them (decision 0029)."""
 from __future__ import annotations
 
-import re
-import signal
-import subprocess
-import sys
 import uuid as uuidlib
 
 import pytest
@@ -19,7 +15,7 @@ from fedmisp.model.misp import ImportDefaults, parse_event
 from fedmisp.model.records import KIND_ANALYST, seal
 from fedmisp.model.revision import sign_event
 from fedmisp.node.home import ROLES, init_home
-from test_api import Server, assert_misp_error, new_event
+from test_api import Server, assert_misp_error, new_event, running
 
 OTHER_ORG = "5a1b2c3d-0000-4000-8000-0000000000ee"
 
@@ -41,17 +37,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):
         "created": 1_700_000_000, "modified": 1_700_000_000, "distribution": 3, "note": "theirs"}}
     node.store.write_records([seal(other, KIND_ANALYST, note)])
     node.close()
-    process = subprocess.Popen([sys.executable, "-m", "fedmisp", "run", "--home", str(home)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    line = process.stdout.readline()
-    match = re.search(r"http://127\.0\.0\.1:\d+", line)
-    if match is None:
-        process.kill()
-        raise AssertionError(f"fedmisp run did not start: {line!r} {process.stderr.read()}")
-    yield Server(match.group(0), keys, home, process, foreign["uuid"])
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
+    yield from running(home, keys, foreign["uuid"])
 
 
 def _note(target_uuid: str, target_type: str, text: str, distribution: int = 1) -> MISPNote:

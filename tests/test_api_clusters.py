@@ -5,16 +5,11 @@ beside the default clusters, attaching one to an event and its Galaxy block, and
 (another organisation's cluster, a default one, a bad post) in MISP's words (decision 0031)."""
 from __future__ import annotations
 
-import re
-import signal
-import subprocess
-import sys
 
 import pytest
 from pymisp import MISPGalaxyCluster
 
-from test_api import Server, assert_misp_error, new_event
-from fedmisp.gossip.clusters import sign
+from test_api import Server, assert_misp_error, new_event, running
 from fedmisp.model.clusters import custom_tag
 from fedmisp.model.identity import Identity
 from fedmisp.model.records import KIND_CLUSTER, seal
@@ -43,16 +38,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     keys["admin"] = admin
     node.store.accept_cluster(seal(Identity.generate(), KIND_CLUSTER, foreign_body()), 3, "peer")
     node.close()
-    process = subprocess.Popen([sys.executable, "-m", "fedmisp", "run", "--home", str(home)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    match = re.search(r"http://127\.0\.0\.1:\d+", process.stdout.readline())
-    if match is None:
-        process.kill()
-        raise AssertionError(f"fedmisp run did not start: {process.stderr.read()}")
-    yield Server(match.group(0), keys, home, process, "")
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
+    yield from running(home, keys)
 
 
 def new_cluster(value: str = "Acme Bear", **fields) -> MISPGalaxyCluster:

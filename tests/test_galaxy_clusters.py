@@ -13,9 +13,9 @@ import pytest
 
 from factories import event
 from federation import make_federation, settle
+from peer_protocol import Decisions
 from fedmisp.gossip.clusters import sign
 from fedmisp.gossip.driver import InMemory, pull
-from fedmisp.gossip.observe import Decision
 from fedmisp.gossip.replica import Replica
 from fedmisp.model.clusters import ClusterError, check_body, cluster_problem, custom_tag
 from fedmisp.model.records import KIND_CLUSTER, seal
@@ -170,17 +170,6 @@ def test_a_sharing_group_cluster_reaches_its_members_only(tmp_path):
     close(nodes)
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.decisions: list[Decision] = []
-
-    def decided(self, decision: Decision) -> None:
-        self.decisions.append(decision)
-
-    def pulled(self, peer: str, seconds: float, ok: bool) -> None:
-        pass
-
-
 def _peer(node, name: str):
     return next(p for p in node.config.peers if p.name == name)
 
@@ -197,7 +186,7 @@ def test_a_forged_version_is_refused_and_the_pull_goes_on(tmp_path):
     path = tmp_path / "plain.json"
     path.write_text(json.dumps(event(seed=9, attributes=2, objects=0)))
     import_paths(b, [path])
-    recorder = Recorder()
+    recorder = Decisions()
     report = pull(Replica(c, recorder), _peer(c, "b"), InMemory(Replica(b), "c"))
     assert report.refused == {Reason.CLUSTER_OTHER_ORG.value: 1}
     assert report.stored == 1
@@ -217,10 +206,10 @@ def test_a_malformed_cluster_from_a_peer_is_refused_naming_the_field(tmp_path):
         _, seq = put_record(t, bad, sequence(t))
         set_sequence(t, seq)
         store_clusters._put(t, uuid16(CLUSTER), bad.id, seq, 1, [])
-    recorder = Recorder()
+    recorder = Decisions()
     report = pull(Replica(b, recorder), _peer(b, "a"), InMemory(Replica(a), "b"))
     assert report.refused == {Reason.MALFORMED.value: 1}
-    [refusal] = [d for d in recorder.decisions if d.refusal]
+    [refusal] = [d for d in recorder.all if d.refusal]
     assert refusal.kind == KIND_CLUSTER and refusal.detail.startswith("cluster.tag_name")
     assert held(b) == []
     for node in nodes.values():

@@ -15,11 +15,9 @@ import pytest
 
 from fedmisp.gossip import session as session_module
 from fedmisp.gossip.driver import InMemory, pull
-from fedmisp.gossip.observe import Decision
 from fedmisp.gossip.replica import Replica
 from fedmisp.gossip.templates import publish
 from fedmisp.model.describe import object_templates
-from fedmisp.model.identity import Identity
 from fedmisp.model.misp import EventError, ImportDefaults, parse_event
 from fedmisp.model.records import KIND_TEMPLATE, seal
 from fedmisp.model.templates import TemplateError, resolve_template, template_problem, validate_definition
@@ -28,6 +26,7 @@ from fedmisp.policy.reasons import Reason
 
 from factories import event
 from federation import make_federation, settle
+from peer_protocol import Decisions
 
 TEMPLATE_UUID = "0f3c7d5e-1a2b-4c3d-8e9f-001122334455"
 
@@ -194,17 +193,6 @@ def _peer(node, name: str):
     return next(p for p in node.config.peers if p.name == name)
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.decisions: list[Decision] = []
-
-    def decided(self, decision: Decision) -> None:
-        self.decisions.append(decision)
-
-    def pulled(self, peer: str, seconds: float, ok: bool) -> None:
-        pass
-
-
 def test_a_forged_template_from_a_peer_is_refused_and_the_pull_goes_on(tmp_path):
     nodes = make_federation(tmp_path, ["a", "b", "c"], [("a", "b"), ("b", "c")])
     a, b, c = nodes["a"], nodes["b"], nodes["c"]
@@ -217,7 +205,7 @@ def test_a_forged_template_from_a_peer_is_refused_and_the_pull_goes_on(tmp_path)
     path = tmp_path / "plain.json"
     path.write_text(json.dumps(event(seed=9, attributes=2, objects=0)))
     import_paths(b, [path])
-    recorder = Recorder()
+    recorder = Decisions()
     report = pull(Replica(c, recorder), _peer(c, "b"), InMemory(Replica(b), "c"))
     assert report.refused == {Reason.TEMPLATE_OTHER_ORG.value: 1}
     assert report.stored == 1
@@ -231,10 +219,10 @@ def test_a_malformed_template_from_a_peer_is_refused_as_malformed_naming_the_fie
     a, b = nodes["a"], nodes["b"]
     bad = beacon(1, attributes={"c2": {"misp-attribute": "ip-dsst", "ui-priority": 1, "description": "x"}})
     a.store.write_records([seal(a.identity, KIND_TEMPLATE, bad)])  # (past publish's checks)
-    recorder = Recorder()
+    recorder = Decisions()
     report = pull(Replica(b, recorder), _peer(b, "a"), InMemory(Replica(a), "b"))
     assert report.refused == {Reason.MALFORMED.value: 1}
-    [refusal] = [d for d in recorder.decisions if d.refusal]
+    [refusal] = [d for d in recorder.all if d.refusal]
     assert refusal.kind == KIND_TEMPLATE and refusal.detail.startswith("template.attributes.c2.misp-attribute")
     assert b.store.template_records() == []
     for node in nodes.values():
@@ -291,10 +279,10 @@ def test_c_refuses_an_object_whose_template_it_does_not_hold_then_takes_it_when_
     order = [b.store.record(rid).kind for _, rid in b.store.log_since(0)]
     assert order.index("event") < order.index(KIND_TEMPLATE)
     monkeypatch.setattr(session_module, "CHANGES_PAGE", 1)
-    recorder = Recorder()
+    recorder = Decisions()
     report = pull(Replica(c, recorder), _peer(c, "b"), InMemory(replicas["b"], "c"))
     assert c.store.held(event_uuid) is None
-    [refusal] = [d for d in recorder.decisions if d.refusal and d.event_uuid == event_uuid]
+    [refusal] = [d for d in recorder.all if d.refusal and d.event_uuid == event_uuid]
     assert refusal.reason == Reason.TEMPLATE_NOT_HELD.value
     assert f"names object template {TEMPLATE_UUID} ('acme-beacon'), which this node holds neither" in refusal.detail
     assert report.refused == {Reason.TEMPLATE_NOT_HELD.value: 1}
