@@ -70,3 +70,18 @@ def pymisp_tests() -> Path:
 # The real-node API fixture (`server`: one `fedmisp run` process per test module that uses it),
 # shared by the test_api*.py modules.
 from test_api import server  # noqa: E402, F401
+
+
+@pytest.fixture(scope="session")
+def misp_kit():
+    """Two real MISP 2.5 instances, A and B, for the whole test session (tests/misp_kit.py), stopped
+    at its end; skipped with the reason when the kit cannot run here."""
+    from misp_kit import kit_unavailable, start_kit
+    reason = kit_unavailable()
+    if reason:
+        pytest.skip(reason)
+    kit = start_kit(("A", "B"))
+    try:
+        yield kit
+    finally:
+        kit.stop()

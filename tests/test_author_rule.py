@@ -100,3 +100,29 @@ def test_a_peer_cannot_rewrite_another_orgs_event_and_the_authors_next_revision_
     assert b.store.export_event(uuid)["Event"]["info"] == "revised by a"
     for node in nodes.values():
         node.close()
+
+
+def test_an_event_from_a_misp_peer_is_revised_only_through_that_peer_and_a_misp_peer_revises_nothing_else(tmp_path):
+    """Decision 0032: this node signs what a MISP peer sends (decision 0001), so the author rule alone
+    would let any path of this node replace it; the store keeps each bridged event to its MISP peer."""
+    me = Identity.generate()
+    store = Store(tmp_path / "store")
+    try:
+        store.write_records([introduction(me, ORG["name"], ORG["uuid"])])
+        bridged, own = _published(41), _published(42)
+        write = lambda raw, seconds, source: store.write_events(  # noqa: E731
+            [event_write(_signed(me, _revised(raw, seconds, f"{source} {seconds}")), source)])[0]
+        assert write(bridged, 0, "misp:community-a") is WriteOutcome.STORED
+        assert write(own, 0, "") is WriteOutcome.STORED
+        # another MISP peer, a fedmisp peer's name, the API or an import (source ""): refused
+        for seconds, source in ((10, "misp:community-b"), (20, ""), (30, "national-csirt")):
+            assert write(bridged, seconds, source) is Reason.NOT_BRIDGE
+        assert store.export_event(bridged["Event"]["uuid"])["Event"]["info"] == "misp:community-a 0"
+        # the MISP peer it came from revises it
+        assert write(bridged, 40, "misp:community-a") is WriteOutcome.STORED
+        # and no MISP peer replaces this node's own event, however new
+        assert write(own, 50, "misp:community-a") is Reason.NOT_BRIDGE
+        assert store.export_event(own["Event"]["uuid"])["Event"]["info"] == " 0"
+        assert store.check_integrity() == []
+    finally:
+        store.close()

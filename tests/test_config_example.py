@@ -12,6 +12,7 @@ from pathlib import Path
 from fedmisp.node.config import _PEER_FIELDS
 from fedmisp.node.feed_config import _FEED_FIELDS, _SERVED_FIELDS, FEED_FILTER_FIELDS
 from fedmisp.node.home import init_home
+from fedmisp.node.misp_config import MISP_FIELDS
 from fedmisp.policy.config import FILTER_FIELDS
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "configs" / "single-node.toml"
@@ -71,6 +72,8 @@ def test_the_single_node_example_names_every_setting():
         assert set(document[section]) == names, section
     (peer,) = document["peer"]
     assert set(peer) == set(_PEER_FIELDS)
+    (misp,) = tomllib.loads(with_example(EXAMPLE.read_text(), "misp peer"))["peer"]
+    assert set(misp) == set(MISP_FIELDS)
     assert set(peer["push"]) == set(FILTER_FIELDS) and set(peer["pull"]) == set(FILTER_FIELDS)
     assert set(document) == set(SETTINGS) | {"peer"}
     feeds = tomllib.loads(with_example(EXAMPLE.read_text(), "feed"))

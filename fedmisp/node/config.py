@@ -20,6 +20,7 @@ from fedmisp.correlate.engine import CorrelationConfig
 from fedmisp.gossip.peers import PeerConfig
 from fedmisp.policy.model import PeerMode, PeerPolicy
 from fedmisp.node.feed_config import FeedSource, ServedFeed, named_tables, parse_feeds, parse_served_feeds
+from fedmisp.node.misp_config import KIND_MISP, KINDS, MISP_FIELDS, MispPeer, parse_misp_peer, peer_kind
 
 CONFIG_FILE = "fedmisp.toml"
 KEY_FILE = "identity.key"
@@ -29,7 +30,7 @@ DEFAULT_LISTEN = "127.0.0.1:8480"
 DEFAULT_MAX_IMPORT_FILE_BYTES = 256 * 1024 * 1024
 
 
-_PEER_FIELDS = ("name", "url", "key", "org_uuid", "mode", "push", "pull", "strip_sighting_org")
+_PEER_FIELDS = ("name", "kind", "url", "key", "org_uuid", "mode", "push", "pull", "strip_sighting_org")
 
 
 def _parse_bool(raw: Any, where: str, default: bool, problems: list[str]) -> bool:
@@ -41,9 +42,26 @@ def _parse_bool(raw: Any, where: str, default: bool, problems: list[str]) -> boo
     return raw
 
 
-def _parse_peers(raw: Any, problems: list[str], strip_sighting_org: bool = False) -> tuple[PeerConfig, ...]:
+def _parse_peers(raw: Any, home: Path, problems: list[str],
+                 strip_sighting_org: bool = False) -> tuple[tuple[PeerConfig, ...], tuple[MispPeer, ...]]:
+    """The [[peer]] tables: fedmisp nodes, and MISP instances (`kind = "misp"`, node/misp_config.py);
+    one name space for both."""
     peers = []
-    for label, name, table in named_tables(raw, "peer", _PEER_FIELDS, problems):
+    misp_peers = []
+    for label, name, table in named_tables(raw, "peer", tuple(dict.fromkeys(_PEER_FIELDS + MISP_FIELDS)), problems):
+        kind = peer_kind(table)
+        if kind == KIND_MISP:
+            for key in table:
+                if key not in MISP_FIELDS and key in _PEER_FIELDS:  # (unknown to both: reported above)
+                    problems.append(f"{label}.{key}: not a setting of a MISP peer; accepted: {', '.join(MISP_FIELDS)}")
+            misp_peers.append(parse_misp_peer(label, name, table, home, problems))
+            continue
+        if kind not in KINDS:
+            problems.append(f"{label}.kind: {kind!r}; accepted: {', '.join(KINDS)}")
+            continue
+        for key in table:
+            if key not in _PEER_FIELDS and key in MISP_FIELDS:
+                problems.append(f"{label}.{key}: not a setting of a fedmisp peer; accepted: {', '.join(_PEER_FIELDS)}")
         url = table.get("url")
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             problems.append(f"{label}.url: {url!r}; expected http://HOST:PORT or https://HOST:PORT")
@@ -68,7 +86,7 @@ def _parse_peers(raw: Any, problems: list[str], strip_sighting_org: bool = False
         strip = _parse_bool(table.get("strip_sighting_org"), f"{label}.strip_sighting_org", strip_sighting_org,
                             problems)
         peers.append(PeerConfig(PeerPolicy(name, org_uuid, mode, push, pull), url, key, strip))
-    return tuple(peers)
+    return tuple(peers), tuple(misp_peers)
 
 
 def _parse_list(raw: Any, where: str, problems: list[str], what: str, parse: Callable[[Any], Any]) -> frozenset[Any]:
@@ -254,7 +272,8 @@ class NodeConfig:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     served_feeds: tuple[ServedFeed, ...] = ()  # [[served_feed]]: MISP feeds this node publishes
     feeds: tuple[FeedSource, ...] = ()  # [[feed]]: MISP feeds this node fetches
-    raw: dict[str, Any] = field(default_factory=dict, compare=False)
+    misp_peers: tuple[MispPeer, ...] = ()  # [[peer]] kind = "misp": MISP instances (node/misp_config.py)
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)  # (holds secrets: misp_key)
 
     @property
     def listen(self) -> str:
@@ -354,7 +373,7 @@ def load_config(home: Path) -> NodeConfig:
         gossip = {}
     # [gossip] strip_sighting_org: the default for every peer; a [[peer]] entry may say otherwise
     strip_default = _parse_bool(gossip.get("strip_sighting_org"), "gossip.strip_sighting_org", False, problems)
-    peers = _parse_peers(raw.get("peer"), problems, strip_default)
+    peers, misp_peers = _parse_peers(raw.get("peer"), home, problems, strip_default)
     for peer in peers:
         if peer.policy.mode is PeerMode.INTERNAL and peer.policy.org_uuid != org_uuid:
             problems.append(f"peer {peer.name!r}.mode: internal is for this organisation's own other "
@@ -373,7 +392,7 @@ def load_config(home: Path) -> NodeConfig:
     if problems:
         raise ConfigError(path, problems)
     return NodeConfig(correlation=correlation, home=home, org_name=org_name, org_uuid=org_uuid, listen_host=host, listen_port=port,
-                      default_distribution=distribution, max_import_file_bytes=max_file, peers=peers,
+                      default_distribution=distribution, max_import_file_bytes=max_file, peers=peers, misp_peers=misp_peers,
                       blocked_events=blocked_events, blocked_orgs=blocked_orgs, blocked_keys=blocked_keys,
                       log=log, audit=audit,
                       metrics=metrics, served_feeds=served_feeds, feeds=feeds, raw=raw)

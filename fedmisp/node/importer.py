@@ -75,6 +75,10 @@ class ImportReport:
         elif outcome is Reason.NOT_AUTHOR:
             self.refused.append(f"event {uuid_text(event_uuid)}: this node holds it as signed by another "
                                 "organisation's key (received from a peer); only its author can revise it")
+        elif outcome is Reason.NOT_BRIDGE:
+            self.refused.append(f"event {uuid_text(event_uuid)}: this node holds it from another source than "
+                                "this one, and an event that came from a MISP peer is revised only by that peer "
+                                "(decision 0032)")
         else:
             self.events_older += 1
 

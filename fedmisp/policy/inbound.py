@@ -139,6 +139,21 @@ def by_author(signer: bytes, author: bytes, refusal: Reason = Reason.NOT_AUTHOR)
     return Reason.ALLOWED if signer == author else refusal
 
 
+# The source of an event that came from a MISP peer, through this node's bridge (node/misp_config.py):
+# "misp:<peer name>"; an event made here has "", one from a fedmisp peer or a feed its name.
+MISP_SOURCE = "misp:"
+
+
+def bridge_reason(held_source: str, source: str) -> Reason:
+    """4. An event that came from a MISP peer is signed by this node as its importer (decision 0001),
+    so the author rule alone would let anything this node signs replace it. Only that MISP peer,
+    through the bridge, revises it; and an event that did not come from a MISP peer (made here, or a
+    peer's, or a feed's) is never replaced by what a MISP peer sends (decision 0032)."""
+    if held_source.startswith(MISP_SOURCE) or source.startswith(MISP_SOURCE):
+        return Reason.ALLOWED if held_source == source else Reason.NOT_BRIDGE
+    return Reason.ALLOWED
+
+
 def attached_inbound(author: bytes | None, signer: bytes, *, decision: bool) -> Reason:
     """Attached records (sightings, proposals, decisions) are kept with their event only: refused
     while the event is not held (`author`: the current key of the held event's author, None when

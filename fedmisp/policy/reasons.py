@@ -64,6 +64,9 @@ class Reason(StrEnum):
     # a revision of a held event signed by a key other than its author's; an analyst-data item not
     # signed for the org it names as its creator, or editing another org's item (decision 0029)
     NOT_AUTHOR = "not-author"
+    # a revision of an event that came from a MISP peer, by any other path; or a MISP peer's revision
+    # of an event that did not come from it (policy/inbound.py bridge_reason, decision 0032)
+    NOT_BRIDGE = "not-bridge"
     UUID_CONFLICT = "uuid-conflict"  # an element uuid belongs to another held event (MISP keeps them unique)
     # sharing group revisions
     SG_REVISION_NOT_NEWER = "sg-revision-not-newer"

@@ -23,7 +23,7 @@ from fedmisp.model.records import (
 from fedmisp.model.retraction import Reach, Retraction, read_retraction, retraction_body
 from fedmisp.model.revision import SignedEvent
 from fedmisp.policy.holding import held_levels, pack_views, unpack_views
-from fedmisp.policy.inbound import by_author, not_older
+from fedmisp.policy.inbound import bridge_reason, by_author, not_older
 from fedmisp.policy.reasons import Reason
 from fedmisp.store import analyst
 from fedmisp.store.db import DUPSORT, Database, Txn, sequence, set_sequence
@@ -200,6 +200,10 @@ def write_event(t: Txn, event: EventWrite, seq: int, puts: "Puts",
             author = by_author(current_key(t, record_author(event.wire)), current_key(t, old.author))
             if author is not Reason.ALLOWED:
                 return author, seq
+            meta = t.get("event_meta", ev)  # (EventMeta: its source first)
+            bridge = bridge_reason(canonical.unpack(meta)[0] if meta is not None else "", event.source)
+            if bridge is not Reason.ALLOWED:
+                return bridge, seq
         # The bodies held now: a received revision may hold only some of its skeleton's.
         old_digests = {d for d in revision_elements(old) if t.get("bodies", ev + d) is not None}
         bodies = event.rows[0]

@@ -224,6 +224,10 @@ async def write_revision(ctx: ApiContext, signed: SignedEvent) -> WriteOutcome |
     if outcome is Reason.NOT_AUTHOR:  # (an event a peer sent meanwhile, with the same uuid)
         raise ApiError(403, "this node holds the event as signed by another organisation's key; only its "
                        "author can revise it", {"Event": ["held as another organisation's event"]}, NOT_PERMITTED)
+    if outcome is Reason.NOT_BRIDGE:
+        raise ApiError(403, "this event came from a MISP community through this node's bridge; only that MISP "
+                       "peer revises it (edit it on a MISP instance of that community)",
+                       {"Event": ["held on a MISP peer's behalf"]}, NOT_PERMITTED)
     return outcome
 
 
