@@ -15,7 +15,7 @@ import asyncio
 import json
 import urllib.error
 import urllib.request
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from aiohttp import web
 
@@ -33,15 +33,17 @@ if TYPE_CHECKING:  # (the CLI's client below needs none of them)
 PREFIX = "/node/v1"
 
 
-def node_routes(gossiper: Gossiper, fetcher: FeedFetcher, metrics: NodeMetrics) -> list[web.RouteDef]:
-    """/node/v1's routes, relative to PREFIX: peers and feeds for operators, health for anyone,
-    metrics for a key (node/metrics.py)."""
+def node_routes(gossiper: Gossiper, fetcher: FeedFetcher, metrics: NodeMetrics,
+                misp_peers: Callable[[], dict[str, Any]] = dict) -> list[web.RouteDef]:
+    """/node/v1's routes, relative to PREFIX: peers (fedmisp peers, and `misp_peers`: the MISP
+    peers' status) and feeds for operators, health for anyone, metrics for a key (node/metrics.py)."""
     node = gossiper.node
 
     @declare(OPERATOR)
     async def peers(request: web.Request) -> web.Response:
         # It names peers and their addresses, no keys or data.
-        return web.json_response(await asyncio.get_running_loop().run_in_executor(None, gossiper.peers_json))
+        fedmisp = await asyncio.get_running_loop().run_in_executor(None, gossiper.peers_json)
+        return web.json_response({**fedmisp, **misp_peers()})
 
     @declare(OPERATOR)
     async def feeds(request: web.Request) -> web.Response:

@@ -25,6 +25,7 @@ from fedmisp.gossip.service import ANTI_ENTROPY_SECONDS, Gossiper
 from fedmisp.gossip.session import PULL_DEADLINE_SECONDS, PullLimits
 from fedmisp.node.api.access import role_of
 from fedmisp.node.api.app import make_app
+from fedmisp.node.api.misp_sync import misp_peers_json
 from fedmisp.node.api.helpers import DEFAULT_MAX_REQUEST_BYTES, ApiContext
 from fedmisp.node.feed_fetch import FeedFetcher
 from fedmisp.node.feeds import FeedServer
@@ -100,13 +101,14 @@ async def serve(node: Node, *, host: str | None = None, port: int | None = None,
 
     metrics = NodeMetrics(node)
     audit = AuditLog(node.config.audit, node.config.home)
+    observer = Fanout((metrics, audit))
     gossiper = Gossiper(node, run_blocking, interval=anti_entropy_seconds(node.config),
-                        observer=Fanout((metrics, audit)),
+                        observer=observer,
                         limits=PullLimits(deadline=pull_deadline_seconds(node.config)))
     metrics.track_peers(gossiper.peers_json)
     # Something stored locally (API, import through the API) is announced to peers at once.
     writer = Writer(node.store, on_commit=lambda: loop.call_soon_threadsafe(gossiper.stored_something))
-    ctx = ApiContext(node, writer, limit)
+    ctx = ApiContext(node, writer, limit, observer=observer)  # (MISP peers' records: node/api/misp_sync.py)
     fetcher = FeedFetcher(node, lambda events: asyncio.wrap_future(writer.submit(events)), run_blocking)
     app = node_app(ctx, gossiper, fetcher, metrics, run_blocking)
     runner = GuardedRunner(app, connections, access_log=None, shutdown_timeout=SHUTDOWN_GRACE,
@@ -143,7 +145,7 @@ def node_app(ctx: ApiContext, gossiper: Gossiper, fetcher: FeedFetcher, metrics:
              run_blocking: Any) -> web.Application:
     """The application `fedmisp run` serves: the MISP API, /fed/v1, /node/v1 and /feed."""
     return make_app(ctx, outer_middlewares=(metrics.middleware,), peer_routes=gossiper.protocol.routes(),
-                    node_routes=node_routes(gossiper, fetcher, metrics),
+                    node_routes=node_routes(gossiper, fetcher, metrics, lambda: misp_peers_json(ctx)),
                     feed_routes=FeedServer(ctx.node, run_blocking, lambda key: role_of(ctx, key)).routes())
 
 

@@ -1,0 +1,370 @@
+"""MISP's server sync against this node: what a MISP instance's `cake Server pull` and `cake Server
+push` (and /servers/pull, /servers/push) call with the sync key of one of this node's MISP peers
+(`fedmisp peer add --kind misp`), answered as a MISP server answers its sync user.
+
+Pull (MISP 2.5.1's Server::pull, ServerSyncTool): servers/getVersion, events/index (POST, minimal,
+published, with an ETag MISP sends back as If-None-Match), events/view/<uuid>/... per event,
+shadow_attributes/index. What MISP gets is what `Replica.offer`, the outbound pipeline the peers and
+served feeds use (decision 0011), allows the MISP peer's policy (`MispPeer.policy`: its
+organisation and push filter): published events only, no local tags, level-4 data only for a
+member organisation, with the SharingGroup block MISP captures the group from. MISP downgrades what
+it pulls itself (Server::__updatePulledEventBeforeInsert: 1 -> 0, 2 -> 1), so each item is served
+at the level before that downgrade of the level the peer may hold it at: MISP ends up holding
+exactly what the policy allows.
+
+Push (Server::push, Event::uploadEventToServer): events/filterEventIdsForPush, HEAD events/view,
+events/add/metadata:1, events/edit/<uuid>/metadata:1. What MISP pushes goes through
+node/misp_inbound.py's `prepare_misp_events` (MISP's receiver rules, then the inbound policy for
+that peer) and the node's single writer, signed by this node with source misp:<peer> (decision
+0001; the store's bridge rule: only that peer revises it). A refusal is answered in MISP's shape
+with the reason, and nothing of the event is stored.
+
+Not carried: sightings (the index says sighting_timestamp 0, so MISP asks for none), proposals
+(shadow_attributes/index answers none), custom galaxy clusters and analyst data on their own routes
+(getVersion says perm_galaxy_editor and perm_analyst_data false, so MISP does not call them).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid as _uuid
+from typing import Any
+
+from aiohttp import web
+
+from fedmisp.gossip.observe import IN, OUT, REFUSED, SENT, STORED, WITHHELD, Decision, count_reasons
+from fedmisp.gossip.replica import Replica
+from fedmisp.model.records import KIND_EVENT
+from fedmisp.node.api.access import SYNC, SYNC_PEER, MispRoutes, declare
+from fedmisp.node.api.helpers import CTX, ApiContext, ApiError, body_json, path_ref, run, this_org
+from fedmisp.node.api.index import index_heads, parse_index
+from fedmisp.node.api.params import QueryError
+from fedmisp.node.api.render import shown_event
+from fedmisp.node.feeds import offered_event
+from fedmisp.node.misp_config import MispPeer
+from fedmisp.node.misp_inbound import misp_source, prepare_misp_events
+from fedmisp.policy.model import SHARING_GROUP, NodeState
+from fedmisp.policy.reasons import Reason
+from fedmisp.store import query
+from fedmisp.store.events import WriteOutcome
+from fedmisp.store.query import element_id, is_uuid
+
+routes = MispRoutes()
+
+MISP_VERSION = "2.5.1"  # what this node answers MISP's sync as (checkVersionCompatibility: same minor)
+# The inverse of MISP's pull downgrade: the level to serve so that MISP holds `level` after it.
+_BEFORE_DOWNGRADE = {0: 1, 1: 2}
+# What filterEventIdsForPush reads at most (MISP sends every pushable event of its own at once).
+MAX_PUSH_CANDIDATES = 1_000_000
+NOT_NEWER = "Event could not be saved: Event in the request not newer than the local copy."
+
+
+def served_level(level: int) -> int:
+    return _BEFORE_DOWNGRADE.get(level, level)
+
+
+def _peer(request: web.Request) -> MispPeer:
+    return request[SYNC_PEER]
+
+
+def _replica(ctx: ApiContext) -> Replica:
+    """One Replica for the sync views (its sender and the cache of held events' views)."""
+    if ctx.replica is None:
+        ctx.replica = Replica(ctx.node, ctx.observer)
+    return ctx.replica
+
+
+def _seen(ctx: ApiContext, peer: MispPeer, what: str) -> None:
+    """When the MISP peer last pulled (`pull`) or pushed (`push`): /node/v1/peers shows it."""
+    ctx.misp_activity.setdefault(peer.name, {})[f"last_{what}"] = time.time()
+
+
+# --- what MISP asks first ----------------------------------------------------------------------------
+
+@declare(SYNC)
+async def get_version(request: web.Request) -> web.Response:
+    """As MISP answers its sync user: perm_sync (MISP pushes events), perm_sighting; no galaxy or
+    analyst-data editing (MISP then leaves those routes alone: not carried, see the module)."""
+    import pymisp
+    ctx = request.app[CTX]
+    return web.json_response({
+        "version": MISP_VERSION, "pymisp_recommended_version": pymisp.__version__, "perm_sync": True,
+        "perm_sighting": False, "perm_galaxy_editor": False, "perm_analyst_data": False,
+        "uuid": node_uuid(ctx), "request_encoding": ["gzip"], "filter_sightings": False,
+    })
+
+
+def node_uuid(ctx: ApiContext) -> str:
+    """The instance uuid MISP records for this node (MISP.uuid): stable, derived from its key."""
+    return str(_uuid.uuid5(_uuid.NAMESPACE_URL, "fedmisp:" + ctx.node.identity.public_key.hex()))
+
+
+@declare(SYNC)
+async def user_me(request: web.Request) -> web.Response:
+    """The sync user MISP's connection test reads: Sync user role, this node's organisation."""
+    ctx = request.app[CTX]
+    peer = _peer(request)
+    perms = {name: False for name in (
+        "perm_add", "perm_modify", "perm_modify_org", "perm_publish", "perm_delegate", "perm_admin", "perm_audit",
+        "perm_site_admin", "perm_regexp_access", "perm_tagger", "perm_template", "perm_tag_editor",
+        "perm_object_template", "perm_galaxy_editor", "perm_warninglist", "perm_analyst_data", "perm_sighting")}
+    perms.update(perm_add=True, perm_modify=True, perm_modify_org=True, perm_publish=True, perm_sync=True,
+                 perm_auth=True, perm_tagger=True, perm_sharing_group=True)
+    return web.json_response({
+        "User": {"id": "0", "org_id": "1", "email": f"sync-{peer.name}@{ctx.node.config.org_uuid}", "role_id": "5",
+                 "autoalert": False, "disabled": False},
+        "Role": {"id": "5", "name": "Sync user", **perms},
+        "UserSetting": [],
+        "Organisation": this_org(ctx),
+    })
+
+
+# --- pull: what MISP may have ------------------------------------------------------------------------
+
+@declare(SYNC)
+async def event_index(request: web.Request) -> web.Response:
+    """MISP's sync index (POST {"minimal": 1, "published": 1, pull rules}): one row per event the
+    peer may pull, with an ETag; MISP's If-None-Match of the same list is a 304."""
+    ctx = request.app[CTX]
+    peer = _peer(request)
+    params = await body_json(request, required=False) if request.method == "POST" else dict(request.query)
+    if not isinstance(params, dict):
+        raise ApiError(400, "events/index: expected a JSON object of filters", {"body": ["expected a JSON object"]},
+                       "Invalid filter")
+    try:
+        wanted = parse_index({**params, "minimal": 1})
+    except QueryError as e:
+        raise ApiError(400, f"events/index: {e}", {e.field: [str(e)]}, "Invalid filter") from None
+    _seen(ctx, peer, "pull")
+
+    def rows() -> list[dict[str, Any]]:
+        replica = _replica(ctx)
+        state = replica.node_state()
+        out = []
+        for head in index_heads(ctx.store, wanted):
+            if replica.offer(head.uuid, peer.policy, state) is None:
+                continue
+            h = head.header
+            out.append({"id": str(head.id), "timestamp": str(h["timestamp"]), "sighting_timestamp": "0",
+                        "published": h["published"], "uuid": head.uuid, "orgc_uuid": h["Orgc"]["uuid"]})
+        return out
+    body = json.dumps(await run(rows)).encode("utf-8")
+    etag = '"' + hashlib.sha1(body).hexdigest() + '"'
+    if request.headers.get("If-None-Match") == etag:
+        return web.Response(status=304, headers={"ETag": etag})
+    return web.Response(body=body, content_type="application/json", headers={"ETag": etag})
+
+
+@declare(SYNC)
+async def event_view(request: web.Request) -> web.Response:
+    """One event as the peer may pull it (MISP's events/view/<uuid>/deleted[]:0/deleted[]:1/...;
+    the options MISP sends are its sync's: no correlations, no galaxies, no local tags). HEAD (a
+    pushing MISP asks whether to add or edit): 200 when the event is held for this peer (bridged
+    from it, or one it may pull), 404 otherwise."""
+    ctx = request.app[CTX]
+    peer = _peer(request)
+    event_uuid = await _event_uuid(ctx, path_ref(request))
+    if request.method == "HEAD":
+        known = event_uuid is not None and await run(_held_for, ctx, peer, event_uuid)
+        return web.Response(status=200 if known else 404)
+    event = await run(_served_event, ctx, peer, event_uuid) if event_uuid else None
+    if event is None:
+        raise ApiError(404, "Invalid event", f"no event {path_ref(request)!r} this node offers to MISP peer "
+                       f"{peer.name!r}")
+    return web.json_response(event, dumps=lambda o: json.dumps(o, ensure_ascii=False))
+
+
+async def _event_uuid(ctx: ApiContext, ref: str) -> str | None:
+    return await run(query.resolve_event, ctx.store, ref)
+
+
+def _held_for(ctx: ApiContext, peer: MispPeer, event_uuid: str) -> bool:
+    meta = ctx.store.event_meta(event_uuid)
+    if meta is None or meta.deleted:
+        return False
+    return meta.source == misp_source(peer) or _replica(ctx).offer(event_uuid, peer.policy) is not None
+
+
+def _served_event(ctx: ApiContext, peer: MispPeer, event_uuid: str) -> dict[str, Any] | None:
+    """The event for the peer (offered_event at the levels before MISP's downgrade), with the
+    SharingGroup blocks MISP needs; each decision told to the observer, as a peer's changes are."""
+    replica = _replica(ctx)
+    state = replica.node_state()
+    held, outcome = replica.sender.decide(event_uuid, peer.policy, state)
+    record_id = held.record.id if held is not None else b""
+    if outcome is None or not outcome.allowed:
+        reason = outcome.reason.value if outcome is not None else Reason.EVENT_NOT_HELD.value
+        ctx.observer.decided(Decision(peer.name, OUT, WITHHELD, KIND_EVENT, record_id, event_uuid, reason))
+        return None
+    event = offered_event(replica, peer.policy, event_uuid, state, served=served_level)
+    if event is None:
+        return None
+    with_sharing_groups(ctx, event["Event"], state)
+    ctx.observer.decided(Decision(peer.name, OUT, SENT, KIND_EVENT, record_id, event_uuid,
+                                  elements=count_reasons(outcome.withheld)))
+    return event
+
+
+def with_sharing_groups(ctx: ApiContext, event: dict[str, Any], state: NodeState) -> None:
+    """MISP's SharingGroup block (its organisations, SharingGroupOrg) on the event and each item at
+    level 4: MISP creates or updates the group from it when a sync user's pull brings it."""
+    orgs = {o["uuid"]: o for o in ctx.store.orgs()}
+    items = [event, *event.get("Attribute", ()), *event.get("EventReport", ())]
+    for obj in event.get("Object", ()):
+        items += [obj, *obj.get("Attribute", ())]
+    for item in items:
+        group = state.sharing_groups.get(item.get("sharing_group_uuid") or "")
+        if str(item.get("distribution")) != str(SHARING_GROUP) or group is None:
+            continue
+        gid = str(element_id(group.uuid))
+        item["sharing_group_id"] = gid
+        item["SharingGroup"] = {
+            "id": gid, "uuid": group.uuid, "name": group.name, "releasability": group.releasability,
+            "description": group.description, "organisation_uuid": group.owner, "active": True, "local": False,
+            "roaming": True, "Organisation": _org(ctx, orgs, group.owner),
+            "SharingGroupOrg": [{"extend": extend, "Organisation": _org(ctx, orgs, member)}
+                                for member, extend in sorted(group.members.items())],
+            "SharingGroupServer": [],
+        }
+
+
+def _org(ctx: ApiContext, orgs: dict[str, dict[str, Any]], org_uuid: str) -> dict[str, Any]:
+    if org_uuid == ctx.node.config.org_uuid:
+        return {"uuid": org_uuid, "name": ctx.node.config.org_name}
+    return {"uuid": org_uuid, "name": orgs.get(org_uuid, {}).get("name") or org_uuid}
+
+
+@declare(SYNC)
+async def proposals_index(request: web.Request) -> web.Response:
+    """shadow_attributes/index/all:1/timestamp:...: proposals are not carried to MISP peers (yet)."""
+    return web.json_response([])
+
+
+# --- push: what MISP sends ---------------------------------------------------------------------------
+
+@routes.post("/events/filterEventIdsForPush", SYNC)
+async def filter_for_push(request: web.Request) -> web.Response:
+    """The uuids of the offered events ([{"Event": {"uuid", "timestamp"}}]) this node wants: those it
+    does not hold, or holds older (MISP's filterEventIdsForPush)."""
+    ctx = request.app[CTX]
+    posted = await body_json(request)
+    if not isinstance(posted, list) or len(posted) > MAX_PUSH_CANDIDATES:
+        raise ApiError(400, "events/filterEventIdsForPush: expected a list of {\"Event\": {\"uuid\", \"timestamp\"}}",
+                       {"body": [f"expected a list of at most {MAX_PUSH_CANDIDATES} events"]})
+    candidates: list[tuple[str, int]] = []
+    for i, item in enumerate(posted):
+        event = item.get("Event") if isinstance(item, dict) else None
+        uuid_ = event.get("uuid") if isinstance(event, dict) else None
+        stamp = event.get("timestamp") if isinstance(event, dict) else None
+        if not isinstance(uuid_, str) or not is_uuid(uuid_) or not str(stamp).isdigit():
+            raise ApiError(400, f"events/filterEventIdsForPush: [{i}]: expected {{\"Event\": {{\"uuid\": UUID, "
+                           "\"timestamp\": SECONDS}}", {f"[{i}]": ["expected an event uuid and timestamp"]})
+        candidates.append((str(_uuid.UUID(uuid_)), int(str(stamp))))
+
+    def wanted() -> list[str]:
+        out = []
+        for event_uuid, stamp in candidates:
+            held = ctx.store.held(event_uuid)
+            if held is None or held.timestamp < stamp:
+                out.append(event_uuid)
+        return out
+    _seen(ctx, _peer(request), "push")
+    return web.json_response(await run(wanted))
+
+
+@declare(SYNC)
+async def event_add(request: web.Request) -> web.Response:
+    """events/add/metadata:1 from a pushing MISP."""
+    return await _pushed(request, "add")
+
+
+@declare(SYNC)
+async def event_edit(request: web.Request) -> web.Response:
+    """events/edit/<uuid>/metadata:1 from a pushing MISP: the same as an add (the store decides
+    whether the revision is newer, and the bridge rule whether this peer may revise it)."""
+    return await _pushed(request, "edit")
+
+
+async def _pushed(request: web.Request, what: str) -> web.Response:
+    ctx = request.app[CTX]
+    peer = _peer(request)
+    document = await body_json(request)
+    if not isinstance(document, dict) or not isinstance(document.get("Event", document), dict):
+        raise ApiError(400, f"Could not {what} Event: expected {{\"Event\": {{...}}}}",
+                       {"Event": ["expected a JSON object"]}, f"Could not {what} Event")
+    raw = document.get("Event", document)
+    posted_uuid = raw.get("uuid") if isinstance(raw.get("uuid"), str) else ""
+    if what == "edit":
+        ref = path_ref(request)
+        if not is_uuid(ref) or not is_uuid(posted_uuid) or _uuid.UUID(ref) != _uuid.UUID(posted_uuid):
+            raise ApiError(400, f"Could not edit Event: the path names {ref!r} and the event's uuid is "
+                           f"{posted_uuid!r}; expected the same uuid", {"uuid": ["not the uuid in the path"]},
+                           "Could not edit Event")
+    _seen(ctx, peer, "push")
+    label = f"events/{what} from MISP peer {peer.name}"
+    async with ctx.edit_lock:
+        result = await run(prepare_misp_events, ctx.node, peer, {"Event": raw}, pulled=False, label=label)
+        outcomes = []
+        if result.events:
+            future = await run(ctx.writer.submit, result.events)
+            outcomes = await _wait(future)
+    event_uuid = str(_uuid.UUID(posted_uuid)) if is_uuid(posted_uuid) else posted_uuid
+    if result.refused or result.filtered:
+        reason = "; ".join(result.refused) or f"the pull filter of MISP peer {peer.name!r} does not take it"
+        _refused(ctx, peer, event_uuid, refusal_code(reason) if result.refused else FILTERED, reason)
+        raise ApiError(403, f"Event could not be saved: {reason}", f"Event could not be saved: {reason}",
+                       "Event could not be saved")
+    if not outcomes or outcomes[0] in (WriteOutcome.UNCHANGED, Reason.OLDER):
+        raise ApiError(403, NOT_NEWER, NOT_NEWER, NOT_NEWER)
+    outcome = outcomes[0]
+    if outcome is not WriteOutcome.STORED:
+        code = getattr(outcome, "value", str(outcome))
+        _refused(ctx, peer, event_uuid, code, code)
+        raise ApiError(403, f"Event could not be saved: {_WRITE_REFUSALS.get(code, code)} ({code})",
+                       f"Event could not be saved: {code}", "Event could not be saved")
+    ctx.observer.decided(Decision(peer.name, IN, STORED, KIND_EVENT, result.events[0].record_id, event_uuid,
+                                  elements={"dropped": len(result.dropped[0])} if result.dropped[0] else {}))
+    event = await run(shown_event, ctx, event_uuid)
+    return web.json_response(event)
+
+
+_WRITE_REFUSALS = {
+    Reason.NOT_BRIDGE.value: "this node holds the event from another source; an event is revised only "
+                             "through the path it came by (decision 0032)",
+    Reason.NOT_AUTHOR.value: "this node holds the event signed by another organisation's key",
+    Reason.UUID_CONFLICT.value: "an attribute or object uuid is already used by another event",
+}
+
+
+# The code an event the peer's pull filter does not take is counted under (prepare_misp_events
+# counts it as filtered, without the filter's own reason).
+FILTERED = "pull-filter"
+# Reason codes, longest first: `sg-relay-not-member` before `sg-not-member`.
+_CODES = sorted((r.value for r in Reason), key=len, reverse=True)
+
+
+def refusal_code(text: str) -> str:
+    """The reason code a refusal of prepare_misp_events names (its lines name it), else malformed
+    (the event does not validate, or lacks its creator)."""
+    return next((code for code in _CODES if code in text), Reason.MALFORMED.value)
+
+
+async def _wait(future: Any) -> list[Any]:
+    import asyncio
+    return list(await asyncio.wrap_future(future))
+
+
+def _refused(ctx: ApiContext, peer: MispPeer, event_uuid: str, code: str, detail: str) -> None:
+    ctx.observer.decided(Decision(peer.name, IN, REFUSED, KIND_EVENT, b"", event_uuid, code, detail=detail[:500]))
+
+
+def misp_peers_json(ctx: ApiContext) -> dict[str, Any]:
+    """The MISP peers as /node/v1/peers lists them: kind, URL, mode, when the MISP instance last
+    pulled from and pushed to this node (null: not since this node started)."""
+    out = {}
+    for peer in ctx.node.config.misp_peers:
+        seen = ctx.misp_activity.get(peer.name, {})
+        out[peer.name] = {"kind": "misp", "url": peer.url, "mode": peer.policy.mode.value, "org_uuid": peer.org_uuid,
+                          "last_pull": seen.get("last_pull"), "last_push": seen.get("last_push")}
+    return out
