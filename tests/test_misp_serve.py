@@ -56,7 +56,7 @@ def served(misp_kit, tmp_path_factory):
     for server in running(home, {"admin": admin, "sync": sync_key}):
         org = server.get("/users/view/me").json()["Organisation"]
         org_id = b.add_org(org["name"], org["uuid"])
-        server_id = b.add_server(server.url, sync_key, org_id, f"node-{uuid.uuid4().hex[:8]}")
+        server_id = b.add_server(server.url, sync_key, org_id, f"node-{uuid.uuid4().hex[:8]}", push_sightings=True)
         yield server, b, server_id, org, groups
 
 
@@ -147,14 +147,44 @@ def test_misp_pulls_exactly_what_the_outbound_policy_allows_at_the_level_misp_ex
     status = requests.get(server.url + "/node/v1/peers", headers={"Authorization": server.keys["admin"]}).json()
     assert status["misp-b"]["kind"] == "misp" and status["misp-b"]["last_pull"]
 
-    # an edit on the node: the next pull brings the new revision (MISP skips what it holds unchanged)
+    # sightings both ways: the node's reach B on its next pull, B's reach the node on B's push
     edited = specs[3]["uuid"]
+    community = next(a["value"] for a in specs[3]["attributes"] if a["distribution"] == 3)
+    # (an hour ago: MISP pushes the sightings of an event only when its newest is newer than the node's)
+    here = _post(server, "/sightings/add", {"value": community, "source": "node",
+                                            "timestamp": int(time.time()) - 3600})["Sighting"]
+    assert "Pull completed" in b.pull(server_id, "full")
+    assert here["uuid"] in _sightings(b.call("POST", "/sightings/restSearch/event", {"uuid": [edited]})["response"])
+    there = b.call("POST", "/sightings/add", {"value": community, "source": "misp-b"})
+    # MISP shares a sighting of another organisation's event with the organisation its policy says:
+    # by default (0) only the event owner's own sightings; 1 lets a reporter (the node) have them all
+    b.cake("Admin", "setSetting", "Plugin.Sightings_policy", "1")
+    try:
+        b.call("POST", f"/events/publishSightings/{there['Sighting']['event_id']}")  # (MISP pushes them then too)
+        b.push(server_id, "full")
+    finally:
+        b.cake("Admin", "setSetting", "Plugin.Sightings_policy", "0")
+    held = _sightings(_post(server, f"/sightings/listSightings/{edited}/event", {}))
+    assert held == {here["uuid"], there["Sighting"]["uuid"]}
+
+    # an edit on the node: the next pull brings the new revision (MISP skips what it holds unchanged)
+    _next_second(int(b.event(edited)["timestamp"]))
     _post(server, f"/events/edit/{edited}", {"Event": {"info": f"edited {stamp}", "published": True,
                                                        "Attribute": [_attribute(f"new-{stamp}.example", 5)]}})
     assert "Pull completed" in b.pull(server_id, "full")
     event = b.event(edited)
     assert event["info"] == f"edited {stamp}"
     assert {a["value"] for a in event["Attribute"]} == set(expected(specs[3])["attributes"]) | {f"new-{stamp}.example"}
+
+
+def _next_second(stamp: int) -> None:
+    """Wait until the clock is past `stamp` (MISP and the node keep timestamps in seconds)."""
+    while int(time.time()) <= stamp:
+        time.sleep(0.1)
+
+
+def _sightings(answer: list[dict[str, Any]]) -> set[str]:
+    return {s["Sighting"]["uuid"] for s in answer}
 
 
 # --- MISP pushes -----------------------------------------------------------------------------------
@@ -194,7 +224,9 @@ def test_misp_pushes_to_the_node_through_its_inbound_policy_and_only_that_peer_r
     with Store(server.home / STORE_DIR, readonly=True) as store:
         assert store.event_meta(good["uuid"]).source == "misp:misp-b"
 
-    # an edit on B, pushed again, replaces it
+    # an edit on B, pushed again, replaces it (made a second later: MISP's timestamps are in seconds,
+    # and only a newer one replaces what is held)
+    _next_second(int(held["timestamp"]))
     b.call("POST", f"/events/edit/{good['id']}", {"Event": {"info": f"edited on B {stamp}"}})
     b.call("POST", f"/events/publish/{good['id']}")
     b.push(server_id, "full")

@@ -19,7 +19,11 @@ that peer) and the node's single writer, signed by this node with source misp:<p
 0001; the store's bridge rule: only that peer revises it). A refusal is answered in MISP's shape
 with the reason, and nothing of the event is stored.
 
-Not carried: sightings (the index says sighting_timestamp 0, so MISP asks for none), proposals
+Sightings both ways: the index's sighting_timestamp (the newest sighting the peer may have) tells a
+pulling MISP which events to ask sightings/restSearch/event about; a pushing MISP asks
+sightings/filterSightingUuidsForPush which it holds and sends the rest to bulkSaveSightings.
+
+Not carried: proposals
 (shadow_attributes/index answers none), custom galaxy clusters and analyst data on their own routes
 (getVersion says perm_galaxy_editor and perm_analyst_data false, so MISP does not call them).
 """
@@ -35,7 +39,7 @@ from aiohttp import web
 
 from fedmisp.gossip.observe import IN, OUT, REFUSED, SENT, STORED, WITHHELD, Decision, count_reasons
 from fedmisp.gossip.replica import Replica
-from fedmisp.model.records import KIND_EVENT
+from fedmisp.model.records import KIND_EVENT, KIND_SIGHTINGS, seal
 from fedmisp.node.api.access import SYNC, SYNC_PEER, MispRoutes, declare
 from fedmisp.node.api.helpers import CTX, ApiContext, ApiError, body_json, path_ref, run, this_org
 from fedmisp.node.api.index import index_heads, parse_index
@@ -45,6 +49,7 @@ from fedmisp.node.feeds import offered_event
 from fedmisp.node.misp_config import MispPeer
 from fedmisp.node.misp_inbound import misp_source, prepare_misp_events
 from fedmisp.policy.model import SHARING_GROUP, NodeState
+from fedmisp.policy.pipeline import TAKES, link_reason
 from fedmisp.policy.reasons import Reason
 from fedmisp.store import query
 from fedmisp.store.events import WriteOutcome
@@ -57,6 +62,11 @@ MISP_VERSION = "2.5.1"  # what this node answers MISP's sync as (checkVersionCom
 _BEFORE_DOWNGRADE = {0: 1, 1: 2}
 # What filterEventIdsForPush reads at most (MISP sends every pushable event of its own at once).
 MAX_PUSH_CANDIDATES = 1_000_000
+# Sightings: events one restSearch asks about (MISP asks 20 at a time), sightings one push carries.
+MAX_SIGHTING_EVENTS = 1000
+MAX_SIGHTINGS = 100_000
+MAX_SOURCE = 255  # MISP's sightings.source
+MAX_TIMESTAMP = 2**40
 NOT_NEWER = "Event could not be saved: Event in the request not newer than the local copy."
 
 
@@ -84,14 +94,15 @@ def _seen(ctx: ApiContext, peer: MispPeer, what: str) -> None:
 
 @declare(SYNC)
 async def get_version(request: web.Request) -> web.Response:
-    """As MISP answers its sync user: perm_sync (MISP pushes events), perm_sighting; no galaxy or
+    """As MISP answers its sync user: perm_sync (MISP pushes events), perm_sighting and
+    filter_sightings (it asks which sightings are held before pushing them); no galaxy or
     analyst-data editing (MISP then leaves those routes alone: not carried, see the module)."""
     import pymisp
     ctx = request.app[CTX]
     return web.json_response({
         "version": MISP_VERSION, "pymisp_recommended_version": pymisp.__version__, "perm_sync": True,
-        "perm_sighting": False, "perm_galaxy_editor": False, "perm_analyst_data": False,
-        "uuid": node_uuid(ctx), "request_encoding": ["gzip"], "filter_sightings": False,
+        "perm_sighting": True, "perm_galaxy_editor": False, "perm_analyst_data": False,
+        "uuid": node_uuid(ctx), "request_encoding": ["gzip"], "filter_sightings": True,
     })
 
 
@@ -110,7 +121,7 @@ async def user_me(request: web.Request) -> web.Response:
         "perm_site_admin", "perm_regexp_access", "perm_tagger", "perm_template", "perm_tag_editor",
         "perm_object_template", "perm_galaxy_editor", "perm_warninglist", "perm_analyst_data", "perm_sighting")}
     perms.update(perm_add=True, perm_modify=True, perm_modify_org=True, perm_publish=True, perm_sync=True,
-                 perm_auth=True, perm_tagger=True, perm_sharing_group=True)
+                 perm_auth=True, perm_tagger=True, perm_sharing_group=True, perm_sighting=True)
     return web.json_response({
         "User": {"id": "0", "org_id": "1", "email": f"sync-{peer.name}@{ctx.node.config.org_uuid}", "role_id": "5",
                  "autoalert": False, "disabled": False},
@@ -143,10 +154,12 @@ async def event_index(request: web.Request) -> web.Response:
         state = replica.node_state()
         out = []
         for head in index_heads(ctx.store, wanted):
-            if replica.offer(head.uuid, peer.policy, state) is None:
+            offered = replica.offer(head.uuid, peer.policy, state)
+            if offered is None:
                 continue
             h = head.header
-            out.append({"id": str(head.id), "timestamp": str(h["timestamp"]), "sighting_timestamp": "0",
+            seen = max((s["date_sighting"] for s in offered_sightings(ctx, head.uuid, offered[1])), default=0)
+            out.append({"id": str(head.id), "timestamp": str(h["timestamp"]), "sighting_timestamp": str(seen),
                         "published": h["published"], "uuid": head.uuid, "orgc_uuid": h["Orgc"]["uuid"]})
         return out
     body = json.dumps(await run(rows)).encode("utf-8")
@@ -241,6 +254,155 @@ async def proposals_index(request: web.Request) -> web.Response:
     return web.json_response([])
 
 
+# --- sightings ------------------------------------------------------------------------------------
+
+def offered_sightings(ctx: ApiContext, event_uuid: str, levels: dict[str, int]) -> list[dict[str, Any]]:
+    """The sightings of an offered event (`levels`: what of it the peer may have) on the attributes
+    the peer may have: sightings follow their event (policy/outbound.py attached_outbound)."""
+    return [s for r in ctx.store.event_records(event_uuid) if r.kind == KIND_SIGHTINGS
+            for s in r.body["sightings"] if s["attribute_uuid"] in levels]
+
+
+@declare(SYNC)
+async def sightings_search(request: web.Request) -> web.Response:
+    """sightings/restSearch/event {"uuid": [event uuids], "last": 0, "org_id": ["!uuid", ...]}: the
+    sightings of those events the peer may have (MISP's pullSightings, 20 events a request)."""
+    ctx = request.app[CTX]
+    peer = _peer(request)
+    params = await body_json(request)
+    if request.match_info.get("context") != "event" or not isinstance(params, dict):
+        raise ApiError(400, "sightings/restSearch: a sync key searches by event (sightings/restSearch/event with "
+                       "{\"uuid\": [event uuids]})", {"context": ["expected event"]})
+    uuids = _uuid_list(params.get("uuid"), "uuid", MAX_SIGHTING_EVENTS)
+    blocked = {o[1:] for o in _as_list(params.get("org_id")) if isinstance(o, str) and o.startswith("!")}
+
+    def rows() -> list[dict[str, Any]]:
+        replica = _replica(ctx)
+        state = replica.node_state()
+        out = []
+        for event_uuid in uuids:
+            offered = replica.offer(event_uuid, peer.policy, state)
+            if offered is None:
+                continue
+            for s in offered_sightings(ctx, event_uuid, offered[1]):
+                if s.get("Organisation", {}).get("uuid") not in blocked:
+                    out.append({"Sighting": misp_sighting(s, event_uuid)})
+        return out
+    return web.json_response({"response": await run(rows)})
+
+
+def misp_sighting(s: dict[str, Any], event_uuid: str) -> dict[str, Any]:
+    """A sighting as MISP's sync carries it: org_id "0" when it names no organisation (anonymised)."""
+    org = s.get("Organisation")
+    out = {"uuid": s["uuid"], "attribute_uuid": s["attribute_uuid"], "event_uuid": event_uuid,
+           "date_sighting": str(s["date_sighting"]), "type": str(s["type"]), "source": s.get("source", ""),
+           "org_id": "1" if org else "0"}
+    if org:
+        out["Organisation"] = {"uuid": org["uuid"], "name": org.get("name", "")}
+    return out
+
+
+@routes.post("/sightings/filterSightingUuidsForPush/{ref}", SYNC)
+async def sightings_held(request: web.Request) -> web.Response:
+    """Of the sighting uuids MISP would push for an event, those this node holds already."""
+    ctx = request.app[CTX]
+    offered = set(_uuid_list(await body_json(request), "body", MAX_SIGHTINGS))
+    event_uuid = await _event_uuid(ctx, path_ref(request))
+    if event_uuid is None:
+        raise ApiError(404, "Event not found", f"no event {path_ref(request)!r} on this node")
+
+    def held() -> list[str]:
+        return sorted(s["uuid"] for r in ctx.store.event_records(event_uuid) if r.kind == KIND_SIGHTINGS
+                      for s in r.body["sightings"] if s["uuid"] in offered)
+    return web.json_response(await run(held))
+
+
+@routes.post("/sightings/bulkSaveSightings/{ref}", SYNC)
+async def sightings_save(request: web.Request) -> web.Response:
+    """The sightings a pushing MISP sends for one event, kept as MISP's bulkSaveSightings keeps them:
+    new uuids only, on attributes of the event this peer has (bridged from it, or offered to it);
+    signed by this node as their importer (decision 0001), each naming its reporting organisation."""
+    ctx = request.app[CTX]
+    peer = _peer(request)
+    posted = await body_json(request)
+    posted = posted.get("Sighting", posted) if isinstance(posted, dict) else posted
+    if not isinstance(posted, list) or len(posted) > MAX_SIGHTINGS:
+        raise ApiError(400, f"sightings/bulkSaveSightings: expected a list of at most {MAX_SIGHTINGS} sightings",
+                       {"body": ["expected a list of sightings"]})
+    sightings = [_pushed_sighting(item, i) for i, item in enumerate(posted)]
+    event_uuid = await _event_uuid(ctx, path_ref(request))
+    if event_uuid is None:
+        raise ApiError(405, "Event not found or not accessible by this user.")
+    _seen(ctx, peer, "push")
+
+    def save() -> int:
+        replica = _replica(ctx)
+        state = replica.node_state()
+        if link_reason(peer.policy, state, TAKES) is not Reason.ALLOWED:
+            return -1
+        meta = ctx.store.event_meta(event_uuid)
+        if meta is not None and meta.source == misp_source(peer):
+            attributes = {e["uuid"] for e in query.event_elements(ctx.store, event_uuid) if "value" in e}
+        else:
+            offered = replica.offer(event_uuid, peer.policy, state)
+            attributes = set(offered[1]) if offered is not None else set()
+        held = {s["uuid"] for r in ctx.store.event_records(event_uuid) if r.kind == KIND_SIGHTINGS
+                for s in r.body["sightings"]}
+        new = [s for s in {s["uuid"]: s for s in sightings}.values()
+               if s["uuid"] not in held and s["attribute_uuid"] in attributes]
+        if new:
+            ctx.store.write_records([seal(ctx.node.identity, KIND_SIGHTINGS, {"event_uuid": event_uuid,
+                                                                              "sightings": new})])
+        return len(new)
+    saved = await run(save)
+    if saved < 0:
+        _refused(ctx, peer, event_uuid, Reason.PEER_MODE.value, "this node takes nothing from a push-only peer",
+                 KIND_SIGHTINGS)
+        raise ApiError(403, f"Sightings could not be saved: MISP peer {peer.name!r} is push-only (this node takes "
+                       f"nothing from it; {Reason.PEER_MODE.value})")
+    if saved:
+        ctx.observer.decided(Decision(peer.name, IN, STORED, KIND_SIGHTINGS, b"", event_uuid))
+    return web.json_response({"saved": saved > 0, "success": f"{saved} sightings added." if saved
+                              else "No sightings added."})
+
+
+def _pushed_sighting(item: Any, i: int) -> dict[str, Any]:
+    """One pushed sighting in this node's shape; 400 naming the field when it is not one."""
+    where = f"[{i}]"
+    if not isinstance(item, dict):
+        raise ApiError(400, f"sightings/bulkSaveSightings: {where}: expected a sighting object",
+                       {where: ["expected a JSON object"]})
+    for name in ("uuid", "attribute_uuid"):
+        if not isinstance(item.get(name), str) or not is_uuid(item[name]):
+            raise ApiError(400, f"sightings/bulkSaveSightings: {where}.{name}: expected a uuid",
+                           {f"{where}.{name}": ["expected a uuid"]})
+    when, kind, source = str(item.get("date_sighting", "")), str(item.get("type", "0")), item.get("source") or ""
+    if not when.isdigit() or not 0 < int(when) < MAX_TIMESTAMP:
+        raise ApiError(400, f"sightings/bulkSaveSightings: {where}.date_sighting: expected a Unix time in seconds",
+                       {f"{where}.date_sighting": ["expected a Unix time"]})
+    if kind not in ("0", "1", "2") or not isinstance(source, str) or len(source) > MAX_SOURCE:
+        raise ApiError(400, f"sightings/bulkSaveSightings: {where}: type must be 0, 1 or 2 and source text of at "
+                       f"most {MAX_SOURCE} characters", {f"{where}.type": ["expected 0, 1 or 2"]})
+    out = {"uuid": str(_uuid.UUID(item["uuid"])), "attribute_uuid": str(_uuid.UUID(item["attribute_uuid"])),
+           "date_sighting": int(when), "type": int(kind), "source": source}
+    org = item.get("Organisation")
+    if str(item.get("org_id", "0")) != "0" and isinstance(org, dict) and isinstance(org.get("uuid"), str) \
+            and is_uuid(org["uuid"]):
+        out["Organisation"] = {"uuid": str(_uuid.UUID(org["uuid"])), "name": str(org.get("name", ""))[:255]}
+    return out
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [] if value is None else [value]
+
+
+def _uuid_list(value: Any, name: str, limit: int) -> list[str]:
+    items = _as_list(value)
+    if len(items) > limit or not all(isinstance(u, str) and is_uuid(u) for u in items):
+        raise ApiError(400, f"{name}: expected a list of at most {limit} uuids", {name: ["expected uuids"]})
+    return [str(_uuid.UUID(u)) for u in items]
+
+
 # --- push: what MISP sends ---------------------------------------------------------------------------
 
 @routes.post("/events/filterEventIdsForPush", SYNC)
@@ -302,6 +464,12 @@ async def _pushed(request: web.Request, what: str) -> web.Response:
                            f"{posted_uuid!r}; expected the same uuid", {"uuid": ["not the uuid in the path"]},
                            "Could not edit Event")
     _seen(ctx, peer, "push")
+    mode = link_reason(peer.policy, NodeState(ctx.node.config.org_uuid), TAKES)
+    if mode is not Reason.ALLOWED:
+        _refused(ctx, peer, posted_uuid, mode.value, "this node takes nothing from a push-only peer")
+        raise ApiError(403, f"Event could not be saved: MISP peer {peer.name!r} is push-only: this node takes "
+                       f"nothing from it ({mode.value})", f"Event could not be saved: {mode.value}",
+                       "Event could not be saved")
     label = f"events/{what} from MISP peer {peer.name}"
     async with ctx.edit_lock:
         result = await run(prepare_misp_events, ctx.node, peer, {"Event": raw}, pulled=False, label=label)
@@ -355,8 +523,8 @@ async def _wait(future: Any) -> list[Any]:
     return list(await asyncio.wrap_future(future))
 
 
-def _refused(ctx: ApiContext, peer: MispPeer, event_uuid: str, code: str, detail: str) -> None:
-    ctx.observer.decided(Decision(peer.name, IN, REFUSED, KIND_EVENT, b"", event_uuid, code, detail=detail[:500]))
+def _refused(ctx: ApiContext, peer: MispPeer, event_uuid: str, code: str, detail: str, kind: str = KIND_EVENT) -> None:
+    ctx.observer.decided(Decision(peer.name, IN, REFUSED, kind, b"", event_uuid, code, detail=detail[:500]))
 
 
 def misp_peers_json(ctx: ApiContext) -> dict[str, Any]:
