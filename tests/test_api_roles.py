@@ -23,7 +23,8 @@ READ_ONLY, USER, PUBLISHER, ADMIN = ROLES
 # too), sights, proposes; publisher publishes; admin manages tags, sharing groups and organisations;
 # taxonomies and warninglists are read-only for every role.
 ROLES_OF = {
-    "misp_sync.filter_for_push": "sync", "misp_sync.sightings_held": "sync", "misp_sync.sightings_save": "sync",  # MISP's server sync only (docs/api.md "MISP server sync")
+    "misp_sync.filter_for_push": "sync", "misp_sync.sightings_held": "sync", "misp_sync.sightings_save": "sync",
+    "misp_sync.proposals_push": "sync",  # MISP's server sync only (docs/api.md "MISP server sync")
     "instance.get_version": READ_ONLY, "instance.user_me": READ_ONLY, "instance.describe": READ_ONLY,
     "events.event_index": READ_ONLY, "events.event_view": READ_ONLY, "search.event_search": READ_ONLY,
     "attributes.attribute_view": READ_ONLY, "search.attribute_search": READ_ONLY,

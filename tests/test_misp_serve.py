@@ -156,6 +156,9 @@ def test_misp_pulls_exactly_what_the_outbound_policy_allows_at_the_level_misp_ex
     assert "Pull completed" in b.pull(server_id, "full")
     assert here["uuid"] in _sightings(b.call("POST", "/sightings/restSearch/event", {"uuid": [edited]})["response"])
     there = b.call("POST", "/sightings/add", {"value": community, "source": "misp-b"})
+    # and a proposal made on B to the node's event goes with B's push
+    proposed = b.call("POST", f"/shadow_attributes/add/{there['Sighting']['event_id']}", {"ShadowAttribute": {
+        "type": "domain", "category": "Network activity", "value": f"proposed-{stamp}.example"}})
     # MISP shares a sighting of another organisation's event with the organisation its policy says:
     # by default (0) only the event owner's own sightings; 1 lets a reporter (the node) have them all
     b.cake("Admin", "setSetting", "Plugin.Sightings_policy", "1")
@@ -166,6 +169,9 @@ def test_misp_pulls_exactly_what_the_outbound_policy_allows_at_the_level_misp_ex
         b.cake("Admin", "setSetting", "Plugin.Sightings_policy", "0")
     held = _sightings(_post(server, f"/sightings/listSightings/{edited}/event", {}))
     assert held == {here["uuid"], there["Sighting"]["uuid"]}
+    proposals = server.get(f"/shadow_attributes/index/{edited}").json()
+    assert [(p["ShadowAttribute"]["value"], p["ShadowAttribute"]["Org"]["uuid"]) for p in proposals] == \
+        [(proposed["ShadowAttribute"]["value"], b.org_uuid)]
 
     # an edit on the node: the next pull brings the new revision (MISP skips what it holds unchanged)
     _next_second(int(b.event(edited)["timestamp"]))
@@ -231,6 +237,14 @@ def test_misp_pushes_to_the_node_through_its_inbound_policy_and_only_that_peer_r
     b.call("POST", f"/events/publish/{good['id']}")
     b.push(server_id, "full")
     assert _on_node(server, good["uuid"])["info"] == f"edited on B {stamp}"
+
+    # a proposal made on the node to B's event reaches B on its next pull
+    attribute = held["Attribute"][0]["uuid"]
+    _post(server, f"/shadow_attributes/edit/{attribute}", {"ShadowAttribute": {"comment": f"node says {stamp}"}})
+    assert "1 proposals pulled" in b.pull(server_id, "full")
+    on_b = b.call("GET", f"/shadow_attributes/index/{good['id']}")
+    assert [(p["ShadowAttribute"]["comment"], p["ShadowAttribute"].get("old_id") != "0") for p in on_b] == \
+        [(f"node says {stamp}", True)]
 
     # the node's own API may not revise it: only the MISP peer, through the bridge (not-bridge)
     r = requests.post(server.url + f"/events/edit/{good['uuid']}", json={"Event": {"info": "local edit"}},

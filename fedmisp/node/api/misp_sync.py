@@ -23,8 +23,10 @@ Sightings both ways: the index's sighting_timestamp (the newest sighting the pee
 pulling MISP which events to ask sightings/restSearch/event about; a pushing MISP asks
 sightings/filterSightingUuidsForPush which it holds and sends the rest to bulkSaveSightings.
 
-Not carried: proposals
-(shadow_attributes/index answers none), custom galaxy clusters and analyst data on their own routes
+Proposals both ways: shadow_attributes/index lists the open proposals on what the peer may pull; a
+pushing MISP's events/pushProposals are kept as proposals of the MISP peer's organisation.
+
+Not carried: custom galaxy clusters and analyst data on their own routes
 (getVersion says perm_galaxy_editor and perm_analyst_data false, so MISP does not call them).
 """
 from __future__ import annotations
@@ -33,13 +35,14 @@ import hashlib
 import json
 import time
 import uuid as _uuid
-from typing import Any
+from typing import Any, Iterator
 
 from aiohttp import web
 
 from fedmisp.gossip.observe import IN, OUT, REFUSED, SENT, STORED, WITHHELD, Decision, count_reasons
 from fedmisp.gossip.replica import Replica
-from fedmisp.model.records import KIND_EVENT, KIND_SIGHTINGS, seal
+from fedmisp.model.misp import EventError, parse_proposal
+from fedmisp.model.records import KIND_EVENT, KIND_PROPOSAL, KIND_SIGHTINGS, seal
 from fedmisp.node.api.access import SYNC, SYNC_PEER, MispRoutes, declare
 from fedmisp.node.api.helpers import CTX, ApiContext, ApiError, body_json, path_ref, run, this_org
 from fedmisp.node.api.index import index_heads, parse_index
@@ -53,6 +56,7 @@ from fedmisp.policy.pipeline import TAKES, link_reason
 from fedmisp.policy.reasons import Reason
 from fedmisp.store import query
 from fedmisp.store.events import WriteOutcome
+from fedmisp.store.proposals import HeldProposal, open_proposals
 from fedmisp.store.query import element_id, is_uuid
 
 routes = MispRoutes()
@@ -67,6 +71,9 @@ MAX_SIGHTING_EVENTS = 1000
 MAX_SIGHTINGS = 100_000
 MAX_SOURCE = 255  # MISP's sightings.source
 MAX_TIMESTAMP = 2**40
+# Proposals: one index page or push at most, and the open proposals one index reads at most.
+MAX_PROPOSALS = 10_000
+MAX_PROPOSALS_READ = 1_000_000
 NOT_NEWER = "Event could not be saved: Event in the request not newer than the local copy."
 
 
@@ -248,12 +255,6 @@ def _org(ctx: ApiContext, orgs: dict[str, dict[str, Any]], org_uuid: str) -> dic
     return {"uuid": org_uuid, "name": orgs.get(org_uuid, {}).get("name") or org_uuid}
 
 
-@declare(SYNC)
-async def proposals_index(request: web.Request) -> web.Response:
-    """shadow_attributes/index/all:1/timestamp:...: proposals are not carried to MISP peers (yet)."""
-    return web.json_response([])
-
-
 # --- sightings ------------------------------------------------------------------------------------
 
 def offered_sightings(ctx: ApiContext, event_uuid: str, levels: dict[str, int]) -> list[dict[str, Any]]:
@@ -340,12 +341,7 @@ async def sightings_save(request: web.Request) -> web.Response:
         state = replica.node_state()
         if link_reason(peer.policy, state, TAKES) is not Reason.ALLOWED:
             return -1
-        meta = ctx.store.event_meta(event_uuid)
-        if meta is not None and meta.source == misp_source(peer):
-            attributes = {e["uuid"] for e in query.event_elements(ctx.store, event_uuid) if "value" in e}
-        else:
-            offered = replica.offer(event_uuid, peer.policy, state)
-            attributes = set(offered[1]) if offered is not None else set()
+        attributes = _attributes_of_peer(ctx, peer, event_uuid, state)
         held = {s["uuid"] for r in ctx.store.event_records(event_uuid) if r.kind == KIND_SIGHTINGS
                 for s in r.body["sightings"]}
         new = [s for s in {s["uuid"]: s for s in sightings}.values()
@@ -401,6 +397,162 @@ def _uuid_list(value: Any, name: str, limit: int) -> list[str]:
     if len(items) > limit or not all(isinstance(u, str) and is_uuid(u) for u in items):
         raise ApiError(400, f"{name}: expected a list of at most {limit} uuids", {name: ["expected uuids"]})
     return [str(_uuid.UUID(u)) for u in items]
+
+
+# --- proposals ------------------------------------------------------------------------------------
+
+@declare(SYNC)
+async def proposals_index(request: web.Request) -> web.Response:
+    """shadow_attributes/index/all:1/timestamp:T/limit:N/page:P/...: the open proposals made since T
+    on events the peer may pull (and, for a change, on an attribute it may have), paged as MISP pages
+    (its pullProposals asks 1000 at a time until a page is short)."""
+    ctx = request.app[CTX]
+    peer = _peer(request)
+    named = _named(request.match_info.get("ref", "") + "/" + request.match_info.get("opts", ""))
+    since, limit, page = (_count(named, "timestamp", 0), _count(named, "limit", MAX_PROPOSALS) or MAX_PROPOSALS,
+                          _count(named, "page", 1) or 1)
+    limit = min(limit, MAX_PROPOSALS)
+
+    def listing() -> list[dict[str, Any]]:
+        replica = _replica(ctx)
+        state = replica.node_state()
+        offers: dict[str, dict[str, int] | None] = {}
+        kept = []
+        for held in _all_open_proposals(ctx):
+            body = held.body
+            if body["timestamp"] < since:
+                continue
+            if held.event_uuid not in offers:
+                offered = replica.offer(held.event_uuid, peer.policy, state)
+                offers[held.event_uuid] = offered[1] if offered is not None else None
+            levels = offers[held.event_uuid]
+            if levels is None or body.get("attribute_uuid", held.event_uuid) not in levels:
+                continue
+            kept.append({"ShadowAttribute": misp_proposal(body, held.event_uuid)})
+        return kept[(page - 1) * limit: page * limit]
+    return web.json_response(await run(listing))
+
+
+def _all_open_proposals(ctx: ApiContext) -> Iterator[HeldProposal]:
+    offset = 0
+    while offset < MAX_PROPOSALS_READ:
+        chunk = open_proposals(ctx.store, None, MAX_PROPOSALS, offset)
+        yield from chunk
+        if len(chunk) < MAX_PROPOSALS:
+            return
+        offset += len(chunk)
+
+
+def misp_proposal(body: dict[str, Any], event_uuid: str) -> dict[str, Any]:
+    """A proposal as MISP's sync carries a ShadowAttribute: a change of an attribute has the
+    attribute's uuid and an old_id (MISP looks the attribute up by that uuid), a new one neither."""
+    org = body.get("Org") or {}
+    out = {"uuid": body.get("attribute_uuid", body["uuid"]), "event_uuid": event_uuid, "type": body["type"],
+           "category": body["category"], "value": body["value"], "to_ids": bool(body.get("to_ids")),
+           "comment": body.get("comment", ""), "timestamp": str(body["timestamp"]), "deleted": False,
+           "proposal_to_delete": bool(body.get("proposal_to_delete")),
+           "disable_correlation": bool(body.get("disable_correlation")), "first_seen": body.get("first_seen"),
+           "last_seen": body.get("last_seen"), "email": "", "Org": {"uuid": org.get("uuid", ""),
+                                                                     "name": org.get("name", "")}}
+    if "attribute_uuid" in body:
+        out["old_id"] = "1"
+    return out
+
+
+def _named(path: str) -> dict[str, str]:
+    """CakePHP's named parameters of a path (`timestamp:123/limit:10`); `x[]:v` ones are left out."""
+    return dict(part.split(":", 1) for part in path.split("/") if ":" in part and "[" not in part.split(":", 1)[0])
+
+
+def _count(named: dict[str, str], name: str, default: int) -> int:
+    value = named.get(name, str(default)).removesuffix(".json")
+    if not value.isdigit() or len(value) > 12:
+        raise ApiError(400, f"shadow_attributes/index: {name}: {value!r}; expected a whole number",
+                       {name: ["expected a whole number"]})
+    return int(value)
+
+
+@routes.post("/events/pushProposals/{ref}", SYNC)
+async def proposals_push(request: web.Request) -> web.Response:
+    """The proposals a pushing MISP sends for one event (its ShadowAttributes): kept as proposals of
+    the MISP peer's organisation, signed by this node as their importer (decision 0001), on events
+    the peer has (bridged from it, or offered to it); one already open is not kept twice."""
+    ctx = request.app[CTX]
+    peer = _peer(request)
+    posted = await body_json(request)
+    if not isinstance(posted, list) or len(posted) > MAX_PROPOSALS:
+        raise ApiError(400, f"events/pushProposals: expected a list of at most {MAX_PROPOSALS} proposals",
+                       {"body": ["expected a list of ShadowAttributes"]})
+    event_uuid = await _event_uuid(ctx, path_ref(request))
+    if event_uuid is None:
+        raise ApiError(404, "Invalid event", f"no event {path_ref(request)!r} on this node")
+    _seen(ctx, peer, "push")
+
+    def save() -> tuple[int, list[str]]:
+        replica = _replica(ctx)
+        state = replica.node_state()
+        if link_reason(peer.policy, state, TAKES) is not Reason.ALLOWED:
+            return 0, [f"MISP peer {peer.name!r} is push-only ({Reason.PEER_MODE.value})"]
+        attributes = _attributes_of_peer(ctx, peer, event_uuid, state)
+        held = {(p.body["uuid"], p.body["timestamp"]) for p in open_proposals(ctx.store, event_uuid)}
+        org = {"uuid": peer.org_uuid, "name": _org(ctx, {o["uuid"]: o for o in ctx.store.orgs()}, peer.org_uuid)["name"]}
+        records, problems = [], []
+        for i, raw in enumerate(posted):
+            target, proposal = _pushed_proposal(raw, i, event_uuid, attributes, org, problems)
+            if proposal is not None and (proposal["uuid"], proposal["timestamp"]) not in held:
+                records.append(seal(ctx.node.identity, KIND_PROPOSAL, {"event_uuid": event_uuid, "proposal": proposal}))
+        if records:
+            ctx.store.write_records(records)
+        return len(records), problems
+    saved, problems = await run(save)
+    for problem in problems:
+        _refused(ctx, peer, event_uuid, refusal_code(problem), problem, KIND_PROPOSAL)
+    if saved:
+        ctx.observer.decided(Decision(peer.name, IN, STORED, KIND_PROPOSAL, b"", event_uuid))
+    message = f"{saved} proposal(s) saved" + (": " + "; ".join(problems[:20]) if problems else "")
+    return web.json_response({"success": not problems or saved > 0, "counter": saved, "message": message})
+
+
+def _attributes_of_peer(ctx: ApiContext, peer: MispPeer, event_uuid: str, state: NodeState) -> set[str]:
+    """The attributes of an event the MISP peer has: all of one bridged from it, else those offered."""
+    meta = ctx.store.event_meta(event_uuid)
+    if meta is not None and meta.source == misp_source(peer):
+        return {e["uuid"] for e in query.event_elements(ctx.store, event_uuid) if "value" in e} | {event_uuid}
+    offered = _replica(ctx).offer(event_uuid, peer.policy, state)
+    return set(offered[1]) if offered is not None else set()
+
+
+def _pushed_proposal(raw: Any, i: int, event_uuid: str, attributes: set[str], org: dict[str, str],
+                     problems: list[str]) -> tuple[str | None, dict[str, Any] | None]:
+    """One pushed ShadowAttribute as this node's proposal (a change when its old_id names an
+    attribute: MISP gives it that attribute's uuid), or None with the problem noted."""
+    where = f"ShadowAttribute[{i}]"
+    if not isinstance(raw, dict):
+        problems.append(f"{where}: {Reason.MALFORMED.value}: expected a JSON object")
+        return None, None
+    if event_uuid not in attributes:
+        problems.append(f"{where}: {Reason.EVENT_NOT_HELD.value}: the event is not one this MISP peer has")
+        return None, None
+    change = str(raw.get("old_id", "0")) not in ("0", "", "None")
+    target = str(raw.get("uuid", "")).lower() if change else None
+    if change and target not in attributes:
+        problems.append(f"{where}: {Reason.PARENT_WITHHELD.value}: it changes attribute {target}, which this MISP "
+                        "peer does not have")
+        return None, None
+    stamp = str(raw.get("timestamp", ""))
+    fields = {k: raw[k] for k in ("type", "category", "value", "to_ids", "comment", "first_seen", "last_seen",
+                                  "proposal_to_delete", "disable_correlation") if raw.get(k) is not None}
+    if not change and isinstance(raw.get("uuid"), str):
+        fields["uuid"] = raw["uuid"]
+    try:
+        proposal = parse_proposal(fields, event_uuid, int(stamp) if stamp.isdigit() else int(time.time()), target,
+                                  org)
+    except EventError as e:
+        problems.append(f"{where}: {Reason.MALFORMED.value}: " + "; ".join(map(str, e.problems)))
+        return None, None
+    if stamp.isdigit():
+        proposal["timestamp"] = int(stamp)
+    return target, proposal
 
 
 # --- push: what MISP sends ---------------------------------------------------------------------------
