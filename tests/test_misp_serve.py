@@ -56,7 +56,8 @@ def served(misp_kit, tmp_path_factory):
     for server in running(home, {"admin": admin, "sync": sync_key}):
         org = server.get("/users/view/me").json()["Organisation"]
         org_id = b.add_org(org["name"], org["uuid"])
-        server_id = b.add_server(server.url, sync_key, org_id, f"node-{uuid.uuid4().hex[:8]}", push_sightings=True)
+        server_id = b.add_server(server.url, sync_key, org_id, f"node-{uuid.uuid4().hex[:8]}", push_sightings=True,
+                                 pull_galaxy_clusters=True)
         yield server, b, server_id, org, groups
 
 
@@ -134,10 +135,13 @@ def test_misp_pulls_exactly_what_the_outbound_policy_allows_at_the_level_misp_ex
                 "member": group == with_b}
         spec["uuid"] = _event(server, f"pulled {i} {stamp}", level, attributes, group, tags, published)
         specs.append(spec)
+    # a note on the community event rides along in it (MISP captures the analyst data of an event it adds)
+    _post(server, f"/analyst_data/add/Note/{specs[3]['uuid']}/Event", {"note": f"node note {stamp}", "distribution": 3})
     output = b.pull(server_id, "full")
     assert "Pull completed" in output, output
     wrong = {s["uuid"]: (expected(s), on_misp(b, s["uuid"])) for s in specs if expected(s) != on_misp(b, s["uuid"])}
     assert wrong == {}
+    assert [n["note"] for n in b.event(specs[3]["uuid"]).get("Note", [])] == [f"node note {stamp}"]
     shared = b.event(specs[4]["uuid"])
     assert shared["SharingGroup"]["uuid"] == with_b and shared["Orgc"]["uuid"] == org["uuid"]
     # the node counted what it sent and withheld for the MISP peer

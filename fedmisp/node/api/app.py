@@ -39,7 +39,8 @@ SYNC_VIEWS = ((instance.get_version, misp_sync.get_version), (instance.user_me, 
               (events.event_index, misp_sync.event_index), (events.event_view, misp_sync.event_view),
               (events.event_add, misp_sync.event_add), (events.event_edit, misp_sync.event_edit),
               (proposals.proposal_index, misp_sync.proposals_index),
-              (sightings.search_sightings, misp_sync.sightings_search))
+              (sightings.search_sightings, misp_sync.sightings_search),
+              (galaxies.cluster_search, misp_sync.clusters_search))
 for _handler, _view in SYNC_VIEWS:
     give_sync_view(_handler, _view)
 

@@ -26,8 +26,12 @@ sightings/filterSightingUuidsForPush which it holds and sends the rest to bulkSa
 Proposals both ways: shadow_attributes/index lists the open proposals on what the peer may pull; a
 pushing MISP's events/pushProposals are kept as proposals of the MISP peer's organisation.
 
-Not carried: custom galaxy clusters and analyst data on their own routes
-(getVersion says perm_galaxy_editor and perm_analyst_data false, so MISP does not call them).
+Analyst data (notes, opinions, relationships) ride inside the events, as offered_event gives them
+(the sender's rule, decision 0029); MISP captures them when it adds or edits the event.
+
+Not carried: custom galaxy clusters (galaxy_clusters/restSearch lists none), analyst data on its own
+routes (getVersion says perm_galaxy_editor and perm_analyst_data false, so MISP does not push them
+and does not call analyst_data/indexMinimal).
 """
 from __future__ import annotations
 
@@ -553,6 +557,15 @@ def _pushed_proposal(raw: Any, i: int, event_uuid: str, attributes: set[str], or
     if stamp.isdigit():
         proposal["timestamp"] = int(stamp)
     return target, proposal
+
+
+# --- custom galaxy clusters --------------------------------------------------------------------------
+
+@declare(SYNC)
+async def clusters_search(request: web.Request) -> web.Response:
+    """galaxy_clusters/restSearch (a MISP server with "pull galaxy clusters" asks for the custom,
+    published ones): none are carried to MISP peers yet, so none are listed."""
+    return web.json_response({"response": []})
 
 
 # --- push: what MISP sends ---------------------------------------------------------------------------
