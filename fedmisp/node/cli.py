@@ -265,7 +265,7 @@ def _print_peers(args: argparse.Namespace) -> None:
     from fedmisp.node.operator import operator_get
     from fedmisp.store.store import Store
     config = load_config(_home(args))
-    if not config.peers:
+    if not config.peers and not config.misp_peers:
         print("  peers        none configured")
         return
     refusal = ""

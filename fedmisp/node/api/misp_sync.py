@@ -546,8 +546,8 @@ def _pushed_proposal(raw: Any, i: int, event_uuid: str, attributes: set[str], or
     stamp = str(raw.get("timestamp", ""))
     fields = {k: raw[k] for k in ("type", "category", "value", "to_ids", "comment", "first_seen", "last_seen",
                                   "proposal_to_delete", "disable_correlation") if raw.get(k) is not None}
-    if not change and isinstance(raw.get("uuid"), str):
-        fields["uuid"] = raw["uuid"]
+    if change or isinstance(raw.get("uuid"), str):
+        fields["uuid"] = target if change else raw["uuid"]  # (a change has its attribute's uuid, as in MISP)
     try:
         proposal = parse_proposal(fields, event_uuid, int(stamp) if stamp.isdigit() else int(time.time()), target,
                                   org)
