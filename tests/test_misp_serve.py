@@ -73,14 +73,22 @@ def _post(server, path: str, body: Any, key: str = "admin") -> dict[str, Any]:
     return r.json()
 
 
+def _object(domain: str) -> dict[str, Any]:
+    """A domain-ip object (misp-objects), inheriting its event's level."""
+    return {"name": "domain-ip", "meta-category": "network", "template_uuid": "43b3b146-77eb-4931-b4cc-b66c60f28734",
+            "template_version": "11", "description": "A domain/hostname and IP address seen as a tuple",
+            "distribution": 5, "Attribute": [{"object_relation": "domain", "type": "domain", "value": domain,
+                                              "category": "Network activity", "distribution": 5}]}
+
+
 def _attribute(value: str, level: int) -> dict[str, Any]:
     return {"type": "domain", "category": "Network activity", "value": value, "to_ids": True, "distribution": level}
 
 
 def _event(server, info: str, level: int, attributes: list[dict[str, Any]], group: str | None = None,
-           tags: tuple[str, ...] = (), published: bool = True) -> str:
+           tags: tuple[str, ...] = (), published: bool = True, objects: tuple[dict[str, Any], ...] = ()) -> str:
     event: dict[str, Any] = {"info": info, "distribution": level, "threat_level_id": 2, "analysis": 0,
-                             "published": published, "Attribute": attributes,
+                             "published": published, "Attribute": attributes, "Object": list(objects),
                              "Tag": [{"name": t, "local": t.startswith("local:")} for t in tags]}
     if group:
         event["sharing_group_uuid"] = group
@@ -133,7 +141,8 @@ def test_misp_pulls_exactly_what_the_outbound_policy_allows_at_the_level_misp_ex
         attributes = [_attribute(f"a{i}-{lv}-{stamp}.example", lv) for lv in (5, 0, 1, 2, 3)]
         spec = {"level": level, "attributes": attributes, "tags": tags, "published": published,
                 "member": group == with_b}
-        spec["uuid"] = _event(server, f"pulled {i} {stamp}", level, attributes, group, tags, published)
+        spec["uuid"] = _event(server, f"pulled {i} {stamp}", level, attributes, group, tags, published,
+                              objects=(_object(f"o{i}-{stamp}.example"),) if level == 3 else ())
         specs.append(spec)
     # a note on the community event rides along in it (MISP captures the analyst data of an event it adds)
     _post(server, f"/analyst_data/add/Note/{specs[3]['uuid']}/Event", {"note": f"node note {stamp}", "distribution": 3})
@@ -141,7 +150,10 @@ def test_misp_pulls_exactly_what_the_outbound_policy_allows_at_the_level_misp_ex
     assert "Pull completed" in output, output
     wrong = {s["uuid"]: (expected(s), on_misp(b, s["uuid"])) for s in specs if expected(s) != on_misp(b, s["uuid"])}
     assert wrong == {}
-    assert [n["note"] for n in b.event(specs[3]["uuid"]).get("Note", [])] == [f"node note {stamp}"]
+    community = b.event(specs[3]["uuid"])
+    assert [n["note"] for n in community.get("Note", [])] == [f"node note {stamp}"]
+    assert [(o["name"], [a["value"] for a in o["Attribute"]]) for o in community["Object"]] == \
+        [("domain-ip", [f"o3-{stamp}.example"])]
     shared = b.event(specs[4]["uuid"])
     assert shared["SharingGroup"]["uuid"] == with_b and shared["Orgc"]["uuid"] == org["uuid"]
     # the node counted what it sent and withheld for the MISP peer

@@ -35,6 +35,7 @@ and does not call analyst_data/indexMinimal).
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
@@ -657,7 +658,7 @@ async def _pushed(request: web.Request, what: str) -> web.Response:
         raise ApiError(403, f"Event could not be saved: {_WRITE_REFUSALS.get(code, code)} ({code})",
                        f"Event could not be saved: {code}", "Event could not be saved")
     ctx.observer.decided(Decision(peer.name, IN, STORED, KIND_EVENT, result.events[0].record_id, event_uuid,
-                                  elements={"dropped": len(result.dropped[0])} if result.dropped[0] else {}))
+                                  elements={Reason.MALFORMED.value: len(result.dropped[0])} if result.dropped[0] else {}))
     event = await run(shown_event, ctx, event_uuid)
     return web.json_response(event)
 
@@ -684,7 +685,6 @@ def refusal_code(text: str) -> str:
 
 
 async def _wait(future: Any) -> list[Any]:
-    import asyncio
     return list(await asyncio.wrap_future(future))
 
 
