@@ -213,19 +213,26 @@ class Preparer:
             if self.accept is not None and self.accept(parsed) is not None:
                 result.filtered += 1
                 continue
-            held = self.store.held(parsed.uuid)
-            if held is not None and held.timestamp >= parsed.timestamp:
-                # Same or older timestamp than held: MISP only applies newer edits.
-                if held.timestamp == parsed.timestamp:
-                    result.unchanged += 1
-                else:
-                    result.older += 1
-                continue
-            previous = self.store.previous_elements(parsed.uuid) if held is not None else None
-            signed = sign_event(self.identity, parsed, previous.get if previous else None)
-            result.events.append(event_write(signed, self.source, self.correlation_only))
-            result.dropped.append(tuple(f"{path}: event {parsed.uuid}: {d}" for d in parsed.dropped))
+            take_if_newer(self.identity, self.store, parsed, result, f"{path}: event {parsed.uuid}", self.source,
+                          self.correlation_only)
         return result
+
+
+def take_if_newer(identity: Identity, store: Store, parsed: ParsedEvent, result: FileResult, where: str,
+                  source: str, correlation_only: bool = False) -> None:
+    """Sign `parsed` as a revision for the writer into `result`, unless the event held here has the
+    same or a newer timestamp (MISP only applies newer edits): then it is counted unchanged or older."""
+    held = store.held(parsed.uuid)
+    if held is not None and held.timestamp >= parsed.timestamp:
+        if held.timestamp == parsed.timestamp:
+            result.unchanged += 1
+        else:
+            result.older += 1
+        return
+    previous = store.previous_elements(parsed.uuid) if held is not None else None
+    signed = sign_event(identity, parsed, previous.get if previous else None)
+    result.events.append(event_write(signed, source, correlation_only))
+    result.dropped.append(tuple(f"{where}: {d}" for d in parsed.dropped))
 
 
 _WORKER: Preparer | None = None

@@ -26,15 +26,13 @@ from typing import Any
 
 from fedmisp.gossip.sharing_groups import SharingGroupError, create, current_groups, from_record, revise
 from fedmisp.model.misp import EventError, Problem, drop_elements, parse_event, unwrap_events
-from fedmisp.model.revision import sign_event
-from fedmisp.node.importer import FileResult
+from fedmisp.node.importer import FileResult, take_if_newer
 from fedmisp.node.misp_config import MispPeer
 from fedmisp.policy.filters import element_check, event_check
 from fedmisp.policy.inbound import MISP_SOURCE
 from fedmisp.policy.model import NodeState, element_view, event_view
 from fedmisp.policy.pipeline import cap, sharing_group_reason
 from fedmisp.policy.reasons import FILTER_REASONS, Reason
-from fedmisp.store.rows import event_write
 
 SHARING_GROUP = 4
 INHERIT = 5
@@ -95,18 +93,8 @@ def prepare_misp_events(node: Any, peer: MispPeer, document: Any, *, pulled: boo
                 continue
         parsed.header["distribution"] = level
         _decide_elements(node, peer, state, parsed, groups)
-        held = node.store.held(parsed.uuid)
-        if held is not None and held.timestamp >= parsed.timestamp:
-            if held.timestamp == parsed.timestamp:
-                result.unchanged += 1
-            else:
-                result.older += 1
-            continue
-        parsed.local_tags = {}
-        previous = node.store.previous_elements(parsed.uuid) if held is not None else None
-        signed = sign_event(node.identity, parsed, previous.get if previous else None)
-        result.events.append(event_write(signed, misp_source(peer)))
-        result.dropped.append(tuple(f"{where}: {d}" for d in parsed.dropped))
+        parsed.local_tags = {}  # the MISP peer's own
+        take_if_newer(node.identity, node.store, parsed, result, where, misp_source(peer))
     return result
 
 
