@@ -437,10 +437,10 @@ def _add_misp_peer(args: argparse.Namespace, home: Path) -> int:
         org_name, org_uuid = node.config.org_name, node.config.org_uuid
         url = f"http://{node.config.listen}"
     print(f"added MISP peer {args.name!r} ({args.mode}); a running node picks it up on `fedmisp reload`")
-    print(key)
     print(f"On the MISP instance (Sync Actions > Servers > New server) enter: Base URL {url} (this node's "
-          f"address as MISP reaches it), Authkey the key above, Remote Sync Organisation {org_name!r} "
-          f"uuid {org_uuid} (add it as an external organisation first).")
+          f"address as MISP reaches it), Authkey the sync key below (shown once), Remote Sync Organisation "
+          f"{org_name!r} uuid {org_uuid} (add it as an external organisation first).")
+    print(key)  # last, alone on its line: what a script reads
     return 0
 
 
