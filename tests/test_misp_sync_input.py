@@ -89,6 +89,14 @@ def test_the_index_has_an_etag_and_answers_304_to_it_and_head_says_what_the_peer
     assert [h[0] for h in heads] == [200, 404]
     bad, = api(("POST", "/events/index", "sync", {"published": 1, "frobnicate": 1}))
     assert bad[0] == 400 and "frobnicate" in json.dumps(bad[1])
+    # MISP's pull rules come as index filters (tags, org), applied on top of what the peer may have
+    green = api(("POST", "/events/add", "admin", {"Event": {"info": "green", "distribution": 3, "published": True,
+                                                           "Tag": [{"name": "tlp:green"}],
+                                                           "Attribute": [{"type": "domain", "value": "g.example"}]}}))
+    green_uuid = green[0][1]["Event"]["uuid"]
+    ruled = api(("POST", "/events/index", "sync", {"minimal": 1, "published": 1, "tags": ["!tlp:green"]}),
+                ("POST", "/events/index", "sync", {"minimal": 1, "published": 1, "tags": ["tlp:green"]}))
+    assert [[r["uuid"] for r in answer[1]] for answer in ruled] == [[ours], [green_uuid]]
 
 
 def test_a_pushed_event_is_stored_once_an_older_or_equal_one_is_misps_not_newer_and_bad_ones_name_why(api, node):
