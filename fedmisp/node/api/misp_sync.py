@@ -31,7 +31,8 @@ Analyst data (notes, opinions, relationships) ride inside the events, as offered
 
 Not carried: custom galaxy clusters (galaxy_clusters/restSearch lists none), analyst data on its own
 routes (getVersion says perm_galaxy_editor and perm_analyst_data false, so MISP does not push them
-and does not call analyst_data/indexMinimal).
+and does not call analyst_data/indexMinimal): analyst data made on a MISP instance does not reach
+the node, as MISP pushes it only through those routes.
 """
 from __future__ import annotations
 
