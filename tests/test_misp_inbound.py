@@ -67,7 +67,7 @@ def test_an_event_without_its_creator_or_that_does_not_validate_is_refused_and_t
     bad = _event(4, 3, [_attribute(7, 5)], date="yesterday")
     good = _event(5, 3, [_attribute(8, 5), _attribute(9, 5, type="no-such-type")])
     result = prepare_misp_events(node, _peer(), [no_orgc, bad, good, "junk"], pulled=True, label="http://misp")
-    assert len(result.events) == 1 and len(result.refused) == 3
+    assert len(result.events) == 1 and len(result.refused) == 3 and result.reasons == [Reason.MALFORMED] * 3
     assert "event 00000000-0000-0000-0000-000000000003: field 'Orgc': missing" in result.refused[0]
     assert "field 'date'" in result.refused[1] and "expected a MISP event" in result.refused[2]
     assert len(result.dropped[0]) == 1 and "no-such-type" in result.dropped[0][0]  # as MISP adds an event
@@ -88,6 +88,7 @@ def test_the_pull_filter_decides_events_and_withholds_elements_with_what_cannot_
                  max_distribution=1)
     result = prepare_misp_events(node, peer, [kept, filtered], pulled=False, label="push")
     assert result.filtered == 1 and result.refused == [] and result.dropped == [()]
+    assert result.filter_reasons == [Reason.PULL_FILTER_TAG]
     _store(node, result)
     held = _held(node, 6)
     assert held["distribution"] == "1"  # max_distribution caps the levels
@@ -119,7 +120,8 @@ def test_a_misp_sharing_group_is_held_for_the_community_and_its_data_kept_only_f
     # a whole event of a group this node's organisation is not in is refused, naming the group
     outside = prepare_misp_events(node, _peer(), {"Event": _event(9, 4, [_attribute(16, 5)], SharingGroup=without_us)},
                                   pulled=True, label="pull")
-    assert outside.events == [] and Reason.SG_NOT_MEMBER.value in outside.refused[0]
+    assert outside.events == [] and outside.reasons == [Reason.SG_NOT_MEMBER]
+    assert Reason.SG_NOT_MEMBER.value in outside.refused[0]
     # MISP takes an organisation out of the group: the held group follows at the next event
     later = _event(10, 4, [_attribute(17, 5)], SharingGroup=group(1, own), timestamp="1700000100")
     _store(node, prepare_misp_events(node, _peer(), {"Event": later}, pulled=True, label="pull"))
@@ -149,5 +151,6 @@ def test_the_blocklists_refuse_an_event_from_a_misp_peer_by_uuid_and_by_creator(
                           blocked_orgs=frozenset({OTHER_ORG["uuid"]}))
     result = prepare_misp_events(node, _peer(), [blocked_event, blocked_org, _event(14, 3, [_attribute(22, 5)])],
                                  pulled=True, label="pull")
+    assert result.reasons == [Reason.BLOCKLIST_EVENT, Reason.BLOCKLIST_ORG]
     assert len(result.events) == 1 and [r.split(": ")[2] for r in result.refused] == [
         "blocklist-event (in this node's [blocklist] events)", "blocklist-org (its creator is in [blocklist] orgs)"]

@@ -239,7 +239,7 @@ def test_misp_pushes_to_the_node_through_its_inbound_policy_and_only_that_peer_r
     assert _on_node(server, bad["uuid"]) is None  # refused, with its reason counted
     audit = [json.loads(line) for line in (server.home / "audit.log").read_text().splitlines()]
     refusals = [a for a in audit if a.get("event_uuid") == bad["uuid"] and a["action"] == "refused"]
-    assert refusals and refusals[0]["peer"] == "misp-b" and refusals[0]["reason"] == "pull-filter"
+    assert refusals and refusals[0]["peer"] == "misp-b" and refusals[0]["reason"] == "pull-filter-tag"
     stored = [a for a in audit if a.get("event_uuid") == good["uuid"] and a["action"] == "stored"]
     assert stored and stored[0]["peer"] == "misp-b"
     from fedmisp.store.store import Store

@@ -22,6 +22,7 @@ Both directions of MISP sync come here: events this node pulls from a MISP insta
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from fedmisp.gossip.sharing_groups import SharingGroupError, create, current_groups, from_record, revise
@@ -46,11 +47,23 @@ def misp_source(peer: MispPeer) -> str:
     return MISP_SOURCE + peer.name
 
 
-def prepare_misp_events(node: Any, peer: MispPeer, document: Any, *, pulled: bool, label: str) -> FileResult:
+@dataclass
+class MispResult(FileResult):
+    """FileResult with the reason code of each refusal (`reasons`, beside `refused`) and of each
+    event the pull filter did not take (`filter_reasons`): what the metrics and audit log count."""
+    reasons: list[Reason] = field(default_factory=list)
+    filter_reasons: list[Reason] = field(default_factory=list)
+
+    def refuse(self, reason: Reason, text: str) -> None:
+        self.reasons.append(reason)
+        self.refused.append(text)
+
+
+def prepare_misp_events(node: Any, peer: MispPeer, document: Any, *, pulled: bool, label: str) -> MispResult:
     """The events of one MISP JSON document from `peer`, validated, decided and signed for the
-    writer (FileResult.events), or refused, filtered, unchanged or older, each counted or named.
-    `document` is consumed (its events are changed in place)."""
-    result = FileResult()
+    writer (`events`), or refused, filtered, unchanged or older, each counted or named with its
+    reason. `document` is consumed (its events are changed in place)."""
+    result = MispResult()
     state = NodeState(org_uuid=node.config.org_uuid, sharing_groups=current_groups(node.store),
                       blocked_events=node.config.blocked_events, blocked_orgs=node.config.blocked_orgs)
     defaults = node.import_defaults()
@@ -58,12 +71,12 @@ def prepare_misp_events(node: Any, peer: MispPeer, document: Any, *, pulled: boo
         name = raw.get("uuid") if isinstance(raw, dict) and isinstance(raw.get("uuid"), str) else f"#{index}"
         where = f"{label}: event {name}"
         if not isinstance(raw, dict):
-            result.refused.append(f"{where}: expected a MISP event (a JSON object)")
+            result.refuse(Reason.MALFORMED, f"{where}: expected a MISP event (a JSON object)")
             continue
         orgc = raw.get("Orgc")
         if not isinstance(orgc, dict) or not orgc.get("uuid") or not orgc.get("name"):
-            result.refused.append(f"{where}: field 'Orgc': missing; an event from a MISP peer must name its "
-                                  "creator organisation (uuid and name)")
+            result.refuse(Reason.MALFORMED, f"{where}: field 'Orgc': missing; an event from a MISP peer must name "
+                          "its creator organisation (uuid and name)")
             continue
         if pulled:
             downgrade_pulled(raw)
@@ -71,25 +84,28 @@ def prepare_misp_events(node: Any, peer: MispPeer, document: Any, *, pulled: boo
         try:
             parsed = parse_event(raw, defaults, lenient=True)
         except EventError as e:
-            result.refused.append(f"{where}: " + "; ".join(map(str, e.problems)))
+            result.refuse(Reason.MALFORMED, f"{where}: " + "; ".join(map(str, e.problems)))
             continue
         if parsed.uuid in state.blocked_events:
-            result.refused.append(f"{where}: {Reason.BLOCKLIST_EVENT.value} (in this node's [blocklist] events)")
+            result.refuse(Reason.BLOCKLIST_EVENT, f"{where}: {Reason.BLOCKLIST_EVENT.value} (in this node's "
+                          "[blocklist] events)")
             continue
         view = event_view(parsed.header, [e.body for e in parsed.elements])
         if view.orgc_uuid in state.blocked_orgs:
-            result.refused.append(f"{where}: {Reason.BLOCKLIST_ORG.value} (its creator is in [blocklist] orgs)")
+            result.refuse(Reason.BLOCKLIST_ORG, f"{where}: {Reason.BLOCKLIST_ORG.value} (its creator is in "
+                          "[blocklist] orgs)")
             continue
         check = event_check(peer.pull, view)
         level = cap(view.distribution, peer.pull) if check is None else None
         if level is None:
             result.filtered += 1
+            result.filter_reasons.append(FILTER_REASONS[check or "distribution"][1])
             continue
         if view.distribution == SHARING_GROUP:
             reason = _group_reason(node, peer, state, view.sharing_group, groups)
             if reason is not Reason.ALLOWED:
-                result.refused.append(f"{where}: {reason.value} (sharing group {view.sharing_group}: this node's "
-                                      f"organisation and {peer.name}'s must both be members)")
+                result.refuse(reason, f"{where}: {reason.value} (sharing group {view.sharing_group}: this node's "
+                              f"organisation and {peer.name}'s must both be members)")
                 continue
         parsed.header["distribution"] = level
         _decide_elements(node, peer, state, parsed, groups)

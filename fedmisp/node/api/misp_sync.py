@@ -494,11 +494,11 @@ async def proposals_push(request: web.Request) -> web.Response:
         raise ApiError(404, "Invalid event", f"no event {path_ref(request)!r} on this node")
     _seen(ctx, peer, "push")
 
-    def save() -> tuple[int, list[str]]:
+    def save() -> tuple[int, list[tuple[Reason, str]]]:
         replica = _replica(ctx)
         state = replica.node_state()
         if link_reason(peer.policy, state, TAKES) is not Reason.ALLOWED:
-            return 0, [f"MISP peer {peer.name!r} is push-only ({Reason.PEER_MODE.value})"]
+            return 0, [(Reason.PEER_MODE, f"MISP peer {peer.name!r} is push-only ({Reason.PEER_MODE.value})")]
         attributes = _attributes_of_peer(ctx, peer, event_uuid, state)
         held = {(p.body["uuid"], p.body["timestamp"]) for p in open_proposals(ctx.store, event_uuid)}
         org = {"uuid": peer.org_uuid, "name": _org(ctx, {o["uuid"]: o for o in ctx.store.orgs()}, peer.org_uuid)["name"]}
@@ -511,11 +511,11 @@ async def proposals_push(request: web.Request) -> web.Response:
             ctx.store.write_records(records)
         return len(records), problems
     saved, problems = await run(save)
-    for problem in problems:
-        _refused(ctx, peer, event_uuid, refusal_code(problem), problem, KIND_PROPOSAL)
+    for reason, problem in problems:
+        _refused(ctx, peer, event_uuid, reason.value, problem, KIND_PROPOSAL)
     if saved:
         ctx.observer.decided(Decision(peer.name, IN, STORED, KIND_PROPOSAL, b"", event_uuid))
-    message = f"{saved} proposal(s) saved" + (": " + "; ".join(problems[:20]) if problems else "")
+    message = f"{saved} proposal(s) saved" + (": " + "; ".join(p for _r, p in problems[:20]) if problems else "")
     return web.json_response({"success": not problems or saved > 0, "counter": saved, "message": message})
 
 
@@ -529,21 +529,22 @@ def _attributes_of_peer(ctx: ApiContext, peer: MispPeer, event_uuid: str, state:
 
 
 def _pushed_proposal(raw: Any, i: int, event_uuid: str, attributes: set[str], org: dict[str, str],
-                     problems: list[str]) -> tuple[str | None, dict[str, Any] | None]:
+                     problems: list[tuple[Reason, str]]) -> tuple[str | None, dict[str, Any] | None]:
     """One pushed ShadowAttribute as this node's proposal (a change when its old_id names an
     attribute: MISP gives it that attribute's uuid), or None with the problem noted."""
     where = f"ShadowAttribute[{i}]"
     if not isinstance(raw, dict):
-        problems.append(f"{where}: {Reason.MALFORMED.value}: expected a JSON object")
+        problems.append((Reason.MALFORMED, f"{where}: {Reason.MALFORMED.value}: expected a JSON object"))
         return None, None
     if event_uuid not in attributes:
-        problems.append(f"{where}: {Reason.EVENT_NOT_HELD.value}: the event is not one this MISP peer has")
+        problems.append((Reason.EVENT_NOT_HELD,
+                         f"{where}: {Reason.EVENT_NOT_HELD.value}: the event is not one this MISP peer has"))
         return None, None
     change = str(raw.get("old_id", "0")) not in ("0", "", "None")
     target = str(raw.get("uuid", "")).lower() if change else None
     if change and target not in attributes:
-        problems.append(f"{where}: {Reason.PARENT_WITHHELD.value}: it changes attribute {target}, which this MISP "
-                        "peer does not have")
+        problems.append((Reason.PARENT_WITHHELD, f"{where}: {Reason.PARENT_WITHHELD.value}: it changes attribute "
+                         f"{target}, which this MISP peer does not have"))
         return None, None
     stamp = str(raw.get("timestamp", ""))
     fields = {k: raw[k] for k in ("type", "category", "value", "to_ids", "comment", "first_seen", "last_seen",
@@ -554,7 +555,7 @@ def _pushed_proposal(raw: Any, i: int, event_uuid: str, attributes: set[str], or
         proposal = parse_proposal(fields, event_uuid, int(stamp) if stamp.isdigit() else int(time.time()), target,
                                   org)
     except EventError as e:
-        problems.append(f"{where}: {Reason.MALFORMED.value}: " + "; ".join(map(str, e.problems)))
+        problems.append((Reason.MALFORMED, f"{where}: {Reason.MALFORMED.value}: " + "; ".join(map(str, e.problems))))
         return None, None
     if stamp.isdigit():
         proposal["timestamp"] = int(stamp)
@@ -646,8 +647,10 @@ async def _pushed(request: web.Request, what: str) -> web.Response:
             outcomes = await _wait(future)
     event_uuid = str(_uuid.UUID(posted_uuid)) if is_uuid(posted_uuid) else posted_uuid
     if result.refused or result.filtered:
-        reason = "; ".join(result.refused) or f"the pull filter of MISP peer {peer.name!r} does not take it"
-        _refused(ctx, peer, event_uuid, refusal_code(reason) if result.refused else FILTERED, reason)
+        reason = "; ".join(result.refused) or f"the pull filter of MISP peer {peer.name!r} does not take it " \
+            f"({result.filter_reasons[0].value})"
+        code = result.reasons[0] if result.refused else result.filter_reasons[0]
+        _refused(ctx, peer, event_uuid, code.value, reason)
         raise ApiError(403, f"Event could not be saved: {reason}", f"Event could not be saved: {reason}",
                        "Event could not be saved")
     if not outcomes or outcomes[0] in (WriteOutcome.UNCHANGED, Reason.OLDER):
@@ -670,19 +673,6 @@ _WRITE_REFUSALS = {
     Reason.NOT_AUTHOR.value: "this node holds the event signed by another organisation's key",
     Reason.UUID_CONFLICT.value: "an attribute or object uuid is already used by another event",
 }
-
-
-# The code an event the peer's pull filter does not take is counted under (prepare_misp_events
-# counts it as filtered, without the filter's own reason).
-FILTERED = "pull-filter"
-# Reason codes, longest first: `sg-relay-not-member` before `sg-not-member`.
-_CODES = sorted((r.value for r in Reason), key=len, reverse=True)
-
-
-def refusal_code(text: str) -> str:
-    """The reason code a refusal of prepare_misp_events names (its lines name it), else malformed
-    (the event does not validate, or lacks its creator)."""
-    return next((code for code in _CODES if code in text), Reason.MALFORMED.value)
 
 
 async def _wait(future: Any) -> list[Any]:
