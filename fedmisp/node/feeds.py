@@ -31,7 +31,7 @@ from fedmisp.node.api.access import ANY_KEY_UNLESS_OPEN, declare
 from fedmisp.node.api.helpers import ApiError
 from fedmisp.node.api.render import with_galaxies
 from fedmisp.node.feed_config import ServedFeed
-from fedmisp.policy.model import INHERIT, NodeState
+from fedmisp.policy.model import INHERIT, NodeState, PeerPolicy
 from fedmisp.policy.reasons import Reason
 from fedmisp.store.query import is_tombstone
 
@@ -44,7 +44,24 @@ _UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F
 def feed_event(replica: Replica, feed: ServedFeed, event_uuid: str, state: NodeState | None = None
                ) -> dict[str, Any] | None:
     """The event as `feed` publishes it, or None when the feed may not carry it."""
-    offered = replica.offer(event_uuid, feed.policy, state)
+    event = offered_event(replica, feed.policy, event_uuid, state)
+    if event is None:
+        return None
+    analyst = feed_analyst_data(replica, feed, event_uuid, state)
+    if analyst:
+        nest_analyst_data(event, analyst)
+    # `Galaxy` blocks from the cluster tags, as MISP's feeds carry them: default clusters only
+    # (public data; a custom cluster's own distribution is not the feed's to judge)
+    with_galaxies(event)
+    return event
+
+
+def offered_event(replica: Replica, policy: PeerPolicy, event_uuid: str, state: NodeState | None = None
+                  ) -> dict[str, Any] | None:
+    """The event as MISP JSON with what the outbound pipeline offers `policy`, each item at the
+    level its receiver holds it at, or None when nothing of it may go (a served feed, a MISP peer
+    this node pushes to: node/misp_sync.py)."""
+    offered = replica.offer(event_uuid, policy, state)
     if offered is None:
         return None
     held, levels = offered
@@ -63,12 +80,6 @@ def feed_event(replica: Replica, feed: ServedFeed, event_uuid: str, state: NodeS
             + e.get("EventReport", []):
         if item["distribution"] != str(INHERIT):
             item["distribution"] = str(levels[item["uuid"]])
-    analyst = feed_analyst_data(replica, feed, event_uuid, state)
-    if analyst:
-        nest_analyst_data(event, analyst)
-    # `Galaxy` blocks from the cluster tags, as MISP's feeds carry them: default clusters only
-    # (public data; a custom cluster's own distribution is not the feed's to judge)
-    with_galaxies(event)
     return event
 
 

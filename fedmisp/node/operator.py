@@ -29,19 +29,24 @@ if TYPE_CHECKING:  # (the CLI's client below needs none of them)
     from fedmisp.gossip.service import Gossiper
     from fedmisp.node.feed_fetch import FeedFetcher
     from fedmisp.node.metrics import NodeMetrics
+    from fedmisp.node.misp_sync import MispSync
 
 PREFIX = "/node/v1"
 
 
-def node_routes(gossiper: Gossiper, fetcher: FeedFetcher, metrics: NodeMetrics) -> list[web.RouteDef]:
-    """/node/v1's routes, relative to PREFIX: peers and feeds for operators, health for anyone,
-    metrics for a key (node/metrics.py)."""
+def node_routes(gossiper: Gossiper, fetcher: FeedFetcher, metrics: NodeMetrics,
+                misp: MispSync | None = None) -> list[web.RouteDef]:
+    """/node/v1's routes, relative to PREFIX: peers (fedmisp nodes and MISP instances) and feeds for
+    operators, health for anyone, metrics for a key (node/metrics.py)."""
     node = gossiper.node
+
+    def all_peers() -> dict[str, Any]:
+        return {**gossiper.peers_json(), **(misp.status_json() if misp is not None else {})}
 
     @declare(OPERATOR)
     async def peers(request: web.Request) -> web.Response:
         # It names peers and their addresses, no keys or data.
-        return web.json_response(await asyncio.get_running_loop().run_in_executor(None, gossiper.peers_json))
+        return web.json_response(await asyncio.get_running_loop().run_in_executor(None, all_peers))
 
     @declare(OPERATOR)
     async def feeds(request: web.Request) -> web.Response:

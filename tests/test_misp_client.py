@@ -1,0 +1,303 @@
+"""A node pulls from and pushes to a real MISP 2.5 instance (node/misp_sync.py, decision 0032), as a
+MISP server syncs with another: what the node holds after a pull is what MISP's pull rules give
+(1 held as 0, 2 as 1, unpublished not at all), what MISP holds after a push is what MISP's push rules
+give for the policy's offer, a pull interrupted by a failing writer resumes from its checkpoint
+without loss or duplicates, and a MISP that cannot be used gives one clear error."""
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+
+from misp_kit import MispInstance, free_port
+from nodes import wait_for
+from test_api import running
+
+from fedmisp.node.home import Node, init_home
+from fedmisp.node.importer import import_paths
+from fedmisp.node.misp_client import MispClient
+from fedmisp.node.misp_sync import pull, pull_checkpoint
+from fedmisp.store.writer import Writer
+
+pytestmark = pytest.mark.slow
+FEDMISP = [sys.executable, "-m", "fedmisp"]
+
+
+# -- a node with MISP A as a MISP peer ---------------------------------------------------------------
+
+def _node_with_misp_peer(tmp_path: Path, misp: MispInstance, *, key: str | None = None, url: str | None = None,
+                         extra: str = "") -> tuple[Path, str, str]:
+    """A node home whose organisation is known to MISP A with a Sync user there; (home, node org
+    uuid, the node's admin API key). `key`/`url` replace the sync user's key and MISP's URL."""
+    org_uuid = str(uuid.uuid4())
+    home = tmp_path / "node"
+    node, api_key = init_home(home, f"node-{org_uuid[:8]}", "127.0.0.1:0", org_uuid)
+    node.close()
+    if key is None:
+        org_id = misp.add_org(f"node-{org_uuid[:8]}", org_uuid)
+        key = misp.add_sync_user(org_id, f"sync-{org_uuid[:8]}@node.test")
+    with open(home / "fedmisp.toml", "a") as f:
+        f.write(f'\n[[peer]]\nname = "misp-a"\nkind = "misp"\nurl = "{url or misp.url}"\nmisp_key = "{key}"\n'
+                f'org_uuid = "{misp.org_uuid}"\ninterval_seconds = 3600\n{extra}')
+    return home, org_uuid, api_key
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*FEDMISP, *args], capture_output=True, text=True, timeout=600)
+
+
+def _misp_event(misp: MispInstance, distribution: int, *, published: bool = True, tags: tuple[str, ...] = (),
+                sharing_group: int | None = None, timestamp: int | None = None, attributes: int = 2,
+                info: str = "") -> str:
+    """An event on `misp` (its host organisation the creator); its uuid."""
+    event_uuid = str(uuid.uuid4())
+    event = {"uuid": event_uuid, "info": info or f"dist {distribution}", "distribution": distribution,
+             "threat_level_id": 2, "analysis": 1, "date": "2026-12-01", "published": published,
+             "Attribute": [{"type": "ip-dst", "category": "Network activity", "value": f"203.0.113.{n + 1}",
+                            "to_ids": True, "distribution": 5} for n in range(attributes)],
+             "Tag": [{"name": t} for t in tags]}
+    if sharing_group is not None:
+        event["sharing_group_id"] = sharing_group
+    if timestamp is not None:
+        event["timestamp"] = timestamp
+    answer = misp.call("POST", "/events/add", {"Event": event})
+    if published:
+        misp.call("POST", f"/events/publish/{answer['Event']['id']}")
+    return event_uuid
+
+
+def _sharing_group(misp: MispInstance, org_uuid: str) -> tuple[int, str]:
+    """A sharing group on `misp` of its host organisation and the node's; (its id there, its uuid)."""
+    sg_uuid = str(uuid.uuid4())
+    answer = misp.call("POST", "/sharing_groups/add", {"SharingGroup": {
+        "name": f"sg-{org_uuid[:8]}", "releasability": "test", "uuid": sg_uuid, "active": True}})
+    sg_id = int(answer["SharingGroup"]["id"])
+    org_id = misp.add_org(f"node-{org_uuid[:8]}", org_uuid)
+    misp.call("POST", f"/sharing_groups/addOrg/{sg_id}/{org_id}")
+    return sg_id, sg_uuid
+
+
+def _held(home: Path, event_uuid: str) -> dict | None:
+    with Node.open(home, readonly=True) as node:
+        event = node.store.export_event(event_uuid)
+        meta = node.store.event_meta(event_uuid)
+    return None if event is None else {**event["Event"], "_source": meta.source}
+
+
+# -- pull ------------------------------------------------------------------------------------------
+
+def test_a_node_pulls_what_misps_pull_rules_give_keeps_the_creator_and_follows_an_edit(misp_kit, tmp_path):
+    a = misp_kit["A"]
+    home, org_uuid, api_key = _node_with_misp_peer(tmp_path, a)
+    sg, sg_uuid = _sharing_group(a, org_uuid)
+    events = {level: _misp_event(a, level) for level in (1, 2, 3)}
+    events[4] = _misp_event(a, 4, sharing_group=sg)
+    unpublished = _misp_event(a, 3, published=False)
+
+    done = _cli("misp", "pull", "--home", str(home), "--name", "misp-a")
+    assert done.returncode == 0, done.stderr
+    assert "pull from MISP peer misp-a:" in done.stdout and "event(s) stored" in done.stdout
+
+    held = {level: _held(home, u) for level, u in events.items()}
+    # MISP's pull rules: 1 held as 0, 2 as 1, 3 and the sharing group as they are
+    assert {level: e["distribution"] for level, e in held.items()} == {1: "0", 2: "1", 3: "3", 4: "4"}
+    assert all(e["Orgc"]["uuid"] == a.org_uuid and e["_source"] == "misp:misp-a" for e in held.values())
+    with Node.open(home, readonly=True) as node:  # MISP's group, held on the community's behalf
+        assert held[4]["sharing_group_uuid"] == sg_uuid and node.store.sharing_group(sg_uuid) is not None
+    assert _held(home, unpublished) is None
+
+    # an edit on MISP (a new attribute, published again), then the next pull (incremental, by
+    # `fedmisp run` at its start) takes it
+    view = a.call("GET", f"/events/view/{events[3]}")["Event"]
+    time.sleep(1.1)  # MISP's timestamps are seconds: the edit must be newer than what the node holds
+    a.call("POST", f"/attributes/add/{view['id']}", {"type": "domain", "category": "Network activity",
+                                                     "value": "edited.example", "distribution": 5})
+    a.call("POST", f"/events/publish/{view['id']}")
+    with Node.open(home, readonly=True) as node:
+        before = node.store.checkpoint(pull_checkpoint(node.config.misp_peers[0]))
+    for server in running(home, {"admin": api_key}):
+        wait_for(lambda: "edited.example" in {x["value"] for x in (_held(home, events[3]) or {}).get("Attribute", [])},
+                 what="the edit pulled by fedmisp run")
+        peers = requests.get(f"{server.url}/node/v1/peers", headers={"Authorization": api_key}, timeout=30).json()
+        assert peers["misp-a"]["kind"] == "misp" and peers["misp-a"]["pull_checkpoint"] >= before
+        assert "summary" in peers["misp-a"]["last_pull"] and peers["misp-a"]["last_pull"]["events_stored"] == 1
+        # the node's API refuses a local edit of an event that came from the MISP peer
+        edit = requests.post(f"{server.url}/events/edit/{events[3]}", headers={
+            "Authorization": api_key, "Accept": "application/json"}, json={"Event": {"info": "rewritten here"}},
+            timeout=30)
+        assert edit.status_code == 403, edit.text
+    assert _held(home, events[3])["info"] == "dist 3"
+
+
+def test_a_pull_that_fails_half_way_resumes_from_its_checkpoint_without_loss_or_duplicates(misp_kit, tmp_path,
+                                                                                          monkeypatch):
+    a = misp_kit["A"]
+    tag = f"fedmisp-test:resume-{uuid.uuid4().hex[:8]}"
+    home, _org, _key = _node_with_misp_peer(tmp_path, a, extra=f'pull = {{ tags_include = ["{tag}"] }}\n')
+    start = int(time.time()) - 1000
+    made = [_misp_event(a, 3, tags=(tag,), timestamp=start + 10 * n) for n in range(6)]
+    monkeypatch.setattr("fedmisp.node.misp_sync.BATCH_EVENTS", 2)
+
+    async def run(node: Node, writer: Writer, fail_after: int | None):
+        calls = 0
+
+        async def submit(events, checkpoint):
+            nonlocal calls
+            calls += 1
+            if fail_after is not None and calls > fail_after:
+                raise OSError("the disk is full")  # the writer fails: this batch is not stored
+            return await asyncio.wrap_future(writer.submit(events, checkpoint=checkpoint))
+
+        async def run_blocking(fn, *args):
+            return fn(*args)
+        async with MispClient(node.config.misp_peers[0]) as client:
+            return await pull(node, node.config.misp_peers[0], client, submit, run_blocking)
+
+    with Node.open(home) as node, Writer(node.store) as writer:
+        with pytest.raises(OSError, match="the disk is full"):
+            asyncio.run(run(node, writer, fail_after=1))
+        peer = node.config.misp_peers[0]
+        held = [u for u in made if node.store.held(u) is not None]
+        assert held == made[:2] and node.store.checkpoint(pull_checkpoint(peer)) == start + 10
+        head = node.store.head_sequence()
+
+        report = asyncio.run(run(node, writer, fail_after=None))
+        # listed from the checkpoint on: changed at or after it, or published since (all six, just
+        # published); the two stored are held at that timestamp already, so they are not fetched again
+        assert report.listed == 6 and report.skipped == 2 and report.files == 4
+        assert report.events_stored == 4 and report.events_unchanged == 0 and report.refused == []
+        assert all(node.store.held(u) is not None for u in made)
+        assert node.store.checkpoint(pull_checkpoint(peer)) == start + 50
+        # one revision each: the log grew by the four events not held before
+        assert len(node.store.log_since(head, 1000)) == 4
+
+
+# -- push ------------------------------------------------------------------------------------------
+
+def _own_event(n: int, distribution: int, org: dict, *, tags: tuple[str, ...] = ()) -> dict:
+    """An event of the node's own organisation, published, with one attribute at each level 0-3
+    and one inheriting."""
+    return {"uuid": str(uuid.uuid4()), "info": f"node event {n}", "date": "2026-12-02", "threat_level_id": "2",
+            "analysis": "1", "distribution": str(distribution), "published": True, "timestamp": str(1796000000 + n),
+            "Orgc": org, "Tag": [{"name": t} for t in tags],
+            "Attribute": [{"uuid": str(uuid.uuid4()), "type": "ip-dst", "category": "Network activity",
+                           "value": f"192.0.2.{10 * n + level}", "to_ids": True, "distribution": str(level)}
+                          for level in (0, 1, 2, 3, 5)]}
+
+
+def _push_oracle(event: dict) -> dict[str, str] | None:
+    """What MISP holds of an event a node pushes to it (Event::__updateEventForSync for a server
+    that is not internal, after the default push filter keeps tlp:red home): None when nothing;
+    else attribute value -> level, the event's own level under "event"."""
+    if any(t["name"] == "tlp:red" for t in event["Tag"]):
+        return None
+    pushed = {"2": "1", "3": "3", "5": "5"}  # 0 and 1 are never pushed; 2 goes as 1
+    level = event["distribution"]
+    if level not in pushed:
+        return None
+    return {"event": pushed[level], **{a["value"]: pushed[a["distribution"]] for a in event["Attribute"]
+                                       if a["distribution"] in pushed}}
+
+
+def test_a_node_pushes_what_misps_push_rules_give_for_the_offer_and_never_echoes_a_misp_event(misp_kit, tmp_path):
+    a = misp_kit["A"]
+    home, org_uuid, _key = _node_with_misp_peer(tmp_path, a)
+    with Node.open(home, readonly=True) as node:
+        org = {"uuid": org_uuid, "name": node.config.org_name}
+    own = [_own_event(n, level, org) for n, level in enumerate((0, 1, 2, 3))]
+    own.append(_own_event(4, 3, org, tags=("tlp:red",)))
+    (tmp_path / "own.json").write_text(json.dumps({"response": [{"Event": e} for e in own]}))
+    with Node.open(home) as node:
+        assert import_paths(node, [tmp_path / "own.json"], workers=0).events_stored == 5
+    from_a = _misp_event(a, 3, info="made on MISP A")
+    done = _cli("misp", "pull", "--home", str(home), "--name", "misp-a")
+    assert done.returncode == 0 and _held(home, from_a) is not None, done.stderr
+    before = a.event(from_a)
+
+    done = _cli("misp", "push", "--home", str(home), "--name", "misp-a")
+    assert done.returncode == 0, done.stderr
+    for event in own:
+        expected, held = _push_oracle(event), a.event(event["uuid"])
+        if expected is None:
+            assert held is None, event["info"]
+            continue
+        assert held is not None, event["info"]
+        assert held["Orgc"]["uuid"] == org_uuid
+        assert {"event": held["distribution"], **{x["value"]: x["distribution"] for x in held["Attribute"]}} \
+            == expected, event["info"]
+    # what came from MISP A (the event made there, and whatever else it holds) is not pushed back
+    with Node.open(home, readonly=True) as node:
+        pulled = sum(node.store.event_meta(u).source == "misp:misp-a" for u in node.store.event_uuids())
+    assert re.search(rf"(?<!\d){pulled} from that peer", done.stdout) and pulled >= 1, done.stdout
+    assert a.event(from_a)["timestamp"] == before["timestamp"]
+
+    # a second push: nothing changed here, nothing to push
+    again = _cli("misp", "push", "--home", str(home), "--name", "misp-a")
+    assert again.returncode == 0 and "0 changed event(s)" in again.stdout, again.stdout
+
+
+# -- errors ----------------------------------------------------------------------------------------
+
+def _one_clear_error(done: subprocess.CompletedProcess, *needles: str, secret: str = "") -> str:
+    assert done.returncode == 1, done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert all(n in lines[0] for n in needles), lines[0]
+    assert not secret or secret not in done.stdout + done.stderr
+    return lines[0]
+
+
+def test_a_wrong_key_a_url_that_is_not_misp_an_unreachable_port_and_a_key_without_sync_each_say_so(misp_kit,
+                                                                                                   tmp_path):
+    a = misp_kit["A"]
+    wrong = "x" * 40
+    home, _org, _key = _node_with_misp_peer(tmp_path / "wrong", a, key=wrong)
+    _one_clear_error(_cli("misp", "pull", "--home", str(home), "--name", "misp-a"),
+                     a.url, "HTTP 403", "misp_key was refused", secret=wrong)
+
+    port = free_port()
+    home, _org, _key = _node_with_misp_peer(tmp_path / "closed", a, key=wrong, url=f"http://127.0.0.1:{port}")
+    _one_clear_error(_cli("misp", "push", "--home", str(home), "--name", "misp-a"),
+                     f"http://127.0.0.1:{port}", "unreachable")
+
+    # not a MISP: a node's own API answers /servers/getVersion as a MISP would not (no sync user
+    # of this key), so a plain web server is used: Python's, on a free port
+    port = free_port()
+    web = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+                            "--directory", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: _answers(port), what="the web server")
+        home, _org, _key = _node_with_misp_peer(tmp_path / "web", a, key=wrong, url=f"http://127.0.0.1:{port}")
+        _one_clear_error(_cli("misp", "pull", "--home", str(home), "--name", "misp-a"),
+                         f"http://127.0.0.1:{port}/servers/getVersion", "not a MISP instance")
+    finally:
+        web.terminate()
+        web.wait(timeout=30)
+
+    roles = a.call("GET", "/roles/index")
+    user_role = next(int(r["Role"]["id"]) for r in roles if r["Role"]["name"] == "User")
+    org_uuid = str(uuid.uuid4())
+    org_id = a.add_org(f"no-sync-{org_uuid[:8]}", org_uuid)
+    user = a.call("POST", "/admin/users/add", {"User": {"email": f"user-{uuid.uuid4().hex[:6]}@node.test",
+                                                       "org_id": org_id, "role_id": user_role, "change_pw": False}})
+    plain = user["User"].get("authkey") or a.call("POST", f"/auth_keys/add/{user['User']['id']}",
+                                                   {"AuthKey": {}})["AuthKey"]["authkey_raw"]
+    home, _org, _key = _node_with_misp_peer(tmp_path / "user", a, key=plain)
+    _one_clear_error(_cli("misp", "pull", "--home", str(home), "--name", "misp-a"),
+                     a.url, "no sync permission", secret=plain)
+
+
+def _answers(port: int) -> bool:
+    try:
+        requests.get(f"http://127.0.0.1:{port}/", timeout=2)
+        return True
+    except requests.RequestException:
+        return False
