@@ -102,6 +102,8 @@ def test_a_node_pulls_what_misps_pull_rules_give_keeps_the_creator_and_follows_a
     events[4] = _misp_event(a, 4, sharing_group=sg)
     unpublished = _misp_event(a, 3, published=False)
 
+    online = _cli("config", "check", "--online", "--home", str(home))
+    assert online.returncode == 0 and "MISP 2.5.1, misp_key is a sync user's there" in online.stdout, online.stderr
     done = _cli("misp", "pull", "--home", str(home), "--name", "misp-a")
     assert done.returncode == 0, done.stderr
     assert "pull from MISP peer misp-a:" in done.stdout and "event(s) stored" in done.stdout
@@ -129,6 +131,9 @@ def test_a_node_pulls_what_misps_pull_rules_give_keeps_the_creator_and_follows_a
         peers = requests.get(f"{server.url}/node/v1/peers", headers={"Authorization": api_key}, timeout=30).json()
         assert peers["misp-a"]["kind"] == "misp" and peers["misp-a"]["pull_checkpoint"] >= before
         assert "summary" in peers["misp-a"]["last_pull"] and peers["misp-a"]["last_pull"]["events_stored"] == 1
+        # (listening on port 0, the node is not found by `fedmisp status`: it shows the checkpoints)
+        status = _cli("status", "--home", str(home))
+        assert f"misp-a           full             MISP {a.url} pulled to MISP timestamp" in status.stdout, status
         # the node's API refuses a local edit of an event that came from the MISP peer
         edit = requests.post(f"{server.url}/events/edit/{events[3]}", headers={
             "Authorization": api_key, "Accept": "application/json"}, json={"Event": {"info": "rewritten here"}},
@@ -262,6 +267,7 @@ def test_a_wrong_key_a_url_that_is_not_misp_an_unreachable_port_and_a_key_withou
     home, _org, _key = _node_with_misp_peer(tmp_path / "wrong", a, key=wrong)
     _one_clear_error(_cli("misp", "pull", "--home", str(home), "--name", "misp-a"),
                      a.url, "HTTP 403", "misp_key was refused", secret=wrong)
+    _one_clear_error(_cli("config", "check", "--online", "--home", str(home)), a.url, "HTTP 403", secret=wrong)
 
     port = free_port()
     home, _org, _key = _node_with_misp_peer(tmp_path / "closed", a, key=wrong, url=f"http://127.0.0.1:{port}")

@@ -468,8 +468,32 @@ def cmd_config_check(args: argparse.Namespace) -> int:
         print(f"{len(problems)} problem(s); the node would refuse this configuration", file=sys.stderr)
         return 1
     assert config is not None
-    print(f"{home / 'fedmisp.toml'}: ok ({len(config.peers)} peer(s))")
-    return 0
+    misp = f", {len(config.misp_peers)} MISP peer(s)" if config.misp_peers else ""
+    print(f"{home / 'fedmisp.toml'}: ok ({len(config.peers)} peer(s){misp})")
+    return _check_misp_online(config) if args.online else 0
+
+
+def _check_misp_online(config: Any) -> int:
+    """`config check --online`: what each MISP peer this node calls answers (its version, whether
+    misp_key is a sync user's there); 1 when one cannot be used."""
+    import asyncio
+    from fedmisp.node.misp_client import MispClient, MispError
+
+    async def check(peer: Any) -> str:
+        async with MispClient(peer) as client:
+            info = await client.check()
+        return f"MISP peer {peer.name} ({peer.url}): MISP {info.version}, misp_key is a sync user's there"
+    failures = 0
+    for peer in config.misp_peers:
+        if not peer.may_call:
+            print(f"MISP peer {peer.name} ({peer.url}): no misp_key; it pulls from and pushes to this node only")
+            continue
+        try:
+            print(asyncio.run(check(peer)))
+        except MispError as e:
+            print(str(e), file=sys.stderr)
+            failures += 1
+    return 1 if failures else 0
 
 
 def cmd_reload(args: argparse.Namespace) -> int:
@@ -794,6 +818,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("config", help="check a node's configuration")
     config_cmds = p.add_subparsers(dest="config_cmd", required=True)
     k = with_home(config_cmds.add_parser("check", help="report every problem at once, with file and field"))
+    k.add_argument("--online", action="store_true",
+                   help="also ask each MISP peer with misp_key what it answers (its version, the key's sync permission)")
     k.set_defaults(func=cmd_config_check)
 
     p = with_home(sub.add_parser("reload", help="make the running node read fedmisp.toml again"))
