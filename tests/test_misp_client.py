@@ -21,6 +21,7 @@ from misp_kit import MispInstance, free_port
 from nodes import wait_for
 from test_api import running
 
+from fedmisp.gossip.sharing_groups import create
 from fedmisp.node.home import Node, init_home
 from fedmisp.node.importer import import_paths
 from fedmisp.node.misp_client import MispClient
@@ -100,7 +101,8 @@ def test_a_node_pulls_what_misps_pull_rules_give_keeps_the_creator_and_follows_a
     sg, sg_uuid = _sharing_group(a, org_uuid)
     events = {level: _misp_event(a, level) for level in (1, 2, 3)}
     events[4] = _misp_event(a, 4, sharing_group=sg)
-    unpublished = _misp_event(a, 3, published=False)
+    # made an hour ago and not published: older than any checkpoint this pull reaches
+    unpublished = _misp_event(a, 3, published=False, timestamp=int(time.time()) - 3600)
 
     online = _cli("config", "check", "--online", "--home", str(home))
     assert online.returncode == 0 and "MISP 2.5.1, misp_key is a sync user's there" in online.stdout, online.stderr
@@ -116,21 +118,24 @@ def test_a_node_pulls_what_misps_pull_rules_give_keeps_the_creator_and_follows_a
         assert held[4]["sharing_group_uuid"] == sg_uuid and node.store.sharing_group(sg_uuid) is not None
     assert _held(home, unpublished) is None
 
-    # an edit on MISP (a new attribute, published again), then the next pull (incremental, by
-    # `fedmisp run` at its start) takes it
+    # an edit on MISP (a new attribute, published again) and the event published late, then the
+    # next pull (incremental, by `fedmisp run` at its start) takes both
     view = a.call("GET", f"/events/view/{events[3]}")["Event"]
     time.sleep(1.1)  # MISP's timestamps are seconds: the edit must be newer than what the node holds
     a.call("POST", f"/attributes/add/{view['id']}", {"type": "domain", "category": "Network activity",
                                                      "value": "edited.example", "distribution": 5})
     a.call("POST", f"/events/publish/{view['id']}")
+    # MISP publishes without changing an event's timestamp: the next pull finds it by publish_timestamp
+    a.call("POST", f"/events/publish/{a.call('GET', f'/events/view/{unpublished}')['Event']['id']}")
     with Node.open(home, readonly=True) as node:
         before = node.store.checkpoint(pull_checkpoint(node.config.misp_peers[0]))
     for server in running(home, {"admin": api_key}):
         wait_for(lambda: "edited.example" in {x["value"] for x in (_held(home, events[3]) or {}).get("Attribute", [])},
                  what="the edit pulled by fedmisp run")
+        assert _held(home, unpublished)["distribution"] == "3"
         peers = requests.get(f"{server.url}/node/v1/peers", headers={"Authorization": api_key}, timeout=30).json()
         assert peers["misp-a"]["kind"] == "misp" and peers["misp-a"]["pull_checkpoint"] >= before
-        assert "summary" in peers["misp-a"]["last_pull"] and peers["misp-a"]["last_pull"]["events_stored"] == 1
+        assert "summary" in peers["misp-a"]["last_pull"] and peers["misp-a"]["last_pull"]["events_stored"] == 2
         # (listening on port 0, the node is not found by `fedmisp status`: it shows the checkpoints)
         status = _cli("status", "--home", str(home))
         assert f"misp-a           full             MISP {a.url} pulled to MISP timestamp" in status.stdout, status
@@ -198,7 +203,7 @@ def _own_event(n: int, distribution: int, org: dict, *, tags: tuple[str, ...] = 
                           for level in (0, 1, 2, 3, 5)]}
 
 
-def _push_oracle(event: dict) -> dict[str, str] | None:
+def _push_oracle(event: dict, with_a: str) -> dict[str, str] | None:
     """What MISP holds of an event a node pushes to it (Event::__updateEventForSync for a server
     that is not internal, after the default push filter keeps tlp:red home): None when nothing;
     else attribute value -> level, the event's own level under "event"."""
@@ -206,6 +211,10 @@ def _push_oracle(event: dict) -> dict[str, str] | None:
         return None
     pushed = {"2": "1", "3": "3", "5": "5"}  # 0 and 1 are never pushed; 2 goes as 1
     level = event["distribution"]
+    if level == "4":  # to a member organisation only, with the group (the event's name says which)
+        if event["sharing_group_uuid"] != with_a:
+            return None
+        pushed["4"] = "4"
     if level not in pushed:
         return None
     return {"event": pushed[level], **{a["value"]: pushed[a["distribution"]] for a in event["Attribute"]
@@ -219,9 +228,14 @@ def test_a_node_pushes_what_misps_push_rules_give_for_the_offer_and_never_echoes
         org = {"uuid": org_uuid, "name": node.config.org_name}
     own = [_own_event(n, level, org) for n, level in enumerate((0, 1, 2, 3))]
     own.append(_own_event(4, 3, org, tags=("tlp:red",)))
-    (tmp_path / "own.json").write_text(json.dumps({"response": [{"Event": e} for e in own]}))
     with Node.open(home) as node:
-        assert import_paths(node, [tmp_path / "own.json"], workers=0).events_stored == 5
+        # a sharing group MISP A's organisation is in, and one it is not in
+        with_a = create(node.store, node.identity, org_uuid, "with A", {a.org_uuid: False}).uuid
+        without_a = create(node.store, node.identity, org_uuid, "without A", {str(uuid.uuid4()): False}).uuid
+        for n, group in ((5, with_a), (6, without_a)):
+            own.append({**_own_event(n, 4, org), "sharing_group_uuid": group})
+        (tmp_path / "own.json").write_text(json.dumps({"response": [{"Event": e} for e in own]}))
+        assert import_paths(node, [tmp_path / "own.json"], workers=0).events_stored == 7
     from_a = _misp_event(a, 3, info="made on MISP A")
     done = _cli("misp", "pull", "--home", str(home), "--name", "misp-a")
     assert done.returncode == 0 and _held(home, from_a) is not None, done.stderr
@@ -230,12 +244,14 @@ def test_a_node_pushes_what_misps_push_rules_give_for_the_offer_and_never_echoes
     done = _cli("misp", "push", "--home", str(home), "--name", "misp-a")
     assert done.returncode == 0, done.stderr
     for event in own:
-        expected, held = _push_oracle(event), a.event(event["uuid"])
+        expected, held = _push_oracle(event, with_a), a.event(event["uuid"])
         if expected is None:
             assert held is None, event["info"]
             continue
         assert held is not None, event["info"]
         assert held["Orgc"]["uuid"] == org_uuid
+        if held["distribution"] == "4":
+            assert held["SharingGroup"]["uuid"] == with_a
         assert {"event": held["distribution"], **{x["value"]: x["distribution"] for x in held["Attribute"]}} \
             == expected, event["info"]
     # what came from MISP A (the event made there, and whatever else it holds) is not pushed back
