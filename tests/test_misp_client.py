@@ -24,8 +24,9 @@ from test_api import running
 from fedmisp.gossip.sharing_groups import create
 from fedmisp.node.home import Node, init_home
 from fedmisp.node.importer import import_paths
-from fedmisp.node.misp_client import MispClient
-from fedmisp.node.misp_sync import pull, pull_checkpoint
+from fedmisp.node.misp_client import MispClient, MispError
+from fedmisp.node.misp_config import MispPeer
+from fedmisp.node.misp_sync import parse_index, pull, pull_checkpoint
 from fedmisp.store.writer import Writer
 
 pytestmark = pytest.mark.slow
@@ -323,3 +324,64 @@ def _answers(port: int) -> bool:
         return True
     except requests.RequestException:
         return False
+
+
+# -- a hostile or broken MISP (a local aiohttp server: no kit needed) --------------------------------
+
+def test_an_index_entry_that_is_not_an_event_or_dated_ahead_is_refused_by_name_and_the_rest_listed():
+    good = str(uuid.uuid4())
+    listed, refused = parse_index([
+        {"uuid": good, "timestamp": "1700000000", "published": True},
+        {"uuid": "../../etc/passwd", "timestamp": "1700000000", "published": True},
+        {"uuid": str(uuid.uuid4()), "timestamp": "yesterday", "published": True},
+        {"uuid": str(uuid.uuid4()), "timestamp": str(int(time.time()) + 10 * 86400), "published": True},
+        {"uuid": str(uuid.uuid4()), "timestamp": "1700000000", "published": False}, "junk"], "index")
+    assert [(e.uuid, e.timestamp) for e in listed] == [(good, 1700000000)]
+    assert len(refused) == 4 and "field 'uuid'" in refused[0] and "field 'timestamp'" in refused[1]
+    assert "in the future" in refused[2] and "entry #5" in refused[3]
+    with pytest.raises(MispError, match="expected a list of events"):
+        parse_index({"Event": []}, "index")
+
+
+def test_an_answer_too_large_too_slow_or_not_json_is_one_error_naming_the_url_and_the_limit():
+    from aiohttp import web
+
+    async def version(request):
+        return web.json_response({"version": "2.5.1", "perm_sync": True})
+
+    async def index(request):
+        what = (await request.json()).get("what")
+        if what == "large":
+            return web.Response(body=b"[" + b"{}," * 2000 + b"{}]", content_type="application/json")
+        if what == "slow":
+            await asyncio.sleep(5)
+        return web.Response(text="<html>MISP login</html>", content_type="text/html")
+
+    async def scenario():
+        app = web.Application()
+        app.router.add_get("/servers/getVersion", version)
+        app.router.add_post("/events/index", index)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        peer = MispPeer(name="hostile", url=f"http://127.0.0.1:{port}", org_uuid=str(uuid.uuid4()),
+                        misp_key="k" * 40, max_event_bytes=1024, timeout_seconds=1)
+        errors = []
+        try:
+            async with MispClient(peer) as client:
+                assert (await client.check()).version == "2.5.1"
+                for what in ("large", "slow", "html"):
+                    with pytest.raises(MispError) as caught:
+                        await client.call("POST", "/events/index", {"what": what})
+                    errors.append(str(caught.value))
+        finally:
+            await runner.cleanup()
+        return peer, errors
+    peer, (large, slow, html) = asyncio.run(scenario())
+    assert all(e.startswith(f"MISP peer hostile ({peer.url}/events/index): ") for e in (large, slow, html))
+    assert "at most 1024" in large or "more than 1024 bytes" in large
+    assert "no answer within 1 s (timeout_seconds)" in slow
+    assert "not JSON" in html
+    assert all("k" * 40 not in e for e in (large, slow, html))
