@@ -30,10 +30,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from contextlib import aclosing
 import re
 import time
+from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Iterator
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
 
 from fedmisp.gossip.observe import IN, NO_OBSERVER, OUT, REFUSED, SENT, STORED, WITHHELD, Decision, Observer
 from fedmisp.gossip.replica import Replica
@@ -59,6 +61,9 @@ _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}
 # along; no galaxies, correlations or warninglist hits; no local tags from a server not internal.
 EVENT_VIEW_PARAMS = ("/deleted[]:0/deleted[]:1/excludeGalaxy:1/includeEventCorrelations:0"
                      "/includeFeedCorrelations:0/includeWarninglistHits:0/excludeLocalTags:1")
+# Downloads under way at once: MISP's `php -S` and a typical web server's workers serve a few
+# requests in parallel; more would only queue there.
+FETCH_AHEAD = 4
 # Events stored per transaction (with the checkpoint): what a crash can make a pull redo.
 BATCH_EVENTS = 50
 BATCH_ELEMENTS = 20_000
@@ -212,6 +217,33 @@ def prepare_pulled(node: Any, peer: MispPeer, document: Any, label: str, event_u
     return prepare_misp_events(node, peer, document, pulled=True, label=label)
 
 
+async def fetched(client: MispClient, todo: list[Listed]) -> AsyncIterator[tuple[Listed, Any]]:
+    """Each listed event's MISP JSON (or the MispError of its download), in order, with up to
+    FETCH_AHEAD downloads under way while the earlier ones are prepared and stored."""
+    async def fetch(entry: Listed) -> Any:
+        try:
+            return await client.call("GET", f"/events/view/{entry.uuid}{EVENT_VIEW_PARAMS}")
+        except MispError as e:
+            return e
+    pending = iter(todo)
+    window: deque[tuple[Listed, asyncio.Task[Any]]] = deque()
+    try:
+        for entry in pending:
+            window.append((entry, asyncio.ensure_future(fetch(entry))))
+            if len(window) >= FETCH_AHEAD:
+                break
+        while window:
+            entry, task = window.popleft()
+            document = await task
+            following = next(pending, None)
+            if following is not None:
+                window.append((following, asyncio.ensure_future(fetch(following))))
+            yield entry, document
+    finally:  # a pull that stops early (the writer failed) leaves no download behind
+        for _, task in window:
+            task.cancel()
+
+
 class _Batch:
     """Events waiting to be stored with the checkpoint that covers them."""
 
@@ -257,29 +289,28 @@ async def pull(node: Any, peer: MispPeer, client: MispClient, submit: Submit, ru
                                           reason=outcome.value))
         batch.clear()
 
-    for entry in todo:
-        path = f"/events/view/{entry.uuid}"
-        try:
-            document = await client.call("GET", path + EVENT_VIEW_PARAMS)
-        except MispError as e:
-            report.failed.append(str(e))
-            held_at = entry.timestamp if held_at is None else held_at
-            continue
-        result = await run_blocking(prepare_pulled, node, peer, document, f"{peer.url}{path}", entry.uuid)
-        report.files += 1
-        report.filtered += result.filtered
-        report.refused.extend(result.refused)
-        for text in result.refused:
-            observer.decided(Decision(peer.name, IN, REFUSED, "event", event_uuid=entry.uuid, detail=text))
-        report.events_unchanged += result.unchanged
-        report.events_older += result.older
-        batch.events.extend(result.events)
-        batch.dropped.extend(result.dropped)
-        batch.elements += sum(e.element_count for e in result.events)
-        mark = max(mark, entry.timestamp if held_at is None else held_at)
-        batch.pending = True
-        if batch.full():
-            await store()
+    async with aclosing(fetched(client, todo)) as downloads:
+        async for entry, document in downloads:
+            path = f"/events/view/{entry.uuid}"
+            if isinstance(document, MispError):
+                report.failed.append(str(document))
+                held_at = entry.timestamp if held_at is None else held_at
+                continue
+            result = await run_blocking(prepare_pulled, node, peer, document, f"{peer.url}{path}", entry.uuid)
+            report.files += 1
+            report.filtered += result.filtered
+            report.refused.extend(result.refused)
+            for text in result.refused:
+                observer.decided(Decision(peer.name, IN, REFUSED, "event", event_uuid=entry.uuid, detail=text))
+            report.events_unchanged += result.unchanged
+            report.events_older += result.older
+            batch.events.extend(result.events)
+            batch.dropped.extend(result.dropped)
+            batch.elements += sum(e.element_count for e in result.events)
+            mark = max(mark, entry.timestamp if held_at is None else held_at)
+            batch.pending = True
+            if batch.full():
+                await store()
     if batch.pending or mark != stored:
         await store()
     report.checkpoint = mark
