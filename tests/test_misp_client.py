@@ -134,9 +134,14 @@ def test_a_node_pulls_what_misps_pull_rules_give_keeps_the_creator_and_follows_a
         wait_for(lambda: "edited.example" in {x["value"] for x in (_held(home, events[3]) or {}).get("Attribute", [])},
                  what="the edit pulled by fedmisp run")
         assert _held(home, unpublished)["distribution"] == "3"
-        peers = requests.get(f"{server.url}/node/v1/peers", headers={"Authorization": api_key}, timeout=30).json()
-        assert peers["misp-a"]["kind"] == "misp" and peers["misp-a"]["pull_checkpoint"] >= before
-        assert "summary" in peers["misp-a"]["last_pull"] and peers["misp-a"]["last_pull"]["events_stored"] == 2
+
+        def misp_a() -> dict:
+            return requests.get(f"{server.url}/node/v1/peers", headers={"Authorization": api_key},
+                                timeout=30).json()["misp-a"]
+        wait_for(lambda: "last_pull" in misp_a(), what="the pull's outcome in /node/v1/peers")
+        shown = misp_a()
+        assert shown["kind"] == "misp" and shown["pull_checkpoint"] >= before
+        assert "summary" in shown["last_pull"] and shown["last_pull"]["events_stored"] == 2
         # (listening on port 0, the node is not found by `fedmisp status`: it shows the checkpoints)
         status = _cli("status", "--home", str(home))
         assert f"misp-a           full             MISP {a.url} pulled to MISP timestamp" in status.stdout, status
@@ -222,7 +227,7 @@ def _push_oracle(event: dict, with_a: str) -> dict[str, str] | None:
                                        if a["distribution"] in pushed}}
 
 
-def test_a_node_pushes_what_misps_push_rules_give_for_the_offer_and_never_echoes_a_misp_event(misp_kit, tmp_path):
+def test_a_node_pushes_what_misps_push_rules_give_never_echoes_a_misp_event_and_takes_misps_sightings_of_its_own(misp_kit, tmp_path):
     a = misp_kit["A"]
     home, org_uuid, _key = _node_with_misp_peer(tmp_path, a)
     with Node.open(home, readonly=True) as node:
@@ -264,6 +269,21 @@ def test_a_node_pushes_what_misps_push_rules_give_for_the_offer_and_never_echoes
     # a second push: nothing changed here, nothing to push
     again = _cli("misp", "push", "--home", str(home), "--name", "misp-a")
     assert again.returncode == 0 and "0 changed event(s)" in again.stdout, again.stdout
+
+    # a sighting made on MISP A of the node's event reaches the node (MISP shows an event's
+    # sightings to the organisation that made it) once MISP published the event's sightings
+    level_3 = a.event(own[3]["uuid"])
+    attribute = next(x for x in level_3["Attribute"] if x["distribution"] == "3")
+    sighted = a.call("POST", f"/sightings/add/{attribute['uuid']}", {"source": "misp-a-sensor"})["Sighting"]
+    a.call("POST", f"/events/publishSightings/{level_3['id']}")
+    for _ in range(2):  # the second pull finds the sighting held: it is not taken twice
+        done = _cli("misp", "pull", "--home", str(home), "--name", "misp-a")
+        assert done.returncode == 0, done.stderr
+    with Node.open(home, readonly=True) as node:
+        sightings = [x for r in node.store.event_records(own[3]["uuid"]) if r.kind == "sightings"
+                     for x in r.body["sightings"]]
+    assert [(x["uuid"], x["attribute_uuid"], x["source"], x["Organisation"]["uuid"]) for x in sightings] == [
+        (sighted["uuid"], attribute["uuid"], "misp-a-sensor", a.org_uuid)]
 
 
 # -- errors ----------------------------------------------------------------------------------------

@@ -16,6 +16,11 @@ because events share a second; what is listed again is held already and not fetc
 removeOlderEvents). A download that fails holds the checkpoint at its timestamp, so it is tried
 again. A crash resumes from the last batch stored.
 
+Then sightings (Sighting::pullSightings): for the events held here (whoever made them) whose
+sightings MISP published since the checkpoint `misp-sightings:<peer>` (the index's
+sighting_timestamp), /sightings/restSearch/event; each sighting not held yet, on an attribute held,
+is kept in a sightings record signed by this node (a repeat is recognised by its uuid).
+
 Push (Server::push): what the outbound pipeline offers the MISP peer's organisation (the same
 decision as for peers and served feeds, decision 0011), downgraded as MISP pushes to a server that
 is not internal: a level 2 item goes as 1, what would be held at 0 (levels 0 and 1) is not pushed, a
@@ -46,6 +51,7 @@ from fedmisp.node.importer import FileResult, ImportReport, uuid_text
 from fedmisp.node.misp_client import MispClient, MispError
 from fedmisp.node.misp_config import MispPeer
 from fedmisp.node.misp_inbound import misp_source, prepare_misp_events
+from fedmisp.model.records import KIND_SIGHTINGS, seal
 from fedmisp.policy.model import PeerMode
 from fedmisp.policy.reasons import Reason
 from fedmisp.store.events import WriteOutcome
@@ -72,6 +78,9 @@ MAX_LISTED = 1_000_000
 # A MISP timestamp further ahead of this node's clock than this is refused: a checkpoint moved to
 # it would hide every later edit until the clocks met.
 MAX_CLOCK_AHEAD_SECONDS = 86400
+# Events per sightings request (Sighting::pullSightingNewWay asks for 20 at a time).
+SIGHTING_EVENTS_PER_REQUEST = 20
+MAX_SIGHTING_SOURCE = 255  # MISP's sightings.source is varchar(255)
 # filterEventIdsForPush requests carry at most this many events (MISP answers one list).
 PUSH_QUERY_EVENTS = 1000
 # What a pushed item's level becomes on the MISP side (Event::__updateEventForSync for a server
@@ -106,19 +115,22 @@ class PullReport(ImportReport):
     filtered: int = 0  # fetched; the peer's pull filter did not take them
     failed: list[str] = field(default_factory=list)  # downloads that failed: tried again next pull
     checkpoint: int = 0  # MISP's timestamp the next pull lists from
+    sightings_stored: int = 0
 
     def summary(self) -> str:
         return (f"pull from MISP peer {self.peer}: {self.listed} listed, {self.skipped} held already, "
                 f"{self.files} fetched: {self.events_stored} event(s) stored ({self.attributes_stored} attributes), "
                 f"{self.events_unchanged} unchanged, {self.events_older} older than held, "
                 f"{self.filtered} filtered out, {self.events_refused} refused, {len(self.failed)} failed to download, "
-                f"{self.elements_dropped} element(s) dropped; checkpoint {self.checkpoint}")
+                f"{self.elements_dropped} element(s) dropped, {self.sightings_stored} sighting(s) stored; "
+                f"checkpoint {self.checkpoint}")
 
 
 @dataclass(frozen=True, order=True)
 class Listed:
     timestamp: int
     uuid: str
+    sighting_timestamp: int = field(default=0, compare=False)  # when its sightings were last published
 
 
 def pull_rules(peer: MispPeer) -> dict[str, Any]:
@@ -159,7 +171,7 @@ def parse_index(answer: Any, where: str) -> tuple[list[Listed], list[str]]:
                            f"clock by more than {MAX_CLOCK_AHEAD_SECONDS} s")
             continue
         if str(entry.get("published")) in ("1", "True", "true"):
-            listed.append(Listed(stamp, uuid.lower()))
+            listed.append(Listed(stamp, uuid.lower(), _timestamp(entry.get("sighting_timestamp"), ahead)))
     return listed, refused
 
 
@@ -199,6 +211,15 @@ def saveable(raw: Any) -> bool:
     if alive(raw.get("Attribute")) or alive(raw.get("EventReport")):
         return True
     return any(alive(o.get("Attribute")) for o in alive(raw.get("Object")))
+
+
+def _timestamp(value: Any, ahead: int) -> int:
+    """A MISP timestamp that is optional (a sighting_timestamp): 0 when absent or out of range."""
+    try:
+        stamp = int(value)
+    except (TypeError, ValueError):
+        return 0
+    return stamp if 0 <= stamp <= ahead else 0
 
 
 def _flag(value: Any) -> bool:
@@ -314,7 +335,102 @@ async def pull(node: Any, peer: MispPeer, client: MispClient, submit: Submit, ru
     if batch.pending or mark != stored:
         await store()
     report.checkpoint = mark
+    await pull_sightings(node, peer, client, submit, run_blocking, report, observer)
     return report
+
+
+# --- sightings (Sighting::pullSightings) ---------------------------------------------------------
+
+def sightings_checkpoint(peer: MispPeer) -> str:
+    return f"misp-sightings:{peer.name}"
+
+
+def held_for_sightings(node: Any, listed: list[Listed], since: int) -> list[str]:
+    """Events held here (from any source: sightings made on MISP reach an event's creator) whose
+    sightings MISP published at or after `since` (MISP's pull keeps no per-event mark; inclusive,
+    as seconds are shared; sightings held already are not taken twice)."""
+    return [e.uuid for e in listed
+            if e.sighting_timestamp and e.sighting_timestamp >= since and node.store.held(e.uuid) is not None]
+
+
+def new_sightings(node: Any, event_uuid: str, answer: list[Any], where: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """The sightings of MISP's answer for one held event that this node does not hold yet, on
+    attributes it holds, checked field by field (each bad one refused by name); none from an
+    organisation in [blocklist] orgs."""
+    found = node.store.revision(event_uuid)
+    attributes = {e["uuid"] for e in found[1] if "type" in e and "value" in e} if found else set()
+    held = {s.get("uuid") for r in node.store.event_records(event_uuid) if r.kind == KIND_SIGHTINGS
+            for s in r.body.get("sightings", ())}
+    ahead = int(time.time()) + MAX_CLOCK_AHEAD_SECONDS
+    out, refused = [], []
+    for item in answer:
+        s = item.get("Sighting") if isinstance(item, dict) else None
+        if not isinstance(s, dict) or str(s.get("event_uuid", "")).lower() != event_uuid:
+            continue
+        problem = _sighting_problem(s, attributes, ahead)
+        if problem:
+            refused.append(f"{where}: sighting {str(s.get('uuid'))[:40]!r} of event {event_uuid}: {problem}")
+            continue
+        sighting = {"attribute_uuid": s["attribute_uuid"].lower(), "date_sighting": int(s["date_sighting"]),
+                    "source": s.get("source") or "", "type": int(s.get("type") or 0), "uuid": s["uuid"].lower()}
+        org = s.get("Organisation")
+        if isinstance(org, dict) and isinstance(org.get("uuid"), str) and _UUID.match(org["uuid"]):
+            if org["uuid"].lower() in node.config.blocked_orgs:
+                continue
+            sighting["Organisation"] = {"uuid": org["uuid"].lower(), "name": str(org.get("name") or "")[:255]}
+        if sighting["uuid"] not in held:
+            held.add(sighting["uuid"])
+            out.append(sighting)
+    return out, refused
+
+
+def _sighting_problem(s: dict[str, Any], attributes: set[str], ahead: int) -> str:
+    if not isinstance(s.get("uuid"), str) or not _UUID.match(s["uuid"]):
+        return "field 'uuid': not a uuid"
+    target = s.get("attribute_uuid")
+    if not isinstance(target, str) or target.lower() not in attributes:
+        return "field 'attribute_uuid': not an attribute this node holds of the event"
+    if _timestamp(s.get("date_sighting"), ahead) == 0:
+        return "field 'date_sighting': expected a Unix timestamp, not ahead of this node's clock"
+    if str(s.get("type", "0")) not in ("0", "1", "2"):
+        return "field 'type': expected 0 (sighting), 1 (false positive) or 2 (expiration)"
+    if not isinstance(s.get("source") or "", str) or len(s.get("source") or "") > MAX_SIGHTING_SOURCE:
+        return f"field 'source': expected text of at most {MAX_SIGHTING_SOURCE} characters"
+    return ""
+
+
+async def pull_sightings(node: Any, peer: MispPeer, client: MispClient, submit: Submit, run_blocking: RunBlocking,
+                         report: "PullReport", observer: Observer) -> None:
+    """MISP's published sightings of the events held here, 20 events a request
+    (/sightings/restSearch/event), each new one kept as a sightings record signed by this node (the
+    bridge, as for events); the checkpoint is the newest sighting_timestamp taken."""
+    name = sightings_checkpoint(peer)
+    since = await run_blocking(node.store.checkpoint, name)
+    answer = await client.call("POST", "/events/index", {"minimal": 1, "published": 1, **pull_rules(peer)})
+    listed, _ = parse_index(answer, f"MISP peer {peer.name} ({peer.url}/events/index)")
+    stamps = {e.uuid: e.sighting_timestamp for e in listed}
+    wanted = await run_blocking(held_for_sightings, node, listed, since)
+    mark = since
+    for chunk in _chunks(wanted, SIGHTING_EVENTS_PER_REQUEST):
+        path = "/sightings/restSearch/event"
+        found = await client.call("POST", path, {"returnFormat": "json", "last": 0, "includeUuid": True,
+                                                 "uuid": chunk})
+        items = found.get("response") if isinstance(found, dict) else None
+        if not isinstance(items, list):
+            raise MispError(f"MISP peer {peer.name} ({peer.url}{path}): expected {{\"response\": [sightings]}}")
+        records = []
+        for event_uuid in chunk:
+            sightings, refused = await run_blocking(new_sightings, node, event_uuid, items, f"{peer.url}{path}")
+            report.refused.extend(refused)
+            if sightings:
+                records.append(seal(node.identity, KIND_SIGHTINGS, {"event_uuid": event_uuid, "sightings": sightings}))
+                report.sightings_stored += len(sightings)
+                observer.decided(Decision(peer.name, IN, STORED, KIND_SIGHTINGS, event_uuid=event_uuid))
+        if records:
+            await run_blocking(node.store.write_records, records)
+        mark = max([mark, *(stamps[u] for u in chunk)])
+    if mark != since:
+        await submit([], (name, mark))
 
 
 # --- push ------------------------------------------------------------------------------------------
