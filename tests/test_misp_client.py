@@ -22,6 +22,7 @@ from nodes import wait_for
 from test_api import running
 
 from fedmisp.gossip.sharing_groups import create
+from fedmisp.model.records import KIND_SIGHTINGS, seal
 from fedmisp.node.home import Node, init_home
 from fedmisp.node.importer import import_paths
 from fedmisp.node.misp_client import MispClient, MispError
@@ -227,7 +228,7 @@ def _push_oracle(event: dict, with_a: str) -> dict[str, str] | None:
                                        if a["distribution"] in pushed}}
 
 
-def test_a_node_pushes_what_misps_push_rules_give_never_echoes_a_misp_event_and_takes_misps_sightings_of_its_own(misp_kit, tmp_path):
+def test_a_node_pushes_what_misps_push_rules_give_never_echoes_a_misp_event_and_sightings_go_both_ways(misp_kit, tmp_path):
     a = misp_kit["A"]
     home, org_uuid, _key = _node_with_misp_peer(tmp_path, a)
     with Node.open(home, readonly=True) as node:
@@ -242,6 +243,12 @@ def test_a_node_pushes_what_misps_push_rules_give_never_echoes_a_misp_event_and_
             own.append({**_own_event(n, 4, org), "sharing_group_uuid": group})
         (tmp_path / "own.json").write_text(json.dumps({"response": [{"Event": e} for e in own]}))
         assert import_paths(node, [tmp_path / "own.json"], workers=0).events_stored == 7
+        # a sighting made here of the level-3 attribute of the level-3 event
+        level_3_attribute = next(x["uuid"] for x in own[3]["Attribute"] if x["distribution"] == "3")
+        mine = {"uuid": str(uuid.uuid4()), "attribute_uuid": level_3_attribute, "date_sighting": int(time.time()),
+                "source": "node-sensor", "type": 0, "Organisation": org}
+        node.store.write_records([seal(node.identity, KIND_SIGHTINGS,
+                                       {"event_uuid": own[3]["uuid"], "sightings": [mine]})])
     from_a = _misp_event(a, 3, info="made on MISP A")
     done = _cli("misp", "pull", "--home", str(home), "--name", "misp-a")
     assert done.returncode == 0 and _held(home, from_a) is not None, done.stderr
@@ -260,6 +267,11 @@ def test_a_node_pushes_what_misps_push_rules_give_never_echoes_a_misp_event_and_
             assert held["SharingGroup"]["uuid"] == with_a
         assert {"event": held["distribution"], **{x["value"]: x["distribution"] for x in held["Attribute"]}} \
             == expected, event["info"]
+    # the node's sighting went after its event, on behalf of the node's organisation
+    there = a.call("GET", f"/sightings/index/{a.event(own[3]['uuid'])['id']}")
+    assert [(x["uuid"], x["attribute_uuid"], x["Organisation"]["uuid"]) for x in there] == [
+        (mine["uuid"], level_3_attribute, org_uuid)]
+    assert "1 sighting(s) pushed" in done.stdout
     # what came from MISP A (the event made there, and whatever else it holds) is not pushed back
     with Node.open(home, readonly=True) as node:
         pulled = sum(node.store.event_meta(u).source == "misp:misp-a" for u in node.store.event_uuids())
@@ -282,8 +294,9 @@ def test_a_node_pushes_what_misps_push_rules_give_never_echoes_a_misp_event_and_
     with Node.open(home, readonly=True) as node:
         sightings = [x for r in node.store.event_records(own[3]["uuid"]) if r.kind == "sightings"
                      for x in r.body["sightings"]]
-    assert [(x["uuid"], x["attribute_uuid"], x["source"], x["Organisation"]["uuid"]) for x in sightings] == [
-        (sighted["uuid"], attribute["uuid"], "misp-a-sensor", a.org_uuid)]
+    assert sorted((x["uuid"], x["attribute_uuid"], x["source"], x["Organisation"]["uuid"]) for x in sightings) == sorted([
+        (sighted["uuid"], attribute["uuid"], "misp-a-sensor", a.org_uuid),
+        (mine["uuid"], level_3_attribute, "node-sensor", org_uuid)])
 
 
 # -- errors ----------------------------------------------------------------------------------------

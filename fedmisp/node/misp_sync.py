@@ -445,11 +445,13 @@ class PushReport:
     pushed: int = 0
     failed: list[str] = field(default_factory=list)
     checkpoint: int = 0
+    sightings_pushed: int = 0
 
     def summary(self) -> str:
         return (f"push to MISP peer {self.peer}: {self.candidates} changed event(s): {self.pushed} pushed, "
                 f"{self.not_wanted} held there already, {self.withheld} withheld by policy, {self.from_peer} "
-                f"from that peer (not sent back), {len(self.failed)} failed; checkpoint {self.checkpoint}")
+                f"from that peer (not sent back), {len(self.failed)} failed; {self.sightings_pushed} sighting(s) "
+                f"pushed; checkpoint {self.checkpoint}")
 
 
 def push_candidates(node: Any, since: int) -> list[tuple[int, str]]:
@@ -580,7 +582,70 @@ async def push(node: Any, peer: MispPeer, client: MispClient, submit: Submit, ru
     mark = max(stored, head if first_failure is None else first_failure - 1)
     await submit([], (name, mark))
     report.checkpoint = mark
+    await push_sightings(node, peer, client, run_blocking, replica, state, report, observer)
     return report
+
+
+def held_sightings(node: Any, event_uuid: str) -> list[dict[str, Any]]:
+    """Every sighting this node holds of an event, once each (by uuid)."""
+    out: dict[str, dict[str, Any]] = {}
+    for record in node.store.event_records(event_uuid):
+        if record.kind == KIND_SIGHTINGS:
+            for s in record.body.get("sightings", ()):
+                if isinstance(s, dict) and isinstance(s.get("uuid"), str):
+                    out.setdefault(s["uuid"], s)
+    return list(out.values())
+
+
+def sightings_to_push(node: Any, replica: Replica, peer: MispPeer, event_uuid: str, state: Any
+                      ) -> list[dict[str, Any]]:
+    """The sightings of a held event MISP may have: on attributes this node pushes it, in MISP's
+    bulkSaveSightings form (type and time as text; org_id non-zero: saved on behalf of the
+    sighting's organisation, as MISP's own push sends them)."""
+    sightings = held_sightings(node, event_uuid)
+    if not sightings:
+        return []
+    event = pushed_event(replica, node, peer, event_uuid, state)
+    if event is None:
+        return []
+    e = event["Event"]
+    attributes = {a["uuid"] for a in e["Attribute"]} | {a["uuid"] for o in e["Object"] for a in o["Attribute"]}
+    out = []
+    for s in sightings:
+        if s["attribute_uuid"] not in attributes:
+            continue
+        item = {"uuid": s["uuid"], "attribute_uuid": s["attribute_uuid"], "type": str(s.get("type", 0)),
+                "date_sighting": str(s["date_sighting"]), "source": s.get("source") or "", "org_id": "0"}
+        if s.get("Organisation"):
+            item["org_id"], item["Organisation"] = "1", dict(s["Organisation"])
+        out.append(item)
+    return out
+
+
+async def push_sightings(node: Any, peer: MispPeer, client: MispClient, run_blocking: RunBlocking,
+                         replica: Replica, state: Any, report: PushReport, observer: Observer) -> None:
+    """After the events, as Sighting::pushSightings: for each event MISP holds and this node may push
+    it, the sightings MISP does not hold yet (/sightings/filterSightingUuidsForPush/<uuid>), sent by
+    /sightings/bulkSaveSightings/<uuid>."""
+    answer = await client.call("POST", "/events/index", {"minimal": 1, "published": 1})
+    listed, _ = parse_index(answer, f"MISP peer {peer.name} ({peer.url}/events/index)")
+    for entry in listed:
+        if await run_blocking(node.store.held, entry.uuid) is None:
+            continue
+        sightings = await run_blocking(sightings_to_push, node, replica, peer, entry.uuid, state)
+        if not sightings:
+            continue
+        try:
+            there = await client.call("POST", f"/sightings/filterSightingUuidsForPush/{entry.uuid}",
+                                      [s["uuid"] for s in sightings])
+            there = {str(u).lower() for u in there} if isinstance(there, list) else set()
+            new = [s for s in sightings if s["uuid"] not in there]
+            if new:
+                await client.call("POST", f"/sightings/bulkSaveSightings/{entry.uuid}", new)
+                report.sightings_pushed += len(new)
+                observer.decided(Decision(peer.name, OUT, SENT, KIND_SIGHTINGS, event_uuid=entry.uuid))
+        except MispError as e:
+            report.failed.append(str(e))
 
 
 async def push_event(client: MispClient, event: dict[str, Any]) -> None:
