@@ -81,6 +81,10 @@ MAX_CLOCK_AHEAD_SECONDS = 86400
 # Events per sightings request (Sighting::pullSightingNewWay asks for 20 at a time).
 SIGHTING_EVENTS_PER_REQUEST = 20
 MAX_SIGHTING_SOURCE = 255  # MISP's sightings.source is varchar(255)
+# How often `fedmisp run` lists every event of a MISP peer rather than what changed since the
+# checkpoint (the first sync after start is one): what reached MISP from elsewhere keeps its old
+# timestamps. MISP's own scheduled pull lists everything every time; a day bounds the delay.
+FULL_LISTING_SECONDS = 86400
 # filterEventIdsForPush requests carry at most this many events (MISP answers one list).
 PUSH_QUERY_EVENTS = 1000
 # What a pushed item's level becomes on the MISP side (Event::__updateEventForSync for a server
@@ -679,6 +683,7 @@ class MispSync:
         self.last: dict[str, dict[str, Any]] = {}  # peer name -> {"last_pull": ..., "last_push": ...}
         self._lock = asyncio.Lock()
         self._scheduler: Any = None
+        self._full_at: dict[str, float] = {}  # peer name -> when its last full listing was (monotonic)
 
     def peers(self) -> list[MispPeer]:
         return [p for p in self.node.config.misp_peers if p.may_call]
@@ -715,16 +720,23 @@ class MispSync:
             return
         async with self._lock:
             last = self.last.setdefault(name, {})
+            # the first pull after start and one a day list every event, as MISP's own pull always
+            # does: an event that reached MISP from elsewhere keeps its older timestamps, so the
+            # incremental listing (changed or published since the checkpoint) does not show it
+            full = time.monotonic() - self._full_at.get(name, -FULL_LISTING_SECONDS) >= FULL_LISTING_SECONDS
             async with MispClient(peer) as client:
                 for what, wanted, run in (("pull", pulls, pull), ("push", pushes, push)):
                     if wanted(peer):
-                        last[f"last_{what}"] = await self._run(what, peer, client, run)
+                        last[f"last_{what}"] = await self._run(what, peer, client, run, full and what == "pull")
+            if full and "error" not in last.get("last_pull", {}):
+                self._full_at[name] = time.monotonic()
 
-    async def _run(self, what: str, peer: MispPeer, client: MispClient, run: Any) -> dict[str, Any]:
+    async def _run(self, what: str, peer: MispPeer, client: MispClient, run: Any, full: bool) -> dict[str, Any]:
         outcome: dict[str, Any] = {"time": time.time()}
         started = time.monotonic()
         try:
-            report = await run(self.node, peer, client, self.submit, self.run_blocking, observer=self.observer)
+            report = await run(self.node, peer, client, self.submit, self.run_blocking, full=full,
+                               observer=self.observer)
         except MispError as e:
             log.warning("%s", e)
             outcome["error"] = str(e)
