@@ -27,7 +27,8 @@ from fedmisp.node.home import Node, init_home
 from fedmisp.node.importer import import_paths
 from fedmisp.node.misp_client import MispClient, MispError
 from fedmisp.node.misp_config import MispPeer
-from fedmisp.node.misp_sync import parse_index, pull, pull_checkpoint
+from fedmisp.node.misp_sync import parse_index, pull, pull_checkpoint, pull_rules
+from fedmisp.policy.model import SyncFilter
 from fedmisp.store.writer import Writer
 
 pytestmark = pytest.mark.slow
@@ -420,3 +421,14 @@ def test_an_answer_too_large_too_slow_or_not_json_is_one_error_naming_the_url_an
     assert "no answer within 1 s (timeout_seconds)" in slow
     assert "not JSON" in html
     assert all("k" * 40 not in e for e in (large, slow, html))
+
+
+def test_the_pull_filter_narrows_misps_index_only_where_exact_names_say_the_same():
+    def rules(**pull) -> dict:
+        return pull_rules(MispPeer(name="p", url="http://127.0.0.1:1", org_uuid="", misp_key="k" * 40,
+                                   pull=SyncFilter(**pull)))
+    assert rules() == {}
+    assert rules(tags_include=("tlp:green", "tlp:clear"), tags_exclude=("tlp:red", "osint:*"),
+                 orgs_exclude=("ORG-X",)) == {"tag": ["tlp:green", "tlp:clear", "!tlp:red"], "org": ["!ORG-X"]}
+    # a wildcard include cannot be sent as exact names (MISP would list too little): left to the filter
+    assert rules(tags_include=("tlp:green", "osint:*"), tags_exclude=("tlp:red",)) == {"tag": ["!tlp:red"]}

@@ -142,14 +142,11 @@ def pull_rules(peer: MispPeer) -> dict[str, Any]:
     tags and orgs, NOT as "!". Only exact names go: the filter itself is applied to every event
     fetched (misp_inbound), the rules only spare fetching what it would refuse."""
     f = peer.pull
-    rules: dict[str, Any] = {}
-    tags = [t for t in f.tags_include if "*" not in t] + [f"!{t}" for t in f.tags_exclude if "*" not in t]
-    if tags and all("*" not in t for t in f.tags_include):
-        rules["tag"] = tags
-    orgs = list(f.orgs_include) + [f"!{o}" for o in f.orgs_exclude]
-    if orgs:
-        rules["org"] = orgs
-    return rules
+    # an include list with a wildcard cannot be narrowed to exact names: it is left to the filter
+    include = [] if any("*" in t for t in f.tags_include) else list(f.tags_include)
+    tags = include + [f"!{t}" for t in f.tags_exclude if "*" not in t]
+    orgs = list(f.orgs_include) + [f"!{o}" for o in f.orgs_exclude]  # MISP takes uuids and names
+    return {**({"tag": tags} if tags else {}), **({"org": orgs} if orgs else {})}
 
 
 def parse_index(answer: Any, where: str) -> tuple[list[Listed], list[str]]:
