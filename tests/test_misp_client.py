@@ -379,11 +379,13 @@ def test_an_index_entry_that_is_not_an_event_or_dated_ahead_is_refused_by_name_a
         parse_index({"Event": []}, "index")
 
 
-def test_an_answer_too_large_too_slow_or_not_json_is_one_error_naming_the_url_and_the_limit():
+def test_an_answer_too_large_too_slow_or_not_json_or_a_misp_too_old_is_one_error_naming_the_url():
     from aiohttp import web
 
+    answers = [{"version": "2.5.1", "perm_sync": True}, {"version": "2.4.100", "perm_sync": True}]
+
     async def version(request):
-        return web.json_response({"version": "2.5.1", "perm_sync": True})
+        return web.json_response(answers.pop(0))
 
     async def index(request):
         what = (await request.json()).get("what")
@@ -412,6 +414,9 @@ def test_an_answer_too_large_too_slow_or_not_json_is_one_error_naming_the_url_an
                     with pytest.raises(MispError) as caught:
                         await client.call("POST", "/events/index", {"what": what})
                     errors.append(str(caught.value))
+                with pytest.raises(MispError, match=r"getVersion\): MISP 2\.4\.100 is too old; this node syncs with "
+                                                    r"MISP 2\.4\.156 or later"):
+                    await client.check()
         finally:
             await runner.cleanup()
         return peer, errors
