@@ -231,7 +231,7 @@ def _push_oracle(event: dict, with_a: str) -> dict[str, str] | None:
                                        if a["distribution"] in pushed}}
 
 
-def test_a_node_pushes_what_misps_push_rules_give_never_echoes_a_misp_event_and_sightings_go_both_ways(misp_kit, tmp_path):
+def test_a_node_pushes_what_misps_push_rules_give_never_echoes_a_misp_event_and_gets_sightings_and_proposals(misp_kit, tmp_path):
     a = misp_kit["A"]
     home, org_uuid, _key = _node_with_misp_peer(tmp_path, a)
     with Node.open(home, readonly=True) as node:
@@ -291,12 +291,17 @@ def test_a_node_pushes_what_misps_push_rules_give_never_echoes_a_misp_event_and_
     attribute = next(x for x in level_3["Attribute"] if x["distribution"] == "3")
     sighted = a.call("POST", f"/sightings/add/{attribute['uuid']}", {"source": "misp-a-sensor"})["Sighting"]
     a.call("POST", f"/events/publishSightings/{level_3['id']}")
-    for _ in range(2):  # the second pull finds the sighting held: it is not taken twice
+    # and a proposal made there to it (MISP A's organisation proposes a new attribute)
+    a.call("POST", f"/shadow_attributes/add/{level_3['id']}", {"ShadowAttribute": {
+        "type": "ip-dst", "category": "Network activity", "value": "198.51.100.77", "to_ids": True}})
+    for _ in range(2):  # the second pull finds the sighting and the proposal held: not taken twice
         done = _cli("misp", "pull", "--home", str(home), "--name", "misp-a")
         assert done.returncode == 0, done.stderr
     with Node.open(home, readonly=True) as node:
         sightings = [x for r in node.store.event_records(own[3]["uuid"]) if r.kind == "sightings"
                      for x in r.body["sightings"]]
+        proposals = [r.body["proposal"] for r in node.store.event_records(own[3]["uuid"]) if r.kind == "proposal"]
+    assert [(x["value"], x["Org"]["uuid"]) for x in proposals] == [("198.51.100.77", a.org_uuid)]
     assert sorted((x["uuid"], x["attribute_uuid"], x["source"], x["Organisation"]["uuid"]) for x in sightings) == sorted([
         (sighted["uuid"], attribute["uuid"], "misp-a-sensor", a.org_uuid),
         (mine["uuid"], level_3_attribute, "node-sensor", org_uuid)])

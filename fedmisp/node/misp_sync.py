@@ -51,7 +51,8 @@ from fedmisp.node.importer import FileResult, ImportReport, uuid_text
 from fedmisp.node.misp_client import MispClient, MispError
 from fedmisp.node.misp_config import MispPeer
 from fedmisp.node.misp_inbound import misp_source, prepare_misp_events
-from fedmisp.model.records import KIND_SIGHTINGS, seal
+from fedmisp.model.misp import EventError, parse_proposal
+from fedmisp.model.records import KIND_PROPOSAL, KIND_SIGHTINGS, Record, seal
 from fedmisp.policy.model import PeerMode
 from fedmisp.policy.reasons import Reason
 from fedmisp.store.events import WriteOutcome
@@ -85,6 +86,10 @@ MAX_SIGHTING_SOURCE = 255  # MISP's sightings.source is varchar(255)
 # checkpoint (the first sync after start is one): what reached MISP from elsewhere keeps its old
 # timestamps. MISP's own scheduled pull lists everything every time; a day bounds the delay.
 FULL_LISTING_SECONDS = 86400
+# Proposals: MISP's pull asks for those of the last 90 days, 1000 a page (pullProposals).
+PROPOSAL_DAYS = 90
+PROPOSALS_PER_PAGE = 1000
+MAX_PROPOSAL_PAGES = 1000  # a million proposals a pull; the rest at the next one
 # filterEventIdsForPush requests carry at most this many events (MISP answers one list).
 PUSH_QUERY_EVENTS = 1000
 # What a pushed item's level becomes on the MISP side (Event::__updateEventForSync for a server
@@ -120,13 +125,15 @@ class PullReport(ImportReport):
     failed: list[str] = field(default_factory=list)  # downloads that failed: tried again next pull
     checkpoint: int = 0  # MISP's timestamp the next pull lists from
     sightings_stored: int = 0
+    proposals_stored: int = 0
 
     def summary(self) -> str:
         return (f"pull from MISP peer {self.peer}: {self.listed} listed, {self.skipped} held already, "
                 f"{self.files} fetched: {self.events_stored} event(s) stored ({self.attributes_stored} attributes), "
                 f"{self.events_unchanged} unchanged, {self.events_older} older than held, "
                 f"{self.filtered} filtered out, {self.events_refused} refused, {len(self.failed)} failed to download, "
-                f"{self.elements_dropped} element(s) dropped, {self.sightings_stored} sighting(s) stored; "
+                f"{self.elements_dropped} element(s) dropped, {self.sightings_stored} sighting(s) and "
+                f"{self.proposals_stored} proposal(s) stored; "
                 f"checkpoint {self.checkpoint}")
 
 
@@ -337,6 +344,7 @@ async def pull(node: Any, peer: MispPeer, client: MispClient, submit: Submit, ru
         await store()
     report.checkpoint = mark
     await pull_sightings(node, peer, client, submit, run_blocking, report, observer)
+    await pull_proposals(node, peer, client, submit, run_blocking, report, observer)
     return report
 
 
@@ -430,6 +438,81 @@ async def pull_sightings(node: Any, peer: MispPeer, client: MispClient, submit: 
         if records:
             await run_blocking(node.store.write_records, records)
         mark = max([mark, *(stamps[u] for u in chunk)])
+    if mark != since:
+        await submit([], (name, mark))
+
+
+# --- proposals (ShadowAttribute::pullProposals) -------------------------------------------------
+
+def proposals_checkpoint(peer: MispPeer) -> str:
+    return f"misp-proposals:{peer.name}"
+
+
+def new_proposals(node: Any, items: list[Any], where: str) -> tuple[list[Record], list[str], int]:
+    """MISP's proposals (ShadowAttribute) on events held here that this node does not hold yet (by
+    uuid), validated as a proposal inside an event, each a proposal record signed by this node with
+    the proposing organisation kept; (records, refusals, the newest proposal timestamp seen)."""
+    records, refused, newest = [], [], 0
+    held: dict[str, set[str]] = {}
+    attributes: dict[str, set[str]] = {}
+    ahead = int(time.time()) + MAX_CLOCK_AHEAD_SECONDS
+    for item in items:
+        sa = item.get("ShadowAttribute") if isinstance(item, dict) else None
+        if not isinstance(sa, dict):
+            continue
+        newest = max(newest, _timestamp(sa.get("timestamp"), ahead))
+        event_uuid = str(sa.get("event_uuid", "")).lower()
+        if not _UUID.match(event_uuid) or node.store.held(event_uuid) is None:
+            continue  # MISP's capture too keeps a proposal only with its event
+        if event_uuid not in held:
+            held[event_uuid] = {r.body["proposal"].get("uuid") for r in node.store.event_records(event_uuid)
+                                if r.kind == KIND_PROPOSAL}
+            found = node.store.revision(event_uuid)
+            attributes[event_uuid] = {e["uuid"] for e in found[1] if "type" in e and "value" in e} if found else set()
+        if str(sa.get("uuid", "")).lower() in held[event_uuid]:
+            continue
+        target = str(sa.get("old_uuid") or "").lower() if str(sa.get("old_id", "0")) != "0" else None
+        if target is not None and target not in attributes[event_uuid]:
+            continue  # a change to an attribute this node does not hold (withheld from it, or gone)
+        org = sa.get("Org")
+        org = {"uuid": org["uuid"].lower(), "name": str(org.get("name") or "")[:255]} \
+            if isinstance(org, dict) and isinstance(org.get("uuid"), str) and _UUID.match(org["uuid"]) else None
+        if org is not None and org["uuid"] in node.config.blocked_orgs:
+            continue
+        try:
+            proposal = parse_proposal(sa, event_uuid, int(time.time()), target, org)
+        except EventError as e:
+            refused.append(f"{where}: proposal of event {event_uuid}: " + "; ".join(map(str, e.problems)))
+            continue
+        held[event_uuid].add(proposal["uuid"])
+        records.append(seal(node.identity, KIND_PROPOSAL, {"event_uuid": event_uuid, "proposal": proposal}))
+    return records, refused, newest
+
+
+async def pull_proposals(node: Any, peer: MispPeer, client: MispClient, submit: Submit, run_blocking: RunBlocking,
+                         report: "PullReport", observer: Observer) -> None:
+    """MISP's proposals changed since the checkpoint (at first, of the last PROPOSAL_DAYS days, as
+    MISP's pull asks), PROPOSALS_PER_PAGE a page, on events held here."""
+    name = proposals_checkpoint(peer)
+    since = await run_blocking(node.store.checkpoint, name) or int(time.time()) - PROPOSAL_DAYS * 86400
+    mark = since
+    for page in range(1, MAX_PROPOSAL_PAGES + 1):
+        path = (f"/shadow_attributes/index/all:1/timestamp:{since}/limit:{PROPOSALS_PER_PAGE}/page:{page}"
+                "/deleted[]:0/deleted[]:1.json")
+        items = await client.call("GET", path)
+        if not isinstance(items, list):
+            raise MispError(f"MISP peer {peer.name} ({peer.url}{path}): expected a list of proposals")
+        records, refused, newest = await run_blocking(new_proposals, node, items, f"{peer.url}{path}")
+        report.refused.extend(refused)
+        if records:
+            await run_blocking(node.store.write_records, records)
+            report.proposals_stored += len(records)
+            for record in records:
+                observer.decided(Decision(peer.name, IN, STORED, KIND_PROPOSAL, record_id=record.id,
+                                          event_uuid=record.body["event_uuid"]))
+        mark = max(mark, newest)
+        if len(items) < PROPOSALS_PER_PAGE:
+            break
     if mark != since:
         await submit([], (name, mark))
 
