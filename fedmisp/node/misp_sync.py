@@ -450,7 +450,7 @@ def proposals_checkpoint(peer: MispPeer) -> str:
 
 def new_proposals(node: Any, items: list[Any], where: str) -> tuple[list[Record], list[str], int]:
     """MISP's proposals (ShadowAttribute) on events held here that this node does not hold yet (by
-    uuid), validated as a proposal inside an event, each a proposal record signed by this node with
+    uuid and timestamp), validated as a proposal inside an event, each a proposal record signed by this node with
     the proposing organisation kept; (records, refusals, the newest proposal timestamp seen)."""
     records, refused, newest = [], [], 0
     held: dict[str, set[str]] = {}
@@ -465,11 +465,13 @@ def new_proposals(node: Any, items: list[Any], where: str) -> tuple[list[Record]
         if not _UUID.match(event_uuid) or node.store.held(event_uuid) is None:
             continue  # MISP's capture too keeps a proposal only with its event
         if event_uuid not in held:
-            held[event_uuid] = {r.body["proposal"].get("uuid") for r in node.store.event_records(event_uuid)
-                                if r.kind == KIND_PROPOSAL}
+            # (uuid, timestamp): MISP gives a proposed change the uuid of its attribute, so several
+            # proposals for one attribute share it
+            held[event_uuid] = {(r.body["proposal"].get("uuid"), r.body["proposal"].get("timestamp"))
+                                for r in node.store.event_records(event_uuid) if r.kind == KIND_PROPOSAL}
             found = node.store.revision(event_uuid)
             attributes[event_uuid] = {e["uuid"] for e in found[1] if "type" in e and "value" in e} if found else set()
-        if str(sa.get("uuid", "")).lower() in held[event_uuid]:
+        if (str(sa.get("uuid", "")).lower(), _timestamp(sa.get("timestamp"), ahead)) in held[event_uuid]:
             continue
         target = str(sa.get("old_uuid") or "").lower() if str(sa.get("old_id", "0")) != "0" else None
         if target is not None and target not in attributes[event_uuid]:
@@ -484,7 +486,7 @@ def new_proposals(node: Any, items: list[Any], where: str) -> tuple[list[Record]
         except EventError as e:
             refused.append(f"{where}: proposal of event {event_uuid}: " + "; ".join(map(str, e.problems)))
             continue
-        held[event_uuid].add(proposal["uuid"])
+        held[event_uuid].add((proposal["uuid"], proposal["timestamp"]))
         records.append(seal(node.identity, KIND_PROPOSAL, {"event_uuid": event_uuid, "proposal": proposal}))
     return records, refused, newest
 
