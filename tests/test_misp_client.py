@@ -369,6 +369,18 @@ def _answers(port: int) -> bool:
 
 # -- a hostile or broken MISP (a local aiohttp server: no kit needed) --------------------------------
 
+async def _serve(routes: dict):
+    """A local aiohttp server of `routes` ((method, path) -> handler); (its runner, its URL)."""
+    from aiohttp import web
+    app = web.Application()
+    for (method, path), handler in routes.items():
+        app.router.add_route(method, path, handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+
 def test_an_index_entry_that_is_not_an_event_or_dated_ahead_is_refused_by_name_and_the_rest_listed():
     good = str(uuid.uuid4())
     listed, refused = parse_index([
@@ -401,16 +413,9 @@ def test_an_answer_too_large_too_slow_or_not_json_or_a_misp_too_old_is_one_error
         return web.Response(text="<html>MISP login</html>", content_type="text/html")
 
     async def scenario():
-        app = web.Application()
-        app.router.add_get("/servers/getVersion", version)
-        app.router.add_post("/events/index", index)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
-        peer = MispPeer(name="hostile", url=f"http://127.0.0.1:{port}", org_uuid=str(uuid.uuid4()),
-                        misp_key="k" * 40, max_event_bytes=1024, timeout_seconds=1)
+        runner, url = await _serve({("GET", "/servers/getVersion"): version, ("POST", "/events/index"): index})
+        peer = MispPeer(name="hostile", url=url, org_uuid=str(uuid.uuid4()), misp_key="k" * 40,
+                        max_event_bytes=1024, timeout_seconds=1)
         errors = []
         try:
             async with MispClient(peer) as client:
@@ -442,3 +447,85 @@ def test_the_pull_filter_narrows_misps_index_only_where_exact_names_say_the_same
                  orgs_exclude=("ORG-X",)) == {"tag": ["tlp:green", "tlp:clear", "!tlp:red"], "org": ["!ORG-X"]}
     # a wildcard include cannot be sent as exact names (MISP would list too little): left to the filter
     assert rules(tags_include=("tlp:green", "osint:*"), tags_exclude=("tlp:red",)) == {"tag": ["!tlp:red"]}
+
+
+def _fake_event(event_uuid: str, timestamp: int, **extra) -> dict:
+    org = {"uuid": "5d0f3a52-0000-4000-8000-00000000000a", "name": "ORG-FAKE"}
+    return {"Event": {"uuid": event_uuid, "info": "from a fake MISP", "date": "2026-12-01", "threat_level_id": "2",
+                      "analysis": "1", "distribution": "3", "published": True, "timestamp": str(timestamp),
+                      "Orgc": org, "Org": org,
+                      "Attribute": [{"uuid": str(uuid.uuid4()), "type": "ip-dst", "category": "Network activity",
+                                     "value": "198.51.100.9", "to_ids": True, "distribution": "5",
+                                     "timestamp": str(timestamp)}], **extra}}
+
+
+def test_an_event_too_large_or_invalid_is_refused_a_failed_download_retried_and_the_rest_stored(tmp_path):
+    """A MISP (here a local stand-in speaking its sync API) whose events are one good, one larger than
+    max_event_bytes, one without a valid date, one whose download fails once."""
+    from aiohttp import web
+    good, large, invalid, flaky = (str(uuid.uuid4()) for _ in range(4))
+    stamps = {good: 1_700_000_000, large: 1_700_000_001, invalid: 1_700_000_002, flaky: 1_700_000_003}
+    views: dict[str, int] = {}
+
+    async def version(request):
+        return web.json_response({"version": "2.5.1", "perm_sync": True})
+
+    async def index(request):
+        query = await request.json()
+        if "publish_timestamp" in query:
+            return web.json_response([])
+        return web.json_response([{"uuid": u, "timestamp": str(t), "published": True, "sighting_timestamp": "0"}
+                                  for u, t in stamps.items() if t >= int(query.get("timestamp", 0))])
+
+    async def view(request):
+        event_uuid = request.match_info["uuid"]
+        views[event_uuid] = views.get(event_uuid, 0) + 1
+        if event_uuid == flaky and views[event_uuid] == 1:
+            return web.json_response({"message": "Internal error"}, status=500)
+        if event_uuid == large:
+            return web.json_response(_fake_event(large, stamps[large], info="x" * 10_000))
+        if event_uuid == invalid:
+            return web.json_response(_fake_event(invalid, stamps[invalid], date="yesterday"))
+        return web.json_response(_fake_event(event_uuid, stamps[event_uuid]))
+
+    async def no_sightings(request):
+        return web.json_response({"response": []})
+
+    async def no_proposals(request):
+        return web.json_response([])
+
+    home = tmp_path / "node"
+    init_home(home, "fake-test", "127.0.0.1:0")[0].close()
+
+    async def scenario():
+        runner, url = await _serve({
+            ("GET", "/servers/getVersion"): version, ("POST", "/events/index"): index,
+            ("GET", "/events/view/{uuid}/{params:.*}"): view, ("POST", "/sightings/restSearch/event"): no_sightings,
+            ("GET", "/shadow_attributes/index/{params:.*}"): no_proposals})
+        peer = MispPeer(name="fake", url=url, org_uuid=str(uuid.uuid4()), misp_key="k" * 40,
+                        max_event_bytes=4096, timeout_seconds=10)
+        reports = []
+        try:
+            with Node.open(home) as node, Writer(node.store) as writer:
+                async def submit(events, checkpoint):
+                    return await asyncio.wrap_future(writer.submit(events, checkpoint=checkpoint))
+
+                async def run_blocking(fn, *args):
+                    return fn(*args)
+                for _ in range(2):
+                    async with MispClient(peer) as client:
+                        reports.append(await pull(node, peer, client, submit, run_blocking))
+                held = {u: node.store.held(u) is not None for u in stamps}
+        finally:
+            await runner.cleanup()
+        return reports, held
+    (first, second), held = asyncio.run(scenario())
+    assert first.events_stored == 1 and len(first.failed) == 1 and "HTTP 500" in first.failed[0]
+    assert len(first.refused) == 2
+    assert f"event {large}: MISP peer fake" in first.refused[0] and "max_event_bytes" in first.refused[0]
+    assert invalid in first.refused[1] and "field 'date'" in first.refused[1]
+    # the checkpoint stays at the failed download: the next pull lists it (and the invalid event,
+    # which shares the listing's lower bound), not the good or the large one again
+    assert first.checkpoint == stamps[invalid] and second.listed == 2 and second.events_stored == 1
+    assert held == {good: True, large: False, invalid: False, flaky: True}
+    assert views[good] == 1 and views[large] == 1 and views[flaky] == 2

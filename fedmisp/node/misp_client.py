@@ -35,6 +35,10 @@ class MispError(Exception):
     """A call to a MISP instance failed; the message names the instance's URL and what failed."""
 
 
+class AnswerTooLarge(MispError):
+    """The answer was larger than max_event_bytes: the same next time, unlike a failed connection."""
+
+
 @dataclass(frozen=True)
 class MispInfo:
     """What /servers/getVersion said about the MISP instance and the key's user there."""
@@ -62,8 +66,8 @@ class MispClient:
         if self._http is not None:
             await self._http.close()
 
-    def _fail(self, path: str, what: str) -> MispError:
-        return MispError(f"MISP peer {self.peer.name} ({self.peer.url}{path}): {what}")
+    def _fail(self, path: str, what: str, kind: type[MispError] = MispError) -> MispError:
+        return kind(f"MISP peer {self.peer.name} ({self.peer.url}{path}): {what}")
 
     def _ssl(self) -> ssl.SSLContext | bool:
         if not self.peer.url.startswith("https://"):
@@ -91,12 +95,13 @@ class MispClient:
                                           allow_redirects=False) as response:
                 if response.content_length is not None and response.content_length > limit:
                     raise self._fail(path, f"an answer of {response.content_length} bytes; at most {limit} "
-                                           "are accepted (max_event_bytes)")
+                                           "are accepted (max_event_bytes)", AnswerTooLarge)
                 raw = bytearray()
                 async for chunk in response.content.iter_chunked(1 << 16):
                     raw += chunk
                     if len(raw) > limit:
-                        raise self._fail(path, f"an answer of more than {limit} bytes (max_event_bytes)")
+                        raise self._fail(path, f"an answer of more than {limit} bytes (max_event_bytes)",
+                                         AnswerTooLarge)
                 return response.status, bytes(raw)
         except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError) as e:
             raise self._fail(path, f"TLS failed: {_reason(e)} (tls_verify, ca_file)") from None

@@ -48,7 +48,7 @@ from fedmisp.gossip.sharing_groups import SharingGroupError, from_record
 from fedmisp.node.feed_fetch import reschedule_jobs
 from fedmisp.node.feeds import offered_event
 from fedmisp.node.importer import FileResult, ImportReport, uuid_text
-from fedmisp.node.misp_client import MispClient, MispError
+from fedmisp.node.misp_client import AnswerTooLarge, MispClient, MispError
 from fedmisp.node.misp_config import MispPeer
 from fedmisp.node.misp_inbound import misp_source, prepare_misp_events
 from fedmisp.model.misp import EventError, parse_proposal
@@ -321,11 +321,14 @@ async def pull(node: Any, peer: MispPeer, client: MispClient, submit: Submit, ru
     async with aclosing(fetched(client, todo)) as downloads:
         async for entry, document in downloads:
             path = f"/events/view/{entry.uuid}"
-            if isinstance(document, MispError):
+            if isinstance(document, AnswerTooLarge):  # refused until it changes, as an invalid event
+                result = FileResult(refused=[f"event {entry.uuid}: {document}"])
+            elif isinstance(document, MispError):  # tried again at the next pull
                 report.failed.append(str(document))
                 held_at = entry.timestamp if held_at is None else held_at
                 continue
-            result = await run_blocking(prepare_pulled, node, peer, document, f"{peer.url}{path}", entry.uuid)
+            else:
+                result = await run_blocking(prepare_pulled, node, peer, document, f"{peer.url}{path}", entry.uuid)
             report.files += 1
             report.filtered += result.filtered
             report.refused.extend(result.refused)
