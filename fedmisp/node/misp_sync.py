@@ -19,7 +19,8 @@ again. A crash resumes from the last batch stored.
 Then sightings (Sighting::pullSightings): for the events held here (whoever made them) whose
 sightings MISP published since the checkpoint `misp-sightings:<peer>` (the index's
 sighting_timestamp), /sightings/restSearch/event; each sighting not held yet, on an attribute held,
-is kept in a sightings record signed by this node (a repeat is recognised by its uuid).
+is kept in a sightings record signed by this node (a repeat is recognised by its uuid). Then
+proposals (ShadowAttribute::pullProposals) changed since `misp-proposals:<peer>`, on events held.
 
 Push (Server::push): what the outbound pipeline offers the MISP peer's organisation (the same
 decision as for peers and served feeds, decision 0011), downgraded as MISP pushes to a server that
@@ -29,16 +30,16 @@ member), published events only, never local tags. /events/filterEventIdsForPush 
 MISP wants; each goes by events/add or events/edit/<uuid> (metadata:1), as MISP's pushEvent. An
 event that came from that MISP peer is never pushed back to it. The checkpoint `misp-push:<peer>`
 is this node's log sequence up to which everything was pushed (MISP's lastpushedid: held at the
-first failure).
+first failure). Then sightings (Sighting::pushSightings): of each event MISP holds, those it lacks.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
-from contextlib import aclosing
 import re
 import time
 from collections import deque
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
 
@@ -160,8 +161,6 @@ def parse_index(answer: Any, where: str) -> tuple[list[Listed], list[str]]:
     """The entries of a minimal event index (uuid, timestamp, published), and refusals of bad ones."""
     if not isinstance(answer, list):
         raise MispError(f"{where}: expected a list of events (MISP's minimal event index)")
-    if len(answer) > MAX_LISTED:
-        answer = answer[:MAX_LISTED]
     listed, refused = [], []
     ahead = int(time.time()) + MAX_CLOCK_AHEAD_SECONDS
     for index, entry in enumerate(answer):
@@ -196,7 +195,8 @@ async def list_events(client: MispClient, peer: MispPeer, since: int) -> tuple[l
         refused.extend(b for b in bad if b not in refused)
         for entry in listed:
             found[entry.uuid] = max(entry, found.get(entry.uuid, entry))
-    return sorted(found.values()), refused
+    # the oldest first, so that a listing cut at MAX_LISTED moves the checkpoint only over what it took
+    return sorted(found.values())[:MAX_LISTED], refused
 
 
 def changed(node: Any, listed: list[Listed]) -> list[Listed]:
