@@ -285,6 +285,18 @@ def test_a_node_pushes_what_misps_push_rules_give_never_echoes_a_misp_event_and_
     again = _cli("misp", "push", "--home", str(home), "--name", "misp-a")
     assert again.returncode == 0 and "0 changed event(s)" in again.stdout, again.stdout
 
+    # an attribute deleted here is deleted there by the next push (MISP's push sends deleted items)
+    gone = next(x for x in own[3]["Attribute"] if x["distribution"] == "2")
+    assert gone["value"] in {x["value"] for x in a.event(own[3]["uuid"])["Attribute"]}
+    edited = {**own[3], "timestamp": str(int(own[3]["timestamp"]) + 100),
+              "Attribute": [{**x, "deleted": x is gone} for x in own[3]["Attribute"]]}
+    (tmp_path / "edited.json").write_text(json.dumps({"Event": edited}))
+    with Node.open(home) as node:
+        assert import_paths(node, [tmp_path / "edited.json"], workers=0).events_stored == 1
+    again = _cli("misp", "push", "--home", str(home), "--name", "misp-a")
+    assert again.returncode == 0 and "1 pushed" in again.stdout, again.stdout
+    assert gone["value"] not in {x["value"] for x in a.event(own[3]["uuid"])["Attribute"]}
+
     # a sighting made on MISP A of the node's event reaches the node (MISP shows an event's
     # sightings to the organisation that made it) once MISP published the event's sightings
     level_3 = a.event(own[3]["uuid"])

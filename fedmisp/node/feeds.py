@@ -56,11 +56,12 @@ def feed_event(replica: Replica, feed: ServedFeed, event_uuid: str, state: NodeS
     return event
 
 
-def offered_event(replica: Replica, policy: PeerPolicy, event_uuid: str, state: NodeState | None = None
-                  ) -> dict[str, Any] | None:
+def offered_event(replica: Replica, policy: PeerPolicy, event_uuid: str, state: NodeState | None = None,
+                  *, deleted: bool = False) -> dict[str, Any] | None:
     """The event as MISP JSON with what the outbound pipeline offers `policy`, each item at the
     level its receiver holds it at, or None when nothing of it may go (a served feed, a MISP peer
-    this node pushes to: node/misp_sync.py)."""
+    this node pushes to: node/misp_sync.py). `deleted`: with the deleted items offered (marked so,
+    as MISP's push sends them: the receiver deletes its copy), not only the current ones."""
     offered = replica.offer(event_uuid, policy, state)
     if offered is None:
         return None
@@ -72,7 +73,7 @@ def offered_event(replica: Replica, policy: PeerPolicy, event_uuid: str, state: 
     if found is None:
         return None
     _record, elements = found
-    kept = [e for e in elements if e["uuid"] in levels and not e.get("deleted")]
+    kept = [e for e in elements if e["uuid"] in levels and (deleted or not e.get("deleted"))]
     event = to_misp(header, kept)
     e = event["Event"]
     e["distribution"] = str(levels[event_uuid])

@@ -555,7 +555,7 @@ def push_candidates(node: Any, since: int) -> list[tuple[int, str]]:
 
 def pushed_event(replica: Replica, node: Any, peer: MispPeer, event_uuid: str, state: Any) -> dict[str, Any] | None:
     """The event as this node pushes it to `peer` (MISP JSON), or None when nothing of it goes."""
-    event = offered_event(replica, peer.policy, event_uuid, state)
+    event = offered_event(replica, peer.policy, event_uuid, state, deleted=True)
     if event is None:
         return None
     e = event["Event"]
