@@ -254,7 +254,7 @@ def cmd_misp_sync(args: argparse.Namespace) -> int:
         try:
             with Writer(node.store) as writer:
                 report = asyncio.run(run(writer))
-        except MispError as e:
+        except (MispError, OSError) as e:  # OSError: the store could not be written (disk full, ...)
             print(f"fedmisp misp {what}: {e}", file=sys.stderr)
             return 1
     for problem in getattr(report, "refused", []):
