@@ -128,6 +128,14 @@ class PullReport(ImportReport):
     sightings_stored: int = 0
     proposals_stored: int = 0
 
+    def take(self, result: FileResult) -> None:
+        """What misp_inbound made of one fetched event (the writer's outcomes are counted later)."""
+        self.files += 1
+        self.filtered += result.filtered
+        self.refused.extend(result.refused)
+        self.events_unchanged += result.unchanged
+        self.events_older += result.older
+
     def summary(self) -> str:
         return (f"pull from MISP peer {self.peer}: {self.listed} listed, {self.skipped} held already, "
                 f"{self.files} fetched: {self.events_stored} event(s) stored ({self.attributes_stored} attributes), "
@@ -285,6 +293,12 @@ class _Batch:
         self.elements = 0
         self.pending = False  # something was decided since the last store: the checkpoint moves
 
+    def add(self, result: FileResult) -> None:
+        self.events.extend(result.events)
+        self.dropped.extend(result.dropped)
+        self.elements += sum(e.element_count for e in result.events)
+        self.pending = True
+
     def full(self) -> bool:
         return len(self.events) >= BATCH_EVENTS or self.elements >= BATCH_ELEMENTS
 
@@ -329,18 +343,11 @@ async def pull(node: Any, peer: MispPeer, client: MispClient, submit: Submit, ru
                 continue
             else:
                 result = await run_blocking(prepare_pulled, node, peer, document, f"{peer.url}{path}", entry.uuid)
-            report.files += 1
-            report.filtered += result.filtered
-            report.refused.extend(result.refused)
+            report.take(result)
             for text in result.refused:
                 observer.decided(Decision(peer.name, IN, REFUSED, "event", event_uuid=entry.uuid, detail=text))
-            report.events_unchanged += result.unchanged
-            report.events_older += result.older
-            batch.events.extend(result.events)
-            batch.dropped.extend(result.dropped)
-            batch.elements += sum(e.element_count for e in result.events)
+            batch.add(result)
             mark = max(mark, entry.timestamp if held_at is None else held_at)
-            batch.pending = True
             if batch.full():
                 await store()
     if batch.pending or mark != stored:
