@@ -141,11 +141,11 @@ def test_a_node_pulls_what_misps_pull_rules_give_keeps_the_creator_and_follows_a
         def misp_a() -> dict:
             return requests.get(f"{server.url}/node/v1/peers", headers={"Authorization": api_key},
                                 timeout=30).json()["misp-a"]
-        wait_for(lambda: "last_push" in misp_a(), what="the first sync's outcome in /node/v1/peers")
+        wait_for(lambda: "last_push_to" in misp_a(), what="the first sync's outcome in /node/v1/peers")
         shown = misp_a()
         assert _held(home, later) is not None
-        assert shown["kind"] == "misp" and shown["last_pull"]["events_stored"] >= 1, shown
-        assert "error" not in shown["last_pull"] and "summary" in shown["last_push"], shown
+        assert shown["kind"] == "misp" and shown["last_pull_from"]["events_stored"] >= 1, shown
+        assert "error" not in shown["last_pull_from"] and "summary" in shown["last_push_to"], shown
         # (listening on port 0, the node is not found by `fedmisp status`: it shows the checkpoints)
         status = _cli("status", "--home", str(home))
         assert f"misp-a           full             MISP {a.url} pulled to MISP timestamp" in status.stdout, status

@@ -335,9 +335,9 @@ def _print_peers(args: argparse.Namespace) -> None:
         if p.get("kind") == "misp":
             print(f"    {name:16} {p['mode']:16} MISP {p['url']} pulled to MISP timestamp {p['pull_checkpoint']}, "
                   f"pushed to log sequence {p['push_checkpoint']}")
-            for what in ("last_pull", "last_push"):
+            for what, label in (("last_pull_from", "last pull from it"), ("last_push_to", "last push to it")):
                 if p.get(what):
-                    print(f"      {what.replace('_', ' ')}: {p[what].get('error') or p[what].get('summary')}")
+                    print(f"      {label}: {p[what].get('error') or p[what].get('summary')}")
             continue
         refused = ", ".join(f"{k} {v}" for k, v in sorted(p["refused"].items())) or "none"
         print(f"    {name:16} {p['mode']:16} checkpoint {p['checkpoint']} lag {p['lag']} stored {p['stored']} "

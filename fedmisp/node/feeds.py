@@ -17,7 +17,7 @@ import asyncio
 import json
 import time
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from aiohttp import web
 
@@ -44,31 +44,26 @@ _UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F
 def feed_event(replica: Replica, feed: ServedFeed, event_uuid: str, state: NodeState | None = None
                ) -> dict[str, Any] | None:
     """The event as `feed` publishes it, or None when the feed may not carry it."""
-    event = offered_event(replica, feed.policy, event_uuid, state)
-    if event is None:
-        return None
-    analyst = feed_analyst_data(replica, feed, event_uuid, state)
-    if analyst:
-        nest_analyst_data(event, analyst)
-    # `Galaxy` blocks from the cluster tags, as MISP's feeds carry them: default clusters only
-    # (public data; a custom cluster's own distribution is not the feed's to judge)
-    with_galaxies(event)
-    return event
+    return offered_event(replica, feed.policy, event_uuid, state, galaxies=True)
 
 
-def offered_event(replica: Replica, policy: PeerPolicy, event_uuid: str, state: NodeState | None = None,
-                  *, deleted: bool = False) -> dict[str, Any] | None:
-    """The event as MISP JSON with what the outbound pipeline offers `policy`, each item at the
-    level its receiver holds it at, or None when nothing of it may go (a served feed, a MISP peer
-    this node pushes to: node/misp_sync.py). `deleted`: with the deleted items offered (marked so,
-    as MISP's push sends them: the receiver deletes its copy), not only the current ones."""
+def offered_event(replica: Replica, policy: PeerPolicy, event_uuid: str, state: NodeState | None = None, *,
+                  served: Callable[[int], int] = lambda level: level, galaxies: bool = False,
+                  deleted: bool = False) -> dict[str, Any] | None:
+    """The event as a reader with `policy` may have it (`Replica.offer`, the outbound pipeline),
+    MISP JSON without local ids, local tags, sightings or proposals, or None when nothing of it may
+    leave. Each item carries `served(level)` of the level the reader holds it at (a feed: that
+    level; a MISP peer, which downgrades what it pulls itself: the level before that downgrade).
+    `galaxies`: with the Galaxy blocks of the default-cluster tags, as MISP's feeds carry them.
+    `deleted`: with the deleted items offered, marked so (a MISP peer this node pushes to deletes
+    its copies, as MISP's own push makes it: node/misp_sync.py)."""
     offered = replica.offer(event_uuid, policy, state)
     if offered is None:
         return None
     held, levels = offered
     header = held.record.body["event"]
     if is_tombstone(header):
-        return None  # a tombstone (decision 0007): gone from the feed
+        return None  # a tombstone (decision 0007): gone
     found = replica.store.revision(event_uuid)
     if found is None:
         return None
@@ -76,19 +71,26 @@ def offered_event(replica: Replica, policy: PeerPolicy, event_uuid: str, state: 
     kept = [e for e in elements if e["uuid"] in levels and (deleted or not e.get("deleted"))]
     event = to_misp(header, kept)
     e = event["Event"]
-    e["distribution"] = str(levels[event_uuid])
+    e["distribution"] = str(served(levels[event_uuid]))
     for item in e["Attribute"] + e["Object"] + [a for o in e["Object"] for a in o["Attribute"]] \
             + e.get("EventReport", []):
         if item["distribution"] != str(INHERIT):
-            item["distribution"] = str(levels[item["uuid"]])
+            item["distribution"] = str(served(levels[item["uuid"]]))
+    analyst = offered_analyst_data(replica, policy, event_uuid, state)
+    if analyst:
+        nest_analyst_data(event, [{**b, "item": {**b["item"], "distribution": served(b["item"]["distribution"])}}
+                                  for b in analyst])
+    if galaxies:
+        # default clusters only (public data; a custom cluster's own distribution is not ours to judge)
+        with_galaxies(event)
     return event
 
 
-def feed_analyst_data(replica: Replica, feed: ServedFeed, event_uuid: str, state: NodeState | None = None
-                      ) -> list[dict[str, Any]]:
-    """The notes, opinions and relationships of an event that a peer with the feed's filter would
-    pull (the sender's rule, decision 0029: the item's own level, hop budget and target), each
-    written at the level its reader holds it at."""
+def offered_analyst_data(replica: Replica, policy: PeerPolicy, event_uuid: str, state: NodeState | None = None
+                         ) -> list[dict[str, Any]]:
+    """The notes, opinions and relationships of an event that a peer with `policy` would pull (the
+    sender's rule, decision 0029: the item's own level, hop budget and target), each written at the
+    level its reader holds it at."""
     records = [r for r in replica.store.event_records(event_uuid) if r.kind == KIND_ANALYST]
     if not records:
         return []
@@ -98,7 +100,7 @@ def feed_analyst_data(replica: Replica, feed: ServedFeed, event_uuid: str, state
     for body, record in current_items(records).values():
         if body["item"].get("deleted"):
             continue
-        reason, level = replica.sender.analyst_reason(record, feed.policy, state, memo)
+        reason, level = replica.sender.analyst_reason(record, policy, state, memo)
         if reason is Reason.ALLOWED:
             out.append({**body, "item": {**body["item"], "distribution": level}})
     return out

@@ -52,6 +52,7 @@ from fedmisp.node.importer import FileResult, ImportReport, uuid_text
 from fedmisp.node.misp_client import AnswerTooLarge, MispClient, MispError
 from fedmisp.node.misp_config import MispPeer
 from fedmisp.node.misp_inbound import misp_source, prepare_misp_events
+from fedmisp.model.analyst import NOTE, OPINION, RELATIONSHIP
 from fedmisp.model.misp import EventError, parse_proposal
 from fedmisp.model.records import KIND_PROPOSAL, KIND_SIGHTINGS, Record, seal
 from fedmisp.policy.model import PeerMode
@@ -590,6 +591,10 @@ def pushed_event(replica: Replica, node: Any, peer: MispPeer, event_uuid: str, s
     e["Object"] = [o for o in e["Object"] if o["Attribute"] and keep(o)]
     if "EventReport" in e:
         e["EventReport"] = [r for r in e["EventReport"] if keep(r)]
+    for part in [e, *e["Attribute"], *e["Object"], *(a for o in e["Object"] for a in o["Attribute"]),
+                 *e.get("EventReport", ())]:
+        for key in (NOTE, OPINION, RELATIONSHIP):  # MISP's push sends analyst data on its own, not nested
+            part.pop(key, None)
     e["locked"] = True  # as MISP's push: the receiver takes later edits of it from sync only
     e.pop("id", None)
     return event
@@ -772,7 +777,7 @@ class MispSync:
         self.submit = submit
         self.run_blocking = run_blocking
         self.observer = observer  # the metrics and the audit log, as for fedmisp peers
-        self.last: dict[str, dict[str, Any]] = {}  # peer name -> {"last_pull": ..., "last_push": ...}
+        self.last: dict[str, dict[str, Any]] = {}  # peer name -> {"last_pull_from": ..., "last_push_to": ...}
         self._lock = asyncio.Lock()
         self._scheduler: Any = None
         self._full_at: dict[str, float] = {}  # peer name -> when its last full listing was (monotonic)
@@ -817,10 +822,11 @@ class MispSync:
             # incremental listing (changed or published since the checkpoint) does not show it
             full = time.monotonic() - self._full_at.get(name, -FULL_LISTING_SECONDS) >= FULL_LISTING_SECONDS
             async with MispClient(peer) as client:
-                for what, wanted, run in (("pull", pulls, pull), ("push", pushes, push)):
+                for what, key, wanted, run in (("pull", "last_pull_from", pulls, pull),
+                                               ("push", "last_push_to", pushes, push)):
                     if wanted(peer):
-                        last[f"last_{what}"] = await self._run(what, peer, client, run, full and what == "pull")
-            if full and "error" not in last.get("last_pull", {}):
+                        last[key] = await self._run(what, peer, client, run, full and what == "pull")
+            if full and "error" not in last.get("last_pull_from", {}):
                 self._full_at[name] = time.monotonic()
 
     async def _run(self, what: str, peer: MispPeer, client: MispClient, run: Any, full: bool) -> dict[str, Any]:

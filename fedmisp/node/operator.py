@@ -15,7 +15,7 @@ import asyncio
 import json
 import urllib.error
 import urllib.request
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from aiohttp import web
 
@@ -29,19 +29,18 @@ if TYPE_CHECKING:  # (the CLI's client below needs none of them)
     from fedmisp.gossip.service import Gossiper
     from fedmisp.node.feed_fetch import FeedFetcher
     from fedmisp.node.metrics import NodeMetrics
-    from fedmisp.node.misp_sync import MispSync
 
 PREFIX = "/node/v1"
 
 
 def node_routes(gossiper: Gossiper, fetcher: FeedFetcher, metrics: NodeMetrics,
-                misp: MispSync | None = None) -> list[web.RouteDef]:
-    """/node/v1's routes, relative to PREFIX: peers (fedmisp nodes and MISP instances) and feeds for
-    operators, health for anyone, metrics for a key (node/metrics.py)."""
+                misp_peers: Callable[[], dict[str, Any]] = dict) -> list[web.RouteDef]:
+    """/node/v1's routes, relative to PREFIX: peers (fedmisp peers, and `misp_peers`: the MISP
+    peers' status) and feeds for operators, health for anyone, metrics for a key (node/metrics.py)."""
     node = gossiper.node
 
     def all_peers() -> dict[str, Any]:
-        return {**gossiper.peers_json(), **(misp.status_json() if misp is not None else {})}
+        return {**gossiper.peers_json(), **misp_peers()}
 
     @declare(OPERATOR)
     async def peers(request: web.Request) -> web.Response:

@@ -148,7 +148,7 @@ def node_app(ctx: ApiContext, gossiper: Gossiper, fetcher: FeedFetcher, metrics:
              run_blocking: Any, misp: MispSync | None = None) -> web.Application:
     """The application `fedmisp run` serves: the MISP API, /fed/v1, /node/v1 and /feed."""
     return make_app(ctx, outer_middlewares=(metrics.middleware,), peer_routes=gossiper.protocol.routes(),
-                    node_routes=node_routes(gossiper, fetcher, metrics, misp),
+                    node_routes=node_routes(gossiper, fetcher, metrics, misp.status_json if misp else dict),
                     feed_routes=FeedServer(ctx.node, run_blocking, lambda key: role_of(ctx, key)).routes())
 
 
