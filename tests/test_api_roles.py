@@ -23,6 +23,8 @@ READ_ONLY, USER, PUBLISHER, ADMIN = ROLES
 # too), sights, proposes; publisher publishes; admin manages tags, sharing groups and organisations;
 # taxonomies and warninglists are read-only for every role.
 ROLES_OF = {
+    "misp_sync.filter_for_push": "sync", "misp_sync.sightings_held": "sync", "misp_sync.sightings_save": "sync",
+    "misp_sync.proposals_push": "sync",  # MISP's server sync only (docs/api.md "MISP server sync")
     "instance.get_version": READ_ONLY, "instance.user_me": READ_ONLY, "instance.describe": READ_ONLY,
     "events.event_index": READ_ONLY, "events.event_view": READ_ONLY, "search.event_search": READ_ONLY,
     "attributes.attribute_view": READ_ONLY, "search.attribute_search": READ_ONLY,
@@ -77,10 +79,14 @@ def _routes() -> list[tuple[str, str, str]]:
     for r in app.router.routes():
         if r.method == "HEAD":
             continue
-        path = re.sub(r"\{(\w+)(:[^{}]*)?\}", lambda m: "" if m.group(1) in ("tail", "hard", "opts") else "1",
-                      r.resource.canonical)
-        out.append((r.method, path, _handler_name(r.handler)))
+        out.append((r.method, _concrete(r.resource.canonical), _handler_name(r.handler)))
     return out
+
+
+def _concrete(canonical: str) -> str:
+    """A route's path with its placeholders filled in."""
+    fill = {"tail": "", "hard": "", "opts": "", "uuid": "5b1e1d7a-0c1e-4c57-9a3b-8f6f2b3f0c11"}
+    return re.sub(r"\{(\w+)(:[^{}]*)?\}", lambda m: fill.get(m.group(1), "1"), canonical)
 
 
 ROUTES = _routes()
@@ -105,7 +111,11 @@ def client_keys(tmp_path_factory):
 
 
 async def _answers(node, writer, requests: list[tuple[str, str, dict]]) -> list[tuple[int, str]]:
-    async with TestClient(TestServer(make_app(ApiContext(node, writer)))) as client:
+    return await _answers_app(make_app(ApiContext(node, writer)), requests)
+
+
+async def _answers_app(app, requests: list[tuple[str, str, dict]]) -> list[tuple[int, str]]:
+    async with TestClient(TestServer(app)) as client:
         out = []
         for method, path, headers in requests:
             async with client.request(method, path, headers={"Accept": "application/json", **headers},
@@ -116,7 +126,7 @@ async def _answers(node, writer, requests: list[tuple[str, str, dict]]) -> list[
 
 def test_a_key_below_a_routes_role_is_refused_before_the_handler_runs(client_keys):
     node, writer, keys = client_keys
-    cases = [(m, p, h, ROLES[ROLES.index(ROLES_OF[h]) - 1]) for m, p, h in ROUTES if ROLES_OF.get(h, READ_ONLY) != READ_ONLY]
+    cases = [(m, p, h, ROLES[ROLES.index(ROLES_OF[h]) - 1]) for m, p, h in ROUTES if ROLES_OF.get(h, READ_ONLY) in ROLES[1:]]
     answers = asyncio.run(_answers(node, writer, [(m, p, {"Authorization": keys[below]}) for m, p, _h, below in cases]))
     wrong = [(m, p, below, status) for (m, p, h, below), (status, text) in zip(cases, answers)
              if status != 403 or f"needs {ROLES_OF[h]}" not in text]
@@ -146,9 +156,10 @@ def test_a_valid_key_is_read_from_each_header_misp_clients_use(client_keys, head
 
 def test_a_key_of_exactly_a_routes_role_gets_past_the_role_check(client_keys):
     node, writer, keys = client_keys
+    laddered = [(m, p, h) for m, p, h in ROUTES if ROLES_OF.get(h, ADMIN) in ROLES]
     answers = asyncio.run(_answers(node, writer, [(m, p, {"Authorization": keys[ROLES_OF.get(h, ADMIN)]})
-                                                  for m, p, h in ROUTES]))
-    refused = [(m, p, status) for (m, p, _h), (status, text) in zip(ROUTES, answers)
+                                                  for m, p, h in laddered]))
+    refused = [(m, p, status) for (m, p, _h), (status, text) in zip(laddered, answers)
                if status == 403 and ("needs" in text or "Authentication failed" in text)]
     assert refused == []
 
@@ -296,3 +307,38 @@ def test_get_version_says_perm_sighting_only_for_a_key_that_may_add_sightings(cl
     node, writer, keys = client_keys
     status, answer = asyncio.run(_json(node, writer, "GET", "/servers/getVersion", keys[role]))
     assert status == 200 and answer["perm_sighting"] is sights
+
+
+def test_a_sync_key_calls_only_misp_sync_routes_and_only_while_its_peer_is_configured(client_keys):
+    """A MISP peer's sync key (node/api/misp_sync.py): every route of the node without a sync view
+    refuses it (admin routes, the analyst API's edits, operator endpoints, feeds, metrics), the
+    sync views answer it, and once its peer is gone from fedmisp.toml nothing does."""
+    import dataclasses
+    import uuid
+
+    from fedmisp.gossip.http import PEER_SIGNATURE
+    from fedmisp.node.api.access import declared, sync_view
+    from fedmisp.node.misp_config import MispPeer
+    node, writer, _keys = client_keys
+    original = node.config
+    node.config = dataclasses.replace(original, misp_peers=(
+        MispPeer("misp-x", "http://127.0.0.1:9", org_uuid=str(uuid.uuid4())),))
+    key = node.create_api_key("sync", "test", peer="misp-x")
+    try:
+        routes = [r for r in _node_app(node, writer).router.routes() if r.method != "HEAD"]
+        # (the peer protocol's routes read no API key: a peer's signature decides them)
+        plain = [(r.method, _concrete(r.resource.canonical)) for r in routes
+                 if sync_view(r.handler) is None and declared(r.handler) != PEER_SIGNATURE]
+        answers = asyncio.run(_answers_app(_node_app(node, writer), [(m, p, {"Authorization": key}) for m, p in plain]))
+        let_through = [(m, p, status) for (m, p), (status, text) in zip(plain, answers)
+                       if status != 403 or ("sync key" not in text and "Authentication failed" not in text)]
+        assert let_through == []
+        assert "/admin/organisations/add" in {p for _m, p in plain} and "/events/delete/1" in {p for _m, p in plain}
+        [(status, text)] = asyncio.run(_answers(node, writer, [("GET", "/servers/getVersion", {"Authorization": key})]))
+        assert status == 200 and '"perm_sync": true' in text
+        node.config = original  # the peer removed: its key opens nothing
+        [(status, text)] = asyncio.run(_answers(node, writer, [("GET", "/servers/getVersion", {"Authorization": key})]))
+        assert status == 403 and "no longer configured" in text
+    finally:
+        node.config = original
+

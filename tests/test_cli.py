@@ -138,3 +138,22 @@ def test_misp_json_and_feed_exports_carry_galaxy_blocks_from_cluster_tags_and_re
     [back] = json.loads(fedmisp("export", "--home", str(again)).stdout)["response"]
     assert [t["name"] for t in back["Event"]["Tag"]].count(cluster) == 1
     assert [t["name"] for t in back["Event"]["Attribute"][0]["Tag"]].count(cluster) == 1
+
+
+def test_a_misp_peer_gets_a_sync_key_that_removing_the_peer_revokes(tmp_path: Path):
+    home = tmp_path / "node"
+    fedmisp("init", "--home", str(home), "--org", "Node CSIRT", "--listen", "127.0.0.1:8499")
+    org = "3c21e55a-edac-4321-960b-cda533f50a78"
+    added = fedmisp("peer", "add", "--home", str(home), "--name", "community", "--kind", "misp",
+                    "--url", "https://misp.example.org", "--org-uuid", org).stdout
+    key = next(line for line in added.splitlines() if len(line) == 40 and line.isalnum())
+    assert "http://127.0.0.1:8499" in added and key in added
+    assert 'kind = "misp"' in (home / "fedmisp.toml").read_text()
+    assert "sync" in fedmisp("apikey", "list", "--home", str(home)).stdout
+    wrong = fedmisp("peer", "add", "--home", str(home), "--name", "other", "--kind", "misp", "--url",
+                    "https://misp2.example.org", "--org-uuid", org, "--mode", "internal", check=False)
+    assert wrong.returncode == 2 and "not for a MISP peer" in wrong.stderr
+    removed = fedmisp("peer", "remove", "--home", str(home), "community").stdout
+    assert "revoked its sync key (1)" in removed
+    assert "sync" not in fedmisp("apikey", "list", "--home", str(home)).stdout
+    assert "community" not in (home / "fedmisp.toml").read_text()

@@ -12,7 +12,8 @@ from typing import Any, Callable, Iterable, Iterator, NoReturn
 from fedmisp import __version__
 from fedmisp.export.formats import FORMATS
 from fedmisp.node.config import DEFAULT_LISTEN, LOG_FORMATS, LOG_LEVELS, ConfigError
-from fedmisp.node.home import ROLES
+from fedmisp.node.home import ROLES, SYNC_ROLE
+from fedmisp.node.misp_config import KIND_MISP, KINDS, MISP_MODES
 
 
 def _home(args: argparse.Namespace) -> Path:
@@ -333,8 +334,12 @@ def _print_peers(args: argparse.Namespace) -> None:
         return
     for name, p in peers.items():
         if p.get("kind") == "misp":
-            print(f"    {name:16} {p['mode']:16} MISP {p['url']} pulled to MISP timestamp {p['pull_checkpoint']}, "
-                  f"pushed to log sequence {p['push_checkpoint']}")
+            # MISP calling this node (last pull / push), then this node calling it (checkpoints, outcomes)
+            print(f"    {name:16} {p['mode']:16} MISP {p['url']} last pull {_when(p.get('last_pull'))} "
+                  f"last push {_when(p.get('last_push'))}")
+            if "pull_checkpoint" in p:
+                print(f"      this node pulled to MISP timestamp {p['pull_checkpoint']}, pushed to log sequence "
+                      f"{p['push_checkpoint']}")
             for what, label in (("last_pull_from", "last pull from it"), ("last_push_to", "last push to it")):
                 if p.get(what):
                     print(f"      {label}: {p[what].get('error') or p[what].get('summary')}")
@@ -343,6 +348,11 @@ def _print_peers(args: argparse.Namespace) -> None:
         print(f"    {name:16} {p['mode']:16} checkpoint {p['checkpoint']} lag {p['lag']} stored {p['stored']} "
               f"errors {p['errors']} in {p['bytes_in']} B out {p['bytes_out']} B refused: {refused}"
               + (f" last error: {p['last_error']}" if p["last_error"] else ""))
+
+
+def _when(stamp: float | None) -> str:
+    import time
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp)) if stamp else "never (since start)"
 
 
 def cmd_events(args: argparse.Namespace) -> int:
@@ -404,7 +414,16 @@ def cmd_peer(args: argparse.Namespace) -> int:
     import tomli_w
     from fedmisp.model.identity import encode_key
     home = _home(args)
+    if args.peer_cmd == "add" and args.kind == KIND_MISP:
+        return _add_misp_peer(args, home)
     if args.peer_cmd == "add":
+        if not args.key:
+            print("fedmisp peer add: --key: the peer's public key is needed for a fedmisp peer (its `fedmisp info`)",
+                  file=sys.stderr)
+            return 2
+        if args.misp_key:
+            print("fedmisp peer add: --misp-key is for a MISP peer (--kind misp)", file=sys.stderr)
+            return 2
         entry = {"name": args.name, "url": args.url, "key": args.key, "mode": args.mode}
         if args.org_uuid:
             entry["org_uuid"] = args.org_uuid
@@ -424,7 +443,8 @@ def cmd_peer(args: argparse.Namespace) -> int:
                 print(f"{'':20} key rotated: now {encode_key(current[peer.name])} (fedmisp.toml may keep the old one)")
         return 0
     # remove: rewrite the [[peer]] list without it, keeping the rest of the document
-    if not any(p.name == args.name for p in config.peers):
+    misp = any(p.name == args.name for p in config.misp_peers)
+    if not misp and not any(p.name == args.name for p in config.peers):
         print(f"fedmisp peer remove: no peer named {args.name!r}", file=sys.stderr)
         return 2
 
@@ -437,6 +457,48 @@ def cmd_peer(args: argparse.Namespace) -> int:
         return header + "\n" + tomli_w.dumps(document)
     _rewrite_config(home, without)
     print(f"removed peer {args.name!r}")
+    if misp:
+        with _open(args) as node:
+            revoked = node.store.api_keys.revoke_peer(args.name)
+        print(f"revoked its sync key{'s' if revoked != 1 else ''} ({revoked})")
+    return 0
+
+
+MISP_MODE_NAMES = tuple(m.value for m in MISP_MODES)
+
+
+def _add_misp_peer(args: argparse.Namespace, home: Path) -> int:
+    """`peer add --kind misp`: the [[peer]] table, and a sync key for the MISP side, printed once
+    with what the MISP admin enters (Sync Actions > Servers > New server)."""
+    import tomli_w
+    from fedmisp.node.config import load_config
+    if args.mode not in MISP_MODE_NAMES:
+        print(f"fedmisp peer add: --mode {args.mode!r} is not for a MISP peer; accepted: {', '.join(MISP_MODE_NAMES)}",
+              file=sys.stderr)
+        return 2
+    if args.key:
+        print("fedmisp peer add: --key is a fedmisp peer's public key; a MISP peer has --misp-key (optional)",
+              file=sys.stderr)
+        return 2
+    config = load_config(home)
+    if any(p.name == args.name for p in (*config.peers, *config.misp_peers)):
+        print(f"fedmisp peer add: a peer named {args.name!r} is configured already", file=sys.stderr)
+        return 2
+    entry = {"name": args.name, "kind": KIND_MISP, "url": args.url, "mode": args.mode}
+    if args.org_uuid:
+        entry["org_uuid"] = args.org_uuid
+    if args.misp_key:
+        entry["misp_key"] = args.misp_key
+    _rewrite_config(home, lambda text: text.rstrip("\n") + "\n\n" + tomli_w.dumps({"peer": [entry]}))
+    with _open(args) as node:
+        key = node.create_api_key(SYNC_ROLE, f"MISP peer {args.name}", peer=args.name)
+        org_name, org_uuid = node.config.org_name, node.config.org_uuid
+        url = f"http://{node.config.listen}"
+    print(f"added MISP peer {args.name!r} ({args.mode}); a running node picks it up on `fedmisp reload`")
+    print(f"On the MISP instance (Sync Actions > Servers > New server) enter: Base URL {url} (this node's "
+          f"address as MISP reaches it), Authkey the sync key below (shown once), Remote Sync Organisation "
+          f"{org_name!r} uuid {org_uuid} (add it as an external organisation first).")
+    print(key)  # last, alone on its line: what a script reads
     return 0
 
 
@@ -853,9 +915,14 @@ def build_parser() -> argparse.ArgumentParser:
     k = with_home(peers.add_parser("add"))
     k.add_argument("--name", required=True)
     k.add_argument("--url", required=True, help="the peer's address, e.g. http://127.0.0.1:8481")
-    k.add_argument("--key", required=True, metavar="KEY",
-                   help="the peer's public key (its `fedmisp info`); one that begins with '-' as --key=KEY")
-    k.add_argument("--org-uuid", help="the peer's organisation uuid (default: learned from its org record)")
+    k.add_argument("--kind", default="fedmisp", choices=list(KINDS),
+                   help="fedmisp (a node) or misp (a MISP instance: prints the sync key its admin enters)")
+    k.add_argument("--key", metavar="KEY",
+                   help="a fedmisp peer's public key (its `fedmisp info`); one that begins with '-' as --key=KEY")
+    k.add_argument("--misp-key", help="a MISP peer: a sync user's key on the MISP instance, for this node to "
+                   "pull from and push to it (optional)")
+    k.add_argument("--org-uuid", help="the peer's organisation uuid (a fedmisp peer: default learned from its org "
+                   "record; a MISP peer: the MISP instance's host organisation)")
     k.add_argument("--mode", default="full",
                    choices=["full", "push-only", "pull-only", "correlation-only", "internal"])
     with_home(peers.add_parser("list"))

@@ -15,6 +15,9 @@ from fedmisp.node.config import KEY_FILE, NodeConfig, load_config, parse_listen,
 from fedmisp.store.store import Store
 
 ROLES = ("read-only", "user", "publisher", "admin")
+# A MISP instance's key for MISP's server sync with this node, bound to one MISP peer (`peer` in its
+# entry): outside the ladder of ROLES, it may call only the sync routes (node/api/misp_sync.py).
+SYNC_ROLE = "sync"
 # MISP API keys are 40 characters; the same length keeps tools that check it happy.
 API_KEY_CHARS = 40
 
@@ -69,11 +72,16 @@ class Node:
                               distribution=self.config.default_distribution,
                               templates=self.store.published_templates())
 
-    def create_api_key(self, role: str, comment: str = "") -> str:
-        if role not in ROLES:
-            raise HomeError(f"role {role!r} unknown; accepted: {', '.join(ROLES)}")
+    def create_api_key(self, role: str, comment: str = "", peer: str = "") -> str:
+        """A new key of `role`; a sync key names the MISP peer it is bound to (`peer`), no other does."""
+        if role not in (*ROLES, SYNC_ROLE):
+            raise HomeError(f"role {role!r} unknown; accepted: {', '.join(ROLES)}, {SYNC_ROLE}")
+        if (role == SYNC_ROLE) != bool(peer):
+            raise HomeError(f"a {SYNC_ROLE} key is bound to one MISP peer, and only a {SYNC_ROLE} key is")
         key = new_api_key()
         entry = {"comment": comment, "created": int(time.time()), "role": role, "prefix": key[:4]}
+        if peer:
+            entry["peer"] = peer
         self.store.api_keys.add(key, entry)
         return key
 

@@ -25,6 +25,7 @@ from fedmisp.gossip.service import ANTI_ENTROPY_SECONDS, Gossiper
 from fedmisp.gossip.session import PULL_DEADLINE_SECONDS, PullLimits
 from fedmisp.node.api.access import role_of
 from fedmisp.node.api.app import make_app
+from fedmisp.node.api.misp_sync import misp_peers_json
 from fedmisp.node.api.helpers import DEFAULT_MAX_REQUEST_BYTES, ApiContext
 from fedmisp.node.feed_fetch import FeedFetcher
 from fedmisp.node.feeds import FeedServer
@@ -101,16 +102,17 @@ async def serve(node: Node, *, host: str | None = None, port: int | None = None,
 
     metrics = NodeMetrics(node)
     audit = AuditLog(node.config.audit, node.config.home)
+    observer = Fanout((metrics, audit))
     gossiper = Gossiper(node, run_blocking, interval=anti_entropy_seconds(node.config),
-                        observer=Fanout((metrics, audit)),
+                        observer=observer,
                         limits=PullLimits(deadline=pull_deadline_seconds(node.config)))
     metrics.track_peers(gossiper.peers_json)
     # Something stored locally (API, import through the API) is announced to peers at once.
     writer = Writer(node.store, on_commit=lambda: loop.call_soon_threadsafe(gossiper.stored_something))
-    ctx = ApiContext(node, writer, limit)
+    ctx = ApiContext(node, writer, limit, observer=observer)  # (MISP peers' records: node/api/misp_sync.py)
     fetcher = FeedFetcher(node, lambda events: asyncio.wrap_future(writer.submit(events)), run_blocking)
     misp = MispSync(node, lambda events, checkpoint: asyncio.wrap_future(writer.submit(events, checkpoint=checkpoint)),
-                    run_blocking, observer=Fanout((metrics, audit)))
+                    run_blocking, observer=observer)
     app = node_app(ctx, gossiper, fetcher, metrics, run_blocking, misp)
     runner = GuardedRunner(app, connections, access_log=None, shutdown_timeout=SHUTDOWN_GRACE,
                            lingering_time=LINGERING_SECONDS)
@@ -144,11 +146,19 @@ async def serve(node: Node, *, host: str | None = None, port: int | None = None,
             loop.remove_signal_handler(sig)
 
 
+def misp_status(ctx: ApiContext, misp: MispSync | None) -> dict[str, Any]:
+    """Each MISP peer's status: MISP calling this node (node/api/misp_sync.py) and this node
+    calling it (node/misp_sync.py), in one entry per peer."""
+    served = misp_peers_json(ctx)
+    calls = misp.status_json() if misp is not None else {}
+    return {name: {**served.get(name, {}), **calls.get(name, {})} for name in {**served, **calls}}
+
+
 def node_app(ctx: ApiContext, gossiper: Gossiper, fetcher: FeedFetcher, metrics: NodeMetrics,
              run_blocking: Any, misp: MispSync | None = None) -> web.Application:
     """The application `fedmisp run` serves: the MISP API, /fed/v1, /node/v1 and /feed."""
     return make_app(ctx, outer_middlewares=(metrics.middleware,), peer_routes=gossiper.protocol.routes(),
-                    node_routes=node_routes(gossiper, fetcher, metrics, misp.status_json if misp else dict),
+                    node_routes=node_routes(gossiper, fetcher, metrics, lambda: misp_status(ctx, misp)),
                     feed_routes=FeedServer(ctx.node, run_blocking, lambda key: role_of(ctx, key)).routes())
 
 

@@ -1,4 +1,5 @@
-"""The API-key table (`apikeys`): key hash (32) -> msgpack {role, comment, created, prefix}.
+"""The API-key table (`apikeys`): key hash (32) -> msgpack {role, comment, created, prefix[, peer]}
+(`peer`: the MISP peer a sync key is bound to).
 
 Its one owner: the REST API asks it for a key's entry, `fedmisp apikey` lists and revokes through
 it, the node's home adds to it. A key itself is never stored, only its hash; which roles exist and
@@ -35,6 +36,14 @@ class ApiKeys:
         """(key hash, entry) of every key, in hash order."""
         with self._database.read() as t:
             return [(bytes(k), canonical.unpack(raw)) for k, raw in t.cursor("apikeys")]
+
+    def revoke_peer(self, peer: str) -> int:
+        """Remove every key bound to MISP peer `peer` (its peer was removed); how many there were."""
+        with self._database.write() as t:
+            bound = [bytes(k) for k, raw in t.cursor("apikeys") if canonical.unpack(raw).get("peer") == peer]
+            for key_hash in bound:
+                t.delete("apikeys", key_hash)
+        return len(bound)
 
     def revoke(self, id_prefix: str) -> int:
         """Remove the one key whose hash (hex) starts with `id_prefix`; returns how many keys

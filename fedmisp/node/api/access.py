@@ -5,6 +5,11 @@ The kinds of access (ACCESS):
 - a role of an API key of this node (read-only < user < publisher < admin, docs/api.md): checked
   here, by `access_middleware`, before the handler runs. The key comes as MISP's
   `Authorization: <key>` or `X-MISP-AUTH`, or `Authorization: Bearer <key>` as monitoring tools send it;
+- SYNC: a sync key, bound to one MISP peer of fedmisp.toml (`fedmisp peer add --kind misp`), for
+  MISP's server sync. A sync key calls nothing else: a route the analyst API shares with MISP's
+  sync (events/index, events/view, ...) answers a sync key through its sync view
+  (node/api/misp_sync.py, given by `give_sync_view`), which decides for that peer; any other route
+  refuses it;
 - OPERATOR: an admin key, or a request signed with the node's own identity key (what `fedmisp
   status` sends; node/operator.py says why): checked here too;
 - PEER_SIGNATURE: a configured peer's signed, boxed request, which gossip/http.py verifies as it
@@ -23,15 +28,17 @@ from aiohttp import web
 from fedmisp.gossip.auth import HEADER, AuthError, ReplayCache, verify_request
 from fedmisp.gossip.http import PEER_SIGNATURE
 from fedmisp.node.api.helpers import CTX, ROLE, ROLE_LEVEL, ApiContext, ApiError, Handler
-from fedmisp.node.home import ROLES
+from fedmisp.node.home import ROLES, SYNC_ROLE
+from fedmisp.node.misp_config import MispPeer
 
 log = logging.getLogger("fedmisp.api")
 
 READ_ONLY, USER, PUBLISHER, ADMIN = ROLES
+SYNC = SYNC_ROLE
 OPERATOR = "operator"
 ANY_KEY_UNLESS_OPEN = "any-key-unless-open"
 PUBLIC = "public"
-ACCESS = (*ROLES, OPERATOR, PEER_SIGNATURE, ANY_KEY_UNLESS_OPEN, PUBLIC)
+ACCESS = (*ROLES, SYNC, OPERATOR, PEER_SIGNATURE, ANY_KEY_UNLESS_OPEN, PUBLIC)
 # the operator: an admin key, or the node's own key (node/operator.py)
 OPERATOR_ROLE = ADMIN
 OPERATOR_DENIED = ("Authentication failed: {path} needs an admin API key of this node (Authorization: <key>) "
@@ -41,6 +48,10 @@ OPERATOR_DENIED = ("Authentication failed: {path} needs an admin API key of this
 # the nonces of its signed operator requests, on the application that serves OPERATOR routes.
 OWN_KEY = web.AppKey("own_key", Callable[[], bytes])
 OPERATOR_REPLAYS = web.AppKey("operator_replays", ReplayCache)
+# the MISP peer a sync key's request comes from (set before its sync view runs)
+SYNC_PEER = web.RequestKey("sync_peer", MispPeer)
+SYNC_ONLY = ("This key is the sync key of MISP peer {peer!r}: it may call only MISP's server sync routes "
+             "(docs/api.md \"MISP server sync\"), not {path}")
 
 H = TypeVar("H", bound=Handler)
 
@@ -126,6 +137,21 @@ class Controller:
         return self.route("DELETE", path, access)
 
 
+def give_sync_view(handler: Handler, view: Handler) -> None:
+    """A sync key's request to `handler`'s routes is answered by `view` (node/api/misp_sync.py):
+    MISP's sync calls some routes the analyst API serves too, and answers them for its peer."""
+    if declared(view) != SYNC:
+        raise ValueError(f"{view.__qualname__}: a sync view declares {SYNC}")
+    handler.sync_view = view  # type: ignore[attr-defined]
+
+
+def sync_view(handler: object) -> Handler | None:
+    """What answers a sync key's request to `handler` (None: a sync key may not call it)."""
+    if declared(handler) == SYNC:
+        return handler  # type: ignore[return-value]
+    return getattr(handler, "sync_view", None)
+
+
 def declared(handler: object) -> str | None:
     """The access a route's handler declares (None: it declares none, or none of ACCESS)."""
     access = getattr(handler, "access", None)
@@ -156,9 +182,16 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
     A route that declares nothing is refused (the application does not start with one anyway)."""
     if request.match_info.http_exception is not None:
         return await handler(request)  # not found / not allowed: answered by the errors middleware
-    need = declared(getattr(request.match_info, "handler", None))
+    handler_ = getattr(request.match_info, "handler", None)
+    need = declared(handler_)
+    entry = key_entry(request.app[CTX], request_key(request))
+    if entry is not None and entry.get("role") == SYNC and need != PEER_SIGNATURE:  # (a signature decides those)
+        return await _as_sync(request, handler_, entry)
+    if need == SYNC:
+        raise ApiError(403, f"Authentication failed: {request.path} is for MISP's server sync; it needs the sync "
+                       "key of a MISP peer of this node (fedmisp peer add --kind misp prints one)")
     if need in ROLE_LEVEL:
-        role = await request_role(request)
+        role = entry_role(entry)
         if role is None:
             raise ApiError(403, "Authentication failed. Please make sure you pass the API key of an API enabled "
                            "user along in the Authorization header.")
@@ -172,6 +205,25 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
         log.error("%s %s: its route declares no access; refused", request.method, request.path)
         raise ApiError(403, f"{request.path}: this route declares no access, so nobody may call it")
     return await handler(request)
+
+
+async def _as_sync(request: web.Request, handler: object, entry: dict[str, Any]) -> web.StreamResponse:
+    """A sync key's request: answered by the route's sync view for the key's MISP peer, if the route
+    has one and the peer is still configured; refused otherwise."""
+    peer = sync_peer_of(request.app[CTX], entry)
+    if peer is None:
+        raise ApiError(403, "Authentication failed: this sync key's MISP peer "
+                       f"{entry.get('peer')!r} is no longer configured on this node (fedmisp.toml [[peer]])")
+    view = sync_view(handler)
+    if view is None:
+        raise ApiError(403, SYNC_ONLY.format(peer=peer.name, path=request.path))
+    request[SYNC_PEER] = peer
+    return await view(request)
+
+
+def sync_peer_of(ctx: ApiContext, entry: dict[str, Any]) -> MispPeer | None:
+    """The configured MISP peer a sync key's entry is bound to (read at each use: a reload counts)."""
+    return next((p for p in ctx.node.config.misp_peers if p.name == entry.get("peer")), None)
 
 
 async def _check_operator(request: web.Request) -> None:
@@ -188,23 +240,33 @@ async def _check_operator(request: web.Request) -> None:
         raise ApiError(403, OPERATOR_DENIED.format(path=request.path))
 
 
-async def request_role(request: web.Request) -> str | None:
-    """The role of the request's API key (None: no valid key). MISP's `Authorization: <key>` and
-    `X-MISP-AUTH`, and `Authorization: Bearer <key>` as monitoring tools (Prometheus) send it."""
+def request_key(request: web.Request) -> str:
+    """The request's API key: MISP's `Authorization: <key>` and `X-MISP-AUTH`, and
+    `Authorization: Bearer <key>` as monitoring tools (Prometheus) send it."""
     key = (request.headers.get("Authorization") or request.headers.get("X-MISP-AUTH") or "").strip()
-    if key[:7].lower() == "bearer ":
-        key = key[7:].strip()
+    return key[7:].strip() if key[:7].lower() == "bearer " else key
+
+
+async def request_role(request: web.Request) -> str | None:
+    """The role of the request's API key (None: no valid key)."""
     # On the loop, not in the thread pool: one point read of the small, hot apikeys table costs
     # about 10 us, less than the hop to a worker thread and back (bench/api.py).
-    return role_of(request.app[CTX], key)
+    return role_of(request.app[CTX], request_key(request))
+
+
+def key_entry(ctx: ApiContext, key: str) -> dict[str, Any] | None:
+    """The stored entry of an API key of this node (None: no such key)."""
+    if not key or len(key) > 256:
+        return None
+    return ctx.store.api_keys.entry(key)
 
 
 def role_of(ctx: ApiContext, key: str) -> str | None:
-    """The role of an API key of this node (None: no such key)."""
-    if not key or len(key) > 256:
-        return None
-    entry = ctx.store.api_keys.entry(key)
-    if entry is None:
-        return None
-    role = entry.get("role")
+    """The role of an API key of this node on the ladder of ROLES (None: no such key, or a sync key,
+    which no route outside MISP's sync accepts)."""
+    return entry_role(key_entry(ctx, key))
+
+
+def entry_role(entry: dict[str, Any] | None) -> str | None:
+    role = entry.get("role") if entry is not None else None
     return role if role in ROLE_LEVEL else None

@@ -20,10 +20,10 @@ from aiohttp import ClientPayloadError, web
 from fedmisp.gossip.auth import ReplayCache
 from fedmisp.gossip.http import PREFIX as PEER_PREFIX
 from fedmisp.node.api import (
-    analyst, attributes, clusters, events, galaxies, instance, objects, orgs, proposals, reports, search, sightings, tags,
-    taxonomies, templates,
+    analyst, attributes, clusters, events, galaxies, instance, misp_sync, objects, orgs, proposals, reports, search,
+    sightings, tags, taxonomies, templates,
 )
-from fedmisp.node.api.access import OPERATOR_REPLAYS, OWN_KEY, access_middleware, refuse_undeclared
+from fedmisp.node.api.access import OPERATOR_REPLAYS, OWN_KEY, access_middleware, give_sync_view, refuse_undeclared
 from fedmisp.node.api.helpers import CTX, ApiContext, ApiError, Handler, misp_error
 
 log = logging.getLogger("fedmisp.api")
@@ -32,7 +32,17 @@ NODE_PREFIX = "/node/v1"
 FEED_PREFIX = "/feed"
 # the MISP API's modules, each with its `routes`
 MISP_MODULES = (instance, events, attributes, search, objects, orgs, proposals, reports, sightings, tags, taxonomies,
-                galaxies, clusters, analyst, templates)
+                galaxies, clusters, analyst, templates, misp_sync)
+# Routes MISP's server sync calls that the analyst API serves too: a sync key's request to them is
+# answered by their sync view, for its MISP peer (node/api/misp_sync.py)
+SYNC_VIEWS = ((instance.get_version, misp_sync.get_version), (instance.user_me, misp_sync.user_me),
+              (events.event_index, misp_sync.event_index), (events.event_view, misp_sync.event_view),
+              (events.event_add, misp_sync.event_add), (events.event_edit, misp_sync.event_edit),
+              (proposals.proposal_index, misp_sync.proposals_index),
+              (sightings.search_sightings, misp_sync.sightings_search),
+              (galaxies.cluster_search, misp_sync.clusters_search))
+for _handler, _view in SYNC_VIEWS:
+    give_sync_view(_handler, _view)
 
 
 def make_app(ctx: ApiContext, outer_middlewares: tuple[Any, ...] = (), *,

@@ -23,6 +23,8 @@ from typing import Any, Awaitable, Callable, Iterator
 
 from aiohttp import web
 
+from fedmisp.gossip.observe import NO_OBSERVER, Observer
+from fedmisp.gossip.replica import Replica
 from fedmisp.model.misp import EventError, element_kind
 from fedmisp.model.revision import SignedEvent
 from fedmisp.node.api.ids import UnknownSharingGroup, with_sharing_group_uuids
@@ -68,6 +70,11 @@ class ApiContext:
     writer: Writer
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     edit_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # told each record sent to or stored from a MISP peer (the node's metrics and audit log)
+    observer: Observer = NO_OBSERVER
+    replica: Replica | None = None  # MISP sync's (node/api/misp_sync.py), made on first use
+    # MISP peer name -> {"last_pull": time, "last_push": time}: what /node/v1/peers shows of it
+    misp_activity: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def store(self) -> Any:
