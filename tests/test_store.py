@@ -304,3 +304,11 @@ def test_a_small_exact_search_is_a_few_refs_in_events_with_verified_heads(store,
     monkeypatch.setattr(query, "INLINE_REFS", 3)
     assert query.small_exact_search(store, shared)
     assert len(list(query.search_attributes(store, shared))) == 3
+
+
+def test_a_path_reference_of_digits_other_than_ascii_is_no_id_and_no_uuid(store):
+    # str.isdigit() is true of '¹' and '٣', which int() refuses: such a reference names nothing
+    # (the API fuzz test met a 500 for POST /events/publish/¹)
+    for ref in ("¹", "٣", "12³"):
+        assert query.resolve_event(store, ref) is None
+        assert query.resolve_element(store, ref) is None

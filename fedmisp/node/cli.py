@@ -222,6 +222,52 @@ def cmd_feed_fetch(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def cmd_misp_sync(args: argparse.Namespace) -> int:
+    """`fedmisp misp pull|push --name PEER`: one pull from (or push to) a MISP peer now, as the
+    running node does every interval_seconds (node/misp_sync.py); a summary, then what was refused."""
+    import asyncio
+    from fedmisp.node.misp_client import MispClient, MispError
+    from fedmisp.node.misp_sync import pull, pulls, push, pushes
+    from fedmisp.store.writer import Writer
+    what = args.misp_cmd
+    with _open(args) as node:
+        peer = next((p for p in node.config.misp_peers if p.name == args.name), None)
+        if peer is None:
+            known = ", ".join(p.name for p in node.config.misp_peers) or "none ([[peer]] with kind = \"misp\")"
+            print(f"fedmisp misp {what}: no MISP peer named {args.name!r}; MISP peers: {known}", file=sys.stderr)
+            return 2
+        if not (pulls if what == "pull" else pushes)(peer):
+            print(f"fedmisp misp {what}: MISP peer {peer.name} is not one this node {what}s "
+                  f"({'no misp_key' if not peer.may_call else f'mode {peer.mode.value}'})", file=sys.stderr)
+            return 2
+
+        async def run(writer: Writer) -> Any:
+            loop = asyncio.get_running_loop()
+
+            async def run_blocking(fn: Callable[..., Any], *a: Any) -> Any:
+                return await loop.run_in_executor(None, fn, *a)
+
+            async def submit(events: list[Any], checkpoint: tuple[str, int] | None) -> Any:
+                return await asyncio.wrap_future(writer.submit(events, checkpoint=checkpoint))
+            async with MispClient(peer) as client:
+                return await (pull if what == "pull" else push)(node, peer, client, submit, run_blocking,
+                                                                 full=args.full)
+        try:
+            with Writer(node.store) as writer:
+                report = asyncio.run(run(writer))
+        except (MispError, OSError) as e:  # OSError: the store could not be written (disk full, ...)
+            print(f"fedmisp misp {what}: {e}", file=sys.stderr)
+            return 1
+    for problem in getattr(report, "refused", []):
+        print(f"refused: {problem}", file=sys.stderr)
+    for problem in report.failed:
+        print(f"failed: {problem}", file=sys.stderr)
+    for line in getattr(report, "dropped_lines", lambda: [])():
+        print(line, file=sys.stderr)
+    print(report.summary())
+    return 1 if report.failed else 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     with _open(args) as node:
         stats = node.store.stats()
@@ -277,14 +323,26 @@ def _print_peers(args: argparse.Namespace) -> None:
         peers, refusal = None, f" (the running node refused the status request: {e})"
     print("  peers" + ("" if peers is not None else refusal or " (node not running: stored checkpoints only)"))
     if peers is None:
+        from fedmisp.node.misp_sync import pull_checkpoint, push_checkpoint
         with Store(config.store_path, readonly=True) as store:
             for peer in config.peers:
                 print(f"    {peer.name:16} {peer.policy.mode.value:16} checkpoint {store.checkpoint(peer.name)}")
+            for misp in config.misp_peers:
+                print(f"    {misp.name:16} {misp.mode.value:16} MISP {misp.url} pulled to MISP timestamp "
+                      f"{store.checkpoint(pull_checkpoint(misp))}, pushed to log sequence "
+                      f"{store.checkpoint(push_checkpoint(misp))}")
         return
     for name, p in peers.items():
-        if p.get("kind") == "misp":  # a MISP instance that pulls from and pushes to this node
-            print(f"    {name:16} {p['mode']:16} MISP {p['url']} last pull {_when(p['last_pull'])} "
-                  f"last push {_when(p['last_push'])}")
+        if p.get("kind") == "misp":
+            # MISP calling this node (last pull / push), then this node calling it (checkpoints, outcomes)
+            print(f"    {name:16} {p['mode']:16} MISP {p['url']} last pull {_when(p.get('last_pull'))} "
+                  f"last push {_when(p.get('last_push'))}")
+            if "pull_checkpoint" in p:
+                print(f"      this node pulled to MISP timestamp {p['pull_checkpoint']}, pushed to log sequence "
+                      f"{p['push_checkpoint']}")
+            for what, label in (("last_pull_from", "last pull from it"), ("last_push_to", "last push to it")):
+                if p.get(what):
+                    print(f"      {label}: {p[what].get('error') or p[what].get('summary')}")
             continue
         refused = ", ".join(f"{k} {v}" for k, v in sorted(p["refused"].items())) or "none"
         print(f"    {name:16} {p['mode']:16} checkpoint {p['checkpoint']} lag {p['lag']} stored {p['stored']} "
@@ -472,8 +530,32 @@ def cmd_config_check(args: argparse.Namespace) -> int:
         print(f"{len(problems)} problem(s); the node would refuse this configuration", file=sys.stderr)
         return 1
     assert config is not None
-    print(f"{home / 'fedmisp.toml'}: ok ({len(config.peers)} peer(s))")
-    return 0
+    misp = f", {len(config.misp_peers)} MISP peer(s)" if config.misp_peers else ""
+    print(f"{home / 'fedmisp.toml'}: ok ({len(config.peers)} peer(s){misp})")
+    return _check_misp_online(config) if args.online else 0
+
+
+def _check_misp_online(config: Any) -> int:
+    """`config check --online`: what each MISP peer this node calls answers (its version, whether
+    misp_key is a sync user's there); 1 when one cannot be used."""
+    import asyncio
+    from fedmisp.node.misp_client import MispClient, MispError
+
+    async def check(peer: Any) -> str:
+        async with MispClient(peer) as client:
+            info = await client.check()
+        return f"MISP peer {peer.name} ({peer.url}): MISP {info.version}, misp_key is a sync user's there"
+    failures = 0
+    for peer in config.misp_peers:
+        if not peer.may_call:
+            print(f"MISP peer {peer.name} ({peer.url}): no misp_key; it pulls from and pushes to this node only")
+            continue
+        try:
+            print(asyncio.run(check(peer)))
+        except MispError as e:
+            print(str(e), file=sys.stderr)
+            failures += 1
+    return 1 if failures else 0
 
 
 def cmd_reload(args: argparse.Namespace) -> int:
@@ -761,6 +843,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refuse an event with any bad element (as the feed's strict = true)")
     k.set_defaults(func=cmd_feed_fetch)
 
+    p = sub.add_parser("misp", help="MISP instances this node pulls from and pushes to ([[peer]] kind = \"misp\")")
+    misp_cmds = p.add_subparsers(dest="misp_cmd", required=True)
+    for name, help_text in (("pull", "pull what changed on a MISP peer now"),
+                            ("push", "push what changed here to a MISP peer now")):
+        k = with_home(misp_cmds.add_parser(name, help=help_text))
+        k.add_argument("--name", required=True, help="the MISP peer ([[peer]] name)")
+        k.add_argument("--full", action="store_true",
+                       help="every event, not only those changed since the last one (MISP's full pull or push)")
+        k.set_defaults(func=cmd_misp_sync)
+
     p = with_home(sub.add_parser("status", help="what the node holds"))
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
@@ -788,6 +880,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("config", help="check a node's configuration")
     config_cmds = p.add_subparsers(dest="config_cmd", required=True)
     k = with_home(config_cmds.add_parser("check", help="report every problem at once, with file and field"))
+    k.add_argument("--online", action="store_true",
+                   help="also ask each MISP peer with misp_key what it answers (its version, the key's sync permission)")
     k.set_defaults(func=cmd_config_check)
 
     p = with_home(sub.add_parser("reload", help="make the running node read fedmisp.toml again"))

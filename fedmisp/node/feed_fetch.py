@@ -194,6 +194,23 @@ def _prepare(preparer: Preparer, body: bytes, label: str, event_uuid: str) -> Fi
     return preparer.prepare_document(document, label)
 
 
+def reschedule_jobs(scheduler: Any, prefix: str, intervals: dict[str, float], run: Callable[[str], Any]) -> None:
+    """One APScheduler job `prefix + name` per name, every `intervals[name]` seconds and first now,
+    one run at a time; the jobs of names no longer wanted (or of a changed interval) are removed
+    (feeds here, MISP peers in node/misp_sync.py)."""
+    from datetime import datetime
+    for job in scheduler.get_jobs():
+        if not job.id.startswith(prefix):
+            continue
+        interval = intervals.get(job.id[len(prefix):])
+        if interval is None or job.trigger.interval.total_seconds() != interval:
+            job.remove()
+    for name, interval in intervals.items():
+        if scheduler.get_job(prefix + name) is None:
+            scheduler.add_job(run, "interval", args=[name], seconds=interval, max_instances=1, coalesce=True,
+                              id=prefix + name, next_run_time=datetime.now())
+
+
 class FeedFetcher:
     """In `fedmisp run`: one APScheduler job per [[feed]], every `interval_seconds` (first at start);
     one fetch at a time, so two feeds never race to store the same event."""
@@ -216,19 +233,9 @@ class FeedFetcher:
 
     def reschedule(self) -> None:
         """Jobs as the configuration says now (at start and after a reload)."""
-        if self._scheduler is None:
-            return
-        from datetime import datetime
-        wanted = {f.name: f for f in self.node.config.feeds}
-        for job in self._scheduler.get_jobs():
-            feed = wanted.get(job.id[5:])
-            if feed is None or job.trigger.interval.total_seconds() != feed.interval_seconds:
-                job.remove()
-        for name, feed in wanted.items():
-            if self._scheduler.get_job(f"feed-{name}") is None:
-                self._scheduler.add_job(self.fetch, "interval", args=[name], seconds=feed.interval_seconds,
-                                        max_instances=1, coalesce=True, id=f"feed-{name}",
-                                        next_run_time=datetime.now())
+        if self._scheduler is not None:
+            reschedule_jobs(self._scheduler, "feed-", {f.name: f.interval_seconds for f in self.node.config.feeds},
+                            self.fetch)
 
     def status_json(self) -> dict[str, Any]:
         """Each configured feed and what its last fetch did (GET /node/v1/feeds)."""

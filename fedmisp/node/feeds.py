@@ -48,13 +48,15 @@ def feed_event(replica: Replica, feed: ServedFeed, event_uuid: str, state: NodeS
 
 
 def offered_event(replica: Replica, policy: PeerPolicy, event_uuid: str, state: NodeState | None = None, *,
-                  served: Callable[[int], int] = lambda level: level, galaxies: bool = False
-                  ) -> dict[str, Any] | None:
+                  served: Callable[[int], int] = lambda level: level, galaxies: bool = False,
+                  deleted: bool = False) -> dict[str, Any] | None:
     """The event as a reader with `policy` may have it (`Replica.offer`, the outbound pipeline),
     MISP JSON without local ids, local tags, sightings or proposals, or None when nothing of it may
     leave. Each item carries `served(level)` of the level the reader holds it at (a feed: that
     level; a MISP peer, which downgrades what it pulls itself: the level before that downgrade).
-    `galaxies`: with the Galaxy blocks of the default-cluster tags, as MISP's feeds carry them."""
+    `galaxies`: with the Galaxy blocks of the default-cluster tags, as MISP's feeds carry them.
+    `deleted`: with the deleted items offered, marked so (a MISP peer this node pushes to deletes
+    its copies, as MISP's own push makes it: node/misp_sync.py)."""
     offered = replica.offer(event_uuid, policy, state)
     if offered is None:
         return None
@@ -66,7 +68,7 @@ def offered_event(replica: Replica, policy: PeerPolicy, event_uuid: str, state: 
     if found is None:
         return None
     _record, elements = found
-    kept = [e for e in elements if e["uuid"] in levels and not e.get("deleted")]
+    kept = [e for e in elements if e["uuid"] in levels and (deleted or not e.get("deleted"))]
     event = to_misp(header, kept)
     e = event["Event"]
     e["distribution"] = str(served(levels[event_uuid]))

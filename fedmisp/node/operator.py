@@ -39,11 +39,13 @@ def node_routes(gossiper: Gossiper, fetcher: FeedFetcher, metrics: NodeMetrics,
     peers' status) and feeds for operators, health for anyone, metrics for a key (node/metrics.py)."""
     node = gossiper.node
 
+    def all_peers() -> dict[str, Any]:
+        return {**gossiper.peers_json(), **misp_peers()}
+
     @declare(OPERATOR)
     async def peers(request: web.Request) -> web.Response:
         # It names peers and their addresses, no keys or data.
-        fedmisp = await asyncio.get_running_loop().run_in_executor(None, gossiper.peers_json)
-        return web.json_response({**fedmisp, **misp_peers()})
+        return web.json_response(await asyncio.get_running_loop().run_in_executor(None, all_peers))
 
     @declare(OPERATOR)
     async def feeds(request: web.Request) -> web.Response:

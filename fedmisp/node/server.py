@@ -36,6 +36,7 @@ from fedmisp.node.home import Node
 from fedmisp.node.keys import reload_identity
 from fedmisp.node.logs import AuditLog, configure_logging
 from fedmisp.node.metrics import NodeMetrics
+from fedmisp.node.misp_sync import MispSync
 from fedmisp.node.operator import node_routes
 from fedmisp.store.writer import Writer
 
@@ -110,7 +111,9 @@ async def serve(node: Node, *, host: str | None = None, port: int | None = None,
     writer = Writer(node.store, on_commit=lambda: loop.call_soon_threadsafe(gossiper.stored_something))
     ctx = ApiContext(node, writer, limit, observer=observer)  # (MISP peers' records: node/api/misp_sync.py)
     fetcher = FeedFetcher(node, lambda events: asyncio.wrap_future(writer.submit(events)), run_blocking)
-    app = node_app(ctx, gossiper, fetcher, metrics, run_blocking)
+    misp = MispSync(node, lambda events, checkpoint: asyncio.wrap_future(writer.submit(events, checkpoint=checkpoint)),
+                    run_blocking, observer=observer)
+    app = node_app(ctx, gossiper, fetcher, metrics, run_blocking, misp)
     runner = GuardedRunner(app, connections, access_log=None, shutdown_timeout=SHUTDOWN_GRACE,
                            lingering_time=LINGERING_SECONDS)
     try:
@@ -124,14 +127,16 @@ async def serve(node: Node, *, host: str | None = None, port: int | None = None,
               f"for {node.config.org_name!r}", flush=True)
         await gossiper.start()
         await fetcher.start()
+        await misp.start()
         pid_file.write_text(f"{os.getpid()}\n")
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(
-            reload(node, gossiper, audit, log_overrides or {}, fetcher)))
+            reload(node, gossiper, audit, log_overrides or {}, fetcher, misp)))
         await stop.wait()
         print("fedmisp: stopping", flush=True)
     finally:
         loop.remove_signal_handler(signal.SIGHUP)
         pid_file.unlink(missing_ok=True)
+        await misp.stop()
         await fetcher.stop()
         await gossiper.stop()
         await runner.cleanup()
@@ -141,16 +146,25 @@ async def serve(node: Node, *, host: str | None = None, port: int | None = None,
             loop.remove_signal_handler(sig)
 
 
+def misp_status(ctx: ApiContext, misp: MispSync | None) -> dict[str, Any]:
+    """Each MISP peer's status: MISP calling this node (node/api/misp_sync.py) and this node
+    calling it (node/misp_sync.py), in one entry per peer."""
+    served = misp_peers_json(ctx)
+    calls = misp.status_json() if misp is not None else {}
+    return {name: {**served.get(name, {}), **calls.get(name, {})} for name in {**served, **calls}}
+
+
 def node_app(ctx: ApiContext, gossiper: Gossiper, fetcher: FeedFetcher, metrics: NodeMetrics,
-             run_blocking: Any) -> web.Application:
+             run_blocking: Any, misp: MispSync | None = None) -> web.Application:
     """The application `fedmisp run` serves: the MISP API, /fed/v1, /node/v1 and /feed."""
     return make_app(ctx, outer_middlewares=(metrics.middleware,), peer_routes=gossiper.protocol.routes(),
-                    node_routes=node_routes(gossiper, fetcher, metrics, lambda: misp_peers_json(ctx)),
+                    node_routes=node_routes(gossiper, fetcher, metrics, lambda: misp_status(ctx, misp)),
                     feed_routes=FeedServer(ctx.node, run_blocking, lambda key: role_of(ctx, key)).routes())
 
 
 async def reload(node: Node, gossiper: Gossiper, audit: AuditLog | None = None,
-                 log_overrides: dict[str, str | None] | None = None, fetcher: FeedFetcher | None = None) -> None:
+                 log_overrides: dict[str, str | None] | None = None, fetcher: FeedFetcher | None = None,
+                 misp: MispSync | None = None) -> None:
     """SIGHUP: read identity.key and fedmisp.toml again. An invalid file changes nothing, and the
     log says why. A new key (after `fedmisp key rotate`) is used at once and announced to peers."""
     try:
@@ -174,6 +188,8 @@ async def reload(node: Node, gossiper: Gossiper, audit: AuditLog | None = None,
     gossiper.reschedule()
     if fetcher is not None:
         fetcher.reschedule()
+    if misp is not None:
+        misp.reschedule()
     log.info("reloaded %s: %d peer(s)", CONFIG_FILE, len(config.peers), extra={"peers": len(config.peers)})
 
 

@@ -59,9 +59,14 @@ def element_uuid_for_id(store: Store, number: int) -> str | None:
     return str(_uuid.UUID(bytes=found[0])) if len(found) == 1 else None
 
 
+def _is_id(ref: str) -> bool:
+    """A numeric id: ASCII digits only (str.isdigit() also takes '¹' and '٣', which int() refuses)."""
+    return ref.isascii() and ref.isdigit() and len(ref) < 20
+
+
 def resolve_event(store: Store, ref: str) -> str | None:
     """An event uuid from MISP's `<id>` or `<uuid>` path parameter."""
-    if ref.isdigit() and len(ref) < 20:
+    if _is_id(ref):
         return store.event_uuid_for_id(int(ref))
     if is_uuid(ref):
         event_uuid = str(_uuid.UUID(ref))
@@ -71,7 +76,7 @@ def resolve_event(store: Store, ref: str) -> str | None:
 
 def resolve_element(store: Store, ref: str) -> str | None:
     """An element uuid from MISP's `<id>` or `<uuid>` path parameter (it must be held)."""
-    if ref.isdigit() and len(ref) < 20:
+    if _is_id(ref):
         return element_uuid_for_id(store, int(ref))
     if is_uuid(ref):
         element_uuid = str(_uuid.UUID(ref))

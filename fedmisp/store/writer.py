@@ -39,6 +39,7 @@ class _Job:
     future: "Future[list[WriteOutcome]]"
     more: bool = False
     outcomes: list[WriteOutcome] | None = None
+    checkpoint: tuple[str, int] | None = None
 
 
 class Writer:
@@ -49,14 +50,17 @@ class Writer:
         self._thread = threading.Thread(target=self._run, name="fedmisp-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, events: list[EventWrite | SignedEvent], *, more: bool = False) -> "Future[list[WriteOutcome]]":
+    def submit(self, events: list[EventWrite | SignedEvent], *, more: bool = False,
+               checkpoint: tuple[str, int] | None = None) -> "Future[list[WriteOutcome]]":
         """Queue events for storing; the future gives their outcomes once they are committed.
+        `checkpoint` (name, value) is stored in the same transaction as the events: a pull that
+        resumes from it after a crash has lost nothing it counted as stored (node/misp_sync.py).
 
         `more=True` says the caller will submit again soon (an import in progress): the writer
         may then keep the transaction open for the next submission instead of committing, so the
         future resolves with a later commit. The caller's last submission must leave it False."""
         future: Future[list[WriteOutcome]] = Future()
-        self._queue.put(_Job(events, future, more))
+        self._queue.put(_Job(events, future, more, checkpoint=checkpoint))
         return future
 
     def close(self) -> None:
@@ -80,7 +84,7 @@ class Writer:
             try:
                 if batch is None:
                     batch = self.store.begin_events()
-                job.outcomes = batch.write(job.events)
+                job.outcomes = batch.write(job.events, job.checkpoint)
                 job.events = []  # written into the transaction: no need to hold them till the commit
             except BaseException as e:  # the transaction is aborted: nothing of it is stored
                 if batch is not None:
