@@ -51,7 +51,7 @@ from fedmisp.node.feeds import offered_event
 from fedmisp.node.importer import FileResult, ImportReport, uuid_text
 from fedmisp.node.misp_client import AnswerTooLarge, MispClient, MispError
 from fedmisp.node.misp_config import MispPeer
-from fedmisp.node.misp_inbound import misp_source, prepare_misp_events
+from fedmisp.node.misp_inbound import MispResult, misp_source, prepare_misp_events
 from fedmisp.model.analyst import NOTE, OPINION, RELATIONSHIP
 from fedmisp.model.misp import EventError, parse_proposal
 from fedmisp.model.records import KIND_PROPOSAL, KIND_SIGHTINGS, Record, seal
@@ -243,16 +243,19 @@ def _flag(value: Any) -> bool:
     return value in (True, 1, "1", "true", "True")
 
 
-def prepare_pulled(node: Any, peer: MispPeer, document: Any, label: str, event_uuid: str) -> FileResult:
+def prepare_pulled(node: Any, peer: MispPeer, document: Any, label: str, event_uuid: str) -> MispResult:
     """One downloaded event, checked to be the one asked for and one MISP's pull would save, then
     made ready by misp_inbound."""
     event = document.get("Event") if isinstance(document, dict) else None
+    result = MispResult()
     if not isinstance(event, dict) or str(event.get("uuid", "")).lower() != event_uuid:
-        return FileResult(refused=[f"{label}: expected the event {event_uuid} as MISP JSON ({{\"Event\": ...}})"])
-    if not saveable(event):
-        return FileResult(refused=[f"{label}: event {event_uuid}: empty (no attribute, object or report that is "
-                                   "not deleted); MISP's pull does not save such an event either"])
-    return prepare_misp_events(node, peer, document, pulled=True, label=label)
+        result.refuse(Reason.MALFORMED, f"{label}: expected the event {event_uuid} as MISP JSON ({{\"Event\": ...}})")
+    elif not saveable(event):
+        result.refuse(Reason.MALFORMED, f"{label}: event {event_uuid}: empty (no attribute, object or report that "
+                      "is not deleted); MISP's pull does not save such an event either")
+    else:
+        result = prepare_misp_events(node, peer, document, pulled=True, label=label)
+    return result
 
 
 async def fetched(client: MispClient, todo: list[Listed]) -> AsyncIterator[tuple[Listed, Any]]:
@@ -337,7 +340,8 @@ async def pull(node: Any, peer: MispPeer, client: MispClient, submit: Submit, ru
         async for entry, document in downloads:
             path = f"/events/view/{entry.uuid}"
             if isinstance(document, AnswerTooLarge):  # refused until it changes, as an invalid event
-                result = FileResult(refused=[f"event {entry.uuid}: {document}"])
+                result = MispResult()
+                result.refuse(Reason.TOO_LARGE, f"event {entry.uuid}: {document}")
             elif isinstance(document, MispError):  # tried again at the next pull
                 report.failed.append(str(document))
                 held_at = entry.timestamp if held_at is None else held_at
@@ -345,8 +349,9 @@ async def pull(node: Any, peer: MispPeer, client: MispClient, submit: Submit, ru
             else:
                 result = await run_blocking(prepare_pulled, node, peer, document, f"{peer.url}{path}", entry.uuid)
             report.take(result)
-            for text in result.refused:
-                observer.decided(Decision(peer.name, IN, REFUSED, "event", event_uuid=entry.uuid, detail=text))
+            for reason, text in zip(result.reasons, result.refused):
+                observer.decided(Decision(peer.name, IN, REFUSED, "event", event_uuid=entry.uuid, reason=reason.value,
+                                          detail=text))
             batch.add(result)
             mark = max(mark, entry.timestamp if held_at is None else held_at)
             if batch.full():
