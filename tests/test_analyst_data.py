@@ -227,6 +227,26 @@ def test_an_item_on_a_target_not_held_is_refused_as_parent_withheld():
     assert analyst_inbound(**facts, target_held=False) == (Reason.PARENT_WITHHELD, -1)
 
 
+def test_an_item_is_refused_from_a_peer_whose_pull_filter_withholds_its_event_or_target_even_if_held_by_another_path():
+    """Per path, as an element's members go with their object: the item passes from this peer only
+    if this node's pull filter for the peer takes its event and what it hangs from (found by the
+    replication property test: a note came at 3 over a link that withheld its attribute)."""
+    from fedmisp.policy.model import ElementView, EventView
+    pull = SyncFilter(types_exclude=frozenset({"domain"}), tags_exclude=frozenset({"tlp:red"}))
+    node, peer = NodeState("org-b"), PeerPolicy("a", "org-a", PeerMode.FULL, SyncFilter(), pull)
+    facts = dict(event_held=True, signer_org="org-a", orgc_uuid="org-a", by_event_author=False, held_by=None,
+                 offered=3, distribution=3, sharing_group=None, peer=peer, node=node, target_held=True)
+    ip, domain = ElementView("a1", "attribute", 5, type="ip-dst"), ElementView("a2", "attribute", 5, type="domain")
+    in_object = ElementView("a3", "attribute", 5, object_uuid="o1", type="ip-dst")
+    red_object = ElementView("o1", "object", 5, template="domain-ip", tags=frozenset({"tlp:red"}))
+    green = EventView("e", "org-a", "Org A", 3, None, True, 1, frozenset({"tlp:green"}))
+    red = EventView("e", "org-a", "Org A", 3, None, True, 1, frozenset({"tlp:red"}))
+    assert analyst_inbound(**facts, target_views=(ip,), event=green) == (Reason.ALLOWED, 3)
+    assert analyst_inbound(**facts, target_views=(domain,), event=green) == (Reason.PARENT_WITHHELD, -1)
+    assert analyst_inbound(**facts, target_views=(in_object, red_object), event=green) == (Reason.PARENT_WITHHELD, -1)
+    assert analyst_inbound(**facts, target_views=(), event=red) == (Reason.PARENT_WITHHELD, -1)
+
+
 def test_an_item_from_a_push_only_peer_is_refused_as_its_events_are():
     node, peer = NodeState("org-b"), PeerPolicy("a", "org-a", PeerMode.PUSH_ONLY, SyncFilter(), SyncFilter())
     assert analyst_inbound(event_held=True, signer_org="org-a", orgc_uuid="org-a", by_event_author=False,

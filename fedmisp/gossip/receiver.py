@@ -29,7 +29,8 @@ from fedmisp.model.retraction import NO_LEVEL, read_retraction
 from fedmisp.model.templates import resolve_template
 from fedmisp.policy.holding import holding_items, join_views, pack_holding, pack_views, unpack_holding
 from fedmisp.policy.inbound import analyst_inbound, attached_inbound, author_reason, inbound, key_known
-from fedmisp.policy.model import KIND_OBJECT, SHARING_GROUP, ElementView, Holding, NodeState, element_view, header_view
+from fedmisp.policy.model import KIND_OBJECT, SHARING_GROUP, ElementView, EventView, Holding, NodeState, element_view, header_view, \
+    view_from_fields
 from fedmisp.policy.orgs import KeyState
 from fedmisp.policy.pipeline import merge
 from fedmisp.policy.reasons import Reason
@@ -71,6 +72,10 @@ class Accepted:
     correlation_only: bool
     withheld: dict[str, int]  # elements not kept, by reason (for the observer)
     views: bytes  # the kept bodies' policy views (views_of / pack_views), stored with the revision
+
+
+# Items on items followed to what they hang from (a cycle of items on each other goes nowhere).
+MAX_ITEM_DEPTH = 64
 
 
 class Receiver:
@@ -339,22 +344,53 @@ class Receiver:
             if other.body["item"]["uuid"] == item["uuid"]:
                 held_by = other.body["item"]["orgc_uuid"]
                 break
-        # what it is on must be held here too: an opinion on a note this node refused is refused
+        # what it is on must be held here too (an opinion on a note this node refused is refused),
+        # up the chain of items on items to the element or event it hangs from, whose views this
+        # peer's pull filter must take
         target, target_type = item["object_uuid"], item["object_type"]
-        if target_type == "Event":
-            target_held = target == body["event_uuid"]
-        elif target_type in ELEMENT_TARGETS:
-            raw = self.store.holding(body["event_uuid"])
-            target_held = raw is None or target in holding_items(raw)  # (no holding: made here, held whole)
-        elif target_type in ANALYST_TYPES:
-            target_held = any(other.body["item"]["uuid"] == target for other in others)
-        else:
-            target_held = False
+        held_items = {other.body["item"]["uuid"]: other.body["item"] for other in others}
+        target_views: tuple[ElementView, ...] = ()
+        target_held = False
+        for _ in range(MAX_ITEM_DEPTH):
+            if target_type in ANALYST_TYPES:
+                parent = held_items.get(target)
+                if parent is None:
+                    break
+                target, target_type = parent["object_uuid"], parent["object_type"]
+                continue
+            if target_type == "Event":
+                target_held = target == body["event_uuid"]
+            elif target_type in ELEMENT_TARGETS:
+                raw = self.store.holding(body["event_uuid"])
+                target_held = raw is None or target in holding_items(raw)  # (no holding: made here, held whole)
+                target_views = self._element_and_object(body["event_uuid"], target) if raw is not None else ()
+            break
         return analyst_inbound(event_held=author is not None, signer_org=signer_org, orgc_uuid=item["orgc_uuid"],
                                by_event_author=by_event_author, held_by=held_by, target_held=target_held,
                                offered=offered if offered is not None else -1,
                                distribution=item["distribution"], sharing_group=item.get("sharing_group_uuid"),
-                               peer=peer.policy, node=state)
+                               peer=peer.policy, node=state, target_views=target_views,
+                               event=self._event_view(body["event_uuid"]) if author is not None else None)
+
+    def _event_view(self, event_uuid: str) -> EventView | None:
+        held = self.store.held(event_uuid)
+        wire = self.store.record(held.record_id) if held is not None else None
+        return header_view(wire.body["event"], []) if wire is not None else None
+
+    def _element_and_object(self, event_uuid: str, uuid: str) -> tuple[ElementView, ...]:
+        """The policy views of a held element and of the object it is in (what an item on it hangs from)."""
+        found = self.store.revision_views(event_uuid)
+        if found is not None:
+            views = {fields[0]: view_from_fields(fields) for _, fields in found[1]}
+        else:
+            entries = self.store.revision_entries(event_uuid)
+            views = {v.uuid: v for v in (element_view(e) for _, _, e in (entries[1] if entries else ()))}
+        chain = []
+        view = views.get(uuid)
+        while view is not None and len(chain) < 2:
+            chain.append(view)
+            view = views.get(view.object_uuid) if view.object_uuid else None
+        return tuple(chain)
 
     def _event_author(self, event_uuid: str) -> bytes | None:
         """The key that signed the held event (its author: the creator org's key), None if the

@@ -22,9 +22,9 @@ from __future__ import annotations
 from typing import Mapping
 
 from fedmisp.model.records import RecordError, SignatureError
-from fedmisp.policy.filters import event_check
+from fedmisp.policy.filters import element_check, event_check
 from fedmisp.policy.orgs import KeyState, signed_while_current
-from fedmisp.policy.model import SHARING_GROUP, EventView, NodeState, PeerMode, PeerPolicy
+from fedmisp.policy.model import SHARING_GROUP, ElementView, EventView, NodeState, PeerMode, PeerPolicy
 from fedmisp.policy.pipeline import (
     TAKES, EventPlan, Outcome, cap, decide_elements, link_reason, plan, received_level, record_level_in, refused, sharing_group_reason,
 )
@@ -168,7 +168,8 @@ def attached_inbound(author: bytes | None, signer: bytes, *, decision: bool) -> 
 
 def analyst_inbound(*, event_held: bool, signer_org: str | None, orgc_uuid: str, by_event_author: bool,
                     held_by: str | None, offered: int, distribution: int, sharing_group: str | None,
-                    peer: PeerPolicy, node: NodeState, target_held: bool = True) -> tuple[Reason, int]:
+                    peer: PeerPolicy, node: NodeState, target_held: bool = True,
+                    target_views: tuple[ElementView, ...] = (), event: EventView | None = None) -> tuple[Reason, int]:
     """Whether this node keeps an analyst-data item a peer sent, and at which level (decision 0029).
 
     Taken only from a peer this node takes from (`peer-mode`: not a push-only one). Kept with its
@@ -180,8 +181,11 @@ def analyst_inbound(*, event_held: bool, signer_org: str | None, orgc_uuid: str,
     the item of that uuid held here). Its level as for an element (`received_level` against its
     signed `distribution`, sharing-group membership of the sender, the pull filter's cap), not
     from an organisation this node blocks, and only while what it is on is held here
-    (`target_held`: the element or report, or the item; one this node's pull filter withheld
-    takes the items on it with it, as an element's members go with their object)."""
+    (`target_held`: the element or report, or the item), and only if this peer's pull filter takes
+    what it is on (`target_views`: the element and the object it is in): one the filter withholds
+    from this peer takes the items on it with it on this path, as an element's members go with
+    their object, even when another path brought the element; likewise the event (`event`: its
+    view), which this peer's pull filter must take."""
     link = link_reason(peer, node, TAKES)  # a push-only peer's items are refused like its events
     if link is not Reason.ALLOWED:
         return link, -1
@@ -193,6 +197,8 @@ def analyst_inbound(*, event_held: bool, signer_org: str | None, orgc_uuid: str,
         return Reason.NOT_AUTHOR, -1
     if orgc_uuid in node.blocked_orgs:
         return Reason.BLOCKLIST_ORG, -1
-    if not target_held:
+    if event is not None and event_check(peer.pull, event) is not None:
+        return Reason.PARENT_WITHHELD, -1
+    if not target_held or any(element_check(peer.pull, view) is not None for view in target_views):
         return Reason.PARENT_WITHHELD, -1
     return record_level_in(offered, distribution, sharing_group, peer, node)
