@@ -41,7 +41,7 @@ DEFAULT_TIMEOUT_SECONDS = 300
 class MispPeer:
     name: str
     url: str  # the MISP instance's base URL, without a trailing slash
-    org_uuid: str  # its host organisation ("" until learned from misp_key's user)
+    org_uuid: str  # its host organisation ("" allowed with misp_key: pulling works, pushing needs it)
     mode: PeerMode = PeerMode.FULL
     push: SyncFilter = field(default_factory=SyncFilter.push_default)
     pull: SyncFilter = field(default_factory=SyncFilter)
@@ -89,7 +89,7 @@ def parse_misp_peer(label: str, name: str, table: dict[str, Any], home: Path, pr
             org_uuid = ""
     elif not key:
         problems.append(f"{label}.org_uuid: missing; a MISP peer without misp_key needs the uuid of the MISP "
-                        "instance's host organisation (with misp_key it is learned from the MISP instance)")
+                        "instance's host organisation (its /servers/getVersion or Administration > Organisations)")
     mode = parse_mode(table.get("mode", "full"), label, problems)
     if mode not in MISP_MODES:
         problems.append(f"{label}.mode: {mode.value!r} is not for a MISP peer; accepted: "
