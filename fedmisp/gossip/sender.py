@@ -8,6 +8,7 @@ node's state, the peer's policy) and acts on the Reason they return.
 """
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,25 +46,30 @@ class HeldView:
 
 class HeldViews:
     """The held revisions as policy reads them (their views, holding and plan), cached per revision: a
-    changes page and the bodies requests that follow it read the same events again."""
+    changes page and the bodies requests that follow it read the same events again. Safe to share
+    between threads (the MISP sync views read it from the API's thread pool): the cache is changed
+    under a lock, the store is read outside it."""
 
     def __init__(self, store: Any):
         self.store = store
         self._views: OrderedDict[bytes, HeldView] = OrderedDict()
+        self._lock = threading.Lock()
 
     def forget(self) -> None:
         """What is held changed (a batch was stored, a group left): read everything anew."""
-        self._views.clear()
+        with self._lock:
+            self._views.clear()
 
     def get(self, event_uuid: str) -> HeldView | None:
         """A held event with its policy view and holding (cached per revision)."""
         held = self.store.held(event_uuid)
         if held is None:
             return None
-        cached = self._views.get(held.record_id)
-        if cached is not None:
-            self._views.move_to_end(held.record_id)
-            return cached
+        with self._lock:
+            cached = self._views.get(held.record_id)
+            if cached is not None:
+                self._views.move_to_end(held.record_id)
+                return cached
         kept = self.store.revision_views(event_uuid)
         if kept is not None:  # the views kept with the revision: no body decoded
             record, views = kept
@@ -81,9 +87,10 @@ class HeldViews:
         # made or imported here: held at the levels its author set (origin_holding, from the plan)
         holding = unpack_holding(stored) if stored is not None else Holding(levels=dict(event_plan.authored))
         result = HeldView(record, view, holding, digest_of, event_plan)
-        self._views[held.record_id] = result
-        if len(self._views) > _VIEW_CACHE:
-            self._views.popitem(last=False)
+        with self._lock:
+            self._views[held.record_id] = result
+            if len(self._views) > _VIEW_CACHE:
+                self._views.popitem(last=False)
         return result
 
 
