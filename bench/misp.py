@@ -17,7 +17,9 @@ Three MISP instances (A, B, C) and one node. MISP A is given the events (distrib
 
 Each step's wall time and CPU seconds are printed: CPU of the processes doing the work (the cake
 process or `fedmisp misp pull`, the serving php -S workers or `fedmisp run`, and MariaDB, which every
-MISP step uses), so a figure that looks fast only because it ran in parallel shows. The load average
+MISP step uses), so a figure that looks fast only because it ran in parallel shows; and the CPU of
+the side pulled from alone (php -S of MISP A, or `fedmisp run`): what serving cost, apart from what
+the pulling MISP spends saving. The load average
 is printed at the start and end. No figure is asserted; the exit status says whether it ran.
 """
 from __future__ import annotations
@@ -80,9 +82,12 @@ def tree_cpu(roots: list[int]) -> float:
     return total
 
 
-def kit_pids(kit: Kit, names: tuple[str, ...]) -> list[int]:
-    """The php -S servers of `names` and the shared MariaDB of the kit's RUN_DIR (its pid files)."""
-    files = [kit.run_dir / "run" / f"php-{n}.pid" for n in names] + sorted((kit.run_dir / "run").glob("mariadb*.pid"))
+def kit_pids(kit: Kit, names: tuple[str, ...], mariadb: bool = True) -> list[int]:
+    """The php -S servers of `names` and (`mariadb`) the MariaDB every instance of the kit's RUN_DIR
+    shares (their pid files)."""
+    files = [kit.run_dir / "run" / f"php-{n}.pid" for n in names]
+    if mariadb:
+        files += sorted((kit.run_dir / "run").glob("mariadb*.pid"))
     pids = set()
     for path in files:
         try:
@@ -93,22 +98,28 @@ def kit_pids(kit: Kit, names: tuple[str, ...]) -> list[int]:
 
 
 class Step:
-    """Wall time and CPU seconds of one step: `fn` runs a child process (its CPU counted when it is
-    reaped) while the server trees `serving` are measured before and after."""
+    """Wall time and CPU seconds of one step: a child process (its CPU counted when it is reaped)
+    while the trees of `serving` (the server answering it: php -S or `fedmisp run`) and `shared`
+    (MariaDB, which both MISP sides use) are measured before and after. `served_cpu` is the server's
+    alone: what the side being pulled from spent."""
 
     def __init__(self, name: str):
         self.name = name
         self.seconds = 0.0
         self.cpu = 0.0
+        self.served_cpu = 0.0
 
-    def run(self, command: list[str], serving: list[int], env: dict[str, str] | None = None) -> str:
+    def run(self, command: list[str], serving: list[int], shared: list[int] = (),  # type: ignore[assignment]
+            env: dict[str, str] | None = None) -> str:
         before_children = os.times()
-        before = tree_cpu(serving)
+        before, before_shared = tree_cpu(serving), tree_cpu(list(shared))
         t0 = time.perf_counter()
         p = subprocess.run(command, capture_output=True, text=True, env=env, timeout=7200)
         self.seconds = time.perf_counter() - t0
         after_children = os.times()
-        self.cpu = (tree_cpu(serving) - before) + (after_children.children_user - before_children.children_user) \
+        self.served_cpu = tree_cpu(serving) - before
+        self.cpu = self.served_cpu + (tree_cpu(list(shared)) - before_shared) \
+            + (after_children.children_user - before_children.children_user) \
             + (after_children.children_system - before_children.children_system)
         if p.returncode:
             raise SystemExit(f"{self.name}: {' '.join(command[:4])} ... exit {p.returncode}:\n{p.stdout[-2000:]}"
@@ -221,7 +232,8 @@ def main() -> int:
         b_on_a = a.add_sync_user(a.add_org(b.org_name, b.org_uuid), "sync-b@bench.test")
         server = misp_pulls(b, a.url, b_on_a, (a.org_uuid, a.org_name), "misp-a")
         misp_misp = Step("MISP B pulls from MISP A")
-        misp_misp.run([b.cake_path, "Server", "pull", "1", str(server), "full"], kit_pids(kit, ("A",)))
+        misp_misp.run([b.cake_path, "Server", "pull", "1", str(server), "full"], kit_pids(kit, ("A",), False),
+                      kit_pids(kit, ()))
         assert event_count(b) >= args.events, "MISP B did not get every event"
 
         # 2. the node pulls from MISP A
@@ -230,7 +242,8 @@ def main() -> int:
         node_on_a = a.add_sync_user(a.add_org(org_name, org_uuid), "sync-node@bench.test")
         add_misp_peer(home, "misp-a", a, node_on_a)
         node_misp = Step("the node pulls from MISP A")
-        out = node_misp.run([*FEDMISP, "misp", "pull", "--home", str(home), "--name", "misp-a"], kit_pids(kit, ("A",)))
+        out = node_misp.run([*FEDMISP, "misp", "pull", "--home", str(home), "--name", "misp-a"],
+                            kit_pids(kit, ("A",), False), kit_pids(kit, ()))
         log(out.strip().splitlines()[-1] if out.strip() else "(no summary)")
 
         # 3. MISP C pulls from the node
@@ -238,13 +251,14 @@ def main() -> int:
         node = start_node(home)
         server = misp_pulls(c, node_url, key, (org_uuid, org_name), "node")
         misp_node = Step("MISP C pulls from the node")
-        misp_node.run([c.cake_path, "Server", "pull", "1", str(server), "full"], [node.pid] + kit_pids(kit, ()))
+        misp_node.run([c.cake_path, "Server", "pull", "1", str(server), "full"], [node.pid], kit_pids(kit, ()))
         held_c = event_count(c)
         load_end = os.getloadavg()
         figures = {
             "events": args.events, "attributes": attributes, "load_start": load_start, "load_end": load_end,
-            "steps": {s.name: {"seconds": round(s.seconds, 2), "cpu_seconds": round(s.cpu, 2)}
-                      for s in (misp_misp, node_misp, misp_node)},
+            "steps": {s.name: {"seconds": round(s.seconds, 2), "cpu_seconds": round(s.cpu, 2),
+                               "served_cpu_seconds": round(s.served_cpu, 2)} for s in (misp_misp, node_misp, misp_node)},
+            "node_serving_cpu_vs_misp_serving_cpu": round(misp_misp.served_cpu / max(misp_node.served_cpu, 1e-9), 2),
             "node_pull_vs_misp_pull": round(misp_misp.seconds / node_misp.seconds, 2),
             "node_pull_vs_misp_pull_cpu": round(misp_misp.cpu / max(node_misp.cpu, 1e-9), 2),
             "node_serves_vs_misp_serves": round(misp_misp.seconds / misp_node.seconds, 2),
@@ -256,11 +270,14 @@ def main() -> int:
         else:
             print(f"{args.events} events, {attributes} attributes; load {load_start[0]:.2f} -> {load_end[0]:.2f}")
             for s in (misp_misp, node_misp, misp_node):
-                print(f"  {s.name:32} {s.seconds:8.2f} s wall {s.cpu:8.2f} s CPU")
+                print(f"  {s.name:32} {s.seconds:8.2f} s wall {s.cpu:8.2f} s CPU "
+                      f"(of which the side pulled from {s.served_cpu:.2f} s)")
             print(f"  node pulls MISP A vs MISP B pulls MISP A: {figures['node_pull_vs_misp_pull']}x faster "
                   f"(CPU {figures['node_pull_vs_misp_pull_cpu']}x; target >= 3)")
             print(f"  MISP pulls the node vs MISP pulls MISP A: {figures['node_serves_vs_misp_serves']}x faster "
                   f"(CPU {figures['node_serves_vs_misp_serves_cpu']}x; target >= 2)")
+            print(f"  serving alone, CPU of the side pulled from: the node {figures['node_serving_cpu_vs_misp_serving_cpu']}x "
+                  "cheaper than MISP A (MariaDB, shared by both MISP sides, left out)")
             print(f"  MISP C holds {held_c} of {args.events} events")
         return 0
     finally:
