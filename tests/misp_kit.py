@@ -5,7 +5,8 @@ test sessions never collide), with their own MariaDB and Redis; `stop` stops the
 files. `MispInstance` is the admin's view of one instance: its REST API (as the site admin), its
 console (`cake`), and the steps an admin takes to add an organisation and a sync server.
 
-The kit is looked for in $MISP_KIT, else ../shared/misp beside the checkout. `kit_unavailable`
+The kit is looked for in $MISP_KIT, else ../shared/misp beside the checkout, else /work/shared/misp.
+`kit_unavailable`
 says why it cannot run (kit missing; packages missing and no apt or not root), for a skip.
 """
 from __future__ import annotations
@@ -23,7 +24,16 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-KIT = Path(os.environ.get("MISP_KIT", ROOT.parent / "shared" / "misp"))
+def _kit() -> Path:
+    """$MISP_KIT, else ../shared/misp beside the checkout, else the workplace's /work/shared/misp (a
+    checkout elsewhere, as CI's clean one may be)."""
+    if os.environ.get("MISP_KIT"):
+        return Path(os.environ["MISP_KIT"])
+    beside = ROOT.parent / "shared" / "misp"
+    return beside if beside.is_dir() else Path("/work/shared/misp")
+
+
+KIT = _kit()
 _PACKAGES = ("/usr/bin/php", "/usr/sbin/mariadbd", "/usr/bin/redis-server")
 START_TIMEOUT = 1800  # a first start installs Debian packages
 
