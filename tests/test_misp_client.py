@@ -22,7 +22,7 @@ from nodes import wait_for
 from test_api import running
 
 from fedmisp.gossip.sharing_groups import create
-from fedmisp.model.records import KIND_SIGHTINGS, seal
+from fedmisp.model.records import KIND_EVENT, KIND_SIGHTINGS, seal
 from fedmisp.node.home import Node, init_home
 from fedmisp.node.importer import import_paths
 from fedmisp.node.misp_client import MispClient, MispError
@@ -198,6 +198,45 @@ def test_a_pull_that_fails_half_way_resumes_from_its_checkpoint_without_loss_or_
         assert node.store.checkpoint(pull_checkpoint(peer)) == start + 50
         # one revision each: the log grew by the four events not held before
         assert len(node.store.log_since(head, 1000)) == 4
+
+
+def test_a_pull_killed_half_way_resumes_after_a_restart_without_loss_or_duplicates(misp_kit, tmp_path):
+    """`fedmisp misp pull` killed (SIGKILL) once a first batch is stored, then run again: every event
+    once, the store whole, the checkpoint at the newest event. (If the first run finishes before it
+    is killed, the second finds nothing new: the assertions hold either way.)"""
+    import signal
+    from fedmisp.node.misp_sync import BATCH_EVENTS
+    a = misp_kit["A"]
+    tag = f"fedmisp-test:kill-{uuid.uuid4().hex[:8]}"
+    home, _org, _key = _node_with_misp_peer(tmp_path, a, extra=f'pull = {{ tags_include = ["{tag}"] }}\n')
+    start = int(time.time()) - 5000
+    made = [_misp_event(a, 3, tags=(tag,), timestamp=start + n, attributes=1) for n in range(BATCH_EVENTS + 10)]
+    first = subprocess.Popen([*FEDMISP, "misp", "pull", "--home", str(home), "--name", "misp-a"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def stored() -> int:
+            if not (home / "store" / "data.mdb").exists():
+                return 0
+            with Node.open(home, readonly=True) as node:
+                return sum(node.store.held(u) is not None for u in made)
+        wait_for(lambda: first.poll() is not None or stored() > 0, timeout=120, what="a first batch stored")
+        first.send_signal(signal.SIGKILL)
+        first.wait(30)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait(30)
+    before = stored()
+    again = _cli("misp", "pull", "--home", str(home), "--name", "misp-a")
+    assert again.returncode == 0, again.stdout + again.stderr
+    with Node.open(home, readonly=True) as node:
+        assert all(node.store.held(u) is not None for u in made)
+        assert node.store.check_integrity() == []
+        assert node.store.checkpoint(pull_checkpoint(node.config.misp_peers[0])) == start + len(made) - 1
+        # one revision of each event in the log: none fetched and signed again
+        events = [rid for _, rid in node.store.log_since(0, 100_000) if node.store.record(rid).kind == KIND_EVENT]
+        assert len(events) == len(made)
+    assert f"{len(made) - before} event(s) stored" in again.stdout, (before, again.stdout)
 
 
 # -- push ------------------------------------------------------------------------------------------
