@@ -102,6 +102,9 @@ def test_a_galaxys_clusters_are_searched_by_context_and_searchall(server: Server
     every = misp.search_galaxy_clusters(THREAT_ACTOR, pythonify=True)
     assert len(every) == len(catalogue().clusters_of(catalogue().galaxy(THREAT_ACTOR)))
     assert_misp_error(server.post(f"/galaxy_clusters/index/{THREAT_ACTOR}", {"searchal": "x"}), 400, "searchal")
+    # a context that is not a name (the API fuzz test sent a list: a 500 before)
+    for context in (["all"], {"all": 1}, 3):
+        assert_misp_error(server.post(f"/galaxy_clusters/index/{THREAT_ACTOR}", {"context": context}), 400, "context")
 
 
 def test_cluster_rest_search_filters_as_misp_and_refuses_an_unknown_filter(server: Server):

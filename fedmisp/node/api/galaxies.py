@@ -262,7 +262,7 @@ CONTEXTS: dict[str, Callable[[Cluster, str], bool]] = {
 
 def _cluster_index(ctx: ApiContext, galaxy: Galaxy, params: dict[str, Any]) -> list[dict[str, Any]]:
     context = params.get("context") or "all"
-    if context not in CONTEXTS:
+    if not isinstance(context, str) or context not in CONTEXTS:
         raise QueryError("context", f"{context!r}; expected one of {', '.join(CONTEXTS)}")
     clusters = book(ctx)
     wanted = CONTEXTS[context]
