@@ -148,9 +148,12 @@ class Kit:
     run_dir: Path
     instances: dict[str, MispInstance]
     output: str
+    remove: bool = True  # the RUN_DIR was made for this kit: removed once it is stopped (~800 MB)
 
     def stop(self) -> None:
         subprocess.run([str(KIT / "stop.sh"), str(self.run_dir)], capture_output=True, timeout=300)
+        if self.remove:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
 
     def __getitem__(self, name: str) -> MispInstance:
         return self.instances[name]
@@ -163,7 +166,7 @@ def start_kit(names: tuple[str, ...] = ("A", "B"), run_dir: Path | None = None) 
     specs = [f"{n}:{free_port()}" for n in names]
     p = subprocess.run([str(KIT / "start.sh"), str(run), *specs], env=env, capture_output=True, text=True,
                        timeout=START_TIMEOUT)
-    kit = Kit(run, {}, p.stdout + p.stderr)
+    kit = Kit(run, {}, p.stdout + p.stderr, remove=run_dir is None)
     if p.returncode:
         kit.stop()
         raise MispError("the MISP kit's start.sh failed:\n" + p.stdout[-3000:] + p.stderr[-3000:])

@@ -133,3 +133,20 @@ def test_an_attribute_timestamp_of_non_ascii_digits_is_refused_naming_the_field(
     with pytest.raises(EventError) as refused:
         parse_event(raw, DEFAULTS)
     assert "Attribute[1]" in str(refused.value) and "timestamp" in str(refused.value)
+
+
+@pytest.mark.parametrize("value", [-2**63 - 1, 2**64, 10**40, -(10**40)])
+def test_an_unknown_field_with_an_integer_msgpack_cannot_hold_is_kept_as_its_decimal_text(value):
+    """A MISP field this node does not know is kept as given (decision 0002), floats as their text;
+    an integer beyond msgpack's range likewise, instead of failing the signature's encoding (the API
+    fuzz test met a 500 for events/edit with {"Organisation": -9223372036854775809})."""
+    raw = copy.deepcopy(event(seed=3, attributes=1, objects=0)["Event"])
+    raw["Organisation"] = value
+    raw["Attribute"][0]["x_count"] = value
+    parsed = parse_event(raw, ImportDefaults(org_uuid=ORG["uuid"], org_name=ORG["name"]))
+    canonical.pack(parsed.header)  # encodes
+    assert parsed.header["extra"]["Organisation"] == str(value)
+    assert parsed.elements[0].body["extra"]["x_count"] == str(value)
+    for kept in (-2**63, 2**64 - 1, 7):
+        raw["Organisation"] = kept
+        assert parse_event(raw, ImportDefaults(org_uuid=ORG["uuid"], org_name=ORG["name"])).header["extra"]["Organisation"] == kept

@@ -21,7 +21,9 @@ class CanonicalError(ValueError):
 
 
 def sorted_value(value: Any, *, floats_as_text: bool = False) -> Any:
-    """`value` with every map's keys in sorted order and tuples as lists, ready for pack_sorted."""
+    """`value` with every map's keys in sorted order and tuples as lists, ready for pack_sorted.
+    `floats_as_text` (a MISP field this node does not know, kept as given: decision 0002): floats,
+    and integers msgpack cannot hold, become their decimal text."""
     if isinstance(value, dict):
         return {k: sorted_value(value[k], floats_as_text=floats_as_text) for k in sorted(value)}
     if isinstance(value, (list, tuple)):
@@ -32,6 +34,8 @@ def sorted_value(value: Any, *, floats_as_text: bool = False) -> Any:
         if floats_as_text:
             return repr(value)
         raise CanonicalError("floats have no canonical form here; encode the value as a string")
+    if floats_as_text and value.__class__ is int and not -2**63 <= value < 2**64:
+        return str(value)  # beyond msgpack's integers: kept as its decimal text, as a float is
     return value
 
 
