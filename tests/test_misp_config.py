@@ -63,7 +63,7 @@ url = "http://x"
         assert expected in text, expected
 
 
-def test_a_misp_peer_with_a_key_may_leave_its_org_to_be_learned_and_a_fedmisp_peer_refuses_misp_settings(node):
+def test_a_misp_peer_with_a_key_may_leave_out_its_org_and_a_fedmisp_peer_refuses_misp_settings(node):
     with pytest.raises(ConfigError) as e:
         _with(node, f'''
 [[peer]]

@@ -202,12 +202,13 @@ class Receiver:
         # are in); a decision counts only if the event's author signed it
         keep = []
         levels: dict[bytes, int] = {}
+        views: dict[str, dict[str, ElementView]] = {}  # event uuid -> its elements' views (written above)
         pinned = self.peers.pinned_keys() if any(r.kind == KIND_ANALYST for r in attached) else {}
         for record in attached:
             event_uuid = record.body["event_uuid"]  # (shape checked above)
             if record.kind == KIND_ANALYST:
                 reason, level = self._analyst_reason(record, peer, state, pinned, keep,
-                                                     batch.retraction_levels.get(record.id))
+                                                     batch.retraction_levels.get(record.id), views)
                 if reason is Reason.ALLOWED:
                     keep.append(record)
                     levels[record.id] = level
@@ -330,7 +331,8 @@ class Receiver:
             self._refuse(peer.name, report, reason.value, record.kind, record.id, event_uuid)
 
     def _analyst_reason(self, record: Record, peer: PeerConfig, state: NodeState, pinned: dict[bytes, str],
-                        taken: list[Record], offered: Any) -> tuple[Reason, int]:
+                        taken: list[Record], offered: Any,
+                        views: dict[str, dict[str, ElementView]]) -> tuple[Reason, int]:
         """The facts of policy/inbound.py analyst_inbound for one analyst-data record."""
         body = record.body
         item = body["item"]
@@ -363,7 +365,7 @@ class Receiver:
             elif target_type in ELEMENT_TARGETS:
                 raw = self.store.holding(body["event_uuid"])
                 target_held = raw is None or target in holding_items(raw)  # (no holding: made here, held whole)
-                target_views = self._element_and_object(body["event_uuid"], target) if raw is not None else ()
+                target_views = self._element_and_object(body["event_uuid"], target, views) if raw is not None else ()
             break
         return analyst_inbound(event_held=author is not None, signer_org=signer_org, orgc_uuid=item["orgc_uuid"],
                                by_event_author=by_event_author, held_by=held_by, target_held=target_held,
@@ -377,14 +379,19 @@ class Receiver:
         wire = self.store.record(held.record_id) if held is not None else None
         return header_view(wire.body["event"], []) if wire is not None else None
 
-    def _element_and_object(self, event_uuid: str, uuid: str) -> tuple[ElementView, ...]:
-        """The policy views of a held element and of the object it is in (what an item on it hangs from)."""
-        found = self.store.revision_views(event_uuid)
-        if found is not None:
-            views = {fields[0]: view_from_fields(fields) for _, fields in found[1]}
-        else:
-            entries = self.store.revision_entries(event_uuid)
-            views = {v.uuid: v for v in (element_view(e) for _, _, e in (entries[1] if entries else ()))}
+    def _element_and_object(self, event_uuid: str, uuid: str,
+                            memo: dict[str, dict[str, ElementView]]) -> tuple[ElementView, ...]:
+        """The policy views of a held element and of the object it is in (what an item on it hangs
+        from); `memo` keeps each event's views for the batch (an event may carry many items)."""
+        views = memo.get(event_uuid)
+        if views is None:
+            found = self.store.revision_views(event_uuid)
+            if found is not None:
+                views = {fields[0]: view_from_fields(fields) for _, fields in found[1]}
+            else:
+                entries = self.store.revision_entries(event_uuid)
+                views = {v.uuid: v for v in (element_view(e) for _, _, e in (entries[1] if entries else ()))}
+            memo[event_uuid] = views
         chain = []
         view = views.get(uuid)
         while view is not None and len(chain) < 2:

@@ -174,14 +174,7 @@ def record_level_out(held: int, sharing_group: str | None, peer: PeerPolicy, nod
     level = next_hop_level(held, peer.mode is PeerMode.INTERNAL)
     if level is None:
         return Reason.HOP_BUDGET, -1
-    if held == SHARING_GROUP:
-        reason = sharing_group_reason(sharing_group, peer.org_uuid, node, inbound=False)
-        if reason is not Reason.ALLOWED:
-            return reason, -1
-    capped = cap(level, peer.push)
-    if capped is None:
-        return Reason.PUSH_FILTER_DISTRIBUTION, -1
-    return Reason.ALLOWED, capped
+    return _group_and_cap(level, sharing_group, peer, node, inbound=False)
 
 
 def record_level_in(offered: Any, distribution: int, sharing_group: str | None, peer: PeerPolicy,
@@ -193,13 +186,20 @@ def record_level_in(offered: Any, distribution: int, sharing_group: str | None, 
     level = received_level(offered, distribution, peer.mode is PeerMode.INTERNAL)
     if level is None:
         return Reason.HOP_BUDGET, -1
+    return _group_and_cap(level, sharing_group, peer, node, inbound=True)
+
+
+def _group_and_cap(level: int, sharing_group: str | None, peer: PeerPolicy, node: NodeState, *,
+                   inbound: bool) -> tuple[Reason, int]:
+    """The rest of either direction: a sharing-group level needs both ends in the group, then the
+    filter of that direction (pull inbound, push outbound) caps the level."""
     if level == SHARING_GROUP:
-        reason = sharing_group_reason(sharing_group, peer.org_uuid, node, inbound=True)
+        reason = sharing_group_reason(sharing_group, peer.org_uuid, node, inbound=inbound)
         if reason is not Reason.ALLOWED:
             return reason, -1
-    capped = cap(level, peer.pull)
+    capped = cap(level, peer.pull if inbound else peer.push)
     if capped is None:
-        return Reason.PULL_FILTER_DISTRIBUTION, -1
+        return (Reason.PULL_FILTER_DISTRIBUTION if inbound else Reason.PUSH_FILTER_DISTRIBUTION), -1
     return Reason.ALLOWED, capped
 
 
